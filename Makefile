@@ -1,0 +1,91 @@
+# verge — build, test, sanitizers, fuzzing, benchmarks.
+# `make dev` and `make test` are the two entry points (see README.md).
+
+BUILD    ?= build
+CC       ?= cc
+PKGS     := libuv libfyaml jansson openssl
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
+CPPFLAGS += -std=c11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += -lh2o $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
+SANITIZE ?=
+
+LIB_SRCS  := $(sort $(wildcard src/base/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/node/*.c))
+CLI_SRCS  := $(sort $(wildcard src/cli/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/*/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
+
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench fmt fmt-check clean deps
+
+all: $(BUILD)/verge
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libverge.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/verge: $(CLI_OBJS) $(BUILD)/libverge.a
+	$(CC) $(SANITIZE) -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libverge.a $(LDLIBS) -lcmocka
+
+unit: $(UNIT_BINS)
+
+# Runs every unit and end-to-end test; ends with "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@BUILD=$(BUILD) tests/run.sh
+
+# ASan + UBSan build; the whole suite runs against it. Request pools become
+# plain mallocs there so ASan sees every overflow (see docs/internals).
+asan:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" all unit
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
+
+# libFuzzer targets (clang), each run for FUZZ_SECONDS over its corpus.
+FUZZ_SECONDS ?= 30
+fuzz-build: $(FUZZ_SRCS)
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 \
+	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" $(BUILD)/../build-fuzz/libverge.a
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
+
+fuzz: fuzz-build
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); t=$${n#fuzz_}; \
+	  mkdir -p build-fuzz/corpus/$$t; echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>&1 | tail -3 || exit 1; done
+
+dev: deps all
+	@scripts/dev.sh
+
+bench: deps all
+	@bench/run.sh
+
+fmt:
+	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)
+
+fmt-check:
+	clang-format --dry-run -Werror $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages verge needs to build, test, fuzz and benchmark.
+# Idempotent and quiet when everything is present.
+set -euo pipefail
+PKGS=(
+  build-essential pkg-config clang clang-format libclang-rt-14-dev
+  libh2o-dev libuv1-dev libssl-dev zlib1g-dev liblua5.4-dev libfyaml-dev libjansson-dev
+  liblmdb-dev libsqlite3-dev libnats-dev libcmocka-dev
+  nats-server nginx wrk nghttp2-client curl openssl python3 python3-pytest procps util-linux
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# nginx's package starts a service on :80; we never want it running.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+pkill -x nginx >/dev/null 2>&1 || true
+echo "deps: done" >&2

@@ -1,0 +1,8 @@
+/* cli: the verge subcommands. */
+#ifndef VG_CLI_H
+#define VG_CLI_H
+
+int vg_cli_node(int argc, char **argv);
+int vg_cli_check(int argc, char **argv);
+
+#endif

@@ -1,0 +1,40 @@
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define VG_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: verge <command> [options]\n\n"
+               "commands:\n"
+               "  node     run an edge node serving apps (verge node --app DIR --listen ADDR)\n"
+               "  check    validate app manifests (verge check DIR...)\n"
+               "  version  print the version\n\n"
+               "'verge <command> --help' describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "node") == 0)
+        return vg_cli_node(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return vg_cli_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("verge %s\n", VG_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "verge: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,124 @@
+/* verge node: run an edge node. */
+#include "cli.h"
+#include "node/node.h"
+
+#include <getopt.h>
+#include <string.h>
+
+static void node_usage(FILE *f)
+{
+    fprintf(f, "usage: verge node --app DIR [--app DIR...] [options]\n\n"
+               "  --app DIR            serve the app in DIR (its verge.yaml); repeatable, selected by Host\n"
+               "  --listen ADDR        plain HTTP/1.1 + h2c listener, host:port (default 127.0.0.1:8080)\n"
+               "  --tls-listen ADDR    HTTPS listener (HTTP/2 by ALPN); needs --cert and --key\n"
+               "  --cert FILE --key FILE  PEM certificate chain and private key for --tls-listen\n"
+               "  --workers N          worker event loops (default: one per core)\n"
+               "  --access-log on|off  one JSON line per request on stdout (default on)\n"
+               "  --log-level L        debug|info|warn|error (default info)\n"
+               "  --log-format F       json|text for the node log on stderr (default json)\n"
+               "  --drain-timeout DUR  longest wait for in-flight requests on SIGTERM (default 30s)\n"
+               "  --dev                development mode\n\n"
+               "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
+               "exits.\n");
+}
+
+static bool push(const char ***list, size_t *n, const char *v)
+{
+    *list = vg_xrealloc(*list, (*n + 1) * sizeof(**list));
+    (*list)[(*n)++] = v;
+    return true;
+}
+
+static int bad(const char *msg, const char *arg)
+{
+    fprintf(stderr, "verge node: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    return 2;
+}
+
+int vg_cli_node(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"app", required_argument, NULL, 'a'},        {"listen", required_argument, NULL, 'l'},
+        {"tls-listen", required_argument, NULL, 't'}, {"cert", required_argument, NULL, 'c'},
+        {"key", required_argument, NULL, 'k'},        {"workers", required_argument, NULL, 'w'},
+        {"access-log", required_argument, NULL, 'A'}, {"log-level", required_argument, NULL, 'L'},
+        {"log-format", required_argument, NULL, 'F'}, {"drain-timeout", required_argument, NULL, 'D'},
+        {"dev", no_argument, NULL, 'd'},              {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct vg_node_options o = {.access_log = true, .drain_timeout_ms = 30000};
+    int c, rc;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'a':
+            push(&o.app_dirs, &o.n_apps, optarg);
+            break;
+        case 'l':
+            push(&o.listen, &o.n_listen, optarg);
+            break;
+        case 't':
+            push(&o.tls_listen, &o.n_tls_listen, optarg);
+            break;
+        case 'c':
+            o.cert = optarg;
+            break;
+        case 'k':
+            o.key = optarg;
+            break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 64)
+                return bad("--workers takes a number from 1 to 64", optarg);
+            o.workers = (unsigned)n;
+            break;
+        }
+        case 'A':
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                return bad("--access-log takes on or off", optarg);
+            o.access_log = strcmp(optarg, "on") == 0;
+            break;
+        case 'L': {
+            static const char *names[] = {"debug", "info", "warn", "error"};
+            size_t i = 0;
+            while (i < 4 && strcmp(optarg, names[i]))
+                i++;
+            if (i == 4)
+                return bad("--log-level takes debug, info, warn or error", optarg);
+            vg_log_set_level((enum vg_log_level)i);
+            break;
+        }
+        case 'F':
+            if (strcmp(optarg, "json") && strcmp(optarg, "text"))
+                return bad("--log-format takes json or text", optarg);
+            vg_log_set_json(strcmp(optarg, "json") == 0);
+            break;
+        case 'D':
+            if (vg_parse_duration_ms(optarg, &o.drain_timeout_ms) != 0)
+                return bad("--drain-timeout takes a duration like 30s", optarg);
+            break;
+        case 'd':
+            o.dev = true;
+            break;
+        case 'h':
+            node_usage(stdout);
+            return 0;
+        default:
+            node_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc)
+        return bad("unexpected argument", argv[optind]);
+    if (o.n_apps == 0)
+        return bad("at least one --app DIR is needed", NULL);
+    if (o.n_tls_listen && (!o.cert || !o.key))
+        return bad("--tls-listen needs --cert and --key", NULL);
+    if (o.n_listen == 0 && o.n_tls_listen == 0)
+        push(&o.listen, &o.n_listen, "127.0.0.1:8080");
+    rc = vg_node_run(&o);
+    free(o.app_dirs);
+    free(o.listen);
+    free(o.tls_listen);
+    return rc;
+}

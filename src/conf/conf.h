@@ -1,0 +1,170 @@
+/* conf: verge.yaml -> a validated, immutable app model.
+ *
+ * The model is plain data: nothing here knows about YAML nodes (h2o keeps
+ * "what it does" apart from "how it is read"; so do we). Everything a
+ * vg_conf_app points to is owned by it and released by vg_conf_app_destroy.
+ * After load the model is never mutated, so worker threads may read it
+ * concurrently without locks. */
+#ifndef VG_CONF_H
+#define VG_CONF_H
+
+#include "base/base.h"
+
+/* HTTP methods as a bitmask for route matching. */
+enum {
+    VG_CONF_METHOD_GET = 1u << 0,
+    VG_CONF_METHOD_HEAD = 1u << 1,
+    VG_CONF_METHOD_POST = 1u << 2,
+    VG_CONF_METHOD_PUT = 1u << 3,
+    VG_CONF_METHOD_DELETE = 1u << 4,
+    VG_CONF_METHOD_PATCH = 1u << 5,
+    VG_CONF_METHOD_OPTIONS = 1u << 6,
+    VG_CONF_METHOD_ALL = 0x7f,
+};
+
+enum vg_conf_match_kind {
+    VG_CONF_MATCH_PREFIX, /* path: /api/   (default: any path starting with it) */
+    VG_CONF_MATCH_EXACT,  /* path: =/login */
+    VG_CONF_MATCH_GLOB,   /* glob: "/img/STAR.png" ('*' within a segment, '**' across) */
+};
+
+/* The route action is an open set: later issues add HANDLER (Lua), CACHE, ... */
+enum vg_conf_action_kind {
+    VG_CONF_ACTION_STATIC,
+    VG_CONF_ACTION_PROXY,
+    VG_CONF_ACTION_RESPOND,  /* fixed response: status, body, content type */
+    VG_CONF_ACTION_REDIRECT, /* status 301/302/307/308 + location */
+};
+
+enum vg_conf_balance {
+    VG_CONF_BALANCE_ROUND_ROBIN,
+    VG_CONF_BALANCE_LEAST_CONN,
+    VG_CONF_BALANCE_HASH, /* consistent hashing on hash_key */
+};
+
+enum vg_conf_hash_on {
+    VG_CONF_HASH_CLIENT_IP,
+    VG_CONF_HASH_HEADER, /* hash_name = header name */
+    VG_CONF_HASH_COOKIE, /* hash_name = cookie name */
+};
+
+struct vg_conf_server {
+    char *url;  /* as written: "http://127.0.0.1:9000" */
+    char *host; /* "127.0.0.1" */
+    uint16_t port;
+    uint32_t weight; /* >= 1, default 1 */
+};
+
+struct vg_conf_health {
+    bool enabled;         /* true when a health: block is present */
+    char *path;           /* default "/" */
+    uint64_t interval_ms; /* default 2000 */
+    uint64_t timeout_ms;  /* default 1000 */
+    uint32_t rise;        /* successes to mark up, default 2 */
+    uint32_t fall;        /* failures to mark down, default 3 */
+    uint32_t expect_status_min, expect_status_max; /* default 200..399 */
+};
+
+struct vg_conf_origin {
+    char *name;
+    struct vg_conf_server *servers;
+    size_t n_servers; /* >= 1 */
+    enum vg_conf_balance balance;
+    enum vg_conf_hash_on hash_on;
+    char *hash_name; /* header/cookie name for HEADER/COOKIE, else NULL */
+    struct vg_conf_health health;
+    uint64_t connect_timeout_ms; /* default 2000 */
+    uint64_t read_timeout_ms;    /* default 30000 (idle between reads) */
+    uint64_t total_timeout_ms;   /* default 60000 */
+    uint64_t keepalive_ms;       /* idle upstream connection lifetime, default 30000 */
+    uint32_t retries;            /* extra attempts for idempotent requests, default 1 */
+    uint32_t max_fails;          /* passive: consecutive failures to eject, default 3 (0 = off) */
+    uint64_t fail_timeout_ms;    /* passive: ejection time before a retry, default 10000 */
+    bool preserve_host;          /* send the client's Host upstream, default false */
+    int line, col;               /* where it was declared */
+};
+
+struct vg_conf_route {
+    char *host; /* NULL = any; "api.example.com" or "*.example.com" */
+    enum vg_conf_match_kind match;
+    char *path; /* without the "=" marker for EXACT; always starts with '/' */
+    uint32_t methods; /* VG_CONF_METHOD_* mask; VG_CONF_METHOD_ALL by default */
+    enum vg_conf_action_kind action;
+    union {
+        struct {
+            char *dir;    /* absolute, canonical (realpath) directory */
+            char **index; /* NULL-terminated; default {"index.html", NULL} */
+        } static_;
+        struct {
+            size_t origin;      /* index into app->origins */
+            char *strip_prefix; /* removed from the path before proxying, or NULL */
+        } proxy;
+        struct {
+            int status;         /* default 200 */
+            char *body;         /* default "" */
+            char *content_type; /* default "text/plain; charset=utf-8" */
+        } respond;
+        struct {
+            int status; /* default 302 */
+            char *location;
+        } redirect;
+    } u;
+    int line, col;
+};
+
+struct vg_conf_limits {
+    uint64_t header_size;      /* max bytes of request line + headers, default 16 KiB (431 above) */
+    uint64_t body_size;        /* max request body bytes, default 16 MiB (413 above) */
+    uint64_t header_timeout_ms; /* time to receive the headers, default 10000 (408) */
+    uint64_t idle_timeout_ms;   /* keep-alive idle, default 60000 */
+    uint64_t max_connections;   /* per node, default 10000 */
+};
+
+struct vg_conf_listen {
+    char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
+    char *tls_cert; /* absolute path or NULL */
+    char *tls_key;  /* absolute path or NULL */
+};
+
+struct vg_conf_app {
+    char *name;          /* [a-z0-9-]{1,63} */
+    char *dir;           /* absolute app directory */
+    char *manifest_path; /* dir + "/verge.yaml" */
+    char **hosts;        /* Host names this app answers ("*" or "*.x" allowed) */
+    size_t n_hosts;      /* 0 = any host (default app) */
+    struct vg_conf_route *routes;
+    size_t n_routes;
+    struct vg_conf_origin *origins;
+    size_t n_origins;
+    struct vg_conf_limits limits;
+    struct vg_conf_listen *listen;
+    size_t n_listen;
+};
+
+/* A diagnostic: "file:line:col: message". */
+struct vg_conf_error {
+    char file[512];
+    int line, col;
+    char msg[512];
+};
+
+/* Loads DIR/verge.yaml. On success *out is the caller's (release with
+ * vg_conf_app_destroy). On failure returns VG_ECONF (or VG_ENOENT / VG_EIO)
+ * and fills *err with the first error found; *out is untouched. */
+int vg_conf_app_load(const char *dir, struct vg_conf_app **out, struct vg_conf_error *err) VG_MUST_CHECK;
+
+/* Same, from a YAML buffer (used by the fuzzer and tests); relative paths
+ * resolve against dir, file names err->file. */
+int vg_conf_app_load_buffer(const char *dir, const char *file, const char *yaml, size_t len, struct vg_conf_app **out,
+                            struct vg_conf_error *err) VG_MUST_CHECK;
+
+void vg_conf_app_destroy(struct vg_conf_app *app);
+
+/* Formats err as "file:line:col: msg" into buf. */
+void vg_conf_error_format(const struct vg_conf_error *err, char *buf, size_t cap);
+
+/* Helpers shared with the data plane. */
+uint32_t vg_conf_method_from_str(const char *m, size_t len); /* 0 if unknown */
+const char *vg_conf_balance_name(enum vg_conf_balance b);
+
+#endif

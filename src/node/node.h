@@ -1,0 +1,32 @@
+/* node: the edge node — runs apps from manifests on N worker event loops.
+ *
+ * Threads: one main thread (signals, reloads, origin health probes) and
+ * N workers, each with its own libuv loop, h2o context and SO_REUSEPORT
+ * listeners. Workers share nothing mutable except atomics (metrics, origin
+ * health) and the refcounted, immutable "site" (the compiled apps of one
+ * configuration generation), which SIGHUP replaces without dropping
+ * in-flight requests. */
+#ifndef VG_NODE_H
+#define VG_NODE_H
+
+#include "base/base.h"
+
+struct vg_node_options {
+    const char **app_dirs;
+    size_t n_apps;
+    const char **listen; /* plain HTTP (h1 + h2c) */
+    size_t n_listen;
+    const char **tls_listen; /* HTTPS (h1 + h2 by ALPN), with cert/key */
+    size_t n_tls_listen;
+    const char *cert, *key;
+    unsigned workers;           /* 0 = one per core */
+    bool access_log;            /* JSON line per request on stdout */
+    uint64_t drain_timeout_ms;  /* SIGTERM: longest wait for in-flight requests */
+    bool dev;                   /* development mode: error details in bodies */
+};
+
+/* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a
+ * clean drain, 1 when start-up failed — the reason is logged). */
+int vg_node_run(const struct vg_node_options *opt);
+
+#endif

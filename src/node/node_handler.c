@@ -1,0 +1,506 @@
+/* The request path: select app by Host, route, sanity limits, then the
+ * route's action (respond, redirect, static, proxy). Every request carries
+ * a small state object on its pool; the pool's destructor is where the
+ * request ends for us (access log, metrics, passive health, site release). */
+#include "node_int.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct reqstate {
+    h2o_req_t *req;
+    struct vg_worker *worker;
+    struct vg_site *site;
+    struct vg_app_rt *app;
+    struct vg_route_rt *route;
+    struct vg_origin_rt *origin;
+    struct vg_site_worker_origin *worigin;
+    int server; /* upstream server index, -1 if none */
+    uint64_t start_us;
+    h2o_iovec_t reqid;
+};
+
+static const h2o_iovec_t hdr_reqid = {H2O_STRLIT("x-request-id")};
+
+/* ---- access log ------------------------------------------------------------- */
+
+#define LOG_BUF_CAP (64 * 1024)
+
+void vg__node_access_log_flush(struct vg_worker *w)
+{
+    if (!w->log_len)
+        return;
+    size_t off = 0;
+    while (off < w->log_len) {
+        ssize_t n = write(STDOUT_FILENO, w->log_buf + off, w->log_len - off);
+        if (n <= 0)
+            break; /* a full or closed stdout must not stall the worker */
+        off += (size_t)n;
+    }
+    w->log_len = 0;
+}
+
+static size_t json_str(char *dst, size_t cap, const char *key, const char *s, size_t len)
+{
+    size_t o = (size_t)snprintf(dst, cap, ",\"%s\":\"", key);
+    if (o >= cap)
+        return cap;
+    o += vg_json_escape(dst + o, cap - o, s, len);
+    if (o + 1 >= cap)
+        return cap;
+    dst[o++] = '"';
+    return o;
+}
+
+static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
+{
+    struct vg_worker *w = rs->worker;
+    h2o_req_t *req = rs->req;
+    char line[3072];
+    size_t cap = sizeof(line), o = 0;
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    o += strftime(line, cap, "{\"time\":\"%Y-%m-%dT%H:%M:%SZ\",\"type\":\"access\"", &tm);
+    const char *app = rs->app ? rs->app->conf->name : "";
+    o += json_str(line + o, cap - o, "app", app, strlen(app));
+    if (o < cap)
+        o += json_str(line + o, cap - o, "method", req->input.method.base, req->input.method.len);
+    if (o < cap)
+        o += json_str(line + o, cap - o, "path", req->input.path.base, req->input.path.len > 1024 ? 1024 : req->input.path.len);
+    const char *up = rs->server >= 0 ? rs->origin->authority[rs->server] : "";
+    if (o < cap)
+        o += snprintf(line + o, cap - o, ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%llu", status, req->bytes_sent,
+                      (unsigned long long)dur_us);
+    if (o < cap)
+        o += json_str(line + o, cap - o, "upstream", up, strlen(up));
+    if (o < cap)
+        o += json_str(line + o, cap - o, "request_id", rs->reqid.base, rs->reqid.len);
+    if (o + 2 >= cap)
+        return; /* cannot happen with the bounds above; never log a torn line */
+    line[o++] = '}';
+    line[o++] = '\n';
+    if (w->log_len + o > LOG_BUF_CAP)
+        vg__node_access_log_flush(w);
+    memcpy(w->log_buf + w->log_len, line, o);
+    w->log_len += o;
+}
+
+/* ---- metrics ----------------------------------------------------------------- */
+
+static struct vg_obs_counter *status_counter(struct vg_worker *w, struct vg_route_rt *rt, int status)
+{
+    /* slots fill once per (route, status) and are then read lock-free */
+    for (size_t i = 0; i < VG_NODE_STATUS_SLOTS; i++) {
+        int code = __atomic_load_n(&rt->status_code[i], __ATOMIC_ACQUIRE);
+        if (code == status)
+            return __atomic_load_n(&rt->status[i], __ATOMIC_ACQUIRE);
+        if (code == 0) {
+            char labels[300];
+            snprintf(labels, sizeof(labels), "%s,status=\"%d\"", rt->label, status);
+            struct vg_obs_counter *c =
+                vg_obs_counter_get(w->node->metrics, "verge_requests_total", "Requests served.", labels);
+            int expected = 0;
+            __atomic_store_n(&rt->status[i], c, __ATOMIC_RELEASE);
+            if (__atomic_compare_exchange_n(&rt->status_code[i], &expected, status, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return c;
+            if (expected == status)
+                return c; /* another worker won with the same series */
+        }
+    }
+    return NULL; /* more distinct statuses than slots on one route: counted below */
+}
+
+static void count_request(struct reqstate *rs, int status, uint64_t dur_us)
+{
+    struct vg_node *node = rs->worker->node;
+    struct vg_obs_counter *c = rs->route ? status_counter(rs->worker, rs->route, status) : NULL;
+    if (!c) {
+        char labels[200];
+        snprintf(labels, sizeof(labels), "app=\"%s\",route=\"\",status=\"%d\"", rs->app ? rs->app->label : "", status);
+        c = vg_obs_counter_get(node->metrics, "verge_requests_total", "Requests served.", labels);
+    }
+    vg_obs_counter_add(c, 1);
+    if (rs->route)
+        vg_obs_histogram_observe_us(rs->route->latency, dur_us);
+}
+
+static void on_request_end(void *p)
+{
+    struct reqstate *rs = p;
+    h2o_req_t *req = rs->req;
+    int status = req->res.status ? req->res.status : 499; /* 499: client went away first */
+    uint64_t dur = vg_now_us() - rs->start_us;
+    if (rs->server >= 0) {
+        bool ok = status < 500 || status == 501;
+        vg_proxy_origin_state_report(rs->origin->state, (size_t)rs->server, ok, vg_now_ms());
+        vg_proxy_balancer_release(rs->worigin->balancer, (size_t)rs->server);
+    }
+    count_request(rs, status, dur);
+    if (rs->worker->node->opt.access_log)
+        access_log(rs, status, dur);
+    vg__node_worker_request_done(rs->worker, rs->site);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+/* Bad input is not a bug: answer with a status, log the reason. */
+static void reject(struct reqstate *rs, int status, const char *reason, const char *why)
+{
+    h2o_req_t *req = rs->req;
+    char code[8], path[256];
+    snprintf(code, sizeof(code), "%d", status);
+    snprintf(path, sizeof(path), "%.*s", (int)(req->input.path.len > 200 ? 200 : req->input.path.len),
+             req->input.path.base);
+    vg_log(VG_LOG_WARN, "request rejected", "status", code, "reason", why, "app", rs->app ? rs->app->conf->name : "",
+           "path", path, "request_id", rs->reqid.base ? h2o_strdup(&req->pool, rs->reqid.base, rs->reqid.len).base : "",
+           NULL);
+    h2o_send_error_generic(req, status, reason, why, status == 400 ? H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION : 0);
+}
+
+static bool valid_reqid(h2o_iovec_t v)
+{
+    if (v.len == 0 || v.len > 64)
+        return false;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.base[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
+              c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Keeps a well-formed incoming X-Request-Id (so ids join across tiers),
+ * otherwise makes one: worker prefix + sequence, unique per process run. */
+static void assign_request_id(struct reqstate *rs)
+{
+    h2o_req_t *req = rs->req;
+    ssize_t i = h2o_find_header_by_str(&req->headers, hdr_reqid.base, hdr_reqid.len, -1);
+    if (i >= 0 && valid_reqid(req->headers.entries[i].value)) {
+        rs->reqid = req->headers.entries[i].value;
+        return;
+    }
+    struct vg_worker *w = rs->worker;
+    char *buf = h2o_mem_alloc_pool(&req->pool, 40);
+    int n = snprintf(buf, 40, "%s%010llx", w->reqid_prefix, (unsigned long long)++w->reqid_seq);
+    rs->reqid = h2o_iovec_init(buf, (size_t)n);
+    if (i >= 0)
+        req->headers.entries[i].value = rs->reqid;
+    else
+        h2o_add_header_by_str(&req->pool, &req->headers, hdr_reqid.base, hdr_reqid.len, 0, NULL, rs->reqid.base,
+                              rs->reqid.len);
+}
+
+/* Reason phrases for the statuses a manifest can name. */
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 410: return "Gone";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    }
+    return "Status";
+}
+
+static void send_text(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_phrase(status);
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    h2o_send_inline(req, body, len);
+}
+
+static bool internal_endpoint(struct reqstate *rs)
+{
+    h2o_req_t *req = rs->req;
+    h2o_iovec_t p = req->path_normalized;
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/health"))) {
+        send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
+        return true;
+    }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {
+        size_t len;
+        char *text = vg_obs_registry_render(rs->worker->node->metrics, &len);
+        h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
+        free(text);
+        send_text(req, 200, "text/plain; version=0.0.4", body.base, body.len);
+        return true;
+    }
+    return false;
+}
+
+/* ---- actions ------------------------------------------------------------------- */
+
+static void do_respond(h2o_req_t *req, const struct vg_conf_route *r)
+{
+    send_text(req, r->u.respond.status, r->u.respond.content_type, r->u.respond.body, strlen(r->u.respond.body));
+}
+
+static void do_redirect(h2o_req_t *req, const struct vg_conf_route *r)
+{
+    h2o_send_redirect(req, r->u.redirect.status, reason_phrase(r->u.redirect.status), r->u.redirect.location,
+                      strlen(r->u.redirect.location));
+}
+
+/* True when the file the request names resolves (through any symlinks)
+ * inside the static root; h2o already removed "." and ".." segments. */
+static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel)
+{
+    size_t dl = strlen(dir);
+    char *path = h2o_mem_alloc_pool(&rs->req->pool, dl + rel.len + 2);
+    memcpy(path, dir, dl);
+    path[dl] = '/';
+    memcpy(path + dl + 1, rel.base, rel.len);
+    path[dl + 1 + rel.len] = '\0';
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return true; /* missing: h2o answers 404 without opening anything */
+    size_t rl = strlen(real);
+    return rl >= dl && memcmp(real, dir, dl) == 0 && (real[dl] == '\0' || real[dl] == '/');
+}
+
+static void do_static(struct reqstate *rs)
+{
+    h2o_req_t *req = rs->req;
+    struct vg_route_rt *rt = rs->route;
+    h2o_iovec_t p = req->path_normalized;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
+        h2o_send_error_405(req, "Method Not Allowed", "method not allowed", H2O_SEND_ERROR_KEEP_HEADERS);
+        return;
+    }
+    if (p.len == rt->mount_len) { /* "/assets" -> "/assets/" so relative links work */
+        h2o_iovec_t dest = h2o_concat(&req->pool, p, h2o_iovec_init(H2O_STRLIT("/")));
+        h2o_send_redirect(req, 301, "Moved Permanently", dest.base, dest.len);
+        return;
+    }
+    h2o_iovec_t rel = h2o_iovec_init(p.base + rt->mount_len + 1, p.len - rt->mount_len - 1);
+    if (!inside_root(rs, rt->conf->u.static_.dir, rel)) {
+        reject(rs, 403, "Forbidden", "path resolves outside the static root");
+        return;
+    }
+    if (rt->file->on_req(rt->file, req) != 0)
+        h2o_send_error_404(req, "Not Found", "not found", 0);
+}
+
+static bool usable_server(void *ctx, size_t i)
+{
+    struct reqstate *rs = ctx;
+    return vg_proxy_origin_state_usable(rs->origin->state, i, vg_now_ms());
+}
+
+static h2o_iovec_t cookie_value(h2o_req_t *req, const char *name)
+{
+    size_t nl = strlen(name);
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_COOKIE, i)) != -1;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        const char *p = v.base, *end = v.base + v.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
+                return h2o_iovec_init(p + nl + 1, (size_t)(stop - p - nl - 1));
+            p = stop;
+        }
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+static h2o_iovec_t client_ip(h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    char *buf = h2o_mem_alloc_pool(&req->pool, INET6_ADDRSTRLEN);
+    buf[0] = '\0';
+    if (len && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, INET6_ADDRSTRLEN);
+    else if (len && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, INET6_ADDRSTRLEN);
+    return h2o_iovec_init(buf, strlen(buf));
+}
+
+static h2o_iovec_t hash_key(h2o_req_t *req, const struct vg_conf_origin *o)
+{
+    switch (o->hash_on) {
+    case VG_CONF_HASH_CLIENT_IP:
+        return client_ip(req);
+    case VG_CONF_HASH_HEADER: {
+        ssize_t i = h2o_find_header_by_str(&req->headers, o->hash_name, strlen(o->hash_name), -1);
+        return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+    }
+    case VG_CONF_HASH_COOKIE:
+        return cookie_value(req, o->hash_name);
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+/* RFC 7239 Forwarded, next to the X-Forwarded-* headers h2o already adds. */
+static void add_forwarded(h2o_req_t *req)
+{
+    h2o_iovec_t ip = client_ip(req);
+    bool v6 = memchr(ip.base, ':', ip.len) != NULL;
+    char *buf = h2o_mem_alloc_pool(&req->pool, ip.len + req->authority.len + 40);
+    int n = sprintf(buf, v6 ? "for=\"[%.*s]\";proto=%s;host=\"%.*s\"" : "for=%.*s;proto=%s;host=\"%.*s\"", (int)ip.len,
+                    ip.base, req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http", (int)req->authority.len,
+                    req->authority.base);
+    h2o_add_header_by_str(&req->pool, &req->headers, H2O_STRLIT("forwarded"), 0, NULL, buf, (size_t)n);
+}
+
+static void do_proxy(struct reqstate *rs, size_t app_idx)
+{
+    h2o_req_t *req = rs->req;
+    const struct vg_conf_route *r = rs->route->conf;
+    rs->origin = &rs->app->origins[r->u.proxy.origin];
+    rs->worigin = &rs->site->workers[rs->worker->id].origins[app_idx][r->u.proxy.origin];
+    const struct vg_conf_origin *o = rs->origin->conf;
+    h2o_iovec_t key = o->balance == VG_CONF_BALANCE_HASH ? hash_key(req, o) : h2o_iovec_init(NULL, 0);
+    int s = vg_proxy_balancer_pick(rs->worigin->balancer, usable_server, rs, 0, key.base, key.len);
+    if (s < 0) {
+        reject(rs, 502, "Bad Gateway", "no usable origin server");
+        return;
+    }
+    rs->server = s;
+    vg_proxy_balancer_acquire(rs->worigin->balancer, (size_t)s);
+
+    h2o_iovec_t path = req->path; /* as received (with query), minus strip_prefix */
+    const char *strip = r->u.proxy.strip_prefix;
+    if (strip) {
+        size_t sl = strlen(strip);
+        if (path.len >= sl && memcmp(path.base, strip, sl) == 0) {
+            path.base += sl;
+            path.len -= sl;
+            if (path.len == 0 || (path.base[0] != '/' && path.base[0] != '?'))
+                path = h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("/")), path);
+        }
+    }
+    add_forwarded(req);
+    h2o_req_overrides_t *ov = h2o_mem_alloc_pool(&req->pool, sizeof(*ov));
+    *ov = (h2o_req_overrides_t){
+        .client_ctx = &rs->worigin->client,
+        .socketpool = &rs->worigin->pools[s],
+    };
+    const char *auth = rs->origin->authority[s];
+    h2o_iovec_t authority = o->preserve_host ? req->authority : h2o_iovec_init(auth, strlen(auth));
+    h2o_reprocess_request(req, req->method, &H2O_URL_SCHEME_HTTP, authority, path, ov, 0);
+}
+
+/* ---- entry ------------------------------------------------------------------------ */
+
+static bool check_limits(struct reqstate *rs)
+{
+    h2o_req_t *req = rs->req;
+    const struct vg_conf_limits *lim = &rs->app->conf->limits;
+    if (vg_http_req_header_bytes(req) > lim->header_size) {
+        reject(rs, 431, "Request Header Fields Too Large", "request headers exceed limits.header_size");
+        return false;
+    }
+    if (req->entity.base && req->entity.len > lim->body_size) {
+        reject(rs, 413, "Payload Too Large", "request body exceeds limits.body_size");
+        return false;
+    }
+    return true;
+}
+
+static void dispatch(struct reqstate *rs, size_t app_idx)
+{
+    h2o_req_t *req = rs->req;
+    uint32_t m = vg_conf_method_from_str(req->method.base, req->method.len);
+    int r = vg_http_route_find(rs->app->conf, req->authority.base, req->authority.len, req->path_normalized.base,
+                               req->path_normalized.len, m);
+    if (r == VG_HTTP_ROUTE_NONE) {
+        h2o_send_error_404(req, "Not Found", "no route matches", 0);
+        return;
+    }
+    if (r == VG_HTTP_ROUTE_BAD_METHOD) {
+        h2o_send_error_405(req, "Method Not Allowed", "method not allowed on this route", 0);
+        return;
+    }
+    rs->route = &rs->app->routes[r];
+    switch (rs->route->conf->action) {
+    case VG_CONF_ACTION_RESPOND:
+        do_respond(req, rs->route->conf);
+        return;
+    case VG_CONF_ACTION_REDIRECT:
+        do_redirect(req, rs->route->conf);
+        return;
+    case VG_CONF_ACTION_STATIC:
+        do_static(rs);
+        return;
+    case VG_CONF_ACTION_PROXY:
+        do_proxy(rs, app_idx);
+        return;
+    }
+    VG_ASSERT(!"unknown route action");
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct vg_worker *w = vg__node_worker_of(req->conn->ctx);
+    struct vg_site *site = w->site;
+    struct reqstate *rs = h2o_mem_alloc_shared(&req->pool, sizeof(*rs), on_request_end);
+    *rs = (struct reqstate){.req = req, .worker = w, .site = site, .server = -1, .start_us = vg_now_us()};
+    site->workers[w->id].inflight++;
+    assign_request_id(rs);
+
+    const char *why;
+    int bad = vg_http_req_check(req, &why);
+    if (bad) {
+        reject(rs, bad, "Bad Request", why);
+        return 0;
+    }
+    if (internal_endpoint(rs))
+        return 0;
+    int a = vg_http_app_select(site->confs, site->n_apps, req->authority.base, req->authority.len);
+    if (a < 0) {
+        reject(rs, 404, "Not Found", "no app serves this host");
+        return 0;
+    }
+    rs->app = &site->apps[a];
+    if (check_limits(rs))
+        dispatch(rs, (size_t)a);
+    return 0;
+}
+
+/* Response filter: every response names its request id. */
+static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, hdr_reqid.base, hdr_reqid.len, -1);
+    if (i >= 0)
+        h2o_set_header_by_str(&req->pool, &req->res.headers, hdr_reqid.base, hdr_reqid.len, 0,
+                              req->headers.entries[i].value.base, req->headers.entries[i].value.len, 1);
+    h2o_setup_next_ostream(req, slot);
+}
+
+void vg__node_handler_register(struct vg_node *node)
+{
+    h2o_handler_t *h = h2o_create_handler(node->root, sizeof(*h));
+    h->on_req = on_req;
+    h2o_filter_t *f = h2o_create_filter(node->root, sizeof(*f));
+    f->on_setup_ostream = on_setup_ostream;
+}

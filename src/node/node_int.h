@@ -1,0 +1,151 @@
+/* Internals shared by the node's files. */
+#ifndef VG_NODE_INT_H
+#define VG_NODE_INT_H
+
+#include "conf/conf.h"
+#include "http/http.h"
+#include "net/net.h"
+#include "node.h"
+#include "obs/obs.h"
+#include "proxy/proxy.h"
+
+#include <h2o.h>
+#include <pthread.h>
+#include <uv.h>
+
+#define VG_NODE_MAX_WORKERS 64
+#define VG_NODE_STATUS_SLOTS 16 /* per-route status counters cached per slot */
+
+struct vg_node;
+struct vg_worker;
+
+/* ---- site: one configuration generation, shared read-only by workers ---- */
+
+struct vg_route_rt {
+    const struct vg_conf_route *conf;
+    char label[256];           /* escaped route label for metrics */
+    h2o_pathconf_t pathconf;   /* static: owns the file handler */
+    h2o_handler_t *file;       /* static: h2o's file handler (ETag, Range, 304) */
+    size_t mount_len;          /* static: request path bytes mapped away */
+    struct vg_obs_counter *status[VG_NODE_STATUS_SLOTS]; /* lazily filled */
+    int status_code[VG_NODE_STATUS_SLOTS];
+    struct vg_obs_histogram *latency;
+};
+
+struct vg_origin_rt {
+    const struct vg_conf_origin *conf;
+    struct vg_proxy_origin_state *state;
+    struct vg_proxy_health *health; /* main loop; stopped when the site is replaced */
+    char **authority;               /* "host:port" per server */
+    char **label;                   /* escaped server url per server */
+};
+
+struct vg_app_rt {
+    struct vg_conf_app *conf;
+    struct vg_route_rt *routes;
+    struct vg_origin_rt *origins;
+    char label[96]; /* escaped app name */
+};
+
+/* What one worker needs per origin: its own balancer and connection pools. */
+struct vg_site_worker_origin {
+    struct vg_proxy_balancer *balancer;
+    h2o_socketpool_t *pools; /* one per server */
+    h2o_http1client_ctx_t client;
+    h2o_timeout_t io_timeout;
+};
+
+struct vg_site_worker {
+    bool ready;
+    size_t inflight; /* requests of this worker still using the site */
+    struct vg_site_worker_origin **origins; /* [app][origin] */
+};
+
+struct vg_site {
+    int refs; /* atomic: main's current pointer + each worker using it */
+    uint64_t generation;
+    struct vg_node *node;
+    struct vg_conf_app **confs;
+    struct vg_app_rt *apps;
+    size_t n_apps;
+    struct vg_site_worker workers[VG_NODE_MAX_WORKERS];
+};
+
+struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **apps, size_t n_apps);
+void vg__node_site_start_health(struct vg_site *site, uv_loop_t *loop);
+void vg__node_site_stop_health(struct vg_site *site);
+void vg__node_site_ref(struct vg_site *site);
+void vg__node_site_unref(struct vg_site *site);
+/* Worker-thread side: build/tear down the worker's private part. */
+void vg__node_site_worker_init(struct vg_site *site, struct vg_worker *w);
+void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w);
+
+/* ---- workers ---- */
+
+struct vg_listener {
+    uv_tcp_t tcp;
+    h2o_accept_ctx_t accept;
+    struct vg_worker *worker;
+};
+
+struct vg_worker {
+    h2o_context_t ctx; /* first: h2o hands us &ctx */
+    uv_loop_t loop;
+    unsigned id;
+    struct vg_node *node;
+    pthread_t thread;
+    uv_async_t async;
+    uv_timer_t tick; /* access-log flush, drain checks */
+    struct vg_listener *listeners;
+    size_t n_listeners;
+    struct vg_site *site;
+    struct vg_site **retiring; /* replaced sites with requests still running here */
+    size_t n_retiring;
+    bool draining;
+    uint64_t drain_deadline_ms;
+    /* commands from the main thread, under node->mu */
+    struct vg_site *cmd_site;
+    bool cmd_shutdown;
+    /* access log */
+    char *log_buf;
+    size_t log_len;
+    /* request ids: per-worker random prefix + sequence */
+    char reqid_prefix[12];
+    uint64_t reqid_seq;
+};
+
+struct vg_node {
+    struct vg_node_options opt;
+    h2o_globalconf_t gconf;
+    h2o_pathconf_t *root;
+    struct vg_obs_registry *metrics;
+    struct vg_obs_counter *m_conn_rejected, *m_reload_ok, *m_reload_fail;
+    pthread_mutex_t mu;
+    struct vg_site *site; /* current; under mu */
+    uint64_t generation;
+    struct vg_worker *workers;
+    unsigned n_workers;
+    int **listen_fds; /* [worker][listener] */
+    SSL_CTX **listen_ssl; /* [listener], NULL for plain */
+    char **listen_addr;   /* [listener], resolved "host:port" */
+    size_t n_listeners;
+    size_t conns;       /* atomic: open client connections */
+    size_t max_conns;
+    uv_loop_t *main_loop;
+};
+
+int vg__node_worker_start(struct vg_node *node, struct vg_worker *w);
+void vg__node_worker_post(struct vg_worker *w); /* wake it to read commands */
+void vg__node_worker_request_done(struct vg_worker *w, struct vg_site *site);
+
+/* ---- request handling ---- */
+
+void vg__node_handler_register(struct vg_node *node);
+void vg__node_access_log_flush(struct vg_worker *w);
+
+static inline struct vg_worker *vg__node_worker_of(h2o_context_t *ctx)
+{
+    return (struct vg_worker *)ctx; /* ctx is the first member */
+}
+
+#endif

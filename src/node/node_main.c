@@ -1,0 +1,272 @@
+/* vg_node_run: start-up, signals, reload and drain. */
+#include "node_int.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+struct main_ctx {
+    struct vg_node *node;
+    uv_loop_t loop;
+    uv_signal_t sighup, sigterm, sigint;
+    bool stopping;
+};
+
+/* Loads every app; on the first error logs it and returns VG_ECONF. */
+static int load_apps(const struct vg_node_options *opt, struct vg_conf_app ***out)
+{
+    struct vg_conf_app **apps = vg_xcalloc(opt->n_apps, sizeof(*apps));
+    for (size_t i = 0; i < opt->n_apps; i++) {
+        struct vg_conf_error err;
+        if (vg_conf_app_load(opt->app_dirs[i], &apps[i], &err) != 0) {
+            char msg[1200];
+            vg_conf_error_format(&err, msg, sizeof(msg));
+            vg_log(VG_LOG_ERROR, "invalid manifest", "error", msg, NULL);
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(apps[j]->name, apps[i]->name) == 0) {
+                vg_log(VG_LOG_ERROR, "two apps have the same name", "app", apps[i]->name, "dir", opt->app_dirs[i],
+                       NULL);
+                i++;
+                goto fail;
+            }
+        }
+        continue;
+    fail:
+        for (size_t j = 0; j < opt->n_apps; j++)
+            if (apps[j])
+                vg_conf_app_destroy(apps[j]);
+        free(apps);
+        return VG_ECONF;
+    }
+    *out = apps;
+    return 0;
+}
+
+/* Connection-level limits apply before a request names its app, so the
+ * node takes the strictest value any app asks for. */
+static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t n)
+{
+    uint64_t body = 0, header_to = UINT64_MAX, idle = UINT64_MAX, maxc = UINT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        const struct vg_conf_limits *l = &apps[i]->limits;
+        body = l->body_size > body ? l->body_size : body;
+        header_to = l->header_timeout_ms < header_to ? l->header_timeout_ms : header_to;
+        idle = l->idle_timeout_ms < idle ? l->idle_timeout_ms : idle;
+        maxc = l->max_connections < maxc ? l->max_connections : maxc;
+    }
+    node->gconf.max_request_entity_size = body;
+    node->gconf.http1.req_timeout = header_to;
+    node->gconf.http2.idle_timeout = idle;
+    node->max_conns = maxc;
+}
+
+static void reload(struct main_ctx *m)
+{
+    struct vg_node *node = m->node;
+    struct vg_conf_app **apps;
+    if (load_apps(&node->opt, &apps) != 0) {
+        vg_obs_counter_add(node->m_reload_fail, 1);
+        vg_log(VG_LOG_ERROR, "reload failed: keeping the running configuration", NULL);
+        return;
+    }
+    struct vg_site *site = vg__node_site_create(node, apps, node->opt.n_apps);
+    vg__node_site_start_health(site, &m->loop);
+    pthread_mutex_lock(&node->mu);
+    struct vg_site *old = node->site;
+    node->site = site;
+    for (unsigned i = 0; i < node->n_workers; i++) {
+        struct vg_worker *w = &node->workers[i];
+        if (w->cmd_site) /* an earlier reload the worker has not picked up yet */
+            vg__node_site_unref(w->cmd_site);
+        vg__node_site_ref(site);
+        w->cmd_site = site;
+    }
+    pthread_mutex_unlock(&node->mu);
+    for (unsigned i = 0; i < node->n_workers; i++)
+        vg__node_worker_post(&node->workers[i]);
+    vg__node_site_stop_health(old);
+    vg__node_site_unref(old);
+    vg_obs_counter_add(node->m_reload_ok, 1);
+    char gen[24];
+    snprintf(gen, sizeof(gen), "%llu", (unsigned long long)site->generation);
+    vg_log(VG_LOG_INFO, "reloaded", "generation", gen, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct main_ctx *m = s->data;
+    if (signum == SIGHUP) {
+        reload(m);
+        return;
+    }
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    vg_log(VG_LOG_INFO, "draining", NULL);
+    pthread_mutex_lock(&m->node->mu);
+    for (unsigned i = 0; i < m->node->n_workers; i++)
+        m->node->workers[i].cmd_shutdown = true;
+    pthread_mutex_unlock(&m->node->mu);
+    for (unsigned i = 0; i < m->node->n_workers; i++)
+        vg__node_worker_post(&m->node->workers[i]);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+    vg__node_site_stop_health(m->node->site);
+}
+
+/* Binds every listener once per worker (SO_REUSEPORT). ":0" resolves to a
+ * port on the first bind and the other workers join that port. */
+static int open_listeners(struct vg_node *node)
+{
+    const struct vg_node_options *o = &node->opt;
+    size_t n = o->n_listen + o->n_tls_listen;
+    for (size_t a = 0; a < node->site->n_apps; a++)
+        n += node->site->confs[a]->n_listen;
+    node->listen_fds = vg_xcalloc(node->n_workers, sizeof(int *));
+    for (unsigned w = 0; w < node->n_workers; w++)
+        node->listen_fds[w] = vg_xcalloc(n ? n : 1, sizeof(int));
+    node->listen_ssl = vg_xcalloc(n ? n : 1, sizeof(SSL_CTX *));
+    node->listen_addr = vg_xcalloc(n ? n : 1, sizeof(char *));
+    size_t i = 0;
+    for (size_t k = 0; k < n; k++) {
+        const char *addr, *cert = NULL, *key = NULL;
+        if (k < o->n_listen) {
+            addr = o->listen[k];
+        } else if (k < o->n_listen + o->n_tls_listen) {
+            addr = o->tls_listen[k - o->n_listen];
+            cert = o->cert;
+            key = o->key;
+        } else {
+            size_t j = k - o->n_listen - o->n_tls_listen, a = 0;
+            while (j >= node->site->confs[a]->n_listen)
+                j -= node->site->confs[a++]->n_listen;
+            const struct vg_conf_listen *l = &node->site->confs[a]->listen[j];
+            addr = l->addr;
+            cert = l->tls_cert;
+            key = l->tls_key;
+        }
+        char err[512];
+        if (cert || key) {
+            if (!cert || !key) {
+                vg_log(VG_LOG_ERROR, "TLS listener needs both a certificate and a key", "addr", addr, NULL);
+                return VG_ETLS;
+            }
+            node->listen_ssl[i] = vg_http_tls_ctx_create(cert, key, err, sizeof(err));
+            if (!node->listen_ssl[i]) {
+                vg_log(VG_LOG_ERROR, "cannot set up TLS", "addr", addr, "reason", err, NULL);
+                return VG_ETLS;
+            }
+        }
+        char resolved[300];
+        snprintf(resolved, sizeof(resolved), "%s", addr);
+        for (unsigned w = 0; w < node->n_workers; w++) {
+            if (vg_net_listen(resolved, true, 1024, &node->listen_fds[w][i], err, sizeof(err)) != 0) {
+                vg_log(VG_LOG_ERROR, "cannot listen", "addr", addr, "reason", err, NULL);
+                return VG_ENET;
+            }
+            if (w == 0) {
+                struct sockaddr_storage ss;
+                socklen_t len = sizeof(ss);
+                getsockname(node->listen_fds[0][i], (struct sockaddr *)&ss, &len);
+                vg_net_addr_format((struct sockaddr *)&ss, resolved, sizeof(resolved));
+            }
+        }
+        node->listen_addr[i] = vg_xstrdup(resolved);
+        vg_log(VG_LOG_INFO, "listening", "addr", resolved, "tls", node->listen_ssl[i] ? "on" : "off", NULL);
+        i++;
+    }
+    node->n_listeners = i;
+    return i ? 0 : VG_EINVAL;
+}
+
+static void gconf_init(struct vg_node *node)
+{
+    h2o_config_init(&node->gconf);
+    node->gconf.server_name = h2o_iovec_init(H2O_STRLIT("verge"));
+    node->gconf.proxy.emit_x_forwarded_headers = 1;
+    node->gconf.proxy.emit_via_header = 1;
+    node->gconf.filecache.capacity = 256;
+    h2o_hostconf_t *host = h2o_config_register_host(&node->gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    node->root = h2o_config_register_path(host, "/", 0);
+    vg__node_handler_register(node);
+}
+
+static void collect_node(void *data, struct vg_obs_buf *buf)
+{
+    struct vg_node *node = data;
+    vg_obs_buf_printf(buf,
+                      "# HELP verge_connections_open Client connections open now.\n"
+                      "# TYPE verge_connections_open gauge\nverge_connections_open %zu\n",
+                      __atomic_load_n(&node->conns, __ATOMIC_RELAXED));
+}
+
+static void metrics_init(struct vg_node *node)
+{
+    node->metrics = vg_obs_registry_create();
+    node->m_conn_rejected = vg_obs_counter_get(node->metrics, "verge_connections_rejected_total",
+                                               "Connections refused over limits.max_connections.", "");
+    node->m_reload_ok =
+        vg_obs_counter_get(node->metrics, "verge_reloads_total", "Manifest reloads.", "result=\"ok\"");
+    node->m_reload_fail =
+        vg_obs_counter_get(node->metrics, "verge_reloads_total", "Manifest reloads.", "result=\"error\"");
+    vg_obs_collector_add(node->metrics, collect_node, node);
+}
+
+static unsigned worker_count(unsigned asked)
+{
+    if (asked)
+        return asked > VG_NODE_MAX_WORKERS ? VG_NODE_MAX_WORKERS : asked;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > VG_NODE_MAX_WORKERS ? VG_NODE_MAX_WORKERS : (unsigned)n;
+}
+
+int vg_node_run(const struct vg_node_options *opt)
+{
+    static struct vg_node node; /* one per process; signals need it anyway */
+    struct main_ctx m = {.node = &node};
+    node.opt = *opt;
+    node.n_workers = worker_count(opt->workers);
+    pthread_mutex_init(&node.mu, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct vg_conf_app **apps;
+    if (load_apps(opt, &apps) != 0)
+        return 1;
+    metrics_init(&node);
+    gconf_init(&node);
+    apply_limits(&node, apps, opt->n_apps);
+    uv_loop_init(&m.loop);
+    node.main_loop = &m.loop;
+    node.site = vg__node_site_create(&node, apps, opt->n_apps);
+    if (open_listeners(&node) != 0)
+        return 1;
+    vg__node_site_start_health(node.site, &m.loop);
+
+    node.workers = vg_xcalloc(node.n_workers, sizeof(*node.workers));
+    for (unsigned i = 0; i < node.n_workers; i++) {
+        node.workers[i].id = i;
+        node.workers[i].node = &node;
+        if (vg__node_worker_start(&node, &node.workers[i]) != 0)
+            return 1;
+    }
+    uv_signal_init(&m.loop, &m.sighup);
+    uv_signal_init(&m.loop, &m.sigterm);
+    uv_signal_init(&m.loop, &m.sigint);
+    m.sighup.data = m.sigterm.data = m.sigint.data = &m;
+    uv_signal_start(&m.sighup, on_signal, SIGHUP);
+    uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&m.sigint, on_signal, SIGINT);
+    char nw[16];
+    snprintf(nw, sizeof(nw), "%u", node.n_workers);
+    vg_log(VG_LOG_INFO, "node started", "workers", nw, NULL);
+
+    uv_run(&m.loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < node.n_workers; i++)
+        pthread_join(node.workers[i].thread, NULL);
+    vg__node_site_unref(node.site);
+    vg_log(VG_LOG_INFO, "stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,201 @@
+/* A site is one configuration generation: the apps' models plus everything
+ * compiled from them (static file handlers, origin health state). Workers
+ * hold references; the last one out frees it. */
+#include "node_int.h"
+
+#include <string.h>
+
+static void route_init(struct vg_node *node, struct vg_app_rt *app, size_t i)
+{
+    struct vg_route_rt *rt = &app->routes[i];
+    const struct vg_conf_route *r = &app->conf->routes[i];
+    char esc[128];
+    rt->conf = r;
+    vg_obs_label_escape(esc, sizeof(esc), r->path);
+    snprintf(rt->label, sizeof(rt->label), "app=\"%s\",route=\"%s\"", app->label, esc);
+    rt->latency = vg_obs_histogram_get(node->metrics, "verge_request_duration_seconds",
+                                       "Time from request start to the end of the response.", rt->label);
+    if (r->action != VG_CONF_ACTION_STATIC)
+        return;
+    /* Prefix routes map the prefix away (alias semantics: /assets/x -> DIR/x);
+     * exact and glob routes map the whole path (DIR + /img/a.png). */
+    const char *mount = "/";
+    if (r->match == VG_CONF_MATCH_PREFIX)
+        mount = r->path;
+    h2o_config_init_pathconf(&rt->pathconf, &node->gconf, mount, node->gconf.mimemap);
+    /* h2o_file_handler_t is opaque but starts with its h2o_handler_t */
+    rt->file = (h2o_handler_t *)h2o_file_register(&rt->pathconf, r->u.static_.dir, (const char **)r->u.static_.index,
+                                                  node->gconf.mimemap, 0);
+    rt->mount_len = strlen(mount);
+    if (rt->mount_len && mount[rt->mount_len - 1] == '/')
+        rt->mount_len--;
+}
+
+static void origin_init(struct vg_app_rt *app, size_t i)
+{
+    struct vg_origin_rt *o = &app->origins[i];
+    o->conf = &app->conf->origins[i];
+    o->state = vg_proxy_origin_state_create(o->conf);
+    o->authority = vg_xcalloc(o->conf->n_servers, sizeof(char *));
+    o->label = vg_xcalloc(o->conf->n_servers, sizeof(char *));
+    for (size_t s = 0; s < o->conf->n_servers; s++) {
+        const struct vg_conf_server *srv = &o->conf->servers[s];
+        bool v6 = strchr(srv->host, ':') != NULL;
+        o->authority[s] = vg_xasprintf(v6 ? "[%s]:%u" : "%s:%u", srv->host, srv->port);
+        char esc[256];
+        vg_obs_label_escape(esc, sizeof(esc), srv->url);
+        o->label[s] = vg_xstrdup(esc);
+    }
+}
+
+static void collect_upstreams(void *data, struct vg_obs_buf *buf)
+{
+    struct vg_site *site = data;
+    vg_obs_buf_printf(buf, "# HELP verge_upstream_up Whether an origin server receives traffic (health).\n"
+                           "# TYPE verge_upstream_up gauge\n");
+    uint64_t now = vg_now_ms();
+    for (size_t a = 0; a < site->n_apps; a++) {
+        struct vg_app_rt *app = &site->apps[a];
+        for (size_t o = 0; o < app->conf->n_origins; o++) {
+            struct vg_origin_rt *ort = &app->origins[o];
+            for (size_t s = 0; s < ort->conf->n_servers; s++)
+                vg_obs_buf_printf(buf, "verge_upstream_up{app=\"%s\",origin=\"%s\",server=\"%s\"} %d\n", app->label,
+                                  ort->conf->name, ort->label[s],
+                                  vg_proxy_origin_state_usable(ort->state, s, now) ? 1 : 0);
+        }
+    }
+}
+
+struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **apps, size_t n_apps)
+{
+    struct vg_site *site = vg_xcalloc(1, sizeof(*site));
+    site->refs = 1;
+    site->node = node;
+    site->generation = ++node->generation;
+    site->confs = apps;
+    site->n_apps = n_apps;
+    site->apps = vg_xcalloc(n_apps, sizeof(*site->apps));
+    for (size_t a = 0; a < n_apps; a++) {
+        struct vg_app_rt *app = &site->apps[a];
+        app->conf = apps[a];
+        vg_obs_label_escape(app->label, sizeof(app->label), apps[a]->name);
+        app->routes = vg_xcalloc(apps[a]->n_routes, sizeof(*app->routes));
+        app->origins = vg_xcalloc(apps[a]->n_origins, sizeof(*app->origins));
+        for (size_t r = 0; r < apps[a]->n_routes; r++)
+            route_init(node, app, r);
+        for (size_t o = 0; o < apps[a]->n_origins; o++)
+            origin_init(app, o);
+    }
+    vg_obs_collector_add(node->metrics, collect_upstreams, site);
+    return site;
+}
+
+void vg__node_site_start_health(struct vg_site *site, uv_loop_t *loop)
+{
+    for (size_t a = 0; a < site->n_apps; a++)
+        for (size_t o = 0; o < site->apps[a].conf->n_origins; o++) {
+            struct vg_origin_rt *ort = &site->apps[a].origins[o];
+            ort->health = vg_proxy_health_start(loop, ort->conf, site->apps[a].conf->name, ort->state);
+        }
+}
+
+void vg__node_site_stop_health(struct vg_site *site)
+{
+    for (size_t a = 0; a < site->n_apps; a++)
+        for (size_t o = 0; o < site->apps[a].conf->n_origins; o++) {
+            struct vg_origin_rt *ort = &site->apps[a].origins[o];
+            if (ort->health)
+                vg_proxy_health_stop(ort->health);
+            ort->health = NULL;
+        }
+}
+
+void vg__node_site_ref(struct vg_site *site)
+{
+    __atomic_fetch_add(&site->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void site_destroy(struct vg_site *site)
+{
+    vg_obs_collector_remove(site->node->metrics, collect_upstreams, site);
+    for (size_t a = 0; a < site->n_apps; a++) {
+        struct vg_app_rt *app = &site->apps[a];
+        for (size_t r = 0; r < app->conf->n_routes; r++)
+            if (app->routes[r].file)
+                h2o_config_dispose_pathconf(&app->routes[r].pathconf);
+        for (size_t o = 0; o < app->conf->n_origins; o++) {
+            struct vg_origin_rt *ort = &app->origins[o];
+            VG_ASSERT(ort->health == NULL); /* stopped on the main loop before release */
+            for (size_t s = 0; s < ort->conf->n_servers; s++) {
+                free(ort->authority[s]);
+                free(ort->label[s]);
+            }
+            free(ort->authority);
+            free(ort->label);
+            vg_proxy_origin_state_destroy(ort->state);
+        }
+        free(app->routes);
+        free(app->origins);
+        vg_conf_app_destroy(app->conf);
+    }
+    free(site->apps);
+    free(site->confs);
+    free(site);
+}
+
+void vg__node_site_unref(struct vg_site *site)
+{
+    if (__atomic_sub_fetch(&site->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        site_destroy(site);
+}
+
+static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin *wo, const struct vg_conf_origin *o)
+{
+    wo->balancer = vg_proxy_balancer_create(o);
+    wo->pools = vg_xcalloc(o->n_servers, sizeof(*wo->pools));
+    for (size_t s = 0; s < o->n_servers; s++) {
+        h2o_socketpool_init_by_hostport(&wo->pools[s], h2o_iovec_init(o->servers[s].host, strlen(o->servers[s].host)),
+                                        o->servers[s].port, 0, SIZE_MAX);
+        h2o_socketpool_set_timeout(&wo->pools[s], &w->loop, o->keepalive_ms);
+    }
+    h2o_timeout_init(&w->loop, &wo->io_timeout, o->read_timeout_ms);
+    wo->client = (h2o_http1client_ctx_t){
+        .loop = &w->loop,
+        .getaddr_receiver = &w->ctx.receivers.hostinfo_getaddr,
+        .io_timeout = &wo->io_timeout,
+    };
+}
+
+void vg__node_site_worker_init(struct vg_site *site, struct vg_worker *w)
+{
+    struct vg_site_worker *sw = &site->workers[w->id];
+    VG_ASSERT(!sw->ready);
+    sw->origins = vg_xcalloc(site->n_apps, sizeof(*sw->origins));
+    for (size_t a = 0; a < site->n_apps; a++) {
+        const struct vg_conf_app *app = site->apps[a].conf;
+        sw->origins[a] = vg_xcalloc(app->n_origins, sizeof(**sw->origins));
+        for (size_t o = 0; o < app->n_origins; o++)
+            worker_origin_init(w, &sw->origins[a][o], &app->origins[o]);
+    }
+    sw->ready = true;
+}
+
+void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w)
+{
+    struct vg_site_worker *sw = &site->workers[w->id];
+    VG_ASSERT(sw->ready && sw->inflight == 0);
+    for (size_t a = 0; a < site->n_apps; a++) {
+        const struct vg_conf_app *app = site->apps[a].conf;
+        for (size_t o = 0; o < app->n_origins; o++) {
+            struct vg_site_worker_origin *wo = &sw->origins[a][o];
+            for (size_t s = 0; s < app->origins[o].n_servers; s++)
+                h2o_socketpool_dispose(&wo->pools[s]);
+            free(wo->pools);
+            h2o_timeout_dispose(&w->loop, &wo->io_timeout);
+            vg_proxy_balancer_destroy(wo->balancer);
+        }
+        free(sw->origins[a]);
+    }
+    free(sw->origins);
+    sw->ready = false;
+}
