@@ -30,18 +30,21 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libverge.a: $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/verge: $(CLI_OBJS) $(BUILD)/libverge.a
-	$(CC) $(SANITIZE) -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(SANITIZE) -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libverge.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libverge.a $(LDLIBS) -lcmocka
+	@echo "  TEST  $@"
+	@$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libverge.a $(LDLIBS) -lcmocka
 
 unit: $(UNIT_BINS)
 
@@ -56,7 +59,7 @@ asan:
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" all unit
-	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
 
 # libFuzzer targets (clang), each run for FUZZ_SECONDS over its corpus.

@@ -76,15 +76,11 @@ char *vg_xstrndup(const char *s, size_t n)
 char *vg_xasprintf(const char *fmt, ...)
 {
     va_list ap;
+    char *s;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vasprintf(&s, fmt, ap);
     va_end(ap);
-    VG_ASSERT(n >= 0);
-    char *s = vg_xmalloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
+    return n < 0 ? oom() : s;
 }
 
 size_t vg_edit_distance(const char *a, const char *b)

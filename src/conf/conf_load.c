@@ -73,6 +73,8 @@ int vg_conf_app_load_buffer(const char *dir, const char *file, const char *yaml,
                             struct vg_conf_error *err)
 {
     struct vg_conf_error local;
+    VG_AN(dir);
+    VG_AN(out);
     err = err ? err : &local;
     file = file ? file : "verge.yaml";
     memset(err, 0, sizeof(*err));
@@ -113,6 +115,8 @@ static int read_capped(int fd, char *buf, size_t cap, size_t *len)
 int vg_conf_app_load(const char *dir, struct vg_conf_app **out, struct vg_conf_error *err)
 {
     struct vg_conf_error local;
+    VG_AN(dir);
+    VG_AN(out);
     err = err ? err : &local;
     size_t dlen = strlen(dir);
     char *file = vg_xasprintf("%s%sverge.yaml", dir, dlen && dir[dlen - 1] == '/' ? "" : "/");

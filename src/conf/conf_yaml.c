@@ -19,6 +19,8 @@ struct frame {
 
 struct builder {
     struct vg__conf_ld *ld;
+    const char *yaml; /* the input: token marks are byte offsets into it */
+    size_t len;
     struct frame stack[VG__CONF_MAX_DEPTH];
     int depth;
     struct vg__conf_node *root;
@@ -110,23 +112,78 @@ static bool is_null_text(const char *s, size_t len)
     return false;
 }
 
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* YAML single-quoted text: '' is one quote; a line break folds to a space,
+ * n+1 breaks to n newlines, and the blanks around breaks go. The output is
+ * never longer than the input. */
+static char *unquote_single(struct vg__conf_pool *pool, const char *s, size_t n, size_t *out_len)
+{
+    char *out = vg__conf_alloc(pool, n + 1), *o = out;
+    size_t i = 0, breaks = 0;
+    for (bool first = true; i <= n; first = false) {
+        size_t a = i;
+        while (i < n && s[i] != '\n' && s[i] != '\r')
+            i++;
+        size_t z = i;
+        bool last = i >= n;
+        i += last ? 1 : (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') ? 2 : 1;
+        while (!first && a < z && is_blank(s[a]))
+            a++;
+        while (!last && z > a && is_blank(s[z - 1]))
+            z--;
+        if (!first && a == z && !last) {
+            breaks++;
+            continue;
+        }
+        if (!first) {
+            memset(o, breaks ? '\n' : ' ', breaks ? breaks : 1);
+            o += breaks ? breaks : 1;
+            breaks = 0;
+        }
+        for (size_t k = a; k < z; k++) {
+            *o++ = s[k];
+            k += s[k] == '\'' && k + 1 < z && s[k + 1] == '\'';
+        }
+    }
+    *out_len = (size_t)(o - out);
+    return out;
+}
+
+/* The text of a scalar token, on the tmp pool. Single-quoted text is
+ * decoded here: libfyaml 0.7.12 decodes four quotes in a row as three and
+ * leaks memory doing it (libfyaml issue #233; found by fuzz_manifest). */
+static const char *scalar_text(struct builder *b, struct fy_token *tok, size_t *len)
+{
+    if (fy_token_scalar_style(tok) != FYSS_SINGLE_QUOTED) {
+        const char *s = fy_token_get_text(tok, len);
+        return s ? vg__conf_strndup(&b->ld->tmp, s, *len) : NULL;
+    }
+    const struct fy_mark *a = fy_token_start_mark(tok), *z = fy_token_end_mark(tok);
+    if (!a || !z || a->input_pos > z->input_pos || z->input_pos > b->len)
+        return NULL;
+    return unquote_single(&b->ld->tmp, b->yaml + a->input_pos, z->input_pos - a->input_pos, len);
+}
+
 static int add_scalar(struct builder *b, struct fy_event *ev)
 {
     struct fy_token *tok = ev->scalar.value;
     size_t len = 0;
-    const char *s = tok ? fy_token_get_text(tok, &len) : NULL;
-    bool plain = !tok || fy_token_scalar_style(tok) == FYSS_PLAIN;
-    if (!s || (plain && is_null_text(s, len)))
+    const char *s = tok ? scalar_text(b, tok, &len) : NULL;
+    enum fy_scalar_style style = tok ? fy_token_scalar_style(tok) : FYSS_PLAIN;
+    if (!s || (style == FYSS_PLAIN && is_null_text(s, len)))
         return attach(b, node_new(b, VG__CONF_NODE_NULL));
     struct vg__conf_node *n = node_new(b, VG__CONF_NODE_SCALAR);
-    enum fy_scalar_style style = fy_token_scalar_style(tok);
     if ((style == FYSS_SINGLE_QUOTED || style == FYSS_DOUBLE_QUOTED) && n->col > 1)
         n->col--; /* libfyaml marks the text; point at its opening quote */
     if (len > VG__CONF_MAX_SCALAR)
         return vg__conf_fail(b->ld, n, "value longer than %d bytes", VG__CONF_MAX_SCALAR);
     if (memchr(s, '\0', len))
         return vg__conf_fail(b->ld, n, "value contains a NUL character");
-    n->str = vg__conf_strndup(&b->ld->tmp, s, len);
+    n->str = s;
     n->len = len;
     return attach(b, n);
 }
@@ -242,7 +299,7 @@ int vg__conf_yaml_parse(struct vg__conf_ld *ld, const char *yaml, size_t len, st
     if (rc)
         return rc;
     rc = VG_ENOMEM;
-    struct builder b = {.ld = ld, .line = 1, .col = 1};
+    struct builder b = {.ld = ld, .yaml = yaml, .len = len, .line = 1, .col = 1};
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;

@@ -36,9 +36,14 @@ enum {
 
 /* First route of app (in order) matching host, path and method; returns its
  * index or a VG_HTTP_ROUTE_* code. method is a VG_CONF_METHOD_* bit (0 for an
- * unknown method, which matches only routes that allow every method). */
+ * unknown method, which matches only routes that allow every method). For
+ * VG_HTTP_ROUTE_BAD_METHOD, *allowed (if not NULL) is the union of the
+ * methods the path-matching routes accept (for the Allow header). */
 int vg_http_route_find(const struct vg_conf_app *app, const char *host, size_t hlen, const char *path, size_t plen,
-                       uint32_t method);
+                       uint32_t method, uint32_t *allowed);
+
+/* Writes "GET, HEAD, ..." for a VG_CONF_METHOD_* mask. */
+void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
 
 /* ---- request checks (h2o) ----------------------------------------------------- */
 

@@ -106,9 +106,10 @@ int vg_http_app_select(struct vg_conf_app *const *apps, size_t n_apps, const cha
 }
 
 int vg_http_route_find(const struct vg_conf_app *app, const char *host, size_t hlen, const char *path, size_t plen,
-                       uint32_t method)
+                       uint32_t method, uint32_t *allowed)
 {
     int rc = VG_HTTP_ROUTE_NONE;
+    uint32_t allow = 0;
     for (size_t i = 0; i < app->n_routes; i++) {
         const struct vg_conf_route *r = &app->routes[i];
         if (r->host && !vg_http_host_match(r->host, host, hlen))
@@ -118,6 +119,20 @@ int vg_http_route_find(const struct vg_conf_app *app, const char *host, size_t h
         if ((r->methods & method) || r->methods == VG_CONF_METHOD_ALL)
             return (int)i;
         rc = VG_HTTP_ROUTE_BAD_METHOD;
+        allow |= r->methods;
     }
+    if (allowed)
+        *allowed = allow;
     return rc;
+}
+
+void vg_http_methods_format(uint32_t mask, char *buf, size_t cap)
+{
+    static const char *names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    size_t o = 0;
+    if (cap)
+        buf[0] = '\0';
+    for (size_t i = 0; i < VG_ARRAY_LEN(names); i++)
+        if ((mask & (1u << i)) && o < cap)
+            o += (size_t)snprintf(buf + o, cap - o, "%s%s", o ? ", " : "", names[i]);
 }

@@ -10,6 +10,12 @@ static void last_ssl_error(const char *what, const char *path, char *err, size_t
     snprintf(err, errcap, "%s %s: %s", what, path, buf);
 }
 
+/* h2o's own list offers only h2; a client asking for http/1.1 alone must
+ * still get it selected. */
+static const h2o_iovec_t alpn_protocols[] = {
+    {H2O_STRLIT("h2")}, {H2O_STRLIT("h2-16")}, {H2O_STRLIT("h2-14")}, {H2O_STRLIT("http/1.1")}, {NULL, 0},
+};
+
 SSL_CTX *vg_http_tls_ctx_create(const char *cert, const char *key, char *err, size_t errcap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -31,7 +37,7 @@ SSL_CTX *vg_http_tls_ctx_create(const char *cert, const char *key, char *err, si
         snprintf(err, errcap, "private key %s does not match certificate %s", key, cert);
         goto fail;
     }
-    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    h2o_ssl_register_alpn_protocols(ctx, alpn_protocols);
     return ctx;
 fail:
     SSL_CTX_free(ctx);

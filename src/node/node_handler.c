@@ -5,6 +5,7 @@
 #include "node_int.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,7 +352,12 @@ static h2o_iovec_t hash_key(h2o_req_t *req, const struct vg_conf_origin *o)
     case VG_CONF_HASH_CLIENT_IP:
         return client_ip(req);
     case VG_CONF_HASH_HEADER: {
-        ssize_t i = h2o_find_header_by_str(&req->headers, o->hash_name, strlen(o->hash_name), -1);
+        /* h2o keeps header names lower-case; the manifest may not */
+        size_t n = strlen(o->hash_name);
+        char *lc = h2o_mem_alloc_pool(&req->pool, n);
+        for (size_t k = 0; k < n; k++)
+            lc[k] = (char)tolower((unsigned char)o->hash_name[k]);
+        ssize_t i = h2o_find_header_by_str(&req->headers, lc, n, -1);
         return i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
     }
     case VG_CONF_HASH_COOKIE:
@@ -431,14 +437,18 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
 {
     h2o_req_t *req = rs->req;
     uint32_t m = vg_conf_method_from_str(req->method.base, req->method.len);
+    uint32_t allow;
     int r = vg_http_route_find(rs->app->conf, req->authority.base, req->authority.len, req->path_normalized.base,
-                               req->path_normalized.len, m);
+                               req->path_normalized.len, m, &allow);
     if (r == VG_HTTP_ROUTE_NONE) {
         h2o_send_error_404(req, "Not Found", "no route matches", 0);
         return;
     }
     if (r == VG_HTTP_ROUTE_BAD_METHOD) {
-        h2o_send_error_405(req, "Method Not Allowed", "method not allowed on this route", 0);
+        char *list = h2o_mem_alloc_pool(&req->pool, 64);
+        vg_http_methods_format(allow, list, 64);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, list, strlen(list));
+        h2o_send_error_405(req, "Method Not Allowed", "method not allowed on this route", H2O_SEND_ERROR_KEEP_HEADERS);
         return;
     }
     rs->route = &rs->app->routes[r];
@@ -459,6 +469,23 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
     VG_ASSERT(!"unknown route action");
 }
 
+/* "GET http://host/path HTTP/1.1" (RFC 9112 3.2.2): h2o 2.2 keeps the
+ * whole URI as the path; take the authority and path from it instead. */
+static int absolute_form(h2o_req_t *req)
+{
+    h2o_iovec_t p = req->input.path;
+    if (!(p.len > 7 && (h2o_memis(p.base, 7, H2O_STRLIT("http://")) || h2o_memis(p.base, 8, H2O_STRLIT("https://")))))
+        return 0;
+    h2o_url_t url;
+    if (h2o_url_parse(p.base, p.len, &url) != 0)
+        return -1;
+    req->authority = url.authority;
+    req->path = url.path;
+    req->path_normalized = h2o_url_normalize_path(&req->pool, url.path.base, url.path.len, &req->query_at,
+                                                  &req->norm_indexes);
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct vg_worker *w = vg__node_worker_of(req->conn->ctx);
@@ -470,6 +497,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     const char *why;
     int bad = vg_http_req_check(req, &why);
+    /* without a Host header h2o lends the default hostconf's name */
+    bool no_host = req->input.authority.base == w->node->hostconf->authority.hostport.base;
+    if (!bad && req->version >= 0x101 && req->version < 0x200 && no_host) {
+        bad = 400; /* RFC 9112 3.2: a server MUST answer 400 to HTTP/1.1 without Host */
+        why = "HTTP/1.1 request without Host";
+    }
+    if (!bad && absolute_form(req) != 0) {
+        bad = 400;
+        why = "invalid absolute-form request target";
+    }
+    if (!bad && memchr(req->path_normalized.base, '\0', req->path_normalized.len)) {
+        bad = 400; /* %00 would cut a file name short */
+        why = "NUL byte in path";
+    }
     if (bad) {
         reject(rs, bad, "Bad Request", why);
         return 0;

@@ -109,6 +109,14 @@ struct vg_worker {
     /* access log */
     char *log_buf;
     size_t log_len;
+    /* memory that holds libuv handles being closed (inside h2o timeouts and
+     * socket pools): freed a tick later, once the close callbacks have run */
+    struct vg_deferred_free {
+        void *ptr;
+        uint64_t tick;
+    } *graveyard;
+    size_t n_graveyard;
+    uint64_t ticks;
     /* request ids: per-worker random prefix + sequence */
     char reqid_prefix[12];
     uint64_t reqid_seq;
@@ -117,6 +125,7 @@ struct vg_worker {
 struct vg_node {
     struct vg_node_options opt;
     h2o_globalconf_t gconf;
+    h2o_hostconf_t *hostconf; /* the one catch-all host: we route ourselves */
     h2o_pathconf_t *root;
     struct vg_obs_registry *metrics;
     struct vg_obs_counter *m_conn_rejected, *m_reload_ok, *m_reload_fail;
@@ -137,6 +146,8 @@ struct vg_node {
 int vg__node_worker_start(struct vg_node *node, struct vg_worker *w);
 void vg__node_worker_post(struct vg_worker *w); /* wake it to read commands */
 void vg__node_worker_request_done(struct vg_worker *w, struct vg_site *site);
+/* free(ptr) once libuv has finished closing the handles inside it. */
+void vg__node_worker_defer_free(struct vg_worker *w, void *ptr);
 
 /* ---- request handling ---- */
 

@@ -12,8 +12,9 @@ struct main_ctx {
     bool stopping;
 };
 
-/* Loads every app; on the first error logs it and returns VG_ECONF. */
-static int load_apps(const struct vg_node_options *opt, struct vg_conf_app ***out)
+/* Loads every app; on the first error logs `what` with the reason and
+ * returns VG_ECONF. */
+static int load_apps(const struct vg_node_options *opt, const char *what, struct vg_conf_app ***out)
 {
     struct vg_conf_app **apps = vg_xcalloc(opt->n_apps, sizeof(*apps));
     for (size_t i = 0; i < opt->n_apps; i++) {
@@ -21,13 +22,13 @@ static int load_apps(const struct vg_node_options *opt, struct vg_conf_app ***ou
         if (vg_conf_app_load(opt->app_dirs[i], &apps[i], &err) != 0) {
             char msg[1200];
             vg_conf_error_format(&err, msg, sizeof(msg));
-            vg_log(VG_LOG_ERROR, "invalid manifest", "error", msg, NULL);
+            vg_log(VG_LOG_ERROR, what, "error", msg, NULL);
             goto fail;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(apps[j]->name, apps[i]->name) == 0) {
-                vg_log(VG_LOG_ERROR, "two apps have the same name", "app", apps[i]->name, "dir", opt->app_dirs[i],
-                       NULL);
+                vg_log(VG_LOG_ERROR, what, "error", "two apps have the same name", "app", apps[i]->name, "dir",
+                       opt->app_dirs[i], NULL);
                 i++;
                 goto fail;
             }
@@ -66,9 +67,8 @@ static void reload(struct main_ctx *m)
 {
     struct vg_node *node = m->node;
     struct vg_conf_app **apps;
-    if (load_apps(&node->opt, &apps) != 0) {
+    if (load_apps(&node->opt, "reload failed, keeping the running configuration", &apps) != 0) {
         vg_obs_counter_add(node->m_reload_fail, 1);
-        vg_log(VG_LOG_ERROR, "reload failed: keeping the running configuration", NULL);
         return;
     }
     struct vg_site *site = vg__node_site_create(node, apps, node->opt.n_apps);
@@ -189,8 +189,8 @@ static void gconf_init(struct vg_node *node)
     node->gconf.proxy.emit_x_forwarded_headers = 1;
     node->gconf.proxy.emit_via_header = 1;
     node->gconf.filecache.capacity = 256;
-    h2o_hostconf_t *host = h2o_config_register_host(&node->gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    node->root = h2o_config_register_path(host, "/", 0);
+    node->hostconf = h2o_config_register_host(&node->gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    node->root = h2o_config_register_path(node->hostconf, "/", 0);
     vg__node_handler_register(node);
 }
 
@@ -233,7 +233,7 @@ int vg_node_run(const struct vg_node_options *opt)
     signal(SIGPIPE, SIG_IGN);
 
     struct vg_conf_app **apps;
-    if (load_apps(opt, &apps) != 0)
+    if (load_apps(opt, "invalid manifest", &apps) != 0)
         return 1;
     metrics_init(&node);
     gconf_init(&node);
@@ -267,6 +267,7 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
     vg__node_site_unref(node.site);
+    uv_loop_close(&m.loop);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     return 0;
 }

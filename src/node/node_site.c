@@ -190,11 +190,12 @@ void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w)
             struct vg_site_worker_origin *wo = &sw->origins[a][o];
             for (size_t s = 0; s < app->origins[o].n_servers; s++)
                 h2o_socketpool_dispose(&wo->pools[s]);
-            free(wo->pools);
             h2o_timeout_dispose(&w->loop, &wo->io_timeout);
             vg_proxy_balancer_destroy(wo->balancer);
+            /* pools and timeouts embed uv timers whose close is still pending */
+            vg__node_worker_defer_free(w, wo->pools);
         }
-        free(sw->origins[a]);
+        vg__node_worker_defer_free(w, sw->origins[a]);
     }
     free(sw->origins);
     sw->ready = false;

@@ -6,10 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* h2o owns handle->data once the socket is wrapped; the loop leads back to us. */
 static void on_conn_close(uv_handle_t *h)
 {
-    struct vg_node *node = h->data;
-    __atomic_fetch_sub(&node->conns, 1, __ATOMIC_RELAXED);
+    struct vg_worker *w = h->loop->data;
+    __atomic_fetch_sub(&w->node->conns, 1, __ATOMIC_RELAXED);
     free(h);
 }
 
@@ -43,7 +44,6 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)conn, on_reject_close);
         return;
     }
-    conn->data = node;
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
     h2o_accept(&l->accept, sock);
 }
@@ -130,9 +130,35 @@ static void finish(struct vg_worker *w)
     uv_stop(&w->loop);
 }
 
+void vg__node_worker_defer_free(struct vg_worker *w, void *ptr)
+{
+    w->graveyard = vg_xrealloc(w->graveyard, (w->n_graveyard + 1) * sizeof(*w->graveyard));
+    w->graveyard[w->n_graveyard++] = (struct vg_deferred_free){ptr, w->ticks};
+}
+
+/* Close callbacks run at the end of the loop iteration that asked for them;
+ * anything deferred before this tick started is safe to free now. */
+static void graveyard_sweep(struct vg_worker *w, bool all)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < w->n_graveyard; i++) {
+        if (all || w->graveyard[i].tick < w->ticks)
+            free(w->graveyard[i].ptr);
+        else
+            w->graveyard[keep++] = w->graveyard[i];
+    }
+    w->n_graveyard = keep;
+    if (!keep) {
+        free(w->graveyard);
+        w->graveyard = NULL;
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct vg_worker *w = t->data;
+    w->ticks++;
+    graveyard_sweep(w, false);
     vg__node_access_log_flush(w);
     if (w->draining && (inflight(w) == 0 || vg_now_ms() >= w->drain_deadline_ms)) {
         if (inflight(w))
@@ -178,6 +204,8 @@ static void *worker_main(void *arg)
     if (w->site && w->site->workers[w->id].inflight == 0)
         retire(w, w->site);
     w->site = NULL;
+    uv_run(&w->loop, UV_RUN_NOWAIT); /* let the closes just requested finish */
+    graveyard_sweep(w, true);
     return NULL;
 }
 

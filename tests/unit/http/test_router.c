@@ -87,14 +87,28 @@ static void test_route_find(void **state)
         {.match = VG_CONF_MATCH_EXACT, .path = "/ping", .methods = VG_CONF_METHOD_GET},
     };
     struct vg_conf_app app = {.name = "x", .routes = routes, .n_routes = 3};
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_GET), 0);
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_DELETE), VG_HTTP_ROUTE_BAD_METHOD);
-    assert_int_equal(vg_http_route_find(&app, "admin.test", 10, "/api/a", 6, VG_CONF_METHOD_DELETE), 1);
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/ping", 5, VG_CONF_METHOD_GET), 2);
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/pong", 5, VG_CONF_METHOD_GET), VG_HTTP_ROUTE_NONE);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_GET, NULL), 0);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_DELETE, NULL), VG_HTTP_ROUTE_BAD_METHOD);
+    assert_int_equal(vg_http_route_find(&app, "admin.test", 10, "/api/a", 6, VG_CONF_METHOD_DELETE, NULL), 1);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/ping", 5, VG_CONF_METHOD_GET, NULL), 2);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/pong", 5, VG_CONF_METHOD_GET, NULL), VG_HTTP_ROUTE_NONE);
     /* an unknown method only matches routes that allow every method */
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/ping", 5, 0), VG_HTTP_ROUTE_BAD_METHOD);
-    assert_int_equal(vg_http_route_find(&app, "admin.test", 10, "/ping", 5, 0), 1);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/ping", 5, 0, NULL), VG_HTTP_ROUTE_BAD_METHOD);
+    assert_int_equal(vg_http_route_find(&app, "admin.test", 10, "/ping", 5, 0, NULL), 1);
+}
+
+static void test_route_allow(void **state)
+{
+    struct vg_conf_route routes[] = {
+        {.match = VG_CONF_MATCH_PREFIX, .path = "/a", .methods = VG_CONF_METHOD_GET | VG_CONF_METHOD_HEAD},
+        {.match = VG_CONF_MATCH_PREFIX, .path = "/", .methods = VG_CONF_METHOD_POST},
+    };
+    struct vg_conf_app app = {.name = "x", .routes = routes, .n_routes = 2};
+    uint32_t allow = 0;
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/a", 2, VG_CONF_METHOD_PUT, &allow), VG_HTTP_ROUTE_BAD_METHOD);
+    char buf[64];
+    vg_http_methods_format(allow, buf, sizeof(buf));
+    assert_string_equal(buf, "GET, HEAD, POST");
 }
 
 int main(void)
@@ -103,7 +117,7 @@ int main(void)
         cmocka_unit_test(test_prefix_is_segment_aware), cmocka_unit_test(test_exact),
         cmocka_unit_test(test_glob),                    cmocka_unit_test(test_glob_is_bounded),
         cmocka_unit_test(test_host_match),              cmocka_unit_test(test_app_select),
-        cmocka_unit_test(test_route_find),
+        cmocka_unit_test(test_route_find), cmocka_unit_test(test_route_allow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
