@@ -64,9 +64,8 @@ int vg_parse_duration_ms(const char *s, uint64_t *out)
 int vg_parse_size(const char *s, uint64_t *out)
 {
     static const struct unit units[] = {
-        {"", 1},           {"b", 1},           {"k", 1024},        {"kb", 1024},       {"kib", 1024},
-        {"m", 1u << 20},   {"mb", 1u << 20},   {"mib", 1u << 20},  {"g", 1u << 30},    {"gb", 1u << 30},
-        {"gib", 1u << 30},
+        {"", 1},          {"b", 1},          {"k", 1024},     {"kb", 1024},     {"kib", 1024},     {"m", 1u << 20},
+        {"mb", 1u << 20}, {"mib", 1u << 20}, {"g", 1u << 30}, {"gb", 1u << 30}, {"gib", 1u << 30},
     };
     return parse_with_units(s, units, VG_ARRAY_LEN(units), out);
 }

@@ -38,12 +38,18 @@ static int bad(const char *msg, const char *arg)
 int vg_cli_node(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"app", required_argument, NULL, 'a'},        {"listen", required_argument, NULL, 'l'},
-        {"tls-listen", required_argument, NULL, 't'}, {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},        {"workers", required_argument, NULL, 'w'},
-        {"access-log", required_argument, NULL, 'A'}, {"log-level", required_argument, NULL, 'L'},
-        {"log-format", required_argument, NULL, 'F'}, {"drain-timeout", required_argument, NULL, 'D'},
-        {"dev", no_argument, NULL, 'd'},              {"help", no_argument, NULL, 'h'},
+        {"app", required_argument, NULL, 'a'},
+        {"listen", required_argument, NULL, 'l'},
+        {"tls-listen", required_argument, NULL, 't'},
+        {"cert", required_argument, NULL, 'c'},
+        {"key", required_argument, NULL, 'k'},
+        {"workers", required_argument, NULL, 'w'},
+        {"access-log", required_argument, NULL, 'A'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"log-format", required_argument, NULL, 'F'},
+        {"drain-timeout", required_argument, NULL, 'D'},
+        {"dev", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct vg_node_options o = {.access_log = true, .drain_timeout_ms = 30000};

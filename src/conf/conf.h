@@ -23,8 +23,8 @@ enum {
 };
 
 enum vg_conf_match_kind {
-    VG_CONF_MATCH_PREFIX, /* path: /api/   (default: any path starting with it) */
-    VG_CONF_MATCH_EXACT,  /* path: =/login */
+    VG_CONF_MATCH_PREFIX, /* path: /api  (segment-aware: /api, /api/x, not /apix) */
+    VG_CONF_MATCH_EXACT,  /* exact: /login */
     VG_CONF_MATCH_GLOB,   /* glob: "/img/STAR.png" ('*' within a segment, '**' across) */
 };
 
@@ -56,12 +56,12 @@ struct vg_conf_server {
 };
 
 struct vg_conf_health {
-    bool enabled;         /* true when a health: block is present */
-    char *path;           /* default "/" */
-    uint64_t interval_ms; /* default 2000 */
-    uint64_t timeout_ms;  /* default 1000 */
-    uint32_t rise;        /* successes to mark up, default 2 */
-    uint32_t fall;        /* failures to mark down, default 3 */
+    bool enabled;                                  /* true when a health: block is present */
+    char *path;                                    /* default "/" */
+    uint64_t interval_ms;                          /* default 2000 */
+    uint64_t timeout_ms;                           /* default 1000 */
+    uint32_t rise;                                 /* successes to mark up, default 2 */
+    uint32_t fall;                                 /* failures to mark down, default 3 */
     uint32_t expect_status_min, expect_status_max; /* default 200..399 */
 };
 
@@ -87,7 +87,7 @@ struct vg_conf_origin {
 struct vg_conf_route {
     char *host; /* NULL = any; "api.example.com" or "*.example.com" */
     enum vg_conf_match_kind match;
-    char *path; /* without the "=" marker for EXACT; always starts with '/' */
+    char *path;       /* the pattern of path/exact/glob; always starts with '/' */
     uint32_t methods; /* VG_CONF_METHOD_* mask; VG_CONF_METHOD_ALL by default */
     enum vg_conf_action_kind action;
     union {
@@ -113,8 +113,8 @@ struct vg_conf_route {
 };
 
 struct vg_conf_limits {
-    uint64_t header_size;      /* max bytes of request line + headers, default 16 KiB (431 above) */
-    uint64_t body_size;        /* max request body bytes, default 16 MiB (413 above) */
+    uint64_t header_size;       /* max bytes of request line + headers, default 16 KiB (431 above) */
+    uint64_t body_size;         /* max request body bytes, default 16 MiB (413 above) */
     uint64_t header_timeout_ms; /* time to receive the headers, default 10000 (408) */
     uint64_t idle_timeout_ms;   /* keep-alive idle, default 60000 */
     uint64_t max_connections;   /* per node, default 10000 */

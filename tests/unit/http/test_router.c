@@ -88,7 +88,8 @@ static void test_route_find(void **state)
     };
     struct vg_conf_app app = {.name = "x", .routes = routes, .n_routes = 3};
     assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_GET, NULL), 0);
-    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_DELETE, NULL), VG_HTTP_ROUTE_BAD_METHOD);
+    assert_int_equal(vg_http_route_find(&app, "x", 1, "/api/a", 6, VG_CONF_METHOD_DELETE, NULL),
+                     VG_HTTP_ROUTE_BAD_METHOD);
     assert_int_equal(vg_http_route_find(&app, "admin.test", 10, "/api/a", 6, VG_CONF_METHOD_DELETE, NULL), 1);
     assert_int_equal(vg_http_route_find(&app, "x", 1, "/ping", 5, VG_CONF_METHOD_GET, NULL), 2);
     assert_int_equal(vg_http_route_find(&app, "x", 1, "/pong", 5, VG_CONF_METHOD_GET, NULL), VG_HTTP_ROUTE_NONE);
@@ -114,10 +115,14 @@ static void test_route_allow(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prefix_is_segment_aware), cmocka_unit_test(test_exact),
-        cmocka_unit_test(test_glob),                    cmocka_unit_test(test_glob_is_bounded),
-        cmocka_unit_test(test_host_match),              cmocka_unit_test(test_app_select),
-        cmocka_unit_test(test_route_find), cmocka_unit_test(test_route_allow),
+        cmocka_unit_test(test_prefix_is_segment_aware),
+        cmocka_unit_test(test_exact),
+        cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_glob_is_bounded),
+        cmocka_unit_test(test_host_match),
+        cmocka_unit_test(test_app_select),
+        cmocka_unit_test(test_route_find),
+        cmocka_unit_test(test_route_allow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

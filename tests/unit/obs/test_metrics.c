@@ -36,8 +36,8 @@ static void test_render(void **state)
     vg_obs_counter_add(vg_obs_counter_get(r, "a_total", "A.", ""), 1);
     vg_obs_counter_add(vg_obs_counter_get(r, "b_total", "B.", "k=\"1\""), 9);
     struct vg_obs_histogram *h = vg_obs_histogram_get(r, "lat_seconds", "L.", "app=\"a\"");
-    vg_obs_histogram_observe_us(h, 300);     /* <= 0.5 ms */
-    vg_obs_histogram_observe_us(h, 3000);    /* <= 5 ms */
+    vg_obs_histogram_observe_us(h, 300);      /* <= 0.5 ms */
+    vg_obs_histogram_observe_us(h, 3000);     /* <= 5 ms */
     vg_obs_histogram_observe_us(h, 20000000); /* over every bucket */
     int g = 42;
     vg_obs_collector_add(r, collect, &g);
