@@ -7,8 +7,9 @@ PKGS     := libuv libfyaml jansson openssl
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
-CPPFLAGS += -std=c11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += -lh2o $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
+# h2o on its own evloop; libuv alongside (docs/decisions.md, "HTTP engine")
+CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += -lh2o-evloop $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 SANITIZE ?=
 
 LIB_SRCS  := $(sort $(wildcard src/base/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/node/*.c))
@@ -39,7 +40,7 @@ $(BUILD)/libverge.a: $(LIB_OBJS)
 
 $(BUILD)/verge: $(CLI_OBJS) $(BUILD)/libverge.a
 	@echo "  LD    $@"
-	@$(CC) $(SANITIZE) -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS)
+	@$(CC) $(SANITIZE) -Wl,--export-dynamic-symbol=phr_parse_request -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS) -ldl
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libverge.a
 	@mkdir -p $(dir $@)
@@ -67,8 +68,8 @@ FUZZ_SECONDS ?= 30
 fuzz-build: $(FUZZ_SRCS)
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 \
-	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" $(BUILD)/../build-fuzz/libverge.a
-	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" build-fuzz/libverge.a
+	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); echo "  FUZZ  build-fuzz/$$n"; \
 	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
 
 fuzz: fuzz-build
@@ -90,5 +91,8 @@ fmt-check:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# A flag change (e.g. H2O_USE_LIBUV) changes h2o's struct layouts: rebuild all.
+$(LIB_OBJS) $(CLI_OBJS): Makefile
 
 -include $(LIB_OBJS:.o=.d) $(CLI_OBJS:.o=.d)

@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   build-essential pkg-config clang clang-format libclang-rt-14-dev
-  libh2o-dev libuv1-dev libssl-dev zlib1g-dev liblua5.4-dev libfyaml-dev libjansson-dev
+  libh2o-evloop-dev libuv1-dev libssl-dev zlib1g-dev liblua5.4-dev libfyaml-dev libjansson-dev
   liblmdb-dev libsqlite3-dev libnats-dev libcmocka-dev
   nats-server nginx wrk nghttp2-client curl openssl python3 python3-pytest procps util-linux
 )
@@ -17,8 +17,9 @@ echo "deps: installing ${missing[*]}" >&2
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-# nginx's package starts a service on :80; we never want it running.
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# nginx's package starts its service on :80; tests and benchmarks start their
+# own instances, so stop only the packaged one (by its pid file).
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
-pkill -x nginx >/dev/null 2>&1 || true
+if [ -s /run/nginx.pid ]; then $SUDO kill "$(cat /run/nginx.pid)" >/dev/null 2>&1 || true; fi
 echo "deps: done" >&2

@@ -35,7 +35,23 @@ static int bad(const char *msg, const char *arg)
     return 2;
 }
 
+/* Parses the command line into *o; returns -1 to run the node, else the
+ * exit status (help: 0, usage error: 2). */
+static int parse_args(int argc, char **argv, struct vg_node_options *o);
+
 int vg_cli_node(int argc, char **argv)
+{
+    struct vg_node_options o = {.access_log = true, .drain_timeout_ms = 30000};
+    int rc = parse_args(argc, argv, &o);
+    if (rc < 0)
+        rc = vg_node_run(&o);
+    free(o.app_dirs);
+    free(o.listen);
+    free(o.tls_listen);
+    return rc;
+}
+
+static int parse_args(int argc, char **argv, struct vg_node_options *op)
 {
     static const struct option longopts[] = {
         {"app", required_argument, NULL, 'a'},
@@ -52,9 +68,9 @@ int vg_cli_node(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct vg_node_options o = {.access_log = true, .drain_timeout_ms = 30000};
-    int c, rc;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    struct vg_node_options o = *op;
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'a':
             push(&o.app_dirs, &o.n_apps, optarg);
@@ -74,14 +90,18 @@ int vg_cli_node(int argc, char **argv)
         case 'w': {
             char *end;
             long n = strtol(optarg, &end, 10);
-            if (*end || n < 1 || n > 64)
-                return bad("--workers takes a number from 1 to 64", optarg);
+            if (*end || n < 1 || n > 64) {
+                rc = bad("--workers takes a number from 1 to 64", optarg);
+                break;
+            }
             o.workers = (unsigned)n;
             break;
         }
         case 'A':
-            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
-                return bad("--access-log takes on or off", optarg);
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                rc = bad("--access-log takes on or off", optarg);
+                break;
+            }
             o.access_log = strcmp(optarg, "on") == 0;
             break;
         case 'L': {
@@ -89,42 +109,47 @@ int vg_cli_node(int argc, char **argv)
             size_t i = 0;
             while (i < 4 && strcmp(optarg, names[i]))
                 i++;
-            if (i == 4)
-                return bad("--log-level takes debug, info, warn or error", optarg);
+            if (i == 4) {
+                rc = bad("--log-level takes debug, info, warn or error", optarg);
+                break;
+            }
             vg_log_set_level((enum vg_log_level)i);
             break;
         }
         case 'F':
-            if (strcmp(optarg, "json") && strcmp(optarg, "text"))
-                return bad("--log-format takes json or text", optarg);
+            if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+                rc = bad("--log-format takes json or text", optarg);
+                break;
+            }
             vg_log_set_json(strcmp(optarg, "json") == 0);
             break;
         case 'D':
-            if (vg_parse_duration_ms(optarg, &o.drain_timeout_ms) != 0)
-                return bad("--drain-timeout takes a duration like 30s", optarg);
+            if (vg_parse_duration_ms(optarg, &o.drain_timeout_ms) != 0) {
+                rc = bad("--drain-timeout takes a duration like 30s", optarg);
+                break;
+            }
             break;
         case 'd':
             o.dev = true;
             break;
         case 'h':
             node_usage(stdout);
-            return 0;
+            rc = 0;
+            break;
         default:
             node_usage(stderr);
-            return 2;
+            rc = 2;
+            break;
         }
     }
-    if (optind < argc)
-        return bad("unexpected argument", argv[optind]);
-    if (o.n_apps == 0)
-        return bad("at least one --app DIR is needed", NULL);
-    if (o.n_tls_listen && (!o.cert || !o.key))
-        return bad("--tls-listen needs --cert and --key", NULL);
-    if (o.n_listen == 0 && o.n_tls_listen == 0)
+    if (rc < 0 && optind < argc)
+        rc = bad("unexpected argument", argv[optind]);
+    else if (rc < 0 && o.n_apps == 0)
+        rc = bad("at least one --app DIR is needed", NULL);
+    else if (rc < 0 && o.n_tls_listen && (!o.cert || !o.key))
+        rc = bad("--tls-listen needs --cert and --key", NULL);
+    if (rc < 0 && o.n_listen == 0 && o.n_tls_listen == 0)
         push(&o.listen, &o.n_listen, "127.0.0.1:8080");
-    rc = vg_node_run(&o);
-    free(o.app_dirs);
-    free(o.listen);
-    free(o.tls_listen);
+    *op = o; /* the lists are the caller's to free, whatever happened */
     return rc;
 }

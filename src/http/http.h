@@ -54,6 +54,26 @@ void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
  * Returns 0 when acceptable, else the status to answer (400) and a reason. */
 int vg_http_req_check(h2o_req_t *req, const char **reason);
 
+/* One raw HTTP/1 header line as picohttpparser reports it (its struct
+ * phr_header; name is NULL for an obs-fold continuation line). */
+struct vg_http_raw_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* The smuggling rules h2o does not enforce, on a raw header list: obs-fold,
+ * conflicting or malformed Content-Length, Content-Length with
+ * Transfer-Encoding, several Host headers. 0 when acceptable, else -1 and
+ * a reason. Applied to every HTTP/1 request head (http_guard.c). */
+int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char **reason);
+
+/* Whether the guard is the parser h2o calls (the binary must export
+ * phr_parse_request: -Wl,--export-dynamic-symbol). The node checks it at
+ * start-up and refuses to run without it. */
+bool vg_http_guard_active(void);
+
 /* Total size of the request line + header fields as received (approximate
  * for HTTP/2, where it is the decoded size). */
 size_t vg_http_req_header_bytes(h2o_req_t *req);

@@ -54,12 +54,11 @@ int vg_http_req_check(h2o_req_t *req, const char **reason)
 {
     const h2o_iovec_t *cl = NULL;
     bool te = false;
-    /* picohttpparser already refuses bad bytes in HTTP/1 names and values;
-     * HPACK does not, so HTTP/2 fields are checked here */
-    bool check_bytes = req->version >= 0x200;
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
-        if (check_bytes && (!name_ok(*h->name) || !value_ok(h->value))) {
+        /* HPACK lets any byte through, and h2o joins an HTTP/1 obs-fold
+         * continuation into the value with its CRLF: both end here */
+        if (!name_ok(*h->name) || !value_ok(h->value)) {
             *reason = "invalid header field";
             return 400;
         }

@@ -14,8 +14,9 @@ struct glob {
 static bool glob_at(struct glob *g, const char *p, const char *s)
 {
     while (p < g->pend) {
-        if (g->budget-- == 0)
+        if (g->budget == 0) /* stays 0: every pending branch then fails */
             return false;
+        g->budget--;
         if (*p == '*') {
             bool deep = p + 1 < g->pend && p[1] == '*';
             const char *rest = p + (deep ? 2 : 1);

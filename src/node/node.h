@@ -19,10 +19,10 @@ struct vg_node_options {
     const char **tls_listen; /* HTTPS (h1 + h2 by ALPN), with cert/key */
     size_t n_tls_listen;
     const char *cert, *key;
-    unsigned workers;           /* 0 = one per core */
-    bool access_log;            /* JSON line per request on stdout */
-    uint64_t drain_timeout_ms;  /* SIGTERM: longest wait for in-flight requests */
-    bool dev;                   /* development mode: error details in bodies */
+    unsigned workers;          /* 0 = one per core */
+    bool access_log;           /* JSON line per request on stdout */
+    uint64_t drain_timeout_ms; /* SIGTERM: longest wait for in-flight requests */
+    bool dev;                  /* development mode: error details in bodies */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct reqstate {
     h2o_req_t *req;
@@ -70,7 +71,8 @@ static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
     if (o < cap)
         o += json_str(line + o, cap - o, "method", req->input.method.base, req->input.method.len);
     if (o < cap)
-        o += json_str(line + o, cap - o, "path", req->input.path.base, req->input.path.len > 1024 ? 1024 : req->input.path.len);
+        o += json_str(line + o, cap - o, "path", req->input.path.base,
+                      req->input.path.len > 1024 ? 1024 : req->input.path.len);
     const char *up = rs->server >= 0 ? rs->origin->authority[rs->server] : "";
     if (o < cap)
         o += snprintf(line + o, cap - o, ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%llu", status, req->bytes_sent,
@@ -135,11 +137,7 @@ static void on_request_end(void *p)
     h2o_req_t *req = rs->req;
     int status = req->res.status ? req->res.status : 499; /* 499: client went away first */
     uint64_t dur = vg_now_us() - rs->start_us;
-    if (rs->server >= 0) {
-        bool ok = status < 500 || status == 501;
-        vg_proxy_origin_state_report(rs->origin->state, (size_t)rs->server, ok, vg_now_ms());
-        vg_proxy_balancer_release(rs->worigin->balancer, (size_t)rs->server);
-    }
+    /* passive health and the balancer were settled per attempt by the forwarder */
     count_request(rs, status, dur);
     if (rs->worker->node->opt.access_log)
         access_log(rs, status, dur);
@@ -200,27 +198,48 @@ static void assign_request_id(struct reqstate *rs)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 410: return "Gone";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 410:
+        return "Gone";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     }
     return "Status";
 }
@@ -267,8 +286,9 @@ static void do_redirect(h2o_req_t *req, const struct vg_conf_route *r)
 }
 
 /* True when the file the request names resolves (through any symlinks)
- * inside the static root; h2o already removed "." and ".." segments. */
-static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel)
+ * inside the static root; h2o already removed "." and ".." segments. The
+ * resolved path is left in real (empty when the file does not exist). */
+static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel, char real[PATH_MAX])
 {
     size_t dl = strlen(dir);
     char *path = h2o_mem_alloc_pool(&rs->req->pool, dl + rel.len + 2);
@@ -276,11 +296,47 @@ static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel)
     path[dl] = '/';
     memcpy(path + dl + 1, rel.base, rel.len);
     path[dl + 1 + rel.len] = '\0';
-    char real[PATH_MAX];
-    if (!realpath(path, real))
+    real[0] = '\0';
+    if (!realpath(path, real)) {
+        real[0] = '\0';
         return true; /* missing: h2o answers 404 without opening anything */
+    }
     size_t rl = strlen(real);
     return rl >= dl && memcmp(real, dir, dl) == 0 && (real[dl] == '\0' || real[dl] == '/');
+}
+
+/* h2o compares If-None-Match as one opaque string; RFC 9110 13.1.2 wants a
+ * list and "*", compared weakly. When the list names the file's current
+ * entity tag (h2o's format: mtime-size in hex) or is "*", the header is
+ * reduced to that tag so h2o answers 304. */
+static void normalize_if_none_match(h2o_req_t *req, const char *real)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    struct stat st;
+    if (i < 0 || !real[0] || stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    char *etag = h2o_mem_alloc_pool(&req->pool, 40);
+    int n = snprintf(etag, 40, "\"%08x-%zx\"", (unsigned)st.st_mtime, (size_t)st.st_size);
+    bool match = false;
+    size_t pos = 0;
+    while (pos < v.len && !match) {
+        while (pos < v.len && (v.base[pos] == ' ' || v.base[pos] == '\t' || v.base[pos] == ','))
+            pos++;
+        size_t start = pos;
+        while (pos < v.len && v.base[pos] != ',')
+            pos++;
+        size_t stop = pos;
+        while (stop > start && (v.base[stop - 1] == ' ' || v.base[stop - 1] == '\t'))
+            stop--;
+        if (stop - start >= 2 && v.base[start] == 'W' && v.base[start + 1] == '/')
+            start += 2; /* weak comparison */
+        size_t len = stop - start;
+        match =
+            (len == 1 && v.base[start] == '*') || (len == (size_t)n && memcmp(v.base + start, etag, (size_t)n) == 0);
+    }
+    if (match)
+        req->headers.entries[i].value = h2o_iovec_init(etag, (size_t)n);
 }
 
 static void do_static(struct reqstate *rs)
@@ -300,18 +356,14 @@ static void do_static(struct reqstate *rs)
         return;
     }
     h2o_iovec_t rel = h2o_iovec_init(p.base + rt->mount_len + 1, p.len - rt->mount_len - 1);
-    if (!inside_root(rs, rt->conf->u.static_.dir, rel)) {
+    char real[PATH_MAX];
+    if (!inside_root(rs, rt->conf->u.static_.dir, rel, real)) {
         reject(rs, 403, "Forbidden", "path resolves outside the static root");
         return;
     }
+    normalize_if_none_match(req, real);
     if (rt->file->on_req(rt->file, req) != 0)
         h2o_send_error_404(req, "Not Found", "not found", 0);
-}
-
-static bool usable_server(void *ctx, size_t i)
-{
-    struct reqstate *rs = ctx;
-    return vg_proxy_origin_state_usable(rs->origin->state, i, vg_now_ms());
 }
 
 static h2o_iovec_t cookie_value(h2o_req_t *req, const char *name)
@@ -366,7 +418,7 @@ static h2o_iovec_t hash_key(h2o_req_t *req, const struct vg_conf_origin *o)
     return h2o_iovec_init(NULL, 0);
 }
 
-/* RFC 7239 Forwarded, next to the X-Forwarded-* headers h2o already adds. */
+/* RFC 7239 Forwarded, next to the X-Forwarded-* headers the forwarder adds. */
 static void add_forwarded(h2o_req_t *req)
 {
     h2o_iovec_t ip = client_ip(req);
@@ -378,6 +430,13 @@ static void add_forwarded(h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->headers, H2O_STRLIT("forwarded"), 0, NULL, buf, (size_t)n);
 }
 
+/* The access log names the server of the last attempt. */
+static void on_upstream_attempt(void *data, int server)
+{
+    struct reqstate *rs = data;
+    rs->server = server;
+}
+
 static void do_proxy(struct reqstate *rs, size_t app_idx)
 {
     h2o_req_t *req = rs->req;
@@ -386,13 +445,6 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     rs->worigin = &rs->site->workers[rs->worker->id].origins[app_idx][r->u.proxy.origin];
     const struct vg_conf_origin *o = rs->origin->conf;
     h2o_iovec_t key = o->balance == VG_CONF_BALANCE_HASH ? hash_key(req, o) : h2o_iovec_init(NULL, 0);
-    int s = vg_proxy_balancer_pick(rs->worigin->balancer, usable_server, rs, 0, key.base, key.len);
-    if (s < 0) {
-        reject(rs, 502, "Bad Gateway", "no usable origin server");
-        return;
-    }
-    rs->server = s;
-    vg_proxy_balancer_acquire(rs->worigin->balancer, (size_t)s);
 
     h2o_iovec_t path = req->path; /* as received (with query), minus strip_prefix */
     const char *strip = r->u.proxy.strip_prefix;
@@ -406,14 +458,19 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
         }
     }
     add_forwarded(req);
-    h2o_req_overrides_t *ov = h2o_mem_alloc_pool(&req->pool, sizeof(*ov));
-    *ov = (h2o_req_overrides_t){
-        .client_ctx = &rs->worigin->client,
-        .socketpool = &rs->worigin->pools[s],
+    struct vg_proxy_target t = {
+        .conf = o,
+        .state = rs->origin->state,
+        .balancer = rs->worigin->balancer,
+        .pools = rs->worigin->pools,
+        .client = &rs->worigin->client,
+        .timers = &rs->worigin->timers,
+        .authority = rs->origin->authority,
+        .app = rs->app->conf->name,
     };
-    const char *auth = rs->origin->authority[s];
-    h2o_iovec_t authority = o->preserve_host ? req->authority : h2o_iovec_init(auth, strlen(auth));
-    h2o_reprocess_request(req, req->method, &H2O_URL_SCHEME_HTTP, authority, path, ov, 0);
+    /* the forwarder's state goes on the pool after rs: it is torn down
+     * first, while the site it points into is still held */
+    vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);
 }
 
 /* ---- entry ------------------------------------------------------------------------ */
@@ -481,8 +538,8 @@ static int absolute_form(h2o_req_t *req)
         return -1;
     req->authority = url.authority;
     req->path = url.path;
-    req->path_normalized = h2o_url_normalize_path(&req->pool, url.path.base, url.path.len, &req->query_at,
-                                                  &req->norm_indexes);
+    req->path_normalized =
+        h2o_url_normalize_path(&req->pool, url.path.base, url.path.len, &req->query_at, &req->norm_indexes);
     return 0;
 }
 

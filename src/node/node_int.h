@@ -23,10 +23,10 @@ struct vg_worker;
 
 struct vg_route_rt {
     const struct vg_conf_route *conf;
-    char label[256];           /* escaped route label for metrics */
-    h2o_pathconf_t pathconf;   /* static: owns the file handler */
-    h2o_handler_t *file;       /* static: h2o's file handler (ETag, Range, 304) */
-    size_t mount_len;          /* static: request path bytes mapped away */
+    char label[256];                                     /* escaped route label for metrics */
+    h2o_pathconf_t pathconf;                             /* static: owns the file handler */
+    h2o_handler_t *file;                                 /* static: h2o's file handler (ETag, Range, 304) */
+    size_t mount_len;                                    /* static: request path bytes mapped away */
     struct vg_obs_counter *status[VG_NODE_STATUS_SLOTS]; /* lazily filled */
     int status_code[VG_NODE_STATUS_SLOTS];
     struct vg_obs_histogram *latency;
@@ -47,17 +47,18 @@ struct vg_app_rt {
     char label[96]; /* escaped app name */
 };
 
-/* What one worker needs per origin: its own balancer and connection pools. */
+/* What one worker needs per origin: its own balancer, connection pools and
+ * the forwarder's timers. */
 struct vg_site_worker_origin {
     struct vg_proxy_balancer *balancer;
     h2o_socketpool_t *pools; /* one per server */
     h2o_http1client_ctx_t client;
-    h2o_timeout_t io_timeout;
+    struct vg_proxy_timers timers; /* client.io_timeout = &timers.io */
 };
 
 struct vg_site_worker {
     bool ready;
-    size_t inflight; /* requests of this worker still using the site */
+    size_t inflight;                        /* requests of this worker still using the site */
     struct vg_site_worker_origin **origins; /* [app][origin] */
 };
 
@@ -83,14 +84,20 @@ void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w);
 /* ---- workers ---- */
 
 struct vg_listener {
-    uv_tcp_t tcp;
+    h2o_socket_t *sock;
     h2o_accept_ctx_t accept;
     struct vg_worker *worker;
 };
 
+/* HTTP sockets run on h2o's own evloop (docs/decisions.md: the libuv
+ * binding costs 15-55% more CPU per request); a libuv loop is embedded in
+ * the same thread for wake-ups and timers, driven by the evloop. */
 struct vg_worker {
     h2o_context_t ctx; /* first: h2o hands us &ctx */
-    uv_loop_t loop;
+    h2o_evloop_t *loop;
+    uv_loop_t uv;
+    h2o_socket_t *uv_watch; /* libuv's epoll fd, watched by the evloop */
+    bool stop;
     unsigned id;
     struct vg_node *node;
     pthread_t thread;
@@ -114,7 +121,7 @@ struct vg_worker {
     struct vg_deferred_free {
         void *ptr;
         uint64_t tick;
-    } *graveyard;
+    } * graveyard;
     size_t n_graveyard;
     uint64_t ticks;
     /* request ids: per-worker random prefix + sequence */
@@ -134,11 +141,11 @@ struct vg_node {
     uint64_t generation;
     struct vg_worker *workers;
     unsigned n_workers;
-    int **listen_fds; /* [worker][listener] */
+    int **listen_fds;     /* [worker][listener] */
     SSL_CTX **listen_ssl; /* [listener], NULL for plain */
     char **listen_addr;   /* [listener], resolved "host:port" */
     size_t n_listeners;
-    size_t conns;       /* atomic: open client connections */
+    size_t conns; /* atomic: open client connections */
     size_t max_conns;
     uv_loop_t *main_loop;
 };

@@ -188,7 +188,9 @@ static void gconf_init(struct vg_node *node)
     node->gconf.server_name = h2o_iovec_init(H2O_STRLIT("verge"));
     node->gconf.proxy.emit_x_forwarded_headers = 1;
     node->gconf.proxy.emit_via_header = 1;
-    node->gconf.filecache.capacity = 256;
+    /* no open-file cache: a file changed in place must never be served with
+     * its old length or validators (h2o refreshes the cache only each second) */
+    node->gconf.filecache.capacity = 0;
     node->hostconf = h2o_config_register_host(&node->gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     node->root = h2o_config_register_path(node->hostconf, "/", 0);
     vg__node_handler_register(node);
@@ -208,8 +210,7 @@ static void metrics_init(struct vg_node *node)
     node->metrics = vg_obs_registry_create();
     node->m_conn_rejected = vg_obs_counter_get(node->metrics, "verge_connections_rejected_total",
                                                "Connections refused over limits.max_connections.", "");
-    node->m_reload_ok =
-        vg_obs_counter_get(node->metrics, "verge_reloads_total", "Manifest reloads.", "result=\"ok\"");
+    node->m_reload_ok = vg_obs_counter_get(node->metrics, "verge_reloads_total", "Manifest reloads.", "result=\"ok\"");
     node->m_reload_fail =
         vg_obs_counter_get(node->metrics, "verge_reloads_total", "Manifest reloads.", "result=\"error\"");
     vg_obs_collector_add(node->metrics, collect_node, node);
@@ -232,6 +233,13 @@ int vg_node_run(const struct vg_node_options *opt)
     pthread_mutex_init(&node.mu, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (!vg_http_guard_active()) {
+        vg_log(VG_LOG_ERROR,
+               "the HTTP/1 request guard is not active (binary built without "
+               "--export-dynamic-symbol=phr_parse_request)",
+               NULL);
+        return 1;
+    }
     struct vg_conf_app **apps;
     if (load_apps(opt, "invalid manifest", &apps) != 0)
         return 1;
@@ -241,8 +249,10 @@ int vg_node_run(const struct vg_node_options *opt)
     uv_loop_init(&m.loop);
     node.main_loop = &m.loop;
     node.site = vg__node_site_create(&node, apps, opt->n_apps);
-    if (open_listeners(&node) != 0)
+    if (open_listeners(&node) != 0) {
+        uv_loop_close(&m.loop);
         return 1;
+    }
     vg__node_site_start_health(node.site, &m.loop);
 
     node.workers = vg_xcalloc(node.n_workers, sizeof(*node.workers));

@@ -156,13 +156,13 @@ static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin
     for (size_t s = 0; s < o->n_servers; s++) {
         h2o_socketpool_init_by_hostport(&wo->pools[s], h2o_iovec_init(o->servers[s].host, strlen(o->servers[s].host)),
                                         o->servers[s].port, 0, SIZE_MAX);
-        h2o_socketpool_set_timeout(&wo->pools[s], &w->loop, o->keepalive_ms);
+        h2o_socketpool_set_timeout(&wo->pools[s], w->loop, o->keepalive_ms);
     }
-    h2o_timeout_init(&w->loop, &wo->io_timeout, o->read_timeout_ms);
+    vg_proxy_timers_init(&wo->timers, w->loop, o);
     wo->client = (h2o_http1client_ctx_t){
-        .loop = &w->loop,
+        .loop = w->loop,
         .getaddr_receiver = &w->ctx.receivers.hostinfo_getaddr,
-        .io_timeout = &wo->io_timeout,
+        .io_timeout = &wo->timers.io,
     };
 }
 
@@ -190,7 +190,7 @@ void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w)
             struct vg_site_worker_origin *wo = &sw->origins[a][o];
             for (size_t s = 0; s < app->origins[o].n_servers; s++)
                 h2o_socketpool_dispose(&wo->pools[s]);
-            h2o_timeout_dispose(&w->loop, &wo->io_timeout);
+            vg_proxy_timers_dispose(&wo->timers, w->loop);
             vg_proxy_balancer_destroy(wo->balancer);
             /* pools and timeouts embed uv timers whose close is still pending */
             vg__node_worker_defer_free(w, wo->pools);

@@ -3,52 +3,56 @@
  * commands under node->mu plus a uv_async wake-up. */
 #include "node_int.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
-/* h2o owns handle->data once the socket is wrapped; the loop leads back to us. */
-static void on_conn_close(uv_handle_t *h)
+static void on_sock_close(void *data)
 {
-    struct vg_worker *w = h->loop->data;
+    struct vg_worker *w = data;
     __atomic_fetch_sub(&w->node->conns, 1, __ATOMIC_RELAXED);
-    free(h);
 }
 
-static void on_reject_close(uv_handle_t *h)
+static void on_reject_written(h2o_socket_t *sock, const char *err)
 {
-    free(h);
+    h2o_socket_close(sock);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Over the limit: say so plainly rather than hang the client (a TLS client
+ * has not shaken hands yet, so it just sees the close). */
+static void reject_connection(struct vg_listener *l, h2o_socket_t *sock)
 {
-    struct vg_listener *l = server->data;
+    static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    vg_obs_counter_add(l->worker->node->m_conn_rejected, 1);
+    if (l->accept.ssl_ctx) {
+        h2o_socket_close(sock);
+        return;
+    }
+    h2o_iovec_t buf = h2o_iovec_init(msg, sizeof(msg) - 1);
+    h2o_socket_write(sock, &buf, 1, on_reject_written);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    struct vg_listener *l = listener->data;
     struct vg_worker *w = l->worker;
-    struct vg_node *node = w->node;
-    if (status != 0)
+    if (err)
         return;
-    uv_tcp_t *conn = vg_xmalloc(sizeof(*conn));
-    uv_tcp_init(&w->loop, conn);
-    if (uv_accept(server, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, on_reject_close);
-        return;
+    h2o_socket_t *sock;
+    while ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
+        size_t open = __atomic_add_fetch(&w->node->conns, 1, __ATOMIC_RELAXED);
+        if (open > w->node->max_conns) {
+            __atomic_fetch_sub(&w->node->conns, 1, __ATOMIC_RELAXED);
+            reject_connection(l, sock);
+            continue;
+        }
+        sock->on_close.cb = on_sock_close;
+        sock->on_close.data = w;
+        h2o_accept(&l->accept, sock);
     }
-    size_t open = __atomic_add_fetch(&node->conns, 1, __ATOMIC_RELAXED);
-    if (open > node->max_conns) {
-        /* over the limit: say so plainly rather than hang the client */
-        __atomic_fetch_sub(&node->conns, 1, __ATOMIC_RELAXED);
-        vg_obs_counter_add(node->m_conn_rejected, 1);
-        static const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
-        if (!l->accept.ssl_ctx)
-            uv_try_write((uv_stream_t *)conn, &b, 1);
-        uv_close((uv_handle_t *)conn, on_reject_close);
-        return;
-    }
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
-    h2o_accept(&l->accept, sock);
 }
 
-static int listeners_start(struct vg_worker *w)
+static void listeners_start(struct vg_worker *w)
 {
     struct vg_node *node = w->node;
     w->n_listeners = node->n_listeners;
@@ -57,24 +61,21 @@ static int listeners_start(struct vg_worker *w)
         struct vg_listener *l = &w->listeners[i];
         l->worker = w;
         l->accept = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = node->gconf.hosts, .ssl_ctx = node->listen_ssl[i]};
-        uv_tcp_init(&w->loop, &l->tcp);
-        l->tcp.data = l;
-        int rc = uv_tcp_open(&l->tcp, node->listen_fds[w->id][i]);
-        if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-        if (rc != 0) {
-            vg_log(VG_LOG_ERROR, "cannot listen", "addr", node->listen_addr[i], "reason", uv_strerror(rc), NULL);
-            return VG_ENET;
-        }
+        l->sock = h2o_evloop_socket_create(w->loop, node->listen_fds[w->id][i], H2O_SOCKET_FLAG_DONT_READ);
+        l->sock->data = l;
+        h2o_socket_read_start(l->sock, on_accept);
     }
-    return 0;
 }
 
 static void listeners_stop(struct vg_worker *w)
 {
-    for (size_t i = 0; i < w->n_listeners; i++)
-        if (!uv_is_closing((uv_handle_t *)&w->listeners[i].tcp))
-            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (!w->listeners[i].sock)
+            continue;
+        h2o_socket_read_stop(w->listeners[i].sock);
+        h2o_socket_close(w->listeners[i].sock);
+        w->listeners[i].sock = NULL;
+    }
 }
 
 static size_t inflight(struct vg_worker *w)
@@ -127,7 +128,7 @@ static void finish(struct vg_worker *w)
     vg__node_access_log_flush(w);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
-    uv_stop(&w->loop);
+    w->stop = true;
 }
 
 void vg__node_worker_defer_free(struct vg_worker *w, void *ptr)
@@ -192,10 +193,34 @@ void vg__node_worker_post(struct vg_worker *w)
     uv_async_send(&w->async);
 }
 
+static void on_uv_ready(h2o_socket_t *sock, const char *err)
+{
+    struct vg_worker *w = sock->data;
+    uv_run(&w->uv, UV_RUN_NOWAIT);
+}
+
+/* The evloop waits; libuv's epoll fd is one of its sockets, and its timers
+ * bound the wait. */
+static void run(struct vg_worker *w)
+{
+    while (!w->stop) {
+        uv_update_time(&w->uv);
+        if (uv_backend_timeout(&w->uv) == 0)
+            uv_run(&w->uv, UV_RUN_NOWAIT);
+        if (w->stop)
+            break;
+        int t = uv_backend_timeout(&w->uv);
+        if (h2o_evloop_run(w->loop, t < 0 ? INT32_MAX : t) != 0 && errno != EINTR) {
+            vg_log(VG_LOG_ERROR, "event loop failed", "reason", strerror(errno), NULL);
+            break;
+        }
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct vg_worker *w = arg;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    run(w);
     /* Drained. Release what this thread owns; pending handles (client
      * connections h2o still holds) die with the process. */
     for (size_t i = 0; i < w->n_retiring; i++)
@@ -204,29 +229,36 @@ static void *worker_main(void *arg)
     if (w->site && w->site->workers[w->id].inflight == 0)
         retire(w, w->site);
     w->site = NULL;
-    uv_run(&w->loop, UV_RUN_NOWAIT); /* let the closes just requested finish */
+    h2o_socket_read_stop(w->uv_watch);
+    h2o_socket_export_t ex; /* libuv owns its epoll fd: detach it, uv_loop_close closes it */
+    if (h2o_socket_export(w->uv_watch, &ex) == 0)
+        h2o_buffer_dispose(&ex.input);
+    uv_run(&w->uv, UV_RUN_NOWAIT); /* let the closes just requested finish */
+    uv_loop_close(&w->uv);
     graveyard_sweep(w, true);
     return NULL;
 }
 
 int vg__node_worker_start(struct vg_node *node, struct vg_worker *w)
 {
-    uv_loop_init(&w->loop);
-    w->loop.data = w;
-    h2o_context_init(&w->ctx, &w->loop, &node->gconf);
+    w->loop = h2o_evloop_create();
+    uv_loop_init(&w->uv);
+    w->uv.data = w;
+    w->uv_watch = h2o_evloop_socket_create(w->loop, uv_backend_fd(&w->uv), H2O_SOCKET_FLAG_DONT_READ);
+    w->uv_watch->data = w;
+    h2o_socket_read_start(w->uv_watch, on_uv_ready);
+    h2o_context_init(&w->ctx, w->loop, &node->gconf);
     w->log_buf = vg_xmalloc(64 * 1024);
-    uv_async_init(&w->loop, &w->async, on_async);
+    uv_async_init(&w->uv, &w->async, on_async);
     w->async.data = w;
-    uv_timer_init(&w->loop, &w->tick);
+    uv_timer_init(&w->uv, &w->tick);
     w->tick.data = w;
     uv_timer_start(&w->tick, on_tick, 250, 250);
     snprintf(w->reqid_prefix, sizeof(w->reqid_prefix), "%08x", (unsigned)(vg_wall_us() * 2654435761u) ^ (w->id << 24));
     vg__node_site_ref(node->site);
     w->site = node->site;
     vg__node_site_worker_init(w->site, w);
-    int rc = listeners_start(w);
-    if (rc != 0)
-        return rc;
+    listeners_start(w);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return VG_ENOMEM;
     return 0;

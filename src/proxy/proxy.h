@@ -79,4 +79,76 @@ struct vg_proxy_health *vg_proxy_health_start(uv_loop_t *loop, const struct vg_c
  * must keep running until then; pending probes are cancelled). */
 void vg_proxy_health_stop(struct vg_proxy_health *h);
 
+/* ---- forwarding (per request, on a worker's loop) ------------------------------ */
+
+#include <h2o.h>
+
+/* The timers one worker needs per origin (h2o timers are per loop and per
+ * duration). connect, read and total carry the origin's timeouts; io is the
+ * h2o client's own I/O timeout (set h2o_http1client_ctx_t.io_timeout to
+ * &io): it is only a backstop (the longest of them + 1 s): the forwarder runs its
+ * own timers and stops reading from the origin while a slow client catches
+ * up, which h2o's client would otherwise take for an idle origin. */
+struct vg_proxy_timers {
+    h2o_timeout_t connect, read, total, io;
+};
+
+/* t is the caller's memory. With h2o's libuv binding, dispose closes uv
+ * handles that libuv finishes closing on a later pass of the loop, so t
+ * must stay valid until then; with h2o's evloop it is done at once. */
+void vg_proxy_timers_init(struct vg_proxy_timers *t, h2o_loop_t *loop, const struct vg_conf_origin *o);
+void vg_proxy_timers_dispose(struct vg_proxy_timers *t, h2o_loop_t *loop);
+
+/* Where a request goes: one origin as seen from one worker. Everything
+ * pointed to is the caller's and must outlive every request forwarded with
+ * it (the node keeps its site, which owns all of these, until the request's
+ * pool is released). */
+struct vg_proxy_target {
+    const struct vg_conf_origin *conf;
+    struct vg_proxy_origin_state *state; /* shared health */
+    struct vg_proxy_balancer *balancer;  /* this worker's */
+    h2o_socketpool_t *pools;             /* this worker's, one per server (keep-alive) */
+    h2o_http1client_ctx_t *client;       /* this worker's; io_timeout = &timers->io */
+    struct vg_proxy_timers *timers;      /* this worker's */
+    char *const *authority;              /* "host:port" per server: Host (unless conf->preserve_host) */
+    const char *app;                     /* app name, for logs */
+};
+
+/* Called when an attempt on server `server` starts (first try and each
+ * retry), e.g. to name the upstream in the access log. */
+typedef void (*vg_proxy_attempt_fn)(void *data, int server);
+
+/* Forwards req to the origin and answers it: the response is streamed back
+ * (a few hundred KiB of it held for the request at most: reading from the
+ * origin stops while the client is behind), or an error is sent: 502 when
+ * no server is usable, a connection fails or is reset, or the origin's
+ * answer is malformed; 504 when connecting or waiting for the response head
+ * timed out. An error after the head has gone out aborts the stream instead
+ * (HTTP/1: the connection is closed without ending the body; HTTP/2: reset).
+ *
+ * Timeouts (conf): connect_timeout_ms per connection attempt; read_timeout_ms
+ * from handing the request over until the response head is complete, then
+ * between body reads (not while waiting for a slow client); total_timeout_ms
+ * from this call until the origin has sent the whole response.
+ *
+ *   path: what to ask the origin for (with the query), as it goes on the
+ *         request line;
+ *   hash_key: the balancer's key (empty unless the origin hashes);
+ *   on_attempt, data: see vg_proxy_attempt_fn (on_attempt may be NULL).
+ *
+ * A server is picked per attempt (healthy ones, not yet tried by this
+ * request); failures before the response head are retried on another server
+ * up to conf->retries times: always when the connection could not be made,
+ * and for idempotent methods also when the request went out but no response
+ * byte came back. Every attempt's outcome is reported to the shared health
+ * state and every attempt holds the balancer (acquire/release).
+ *
+ * Ownership: the state lives on req->pool with a destructor that cancels
+ * whatever is still running (h2o runs pool destructors newest first, so it
+ * runs before anything the caller put on the pool earlier). path, hash_key
+ * and req's headers must stay valid for the request (pool memory is). t is
+ * copied. The caller must not answer req itself after the call. */
+void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec_t path, h2o_iovec_t hash_key,
+                      vg_proxy_attempt_fn on_attempt, void *data);
+
 #endif

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# verge vs nginx, same run, same cores (see bench/README.md).
+#
+# Scenarios, each measured with wrk (-t1 -c50, pinned to the client CPU)
+# against a server pinned to the server CPU, rounds interleaving the two:
+#   hello   small fixed response   GET /hello      ("hello world\n")
+#   static  ~1 KiB static file     GET /1k.bin     (public/1k.bin)
+#   proxy   reverse proxy          GET /proxy/1k   -> keep-alive nginx origin
+# plus memory per idle keep-alive connection (bench/idle_conns.py).
+#
+# Environment (defaults in brackets):
+#   BENCH_ROUNDS [5]  BENCH_SECONDS [5]  BENCH_CONNS [50]  BENCH_WARMUP [1]
+#   BENCH_SCENARIOS ["hello static proxy"]  BENCH_IDLE_CONNS [10000; 0 = skip]
+#   BENCH_SERVER_CPU [1]  BENCH_CLIENT_CPU [0]
+#   VERGE [build/verge]   BENCH_STANDIN: a binary run as "BIN PORT" in place
+#       of verge (e.g. the h2o spike) to exercise the harness; results then go
+#       to bench/results/standin.json
+#   BENCH_JSON [bench/results/latest.json]  BENCH_KEEP_TMP: keep the tmp dir
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+ROUNDS=${BENCH_ROUNDS:-5}
+WRK_SECONDS=${BENCH_SECONDS:-5}
+WRK_CONNS=${BENCH_CONNS:-50}
+WRK_THREADS=1
+WARMUP=${BENCH_WARMUP:-1}
+SCENARIOS=${BENCH_SCENARIOS:-hello static proxy}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+SERVER_CPU=${BENCH_SERVER_CPU:-1}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
+VERGE=${VERGE:-$ROOT/build/verge}
+STANDIN=${BENCH_STANDIN:-}
+SUBJECT=verge
+DEFAULT_JSON=$ROOT/bench/results/latest.json
+if [ -n "$STANDIN" ]; then
+    SUBJECT=standin
+    DEFAULT_JSON=$ROOT/bench/results/standin.json
+fi
+OUT_JSON=${BENCH_JSON:-$DEFAULT_JSON}
+
+for c in nginx wrk taskset curl ps; do
+    command -v "$c" >/dev/null || die "$c not found (make deps installs it)"
+done
+[ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
+
+declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k)
+declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024)
+for sc in $SCENARIOS; do
+    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy)"
+done
+
+raise_nofile
+bench_tmp_init
+APP=$BENCH_TMP/app
+mkdir -p "$APP/public" "$BENCH_TMP/results"
+head -c 1024 /dev/urandom >"$APP/public/1k.bin"
+chmod -R a+rX "$APP"
+
+ORIGIN_PORT=$(free_port)
+BODY_1K=$(printf 'x%.0s' $(seq 1023))
+
+# limits: like nginx's worker_connections 16384 / keepalive_timeout 120s, so
+# neither server refuses or times out the idle test's 10,000 connections
+# (verge's defaults are 10000 connections, and h2o 2.2.5 closes idle HTTP/1
+# keep-alive connections after header_timeout).
+cat >"$APP/verge.yaml" <<EOF
+name: bench
+limits: {max_connections: 20000, header_timeout: 120s}
+routes:
+  - exact: /hello
+    respond: {status: 200, body: "hello world\n", content_type: text/plain}
+  - path: /proxy
+    proxy: http://127.0.0.1:$ORIGIN_PORT
+    strip_prefix: /proxy
+  - path: /
+    static: public
+EOF
+
+# --- origin for the proxy scenario: shares the client CPU with wrk -----------
+mkdir -p "$BENCH_TMP/origin"
+{
+    nginx_common "$BENCH_TMP/origin"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        location / { default_type application/octet-stream; return 200 "$BODY_1K\n"; }
+    }
+}
+EOF
+} >"$BENCH_TMP/origin/nginx.conf"
+nginx_start "$BENCH_TMP/origin/nginx.conf" "$BENCH_TMP/origin" "$CLIENT_CPU"
+ORIGIN_PID=$STARTED_PID
+wait_port "$ORIGIN_PORT" "$ORIGIN_PID" || die "origin nginx did not start: $(cat "$BENCH_TMP/origin/error.log")"
+
+# --- servers under test ------------------------------------------------------
+# start_nginx_peer NAME PORT: the nginx we compare with, configured like the
+# verge app above (keep-alive upstream pool, sendfile, no access log).
+start_nginx_peer() {
+    local dir=$BENCH_TMP/$1 port=$2
+    mkdir -p "$dir"
+    {
+        nginx_common "$dir"
+        cat <<EOF
+    sendfile on;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 32;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location = /hello { default_type text/plain; return 200 "hello world\n"; }
+        location /proxy/ {
+            proxy_pass http://origin/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location / { root $APP/public; default_type application/octet-stream; }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    nginx_start "$dir/nginx.conf" "$dir" "$SERVER_CPU"
+    wait_port "$port" "$STARTED_PID" || die "nginx did not start: $(cat "$dir/error.log")"
+}
+
+# start_subject NAME PORT: verge (or the stand-in) on SERVER_CPU.
+start_subject() {
+    local logf=$BENCH_TMP/$1.log port=$2
+    if [ -n "$STANDIN" ]; then
+        start_server "$logf" "$SERVER_CPU" "$STANDIN" "$port"
+    else
+        start_server "$logf" "$SERVER_CPU" "$VERGE" node --app "$APP" \
+            --listen "127.0.0.1:$port" --workers 1 --access-log off
+    fi
+    if ! wait_port "$port" "$STARTED_PID"; then
+        log "bench: $SUBJECT did not start listening on $port; its output:"
+        sed 's/^/    /' "$logf" >&2
+        return 1
+    fi
+}
+
+SERVERS=(nginx)
+declare -A PID_OF PORT_OF ENABLED LOG_OF=([nginx]=$BENCH_TMP/nginx/error.log [$SUBJECT]=$BENCH_TMP/$SUBJECT.log)
+PORT_OF[nginx]=$(free_port)
+start_nginx_peer nginx "${PORT_OF[nginx]}"
+PID_OF[nginx]=$STARTED_PID
+
+if [ -z "$STANDIN" ] && [ ! -x "$VERGE" ]; then
+    log "bench: $VERGE not found or not executable — verge is SKIPPED, nginx only"
+    log "bench: (build it with 'make', or set BENCH_STANDIN=<binary taking PORT> to test the harness)"
+else
+    PORT_OF[$SUBJECT]=$(free_port)
+    if start_subject "$SUBJECT" "${PORT_OF[$SUBJECT]}"; then
+        PID_OF[$SUBJECT]=$STARTED_PID
+        SERVERS=("$SUBJECT" nginx)
+    else
+        log "bench: $SUBJECT SKIPPED"
+    fi
+fi
+
+# Each server must answer each scenario correctly before it is measured; a
+# missing feature skips that scenario for that server, not the whole run.
+for srv in "${SERVERS[@]}"; do
+    for sc in $SCENARIOS; do
+        got=$(check_url "http://127.0.0.1:${PORT_OF[$srv]}${PATH_OF[$sc]}")
+        if [ "$got" = "200 ${BYTES_OF[$sc]}" ]; then
+            ENABLED[$srv:$sc]=1
+        else
+            log "bench: $srv: scenario $sc SKIPPED: GET ${PATH_OF[$sc]} gave status/bytes '$got', want '200 ${BYTES_OF[$sc]}'"
+        fi
+    done
+done
+
+url_of() { echo "http://127.0.0.1:${PORT_OF[$1]}${PATH_OF[$2]}"; }
+
+log "bench: ${ROUNDS} rounds x ${WRK_SECONDS}s, wrk -t$WRK_THREADS -c$WRK_CONNS on CPU $CLIENT_CPU, servers on CPU $SERVER_CPU"
+if [ "$WARMUP" != 0 ]; then
+    for sc in $SCENARIOS; do
+        for srv in "${SERVERS[@]}"; do
+            [ -n "${ENABLED[$srv:$sc]:-}" ] || continue
+            taskset -c "$CLIENT_CPU" wrk -t1 -c"$WRK_CONNS" -d"${WARMUP}s" "$(url_of "$srv" "$sc")" >/dev/null 2>&1 || true
+        done
+    done
+fi
+
+SAMPLES=$BENCH_TMP/results/samples.txt
+: >"$SAMPLES"
+for r in $(seq "$ROUNDS"); do
+    order=("${SERVERS[@]}")
+    # alternate who goes first so neither always runs on a warmer machine
+    if [ $((r % 2)) -eq 0 ] && [ ${#SERVERS[@]} -eq 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    for sc in $SCENARIOS; do
+        for srv in "${order[@]}"; do
+            [ -n "${ENABLED[$srv:$sc]:-}" ] || continue
+            if ! kill -0 "${PID_OF[$srv]}" 2>/dev/null; then
+                rc=0
+                wait "${PID_OF[$srv]}" || rc=$?
+                log "bench: $srv DIED during the run (exit status $rc; >128 = signal N-128); its remaining runs are skipped. Last lines of ${LOG_OF[$srv]}:"
+                tail -5 "${LOG_OF[$srv]}" | sed 's/^/    /' >&2
+                for s in $SCENARIOS; do unset "ENABLED[$srv:$s]"; done
+                continue
+            fi
+            raw=$BENCH_TMP/results/wrk-$sc-$srv-$r.txt
+            read -r rps p99 cpu reqs errs < <(run_wrk "${PID_OF[$srv]}" "$(url_of "$srv" "$sc")" "$raw")
+            echo "$sc $srv $r $rps $p99 $cpu $reqs $errs" >>"$SAMPLES"
+            printf 'round %d/%d  %-6s %-7s %9.0f rps  p99 %8.0f us  %6.2f CPU-us/req%s\n' \
+                "$r" "$ROUNDS" "$sc" "$srv" "$rps" "$p99" "$cpu" \
+                "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
+            sleep 0.5
+        done
+    done
+done
+
+# --- (d) memory per idle keep-alive connection, on fresh instances ----------
+IDLE=$BENCH_TMP/results/idle.jsonl
+: >"$IDLE"
+if [ "$IDLE_CONNS" -gt 0 ]; then
+    for srv in "${SERVERS[@]}"; do
+        [ -n "${ENABLED[$srv:hello]:-}" ] || { log "bench: $srv: idle test skipped (no /hello)"; continue; }
+        stop_pid "${PID_OF[$srv]}"
+        port=$(free_port)
+        if [ "$srv" = nginx ]; then
+            start_nginx_peer nginx-idle "$port"
+        else
+            start_subject "$srv-idle" "$port" || continue
+        fi
+        pid=$STARTED_PID
+        sleep 0.5
+        log "bench: $srv: holding $IDLE_CONNS idle keep-alive connections"
+        if line=$(timeout 150 taskset -c "$CLIENT_CPU" "$PY" "$ROOT/bench/idle_conns.py" \
+            --port "$port" --pid "$pid" --count "$IDLE_CONNS" --path /hello); then
+            echo "{\"server\": \"$srv\", ${line#\{}" >>"$IDLE"
+        else
+            log "bench: $srv: idle connection test failed"
+        fi
+        stop_pid "$pid"
+    done
+fi
+
+mkdir -p "$(dirname "$OUT_JSON")"
+META=$(printf '{"generated": "%s", "rounds": %d, "seconds": %d, "wrk": "-t%d -c%d", "server_cpu": %d, "client_cpu": %d, "subject": "%s", "nginx": "%s", "kernel": "%s", "nproc": %d, "idle_conns": %d}' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ROUNDS" "$WRK_SECONDS" "$WRK_THREADS" "$WRK_CONNS" \
+    "$SERVER_CPU" "$CLIENT_CPU" "${STANDIN:-$VERGE}" "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
+    "$(uname -r)" "$(nproc)" "$IDLE_CONNS")
+echo
+"$PY" "$ROOT/bench/report.py" --samples "$SAMPLES" --idle "$IDLE" --baseline nginx \
+    --json "$OUT_JSON" --meta "$META"
+echo
+echo "raw wrk output: $BENCH_TMP/results (kept only with BENCH_KEEP_TMP=1); JSON: $OUT_JSON"
