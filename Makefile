@@ -75,7 +75,10 @@ fuzz-build: $(FUZZ_SRCS)
 fuzz: fuzz-build
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); t=$${n#fuzz_}; \
 	  mkdir -p build-fuzz/corpus/$$t; echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
-	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 build-fuzz/corpus/$$t tests/fuzz/corpus/$$t 2>&1 | tail -3 || exit 1; done
+	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=5 -artifact_prefix=build-fuzz/ \
+	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t >build-fuzz/$$n.log 2>&1 \
+	    || { tail -40 build-fuzz/$$n.log; echo "fuzz: $$n FAILED (input saved under build-fuzz/)"; exit 1; }; \
+	  tail -1 build-fuzz/$$n.log; done
 
 dev: deps all
 	@scripts/dev.sh

@@ -25,6 +25,18 @@ static bool name_is(const struct vg_http_raw_header *h, const char *name)
     return h->name && h->name_len == n && strncasecmp(h->name, name, n) == 0;
 }
 
+/* 1..19 decimal digits: no sign, no list, no overflow of 64 bits. Values
+ * are not NUL-terminated. */
+static bool all_digits(const char *v, size_t len)
+{
+    if (len == 0 || len > 19)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    return true;
+}
+
 int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char **reason)
 {
     const struct vg_http_raw_header *cl = NULL;
@@ -40,7 +52,7 @@ int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char
                 *reason = "conflicting Content-Length headers";
                 return -1;
             }
-            if (h[i].value_len == 0 || strspn(h[i].value, "0123456789") < h[i].value_len || h[i].value_len > 19) {
+            if (!all_digits(h[i].value, h[i].value_len)) {
                 *reason = "invalid Content-Length";
                 return -1;
             }
@@ -82,8 +94,7 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
                       size_t *path_len, int *minor_version, struct vg_http_raw_header *headers, size_t *num_headers,
                       size_t last_len)
 {
-    int rc =
-        real_parse()(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
+    int rc = real_parse()(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
     if (rc <= 0)
         return rc;
     const char *reason;

@@ -15,7 +15,7 @@
  * shared state any more (they only count down and free), so the caller may
  * release both right after stop even though the prober itself is freed later,
  * when the loop has delivered every close and cancel callback. */
-#include "proxy/proxy.h"
+#include "proxy/proxy_int.h"
 
 #include <string.h>
 
@@ -191,8 +191,8 @@ static void on_timer_closed(uv_handle_t *handle)
 
 /* ---- reading the status line ---------------------------------------------------- */
 
-/* "HTTP/1.x DDD[ reason]" without the line end; returns DDD or -1. */
-static int parse_status_line(const char *s, size_t len)
+/* (declared in proxy_int.h) */
+int vg__proxy_status_line_parse(const char *s, size_t len)
 {
     if (len > 0 && s[len - 1] == '\r')
         len--;
@@ -219,7 +219,7 @@ static void check_status_line(struct probe *p)
             finish(p, false, "status line longer than 1 KiB");
         return;
     }
-    int status = parse_status_line(p->buf, (size_t)(eol - p->buf));
+    int status = vg__proxy_status_line_parse(p->buf, (size_t)(eol - p->buf));
     if (status < 0) {
         finish(p, false, "malformed status line");
         return;

@@ -35,4 +35,9 @@ struct vg__proxy_head {
  * (either could split the head or smuggle a header). */
 int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, h2o_iovec_t *out) VG_MUST_CHECK;
 
+/* An origin's status line "HTTP/1.x DDD[ reason]" without the line end
+ * (a trailing CR is allowed): returns DDD (100..999), or -1. Reads
+ * untrusted bytes from origins in health probes. */
+int vg__proxy_status_line_parse(const char *s, size_t len);
+
 #endif

@@ -133,6 +133,7 @@ def test_hop_by_hop_headers_not_forwarded(verge, origin):
     ("/api", "/"),
     ("/api/", "/"),
     ("/api/a/b?q=1", "/a/b?q=1"),
+    ("/api?q=1", "/?q=1"),
     ("/full/a?q=1", "/full/a?q=1"),
 ])
 def test_strip_prefix(verge, origin, path, upstream):

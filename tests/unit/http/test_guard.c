@@ -9,7 +9,10 @@
 
 #include "http/http.h"
 
-#define H(n, v) {n, sizeof(n) - 1, v, sizeof(v) - 1}
+#define H(n, v)                                                                                                        \
+    {                                                                                                                  \
+        n, sizeof(n) - 1, v, sizeof(v) - 1                                                                             \
+    }
 
 static int check(const struct vg_http_raw_header *h, size_t n, const char **why)
 {
