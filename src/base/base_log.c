@@ -19,6 +19,11 @@ void vg_log_set_json(bool json)
     g_json = json;
 }
 
+bool vg_log_is_json(void)
+{
+    return g_json;
+}
+
 size_t vg_json_escape(char *dst, size_t cap, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

@@ -56,9 +56,35 @@ static size_t json_str(char *dst, size_t cap, const char *key, const char *s, si
     return o;
 }
 
+static void log_append(struct vg_worker *w, const char *line, size_t len)
+{
+    if (w->log_len + len > LOG_BUF_CAP)
+        vg__node_access_log_flush(w);
+    memcpy(w->log_buf + w->log_len, line, len);
+    w->log_len += len;
+}
+
+/* --log-format text (verge dev): one short line a person can scan. */
+static void access_log_text(struct reqstate *rs, int status, uint64_t dur_us)
+{
+    h2o_req_t *req = rs->req;
+    char line[1400];
+    int n = snprintf(line, sizeof(line), "%-5.*s %3d %.*s  %zuB %.1fms%s%s  app=%s id=%.*s\n",
+                     (int)(req->input.method.len > 8 ? 8 : req->input.method.len), req->input.method.base, status,
+                     (int)(req->input.path.len > 1024 ? 1024 : req->input.path.len), req->input.path.base,
+                     req->bytes_sent, (double)dur_us / 1000.0, rs->server >= 0 ? " <- " : "",
+                     rs->server >= 0 ? rs->origin->authority[rs->server] : "", rs->app ? rs->app->conf->name : "-",
+                     (int)rs->reqid.len, rs->reqid.base);
+    if (n > 0)
+        log_append(rs->worker, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
 static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
 {
-    struct vg_worker *w = rs->worker;
+    if (!vg_log_is_json()) {
+        access_log_text(rs, status, dur_us);
+        return;
+    }
     h2o_req_t *req = rs->req;
     char line[3072];
     size_t cap = sizeof(line), o = 0;
@@ -85,10 +111,7 @@ static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
         return; /* cannot happen with the bounds above; never log a torn line */
     line[o++] = '}';
     line[o++] = '\n';
-    if (w->log_len + o > LOG_BUF_CAP)
-        vg__node_access_log_flush(w);
-    memcpy(w->log_buf + w->log_len, line, o);
-    w->log_len += o;
+    log_append(rs->worker, line, o);
 }
 
 /* ---- metrics ----------------------------------------------------------------- */
