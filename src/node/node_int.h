@@ -116,8 +116,8 @@ struct vg_worker {
     /* access log */
     char *log_buf;
     size_t log_len;
-    /* memory that holds libuv handles being closed (inside h2o timeouts and
-     * socket pools): freed a tick later, once the close callbacks have run */
+    /* memory h2o may still touch while it finishes closing what it held
+     * (socket pools, timeouts of a retired site): freed a tick later */
     struct vg_deferred_free {
         void *ptr;
         uint64_t tick;

@@ -137,8 +137,9 @@ void vg__node_worker_defer_free(struct vg_worker *w, void *ptr)
     w->graveyard[w->n_graveyard++] = (struct vg_deferred_free){ptr, w->ticks};
 }
 
-/* Close callbacks run at the end of the loop iteration that asked for them;
- * anything deferred before this tick started is safe to free now. */
+/* h2o finishes closing sockets (and, on the libuv binding, timers) at the
+ * end of the loop iteration that asked for it; anything deferred before
+ * this tick started is safe to free now. */
 static void graveyard_sweep(struct vg_worker *w, bool all)
 {
     size_t keep = 0;
