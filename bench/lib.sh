@@ -5,10 +5,12 @@
 #  - every process we start is recorded in BENCH_PIDS and stopped by pid in
 #    bench_cleanup; nothing is ever killed by name;
 #  - every server listens on 127.0.0.1 only, on a port the kernel handed us;
-#  - all load goes to 127.0.0.1 and is bounded by wrk's -d.
+#  - all load goes to 127.0.0.1 and is bounded in time: wrk by its -d, h2load
+#    (run_fixed) by its -n and a `timeout`.
 
 BENCH_PIDS=()
 BENCH_TMP=""
+BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 CLK_TCK=$(getconf CLK_TCK)
@@ -41,10 +43,15 @@ bench_cleanup() {
 
 # Stops one server we started (by pid) and forgets it.
 stop_pid() {
-    local pid=$1 keep=() p
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+# forget_pid PID: drops PID (already reaped) from BENCH_PIDS.
+forget_pid() {
+    local keep=() p
+    for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
     BENCH_PIDS=("${keep[@]}")
 }
 
@@ -87,13 +94,29 @@ tree_pids() {
 # cpu_ticks ROOT: user+system clock ticks used so far by ROOT's process tree,
 # summed over every thread (/proc/PID/task/*/stat fields 14 and 15).
 cpu_ticks() {
-    local pid files=()
+    local ticks _
+    read -r ticks _ < <(cpu_ticks_stamped "$1")
+    echo "$ticks"
+}
+
+# cpu_ticks_stamped ROOT: "TICKS EPOCH_US" — cpu_ticks plus the wall-clock
+# time (µs since the epoch) at which the counters were read, to line a CPU
+# window up with h2load's per-request start times.
+cpu_ticks_stamped() {
+    local pid files=() now
     for pid in $(tree_pids "$1"); do
         files+=(/proc/"$pid"/task/*/stat)
     done
+    now=$(date +%s%6N)
     # comm (field 2) may hold spaces: cut everything up to ") " first, after
     # which utime and stime are fields 12 and 13.
-    cat "${files[@]}" 2>/dev/null | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%d\n", t }'
+    cat "${files[@]}" 2>/dev/null | awk -v now="$now" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%d %s\n", t, now }'
+}
+
+# core_ticks CPU: "BUSY TOTAL" clock ticks of one core so far (/proc/stat;
+# idle and iowait are not busy).
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
 # rss_kib ROOT: sum of VmRSS over ROOT's process tree, in KiB.
@@ -175,4 +198,53 @@ run_wrk() {
 # check_url URL: prints "STATUS BYTES" of one GET.
 check_url() {
     curl -s -o /dev/null -m 5 -w '%{http_code} %{size_download}' "$1" || echo "000 0"
+}
+
+# run_fixed ROOTPID URL RATE CONNS OUTPREFIX: one open-loop run of h2load at
+# RATE requests/s in total, spread over CONNS HTTP/1.1 connections (each at
+# RATE/CONNS req/s), pinned to CLIENT_CPU, while measuring ROOTPID's CPU over
+# the middle FIXED_SECONDS (after FIXED_WARMUP s of connection ramp-up).
+# Writes OUTPREFIX.log (h2load --log-file) and OUTPREFIX.txt (its output).
+# Prints "requests achieved_rate p50_us p99_us p999_us max_us cpu_us_per_req
+# errors client_core_busy_% server_core_busy_%" for the requests that started
+# inside the measured window (the busy figures: whole cores, from /proc/stat).
+#
+# Why the connections are opened over one period (-r, --rate-period=1ms):
+# h2load sends a client's requests from a timer that fires every
+# max(10 ms, 1/rps) and starts when that client connects. Clients that connect
+# together stay in phase and fire together, so connecting all at once turns
+# a "fixed rate" into one burst of CONNS requests per period; staggering the
+# connects over one period leaves bursts of about RATE/1000 requests a
+# millisecond. -r excludes -D, so the run is sized with -n instead.
+run_fixed() {
+    local root=$1 url=$2 rate=$3 conns=$4 prefix=$5 per n ramp pid rc=0 t0 a0 t1 a1 stats c0 c1 s0 s1 _
+    per=$(awk -v r="$rate" -v c="$conns" 'BEGIN { printf "%.4f", r / c }')
+    # enough requests to keep the rate up until well after the window closes
+    n=$(awk -v r="$rate" -v w="$FIXED_WARMUP" -v s="$FIXED_SECONDS" 'BEGIN { printf "%d", r * (w + s + 0.3) }')
+    ramp=$(((rate + 999) / 1000))
+    rm -f "$prefix.log"
+    taskset -c "$CLIENT_CPU" timeout "$(awk -v w="$FIXED_WARMUP" -v s="$FIXED_SECONDS" 'BEGIN { printf "%d", w + s + 30 }')" \
+        h2load --h1 -t1 -c"$conns" --rps="$per" -n"$n" -r"$ramp" --rate-period=1ms \
+        --log-file="$prefix.log" "$url" >"$prefix.txt" 2>&1 &
+    pid=$!
+    BENCH_PIDS+=("$pid")
+    sleep "$FIXED_WARMUP"
+    read -r c0 _ < <(core_ticks "$CLIENT_CPU")
+    read -r s0 _ < <(core_ticks "$SERVER_CPU")
+    read -r t0 a0 < <(cpu_ticks_stamped "$root")
+    sleep "$FIXED_SECONDS"
+    read -r t1 a1 < <(cpu_ticks_stamped "$root")
+    read -r c1 _ < <(core_ticks "$CLIENT_CPU")
+    read -r s1 _ < <(core_ticks "$SERVER_CPU")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    if ! stats=$("$PY" "$BENCH_LIB_DIR/latency.py" --log "$prefix.log" --from "$a0" --to "$a1"); then
+        echo "0 0 -1 -1 -1 -1 0 1 0 0"
+        return
+    fi
+    # stats: requests rate p50 p99 p999 max errors
+    echo "$stats" | awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v rc="$rc" -v us=$((a1 - a0)) \
+        -v cli=$((c1 - c0)) -v srv=$((s1 - s0)) '
+        { printf "%d %s %s %s %s %s %.3f %d %.0f %.0f\n", $1, $2, $3, $4, $5, $6, ticks * 1e6 / hz / $1,
+            $7 + (rc != 0), cli * 1e8 / hz / us, srv * 1e8 / hz / us }'
 }

@@ -5,10 +5,15 @@ Input (written by bench/run.sh and bench/spike/run.sh):
   --samples FILE  one wrk run a line, whitespace separated:
                   scenario server round rps p99_us cpu_us_per_req requests errors
                   (p99_us -1: not measured)
+  --fixed FILE    optional; one fixed-rate h2load run a line (bench/run.sh):
+                  scenario server round target_rps conns achieved_rps
+                  p50_us p99_us p999_us max_us cpu_us_per_req requests errors
+                  client_core_busy_pct server_core_busy_pct
   --idle FILE     optional; one JSON object a line from bench/idle_conns.py,
                   with an added "server" key
 Every server is compared with --baseline (nginx): ratio = server / baseline,
-so rps > 1 is better, p99 and cpu < 1 are better.
+so rps > 1 is better, p99 and cpu < 1 are better (and every fixed-rate
+latency ratio: lower is better).
 """
 import argparse
 import json
@@ -22,9 +27,73 @@ def fmt_us(us):
     return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} us"
 
 
+def print_table(table, left=2):
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.rjust(w) if i >= left else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def ratio(v):
+    return f"{v:.2f}" if v is not None else "-"
+
+
+def by_baseline(res, baseline):
+    """Server names, baseline first, then the others in the order seen."""
+    names = list(res)
+    return sorted(names, key=lambda s: (s != baseline, names.index(s)))
+
+
+BUSY_PCT = 85
+FIXED_FIELDS = ("p50_us", "p99_us", "p999_us", "max_us", "cpu_us_per_req", "achieved_rps",
+                "client_core_busy_pct", "server_core_busy_pct")
+
+
+def fixed_rate(path, baseline):
+    """Fixed-rate runs -> {scenario: {target_rps, conns, servers: {...}}}."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) != 15:
+                continue
+            sc = out.setdefault(p[0], {"target_rps": int(p[3]), "conns": int(p[4]), "servers": {}})
+            sc["servers"].setdefault(p[1], []).append({
+                "round": int(p[2]), "achieved_rps": float(p[5]), "p50_us": float(p[6]),
+                "p99_us": float(p[7]), "p999_us": float(p[8]), "max_us": float(p[9]),
+                "cpu_us_per_req": float(p[10]), "requests": int(p[11]), "errors": int(p[12]),
+                "client_core_busy_pct": float(p[13]), "server_core_busy_pct": float(p[14]),
+            })
+    for sc in out.values():
+        res = {}
+        for srv, samples in sc["servers"].items():
+            ok = [s for s in samples if s["requests"] > 0]
+            r = {k + "_median": statistics.median(s[k] for s in ok) if ok else -1 for k in FIXED_FIELDS}
+            r["errors"] = sum(s["errors"] for s in samples)
+            # h2load could not offer the rate (client CPU short?) or the
+            # server could not carry it: the latencies then mean little.
+            r["short_of_rate"] = bool(ok) and r["achieved_rps_median"] < 0.95 * sc["target_rps"]
+            # a core this busy is near saturation: the run is no longer "well
+            # below saturation" and its latencies are queueing again.
+            r["core_busy"] = max(r["client_core_busy_pct_median"], r["server_core_busy_pct_median"]) > BUSY_PCT
+            r["samples"] = samples
+            res[srv] = r
+        base = res.get(baseline)
+        for srv, r in res.items():
+            if base and srv != baseline:
+                r["ratio_vs_" + baseline] = {
+                    k: r[k + "_median"] / base[k + "_median"] if base[k + "_median"] > 0 and r[k + "_median"] >= 0
+                    else None
+                    for k in ("p50_us", "p99_us", "p999_us", "cpu_us_per_req")
+                }
+        sc["servers"] = res
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", required=True)
+    ap.add_argument("--title", help="printed above the --samples table")
+    ap.add_argument("--fixed")
     ap.add_argument("--idle")
     ap.add_argument("--baseline", default="nginx")
     ap.add_argument("--json", required=True)
@@ -46,7 +115,8 @@ def main():
                 "cpu_us_per_req": float(p[5]), "requests": int(p[6]), "errors": int(p[7]),
             })
 
-    out = {"meta": json.loads(args.meta), "baseline": args.baseline, "scenarios": {}, "idle_conns": {}}
+    out = {"meta": json.loads(args.meta), "baseline": args.baseline, "scenarios": {}, "fixed_rate": {},
+           "idle_conns": {}}
     rows = []
     for sc in order:
         res = {}
@@ -68,12 +138,8 @@ def main():
                     if base["cpu_us_per_req_median"] else None,
                 }
         out["scenarios"][sc] = res
-        # baseline first, then the others in the order they were seen
-        for srv in sorted(res, key=lambda s: (s != args.baseline, list(res).index(s))):
+        for srv in by_baseline(res, args.baseline):
             rows.append((sc, srv, res[srv]))
-
-    def ratio(v):
-        return f"{v:.2f}" if v is not None else "-"
 
     hdr = ("scenario", "server", "rps", "p99", "CPU us/req", "rps x", "p99 x", "CPU x", "errors", "runs")
     table = [hdr]
@@ -83,11 +149,46 @@ def main():
                       f"{r['cpu_us_per_req_median']:.2f}",
                       ratio(rt["rps"]) if rt else "", ratio(rt["p99"]) if rt else "",
                       ratio(rt["cpu"]) if rt else "", str(r["errors"]), str(len(r["samples"]))))
-    widths = [max(len(row[i]) for row in table) for i in range(len(hdr))]
+    if args.title:
+        print(args.title)
     print("medians over rounds; 'x' columns are server / %s (rps: higher is better; "
           "p99 and CPU: lower is better)" % args.baseline)
-    for row in table:
-        print("  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print_table(table)
+
+    if args.fixed:
+        fixed = fixed_rate(args.fixed, args.baseline)
+        out["fixed_rate"] = fixed
+        if fixed:
+            print()
+            print("fixed rate, open loop (h2load --rps, same rate for every server): medians over rounds "
+                  "of each run's percentiles; 'x' = server / %s, lower is better" % args.baseline)
+            t = [("scenario", "server", "rate", "conns", "achieved", "p50", "p99", "p99.9", "CPU us/req",
+                  "p50 x", "p99 x", "p99.9 x", "CPU x", "cores c/s", "errors", "runs")]
+            short = busy = False
+            for sc, d in fixed.items():
+                for srv in by_baseline(d["servers"], args.baseline):
+                    r = d["servers"][srv]
+                    rt = r.get("ratio_vs_" + args.baseline)
+                    short = short or r["short_of_rate"]
+                    busy = busy or r["core_busy"]
+                    t.append((sc, srv, str(d["target_rps"]), str(d["conns"]),
+                              f"{r['achieved_rps_median']:.0f}" + ("!" if r["short_of_rate"] else ""),
+                              fmt_us(r["p50_us_median"]), fmt_us(r["p99_us_median"]), fmt_us(r["p999_us_median"]),
+                              f"{r['cpu_us_per_req_median']:.2f}",
+                              *((ratio(rt[k]) for k in ("p50_us", "p99_us", "p999_us", "cpu_us_per_req"))
+                                if rt else ("",) * 4),
+                              f"{r['client_core_busy_pct_median']:.0f}/{r['server_core_busy_pct_median']:.0f}%"
+                              + ("!" if r["core_busy"] else ""),
+                              str(r["errors"]), str(len(r["samples"]))))
+            print_table(t)
+            print("cores c/s: how busy the client core (h2load, and the origin in proxy) and the server core "
+                  "were; a client core near 100% makes the latencies the client's")
+            if short:
+                print("! achieved rate under 95% of the target: the client or the server could not keep up; "
+                      "those latencies are not at the stated rate")
+            if busy:
+                print(f"! a core over {BUSY_PCT}% busy: not well below saturation; lower BENCH_FIXED_RATE "
+                      "or BENCH_FIXED_FRACTION")
 
     if args.idle:
         idle = {}
@@ -111,9 +212,7 @@ def main():
                 t.append((srv, f"{d['held']}/{d['wanted']}", f"{d['rss_before_kib']} KiB",
                           f"{d['rss_holding_kib']} KiB", f"{d['kib_per_conn']:.2f}",
                           f"{r:.2f}" if r is not None else ""))
-            w = [max(len(row[i]) for row in t) for i in range(len(t[0]))]
-            for row in t:
-                print("  ".join(c.rjust(x) if i >= 1 else c.ljust(x) for i, (c, x) in enumerate(zip(row, w))))
+            print_table(t, left=1)
 
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)

@@ -6,10 +6,26 @@
 #   hello   small fixed response   GET /hello      ("hello world\n")
 #   static  ~1 KiB static file     GET /1k.bin     (public/1k.bin)
 #   proxy   reverse proxy          GET /proxy/1k   -> keep-alive nginx origin
-# plus memory per idle keep-alive connection (bench/idle_conns.py).
+# then, per scenario, latency at a fixed sub-saturation rate that is the same
+# for both servers (h2load --rps, open loop, pinned to the client CPU; rate
+# from the wrk medians), plus memory per idle keep-alive connection
+# (bench/idle_conns.py).
 #
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [5]  BENCH_SECONDS [5]  BENCH_CONNS [50]  BENCH_WARMUP [1]
+#   BENCH_FIXED_RATE [auto]: req/s of the fixed-rate phase; auto = FRACTION x
+#       the lower of the two servers' median wrk rps, per scenario, rounded to
+#       100; N = N for every scenario; "hello=N static=M" per scenario (others
+#       auto); 0 = skip the phase
+#   BENCH_FIXED_FRACTION [0.5]  BENCH_FIXED_MAX_RATE [25000; 0 = no cap]: caps
+#       the auto rate so that h2load (~2x wrk's CPU per request) stays well
+#       below saturating the client core
+#   BENCH_FIXED_SECONDS [3] (measured window)
+#   BENCH_FIXED_WARMUP [1] (connection ramp-up, not measured)
+#   BENCH_FIXED_CLIENT_RPS [20] (per connection: conns = ceil(rate / this))
+#   BENCH_FIXED_ROUNDS [BENCH_ROUNDS]
+#   BENCH_NGINX_KEEPALIVE [32]: the nginx peer's upstream "keepalive" (idle
+#       origin connections cached; verge keeps every idle one for 30 s)
 #   BENCH_SCENARIOS ["hello static proxy"]  BENCH_IDLE_CONNS [10000; 0 = skip]
 #   BENCH_SERVER_CPU [1]  BENCH_CLIENT_CPU [0]
 #   VERGE [build/verge]   BENCH_STANDIN: a binary run as "BIN PORT" in place
@@ -33,6 +49,14 @@ SERVER_CPU=${BENCH_SERVER_CPU:-1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
 VERGE=${VERGE:-$ROOT/build/verge}
 STANDIN=${BENCH_STANDIN:-}
+FIXED_RATE_SPEC=${BENCH_FIXED_RATE:-auto}
+FIXED_FRACTION=${BENCH_FIXED_FRACTION:-0.5}
+FIXED_MAX_RATE=${BENCH_FIXED_MAX_RATE:-25000}
+FIXED_SECONDS=${BENCH_FIXED_SECONDS:-3}
+FIXED_WARMUP=${BENCH_FIXED_WARMUP:-1}
+FIXED_CLIENT_RPS=${BENCH_FIXED_CLIENT_RPS:-20}
+FIXED_ROUNDS=${BENCH_FIXED_ROUNDS:-$ROUNDS}
+NGINX_KEEPALIVE=${BENCH_NGINX_KEEPALIVE:-32}
 SUBJECT=verge
 DEFAULT_JSON=$ROOT/bench/results/latest.json
 if [ -n "$STANDIN" ]; then
@@ -44,6 +68,9 @@ OUT_JSON=${BENCH_JSON:-$DEFAULT_JSON}
 for c in nginx wrk taskset curl ps; do
     command -v "$c" >/dev/null || die "$c not found (make deps installs it)"
 done
+if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
+    command -v h2load >/dev/null || die "h2load not found (make deps installs nghttp2-client; BENCH_FIXED_RATE=0 skips the fixed-rate phase)"
+fi
 [ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
 
 declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k)
@@ -107,7 +134,7 @@ start_nginx_peer() {
     sendfile on;
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 32;
+        keepalive $NGINX_KEEPALIVE;
         keepalive_requests 1000000;
     }
     server {
@@ -187,23 +214,36 @@ if [ "$WARMUP" != 0 ]; then
     done
 fi
 
+# alive SRV: true if SRV still runs; otherwise says so once, with the tail of
+# its log, and disables all its scenarios.
+alive() {
+    local srv=$1 rc=0 s
+    kill -0 "${PID_OF[$srv]}" 2>/dev/null && return 0
+    wait "${PID_OF[$srv]}" || rc=$?
+    log "bench: $srv DIED during the run (exit status $rc; >128 = signal N-128); its remaining runs are skipped. Last lines of ${LOG_OF[$srv]}:"
+    tail -5 "${LOG_OF[$srv]}" | sed 's/^/    /' >&2
+    for s in $SCENARIOS; do unset "ENABLED[$srv:$s]"; done
+    return 1
+}
+
+# order_of ROUND: the servers in this round's order — who goes first
+# alternates, so neither always runs on a warmer machine.
+order_of() {
+    if [ $(($1 % 2)) -eq 0 ] && [ ${#SERVERS[@]} -eq 2 ]; then
+        echo "${SERVERS[1]} ${SERVERS[0]}"
+    else
+        echo "${SERVERS[*]}"
+    fi
+}
+
 SAMPLES=$BENCH_TMP/results/samples.txt
 : >"$SAMPLES"
 for r in $(seq "$ROUNDS"); do
-    order=("${SERVERS[@]}")
-    # alternate who goes first so neither always runs on a warmer machine
-    if [ $((r % 2)) -eq 0 ] && [ ${#SERVERS[@]} -eq 2 ]; then order=("${SERVERS[1]}" "${SERVERS[0]}"); fi
+    read -r -a order <<<"$(order_of "$r")"
     for sc in $SCENARIOS; do
         for srv in "${order[@]}"; do
             [ -n "${ENABLED[$srv:$sc]:-}" ] || continue
-            if ! kill -0 "${PID_OF[$srv]}" 2>/dev/null; then
-                rc=0
-                wait "${PID_OF[$srv]}" || rc=$?
-                log "bench: $srv DIED during the run (exit status $rc; >128 = signal N-128); its remaining runs are skipped. Last lines of ${LOG_OF[$srv]}:"
-                tail -5 "${LOG_OF[$srv]}" | sed 's/^/    /' >&2
-                for s in $SCENARIOS; do unset "ENABLED[$srv:$s]"; done
-                continue
-            fi
+            alive "$srv" || continue
             raw=$BENCH_TMP/results/wrk-$sc-$srv-$r.txt
             read -r rps p99 cpu reqs errs < <(run_wrk "${PID_OF[$srv]}" "$(url_of "$srv" "$sc")" "$raw")
             echo "$sc $srv $r $rps $p99 $cpu $reqs $errs" >>"$SAMPLES"
@@ -214,6 +254,67 @@ for r in $(seq "$ROUNDS"); do
         done
     done
 done
+
+# --- fixed-rate latency: same open-loop rate for both servers ---------------
+# wrk's p99 above is taken closed-loop at saturation: it measures how 50
+# always-waiting connections queue, not the latency a client sees at a load
+# the server can carry. Here h2load offers every server the same rate, well
+# below what either sustained, and the latency percentiles come from its
+# per-request log (bench/latency.py). See bench/README.md.
+
+# median_rps SCENARIO SERVER: median of that server's wrk rps (0: no samples).
+median_rps() {
+    awk -v sc="$1" -v srv="$2" '$1 == sc && $2 == srv { print $4 }' "$SAMPLES" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# fixed_rate_of SCENARIO: the phase's rate for SCENARIO (0: not measured).
+fixed_rate_of() {
+    local sc=$1 kv srv m low=""
+    if [[ $FIXED_RATE_SPEC =~ ^[0-9]+$ ]]; then echo "$FIXED_RATE_SPEC"; return; fi
+    for kv in $FIXED_RATE_SPEC; do
+        if [ "${kv%%=*}" = "$sc" ]; then echo "${kv#*=}"; return; fi
+    done
+    for srv in "${SERVERS[@]}"; do
+        m=$(median_rps "$sc" "$srv")
+        if awk -v m="$m" -v l="${low:-inf}" 'BEGIN { exit !(m > 0 && (l == "inf" || m < l)) }'; then low=$m; fi
+    done
+    awk -v m="${low:-0}" -v f="$FIXED_FRACTION" -v cap="$FIXED_MAX_RATE" \
+        'BEGIN { r = int(m * f / 100 + 0.5) * 100; if (cap > 0 && r > cap) r = cap; printf "%d\n", r }'
+}
+
+FIXED=$BENCH_TMP/results/fixed.txt
+: >"$FIXED"
+declare -A RATE_OF CONNS_OF
+if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
+    for sc in $SCENARIOS; do
+        RATE_OF[$sc]=$(fixed_rate_of "$sc")
+        [[ ${RATE_OF[$sc]} =~ ^[0-9]+$ ]] || die "BENCH_FIXED_RATE: bad rate '${RATE_OF[$sc]}' for $sc"
+        CONNS_OF[$sc]=$(((RATE_OF[$sc] + FIXED_CLIENT_RPS - 1) / FIXED_CLIENT_RPS))
+        if [ "${RATE_OF[$sc]}" -gt 0 ]; then
+            log "bench: fixed rate $sc: ${RATE_OF[$sc]} req/s over ${CONNS_OF[$sc]} connections (h2load --h1 --rps, CPU $CLIENT_CPU)"
+        fi
+    done
+    log "bench: fixed-rate phase: ${FIXED_ROUNDS} rounds x (${FIXED_WARMUP}s ramp-up + ${FIXED_SECONDS}s measured)"
+    for r in $(seq "$FIXED_ROUNDS"); do
+        read -r -a order <<<"$(order_of "$r")"
+        for sc in $SCENARIOS; do
+            [ "${RATE_OF[$sc]}" -gt 0 ] || continue
+            for srv in "${order[@]}"; do
+                [ -n "${ENABLED[$srv:$sc]:-}" ] || continue
+                alive "$srv" || continue
+                prefix=$BENCH_TMP/results/h2load-$sc-$srv-$r
+                read -r reqs got p50 p99 p999 max cpu errs cli_busy srv_busy < <(run_fixed "${PID_OF[$srv]}" \
+                    "$(url_of "$srv" "$sc")" "${RATE_OF[$sc]}" "${CONNS_OF[$sc]}" "$prefix")
+                echo "$sc $srv $r ${RATE_OF[$sc]} ${CONNS_OF[$sc]} $got $p50 $p99 $p999 $max $cpu $reqs $errs $cli_busy $srv_busy" >>"$FIXED"
+                printf 'fixed %d/%d  %-6s %-7s %7.0f/%d req/s  p50 %6.0f  p99 %6.0f  p99.9 %6.0f us  %6.2f CPU-us/req  cores %3d%%/%3d%%%s\n' \
+                    "$r" "$FIXED_ROUNDS" "$sc" "$srv" "$got" "${RATE_OF[$sc]}" "$p50" "$p99" "$p999" "$cpu" \
+                    "$cli_busy" "$srv_busy" "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
+                sleep 0.5
+            done
+        done
+    done
+fi
 
 # --- (d) memory per idle keep-alive connection, on fresh instances ----------
 IDLE=$BENCH_TMP/results/idle.jsonl
@@ -242,12 +343,15 @@ if [ "$IDLE_CONNS" -gt 0 ]; then
 fi
 
 mkdir -p "$(dirname "$OUT_JSON")"
-META=$(printf '{"generated": "%s", "rounds": %d, "seconds": %d, "wrk": "-t%d -c%d", "server_cpu": %d, "client_cpu": %d, "subject": "%s", "nginx": "%s", "kernel": "%s", "nproc": %d, "idle_conns": %d}' \
+META=$(printf '{"generated": "%s", "rounds": %d, "seconds": %d, "wrk": "-t%d -c%d", "server_cpu": %d, "client_cpu": %d, "subject": "%s", "nginx": "%s", "kernel": "%s", "nproc": %d, "idle_conns": %d, "nginx_upstream_keepalive": %d, "fixed_rate": {"spec": "%s", "fraction": %s, "max_rate": %d, "rounds": %d, "seconds": %s, "warmup": %s, "client_rps": %d, "h2load": "%s"}}' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ROUNDS" "$WRK_SECONDS" "$WRK_THREADS" "$WRK_CONNS" \
     "$SERVER_CPU" "$CLIENT_CPU" "${STANDIN:-$VERGE}" "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
-    "$(uname -r)" "$(nproc)" "$IDLE_CONNS")
+    "$(uname -r)" "$(nproc)" "$IDLE_CONNS" "$NGINX_KEEPALIVE" "$FIXED_RATE_SPEC" "$FIXED_FRACTION" "$FIXED_MAX_RATE" "$FIXED_ROUNDS" \
+    "$FIXED_SECONDS" "$FIXED_WARMUP" "$FIXED_CLIENT_RPS" \
+    "$( (h2load --version 2>/dev/null || echo '?') | sed 's/.*nghttp2\///')")
 echo
-"$PY" "$ROOT/bench/report.py" --samples "$SAMPLES" --idle "$IDLE" --baseline nginx \
-    --json "$OUT_JSON" --meta "$META"
+"$PY" "$ROOT/bench/report.py" --samples "$SAMPLES" --fixed "$FIXED" --idle "$IDLE" --baseline nginx \
+    --json "$OUT_JSON" --meta "$META" \
+    --title "wrk -t$WRK_THREADS -c$WRK_CONNS, closed loop at saturation (p99 = queueing at overload, see README)"
 echo
-echo "raw wrk output: $BENCH_TMP/results (kept only with BENCH_KEEP_TMP=1); JSON: $OUT_JSON"
+echo "raw wrk/h2load output: $BENCH_TMP/results (kept only with BENCH_KEEP_TMP=1); JSON: $OUT_JSON"
