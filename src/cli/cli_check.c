@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <string.h>
+#include <unistd.h>
 
 int vg_cli_check(int argc, char **argv)
 {
@@ -16,11 +17,21 @@ int vg_cli_check(int argc, char **argv)
             continue;
         }
         if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: verge check [--json] DIR...\n  validates DIR/verge.yaml; exits 1 on the first error "
+            printf("usage: verge check [--json] [DIR...]\n  validates DIR/verge.yaml (default: ./verge.yaml); exits 1 "
+                   "on the first error "
                    "in any app, printing file:line:col: message\n");
             json_decref(out);
             return 0;
         }
+    }
+    const char *here[] = {"verge", "."};
+    bool default_dir = true;
+    for (int i = 1; i < argc; i++)
+        if (argv[i][0] != '-')
+            default_dir = false;
+    if (default_dir && access("verge.yaml", F_OK) == 0) { /* no DIR: the app in this directory */
+        argc = 2;
+        argv = (char **)here;
     }
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-')
@@ -49,7 +60,7 @@ int vg_cli_check(int argc, char **argv)
         vg_conf_app_destroy(app);
     }
     if (n_dirs == 0) {
-        fprintf(stderr, "usage: verge check [--json] DIR...\n");
+        fprintf(stderr, "usage: verge check [--json] [DIR...] (no verge.yaml in the current directory)\n");
         json_decref(out);
         return 2;
     }

@@ -4,10 +4,11 @@
 
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
 static void node_usage(FILE *f)
 {
-    fprintf(f, "usage: verge node --app DIR [--app DIR...] [options]\n\n"
+    fprintf(f, "usage: verge node [--app DIR...] [options]   (default app: the current directory)\n\n"
                "  --app DIR            serve the app in DIR (its verge.yaml); repeatable, selected by Host\n"
                "  --listen ADDR        plain HTTP/1.1 + h2c listener, host:port (default 127.0.0.1:8080)\n"
                "  --tls-listen ADDR    HTTPS listener (HTTP/2 by ALPN); needs --cert and --key\n"
@@ -144,8 +145,10 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
     }
     if (rc < 0 && optind < argc)
         rc = bad("unexpected argument", argv[optind]);
+    else if (rc < 0 && o.n_apps == 0 && access("verge.yaml", F_OK) == 0)
+        push(&o.app_dirs, &o.n_apps, "."); /* run the app in this directory, like `verge check` */
     else if (rc < 0 && o.n_apps == 0)
-        rc = bad("at least one --app DIR is needed", NULL);
+        rc = bad("no --app DIR given and no verge.yaml in the current directory", NULL);
     else if (rc < 0 && o.n_tls_listen && (!o.cert || !o.key))
         rc = bad("--tls-listen needs --cert and --key", NULL);
     if (rc < 0 && o.n_listen == 0 && o.n_tls_listen == 0)

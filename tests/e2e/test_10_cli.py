@@ -360,3 +360,31 @@ EXAMPLES = sorted(p.parent for p in (Path(__file__).resolve().parents[2] / "exam
 def test_examples_are_valid(tmp_path, example):
     p = run(["check", str(example)], tmp_path)
     assert p.returncode == 0, p.stderr.decode()
+
+
+def test_current_directory_is_the_default_app(tmp_path):
+    """`verge check` and `verge node` with no DIR use ./verge.yaml."""
+    d = write_app(tmp_path / "here", "name: here\nroutes:\n  - exact: /x\n    respond: here\n")
+    p = run(["check"], d)
+    assert p.returncode == 0, p.stderr
+    assert b"app here" in p.stdout
+    port = free_port()
+    node = subprocess.Popen([BIN, "node", "--listen", "127.0.0.1:%d" % port, "--workers", "1"], cwd=d,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        import http.client
+        import time
+        deadline = time.time() + 10
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/x")
+                r = c.getresponse()
+                assert (r.status, r.read()) == (200, b"here")
+                break
+            except OSError:
+                assert time.time() < deadline and node.poll() is None, node.stderr.read()
+                time.sleep(0.05)
+    finally:
+        node.terminate()
+        assert node.wait(10) == 0
