@@ -406,10 +406,10 @@ class Verge:
         return "--- argv: %s\n--- stderr (tail):\n%s\n--- stdout (tail):\n%s" % (
             " ".join(self.argv), self.stderr()[-tail:], self.stdout()[-tail:])
 
-    def access_log(self):
-        """JSON objects printed on stdout, one per line (other lines skipped)."""
+    @staticmethod
+    def _json_lines(text):
         out = []
-        for line in self.stdout().splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if line.startswith("{"):
                 try:
@@ -418,17 +418,13 @@ class Verge:
                     pass
         return out
 
+    def access_log(self):
+        """JSON objects printed on stdout, one per line (other lines skipped)."""
+        return self._json_lines(self.stdout())
+
     def log_records(self):
         """JSON lines of the node log (stderr)."""
-        out = []
-        for line in self.stderr().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return self._json_lines(self.stderr())
 
     # -- clients --
 

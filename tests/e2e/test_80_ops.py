@@ -339,9 +339,9 @@ def test_reload_switches_origin(verge, origin):
     assert wait_for(lambda: v.get("/api/x").json()["server"] == "b", 3), v.logs()
 
 
-def test_inflight_request_survives_reload(verge, origin):
-    a = origin("a")
-    v = verge(manifest(a.url))
+
+def start_slow_request(v, origin):
+    """Starts a 1.5 s proxied request in a thread; returns once the origin has it."""
     result = {}
 
     def slow():
@@ -352,7 +352,14 @@ def test_inflight_request_survives_reload(verge, origin):
 
     t = threading.Thread(target=slow)
     t.start()
-    assert wait_for(lambda: a.active > 0, 2)
+    assert wait_for(lambda: origin.active > 0, 2)
+    return t, result
+
+
+def test_inflight_request_survives_reload(verge, origin):
+    a = origin("a")
+    v = verge(manifest(a.url))
+    t, result = start_slow_request(v, a)
     rewrite(v, manifest(a.url, extra_routes="  - exact: /new\n    respond: {body: new}\n"))
     v.reload()
     assert wait_for(lambda: v.get("/new").status == 200, 3), v.logs()
@@ -405,17 +412,7 @@ def test_sigterm_idle_exits_zero(v):
 def test_sigterm_drains_inflight(verge, origin):
     a = origin("a")
     v = verge(manifest(a.url))
-    result = {}
-
-    def slow():
-        try:
-            result["r"] = v.get("/api/slow?delay=1.5", timeout=10)
-        except Exception as e:  # noqa: BLE001
-            result["e"] = e
-
-    t = threading.Thread(target=slow)
-    t.start()
-    assert wait_for(lambda: a.active > 0, 2)
+    t, result = start_slow_request(v, a)
     v.signal(signal.SIGTERM)
     time.sleep(0.3)
     assert v.alive(), "exited without waiting for the in-flight request"
