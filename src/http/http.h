@@ -78,6 +78,68 @@ bool vg_http_guard_active(void);
  * for HTTP/2, where it is the decoded size). */
 size_t vg_http_req_header_bytes(h2o_req_t *req);
 
+/* ---- HTTP/1 server connections ---------------------------------------------- */
+
+/* verge serves HTTP/1.x itself (http1.c) on h2o's sockets and request
+ * objects, and hands HTTP/2 connections (ALPN "h2" or the h2c prior-knowledge
+ * preface) to h2o. It does so because h2o 2.2.5 reads a whole request body
+ * before any handler runs; here a large body is streamed to the handler
+ * (see vg_http_body_read), and slow headers get 408, idle keep-alive
+ * connections their own timeout. See docs/decisions.md. */
+
+struct vg_http1_settings {
+    uint64_t header_timeout_ms; /* first byte of a request to the end of its head: 408 after */
+    uint64_t idle_timeout_ms;   /* keep-alive wait between requests, and between body reads: close after */
+    size_t max_header_bytes;    /* request line + headers: 431 above (the node's largest app limit) */
+    size_t body_buffer_bytes;   /* bodies up to this are read whole before the handler runs */
+};
+
+/* Per-worker state for vg_http_accept (timeouts live in the loop). */
+struct vg_http1_ctx;
+struct vg_http1_ctx *vg_http1_ctx_create(h2o_context_t *ctx, const struct vg_http1_settings *s);
+void vg_http1_ctx_destroy(struct vg_http1_ctx *c);
+
+/* Takes over an accepted socket: TLS handshake when accept->ssl_ctx is set,
+ * then HTTP/2 (h2o) or HTTP/1.x (verge). */
+void vg_http_accept(struct vg_http1_ctx *c, h2o_accept_ctx_t *accept, h2o_socket_t *sock);
+
+/* Closes idle HTTP/1 keep-alive connections now and makes busy ones close
+ * after their current response (graceful shutdown). */
+void vg_http1_shutdown(struct vg_http1_ctx *c);
+
+/* ---- request bodies ---------------------------------------------------------------- */
+
+/* Whether req's body is still arriving while the request is handled: an
+ * HTTP/1 body larger than body_buffer_bytes. Then req->entity is empty and
+ * the body is read with vg_http_body_read; otherwise any body is whole in
+ * req->entity (HTTP/2 bodies always are: h2o buffers them). */
+bool vg_http_body_is_streamed(h2o_req_t *req);
+
+/* The streamed body's declared length (Content-Length), or SIZE_MAX when it
+ * is chunked. Only meaningful when vg_http_body_is_streamed. */
+size_t vg_http_body_length(h2o_req_t *req);
+
+enum vg_http_body_status {
+    VG_HTTP_BODY_MORE,  /* buf holds body bytes (never empty); more follow */
+    VG_HTTP_BODY_END,   /* buf holds the last bytes (may be empty); done */
+    VG_HTTP_BODY_ERROR, /* the body cannot be completed (see the reason); buf empty */
+};
+
+/* status 400 (malformed chunked encoding), 408 (client too slow), 413 (over
+ * the limit) or 0 (the client went away: nobody to answer) with a reason,
+ * for VG_HTTP_BODY_ERROR; 0 and NULL otherwise. */
+typedef void (*vg_http_body_cb)(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason);
+
+/* Asks for the next piece of a streamed body. cb runs once, always later
+ * from the loop (never inside this call). buf stays valid until the next
+ * vg_http_body_read or the end of the request. Between a callback and the
+ * next call the connection does not read from the client (backpressure).
+ * The first call sends "100 Continue" when the client expects it. A body
+ * over limit bytes ends with VG_HTTP_BODY_ERROR / 413. If the response
+ * finishes before the body was read to the end, the connection closes
+ * after it. Must not be called again after END or ERROR. */
+void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *data);
+
 /* ---- TLS ---------------------------------------------------------------------------- */
 
 /* Creates a server SSL_CTX from PEM files with ALPN "h2" and "http/1.1",
