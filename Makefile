@@ -40,7 +40,7 @@ $(BUILD)/libverge.a: $(LIB_OBJS)
 
 $(BUILD)/verge: $(CLI_OBJS) $(BUILD)/libverge.a
 	@echo "  LD    $@"
-	@$(CC) $(SANITIZE) -Wl,--export-dynamic-symbol=phr_parse_request -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS) -ldl
+	@$(CC) $(SANITIZE) -o $@ $(CLI_OBJS) $(BUILD)/libverge.a $(LDLIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libverge.a
 	@mkdir -p $(dir $@)

@@ -63,16 +63,11 @@ struct vg_http_raw_header {
     size_t value_len;
 };
 
-/* The smuggling rules h2o does not enforce, on a raw header list: obs-fold,
- * conflicting or malformed Content-Length, Content-Length with
- * Transfer-Encoding, several Host headers. 0 when acceptable, else -1 and
- * a reason. Applied to every HTTP/1 request head (http_guard.c). */
+/* The smuggling rules on a raw header list: obs-fold, conflicting or
+ * malformed Content-Length, Content-Length with Transfer-Encoding, several
+ * Host headers. 0 when acceptable, else -1 and a reason. Applied to every
+ * HTTP/1 request head before it is interpreted. */
 int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char **reason);
-
-/* Whether the guard is the parser h2o calls (the binary must export
- * phr_parse_request: -Wl,--export-dynamic-symbol). The node checks it at
- * start-up and refuses to run without it. */
-bool vg_http_guard_active(void);
 
 /* Total size of the request line + header fields as received (approximate
  * for HTTP/2, where it is the decoded size). */
@@ -91,6 +86,7 @@ struct vg_http1_settings {
     uint64_t header_timeout_ms; /* first byte of a request to the end of its head: 408 after */
     uint64_t idle_timeout_ms;   /* keep-alive wait between requests, and between body reads: close after */
     size_t max_header_bytes;    /* request line + headers: 431 above (the node's largest app limit) */
+    size_t max_body_bytes;      /* request body: 413 above (the node's largest app limit) */
     size_t body_buffer_bytes;   /* bodies up to this are read whole before the handler runs */
 };
 
@@ -125,10 +121,12 @@ enum vg_http_body_status {
     VG_HTTP_BODY_ERROR, /* the body cannot be completed (see the reason); buf empty */
 };
 
-/* status 400 (malformed chunked encoding), 408 (client too slow), 413 (over
- * the limit) or 0 (the client went away: nobody to answer) with a reason,
- * for VG_HTTP_BODY_ERROR; 0 and NULL otherwise. */
-typedef void (*vg_http_body_cb)(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason);
+/* status 400 (malformed chunked encoding), 408 (client too slow) or 413
+ * (over the limit) with a reason, for VG_HTTP_BODY_ERROR; 0 and NULL
+ * otherwise. When the client goes away instead, the request ends (its pool
+ * destructors run) and cb is not called. */
+typedef void (*vg_http_body_cb)(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status,
+                                const char *reason);
 
 /* Asks for the next piece of a streamed body. cb runs once, always later
  * from the loop (never inside this call). buf stays valid until the next

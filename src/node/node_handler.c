@@ -502,6 +502,50 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);
 }
 
+/* Interim: reads a streamed body whole into the pool, then proxies. */
+struct gather {
+    struct reqstate *rs;
+    size_t app_idx;
+    h2o_buffer_t *buf;
+};
+
+static void gather_dispose(void *p)
+{
+    struct gather *g = p;
+    h2o_buffer_dispose(&g->buf);
+}
+
+static void on_gather(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason)
+{
+    struct gather *g = data;
+    h2o_req_t *req = g->rs->req;
+    if (st == VG_HTTP_BODY_ERROR) {
+        reject(g->rs, status,
+               status == 413   ? "Payload Too Large"
+               : status == 408 ? "Request Timeout"
+                               : "Bad Request",
+               reason);
+        return;
+    }
+    h2o_iovec_t dst = h2o_buffer_reserve(&g->buf, buf.len);
+    memcpy(dst.base, buf.base, buf.len);
+    g->buf->size += buf.len;
+    if (st == VG_HTTP_BODY_MORE) {
+        vg_http_body_read(req, g->rs->app->conf->limits.body_size, on_gather, g);
+        return;
+    }
+    req->entity = h2o_strdup(&req->pool, g->buf->bytes, g->buf->size);
+    do_proxy(g->rs, g->app_idx);
+}
+
+static void gather_body(struct reqstate *rs, size_t app_idx)
+{
+    struct gather *g = h2o_mem_alloc_shared(&rs->req->pool, sizeof(*g), gather_dispose);
+    *g = (struct gather){.rs = rs, .app_idx = app_idx};
+    h2o_buffer_init(&g->buf, &h2o_socket_buffer_prototype);
+    vg_http_body_read(rs->req, rs->app->conf->limits.body_size, on_gather, g);
+}
+
 /* ---- entry ------------------------------------------------------------------------ */
 
 static bool check_limits(struct reqstate *rs)
@@ -512,7 +556,8 @@ static bool check_limits(struct reqstate *rs)
         reject(rs, 431, "Request Header Fields Too Large", "request headers exceed limits.header_size");
         return false;
     }
-    if (req->entity.base && req->entity.len > lim->body_size) {
+    size_t streamed = vg_http_body_is_streamed(req) ? vg_http_body_length(req) : 0; /* SIZE_MAX: chunked */
+    if ((req->entity.base && req->entity.len > lim->body_size) || (streamed != SIZE_MAX && streamed > lim->body_size)) {
         reject(rs, 413, "Payload Too Large", "request body exceeds limits.body_size");
         return false;
     }
@@ -549,7 +594,10 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
         do_static(rs);
         return;
     case VG_CONF_ACTION_PROXY:
-        do_proxy(rs, app_idx);
+        if (vg_http_body_is_streamed(req))
+            gather_body(rs, app_idx); /* interim: until the forwarder streams bodies itself */
+        else
+            do_proxy(rs, app_idx);
         return;
     }
     VG_ASSERT(!"unknown route action");

@@ -95,6 +95,7 @@ struct vg_listener {
 struct vg_worker {
     h2o_context_t ctx; /* first: h2o hands us &ctx */
     h2o_evloop_t *loop;
+    struct vg_http1_ctx *http1; /* HTTP/1 connections (verge's own, http1.c) */
     uv_loop_t uv;
     h2o_socket_t *uv_watch; /* libuv's epoll fd, watched by the evloop */
     bool stop;
@@ -145,7 +146,8 @@ struct vg_node {
     SSL_CTX **listen_ssl; /* [listener], NULL for plain */
     char **listen_addr;   /* [listener], resolved "host:port" */
     size_t n_listeners;
-    size_t conns; /* atomic: open client connections */
+    struct vg_http1_settings http1; /* connection-level limits, from every app's */
+    size_t conns;                   /* atomic: open client connections */
     size_t max_conns;
     uv_loop_t *main_loop;
 };

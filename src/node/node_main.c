@@ -45,14 +45,20 @@ static int load_apps(const struct vg_node_options *opt, const char *what, struct
     return 0;
 }
 
-/* Connection-level limits apply before a request names its app, so the
- * node takes the strictest value any app asks for. */
+/* Bodies up to this size are read whole before the handler runs (and can
+ * be retried on another origin server); larger ones are streamed. */
+#define BODY_BUFFER_BYTES (64 * 1024)
+
+/* Connection-level limits apply before a request names its app: timeouts
+ * and the connection cap take the strictest value any app asks for, sizes
+ * the largest (each app's own size limits are checked per request). */
 static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t n)
 {
-    uint64_t body = 0, header_to = UINT64_MAX, idle = UINT64_MAX, maxc = UINT64_MAX;
+    uint64_t body = 0, header_to = UINT64_MAX, idle = UINT64_MAX, maxc = UINT64_MAX, hdr = 0;
     for (size_t i = 0; i < n; i++) {
         const struct vg_conf_limits *l = &apps[i]->limits;
         body = l->body_size > body ? l->body_size : body;
+        hdr = l->header_size > hdr ? l->header_size : hdr;
         header_to = l->header_timeout_ms < header_to ? l->header_timeout_ms : header_to;
         idle = l->idle_timeout_ms < idle ? l->idle_timeout_ms : idle;
         maxc = l->max_connections < maxc ? l->max_connections : maxc;
@@ -61,6 +67,13 @@ static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t
     node->gconf.http1.req_timeout = header_to;
     node->gconf.http2.idle_timeout = idle;
     node->max_conns = maxc;
+    node->http1 = (struct vg_http1_settings){
+        .header_timeout_ms = header_to,
+        .idle_timeout_ms = idle,
+        .max_header_bytes = hdr,
+        .max_body_bytes = body,
+        .body_buffer_bytes = BODY_BUFFER_BYTES,
+    };
 }
 
 static void reload(struct main_ctx *m)
@@ -233,13 +246,6 @@ int vg_node_run(const struct vg_node_options *opt)
     pthread_mutex_init(&node.mu, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!vg_http_guard_active()) {
-        vg_log(VG_LOG_ERROR,
-               "the HTTP/1 request guard is not active (binary built without "
-               "--export-dynamic-symbol=phr_parse_request)",
-               NULL);
-        return 1;
-    }
     struct vg_conf_app **apps;
     if (load_apps(opt, "invalid manifest", &apps) != 0)
         return 1;

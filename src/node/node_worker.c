@@ -48,7 +48,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         }
         sock->on_close.cb = on_sock_close;
         sock->on_close.data = w;
-        h2o_accept(&l->accept, sock);
+        vg_http_accept(w->http1, &l->accept, sock);
     }
 }
 
@@ -184,6 +184,7 @@ static void on_async(uv_async_t *a)
         w->draining = true;
         w->drain_deadline_ms = vg_now_ms() + w->node->opt.drain_timeout_ms;
         listeners_stop(w);
+        vg_http1_shutdown(w->http1);
         h2o_context_request_shutdown(&w->ctx);
         uv_timer_start(&w->tick, on_tick, 0, 50);
     }
@@ -249,6 +250,7 @@ int vg__node_worker_start(struct vg_node *node, struct vg_worker *w)
     w->uv_watch->data = w;
     h2o_socket_read_start(w->uv_watch, on_uv_ready);
     h2o_context_init(&w->ctx, w->loop, &node->gconf);
+    w->http1 = vg_http1_ctx_create(&w->ctx, &node->http1);
     w->log_buf = vg_xmalloc(64 * 1024);
     uv_async_init(&w->uv, &w->async, on_async);
     w->async.data = w;
