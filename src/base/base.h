@@ -61,6 +61,10 @@ void vg_log_set_level(enum vg_log_level lvl);
 void vg_log_set_json(bool json);
 bool vg_log_is_json(void);
 void vg_log(enum vg_log_level lvl, const char *msg, ...) __attribute__((sentinel));
+/* The same with n key/value pairs in kv[0..2n) (keys are escaped too: they
+ * may come from user code). At most VG_LOG_MAX_FIELDS pairs. */
+#define VG_LOG_MAX_FIELDS 32
+void vg_log_fields(enum vg_log_level lvl, const char *msg, const char *const *kv, size_t n);
 void vg_log_raw_line(const char *line, size_t len); /* writes line + '\n' atomically */
 
 /* JSON string escaping into a caller buffer; returns bytes that would be

@@ -77,6 +77,24 @@ void vg_log(enum vg_log_level lvl, const char *msg, ...)
 {
     if (lvl < g_level)
         return;
+    const char *kv[2 * VG_LOG_MAX_FIELDS];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, msg);
+    const char *k;
+    while (n < VG_LOG_MAX_FIELDS && (k = va_arg(ap, const char *)) != NULL) {
+        kv[2 * n] = k;
+        kv[2 * n + 1] = va_arg(ap, const char *);
+        n++;
+    }
+    va_end(ap);
+    vg_log_fields(lvl, msg, kv, n);
+}
+
+void vg_log_fields(enum vg_log_level lvl, const char *msg, const char *const *kv, size_t n)
+{
+    if (lvl < g_level)
+        return;
     char line[4096];
     size_t cap = sizeof(line) - 2, o = 0;
     uint64_t now = vg_wall_us();
@@ -86,20 +104,19 @@ void vg_log(enum vg_log_level lvl, const char *msg, ...)
     char ts[64];
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
              tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(now % 1000000u));
-    va_list ap;
-    va_start(ap, msg);
     if (g_json) {
         o += (size_t)snprintf(line + o, cap - o, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(lvl));
         o += vg_json_escape(line + o, o < cap ? cap - o : 0, msg, strlen(msg));
         if (o < cap)
             o += (size_t)snprintf(line + o, cap - o, "\"");
-        const char *k;
-        while ((k = va_arg(ap, const char *)) != NULL) {
-            const char *v = va_arg(ap, const char *);
-            if (!v)
-                v = "";
+        for (size_t i = 0; i < n; i++) {
+            const char *v = kv[2 * i + 1] ? kv[2 * i + 1] : "";
             if (o < cap)
-                o += (size_t)snprintf(line + o, cap - o, ",\"%s\":\"", k);
+                o += (size_t)snprintf(line + o, cap - o, ",\"");
+            if (o < cap)
+                o += vg_json_escape(line + o, cap - o, kv[2 * i], strlen(kv[2 * i]));
+            if (o < cap)
+                o += (size_t)snprintf(line + o, cap - o, "\":\"");
             if (o < cap)
                 o += vg_json_escape(line + o, cap - o, v, strlen(v));
             if (o < cap)
@@ -109,13 +126,9 @@ void vg_log(enum vg_log_level lvl, const char *msg, ...)
             o += (size_t)snprintf(line + o, cap - o, "}");
     } else {
         o += (size_t)snprintf(line + o, cap - o, "%s %-5s %s", ts + 11, level_name(lvl), msg);
-        const char *k;
-        while ((k = va_arg(ap, const char *)) != NULL && o < cap) {
-            const char *v = va_arg(ap, const char *);
-            o += (size_t)snprintf(line + o, cap - o, " %s=%s", k, v ? v : "");
-        }
+        for (size_t i = 0; i < n && o < cap; i++)
+            o += (size_t)snprintf(line + o, cap - o, " %s=%s", kv[2 * i], kv[2 * i + 1] ? kv[2 * i + 1] : "");
     }
-    va_end(ap);
     if (o > cap)
         o = cap;
     vg_log_raw_line(line, o);

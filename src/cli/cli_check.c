@@ -1,6 +1,7 @@
 /* verge check DIR...: validate manifests; errors as file:line:col. */
 #include "cli.h"
 #include "conf/conf.h"
+#include "fn/fn.h"
 
 #include <jansson.h>
 #include <string.h>
@@ -40,6 +41,10 @@ int vg_cli_check(int argc, char **argv)
         struct vg_conf_app *app = NULL;
         struct vg_conf_error err;
         int rc = vg_conf_app_load(argv[i], &app, &err);
+        if (rc == 0 && (rc = vg_fn_check(app, &err)) != 0) { /* Lua files must load too */
+            vg_conf_app_destroy(app);
+            app = NULL;
+        }
         if (rc != 0) {
             char msg[1200];
             vg_conf_error_format(&err, msg, sizeof(msg));

@@ -28,12 +28,22 @@ enum vg_conf_match_kind {
     VG_CONF_MATCH_GLOB,   /* glob: "/img/STAR.png" ('*' within a segment, '**' across) */
 };
 
-/* The route action is an open set: later issues add HANDLER (Lua), CACHE, ... */
+/* The route action is an open set: later issues add CACHE, ... */
 enum vg_conf_action_kind {
     VG_CONF_ACTION_STATIC,
     VG_CONF_ACTION_PROXY,
     VG_CONF_ACTION_RESPOND,  /* fixed response: status, body, content type */
     VG_CONF_ACTION_REDIRECT, /* status 301/302/307/308 + location */
+    VG_CONF_ACTION_HANDLER,  /* a Lua function answers */
+};
+
+/* A Lua function named in the manifest as "file.lua:name" ("file.lua"
+ * alone names the function `handle`). */
+struct vg_conf_fnref {
+    char *file; /* absolute, canonical; inside the app directory */
+    char *rel;  /* as written, for messages */
+    char *func; /* a Lua identifier */
+    int line, col;
 };
 
 enum vg_conf_balance {
@@ -108,6 +118,7 @@ struct vg_conf_route {
             int status; /* default 302 */
             char *location;
         } redirect;
+        struct vg_conf_fnref handler;
     } u;
     int line, col;
 };
@@ -118,6 +129,9 @@ struct vg_conf_limits {
     uint64_t header_timeout_ms; /* time to receive the headers, default 10000 (408) */
     uint64_t idle_timeout_ms;   /* keep-alive idle, default 60000 */
     uint64_t max_connections;   /* per node, default 10000 */
+    uint64_t lua_memory;        /* bytes per app per worker Lua state, default 64 MiB (503 above) */
+    uint64_t lua_instructions;  /* Lua VM instructions per request, default 100M (503 above) */
+    uint64_t lua_timeout_ms;    /* wall clock per request while Lua runs or waits, default 30000 (503) */
 };
 
 struct vg_conf_listen {
@@ -137,6 +151,8 @@ struct vg_conf_app {
     struct vg_conf_origin *origins;
     size_t n_origins;
     struct vg_conf_limits limits;
+    struct vg_conf_fnref on_request;  /* hook before every route's action; file NULL if none */
+    struct vg_conf_fnref on_response; /* hook on every response; file NULL if none */
     struct vg_conf_listen *listen;
     size_t n_listen;
 };

@@ -157,13 +157,32 @@ static int parse_max_connections(struct vg__conf_ld *ld, const struct vg__conf_n
     return vg__conf_want_uint(ld, key, val, 1, 1000000, &ld->app->limits.max_connections);
 }
 
+static int parse_lua_memory(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                            void *obj)
+{
+    return vg__conf_want_size(ld, key, val, 1u << 20, 4ull << 30, &ld->app->limits.lua_memory);
+}
+
+static int parse_lua_instructions(struct vg__conf_ld *ld, const struct vg__conf_node *key,
+                                  const struct vg__conf_node *val, void *obj)
+{
+    return vg__conf_want_uint(ld, key, val, 1000, 1ull << 40, &ld->app->limits.lua_instructions);
+}
+
+static int parse_lua_timeout(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                             void *obj)
+{
+    return vg__conf_want_duration(ld, key, val, 1, VG__CONF_MAX_DURATION_MS, &ld->app->limits.lua_timeout_ms);
+}
+
 static int parse_limits(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                         void *obj)
 {
     static const struct vg__conf_key keys[] = {
-        {"header_size", parse_header_size, false},         {"body_size", parse_body_size, false},
-        {"header_timeout", parse_header_timeout, false},   {"idle_timeout", parse_idle_timeout, false},
-        {"max_connections", parse_max_connections, false},
+        {"header_size", parse_header_size, false},           {"body_size", parse_body_size, false},
+        {"header_timeout", parse_header_timeout, false},     {"idle_timeout", parse_idle_timeout, false},
+        {"max_connections", parse_max_connections, false},   {"lua_memory", parse_lua_memory, false},
+        {"lua_instructions", parse_lua_instructions, false}, {"lua_timeout", parse_lua_timeout, false},
     };
     return vg__conf_map_walk(ld, val, "'limits'", keys, VG_ARRAY_LEN(keys), NULL);
 }
@@ -175,6 +194,33 @@ static void limits_defaults(struct vg_conf_limits *l)
     l->header_timeout_ms = 10000;
     l->idle_timeout_ms = 60000;
     l->max_connections = 10000;
+    l->lua_memory = 64u << 20;
+    l->lua_instructions = 100000000;
+    l->lua_timeout_ms = 30000;
+}
+
+/* --- hooks ---------------------------------------------------------------- */
+
+static int parse_on_request(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                            void *obj)
+{
+    return vg__conf_want_fnref(ld, key, val, &ld->app->on_request);
+}
+
+static int parse_on_response(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                             void *obj)
+{
+    return vg__conf_want_fnref(ld, key, val, &ld->app->on_response);
+}
+
+static int parse_hooks(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                       void *obj)
+{
+    static const struct vg__conf_key keys[] = {
+        {"on_request", parse_on_request, false},
+        {"on_response", parse_on_response, false},
+    };
+    return vg__conf_map_walk(ld, val, "'hooks'", keys, VG_ARRAY_LEN(keys), NULL);
 }
 
 int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
@@ -184,6 +230,7 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"hosts", parse_hosts, false},
         {"listen", parse_listen, false},
         {"limits", parse_limits, false},
+        {"hooks", parse_hooks, false},
         {"origins", vg__conf_origins_parse, false},
         {"routes", vg__conf_routes_parse, true},
     };

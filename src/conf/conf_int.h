@@ -139,6 +139,10 @@ int vg__conf_want_host_pattern(struct vg__conf_ld *ld, const struct vg__conf_nod
  * must exist and be a directory (want_dir) or a regular file. */
 int vg__conf_want_fs_path(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                           bool want_dir, char **out);
+/* "file.lua:name" (or "file.lua", meaning `handle`): a Lua file inside the
+ * app directory and a function name. */
+int vg__conf_want_fnref(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                        struct vg_conf_fnref *out);
 /* "host:port", "[v6]:port" or ":port" (empty host only if allow_empty_host);
  * host returned without brackets. */
 int vg__conf_split_hostport(const char *s, bool allow_empty_host, bool need_port, const char **host, size_t *host_len,

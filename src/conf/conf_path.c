@@ -181,3 +181,69 @@ int vg__conf_want_fs_path(struct vg__conf_ld *ld, const struct vg__conf_node *ke
     free(joined);
     return rc;
 }
+
+static bool lua_identifier(const char *s, size_t n)
+{
+    if (n == 0 || n > 128 || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* The file must stay inside the app: bundles carry the app directory and
+ * nothing else, and a sandbox that could load /etc files would not be one. */
+static int fnref_file(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                      const char *file, struct vg_conf_fnref *out)
+{
+    char *joined = vg_xasprintf("%s/%s", ld->app->dir, file);
+    char *real = realpath(joined, NULL);
+    size_t dl = strlen(ld->app->dir);
+    struct stat st;
+    int rc = 0;
+    if (!real)
+        rc = fs_error(ld, key, val, joined, errno == ENOENT ? "does not exist" : strerror(errno));
+    else if (stat(real, &st) != 0)
+        rc = fs_error(ld, key, val, real, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = fs_error(ld, key, val, real, "is not a regular file");
+    else if (strncmp(real, ld->app->dir, dl) != 0 || real[dl] != '/')
+        rc = fs_error(ld, key, val, real, "is outside the app directory");
+    else
+        out->file = vg__conf_strdup(ld->pool, real);
+    free(real);
+    free(joined);
+    return rc;
+}
+
+int vg__conf_want_fnref(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                        struct vg_conf_fnref *out)
+{
+    int rc = vg__conf_want_scalar(ld, key, val, "a Lua function as 'file.lua:name'");
+    if (rc)
+        return rc;
+    char shown[80];
+    vg__conf_show(val->str, shown, sizeof(shown));
+    const char *colon = strrchr(val->str, ':');
+    size_t flen = colon ? (size_t)(colon - val->str) : val->len;
+    const char *func = colon ? colon + 1 : "handle";
+    if (flen < 5 || strncmp(val->str + flen - 4, ".lua", 4) != 0)
+        return vg__conf_fail(ld, val, "expected a Lua function as 'file.lua:name' for '%s', got '%s'", key->str, shown);
+    if (!lua_identifier(func, strlen(func)))
+        return vg__conf_fail(ld, val, "'%s' for '%s': '%s' is not a Lua function name (letters, digits, '_')", shown,
+                             key->str, func);
+    char *file = vg_xstrndup(val->str, flen);
+    rc = fnref_file(ld, key, val, file, out);
+    free(file);
+    if (rc)
+        return rc;
+    out->rel = vg__conf_strdup(ld->pool, val->str);
+    out->rel[flen] = '\0';
+    out->func = vg__conf_strdup(ld->pool, func);
+    out->line = val->line;
+    out->col = val->col;
+    return 0;
+}

@@ -279,6 +279,16 @@ static int parse_redirect(struct vg__conf_ld *ld, const struct vg__conf_node *ke
     return parse_to(ld, key, val, r);
 }
 
+/* --- handler --------------------------------------------------------------- */
+
+static int parse_handler(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                         void *obj)
+{
+    struct vg_conf_route *r = ((struct route_st *)obj)->r;
+    r->action = VG_CONF_ACTION_HANDLER;
+    return vg__conf_want_fnref(ld, key, val, &r->u.handler);
+}
+
 /* --- one route ------------------------------------------------------------ */
 
 static const struct vg__conf_key route_keys[] = {
@@ -287,6 +297,7 @@ static const struct vg__conf_key route_keys[] = {
     {"methods", parse_methods, false},   {"static", parse_static, false},
     {"proxy", parse_proxy, false},       {"respond", parse_respond, false},
     {"redirect", parse_redirect, false}, {"strip_prefix", parse_strip_prefix, false},
+    {"handler", parse_handler, false},
 };
 
 /* Which of names appear as keys of route n: count and the first two. */
@@ -305,14 +316,15 @@ static size_t present(const struct vg__conf_node *n, const char *const *names, s
 static int check_shape(struct vg__conf_ld *ld, const struct vg__conf_node *n)
 {
     static const char *const matches[] = {"path", "exact", "glob"};
-    static const char *const actions[] = {"static", "proxy", "respond", "redirect"};
+    static const char *const actions[] = {"static", "proxy", "respond", "redirect", "handler"};
     const char *two[2];
     if (present(n, matches, VG_ARRAY_LEN(matches), two) > 1)
         return vg__conf_fail(ld, n, "a route takes one of 'path', 'exact' or 'glob', but this one has '%s' and '%s'",
                              two[0], two[1]);
     size_t n_actions = present(n, actions, VG_ARRAY_LEN(actions), two);
     if (n_actions == 0)
-        return vg__conf_fail(ld, n, "a route needs an action: one of 'static', 'proxy', 'respond' or 'redirect'");
+        return vg__conf_fail(ld, n,
+                             "a route needs an action: one of 'static', 'proxy', 'respond', 'redirect' or 'handler'");
     if (n_actions > 1)
         return vg__conf_fail(ld, n, "a route takes exactly one action, but this one has '%s' and '%s'", two[0], two[1]);
     /* Checked here, not after parsing: strip_prefix shares the action union. */

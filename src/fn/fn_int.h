@@ -12,4 +12,63 @@
 void vg__fn_open_codec(lua_State *L);                          /* json, base64, hex, crypto */
 void vg__fn_open_shared(lua_State *L, struct vg_fn_shared *d); /* shared */
 
+enum vg__fn_kill {
+    VG__FN_KILL_NONE,
+    VG__FN_KILL_MEMORY,       /* limits.lua_memory */
+    VG__FN_KILL_INSTRUCTIONS, /* limits.lua_instructions */
+    VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
+};
+
+/* One run of a function for one request; lives on the request's pool. */
+struct vg__fn_call {
+    struct vg_fn_app *app;
+    h2o_req_t *req; /* NULL once the request is over */
+    h2o_iovec_t reqid;
+    lua_State *co;         /* the coroutine it runs in */
+    int co_ref;            /* registry reference keeping co alive */
+    uint64_t instructions; /* counted by the hook */
+    uint64_t deadline_ms;  /* wall clock cap */
+    enum vg__fn_kill kill; /* set once: the call is ended at its next yield */
+    bool waiting;          /* suspended in an async call of ours */
+    bool finished;
+    uv_timer_t *timer; /* verge.sleep / the deadline while waiting */
+    vg_fn_done_cb done;
+    void *data;
+    int which;
+};
+
+struct vg_fn_app {
+    lua_State *L;
+    const struct vg_conf_app *conf;
+    struct vg_fn_env env;
+    struct vg_fn_shared *own_shared; /* when env.shared was NULL */
+    size_t used, cap;                /* allocator accounting */
+    struct vg__fn_call *current;     /* the call running now, for the allocator and the hook */
+    bool loading;                    /* files are being run: limits apply to the load */
+    uint64_t load_instructions;
+    int *route_ref; /* per route: registry ref of its handler, or LUA_NOREF */
+    int on_request_ref;
+    int sandbox_ref;   /* the read-only base every file's environment inherits */
+    int *free_threads; /* finished coroutines kept for reuse */
+    size_t n_free_threads;
+};
+
+/* The app a state (or any of its coroutines) belongs to. */
+static inline struct vg_fn_app *vg__fn_app_of(lua_State *L)
+{
+    return *(struct vg_fn_app **)lua_getextraspace(L);
+}
+
+/* The call running on L, or a Lua error when there is none or L is not its
+ * coroutine (async calls only work in the function's own coroutine). */
+struct vg__fn_call *vg__fn_call_checked(lua_State *L, const char *what);
+
+/* fn_request.c: the request object handlers receive. */
+void vg__fn_request_open(lua_State *L); /* registers its metatable */
+void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
+/* Sends the response table at index idx of L; false (and a reason) when it
+ * is malformed. */
+bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why);
+const char *vg__fn_reason_phrase(int status);
+
 #endif

@@ -20,6 +20,8 @@ struct reqstate {
     struct vg_origin_rt *origin;
     struct vg_site_worker_origin *worigin;
     int server; /* upstream server index, -1 if none */
+    size_t app_idx;
+    struct vg_fn_req *fn; /* shared by the request's Lua calls */
     uint64_t start_us;
     h2o_iovec_t reqid;
 };
@@ -502,6 +504,30 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);
 }
 
+/* ---- Lua ------------------------------------------------------------------------- */
+
+static struct vg_fn_app *fn_of(struct reqstate *rs, size_t app_idx)
+{
+    return rs->site->workers[rs->worker->id].fn[app_idx];
+}
+
+static void on_handler_done(void *data, enum vg_fn_outcome o)
+{
+    struct reqstate *rs = data;
+    if (o == VG_FN_PASS)
+        h2o_send_error_404(rs->req, "Not Found", "the handler returned no response", 0);
+}
+
+static void do_handler(struct reqstate *rs, size_t app_idx, int route)
+{
+    struct vg_fn_app *fa = fn_of(rs, app_idx);
+    if (!fa) {
+        reject(rs, 503, "Service Unavailable", "the app's Lua code is not loaded on this worker");
+        return;
+    }
+    vg_fn_run(fa, route, rs->req, rs->reqid, &rs->fn, on_handler_done, rs);
+}
+
 /* Interim: reads a streamed body whole into the pool, then proxies. */
 struct gather {
     struct reqstate *rs;
@@ -593,6 +619,9 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
     case VG_CONF_ACTION_STATIC:
         do_static(rs);
         return;
+    case VG_CONF_ACTION_HANDLER:
+        do_handler(rs, app_idx, r);
+        return;
     case VG_CONF_ACTION_PROXY:
         if (vg_http_body_is_streamed(req))
             gather_body(rs, app_idx); /* interim: until the forwarder streams bodies itself */
@@ -601,6 +630,29 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
         return;
     }
     VG_ASSERT(!"unknown route action");
+}
+
+static void on_hook_done(void *data, enum vg_fn_outcome o)
+{
+    struct reqstate *rs = data;
+    if (o == VG_FN_PASS)
+        dispatch(rs, rs->app_idx);
+}
+
+/* The app's on_request hook runs before any route: it may answer, or
+ * return nil to let the route's action run. */
+static void run_on_request(struct reqstate *rs)
+{
+    if (!rs->app->conf->on_request.file) {
+        dispatch(rs, rs->app_idx);
+        return;
+    }
+    struct vg_fn_app *fa = fn_of(rs, rs->app_idx);
+    if (!fa) {
+        reject(rs, 503, "Service Unavailable", "the app's Lua code is not loaded on this worker");
+        return;
+    }
+    vg_fn_run(fa, VG_FN_ON_REQUEST, rs->req, rs->reqid, &rs->fn, on_hook_done, rs);
 }
 
 /* "GET http://host/path HTTP/1.1" (RFC 9112 3.2.2): h2o 2.2 keeps the
@@ -657,8 +709,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     rs->app = &site->apps[a];
+    rs->app_idx = (size_t)a;
     if (check_limits(rs))
-        dispatch(rs, (size_t)a);
+        run_on_request(rs);
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #define VG_NODE_INT_H
 
 #include "conf/conf.h"
+#include "fn/fn.h"
 #include "http/http.h"
 #include "net/net.h"
 #include "node.h"
@@ -44,7 +45,8 @@ struct vg_app_rt {
     struct vg_conf_app *conf;
     struct vg_route_rt *routes;
     struct vg_origin_rt *origins;
-    char label[96]; /* escaped app name */
+    struct vg_fn_shared *shared; /* verge.shared (the node's, kept across reloads); NULL without Lua */
+    char label[96];              /* escaped app name */
 };
 
 /* What one worker needs per origin: its own balancer, connection pools and
@@ -60,6 +62,7 @@ struct vg_site_worker {
     bool ready;
     size_t inflight;                        /* requests of this worker still using the site */
     struct vg_site_worker_origin **origins; /* [app][origin] */
+    struct vg_fn_app **fn;                  /* [app]: its Lua state here, NULL without Lua (or if it failed) */
 };
 
 struct vg_site {
@@ -150,7 +153,17 @@ struct vg_node {
     size_t conns;                   /* atomic: open client connections */
     size_t max_conns;
     uv_loop_t *main_loop;
+    /* verge.shared dictionaries by app name: they outlive sites so that
+     * counters survive reloads; main thread only */
+    struct vg_node_shared {
+        char *app;
+        struct vg_fn_shared *dict;
+    } * shared;
+    size_t n_shared;
 };
+
+/* The app's shared dictionary, created on first use (main thread). */
+struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app);
 
 int vg__node_worker_start(struct vg_node *node, struct vg_worker *w);
 void vg__node_worker_post(struct vg_worker *w); /* wake it to read commands */

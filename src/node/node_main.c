@@ -19,7 +19,7 @@ static int load_apps(const struct vg_node_options *opt, const char *what, struct
     struct vg_conf_app **apps = vg_xcalloc(opt->n_apps, sizeof(*apps));
     for (size_t i = 0; i < opt->n_apps; i++) {
         struct vg_conf_error err;
-        if (vg_conf_app_load(opt->app_dirs[i], &apps[i], &err) != 0) {
+        if (vg_conf_app_load(opt->app_dirs[i], &apps[i], &err) != 0 || vg_fn_check(apps[i], &err) != 0) {
             char msg[1200];
             vg_conf_error_format(&err, msg, sizeof(msg));
             vg_log(VG_LOG_ERROR, what, "error", msg, NULL);
@@ -45,9 +45,24 @@ static int load_apps(const struct vg_node_options *opt, const char *what, struct
     return 0;
 }
 
+/* verge.shared: per app per node. */
+#define SHARED_DICT_BYTES (16u << 20)
+
 /* Bodies up to this size are read whole before the handler runs (and can
  * be retried on another origin server); larger ones are streamed. */
 #define BODY_BUFFER_BYTES (64 * 1024)
+
+struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app)
+{
+    for (size_t i = 0; i < node->n_shared; i++)
+        if (strcmp(node->shared[i].app, app) == 0)
+            return node->shared[i].dict;
+    node->shared = vg_xrealloc(node->shared, (node->n_shared + 1) * sizeof(*node->shared));
+    struct vg_node_shared *s = &node->shared[node->n_shared++];
+    s->app = vg_xstrdup(app);
+    s->dict = vg_fn_shared_create(SHARED_DICT_BYTES);
+    return s->dict;
+}
 
 /* Connection-level limits apply before a request names its app: timeouts
  * and the connection cap take the strictest value any app asks for, sizes
@@ -283,6 +298,11 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
     vg__node_site_unref(node.site);
+    for (size_t i = 0; i < node.n_shared; i++) {
+        vg_fn_shared_destroy(node.shared[i].dict);
+        free(node.shared[i].app);
+    }
+    free(node.shared);
     uv_loop_close(&m.loop);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     return 0;

@@ -85,6 +85,8 @@ struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **
             route_init(node, app, r);
         for (size_t o = 0; o < apps[a]->n_origins; o++)
             origin_init(app, o);
+        if (vg_fn_app_needed(apps[a]))
+            app->shared = vg__node_shared_for(node, apps[a]->name);
     }
     vg_obs_collector_add(node->metrics, collect_upstreams, site);
     return site;
@@ -166,6 +168,32 @@ static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin
     };
 }
 
+/* Each app with Lua gets its own state on each worker. The code loaded
+ * once already when the manifest was read; failing here (memory) leaves
+ * the app's functions answering 503, logged. */
+static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_site_worker *sw)
+{
+    sw->fn = vg_xcalloc(site->n_apps, sizeof(*sw->fn));
+    for (size_t a = 0; a < site->n_apps; a++) {
+        const struct vg_conf_app *app = site->apps[a].conf;
+        if (!vg_fn_app_needed(app))
+            continue;
+        struct vg_fn_env env = {.loop = &w->uv, .shared = site->apps[a].shared, .dev = w->node->opt.dev};
+        char err[1024];
+        sw->fn[a] = vg_fn_app_create(app, &env, err, sizeof(err));
+        if (!sw->fn[a])
+            vg_log(VG_LOG_ERROR, "cannot load the app's Lua code on a worker", "app", app->name, "error", err, NULL);
+    }
+}
+
+static void worker_fn_fini(struct vg_site *site, struct vg_site_worker *sw)
+{
+    for (size_t a = 0; a < site->n_apps; a++)
+        vg_fn_app_destroy(sw->fn[a]);
+    free(sw->fn);
+    sw->fn = NULL;
+}
+
 void vg__node_site_worker_init(struct vg_site *site, struct vg_worker *w)
 {
     struct vg_site_worker *sw = &site->workers[w->id];
@@ -177,6 +205,7 @@ void vg__node_site_worker_init(struct vg_site *site, struct vg_worker *w)
         for (size_t o = 0; o < app->n_origins; o++)
             worker_origin_init(w, &sw->origins[a][o], &app->origins[o]);
     }
+    worker_fn_init(site, w, sw);
     sw->ready = true;
 }
 
@@ -198,5 +227,6 @@ void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w)
         vg__node_worker_defer_free(w, sw->origins[a]);
     }
     free(sw->origins);
+    worker_fn_fini(site, sw);
     sw->ready = false;
 }

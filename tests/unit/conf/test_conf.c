@@ -53,6 +53,8 @@ static int group_setup(void **state)
     write_file(path, "key");
     snprintf(path, sizeof(path), "%s/file.txt", g_dir);
     write_file(path, "x");
+    snprintf(path, sizeof(path), "%s/edge.lua", g_dir);
+    write_file(path, "function handle() end\n");
     snprintf(path, sizeof(path), "%s/link", g_dir);
     return symlink("public", path);
 }
@@ -357,7 +359,7 @@ static void test_unknown_keys(void **state)
         {"nmae: t\n" ROUTES, 1, 1, "unknown key 'nmae' in the manifest; did you mean 'name'?"},
         {MIN "xyzzy: 1\n", 4, 1,
          "unknown key 'xyzzy' in the manifest (expected one of: name, hosts, listen, limits, "
-         "origins, routes)"},
+         "hooks, origins, routes)"},
         {MIN "limits:\n  header_sise: 1k\n", 5, 3,
          "unknown key 'header_sise' in 'limits'; did you mean 'header_size'?"},
         {NAME "routes:\n  - pth: /x\n    respond: ok\n", 3, 5, "unknown key 'pth' in a route; did you mean 'path'?"},
@@ -643,7 +645,7 @@ static void test_route_actions(void **state)
 {
     static const struct err_case bad[] = {
         {NAME "routes:\n  - path: /x\n", 3, 5,
-         "a route needs an action: one of 'static', 'proxy', 'respond' or 'redirect'"},
+         "a route needs an action: one of 'static', 'proxy', 'respond', 'redirect' or 'handler'"},
         {NAME "routes:\n  - respond: a\n  - path: /x\n    methods: GET\n", 4, 5, "a route needs an action"},
         {NAME "routes:\n  - path: /x\n    respond: a\n    static: public\n", 3, 5,
          "a route takes exactly one action, but this one has 'respond' and 'static'"},
@@ -740,6 +742,38 @@ static void test_route_respond(void **state)
          "'content_type' must not contain control characters"},
         {NAME "routes:\n  - respond: {content_type: ''}\n", 3, 29, "'content_type' must not be empty"},
         {NAME "routes:\n  - respond:\n", 3, 5, "expected a body text or a mapping"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
+static void test_route_handler_and_hooks(void **state)
+{
+    struct vg_conf_app *app = load_ok(NAME "hooks: {on_request: edge.lua:pre}\n"
+                                           "limits: {lua_memory: 8m, lua_instructions: 5000, lua_timeout: 2s}\n"
+                                           "routes:\n  - handler: edge.lua:hello\n  - handler: edge.lua\n");
+    assert_int_equal(app->routes[0].action, VG_CONF_ACTION_HANDLER);
+    assert_string_equal(app->routes[0].u.handler.func, "hello");
+    assert_string_equal(app->routes[0].u.handler.rel, "edge.lua");
+    assert_true(strstr(app->routes[0].u.handler.file, "/edge.lua") != NULL);
+    assert_string_equal(app->routes[1].u.handler.func, "handle");
+    assert_string_equal(app->on_request.func, "pre");
+    assert_null(app->on_response.file);
+    assert_int_equal(app->limits.lua_memory, 8u << 20);
+    assert_int_equal(app->limits.lua_instructions, 5000);
+    assert_int_equal(app->limits.lua_timeout_ms, 2000);
+    vg_conf_app_destroy(app);
+    app = load_ok(NAME "routes:\n  - respond: x\n");
+    assert_null(app->on_request.file);
+    assert_int_equal(app->limits.lua_memory, 64u << 20);
+    vg_conf_app_destroy(app);
+    static const struct err_case bad[] = {
+        {NAME "routes:\n  - handler: missing.lua:x\n", 3, 14, "does not exist"},
+        {NAME "routes:\n  - handler: file.txt:x\n", 3, 14, "expected a Lua function as 'file.lua:name'"},
+        {NAME "routes:\n  - handler: 'edge.lua:9x'\n", 3, 14, "'9x' is not a Lua function name"},
+        {NAME "routes:\n  - handler: ../etc/x.lua\n", 3, 14, "x.lua"},
+        {NAME "routes:\n  - handler: edge.lua\n    respond: x\n", 3, 5, "exactly one action"},
+        {NAME "hooks: {on_reqest: edge.lua}\nroutes:\n  - respond: x\n", 2, 9, "did you mean 'on_request'"},
+        {NAME "limits: {lua_memory: 1k}\nroutes:\n  - respond: x\n", 2, 22, "lua_memory"},
     };
     expect_errs(bad, VG_ARRAY_LEN(bad));
 }
@@ -1081,6 +1115,7 @@ int main(void)
         cmocka_unit_test(test_route_methods_and_host),
         cmocka_unit_test(test_route_proxy),
         cmocka_unit_test(test_route_respond),
+        cmocka_unit_test(test_route_handler_and_hooks),
         cmocka_unit_test(test_route_redirect),
         cmocka_unit_test(test_route_static),
         cmocka_unit_test(test_yaml_syntax_errors),

@@ -1,0 +1,463 @@
+/* The request object a handler receives, and the response it returns.
+ *
+ * The request is a userdata holding the call; its fields are computed when
+ * read (most handlers read two or three), and tables built on demand
+ * (query, headers, ctx) are cached in its user value. When the request is
+ * over the call pointer is cleared, so a script that kept the object gets
+ * an error instead of reading freed memory.
+ *
+ * Responses are read with raw accesses only: a metatable on a response
+ * table would otherwise run script code outside the call's limits. */
+#include "fn_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <string.h>
+
+#define REQ_MT "verge.request"
+
+enum { CACHE_QUERY = 1, CACHE_HEADERS, CACHE_CTX };
+
+static struct vg__fn_call *check_req(lua_State *L, int idx)
+{
+    struct vg__fn_call **p = luaL_checkudata(L, idx, REQ_MT);
+    if (!*p || !(*p)->req)
+        luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
+    return *p;
+}
+
+void vg__fn_request_push(lua_State *L, struct vg__fn_call *call)
+{
+    struct vg__fn_call **p = lua_newuserdatauv(L, sizeof(*p), 1);
+    *p = call;
+    luaL_setmetatable(L, REQ_MT);
+}
+
+/* ---- lazily built fields ---------------------------------------------------------- */
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* application/x-www-form-urlencoded decoding of one key or value. */
+static void push_decoded(lua_State *L, const char *s, size_t n)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < n; i++) {
+        int h, l;
+        if (s[i] == '+')
+            luaL_addchar(&b, ' ');
+        else if (s[i] == '%' && i + 2 < n && (h = hexval((unsigned char)s[i + 1])) >= 0 &&
+                 (l = hexval((unsigned char)s[i + 2])) >= 0) {
+            luaL_addchar(&b, (char)(h * 16 + l));
+            i += 2;
+        } else
+            luaL_addchar(&b, s[i]);
+    }
+    luaL_pushresult(&b);
+}
+
+/* query: key -> value; a key given several times -> a list of values. */
+static void push_query(lua_State *L, h2o_req_t *req)
+{
+    lua_newtable(L);
+    if (req->query_at == SIZE_MAX)
+        return;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        if (stop > p) {
+            push_decoded(L, p, (size_t)((eq ? eq : stop) - p));
+            if (eq)
+                push_decoded(L, eq + 1, (size_t)(stop - eq - 1));
+            else
+                lua_pushliteral(L, "");
+            lua_pushvalue(L, -2);
+            lua_rawget(L, -4);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                lua_rawset(L, -3);
+            } else {
+                if (!lua_istable(L, -1)) { /* second value: make a list */
+                    lua_createtable(L, 2, 0);
+                    lua_insert(L, -2);
+                    lua_rawseti(L, -2, 1);
+                }
+                lua_insert(L, -2);
+                lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+                lua_rawset(L, -3);
+            }
+        }
+        p = stop + 1;
+    }
+}
+
+static int headers_index(lua_State *L)
+{
+    /* t[name] for a name with capitals: look it up lower-cased */
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    char buf[256];
+    if (n >= sizeof(buf))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)k[i]);
+    lua_pushlstring(L, buf, n);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+/* headers: lower-case name -> value (several values joined with ", ",
+ * RFC 9110 5.3; req:header_values(name) gives them apart). */
+static void push_headers(lua_State *L, h2o_req_t *req)
+{
+    lua_createtable(L, 0, (int)req->headers.size);
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        lua_pushlstring(L, h->name->base, h->name->len);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value.base, h->value.len);
+        } else {
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value.base, h->value.len);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_newtable(L);
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+}
+
+static void push_cached(lua_State *L, int ud, int slot, struct vg__fn_call *c)
+{
+    lua_getiuservalue(L, ud, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 3, 0);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, ud, 1);
+    }
+    if (lua_rawgeti(L, -1, slot) != LUA_TNIL) {
+        lua_remove(L, -2);
+        return;
+    }
+    lua_pop(L, 1);
+    if (slot == CACHE_QUERY)
+        push_query(L, c->req);
+    else if (slot == CACHE_HEADERS)
+        push_headers(L, c->req);
+    else
+        lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, slot);
+    lua_remove(L, -2);
+}
+
+static h2o_iovec_t peer(h2o_req_t *req, char *buf)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    buf[0] = '\0';
+    if (len && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, INET6_ADDRSTRLEN);
+    else if (len && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, INET6_ADDRSTRLEN);
+    return h2o_iovec_init(buf, strlen(buf));
+}
+
+static int req_index(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    h2o_req_t *req = c->req;
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    if (n == 6 && memcmp(k, "method", 6) == 0) {
+        lua_pushlstring(L, req->method.base, req->method.len);
+    } else if (n == 4 && memcmp(k, "path", 4) == 0) {
+        lua_pushlstring(L, req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
+    } else if (n == 7 && memcmp(k, "headers", 7) == 0) {
+        push_cached(L, 1, CACHE_HEADERS, c);
+    } else if (n == 5 && memcmp(k, "query", 5) == 0) {
+        push_cached(L, 1, CACHE_QUERY, c);
+    } else if (n == 3 && memcmp(k, "ctx", 3) == 0) {
+        push_cached(L, 1, CACHE_CTX, c);
+    } else if (n == 4 && memcmp(k, "body", 4) == 0) {
+        lua_pushlstring(L, req->entity.base ? req->entity.base : "", req->entity.len);
+    } else if (n == 2 && memcmp(k, "id", 2) == 0) {
+        lua_pushlstring(L, c->reqid.base, c->reqid.len);
+    } else if (n == 9 && memcmp(k, "client_ip", 9) == 0) {
+        char buf[INET6_ADDRSTRLEN];
+        h2o_iovec_t ip = peer(req, buf);
+        lua_pushlstring(L, ip.base, ip.len);
+    } else if (n == 4 && memcmp(k, "host", 4) == 0) {
+        lua_pushlstring(L, req->authority.base, req->authority.len);
+    } else if (n == 6 && memcmp(k, "scheme", 6) == 0) {
+        lua_pushstring(L, req->scheme == &H2O_URL_SCHEME_HTTPS ? "https" : "http");
+    } else if (n == 9 && memcmp(k, "raw_query", 9) == 0) {
+        if (req->query_at == SIZE_MAX)
+            lua_pushliteral(L, "");
+        else
+            lua_pushlstring(L, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    } else {
+        lua_getmetatable(L, 1); /* methods */
+        lua_pushvalue(L, 2);
+        lua_rawget(L, -2);
+    }
+    return 1;
+}
+
+/* req:header(name) -> first value or nil. */
+static int req_header(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    char buf[256];
+    if (n >= sizeof(buf))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)k[i]);
+    ssize_t i = h2o_find_header_by_str(&c->req->headers, buf, n, -1);
+    if (i < 0)
+        return 0;
+    lua_pushlstring(L, c->req->headers.entries[i].value.base, c->req->headers.entries[i].value.len);
+    return 1;
+}
+
+/* req:header_values(name) -> list of every value. */
+static int req_header_values(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    size_t n;
+    const char *k = luaL_checklstring(L, 2, &n);
+    char buf[256];
+    lua_newtable(L);
+    if (n >= sizeof(buf))
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)k[i]);
+    lua_Integer j = 1;
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(&c->req->headers, buf, n, i)) != -1;) {
+        lua_pushlstring(L, c->req->headers.entries[i].value.base, c->req->headers.entries[i].value.len);
+        lua_rawseti(L, -2, j++);
+    }
+    return 1;
+}
+
+static int req_tostring(lua_State *L)
+{
+    struct vg__fn_call **p = luaL_checkudata(L, 1, REQ_MT);
+    if (!*p || !(*p)->req)
+        lua_pushliteral(L, "request (over)");
+    else
+        lua_pushfstring(L, "request %s", (*p)->req->method.base ? "(live)" : "");
+    return 1;
+}
+
+void vg__fn_request_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {{"header", req_header},
+                                       {"header_values", req_header_values},
+                                       {"__index", req_index},
+                                       {"__tostring", req_tostring},
+                                       {NULL, NULL}};
+    luaL_newmetatable(L, REQ_MT);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushliteral(L, "request");
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable"); /* getmetatable(req) does not hand out the methods table */
+    lua_pop(L, 1);
+}
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+const char *vg__fn_reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    }
+    return "Status";
+}
+
+static bool token_char(unsigned char ch)
+{
+    return isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* A header name must be a token; values must not split the head. */
+static bool header_ok(const char *name, size_t nl, const char *val, size_t vl)
+{
+    if (nl == 0 || nl > 256)
+        return false;
+    for (size_t i = 0; i < nl; i++)
+        if (!token_char((unsigned char)name[i]))
+            return false;
+    for (size_t i = 0; i < vl; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool add_header(lua_State *L, h2o_req_t *req, int vidx, const char *name, size_t nl, const char **why)
+{
+    size_t vl;
+    if (lua_type(L, vidx) != LUA_TSTRING && lua_type(L, vidx) != LUA_TNUMBER) {
+        *why = "header values must be strings, numbers or lists of them";
+        return false;
+    }
+    const char *v = lua_tolstring(L, vidx, &vl);
+    if (!header_ok(name, nl, v, vl)) {
+        *why = "invalid header name or value (CR, LF or control bytes)";
+        return false;
+    }
+    char *lname = h2o_mem_alloc_pool(&req->pool, nl);
+    for (size_t i = 0; i < nl; i++)
+        lname[i] = (char)tolower((unsigned char)name[i]);
+    if (nl == 14 && memcmp(lname, "content-length", 14) == 0)
+        return true; /* the body decides */
+    h2o_iovec_t val = h2o_strdup(&req->pool, v, vl);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, lname, nl, 1, NULL, val.base, val.len);
+    return true;
+}
+
+static bool add_headers(lua_State *L, int t, h2o_req_t *req, const char **why)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            *why = "header names must be strings";
+            lua_pop(L, 2);
+            return false;
+        }
+        size_t nl;
+        const char *name = lua_tolstring(L, -2, &nl);
+        bool ok = true;
+        if (lua_istable(L, -1)) {
+            lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+            for (lua_Integer i = 1; ok && i <= n; i++) {
+                lua_rawgeti(L, -1, i);
+                ok = add_header(L, req, lua_gettop(L), name, nl, why);
+                lua_pop(L, 1);
+            }
+        } else {
+            ok = add_header(L, req, lua_gettop(L), name, nl, why);
+        }
+        lua_pop(L, 1);
+        if (!ok) {
+            lua_pop(L, 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why)
+{
+    lua_Integer status = 200;
+    lua_pushliteral(L, "status");
+    if (lua_rawget(L, idx) != LUA_TNIL) {
+        int isnum;
+        status = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || status < 200 || status > 999) {
+            *why = "status must be an integer from 200 to 999";
+            lua_pop(L, 1);
+            return false;
+        }
+    }
+    lua_pop(L, 1);
+    size_t blen = 0;
+    const char *body = "";
+    lua_pushliteral(L, "body");
+    int bt = lua_rawget(L, idx);
+    if (bt == LUA_TSTRING || bt == LUA_TNUMBER)
+        body = lua_tolstring(L, -1, &blen);
+    else if (bt != LUA_TNIL) {
+        *why = "body must be a string";
+        lua_pop(L, 1);
+        return false;
+    }
+    int body_idx = lua_gettop(L); /* keeps the body string alive until sent */
+    lua_pushliteral(L, "headers");
+    int ht = lua_rawget(L, idx);
+    if (ht == LUA_TTABLE && !add_headers(L, lua_gettop(L), req, why)) {
+        lua_settop(L, body_idx - 1);
+        return false;
+    }
+    if (ht != LUA_TTABLE && ht != LUA_TNIL) {
+        *why = "headers must be a table";
+        lua_settop(L, body_idx - 1);
+        return false;
+    }
+    req->res.status = (int)status;
+    req->res.reason = vg__fn_reason_phrase((int)status);
+    req->res.content_length = blen;
+    if (h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1) == -1 && blen)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("text/plain; charset=utf-8"));
+    h2o_send_inline(req, body, blen); /* copies the body into the request's pool */
+    lua_settop(L, body_idx - 1);
+    return true;
+}

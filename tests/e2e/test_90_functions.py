@@ -1,0 +1,291 @@
+"""Edge functions: Lua handlers and the on_request hook through the real
+node — the request object, responses, errors, limits that scripts cannot
+escape, the sandbox, async sleep without blocking the worker, reload."""
+
+import concurrent.futures
+import subprocess
+import time
+
+import pytest
+
+from harness import wait_for
+
+MANIFEST = """\
+name: fn
+hooks: {on_request: edge.lua:pre}
+limits: {lua_instructions: 2000000, lua_memory: 16m, lua_timeout: 2s}
+routes:
+  - exact: /static-ish
+    respond: {body: "plain\\n"}
+  - glob: /fn/*
+    handler: edge.lua:dispatch
+  - path: /hello
+    handler: edge.lua
+"""
+
+EDGE = r"""
+local hits = 0
+
+function pre(req)
+  if req.path == "/blocked" then
+    return {status = 403, body = "blocked by on_request\n"}
+  end
+  req.ctx.seen = true
+end
+
+function handle(req)
+  hits = hits + 1
+  return {status = 200, headers = {["x-hits"] = hits}, body = "hello\n"}
+end
+
+local cases = {}
+
+function cases.echo(req)
+  local q = req.query
+  local parts = {req.method, req.path, tostring(q.a), tostring(q.sp), req.headers["X-Test"] or "-",
+                 req:header("x-test") or "-", tostring(#req:header_values("x-multi")), req.host, req.scheme,
+                 tostring(req.ctx.seen), tostring(#req.id > 0), req.client_ip, req.body}
+  return {status = 201, headers = {["x-list"] = {"1", "2"}, ["content-type"] = "text/x-echo"},
+          body = table.concat(parts, "|")}
+end
+
+function cases.loop() while true do end end
+function cases.pcallloop()
+  while true do pcall(function() while true do end end) end
+end
+function cases.coloop()
+  local co = coroutine.wrap(function() while true do end end)
+  while true do pcall(co) end
+end
+function cases.sortloop()
+  local t = {}
+  for i = 1, 100 do t[i] = i end
+  while true do pcall(table.sort, t, function(a, b) while true do end end) end
+end
+function cases.membomb() local s = string.rep("x", 1 << 30) return {body = s} end
+function cases.memgrow()
+  local t = {}
+  while true do
+    local ok = pcall(function() for i = 1, 1e6 do t[#t + 1] = string.rep("y", 100) .. i end end)
+  end
+end
+function cases.recurse()
+  local function f(n) return f(n + 1) + 1 end
+  return {body = tostring(select(2, pcall(f, 1)))}
+end
+function cases.error() local x = nil return x.field end
+function cases.badresp() return {status = "nope"} end
+function cases.badheader() return {headers = {["x-bad"] = "a\r\nb: c"}} end
+function cases.none() return nil end
+function cases.sleep()
+  local t0 = verge.now()
+  verge.sleep(300)
+  return {body = string.format("%.1f", verge.now() - t0)}
+end
+function cases.sleeptoolong() verge.sleep(10000) return {body = "late"} end
+function cases.sandbox(req)
+  local out = {}
+  for _, k in ipairs({"io", "debug", "require", "dofile", "loadfile", "package", "collectgarbage"}) do
+    out[#out + 1] = k .. "=" .. type(_ENV[k])
+  end
+  out[#out + 1] = "os.execute=" .. type(os.execute)
+  out[#out + 1] = "os.time=" .. type(os.time)
+  out[#out + 1] = "string.dump=" .. type(string.dump) .. "/" .. type(("").dump)
+  out[#out + 1] = "binary=" .. tostring(load(string.char(27) .. "Lua") ~= nil)
+  out[#out + 1] = "loadenv=" .. tostring(load("return io")())
+  out[#out + 1] = "getmt=" .. tostring(getmetatable(req))
+  return {body = table.concat(out, " ")}
+end
+function cases.keep(req)
+  kept = req
+  return {body = "kept"}
+end
+function cases.usekept()
+  local ok, err = pcall(function() return kept.method end)
+  return {body = tostring(ok) .. " " .. tostring(err):gsub("^.-: ", "")}
+end
+function cases.log(req)
+  verge.log.warn("from lua", {user = "u1", n = 3})
+  print("printed", 1, true)
+  return {body = "logged"}
+end
+
+function dispatch(req)
+  local name = req.path:match("^/fn/(.*)$")
+  local f = cases[name]
+  if not f then return {status = 404, body = "no case " .. name} end
+  return f(req)
+end
+"""
+
+
+@pytest.fixture
+def v(verge):
+    v = verge(MANIFEST, {"edge.lua": EDGE}, args=["--dev"])
+    yield v
+    assert v.alive(), v.logs()
+    assert v.get("/hello").status == 200  # the app still serves after whatever the test did
+
+
+def test_handler_file_default_function(v):
+    r1, r2 = v.get("/hello"), v.get("/hello")
+    assert (r1.status, r1.body) == (200, b"hello\n")
+    assert int(r2.headers.get("x-hits")) == int(r1.headers.get("x-hits")) + 1  # module state lives per worker
+
+
+def test_request_object_and_response(v):
+    r = v.request("POST", "/fn/echo?a=1&sp=x+y%21", body=b"payload",
+                  headers={"X-Test": "tv", "X-Multi": "m1"})
+    assert r.status == 201, r.body
+    assert r.headers.get("content-type") == "text/x-echo"
+    assert r.headers.get_all("x-list") == ["1", "2"]
+    parts = r.body.decode().split("|")
+    assert parts[:7] == ["POST", "/fn/echo", "1", "x y!", "tv", "tv", "1"], parts
+    assert parts[8:] == ["http", "true", "true", "127.0.0.1", "payload"], parts
+
+
+def test_on_request_answers_or_passes(v):
+    r = v.get("/blocked")
+    assert (r.status, r.body) == (403, b"blocked by on_request\n")
+    assert v.get("/static-ish").body == b"plain\n"  # hook passed, route ran
+
+
+@pytest.mark.parametrize("case", ["loop", "pcallloop", "coloop", "sortloop"])
+def test_cpu_limit_cannot_be_escaped(v, case):
+    t = time.monotonic()
+    r = v.get("/fn/" + case, timeout=10)
+    assert r.status == 503, r.body
+    assert b"limits.lua_instructions" in r.body or b"limits.lua_timeout" in r.body
+    assert time.monotonic() - t < 5
+    assert any(x.get("msg") == "function stopped at a limit" for x in v.log_records())
+
+
+@pytest.mark.parametrize("case", ["membomb", "memgrow", "recurse"])
+def test_memory_limit(v, case):
+    r = v.get("/fn/" + case, timeout=10)
+    assert r.status == 503, r.body
+    assert b"limits.lua_memory" in r.body
+    assert v.get("/fn/echo").status == 201  # memory came back
+
+
+def test_script_error_500_with_traceback_in_log(v):
+    r = v.get("/fn/error")
+    assert r.status == 500
+    assert b"attempt to index a nil value" in r.body  # --dev shows it
+    recs = [x for x in v.log_records() if x.get("msg") == "function failed"]
+    assert recs and "edge.lua:" in recs[-1]["error"] and "traceback" in recs[-1]["error"], recs
+
+
+def test_script_error_body_hidden_without_dev(verge):
+    v = verge(MANIFEST, {"edge.lua": EDGE})
+    r = v.get("/fn/error")
+    assert r.status == 500 and b"nil value" not in r.body
+
+
+@pytest.mark.parametrize("case,why", [("badresp", b"status must be"), ("badheader", b"invalid header")])
+def test_bad_responses_are_500(v, case, why):
+    r = v.get("/fn/" + case)
+    assert r.status == 500 and why in r.body, r.body
+
+
+def test_nil_from_route_handler_is_404(v):
+    assert v.get("/fn/none").status == 404
+
+
+def test_sandbox(v):
+    body = v.get("/fn/sandbox").body.decode()
+    for want in ["io=nil", "debug=nil", "require=nil", "dofile=nil", "loadfile=nil", "package=nil",
+                 "collectgarbage=function", "os.execute=nil", "os.time=function", "string.dump=nil/nil",
+                 "binary=false", "loadenv=nil", "getmt=false"]:
+        assert want in body, body
+
+
+def test_request_object_dies_with_its_request(v):
+    assert v.get("/fn/keep").body == b"kept"
+    assert v.get("/fn/usekept").body.decode().startswith("false the request is over"), v.get("/fn/usekept").body
+
+
+def test_sleep_does_not_block_the_worker(v):
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        t = time.monotonic()
+        sleeps = [ex.submit(v.get, "/fn/sleep") for _ in range(5)]
+        time.sleep(0.05)
+        fast = v.get("/hello")
+        fast_at = time.monotonic() - t
+        results = [f.result() for f in sleeps]
+    assert fast.status == 200 and fast_at < 0.25, fast_at  # answered while 5 handlers slept (1 worker)
+    assert all(r.status == 200 and 0.25 <= float(r.body) < 1.0 for r in results), [r.body for r in results]
+
+
+def test_wall_clock_limit_while_waiting(v):
+    t = time.monotonic()
+    r = v.get("/fn/sleeptoolong", timeout=10)
+    assert r.status == 503 and b"limits.lua_timeout" in r.body
+    assert 1.5 < time.monotonic() - t < 4
+
+
+def test_client_leaving_mid_sleep_is_fine(v):
+    import socket
+    s = socket.create_connection(("127.0.0.1", v.port))
+    s.sendall(b"GET /fn/sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.close()
+    time.sleep(0.5)
+    assert v.get("/fn/echo").status == 201
+
+
+def test_lua_log_lines_join_the_node_log(v):
+    v.get("/fn/log")
+    recs = wait_for(lambda: [x for x in v.log_records() if x.get("msg") == "from lua"], 3)
+    assert recs and recs[0]["user"] == "u1" and recs[0]["n"] == "3" and recs[0]["app"] == "fn"
+    assert recs[0]["request_id"]
+    assert [x for x in v.log_records() if x.get("msg") == "printed\t1\ttrue"]
+
+
+def test_check_reports_lua_syntax_error_with_position(tmp_path, verge_bin):
+    (tmp_path / "verge.yaml").write_text(MANIFEST)
+    (tmp_path / "edge.lua").write_text("function pre(req)\n  return {\nend\n")
+    p = subprocess.run([verge_bin, "check", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert str(tmp_path / "edge.lua") + ":4:1:" in p.stderr or str(tmp_path / "edge.lua") + ":3:1:" in p.stderr, p.stderr
+
+
+def test_check_reports_missing_function(tmp_path, verge_bin):
+    (tmp_path / "verge.yaml").write_text(MANIFEST)
+    (tmp_path / "edge.lua").write_text("function pre(req) end\n")
+    p = subprocess.run([verge_bin, "check", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "verge.yaml:" in p.stderr and "no function 'dispatch'" in p.stderr, p.stderr
+
+
+def test_check_refuses_endless_top_level(tmp_path, verge_bin):
+    (tmp_path / "verge.yaml").write_text(MANIFEST)
+    (tmp_path / "edge.lua").write_text("while true do pcall(function() while true do end end) end\n")
+    p = subprocess.run([verge_bin, "check", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "instruction limit while loading" in p.stderr, p.stderr
+
+
+def test_handler_outside_app_dir_refused(tmp_path, verge_bin):
+    app = tmp_path / "app"
+    app.mkdir()
+    (tmp_path / "evil.lua").write_text("function handle() end\n")
+    (app / "verge.yaml").write_text("name: x\nroutes:\n  - path: /\n    handler: ../evil.lua\n")
+    p = subprocess.run([verge_bin, "check", str(app)], capture_output=True, text=True)
+    assert p.returncode == 1 and "outside the app directory" in p.stderr, p.stderr
+
+
+def test_hot_reload_keeps_in_flight_on_old_version(v):
+    slow = concurrent.futures.ThreadPoolExecutor(1).submit(v.get, "/fn/sleep")
+    time.sleep(0.1)
+    (v.app_dirs[0] / "edge.lua").write_text(EDGE.replace('body = "hello\\n"', 'body = "hello v2\\n"'))
+    v.reload()
+    assert wait_for(lambda: v.get("/hello").body == b"hello v2\n", 3), v.logs()
+    r = slow.result()
+    assert r.status == 200  # finished on the version it started on
+
+
+def test_reload_with_broken_lua_keeps_old(v):
+    (v.app_dirs[0] / "edge.lua").write_text("this is not lua\n")
+    v.reload()
+    assert wait_for(lambda: "reload failed" in v.stderr(), 3), v.logs()
+    assert v.get("/hello").body == b"hello\n"
+    assert "edge.lua:1:" in v.stderr()
