@@ -43,7 +43,7 @@ WRK_SECONDS=${BENCH_SECONDS:-5}
 WRK_CONNS=${BENCH_CONNS:-50}
 WRK_THREADS=1
 WARMUP=${BENCH_WARMUP:-1}
-SCENARIOS=${BENCH_SCENARIOS:-hello static proxy}
+SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
@@ -73,10 +73,10 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
 
-declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k)
-declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024)
+declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua)
+declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11)
 for sc in $SCENARIOS; do
-    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy)"
+    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua)"
 done
 
 raise_nofile
@@ -102,9 +102,24 @@ routes:
   - path: /proxy
     proxy: http://127.0.0.1:$ORIGIN_PORT
     strip_prefix: /proxy
+  - exact: /lua
+    handler: bench.lua:lua
   - path: /
     static: public
 EOF
+
+# The functions scenario (issue 3): read a header, look a key up in the
+# node-local shared table, set a response header, return a short body. The
+# nginx peer runs the same logic in lua-nginx-module (LuaJIT).
+cat >"$APP/bench.lua" <<'LUA'
+verge.shared.set("user:anon", "gold")
+
+function lua(req)
+  local u = req.headers["x-user"] or "anon"
+  local tier = verge.shared.get("user:" .. u) or "none"
+  return {status = 200, headers = {["x-tier"] = tier}, body = "hello " .. u .. "\n"}
+end
+LUA
 
 # --- origin for the proxy scenario: shares the client CPU with wrk -----------
 mkdir -p "$BENCH_TMP/origin"
@@ -129,7 +144,19 @@ start_nginx_peer() {
     local dir=$BENCH_TMP/$1 port=$2
     mkdir -p "$dir"
     {
+        case " $SCENARIOS " in
+        *" lua "*)
+            echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
+            echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+            ;;
+        esac
         nginx_common "$dir"
+        case " $SCENARIOS " in
+        *" lua "*)
+            echo '    lua_shared_dict kv 1m;'
+            echo '    init_by_lua_block { ngx.shared.kv:set("user:anon", "gold") }'
+            ;;
+        esac
         cat <<EOF
     sendfile on;
     upstream origin {
@@ -140,6 +167,17 @@ start_nginx_peer() {
     server {
         listen 127.0.0.1:$port;
         location = /hello { default_type text/plain; return 200 "hello world\n"; }
+        location = /lua {
+            default_type text/plain;
+            content_by_lua_block {
+                local u = ngx.var.http_x_user or "anon"
+                local tier = ngx.shared.kv:get("user:" .. u) or "none"
+                local body = "hello " .. u .. "\\n"
+                ngx.header["X-Tier"] = tier
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
         location /proxy/ {
             proxy_pass http://origin/;
             proxy_http_version 1.1;

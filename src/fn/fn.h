@@ -46,6 +46,15 @@ struct vg_fn_app *vg_fn_app_create(const struct vg_conf_app *conf, const struct 
  * once its last request there has ended). */
 void vg_fn_app_destroy(struct vg_fn_app *a);
 
+struct vg_fn_req;
+
+/* The app's on_response hook: when a has one, vg_fn_on_response (called
+ * before the request's response starts) holds the response back, up to
+ * 1 MiB, and lets on_response(req, res) change its status, headers and
+ * body before it goes out (larger responses go out unhooked, logged). */
+bool vg_fn_has_on_response(const struct vg_fn_app *a);
+void vg_fn_on_response(struct vg_fn_app *a, h2o_req_t *req, h2o_iovec_t reqid, struct vg_fn_req **shared);
+
 /* Loads the app's Lua code once (as vg_fn_app_create) to report errors
  * as file:line:col; 0 when it loads or there is none. */
 int vg_fn_check(const struct vg_conf_app *conf, struct vg_conf_error *err) VG_MUST_CHECK;

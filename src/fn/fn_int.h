@@ -19,8 +19,23 @@ enum vg__fn_kill {
     VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
 };
 
+struct vg__fn_call;
+
+/* What a kind of call does with its outcome. Both end the call: they must
+ * call done (or arrange the response otherwise). */
+struct vg__fn_call_ops {
+    /* The function returned; its first result is at index 2 of c->co (or
+     * absent). Releases the thread (vg__fn_release_thread). */
+    void (*result)(struct vg__fn_call *c);
+    /* An error or a limit: answer status with a short text body. */
+    void (*fail)(struct vg__fn_call *c, int status, const char *body);
+};
+
 /* One run of a function for one request; lives on the request's pool. */
 struct vg__fn_call {
+    const struct vg__fn_call_ops *ops;
+    const char *fname; /* for logs */
+    void *ext;         /* the kind's own state (on_response: its output stream) */
     struct vg_fn_app *app;
     h2o_req_t *req; /* NULL once the request is over */
     h2o_iovec_t reqid;
@@ -34,7 +49,6 @@ struct vg__fn_call {
     uv_timer_t *timer; /* verge.sleep / the deadline while waiting */
     vg_fn_done_cb done;
     void *data;
-    int which;
 };
 
 struct vg_fn_app {
@@ -45,9 +59,11 @@ struct vg_fn_app {
     size_t used, cap;                /* allocator accounting */
     struct vg__fn_call *current;     /* the call running now, for the allocator and the hook */
     bool loading;                    /* files are being run: limits apply to the load */
+    bool building;                   /* C code pushes a call's arguments: no cap (see l_alloc) */
     uint64_t load_instructions;
     int *route_ref; /* per route: registry ref of its handler, or LUA_NOREF */
     int on_request_ref;
+    int on_response_ref;
     int sandbox_ref;   /* the read-only base every file's environment inherits */
     int *free_threads; /* finished coroutines kept for reuse */
     size_t n_free_threads;
@@ -63,6 +79,18 @@ static inline struct vg_fn_app *vg__fn_app_of(lua_State *L)
  * coroutine (async calls only work in the function's own coroutine). */
 struct vg__fn_call *vg__fn_call_checked(lua_State *L, const char *what);
 
+/* Prepares a call of the function at registry ref: its coroutine holds
+ * [request, function, request]; push more arguments (the memory cap is
+ * lifted until the start), then start it with their count (+1 for the
+ * request). */
+struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
+                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                    void *data);
+void vg__fn_call_start(struct vg__fn_call *c, int nargs);
+void vg__fn_release_thread(struct vg__fn_call *c, bool reusable);
+/* A result of the wrong shape: logged like a script error, then ops->fail(500). */
+void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);
+
 /* fn_request.c: the request object handlers receive. */
 void vg__fn_request_open(lua_State *L); /* registers its metatable */
 void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
@@ -70,5 +98,7 @@ void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
  * is malformed. */
 bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why);
 const char *vg__fn_reason_phrase(int status);
+/* Adds the "headers" table of the response at idx (raw reads only). */
+bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why);
 
 #endif

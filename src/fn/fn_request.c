@@ -16,6 +16,8 @@
 
 #define REQ_MT "verge.request"
 
+static bool header_ok(const char *name, size_t nl, const char *val, size_t vl);
+
 enum { CACHE_QUERY = 1, CACHE_HEADERS, CACHE_CTX };
 
 static struct vg__fn_call *check_req(lua_State *L, int idx)
@@ -255,6 +257,90 @@ static int req_header_values(lua_State *L)
     return 1;
 }
 
+/* ---- rewriting (on_request) --------------------------------------------------------- */
+
+static void forget_cached(lua_State *L, int slot)
+{
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, slot);
+    }
+    lua_pop(L, 1);
+}
+
+/* A lower-cased copy of the name in pool memory, or a Lua error. */
+static h2o_iovec_t checked_name(lua_State *L, int idx, h2o_req_t *req)
+{
+    size_t n;
+    const char *k = luaL_checklstring(L, idx, &n);
+    if (!header_ok(k, n, "", 0))
+        luaL_error(L, "invalid header name");
+    char *lc = h2o_mem_alloc_pool(&req->pool, n);
+    for (size_t i = 0; i < n; i++)
+        lc[i] = (char)tolower((unsigned char)k[i]);
+    return h2o_iovec_init(lc, n);
+}
+
+static h2o_iovec_t checked_value(lua_State *L, int idx, h2o_req_t *req)
+{
+    size_t n;
+    const char *v = luaL_checklstring(L, idx, &n);
+    if (!header_ok("x", 1, v, n))
+        luaL_error(L, "invalid header value (CR, LF or control bytes)");
+    return h2o_strdup(&req->pool, v, n);
+}
+
+static void remove_header(h2o_req_t *req, h2o_iovec_t name)
+{
+    ssize_t i;
+    while ((i = h2o_find_header_by_str(&req->headers, name.base, name.len, -1)) != -1)
+        h2o_delete_header(&req->headers, i);
+}
+
+/* req:set_header(name, value): replaces every value; nil removes. */
+static int req_set_header(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    h2o_iovec_t name = checked_name(L, 2, c->req);
+    remove_header(c->req, name);
+    if (!lua_isnil(L, 3)) {
+        h2o_iovec_t v = checked_value(L, 3, c->req);
+        h2o_add_header_by_str(&c->req->pool, &c->req->headers, name.base, name.len, 1, NULL, v.base, v.len);
+    }
+    forget_cached(L, CACHE_HEADERS);
+    return 0;
+}
+
+/* req:add_header(name, value): one more value. */
+static int req_add_header(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    h2o_iovec_t name = checked_name(L, 2, c->req);
+    h2o_iovec_t v = checked_value(L, 3, c->req);
+    h2o_add_header_by_str(&c->req->pool, &c->req->headers, name.base, name.len, 1, NULL, v.base, v.len);
+    forget_cached(L, CACHE_HEADERS);
+    return 0;
+}
+
+/* req:set_path("/new?q=1"): what routing and the origin see from now on. */
+static int req_set_path(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    if (n == 0 || p[0] != '/' || n > 8192)
+        return luaL_error(L, "a path starts with '/' (and is at most 8 KiB)");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= 0x20 || p[i] == 0x7f || p[i] == '#')
+            return luaL_error(L, "invalid byte in path (spaces, controls and '#' must be percent-encoded)");
+    h2o_req_t *req = c->req;
+    req->path = h2o_strdup(&req->pool, p, n);
+    req->path_normalized =
+        h2o_url_normalize_path(&req->pool, req->path.base, req->path.len, &req->query_at, &req->norm_indexes);
+    forget_cached(L, CACHE_QUERY);
+    return 0;
+}
+
 static int req_tostring(lua_State *L)
 {
     struct vg__fn_call **p = luaL_checkudata(L, 1, REQ_MT);
@@ -267,11 +353,10 @@ static int req_tostring(lua_State *L)
 
 void vg__fn_request_open(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"header", req_header},
-                                       {"header_values", req_header_values},
-                                       {"__index", req_index},
-                                       {"__tostring", req_tostring},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"header", req_header},         {"header_values", req_header_values},
+                                       {"set_header", req_set_header}, {"add_header", req_add_header},
+                                       {"set_path", req_set_path},     {"__index", req_index},
+                                       {"__tostring", req_tostring},   {NULL, NULL}};
     luaL_newmetatable(L, REQ_MT);
     luaL_setfuncs(L, methods, 0);
     lua_pushliteral(L, "request");
@@ -414,6 +499,17 @@ static bool add_headers(lua_State *L, int t, h2o_req_t *req, const char **why)
     return true;
 }
 
+bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why)
+{
+    lua_pushliteral(L, "headers");
+    int ht = lua_rawget(L, idx);
+    bool ok = ht == LUA_TNIL || (ht == LUA_TTABLE && add_headers(L, lua_gettop(L), req, why));
+    if (ht != LUA_TTABLE && ht != LUA_TNIL)
+        *why = "headers must be a table";
+    lua_pop(L, 1);
+    return ok;
+}
+
 bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why)
 {
     lua_Integer status = 200;
@@ -440,14 +536,7 @@ bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **wh
         return false;
     }
     int body_idx = lua_gettop(L); /* keeps the body string alive until sent */
-    lua_pushliteral(L, "headers");
-    int ht = lua_rawget(L, idx);
-    if (ht == LUA_TTABLE && !add_headers(L, lua_gettop(L), req, why)) {
-        lua_settop(L, body_idx - 1);
-        return false;
-    }
-    if (ht != LUA_TTABLE && ht != LUA_TNIL) {
-        *why = "headers must be a table";
+    if (!vg__fn_response_headers(L, idx, req, why)) {
         lua_settop(L, body_idx - 1);
         return false;
     }

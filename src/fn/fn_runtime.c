@@ -34,7 +34,10 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         free(ptr);
         return NULL;
     }
-    if (nsize > old && a->used + (nsize - old) > a->cap) {
+    /* C code that builds a call's arguments runs outside any protected
+     * call, where a refusal would abort the process: it may overshoot (by
+     * little: a request object, a bounded response), the script may not */
+    if (nsize > old && a->used + (nsize - old) > a->cap && !a->building) {
         if (a->current && !a->current->kill)
             a->current->kill = VG__FN_KILL_MEMORY;
         return NULL; /* Lua raises "not enough memory" */
@@ -321,7 +324,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
 
 bool vg_fn_app_needed(const struct vg_conf_app *conf)
 {
-    if (conf->on_request.file)
+    if (conf->on_request.file || conf->on_response.file)
         return true;
     for (size_t i = 0; i < conf->n_routes; i++)
         if (conf->routes[i].action == VG_CONF_ACTION_HANDLER)
@@ -435,8 +438,10 @@ static int load_functions(struct vg_fn_app *a, char *err, size_t errcap)
             find_function(a, &conf->routes[i].u.handler, &a->route_ref[i], err, errcap) != 0)
             return -1;
     }
-    a->on_request_ref = LUA_NOREF;
+    a->on_request_ref = a->on_response_ref = LUA_NOREF;
     if (conf->on_request.file && find_function(a, &conf->on_request, &a->on_request_ref, err, errcap) != 0)
+        return -1;
+    if (conf->on_response.file && find_function(a, &conf->on_response, &a->on_response_ref, err, errcap) != 0)
         return -1;
     return 0;
 }
@@ -504,12 +509,11 @@ static void log_call(struct vg__fn_call *c, enum vg_log_level lvl, const char *m
 {
     char id[80];
     snprintf(id, sizeof(id), "%.*s", (int)(c->reqid.len > 64 ? 64 : c->reqid.len), c->reqid.base);
-    const struct vg_conf_app *conf = c->app->conf;
-    const char *fn = c->which == VG_FN_ON_REQUEST ? conf->on_request.func : conf->routes[c->which].u.handler.func;
-    vg_log(lvl, msg, "app", conf->name, "function", fn, "request_id", id, k, v, NULL);
+    vg_log(lvl, msg, "app", c->app->conf->name, "function", c->fname, "request_id", id, k, v, NULL);
 }
 
-static void send_error(struct vg__fn_call *c, int status, const char *body)
+/* Handlers and on_request answer errors themselves: nothing went out yet. */
+static void handler_fail(struct vg__fn_call *c, int status, const char *body)
 {
     h2o_req_t *req = c->req;
     req->res.status = status;
@@ -518,10 +522,11 @@ static void send_error(struct vg__fn_call *c, int status, const char *body)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; charset=utf-8"));
     h2o_send_inline(req, body, strlen(body));
+    c->done(c->data, VG_FN_ANSWERED);
 }
 
 /* The coroutine is done with: reuse it when it ended cleanly. */
-static void release_thread(struct vg__fn_call *c, bool reusable)
+void vg__fn_release_thread(struct vg__fn_call *c, bool reusable)
 {
     struct vg_fn_app *a = c->app;
     lua_State *co = c->co;
@@ -544,12 +549,12 @@ static void release_thread(struct vg__fn_call *c, bool reusable)
 static void finish_killed(struct vg__fn_call *c)
 {
     log_call(c, VG_LOG_WARN, "function stopped at a limit", "limit", kill_reason(c->kill));
-    release_thread(c, false);
+    vg__fn_release_thread(c, false);
     if (c->kill == VG__FN_KILL_MEMORY)
         lua_gc(c->app->L, LUA_GCCOLLECT); /* give the memory back to the other requests now */
     char body[96];
     snprintf(body, sizeof(body), "function stopped: %s\n", kill_reason(c->kill));
-    send_error(c, 503, body);
+    c->ops->fail(c, 503, body);
 }
 
 static void finish_error(struct vg__fn_call *c)
@@ -559,48 +564,53 @@ static void finish_error(struct vg__fn_call *c)
     luaL_traceback(L, c->co, msg ? msg : "(error object is not a string)", 0);
     const char *tb = lua_tostring(L, -1);
     log_call(c, VG_LOG_ERROR, "function failed", "error", tb);
+    const char *body = "function failed (see the node log)\n";
     if (c->app->env.dev) {
         size_t n = strlen(tb);
-        char *body = h2o_mem_alloc_pool(&c->req->pool, n + 2);
-        memcpy(body, tb, n);
-        memcpy(body + n, "\n", 2);
-        send_error(c, 500, body);
-    } else {
-        send_error(c, 500, "function failed (see the node log)\n");
+        char *b = h2o_mem_alloc_pool(&c->req->pool, n + 2);
+        memcpy(b, tb, n);
+        memcpy(b + n, "\n", 2);
+        body = b;
     }
     lua_pop(L, 1);
-    release_thread(c, false);
+    vg__fn_release_thread(c, false);
+    c->ops->fail(c, 500, body);
+}
+
+void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why)
+{
+    lua_pushfstring(c->co, "bad result: %s", why);
+    finish_error(c);
 }
 
 /* The coroutine returned: its first result (above the request object at
  * index 1; lua_resume counts that one as a result too) is the response or
  * nil. */
-static void finish_ok(struct vg__fn_call *c)
+static void handler_result(struct vg__fn_call *c)
 {
     lua_State *co = c->co;
     int idx = 2;
     if (lua_gettop(co) < idx || lua_isnil(co, idx)) {
-        release_thread(c, true);
+        vg__fn_release_thread(c, true);
         c->done(c->data, VG_FN_PASS);
         return;
     }
     const char *why = NULL;
     if (!lua_istable(co, idx) || !vg__fn_response_send(co, idx, c->req, &why)) {
-        lua_pushfstring(co, "bad response: %s", why ? why : "expected a table {status=, headers=, body=} or nil");
-        finish_error(c);
-        c->done(c->data, VG_FN_ANSWERED);
+        vg__fn_call_bad_result(c, why ? why : "expected a response table {status=, headers=, body=} or nil");
         return;
     }
-    release_thread(c, true);
+    vg__fn_release_thread(c, true);
     c->done(c->data, VG_FN_ANSWERED);
 }
+
+static const struct vg__fn_call_ops handler_ops = {.result = handler_result, .fail = handler_fail};
 
 static void finish(struct vg__fn_call *c)
 {
     c->finished = true;
     stop_timer(c);
     finish_killed(c);
-    c->done(c->data, VG_FN_ANSWERED);
 }
 
 static void resume(struct vg__fn_call *c, int nargs)
@@ -620,16 +630,14 @@ static void resume(struct vg__fn_call *c, int nargs)
         lua_pushstring(c->co, "the function yielded outside an async verge call");
         c->finished = true;
         finish_error(c);
-        c->done(c->data, VG_FN_ANSWERED);
         return;
     }
     c->finished = true;
     if (st == LUA_OK) {
-        finish_ok(c);
+        c->ops->result(c);
         return;
     }
     finish_error(c);
-    c->done(c->data, VG_FN_ANSWERED);
 }
 
 /* The request ended (normally, or the client left while the call waited). */
@@ -638,7 +646,7 @@ static void on_call_dispose(void *p)
     struct vg__fn_call *c = p;
     stop_timer(c);
     if (!c->finished)
-        release_thread(c, false); /* abandoned mid-way: the collector takes the coroutine */
+        vg__fn_release_thread(c, false); /* abandoned mid-way: the collector takes the coroutine */
 }
 
 static lua_State *take_thread(struct vg_fn_app *a, int *ref)
@@ -687,29 +695,40 @@ static void push_request(struct vg__fn_call *c, struct vg_fn_req **slot)
     *(struct vg__fn_call **)lua_touserdata(c->co, -1) = c;
 }
 
-void vg_fn_run(struct vg_fn_app *a, int which, h2o_req_t *req, h2o_iovec_t reqid, struct vg_fn_req **shared,
-               vg_fn_done_cb done, void *data)
+struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
+                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                    void *data)
 {
-    int ref = which == VG_FN_ON_REQUEST ? a->on_request_ref : a->route_ref[which];
     VG_ASSERT(ref != LUA_NOREF);
     struct vg__fn_call *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
-    *c = (struct vg__fn_call){.app = a, .req = req, .reqid = reqid, .done = done, .data = data, .which = which};
+    *c = (struct vg__fn_call){
+        .app = a, .req = req, .reqid = reqid, .fname = fname, .ops = ops, .done = done, .data = data};
     c->deadline_ms = vg_now_ms() + a->conf->limits.lua_timeout_ms;
-    a->current = c; /* allocations below count against this call */
+    a->building = true;
     c->co = take_thread(a, &c->co_ref);
-    if (!c->co || !lua_checkstack(c->co, 4)) {
-        a->current = NULL;
-        c->finished = true;
-        c->kill = VG__FN_KILL_MEMORY;
-        finish_killed(c);
-        done(data, VG_FN_ANSWERED);
-        return;
-    }
+    VG_AN(lua_checkstack(c->co, 8));
     push_request(c, shared); /* index 1: stays for the call's life */
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, ref);
     lua_pushvalue(c->co, 1);
-    a->current = NULL;
-    resume(c, 1);
+    a->building = false;
+    return c;
+}
+
+void vg__fn_call_start(struct vg__fn_call *c, int nargs)
+{
+    c->app->building = false;
+    resume(c, nargs);
+}
+
+void vg_fn_run(struct vg_fn_app *a, int which, h2o_req_t *req, h2o_iovec_t reqid, struct vg_fn_req **shared,
+               vg_fn_done_cb done, void *data)
+{
+    const struct vg_conf_app *conf = a->conf;
+    int ref = which == VG_FN_ON_REQUEST ? a->on_request_ref : a->route_ref[which];
+    const char *fname = which == VG_FN_ON_REQUEST ? conf->on_request.func : conf->routes[which].u.handler.func;
+    struct vg__fn_call *c = vg__fn_call_new(a, ref, fname, req, reqid, shared, &handler_ops, done, data);
+    if (c)
+        vg__fn_call_start(c, 1);
 }
 
 /* "edge.lua:12: message" (Lua's shape) -> file:line:col; anything else is

@@ -710,6 +710,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     rs->app = &site->apps[a];
     rs->app_idx = (size_t)a;
+    struct vg_fn_app *fa = site->workers[w->id].fn[a];
+    if (vg_fn_has_on_response(fa))
+        vg_fn_on_response(fa, req, rs->reqid, &rs->fn);
     if (check_limits(rs))
         run_on_request(rs);
     return 0;

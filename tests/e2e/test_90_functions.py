@@ -289,3 +289,88 @@ def test_reload_with_broken_lua_keeps_old(v):
     assert wait_for(lambda: "reload failed" in v.stderr(), 3), v.logs()
     assert v.get("/hello").body == b"hello\n"
     assert "edge.lua:1:" in v.stderr()
+
+
+# ---- rewriting requests (on_request) and responses (on_response) -------------------
+
+HOOKS_MANIFEST = """\
+name: hooks
+hooks: {on_request: hooks.lua:pre, on_response: hooks.lua:post}
+origins:
+  api: {servers: ["%s"]}
+routes:
+  - path: /api
+    proxy: api
+    strip_prefix: /api
+  - exact: /fixed
+    respond: {body: "fixed body\\n"}
+  - exact: /fail
+    handler: hooks.lua:fail
+  - path: /files
+    static: public
+"""
+
+HOOKS = r"""
+function pre(req)
+  if req.path == "/old" then req:set_path("/api/new?from=old") end
+  req:set_header("x-added", "by-lua")
+  req:set_header("x-drop-me", nil)
+  req.ctx.t0 = verge.now()
+end
+
+function post(req, res)
+  res.headers["x-post"] = "seen " .. res.status
+  res.headers["x-had-ctx"] = tostring(req.ctx.t0 ~= nil)
+  if req.path == "/fixed" then
+    res.body = res.body:upper()
+  end
+  if res.status == 404 then
+    return {status = 404, headers = {["content-type"] = "text/plain"}, body = "custom not found\n"}
+  end
+end
+
+function fail(req) error("boom") end
+"""
+
+
+@pytest.fixture
+def hooks(verge, origin):
+    o = origin("o")
+    v = verge(HOOKS_MANIFEST % o.url, {"hooks.lua": HOOKS, "public/a.txt": "static file\n"})
+    return v, o
+
+
+def test_on_request_rewrites_path_and_headers_before_proxying(hooks):
+    v, o = hooks
+    r = v.request("GET", "/old", headers={"X-Drop-Me": "1"})
+    assert r.status == 200, r.body
+    rec = o.requests[-1]
+    assert rec.path == "/new?from=old"
+    assert rec.headers.get("x-added") == "by-lua" and rec.headers.get("x-drop-me") is None
+    assert r.headers.get("x-post") == "seen 200"  # the origin's response went through on_response
+
+
+def test_on_response_rewrites_bodies_and_keeps_lengths_right(hooks):
+    v, _ = hooks
+    r = v.get("/fixed")
+    assert (r.status, r.body) == (200, b"FIXED BODY\n")
+    assert r.headers.get("content-length") == str(len(r.body))
+    assert r.headers.get("x-had-ctx") == "true"
+    r = v.get("/files/a.txt")
+    assert (r.status, r.body, r.headers.get("x-post")) == (200, b"static file\n", "seen 200")
+    r = v.get("/nothing-here")
+    assert (r.status, r.body) == (404, b"custom not found\n")
+
+
+def test_on_response_sees_handler_errors(hooks):
+    v, _ = hooks
+    r = v.get("/fail")
+    assert r.status == 500 and r.headers.get("x-post") == "seen 500"
+
+
+def test_on_response_large_origin_response_passes_unhooked(hooks):
+    v, _ = hooks
+    r = v.get("/api/download/%d" % (3 << 20), timeout=30)
+    assert r.status == 200 and len(r.body) == 3 << 20
+    assert r.headers.get("x-post") is None
+    assert "too large for on_response" in v.stderr()
