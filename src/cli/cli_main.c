@@ -11,6 +11,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  node     run an edge node serving apps (verge node --app DIR --listen ADDR)\n"
                "  check    validate app manifests (verge check DIR...)\n"
+               "  test     run an app's test/*.lua against a local node (verge test [DIR])\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
@@ -26,6 +27,8 @@ int main(int argc, char **argv)
         return vg_cli_node(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return vg_cli_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "test") == 0)
+        return vg_cli_test(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

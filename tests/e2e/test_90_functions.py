@@ -374,3 +374,72 @@ def test_on_response_large_origin_response_passes_unhooked(hooks):
     assert r.status == 200 and len(r.body) == 3 << 20
     assert r.headers.get("x-post") is None
     assert "too large for on_response" in v.stderr()
+
+
+# ---- verge test ----------------------------------------------------------------------
+
+APP_TESTS = r"""
+local T = verge.test
+
+test("hello answers", function()
+  local r = T.request{path = "/hello"}
+  T.eq(r.status, 200)
+  T.eq(r.body, "hello\n")
+end)
+
+function test_on_request_blocks()
+  T.eq(T.request{path = "/blocked"}.status, 403)
+end
+
+function test_post_echo()
+  local r = T.request{method = "POST", path = "/fn/echo?a=1", body = "xyz", headers = {["X-Test"] = "v"}}
+  T.eq(r.status, 201)
+  T.contains(r.body, "|xyz")
+end
+"""
+
+FAILING = r"""
+function test_wrong_status()
+  verge.test.eq(verge.test.request{path = "/hello"}.status, 404, "hello")
+end
+"""
+
+
+def write_test_app(tmp_path, tests):
+    from harness import write_app
+    write_app(tmp_path, MANIFEST, {"edge.lua": EDGE, **tests})
+    return tmp_path
+
+
+def test_verge_test_passes(tmp_path, verge_bin):
+    d = write_test_app(tmp_path, {"test/basic.lua": APP_TESTS})
+    p = subprocess.run([verge_bin, "test", str(d)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "3 passed, 0 failed" in p.stdout
+    assert "ok   hello answers" in p.stdout and "ok   test_post_echo" in p.stdout
+
+
+def test_verge_test_failure_names_the_line(tmp_path, verge_bin):
+    d = write_test_app(tmp_path, {"test/basic.lua": APP_TESTS, "test/zfail.lua": FAILING})
+    p = subprocess.run([verge_bin, "test", str(d)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "3 passed, 1 failed" in p.stdout
+    assert "zfail.lua:3: hello: expected 404, got 200" in p.stdout, p.stdout
+
+
+def test_verge_test_json(tmp_path, verge_bin):
+    import json
+    d = write_test_app(tmp_path, {"test/zfail.lua": FAILING})
+    p = subprocess.run([verge_bin, "test", "--json", str(d)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    out = json.loads(p.stdout)
+    assert out["failed"] == 1 and out["passed"] == 0
+    t = out["files"][0]["tests"][0]
+    assert t["name"] == "test_wrong_status" and not t["ok"] and "zfail.lua:3" in t["error"]
+
+
+def test_verge_test_broken_app_reports_position(tmp_path, verge_bin):
+    from harness import write_app
+    write_app(tmp_path, MANIFEST, {"edge.lua": "function pre(\n", "test/a.lua": APP_TESTS})
+    p = subprocess.run([verge_bin, "test", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "edge.lua:2:1:" in p.stderr, p.stderr
