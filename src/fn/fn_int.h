@@ -45,6 +45,8 @@ struct vg__fn_call {
     uint64_t deadline_ms;  /* wall clock cap */
     enum vg__fn_kill kill; /* set once: the call is ended at its next yield */
     bool waiting;          /* suspended in an async call of ours */
+    h2o_buffer_t *body;    /* req:read_body() collecting a streamed body */
+    size_t body_max;
     bool finished;
     uv_timer_t *timer; /* verge.sleep / the deadline while waiting */
     vg_fn_done_cb done;
@@ -87,6 +89,9 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
                                     struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
                                     void *data);
 void vg__fn_call_start(struct vg__fn_call *c, int nargs);
+/* An async operation the call waits for (c->waiting) is done: with
+ * c->app->building set, push its nres results onto c->co, then wake it. */
+void vg__fn_call_wake(struct vg__fn_call *c, int nres);
 void vg__fn_release_thread(struct vg__fn_call *c, bool reusable);
 /* A result of the wrong shape: logged like a script error, then ops->fail(500). */
 void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);

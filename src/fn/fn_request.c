@@ -9,6 +9,7 @@
  * Responses are read with raw accesses only: a metatable on a response
  * table would otherwise run script code outside the call's limits. */
 #include "fn_int.h"
+#include "http/http.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -194,8 +195,11 @@ static int req_index(lua_State *L)
         push_cached(L, 1, CACHE_QUERY, c);
     } else if (n == 3 && memcmp(k, "ctx", 3) == 0) {
         push_cached(L, 1, CACHE_CTX, c);
-    } else if (n == 4 && memcmp(k, "body", 4) == 0) {
-        lua_pushlstring(L, req->entity.base ? req->entity.base : "", req->entity.len);
+    } else if (n == 4 && memcmp(k, "body", 4) == 0) { /* nil while a large body is still arriving: read_body */
+        if (vg_http_body_is_streamed(req))
+            lua_pushnil(L);
+        else
+            lua_pushlstring(L, req->entity.base ? req->entity.base : "", req->entity.len);
     } else if (n == 2 && memcmp(k, "id", 2) == 0) {
         lua_pushlstring(L, c->reqid.base, c->reqid.len);
     } else if (n == 9 && memcmp(k, "client_ip", 9) == 0) {
@@ -255,6 +259,72 @@ static int req_header_values(lua_State *L)
         lua_rawseti(L, -2, j++);
     }
     return 1;
+}
+
+/* ---- the body ---------------------------------------------------------------------------- */
+
+static void wake_with_body(struct vg__fn_call *c, const char *err)
+{
+    lua_State *co = c->co;
+    c->app->building = true;
+    if (err) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+    } else {
+        lua_pushlstring(co, c->body->bytes, c->body->size);
+        lua_pushnil(co);
+    }
+    h2o_buffer_dispose(&c->body);
+    vg__fn_call_wake(c, 2);
+}
+
+static void on_body_piece(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason)
+{
+    struct vg__fn_call *c = data;
+    if (st == VG_HTTP_BODY_ERROR) {
+        wake_with_body(c, reason ? reason : "the request body could not be read");
+        return;
+    }
+    if (c->body->size + buf.len > c->body_max) {
+        wake_with_body(c, "request body larger than the limit given to read_body");
+        return;
+    }
+    h2o_iovec_t dst = h2o_buffer_reserve(&c->body, buf.len);
+    memcpy(dst.base, buf.base, buf.len);
+    c->body->size += buf.len;
+    if (st == VG_HTTP_BODY_END)
+        wake_with_body(c, NULL);
+    else
+        vg_http_body_read(c->req, c->app->conf->limits.body_size, on_body_piece, c);
+}
+
+/* req:read_body([max]) -> body | nil, reason. A body still arriving (large
+ * uploads) is read here, the call waiting without blocking the worker;
+ * max (default limits.body_size) bounds what is kept in memory. */
+static int req_read_body(lua_State *L)
+{
+    struct vg__fn_call *c = check_req(L, 1);
+    h2o_req_t *req = c->req;
+    lua_Integer max = luaL_optinteger(L, 2, (lua_Integer)c->app->conf->limits.body_size);
+    if (max < 0)
+        return luaL_argerror(L, 2, "must not be negative");
+    if (!vg_http_body_is_streamed(req)) {
+        if (req->entity.len > (size_t)max) {
+            lua_pushnil(L);
+            lua_pushliteral(L, "request body larger than the limit given to read_body");
+            return 2;
+        }
+        lua_pushlstring(L, req->entity.base ? req->entity.base : "", req->entity.len);
+        return 1;
+    }
+    if (c->body)
+        return luaL_error(L, "read_body: the body is being read already");
+    vg__fn_call_checked(L, "req:read_body");
+    c->body_max = (size_t)max;
+    h2o_buffer_init(&c->body, &h2o_socket_buffer_prototype);
+    c->waiting = true;
+    vg_http_body_read(req, c->app->conf->limits.body_size, on_body_piece, c);
+    return lua_yield(L, 0);
 }
 
 /* ---- rewriting (on_request) --------------------------------------------------------- */
@@ -353,10 +423,10 @@ static int req_tostring(lua_State *L)
 
 void vg__fn_request_open(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"header", req_header},         {"header_values", req_header_values},
-                                       {"set_header", req_set_header}, {"add_header", req_add_header},
-                                       {"set_path", req_set_path},     {"__index", req_index},
-                                       {"__tostring", req_tostring},   {NULL, NULL}};
+    static const luaL_Reg methods[] = {
+        {"header", req_header},         {"header_values", req_header_values}, {"set_header", req_set_header},
+        {"add_header", req_add_header}, {"set_path", req_set_path},           {"read_body", req_read_body},
+        {"__index", req_index},         {"__tostring", req_tostring},         {NULL, NULL}};
     luaL_newmetatable(L, REQ_MT);
     luaL_setfuncs(L, methods, 0);
     lua_pushliteral(L, "request");

@@ -274,17 +274,23 @@ static void stop_timer(struct vg__fn_call *c)
     c->timer = NULL;
 }
 
-static void on_sleep_done(uv_timer_t *t)
+void vg__fn_call_wake(struct vg__fn_call *c, int nres)
 {
-    struct vg__fn_call *c = t->data;
-    stop_timer(c);
+    c->app->building = false;
     c->waiting = false;
     if (vg_now_ms() > c->deadline_ms) {
         c->kill = VG__FN_KILL_TIMEOUT;
         finish(c);
         return;
     }
-    resume(c, 0);
+    resume(c, nres);
+}
+
+static void on_sleep_done(uv_timer_t *t)
+{
+    struct vg__fn_call *c = t->data;
+    stop_timer(c);
+    vg__fn_call_wake(c, 0);
 }
 
 static int l_sleep(lua_State *L)
@@ -645,6 +651,8 @@ static void on_call_dispose(void *p)
 {
     struct vg__fn_call *c = p;
     stop_timer(c);
+    if (c->body)
+        h2o_buffer_dispose(&c->body);
     if (!c->finished)
         vg__fn_release_thread(c, false); /* abandoned mid-way: the collector takes the coroutine */
 }

@@ -37,6 +37,12 @@
 #define PIPELINE_CAP (64 * 1024) /* bytes queued behind a running request before reading pauses */
 #define STREAM_RCVBUF (128 * 1024)
 #define RQ_FREELIST 64
+/* After a final answer to a client that may still be sending (a refused
+ * body), its bytes are read and dropped this long before the close: closing
+ * with unread input makes the kernel send a reset, which can destroy the
+ * answer before the client reads it (nginx's lingering close). */
+#define LINGER_MS 2000        /* ... between reads */
+#define LINGER_TOTAL_MS 30000 /* ... at most, whatever the client does */
 
 enum cstate {
     CS_HANDSHAKE, /* TLS */
@@ -45,6 +51,7 @@ enum cstate {
     CS_HANDLE,    /* the request is with the handler */
     CS_DISCARD,   /* answered: reading away the rest of a body the handler left */
     CS_CLOSING,   /* a last response goes out, then close */
+    CS_LINGER,    /* answered and half-closed: reading away what the client still sends, then close */
 };
 
 enum bkind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
@@ -96,9 +103,11 @@ struct conn {
     h2o_timeout_entry_t te;
     h2o_timeout_entry_t done_te; /* completes an empty final send from the loop */
     enum cstate st;
-    bool peer_eof;     /* the client half-closed: no keep-alive */
-    bool read_paused;  /* pipelined bytes over PIPELINE_CAP */
-    bool idle;         /* between requests: the idle timer runs, not the head's */
+    bool peer_eof;    /* the client half-closed: no keep-alive */
+    bool read_paused; /* pipelined bytes over PIPELINE_CAP */
+    bool idle;        /* between requests: the idle timer runs, not the head's */
+    bool linger;      /* the client may still be sending: linger before the close */
+    uint64_t linger_until;
     unsigned requests; /* served on this connection */
     size_t prev_len;   /* picohttpparser's last_len */
     struct rq *rq;
@@ -107,7 +116,7 @@ struct conn {
 struct vg_http1_ctx {
     h2o_context_t *ctx;
     struct vg_http1_settings s;
-    h2o_timeout_t header_to, idle_to;
+    h2o_timeout_t header_to, idle_to, linger_to;
     h2o_linklist_t conns;
     bool shutdown;
     uint64_t next_id;
@@ -131,6 +140,7 @@ struct vg_http1_ctx *vg_http1_ctx_create(h2o_context_t *ctx, const struct vg_htt
     hc->s = *s;
     h2o_timeout_init(ctx->loop, &hc->header_to, s->header_timeout_ms);
     h2o_timeout_init(ctx->loop, &hc->idle_to, s->idle_timeout_ms);
+    h2o_timeout_init(ctx->loop, &hc->linger_to, LINGER_MS);
     h2o_linklist_init_anchor(&hc->conns);
     return hc;
 }
@@ -141,6 +151,7 @@ void vg_http1_ctx_destroy(struct vg_http1_ctx *hc)
         return;
     h2o_timeout_dispose(hc->ctx->loop, &hc->header_to);
     h2o_timeout_dispose(hc->ctx->loop, &hc->idle_to);
+    h2o_timeout_dispose(hc->ctx->loop, &hc->linger_to);
     for (size_t i = 0; i < hc->n_free; i++)
         free(hc->freelist[i]);
     free(hc);
@@ -194,10 +205,29 @@ static void log_reject(struct conn *c, int status, const char *why)
     vg_log(VG_LOG_WARN, "request rejected", "status", code, "reason", why, "client", peer, NULL);
 }
 
+/* Half-closes and drops input until the client closes or LINGER_MS pass. */
+static void linger_close(struct conn *c)
+{
+    rq_free(c);
+    int fd = h2o_socket_get_fd(c->sock);
+    if (fd < 0 || shutdown(fd, SHUT_WR) != 0) {
+        close_conn(c);
+        return;
+    }
+    c->st = CS_LINGER;
+    c->linger_until = vg_now_ms() + LINGER_TOTAL_MS;
+    h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+    set_timer(c, &c->hc->linger_to);
+    h2o_socket_read_start(c->sock, on_read);
+}
+
 static void on_final_written(h2o_socket_t *sock, const char *err)
 {
-    (void)err;
-    close_conn(sock->data);
+    struct conn *c = sock->data;
+    if (!err && (c->linger || c->sock->input->size))
+        linger_close(c);
+    else
+        close_conn(c);
 }
 
 /* An answer for a request that never became an h2o request (bad head,
@@ -234,6 +264,9 @@ static void reject_raw(struct conn *c, int status, const char *why)
         return;
     }
     set_timer(c, NULL);
+    /* a body (or the rest of a head) we will not read may still be on its
+     * way; not worth waiting for a client that was too slow already */
+    c->linger = status != 408;
     rq_free(c);
     c->st = CS_CLOSING;
     h2o_socket_read_stop(c->sock);
@@ -275,6 +308,7 @@ static void on_timeout(h2o_timeout_entry_t *te)
     case CS_HANDSHAKE:
     case CS_DISCARD:
     case CS_CLOSING:
+    case CS_LINGER:
         close_conn(c);
         return;
     }
@@ -434,7 +468,13 @@ static void discard_body(struct conn *c)
 static void on_send_complete(h2o_socket_t *sock, const char *err)
 {
     struct conn *c = sock->data;
-    if (err || !c->rq->req.http1_is_persistent) {
+    struct rq *rq = c->rq;
+    if (!err && !rq->req.http1_is_persistent &&
+        ((rq->body.kind != BODY_NONE && !rq->body.complete) || c->sock->input->size)) {
+        linger_close(c);
+        return;
+    }
+    if (err || !rq->req.http1_is_persistent) {
         close_conn(c);
         return;
     }
@@ -964,6 +1004,13 @@ static void handle_input(struct conn *c)
     case CS_DISCARD:
         set_timer(c, &c->hc->idle_to);
         discard_body(c);
+        return;
+    case CS_LINGER:
+        h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+        if (vg_now_ms() > c->linger_until)
+            close_conn(c);
+        else
+            set_timer(c, &c->hc->linger_to);
         return;
     case CS_HANDSHAKE:
     case CS_CLOSING:

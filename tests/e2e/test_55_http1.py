@@ -188,3 +188,30 @@ def test_request_header_case_reaches_handler_lowercased_and_many_requests(v):
         for i in range(300):
             r = c.request("GET", "/ping", headers={"X-Mixed-Case": "v%d" % i})
             assert (r.status, r.body) == (200, b"pong\n")
+
+
+def test_refused_body_answer_survives_lingering_close(v):
+    """413 for a declared body, sent while the client is still uploading:
+    the node reads and drops the rest for a moment before closing, so the
+    client gets the answer instead of a reset."""
+    import socket as so
+    s = so.create_connection(("127.0.0.1", v.port), timeout=10)
+    s.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\n\r\n")
+    sent = 0
+    try:
+        while sent < 8000000:
+            s.sendall(b"a" * 65536)
+            sent += 65536
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 413 "), data[:100]

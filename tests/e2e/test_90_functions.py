@@ -110,6 +110,17 @@ function cases.log(req)
   return {body = "logged"}
 end
 
+function cases.readbody(req)
+  local streamed = req.body == nil
+  local b, err = req:read_body()
+  if not b then return {status = 413, body = err} end
+  return {body = string.format("%d %s %s", #b, b:sub(1, 5), tostring(streamed))}
+end
+function cases.readsmall(req)
+  local b, err = req:read_body(1000)
+  return {status = b and 200 or 413, body = tostring(err)}
+end
+
 function dispatch(req)
   local name = req.path:match("^/fn/(.*)$")
   local f = cases[name]
@@ -203,6 +214,21 @@ def test_sandbox(v):
 def test_request_object_dies_with_its_request(v):
     assert v.get("/fn/keep").body == b"kept"
     assert v.get("/fn/usekept").body.decode().startswith("false the request is over"), v.get("/fn/usekept").body
+
+
+def test_read_body_small_and_streamed(v):
+    r = v.request("POST", "/fn/readbody", body=b"hello")
+    assert r.body == b"5 hello false", r.body
+    big = b"abcde" + b"z" * 400000
+    r = v.request("POST", "/fn/readbody", body=big)
+    assert r.body == b"400005 abcde true", r.body
+    r = v.request("POST", "/fn/readsmall", body=big)
+    assert r.status == 413 and b"larger than the limit" in r.body
+
+
+def test_read_body_over_app_limit(v):
+    r = v.request("POST", "/fn/readbody", body=b"q" * (20 << 20), timeout=30)
+    assert r.status == 413
 
 
 def test_sleep_does_not_block_the_worker(v):
