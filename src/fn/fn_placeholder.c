@@ -17,11 +17,6 @@ void vg_fn_shared_destroy(struct vg_fn_shared *d)
     free(d);
 }
 
-void vg__fn_open_codec(lua_State *L)
-{
-    (void)L;
-}
-
 void vg__fn_open_shared(lua_State *L, struct vg_fn_shared *d)
 {
     (void)L;
