@@ -20,6 +20,10 @@
 #include <string.h>
 
 #define JSON_MAX_DEPTH 128
+/* C memory one decode may use for jansson's tree, outside the app's cap
+ * (see tree_cost): about 2 MiB of JSON made of small objects, 5 MiB of
+ * string-heavy JSON, 0.5 MiB of the worst shape. */
+#define JSON_MAX_TREE (64 << 20)
 #define RANDOM_MAX 1024
 
 /* Registry keys (addresses) and the userdata type name. */
@@ -441,11 +445,60 @@ static void dec_value(lua_State *L, json_t *j, int depth)
     }
 }
 
+/* An upper bound of the C memory jansson's tree for the text s will take,
+ * from one pass over it. That memory is outside the app's Lua memory cap,
+ * and a document cheap to send can be dear to parse: "[{},{},...]" costs
+ * jansson about 72 bytes per input byte. Per-node costs measured against
+ * jansson 2.14 (glibc malloc), rounded up: an object 232 bytes, an array
+ * 112, each element a slot and a value node (64), each member's key pair
+ * and hash bucket (128), each string's own allocation (48), plus the
+ * text's bytes twice (string copies and the lexer's buffer). Checked
+ * against the real peak for many shapes and sizes: 1 to 2 times it. */
+static size_t tree_cost(const char *s, size_t n)
+{
+    size_t objects = 0, arrays = 0, commas = 0, colons = 0, strings = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        if (in_string) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_string = false;
+            continue;
+        }
+        switch (s[i]) {
+        case '"':
+            in_string = true;
+            strings++;
+            break;
+        case '{':
+            objects++;
+            break;
+        case '[':
+            arrays++;
+            break;
+        case ',':
+            commas++;
+            break;
+        case ':':
+            colons++;
+            break;
+        }
+    }
+    size_t elements = commas + objects + arrays + 1;
+    return 2 * n + 232 * objects + 112 * arrays + 64 * elements + 128 * colons + 48 * strings;
+}
+
 static int l_json_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     lua_settop(L, 1);
+    size_t cost = tree_cost(s, n);
+    if (cost > JSON_MAX_TREE)
+        return luaL_error(L,
+                          "verge.json.decode: document too large to parse (about %d MiB of parse tree, limit %d MiB)",
+                          (int)(cost >> 20 > INT_MAX ? INT_MAX : cost >> 20), JSON_MAX_TREE >> 20);
     struct box *b = box_push(L);
     json_error_t err;
     /* JSON_ALLOW_NUL: Lua strings carry "\u0000" fine. */
