@@ -7,8 +7,9 @@
  *   owns it (the jansson "box" below): raising must not leak.
  * - Output is built in Lua memory (luaL_Buffer, userdata), so it counts
  *   against the app's cap instead of the node's malloc.
- * - Tables are read with raw access only: encoding runs no user code and
- *   cannot yield. */
+ * - Tables are read with raw access only: encoding calls no metamethod
+ *   and cannot yield. (A finalizer may still run during any allocation;
+ *   nothing here relies on a table staying unchanged.) */
 #include "fn_int.h"
 
 #include <jansson.h>
@@ -284,8 +285,10 @@ static void enc_table(struct enc *e, int idx, int depth)
 }
 
 /* The shortest of jansson's renderings that reads back as the same double
- * (0.1, not 0.10000000000000001); 17 digits always do. Returns the length,
- * 0 if jansson could not allocate. */
+ * (0.1, not 0.10000000000000001); 17 digits always do. (Should a process
+ * locale make strtod stop at the '.', the check fails and 17 digits are
+ * used: longer, still exact.) Returns the length, 0 if jansson could not
+ * allocate. */
 static size_t real_to_text(double d, char *buf, size_t cap)
 {
     json_t *j = json_real(d);

@@ -8,7 +8,10 @@
 #include <lualib.h>
 
 /* Each adds its functions to the table on top of the stack (the `verge`
- * table a sandbox sees) and leaves the stack as it found it. */
+ * table a sandbox sees) and leaves the stack as it found it. The tables
+ * are also recorded as loaded modules ("verge.json", "verge.shared", ...)
+ * in the registry, so that Lua's argument errors and tracebacks name the
+ * functions however they are called. See docs/lua-api-lib.md. */
 void vg__fn_open_codec(lua_State *L);                          /* json, base64, hex, crypto */
 void vg__fn_open_shared(lua_State *L, struct vg_fn_shared *d); /* shared; d outlives L */
 

@@ -9,13 +9,16 @@
  * Rules that must stay true:
  * - `used` never exceeds max_bytes: bytes are reserved (compare-and-swap)
  *   before an entry is inserted or grown, and released when one is freed.
- * - At most one shard lock is held at a time (no lock order to get wrong);
- *   eviction in other shards happens with the home shard unlocked.
+ * - At most one shard lock is held at a time (no lock order to get wrong):
+ *   a writer short of room unlocks its shard, evicts shard by shard, and
+ *   tries again.
  * - Nothing under a shard lock calls Lua or can raise: the Lua binding
  *   copies in and out through C memory.
  * - Expiry is lazy: an expired entry is absent to every reader, and freed
- *   when someone touches it or needs its room (expired entries go first,
- *   then the least recently used). */
+ *   when someone touches it or needs its room. Eviction takes the expired
+ *   entries of all shards first, then the least recently used entry of
+ *   each shard in turn (an approximation of global LRU; exact with one
+ *   shard). */
 #include "fn_int.h"
 
 #include <math.h>
@@ -373,45 +376,55 @@ static bool fits(struct vg_fn_shared *d, size_t need)
     return need <= d->max_bytes && cur <= d->max_bytes - need;
 }
 
-/* The next entry to give up its room: an expired one if any, else (when
- * lru is set) the least recently used — never keep, the entry being
- * replaced, which is live and whose room the caller counts on. */
-static struct entry *victim(struct shard *sh, uint64_t now, bool lru, const struct entry *keep)
+static struct entry *expired_victim(struct shard *sh, uint64_t now)
 {
-    if (sh->heap_len && expired(sh->heap[0], now))
-        return sh->heap[0];
-    if (!lru)
-        return NULL;
-    struct lru *l = sh->lru.prev;
-    if (l != &sh->lru && (const struct entry *)l == keep)
-        l = l->prev;
-    return l == &sh->lru ? NULL : (struct entry *)l;
+    return sh->heap_len && expired(sh->heap[0], now) ? sh->heap[0] : NULL;
 }
 
-/* With sh locked: evicts from sh until need bytes are reserved. */
-static bool make_room(struct vg_fn_shared *d, struct shard *sh, ptrdiff_t need, const struct entry *keep, uint64_t now,
-                      bool lru)
+static bool same_key(const struct entry *a, const struct entry *b)
 {
-    while (!reserve(d, need)) {
-        struct entry *v = victim(sh, now, lru, keep);
-        if (!v)
-            return false;
-        drop(d, sh, v, true);
-    }
-    return true;
+    return a->hash == b->hash && a->klen == b->klen && memcmp(entry_key(a), entry_key(b), a->klen) == 0;
 }
 
-/* With no lock held: evicts from the other shards, one locked at a time,
- * until need bytes are free (not reserved: the caller retries). */
-static void free_elsewhere(struct vg_fn_shared *d, unsigned home, size_t need, uint64_t now, bool lru)
+/* The least recently used entry, but never the one under the key being
+ * stored (spare): it is about to be replaced, and evicting it would show
+ * readers a moment without the key. */
+static struct entry *lru_victim(struct shard *sh, const struct entry *spare)
 {
-    for (unsigned i = 1; i < d->n_shards && !fits(d, need); i++) {
-        struct shard *sh = &d->shards[(home + i) & (d->n_shards - 1)];
-        pthread_mutex_lock(&sh->lock);
-        for (struct entry *v; !fits(d, need) && (v = victim(sh, now, lru, NULL));)
-            drop(d, sh, v, true);
-        pthread_mutex_unlock(&sh->lock);
+    for (struct lru *l = sh->lru.prev; l != &sh->lru; l = l->prev)
+        if (!same_key((const struct entry *)l, spare))
+            return (struct entry *)l;
+    return NULL;
+}
+
+/* With no lock held: evicts until need bytes are free (free, not
+ * reserved: the caller retries), one shard locked at a time, home first.
+ * Expired entries all go; with lru, each round then takes the least
+ * recently used entry of every shard, so that no shard is emptied for the
+ * sake of another's large value. Returns whether anything was evicted. */
+static bool free_room(struct vg_fn_shared *d, unsigned home, size_t need, uint64_t now, bool lru,
+                      const struct entry *spare)
+{
+    bool evicted = false, round = true;
+    while (round && !fits(d, need)) {
+        round = false;
+        for (unsigned i = 0; i < d->n_shards && !fits(d, need); i++) {
+            struct shard *sh = &d->shards[(home + i) & (d->n_shards - 1)];
+            struct entry *v;
+            pthread_mutex_lock(&sh->lock);
+            while (!fits(d, need) && (v = expired_victim(sh, now))) {
+                drop(d, sh, v, true);
+                round = true;
+            }
+            if (lru && !fits(d, need) && (v = lru_victim(sh, spare))) {
+                drop(d, sh, v, true);
+                round = true;
+            }
+            pthread_mutex_unlock(&sh->lock);
+        }
+        evicted |= round;
     }
+    return evicted;
 }
 
 /* ---- the operations ----------------------------------------------------------------- */
@@ -471,15 +484,17 @@ static int incr_existing(struct shard *sh, struct entry *e, const struct vg_fn_s
 
 /* Inserts e (taking ownership) in place of any live entry with its key.
  * For an incr (delta set) that lost a race to another creator, the delta
- * goes to the entry found instead. Eviction runs in passes: expired
- * entries of every shard before anything is evicted by recency. */
+ * goes to the entry found instead. When the budget is short, the first
+ * eviction round takes expired entries only, so that every shard's dead
+ * entries go before anyone's live ones; attempts are bounded because
+ * other writers may take the room freed for us. */
 static int store(struct vg_fn_shared *d, struct entry *e, const struct vg_fn_shared_value *delta,
                  struct vg_fn_shared_value *out)
 {
     unsigned home = shard_index(d, e->hash);
     struct shard *sh = &d->shards[home];
     int rc = VG_ENOMEM;
-    for (int pass = 0; pass < 3; pass++) {
+    for (int attempt = 0; attempt < 8; attempt++) {
         uint64_t now = d->now(d->now_ctx);
         pthread_mutex_lock(&sh->lock);
         struct entry *old = lookup(d, sh, e->hash, entry_key(e), e->klen, now);
@@ -493,9 +508,9 @@ static int store(struct vg_fn_shared *d, struct entry *e, const struct vg_fn_sha
             pthread_mutex_unlock(&sh->lock);
             break;
         }
-        if (reserve(d, need) || make_room(d, sh, need, old, now, pass > 0)) {
+        if (reserve(d, need)) {
             if (old)
-                drop(d, sh, old, false);
+                drop(d, sh, old, false); /* its bytes are part of need already */
             insert(sh, e);
             if (out)
                 *out = e->v;
@@ -503,8 +518,8 @@ static int store(struct vg_fn_shared *d, struct entry *e, const struct vg_fn_sha
             return 0;
         }
         pthread_mutex_unlock(&sh->lock);
-        if (pass < 2)
-            free_elsewhere(d, home, (size_t)need, now, pass > 0);
+        if (!free_room(d, home, (size_t)need, now, attempt > 0, e) && attempt > 0)
+            break; /* nothing left to evict */
     }
     free(e);
     return rc;

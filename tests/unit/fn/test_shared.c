@@ -274,6 +274,15 @@ static void test_budget_across_shards(void **state)
     static char big[8 * 1024];
     memset(big, 'b', sizeof(big));
     struct vg_fn_shared_value v = {.type = VG_FN_SHARED_STRING, .str = {big, sizeof(big)}};
+    /* room for a large value is taken across shards, a few entries each:
+     * no more evictions than needed, plus at most one round of shards */
+    size_t n0, n1, used0 = used(d);
+    vg_fn_shared_usage(d, NULL, &n0);
+    assert_int_equal(vg_fn_shared_set(d, "big", 3, &v, 0), 0);
+    vg_fn_shared_usage(d, NULL, &n1);
+    size_t need = vg__fn_shared_entry_cost(3, sizeof(big)) - (max - used0);
+    size_t smallest = vg__fn_shared_entry_cost(5, strlen("some value of a few bytes"));
+    assert_true(n0 + 1 - n1 <= (need + smallest - 1) / smallest + 16);
     for (int i = 0; i < 8; i++) {
         snprintf(k, sizeof(k), "big-%d", i);
         assert_int_equal(vg_fn_shared_set(d, k, strlen(k), &v, 0), 0);
