@@ -42,8 +42,8 @@ struct vg_fn_shared_value {
 };
 
 /* Every entry costs its key and value bytes plus a fixed bookkeeping
- * overhead (about 120 bytes) against max_bytes. The caller owns the result;
- * destroy it only when no worker can call into it any more. */
+ * overhead (about 100 bytes) against max_bytes. The caller owns the
+ * result; destroy it only when no worker can call into it any more. */
 struct vg_fn_shared *vg_fn_shared_create(size_t max_bytes);
 void vg_fn_shared_destroy(struct vg_fn_shared *d);
 
