@@ -66,7 +66,8 @@ struct vg__fn_call {
     h2o_buffer_t *body;    /* req:read_body() collecting a streamed body */
     size_t body_max;
     bool finished;
-    uv_timer_t *timer; /* verge.sleep / the deadline while waiting */
+    bool past_deadline; /* the timer below ends the call at its deadline */
+    uv_timer_t *timer;  /* verge.sleep / the deadline while waiting */
     vg_fn_done_cb done;
     void *data;
 };

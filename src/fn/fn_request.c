@@ -19,11 +19,19 @@
 
 static bool header_ok(const char *name, size_t nl, const char *val, size_t vl);
 
-enum { CACHE_QUERY = 1, CACHE_HEADERS, CACHE_CTX };
+/* user values of the request object: tables and proxies built on demand */
+enum { CACHE_QUERY = 1, CACHE_HEADERS, CACHE_CTX, CACHE_SLOTS = CACHE_CTX };
 
+/* Metamethods get the request itself; methods (req:x()) may get anything.
+ * The metatable is compared by identity with the one kept as upvalue 1 of
+ * every request function (cheaper than luaL_checkudata's registry lookup,
+ * which showed per field access). */
 static struct vg__fn_call *check_req(lua_State *L, int idx)
 {
-    struct vg__fn_call **p = luaL_checkudata(L, idx, REQ_MT);
+    struct vg__fn_call **p = lua_touserdata(L, idx);
+    if (!p || !lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        luaL_typeerror(L, idx, "request");
+    lua_pop(L, 1);
     if (!*p || !(*p)->req)
         luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
     return *p;
@@ -31,7 +39,7 @@ static struct vg__fn_call *check_req(lua_State *L, int idx)
 
 void vg__fn_request_push(lua_State *L, struct vg__fn_call *call)
 {
-    struct vg__fn_call **p = lua_newuserdatauv(L, sizeof(*p), 1);
+    struct vg__fn_call **p = lua_newuserdatauv(L, sizeof(*p), CACHE_SLOTS);
     *p = call;
     luaL_setmetatable(L, REQ_MT);
 }
@@ -101,9 +109,31 @@ static void push_query(lua_State *L, h2o_req_t *req)
     }
 }
 
+#define HEADERS_MT "verge.headers"
+
+/* All values of a header, joined with ", " (RFC 9110 5.3), or nothing. */
+static int push_joined(lua_State *L, h2o_req_t *req, const char *name, size_t n)
+{
+    int found = 0;
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, name, n, i)) != -1; found++) {
+        if (found)
+            lua_pushliteral(L, ", ");
+        lua_pushlstring(L, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    }
+    if (found > 1)
+        lua_concat(L, 2 * found - 1);
+    return found ? 1 : 0;
+}
+
+/* headers[name]: looked up on the request itself (any case), nothing is
+ * copied until asked for: most handlers read one or two headers. */
 static int headers_index(lua_State *L)
 {
-    /* t[name] for a name with capitals: look it up lower-cased */
+    lua_getiuservalue(L, 1, 1);
+    struct vg__fn_call **p = lua_touserdata(L, -1); /* set by push_headers: always the request */
+    if (!p || !*p || !(*p)->req)
+        return luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
+    struct vg__fn_call *c = *p;
     size_t n;
     const char *k = luaL_checklstring(L, 2, &n);
     char buf[256];
@@ -111,60 +141,61 @@ static int headers_index(lua_State *L)
         return 0;
     for (size_t i = 0; i < n; i++)
         buf[i] = (char)tolower((unsigned char)k[i]);
-    lua_pushlstring(L, buf, n);
-    lua_rawget(L, 1);
-    return 1;
+    return push_joined(L, c->req, buf, n);
 }
 
-/* headers: lower-case name -> value (several values joined with ", ",
- * RFC 9110 5.3; req:header_values(name) gives them apart). */
-static void push_headers(lua_State *L, h2o_req_t *req)
+/* pairs(req.headers): a snapshot table, lower-case name -> joined value. */
+static int headers_pairs(lua_State *L)
 {
+    lua_getiuservalue(L, 1, 1);
+    struct vg__fn_call **p = lua_touserdata(L, -1);
+    if (!p || !*p || !(*p)->req)
+        return luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
+    h2o_req_t *req = (*p)->req;
+    lua_getglobal(L, "next");
     lua_createtable(L, 0, (int)req->headers.size);
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
         lua_pushlstring(L, h->name->base, h->name->len);
         lua_pushvalue(L, -1);
-        lua_rawget(L, -3);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h->value.base, h->value.len);
-        } else {
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h->value.base, h->value.len);
-            lua_concat(L, 3);
+        if (lua_rawget(L, -3) != LUA_TNIL) {
+            lua_pop(L, 2);
+            continue;
         }
+        lua_pop(L, 1);
+        push_joined(L, req, h->name->base, h->name->len);
         lua_rawset(L, -3);
     }
-    lua_newtable(L);
-    lua_pushcfunction(L, headers_index);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
+    lua_pushnil(L);
+    return 3;
+}
+
+static int headers_newindex(lua_State *L)
+{
+    return luaL_error(L, "req.headers is read-only: use req:set_header(name, value)");
+}
+
+static void push_headers(lua_State *L, int req_ud)
+{
+    lua_newuserdatauv(L, 0, 1);
+    lua_pushvalue(L, req_ud);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, HEADERS_MT);
 }
 
 static void push_cached(lua_State *L, int ud, int slot, struct vg__fn_call *c)
 {
-    lua_getiuservalue(L, ud, 1);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_createtable(L, 3, 0);
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, ud, 1);
-    }
-    if (lua_rawgeti(L, -1, slot) != LUA_TNIL) {
-        lua_remove(L, -2);
+    if (lua_getiuservalue(L, ud, slot) != LUA_TNIL)
         return;
-    }
     lua_pop(L, 1);
     if (slot == CACHE_QUERY)
         push_query(L, c->req);
     else if (slot == CACHE_HEADERS)
-        push_headers(L, c->req);
+        push_headers(L, ud);
     else
         lua_newtable(L);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, slot);
-    lua_remove(L, -2);
+    lua_setiuservalue(L, ud, slot);
 }
 
 static h2o_iovec_t peer(h2o_req_t *req, char *buf)
@@ -331,11 +362,8 @@ static int req_read_body(lua_State *L)
 
 static void forget_cached(lua_State *L, int slot)
 {
-    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
-        lua_pushnil(L);
-        lua_rawseti(L, -2, slot);
-    }
-    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, slot);
 }
 
 /* A lower-cased copy of the name in pool memory, or a Lua error. */
@@ -377,7 +405,6 @@ static int req_set_header(lua_State *L)
         h2o_iovec_t v = checked_value(L, 3, c->req);
         h2o_add_header_by_str(&c->req->pool, &c->req->headers, name.base, name.len, 1, NULL, v.base, v.len);
     }
-    forget_cached(L, CACHE_HEADERS);
     return 0;
 }
 
@@ -388,7 +415,6 @@ static int req_add_header(lua_State *L)
     h2o_iovec_t name = checked_name(L, 2, c->req);
     h2o_iovec_t v = checked_value(L, 3, c->req);
     h2o_add_header_by_str(&c->req->pool, &c->req->headers, name.base, name.len, 1, NULL, v.base, v.len);
-    forget_cached(L, CACHE_HEADERS);
     return 0;
 }
 
@@ -413,8 +439,8 @@ static int req_set_path(lua_State *L)
 
 static int req_tostring(lua_State *L)
 {
-    struct vg__fn_call **p = luaL_checkudata(L, 1, REQ_MT);
-    if (!*p || !(*p)->req)
+    struct vg__fn_call **p = lua_touserdata(L, 1);
+    if (!p || !*p || !(*p)->req)
         lua_pushliteral(L, "request (over)");
     else
         lua_pushfstring(L, "request %s", (*p)->req->method.base ? "(live)" : "");
@@ -427,8 +453,16 @@ void vg__fn_request_open(lua_State *L)
         {"header", req_header},         {"header_values", req_header_values}, {"set_header", req_set_header},
         {"add_header", req_add_header}, {"set_path", req_set_path},           {"read_body", req_read_body},
         {"__index", req_index},         {"__tostring", req_tostring},         {NULL, NULL}};
+    static const luaL_Reg hmeta[] = {
+        {"__index", headers_index}, {"__pairs", headers_pairs}, {"__newindex", headers_newindex}, {NULL, NULL}};
+    luaL_newmetatable(L, HEADERS_MT);
+    luaL_setfuncs(L, hmeta, 0);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
     luaL_newmetatable(L, REQ_MT);
-    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, methods, 1); /* upvalue 1: the metatable, for check_req */
     lua_pushliteral(L, "request");
     lua_setfield(L, -2, "__name");
     lua_pushboolean(L, 0);

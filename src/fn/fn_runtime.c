@@ -278,7 +278,7 @@ void vg__fn_call_wake(struct vg__fn_call *c, int nres)
 {
     c->app->building = false;
     c->waiting = false;
-    if (vg_now_ms() > c->deadline_ms) {
+    if (c->past_deadline || vg_now_ms() > c->deadline_ms) {
         c->kill = VG__FN_KILL_TIMEOUT;
         finish(c);
         return;
@@ -305,7 +305,8 @@ static int l_sleep(lua_State *L)
     c->timer = vg_xmalloc(sizeof(*c->timer));
     uv_timer_init(a->env.loop, c->timer);
     c->timer->data = c;
-    uv_timer_start(c->timer, on_sleep_done, wait < left ? wait : left + 1, 0);
+    c->past_deadline = wait >= left; /* the deadline comes first: wake up to end the call */
+    uv_timer_start(c->timer, on_sleep_done, c->past_deadline ? left : wait, 0);
     c->waiting = true;
     return lua_yield(L, 0);
 }
@@ -545,7 +546,8 @@ void vg__fn_release_thread(struct vg__fn_call *c, bool reusable)
     if (reusable && a->n_free_threads < MAX_FREE_THREADS) {
         lua_settop(co, 0);
         lua_sethook(co, hook, LUA_MASKCOUNT, HOOK_EVERY);
-        a->free_threads = vg_xrealloc(a->free_threads, (a->n_free_threads + 1) * sizeof(int));
+        if (!a->free_threads)
+            a->free_threads = vg_xmalloc(MAX_FREE_THREADS * sizeof(int));
         a->free_threads[a->n_free_threads++] = c->co_ref;
         return;
     }

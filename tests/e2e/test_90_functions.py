@@ -121,6 +121,15 @@ function cases.readsmall(req)
   return {status = b and 200 or 413, body = tostring(err)}
 end
 
+function cases.hdrpairs(req)
+  local names = {}
+  for k, v in pairs(req.headers) do names[#names + 1] = k .. "=" .. v end
+  table.sort(names)
+  req:set_header("x-new", "1")
+  local ok = pcall(function() req.headers.x = 1 end)
+  return {body = table.concat(names, ";") .. " new=" .. tostring(req.headers["X-New"]) .. " assign=" .. tostring(ok)}
+end
+
 function dispatch(req)
   local name = req.path:match("^/fn/(.*)$")
   local f = cases[name]
@@ -153,6 +162,14 @@ def test_request_object_and_response(v):
     parts = r.body.decode().split("|")
     assert parts[:7] == ["POST", "/fn/echo", "1", "x y!", "tv", "tv", "1"], parts
     assert parts[8:] == ["http", "true", "true", "127.0.0.1", "payload"], parts
+
+
+def test_headers_iterate_and_join(v):
+    with v.raw() as c:
+        c.send(b"GET /fn/hdrpairs HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nX-B: b\r\n\r\n")
+        r = c.read_response()
+    body = r.body.decode()
+    assert "x-a=1, 2" in body and "x-b=b" in body and "new=1" in body and "assign=false" in body, body
 
 
 def test_on_request_answers_or_passes(v):
