@@ -94,8 +94,42 @@ void vg_fn_shared_usage(struct vg_fn_shared *d, size_t *bytes, size_t *entries);
 /* Whether an app names any Lua function (route handlers or hooks). */
 bool vg_fn_app_needed(const struct vg_conf_app *conf);
 
+/* verge.fetch: the node does the HTTP (its origins, pools and balancers);
+ * the runtime only asks. */
+struct vg_fn_fetch_req {
+    h2o_iovec_t target; /* an origin of the app ("api") or an http:// URL with an IP address or localhost */
+    h2o_iovec_t method, path;
+    const h2o_header_t *headers; /* lower-case names */
+    size_t n_headers;
+    h2o_iovec_t body;
+    uint64_t timeout_ms; /* the whole exchange */
+    size_t max_body;     /* response bodies longer than this fail */
+};
+
+struct vg_fn_fetch_res {
+    int status;      /* 0 on failure */
+    const char *err; /* on failure: why */
+    const h2o_header_t *headers;
+    size_t n_headers;
+    h2o_iovec_t body;
+};
+
+/* done runs once, from the loop (never inside the call); res and what it
+ * points to are valid only during done. */
+typedef void (*vg_fn_fetch_done)(void *data, const struct vg_fn_fetch_res *res);
+
+struct vg_fn_fetcher {
+    /* Starts a fetch for req (pool memory lives as long as req); returns a
+     * handle for cancel. */
+    void *(*start)(void *ctx, h2o_req_t *req, const struct vg_fn_fetch_req *f, vg_fn_fetch_done done, void *data);
+    /* Stops a fetch whose done has not run; done will not run. */
+    void (*cancel)(void *handle);
+    void *ctx;
+};
+
 struct vg_fn_env {
     uv_loop_t *loop;             /* the worker's loop (verge.sleep); NULL when only checking code */
+    struct vg_fn_fetcher fetch;  /* verge.fetch; start NULL: not available */
     struct vg_fn_shared *shared; /* verge.shared for this app; NULL: a private one */
     bool dev;                    /* script errors show their traceback in the response body */
 };

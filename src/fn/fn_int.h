@@ -14,6 +14,7 @@
  * functions however they are called. See docs/lua-api-lib.md. */
 void vg__fn_open_codec(lua_State *L);                          /* json, base64, hex, crypto */
 void vg__fn_open_shared(lua_State *L, struct vg_fn_shared *d); /* shared; d outlives L */
+void vg__fn_open_fetch(lua_State *L);                          /* fetch, fetch_all */
 
 /* ---- shared dictionary internals, open to unit tests ---- */
 
@@ -57,13 +58,14 @@ struct vg__fn_call {
     struct vg_fn_app *app;
     h2o_req_t *req; /* NULL once the request is over */
     h2o_iovec_t reqid;
-    lua_State *co;         /* the coroutine it runs in */
-    int co_ref;            /* registry reference keeping co alive */
-    uint64_t instructions; /* counted by the hook */
-    uint64_t deadline_ms;  /* wall clock cap */
-    enum vg__fn_kill kill; /* set once: the call is ended at its next yield */
-    bool waiting;          /* suspended in an async call of ours */
-    h2o_buffer_t *body;    /* req:read_body() collecting a streamed body */
+    lua_State *co;                    /* the coroutine it runs in */
+    int co_ref;                       /* registry reference keeping co alive */
+    uint64_t instructions;            /* counted by the hook */
+    uint64_t deadline_ms;             /* wall clock cap */
+    enum vg__fn_kill kill;            /* set once: the call is ended at its next yield */
+    bool waiting;                     /* suspended in an async call of ours */
+    h2o_buffer_t *body;               /* req:read_body() collecting a streamed body */
+    struct vg__fn_fetch_batch *fetch; /* verge.fetch(_all) in flight */
     size_t body_max;
     bool finished;
     bool past_deadline; /* the timer below ends the call at its deadline */
@@ -114,6 +116,9 @@ void vg__fn_call_wake(struct vg__fn_call *c, int nres);
 void vg__fn_release_thread(struct vg__fn_call *c, bool reusable);
 /* A result of the wrong shape: logged like a script error, then ops->fail(500). */
 void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);
+
+/* Cancels the call's fetches still running (the request is over). */
+void vg__fn_fetch_abort(struct vg__fn_call *c);
 
 /* fn_request.c: the request object handlers receive. */
 void vg__fn_request_open(lua_State *L); /* registers its metatable */

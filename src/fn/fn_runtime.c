@@ -324,6 +324,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
     lua_setfield(L, -2, "sleep");
     vg__fn_open_codec(L);
     vg__fn_open_shared(L, a->env.shared);
+    vg__fn_open_fetch(L);
     lua_setfield(L, -2, "verge");
 }
 
@@ -653,6 +654,7 @@ static void on_call_dispose(void *p)
 {
     struct vg__fn_call *c = p;
     stop_timer(c);
+    vg__fn_fetch_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
     if (!c->finished)
