@@ -2,6 +2,7 @@
 #ifndef VG_PROXY_INT_H
 #define VG_PROXY_INT_H
 
+#include "phr.h"
 #include "proxy.h"
 
 /* Whether a header (any case) is hop-by-hop for a proxy (RFC 9110 7.6.1:
@@ -39,5 +40,71 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
  * (a trailing CR is allowed): returns DDD (100..999), or -1. Reads
  * untrusted bytes from origins in health probes. */
 int vg__proxy_status_line_parse(const char *s, size_t len);
+
+/* ---- origin responses (proxy_upstream.c; pure) ------------------------------------ */
+
+#define VG__PROXY_MAX_HEADERS 100          /* response header fields */
+#define VG__PROXY_MAX_HEAD (64 * 1024)     /* response head bytes */
+#define VG__PROXY_HEAD_PARTIAL (-2)
+
+enum vg__proxy_framing {
+    VG__PROXY_BODY_NONE,    /* HEAD request, 1xx, 204, 304 */
+    VG__PROXY_BODY_LENGTH,  /* Content-Length */
+    VG__PROXY_BODY_CHUNKED, /* Transfer-Encoding: chunked */
+    VG__PROXY_BODY_CLOSE,   /* until the origin closes the connection */
+};
+
+/* An origin's response head, as far as a proxy needs it. Pointers go into
+ * the parsed buffer. */
+struct vg__proxy_resp {
+    int minor_version, status;
+    h2o_iovec_t reason;
+    struct phr_header headers[VG__PROXY_MAX_HEADERS];
+    size_t n_headers;
+    size_t content_length; /* as declared, SIZE_MAX when none (ignored when chunked) */
+    bool chunked;          /* Transfer-Encoding: chunked came */
+    enum vg__proxy_framing framing;
+    bool keepalive; /* the connection may carry another exchange after this one */
+};
+
+/* Parses the response head at the start of buf (len bytes; last_len is
+ * what the previous call for this head was given, 0 the first time).
+ * Returns the head's length, VG__PROXY_HEAD_PARTIAL when more bytes are
+ * needed, or -1 when it is malformed or must not be forwarded (*why):
+ * bytes outside the grammar, obs-fold, more than VG__PROXY_MAX_HEADERS
+ * fields or VG__PROXY_MAX_HEAD bytes, a conflicting or invalid
+ * Content-Length, a transfer coding other than chunked, a 101 (verge
+ * never asks for an upgrade). A 1xx other than 101 parses fine (framing
+ * NONE): the caller skips it. head_request: the request was HEAD.
+ *
+ * Keep-alive: HTTP/1.1 unless "Connection: close", HTTP/1.0 only with
+ * "Connection: keep-alive"; never when the body runs until close, when
+ * both Transfer-Encoding and Content-Length came (RFC 9112 6.3: chunked
+ * wins, the connection must close) or a 204 declared a non-zero length
+ * (its body would be read as the next response). */
+int vg__proxy_resp_parse(const char *buf, size_t len, size_t last_len, bool head_request, struct vg__proxy_resp *r,
+                         const char **why);
+
+/* The state of one response body. */
+struct vg__proxy_body {
+    enum vg__proxy_framing framing;
+    size_t left; /* LENGTH: bytes still to come */
+    struct phr_chunked_decoder chunked;
+};
+
+enum vg__proxy_body_status {
+    VG__PROXY_BODY_MORE, /* the body goes on */
+    VG__PROXY_BODY_DONE, /* the body ended */
+    VG__PROXY_BODY_BAD,  /* broken chunked encoding */
+};
+
+void vg__proxy_body_init(struct vg__proxy_body *b, const struct vg__proxy_resp *r);
+
+/* Takes the next *len bytes the origin sent at buf and decodes them in
+ * place: afterwards the first *len bytes at buf are body. On DONE, *extra
+ * bytes followed the body (at buf + *len: not the body's, the connection
+ * must not be reused). Call with *len == 0 right after the head: a body
+ * that is empty by its framing ends there. */
+enum vg__proxy_body_status vg__proxy_body_decode(struct vg__proxy_body *b, char *buf, size_t *len, size_t *extra);
 
 #endif
