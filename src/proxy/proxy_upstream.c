@@ -1,8 +1,217 @@
-/* Upstream connections: the parsing of origin responses (heads with
- * picohttpparser, bodies by Content-Length, chunked or until close). */
+/* Upstream connections: one worker's keep-alive pool per server, kept on
+ * the worker's evloop, and the parsing of origin responses.
+ *
+ * h2o's socketpool exports a socket out of its loop when it goes idle and
+ * imports it again for the next request (epoll_ctl DEL/ADD, fcntl, a
+ * recvfrom peek per reuse), which made verge's proxy path cost more CPU per
+ * request than nginx's. Here an idle connection stays an h2o_socket_t in
+ * the loop with reading left on, its read callback set to on_idle_read:
+ * whatever arrives while it is idle (the origin closing it, or bytes it had
+ * no business sending) closes it, so a connection handed out is one the
+ * origin had not closed when this loop pass started, and reusing it costs
+ * nothing but the exchange itself.
+ *
+ * What keeps it memory safe:
+ *  - a connection is in exactly one of three states: connecting (on_connect
+ *    set, owned by the user), busy (owned by the user) or idle (on p->idle
+ *    with idle_te linked, owned by the pool). vg__proxy_conn_close works in
+ *    each, and h2o runs no callback of a closed socket, so the conn is freed
+ *    at once.
+ *  - n_busy counts connecting and busy connections: a pool is destroyed only
+ *    when it is 0 (every forward gives its connection back or closes it when
+ *    its request ends, and the node destroys a site's pools only once its
+ *    requests are over).
+ *  - the idle timeout belongs to the caller's vg_proxy_timers (freed a tick
+ *    after disposal), so the pool itself can be freed at once. */
 #include "proxy_int.h"
 
+#include <errno.h>
+#include <netdb.h>
 #include <string.h>
+
+/* ---- the pool --------------------------------------------------------------------- */
+
+static void resolve(struct vg_proxy_pool *p, const struct vg_conf_server *srv)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV}, *res;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", srv->port);
+    int rc = getaddrinfo(srv->host, port, &hints, &res);
+    if (rc != 0) {
+        p->noaddr = "server address did not resolve";
+        vg_log(VG_LOG_WARN, "origin server address did not resolve (connections to it fail until a reload)", "server",
+               srv->url, "reason", gai_strerror(rc), NULL);
+        return;
+    }
+    for (struct addrinfo *ai = res; ai && p->n_addr < VG__PROXY_MAX_ADDRS; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(p->addr[0]))
+            continue;
+        memcpy(&p->addr[p->n_addr], ai->ai_addr, ai->ai_addrlen);
+        p->addr_len[p->n_addr++] = ai->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    if (p->n_addr == 0)
+        p->noaddr = "server address did not resolve";
+}
+
+struct vg_proxy_pool *vg_proxy_pool_create(const struct vg_conf_server *srv, struct vg_proxy_timers *t)
+{
+    struct vg_proxy_pool *p = vg_xcalloc(1, sizeof(*p));
+    p->timers = t;
+    p->url = srv->url;
+    h2o_linklist_init_anchor(&p->idle);
+    resolve(p, srv);
+    return p;
+}
+
+static void conn_free(struct vg__proxy_conn *c)
+{
+    h2o_socket_close(c->sock);
+    free(c);
+}
+
+static void idle_close(struct vg__proxy_conn *c)
+{
+    struct vg_proxy_pool *p = c->pool;
+    h2o_linklist_unlink(&c->link);
+    if (h2o_timeout_is_linked(&c->idle_te))
+        h2o_timeout_unlink(&c->idle_te);
+    p->n_idle--;
+    conn_free(c);
+}
+
+void vg_proxy_pool_destroy(struct vg_proxy_pool *p)
+{
+    VG_ASSERT(p->n_busy == 0);
+    while (!h2o_linklist_is_empty(&p->idle))
+        idle_close(H2O_STRUCT_FROM_MEMBER(struct vg__proxy_conn, link, p->idle.next));
+    free(p);
+}
+
+/* ---- idle connections ----------------------------------------------------------------- */
+
+/* The origin closed the connection, reset it or sent something unasked:
+ * it cannot carry another exchange. */
+static void on_idle_read(h2o_socket_t *sock, const char *err)
+{
+    struct vg__proxy_conn *c = sock->data;
+    if (err == NULL && sock->input->size == 0)
+        return; /* a wake-up without bytes */
+    idle_close(c);
+}
+
+static void on_idle_timeout(h2o_timeout_entry_t *e)
+{
+    idle_close(H2O_STRUCT_FROM_MEMBER(struct vg__proxy_conn, idle_te, e));
+}
+
+void vg__proxy_conn_release(struct vg__proxy_conn *c)
+{
+    struct vg_proxy_pool *p = c->pool;
+    VG_ASSERT(p->n_busy > 0 && c->on_connect == NULL);
+    VG_ASSERT(c->sock->input->size == 0 && !h2o_socket_is_writing(c->sock));
+    p->n_busy--;
+    c->user = NULL;
+    c->exchanges++;
+    if (p->timers->idle.timeout == 0) { /* keepalive: 0 */
+        conn_free(c);
+        return;
+    }
+    if (p->n_idle == VG__PROXY_IDLE_MAX) /* make room: the oldest has the least time left */
+        idle_close(H2O_STRUCT_FROM_MEMBER(struct vg__proxy_conn, link, p->idle.next));
+    h2o_linklist_insert(&p->idle, &c->link);
+    p->n_idle++;
+    h2o_timeout_link(p->timers->loop, &p->timers->idle, &c->idle_te);
+    /* reading stays on: an epoll_ctl only if the exchange had paused it */
+    h2o_socket_read_start(c->sock, on_idle_read);
+}
+
+void vg__proxy_conn_close(struct vg__proxy_conn *c)
+{
+    struct vg_proxy_pool *p = c->pool;
+    if (h2o_linklist_is_linked(&c->link)) {
+        idle_close(c);
+        return;
+    }
+    VG_ASSERT(p->n_busy > 0);
+    p->n_busy--;
+    conn_free(c);
+}
+
+/* ---- new connections ------------------------------------------------------------------ */
+
+static void on_connected(h2o_socket_t *sock, const char *err);
+
+/* Starts connecting c to the next of the server's addresses not tried yet.
+ * Returns false (c->sock NULL) when none is left; *err says why the last
+ * one failed. */
+static bool connect_next(struct vg__proxy_conn *c, const char **err)
+{
+    struct vg_proxy_pool *p = c->pool;
+    while (c->addr_tries < p->n_addr) {
+        c->addr_i = (p->addr_pref + c->addr_tries++) % p->n_addr;
+        c->sock = h2o_socket_connect(p->timers->loop, (struct sockaddr *)&p->addr[c->addr_i], p->addr_len[c->addr_i],
+                                     on_connected);
+        if (c->sock) {
+            c->sock->data = c;
+            return true;
+        }
+        *err = errno == ECONNREFUSED ? "connection refused" : "connection failed";
+    }
+    return false;
+}
+
+static void on_connected(h2o_socket_t *sock, const char *err)
+{
+    struct vg__proxy_conn *c = sock->data;
+    struct vg_proxy_pool *p = c->pool;
+    if (err == NULL) {
+        vg__proxy_connect_cb cb = c->on_connect;
+        c->on_connect = NULL;
+        p->addr_pref = c->addr_i;
+        cb(c->user, NULL);
+        return;
+    }
+    h2o_socket_close(sock);
+    c->sock = NULL;
+    if (connect_next(c, &err))
+        return;
+    vg__proxy_connect_cb cb = c->on_connect;
+    void *user = c->user;
+    p->n_busy--;
+    free(c);
+    cb(user, err);
+}
+
+enum vg__proxy_open vg__proxy_conn_open(struct vg_proxy_pool *p, bool fresh, vg__proxy_connect_cb on_connect,
+                                        void *user, struct vg__proxy_conn **out, const char **err)
+{
+    /* the most recently used: the least likely to have been closed by the origin */
+    if (!fresh && !h2o_linklist_is_empty(&p->idle)) {
+        struct vg__proxy_conn *c = H2O_STRUCT_FROM_MEMBER(struct vg__proxy_conn, link, p->idle.prev);
+        h2o_linklist_unlink(&c->link);
+        h2o_timeout_unlink(&c->idle_te);
+        p->n_idle--;
+        p->n_busy++;
+        c->user = user;
+        *out = c;
+        return VG__PROXY_OPEN_READY;
+    }
+    if (p->n_addr == 0) {
+        *err = p->noaddr;
+        return VG__PROXY_OPEN_FAILED;
+    }
+    struct vg__proxy_conn *c = vg_xcalloc(1, sizeof(*c));
+    *c = (struct vg__proxy_conn){.pool = p, .user = user, .on_connect = on_connect};
+    c->idle_te.cb = on_idle_timeout;
+    if (!connect_next(c, err)) {
+        free(c);
+        return VG__PROXY_OPEN_FAILED;
+    }
+    p->n_busy++;
+    *out = c;
+    return VG__PROXY_OPEN_PENDING;
+}
 
 /* ---- response heads --------------------------------------------------------------------- */
 
