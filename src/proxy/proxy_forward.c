@@ -94,13 +94,13 @@ struct fwd {
     bool is_head, idempotent;
     /* the request body */
     enum body_kind body;
-    size_t body_len;      /* WHOLE: entity.len; STREAM: Content-Length, SIZE_MAX when chunked */
-    size_t body_out;      /* STREAM: bytes handed to the origin */
-    bool body_started;    /* STREAM: reading from the client began: the request cannot be sent again */
-    bool body_reading;    /* STREAM: a vg_http_body_read is outstanding */
-    bool body_end;        /* STREAM: the client's body is complete */
-    h2o_iovec_t bufs[3];  /* being written to the origin */
-    char chunk_head[24];  /* "<hex size>\r\n" of the piece being written */
+    size_t body_len;     /* WHOLE: entity.len; STREAM: Content-Length, SIZE_MAX when chunked */
+    size_t body_out;     /* STREAM: bytes handed to the origin */
+    bool body_started;   /* STREAM: reading from the client began: the request cannot be sent again */
+    bool body_reading;   /* STREAM: a vg_http_body_read is outstanding */
+    bool body_end;       /* STREAM: the client's body is complete */
+    h2o_iovec_t bufs[3]; /* being written to the origin */
+    char chunk_head[24]; /* "<hex size>\r\n" of the piece being written */
     /* attempts */
     int server;      /* the running attempt's server, -1 between attempts */
     int last_server; /* for logs */
@@ -196,12 +196,10 @@ struct name {
     const char *s;
     size_t len;
 };
-#define NAME(lit) {(lit), sizeof(lit) - 1}
-
 static bool is_idempotent(h2o_iovec_t m)
 {
-    static const struct name names[] = {NAME("GET"), NAME("HEAD"),    NAME("PUT"),
-                                        NAME("DELETE"), NAME("OPTIONS"), NAME("TRACE")};
+    static const struct name names[] = {{H2O_STRLIT("GET")},    {H2O_STRLIT("HEAD")},    {H2O_STRLIT("PUT")},
+                                        {H2O_STRLIT("DELETE")}, {H2O_STRLIT("OPTIONS")}, {H2O_STRLIT("TRACE")}};
     for (size_t i = 0; i < VG_ARRAY_LEN(names); i++)
         if (h2o_memis(m.base, m.len, names[i].s, names[i].len))
             return true;
@@ -258,9 +256,10 @@ static void end_attempt(struct fwd *f, enum outcome o)
 
 bool vg__proxy_hop_header(const char *name, size_t len)
 {
-    static const struct name hop[] = {NAME("connection"), NAME("keep-alive"),         NAME("proxy-connection"),
-                                      NAME("te"),         NAME("transfer-encoding"),  NAME("upgrade"),
-                                      NAME("trailer"),    NAME("proxy-authenticate"), NAME("proxy-authorization")};
+    static const struct name hop[] = {
+        {H2O_STRLIT("connection")}, {H2O_STRLIT("keep-alive")},         {H2O_STRLIT("proxy-connection")},
+        {H2O_STRLIT("te")},         {H2O_STRLIT("transfer-encoding")},  {H2O_STRLIT("upgrade")},
+        {H2O_STRLIT("trailer")},    {H2O_STRLIT("proxy-authenticate")}, {H2O_STRLIT("proxy-authorization")}};
     for (size_t i = 0; i < VG_ARRAY_LEN(hop); i++)
         if (h2o_lcstris(name, len, hop[i].s, hop[i].len))
             return true;
@@ -328,8 +327,10 @@ enum req_hdr { HDR_KEEP, HDR_DROP, HDR_COOKIE, HDR_XFF, HDR_VIA };
 
 static enum req_hdr classify(const h2o_headers_t *hs, const h2o_iovec_t *name)
 {
-    static const struct name ours[] = {NAME("host"), NAME("content-length"), NAME("expect"),
-                                       NAME("x-forwarded-proto")};
+    static const struct name ours[] = {{H2O_STRLIT("host")},
+                                       {H2O_STRLIT("content-length")},
+                                       {H2O_STRLIT("expect")},
+                                       {H2O_STRLIT("x-forwarded-proto")}};
     if (vg__proxy_hop_header(name->base, name->len))
         return HDR_DROP;
     for (size_t i = 0; i < VG_ARRAY_LEN(ours); i++)
@@ -444,7 +445,6 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
     return 0;
 }
 
-
 /* ---- attempts ----------------------------------------------------------------- */
 
 static bool usable(void *ctx, size_t i)
@@ -462,8 +462,8 @@ static void exchange_start(struct fwd *f);
 static void open_conn(struct fwd *f, bool fresh)
 {
     const char *err = "connection failed";
-    switch (vg__proxy_conn_open(f->t.pools[f->server], fresh || f->body == BODY_STREAM, on_connected, f, &f->conn,
-                                &err)) {
+    struct vg_proxy_pool *pool = f->t.pools[f->server];
+    switch (vg__proxy_conn_open(pool, fresh || f->body == BODY_STREAM, on_connected, f, &f->conn, &err)) {
     case VG__PROXY_OPEN_READY:
         f->reused = true;
         exchange_start(f);

@@ -111,8 +111,8 @@ void vg__proxy_conn_close(struct vg__proxy_conn *c);
 
 /* ---- origin responses (proxy_upstream.c; pure) ------------------------------------ */
 
-#define VG__PROXY_MAX_HEADERS 100          /* response header fields */
-#define VG__PROXY_MAX_HEAD (64 * 1024)     /* response head bytes */
+#define VG__PROXY_MAX_HEADERS 100      /* response header fields */
+#define VG__PROXY_MAX_HEAD (64 * 1024) /* response head bytes */
 #define VG__PROXY_HEAD_PARTIAL (-2)
 
 enum vg__proxy_framing {

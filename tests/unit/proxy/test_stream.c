@@ -114,12 +114,12 @@ void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *d
 /* ---- the origin ---------------------------------------------------------------------- */
 
 enum script {
-    ORIGIN_ECHO,         /* read the whole body, answer 200 with its size */
-    ORIGIN_SLOW,         /* the same, slowly */
-    ORIGIN_EARLY_413,    /* answer 413 after the head and close, body unread */
-    ORIGIN_EARLY_200,    /* answer the head at once, read the body, then send the rest of the answer */
-    ORIGIN_CLOSE_MID,    /* read 1 MiB of the body, close */
-    ORIGIN_NEVER_READS,  /* read the head, then nothing for 2 s */
+    ORIGIN_ECHO,        /* read the whole body, answer 200 with its size */
+    ORIGIN_SLOW,        /* the same, slowly */
+    ORIGIN_EARLY_413,   /* answer 413 after the head and close, body unread */
+    ORIGIN_EARLY_200,   /* answer the head at once, read the body, then send the rest of the answer */
+    ORIGIN_CLOSE_MID,   /* read 1 MiB of the body, close */
+    ORIGIN_NEVER_READS, /* read the head, then nothing for 2 s */
 };
 
 static struct origin {
@@ -238,7 +238,8 @@ static void *serve(void *arg)
         memmove(buf, buf + head_len, have - head_len);
         have -= head_len;
         if (org.script == ORIGIN_EARLY_413) {
-            static const char a[] = "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 9\r\n\r\ntoo big\r\n";
+            static const char a[] =
+                "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 9\r\n\r\ntoo big\r\n";
             write_all(fd, a, sizeof(a) - 1);
             break;
         }
@@ -398,14 +399,19 @@ static void world_init(bool dead_first, uint64_t read_ms)
         VG_AZ(bind(s, (struct sockaddr *)&sa, sizeof(sa)));
         VG_AZ(getsockname(s, (struct sockaddr *)&sa, &len));
         close(s); /* bound once, now refused */
-        w.servers[n++] = (struct vg_conf_server){.url = "http://dead", .host = "127.0.0.1",
-                                                 .port = ntohs(sa.sin_port), .weight = 1};
+        w.servers[n++] =
+            (struct vg_conf_server){.url = "http://dead", .host = "127.0.0.1", .port = ntohs(sa.sin_port), .weight = 1};
     }
-    w.servers[n++] = (struct vg_conf_server){.url = "http://origin", .host = "127.0.0.1", .port = (uint16_t)org.port,
-                                             .weight = 1};
-    w.conf = (struct vg_conf_origin){.name = "o", .servers = w.servers, .n_servers = n,
-                                     .connect_timeout_ms = 1000, .read_timeout_ms = read_ms,
-                                     .total_timeout_ms = 20000, .keepalive_ms = 30000, .retries = 1,
+    w.servers[n++] =
+        (struct vg_conf_server){.url = "http://origin", .host = "127.0.0.1", .port = (uint16_t)org.port, .weight = 1};
+    w.conf = (struct vg_conf_origin){.name = "o",
+                                     .servers = w.servers,
+                                     .n_servers = n,
+                                     .connect_timeout_ms = 1000,
+                                     .read_timeout_ms = read_ms,
+                                     .total_timeout_ms = 20000,
+                                     .keepalive_ms = 30000,
+                                     .retries = 1,
                                      .fail_timeout_ms = 1000};
     w.state = vg_proxy_origin_state_create(&w.conf);
     w.balancer = vg_proxy_balancer_create(&w.conf);
@@ -444,8 +450,14 @@ static void forward(const char *method, h2o_iovec_t entity)
     w.cap = (struct capture){.super = {.do_send = cap_send}, .req = req};
     w.cap.proceed.cb = on_proceed;
     req->_ostr_top = &w.cap.super;
-    struct vg_proxy_target t = {.conf = &w.conf, .state = w.state, .balancer = w.balancer, .pools = w.pools,
-                                .timers = &w.timers, .authority = w.auth_ptrs, .app = "t", .body_limit = 1ull << 40};
+    struct vg_proxy_target t = {.conf = &w.conf,
+                                .state = w.state,
+                                .balancer = w.balancer,
+                                .pools = w.pools,
+                                .timers = &w.timers,
+                                .authority = w.auth_ptrs,
+                                .app = "t",
+                                .body_limit = 1ull << 40};
     if (src.streamed)
         t.body_limit = src.limit ? src.limit : 1ull << 40;
     vg_proxy_forward(req, &t, req->path, h2o_iovec_init(NULL, 0), NULL, NULL);

@@ -234,8 +234,7 @@ static void test_body_length(void **state)
 /* Feeds a chunked body in pieces of `step` bytes the way the forwarder
  * does (decoded bytes stay at the front, new ones are appended) and
  * returns the status of the last call. */
-static enum vg__proxy_body_status feed_chunked(const char *wire, size_t step, char *out, size_t *out_len,
-                                               size_t *extra)
+static enum vg__proxy_body_status feed_chunked(const char *wire, size_t step, char *out, size_t *out_len, size_t *extra)
 {
     struct vg__proxy_body b;
     init_body(&b, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
