@@ -494,10 +494,10 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
         .state = rs->origin->state,
         .balancer = rs->worigin->balancer,
         .pools = rs->worigin->pools,
-        .client = &rs->worigin->client,
         .timers = &rs->worigin->timers,
         .authority = rs->origin->authority,
         .app = rs->app->conf->name,
+        .body_limit = rs->app->conf->limits.body_size,
     };
     /* the forwarder's state goes on the pool after rs: it is torn down
      * first, while the site it points into is still held */

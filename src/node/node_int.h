@@ -53,9 +53,8 @@ struct vg_app_rt {
  * the forwarder's timers. */
 struct vg_site_worker_origin {
     struct vg_proxy_balancer *balancer;
-    h2o_socketpool_t *pools; /* one per server */
-    h2o_http1client_ctx_t client;
-    struct vg_proxy_timers timers; /* client.io_timeout = &timers.io */
+    struct vg_proxy_pool **pools;  /* one per server, keep-alive on this worker's loop */
+    struct vg_proxy_timers timers; /* the pools' idle timeout among them */
 };
 
 struct vg_site_worker {
@@ -120,8 +119,9 @@ struct vg_worker {
     /* access log */
     char *log_buf;
     size_t log_len;
-    /* memory h2o may still touch while it finishes closing what it held
-     * (socket pools, timeouts of a retired site): freed a tick later */
+    /* memory h2o may still touch while it finishes what it was doing with
+     * it (timeouts of a retired site: the evloop walks their list while it
+     * runs them): freed a tick later */
     struct vg_deferred_free {
         void *ptr;
         uint64_t tick;

@@ -154,18 +154,10 @@ void vg__node_site_unref(struct vg_site *site)
 static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin *wo, const struct vg_conf_origin *o)
 {
     wo->balancer = vg_proxy_balancer_create(o);
-    wo->pools = vg_xcalloc(o->n_servers, sizeof(*wo->pools));
-    for (size_t s = 0; s < o->n_servers; s++) {
-        h2o_socketpool_init_by_hostport(&wo->pools[s], h2o_iovec_init(o->servers[s].host, strlen(o->servers[s].host)),
-                                        o->servers[s].port, 0, SIZE_MAX);
-        h2o_socketpool_set_timeout(&wo->pools[s], w->loop, o->keepalive_ms);
-    }
     vg_proxy_timers_init(&wo->timers, w->loop, o);
-    wo->client = (h2o_http1client_ctx_t){
-        .loop = w->loop,
-        .getaddr_receiver = &w->ctx.receivers.hostinfo_getaddr,
-        .io_timeout = &wo->timers.io,
-    };
+    wo->pools = vg_xcalloc(o->n_servers, sizeof(*wo->pools));
+    for (size_t s = 0; s < o->n_servers; s++) /* resolves the server's address, once */
+        wo->pools[s] = vg_proxy_pool_create(&o->servers[s], &wo->timers);
 }
 
 /* Each app with Lua gets its own state on each worker. The code loaded
@@ -217,13 +209,14 @@ void vg__node_site_worker_fini(struct vg_site *site, struct vg_worker *w)
         const struct vg_conf_app *app = site->apps[a].conf;
         for (size_t o = 0; o < app->n_origins; o++) {
             struct vg_site_worker_origin *wo = &sw->origins[a][o];
+            /* the site's requests here are over: every connection is idle or closed */
             for (size_t s = 0; s < app->origins[o].n_servers; s++)
-                h2o_socketpool_dispose(&wo->pools[s]);
-            vg_proxy_timers_dispose(&wo->timers, w->loop);
+                vg_proxy_pool_destroy(wo->pools[s]);
+            free(wo->pools);
+            vg_proxy_timers_dispose(&wo->timers);
             vg_proxy_balancer_destroy(wo->balancer);
-            /* pools and timeouts embed uv timers whose close is still pending */
-            vg__node_worker_defer_free(w, wo->pools);
         }
+        /* holds the timeouts, which the evloop may be walking right now */
         vg__node_worker_defer_free(w, sw->origins[a]);
     }
     free(sw->origins);

@@ -83,21 +83,39 @@ void vg_proxy_health_stop(struct vg_proxy_health *h);
 
 #include <h2o.h>
 
-/* The timers one worker needs per origin (h2o timers are per loop and per
- * duration). connect, read and total carry the origin's timeouts; io is the
- * h2o client's own I/O timeout (set h2o_http1client_ctx_t.io_timeout to
- * &io): it is only a backstop (the longest of them + 1 s): the forwarder runs its
- * own timers and stops reading from the origin while a slow client catches
- * up, which h2o's client would otherwise take for an idle origin. */
+/* The timeouts one worker needs per origin (h2o timeouts are per loop and
+ * per duration): connect, read and total carry the origin's timeouts for
+ * the forwarder, idle its keepalive for the connection pools. */
 struct vg_proxy_timers {
-    h2o_timeout_t connect, read, total, io;
+    h2o_loop_t *loop;
+    h2o_timeout_t connect, read, total, idle;
 };
 
-/* t is the caller's memory. With h2o's libuv binding, dispose closes uv
- * handles that libuv finishes closing on a later pass of the loop, so t
- * must stay valid until then; with h2o's evloop it is done at once. */
+/* t is the caller's memory. h2o's evloop walks its list of timeouts while
+ * it runs their callbacks, so t must not be freed during the loop pass that
+ * disposed of it (the node frees it a tick later). */
 void vg_proxy_timers_init(struct vg_proxy_timers *t, h2o_loop_t *loop, const struct vg_conf_origin *o);
-void vg_proxy_timers_dispose(struct vg_proxy_timers *t, h2o_loop_t *loop);
+void vg_proxy_timers_dispose(struct vg_proxy_timers *t);
+
+/* One worker's keep-alive connections to one server, kept on the worker's
+ * loop: an idle connection stays an h2o socket with reading on (it closes
+ * itself when the origin closes it or sends anything), so reusing it costs
+ * no system call. At most a fixed number of idle connections are kept per
+ * server (the most recently used ones), each for t->idle's duration
+ * (conf keepalive; 0 turns reuse off).
+ *
+ * The server's address is resolved here, once (getaddrinfo, blocking: meant
+ * for IP addresses and names from /etc/hosts such as localhost): a DNS
+ * change needs a reload. A name that does not resolve is logged, and every
+ * connection to that server then fails like a refused one.
+ *
+ * Caller owns the result; srv and t must outlive it. */
+struct vg_proxy_pool;
+struct vg_proxy_pool *vg_proxy_pool_create(const struct vg_conf_server *srv, struct vg_proxy_timers *t);
+/* Closes the idle connections and frees p, at once. Every request that used
+ * p must be over (a forward gives its connection back or closes it when its
+ * request ends); call before vg_proxy_timers_dispose. */
+void vg_proxy_pool_destroy(struct vg_proxy_pool *p);
 
 /* Where a request goes: one origin as seen from one worker. Everything
  * pointed to is the caller's and must outlive every request forwarded with
@@ -107,11 +125,11 @@ struct vg_proxy_target {
     const struct vg_conf_origin *conf;
     struct vg_proxy_origin_state *state; /* shared health */
     struct vg_proxy_balancer *balancer;  /* this worker's */
-    h2o_socketpool_t *pools;             /* this worker's, one per server (keep-alive) */
-    h2o_http1client_ctx_t *client;       /* this worker's; io_timeout = &timers->io */
+    struct vg_proxy_pool **pools;        /* this worker's, one per server (keep-alive) */
     struct vg_proxy_timers *timers;      /* this worker's */
     char *const *authority;              /* "host:port" per server: Host (unless conf->preserve_host) */
     const char *app;                     /* app name, for logs */
+    size_t body_limit;                   /* the app's limits.body_size, for streamed request bodies */
 };
 
 /* Called when an attempt on server `server` starts (first try and each
@@ -126,10 +144,26 @@ typedef void (*vg_proxy_attempt_fn)(void *data, int server);
  * timed out. An error after the head has gone out aborts the stream instead
  * (HTTP/1: the connection is closed without ending the body; HTTP/2: reset).
  *
+ * The request body is sent as h2o has it: whole (req->entity, with its
+ * Content-Length), or streamed from the client (vg_http_body_is_streamed)
+ * with its Content-Length, or chunked when the client's length is unknown;
+ * a streamed body is read piece by piece, the next piece only once the
+ * previous one has gone to the origin (at most t->body_limit bytes: 413
+ * beyond; a declared length over it is answered 413 at once). If the
+ * client's body fails before the response head, the client gets the status
+ * vg_http_body_read gave (400, 408 or 413), or nothing when it went away.
+ * An origin that answers before it has the whole body gets its answer
+ * forwarded; verge then stops sending the body at once when the status is
+ * 300 or more, else once the response is complete (the client's connection
+ * is closed after the response, since its body was not read to the end).
+ *
  * Timeouts (conf): connect_timeout_ms per connection attempt; read_timeout_ms
- * from handing the request over until the response head is complete, then
- * between body reads (not while waiting for a slow client); total_timeout_ms
- * from this call until the origin has sent the whole response.
+ * from handing the whole request over until the response head is complete,
+ * then between body reads (not while waiting for a slow client), and for
+ * each piece of a streamed body to be taken by the origin; total_timeout_ms
+ * from the moment the request body is complete (this call, unless it is
+ * streamed; then the end of the upload or the response head, whichever
+ * comes first) until the origin has sent the whole response.
  *
  *   path: what to ask the origin for (with the query), as it goes on the
  *         request line;
@@ -140,8 +174,16 @@ typedef void (*vg_proxy_attempt_fn)(void *data, int server);
  * request); failures before the response head are retried on another server
  * up to conf->retries times: always when the connection could not be made,
  * and for idempotent methods also when the request went out but no response
- * byte came back. Every attempt's outcome is reported to the shared health
- * state and every attempt holds the balancer (acquire/release).
+ * byte came back; never once part of a streamed body was read from the
+ * client (it cannot be sent again). Every attempt's outcome is reported to
+ * the shared health state and every attempt holds the balancer
+ * (acquire/release). Apart from those attempts, a request that went out on
+ * a reused keep-alive connection and got the connection closed or reset
+ * without a response byte is sent again on a new connection to the same
+ * server, whatever its method: the origin closed an idle connection as the
+ * request arrived, so it did not process it.
+ * Streamed bodies always go out on a new connection, since they could not
+ * be sent again.
  *
  * Ownership: the state lives on req->pool with a destructor that cancels
  * whatever is still running (h2o runs pool destructors newest first, so it

@@ -1,37 +1,52 @@
-/* Forwarding: one request to one origin over h2o's HTTP/1 client, with
- * server choice and retries, our own connect / read / total timers, and the
- * response streamed back with backpressure.
+/* Forwarding: one request to one origin over verge's own HTTP/1.1 client
+ * (proxy_upstream.c: the keep-alive pool and the response parser), with
+ * server choice and retries, connect / read / total timers, the request
+ * body sent whole or streamed from the client, and the response streamed
+ * back with backpressure.
  *
  * h2o 2.2.5's own proxy cannot retry on another server, answers 502 for
  * timeouts, has one I/O timeout for everything and reads the origin as fast
- * as it sends, whatever the client takes. We keep h2o's client (connecting
- * through the keep-alive pool, writing the request, parsing the response,
- * decoding chunked bodies) and own everything around it.
+ * as it sends, whatever the client takes; its client sends a body from one
+ * block of memory and its socket pool costs system calls per reuse. So the
+ * whole exchange with the origin is ours.
  *
  * A forward is one struct fwd on the request pool:
  *
- *   start_attempt -> on_connect -> (request out) -> on_head -> on_body ... end
- *         ^              |                            |
- *         +--- retry ----+----------------------------+   (once the head is in,
- *                                                           errors abort the stream)
+ *   start_attempt -> open_conn -> exchange_start -> on_read: head -> body ... -> response_done
+ *        ^          (pooled: at once,   |  (request out: head,          |        (connection back to
+ *        |           new: on_connected) |   then body pieces)           |         the pool, or closed)
+ *        +--- retry (before the head) --+-------------------------------+
+ *                                     (once the head is in, errors abort the stream)
+ *
+ * The request goes out while the response is read: reading starts with the
+ * exchange, so an origin answering early (or closing a pooled connection)
+ * is seen at once.
  *
  * What keeps it memory safe:
- *  - f->client is non-NULL exactly while h2o's client object lives. h2o frees
- *    it right after calling our connect callback with an error, the head
- *    callback with an error or end of stream, the body callback with any
- *    errstr, or a callback that returns NULL: each of those paths clears
- *    f->client first. Every other way out (our timers, the generator's stop,
- *    the pool destructor) cancels it, which also keeps its socket out of the
- *    keep-alive pool.
- *  - h2o may call back synchronously from inside
- *    h2o_http1client_connect_with_pool (a pooled socket is ready at once; a
- *    socket error fails at once and may start the next attempt), so nothing
- *    follows that call.
+ *  - f->conn is non-NULL exactly while this forward holds a connection
+ *    (connecting or in an exchange). Each way out of an exchange clears it
+ *    and gives the connection back (only when reusable) or closes it; h2o
+ *    runs no callback of a closed socket, so any socket callback that runs
+ *    is f->conn's (asserted). The pool calls on_connected from the loop
+ *    only, never from inside vg__proxy_conn_open.
+ *  - an attempt that fails at once (no address, refused) may start the next
+ *    one, or answer the request, from inside start_attempt: nothing follows
+ *    that call.
  *  - f->done is set before the response ends (final h2o_send, error
  *    response) and when h2o stops the generator; nothing is sent after it.
  *  - an attempt acquires the balancer when it starts; end_attempt releases
- *    it exactly once (f->server >= 0 in between). */
+ *    it exactly once (f->server >= 0 in between).
+ *  - what h2o_socket_write is given (the head and entity in pool memory,
+ *    a body piece, the chunk framing in f) stays valid until its callback
+ *    or the connection's close.
+ *  - a streamed body has at most one vg_http_body_read outstanding
+ *    (f->body_reading), and its piece goes to the origin before the next
+ *    read. The response does not end while a read is outstanding: the
+ *    read's callback must find f (the request ends with its response), so
+ *    the final send or an error answer waits for it (after_body_read). */
 #include "proxy_int.h"
+
+#include "http/http.h"
 
 #include <netdb.h>
 #include <string.h>
@@ -47,9 +62,9 @@
  * read after a pause is the kernel's receive buffer; left to autotuning it
  * grows towards tcp_rmem's maximum (6-32 MiB), which a slow client would
  * then pull into our memory in one go. Linux doubles the value for its
- * bookkeeping. The price: one origin connection cannot carry more than
- * about 256 KiB per round trip (plenty near the origin, a limit across
- * continents). */
+ * bookkeeping. Set once per connection, when it is made. The price: one
+ * origin connection cannot carry more than about 256 KiB per round trip
+ * (plenty near the origin, a limit across continents). */
 #define UPSTREAM_RCVBUF (128 * 1024)
 
 enum fail_kind {
@@ -62,6 +77,12 @@ enum outcome { OUTCOME_OK, OUTCOME_FAIL, OUTCOME_UNKNOWN };
 
 enum start { STARTED, NO_SERVER, BAD_REQUEST };
 
+enum body_kind {
+    BODY_NONE,
+    BODY_WHOLE,  /* in req->entity */
+    BODY_STREAM, /* read from the client with vg_http_body_read */
+};
+
 struct fwd {
     h2o_generator_t gen; /* the response, once the head is in */
     h2o_req_t *req;
@@ -70,55 +91,72 @@ struct fwd {
     vg_proxy_attempt_fn on_attempt;
     void *data;
     h2o_iovec_t client_ip;
-    h2o_iovec_t reqbufs[2]; /* head, body */
-    size_t n_reqbufs;
     bool is_head, idempotent;
+    /* the request body */
+    enum body_kind body;
+    size_t body_len;     /* WHOLE: entity.len; STREAM: Content-Length, SIZE_MAX when chunked */
+    size_t body_out;     /* STREAM: bytes handed to the origin */
+    bool body_started;   /* STREAM: reading from the client began: the request cannot be sent again */
+    bool body_reading;   /* STREAM: a vg_http_body_read is outstanding */
+    bool body_end;       /* STREAM: the client's body is complete */
+    h2o_iovec_t bufs[3]; /* being written to the origin */
+    char chunk_head[24]; /* "<hex size>\r\n" of the piece being written */
     /* attempts */
-    h2o_http1client_t *client;
     int server;      /* the running attempt's server, -1 between attempts */
     int last_server; /* for logs */
     bool reported;   /* the running attempt's outcome went to the health state already */
     uint64_t tried;  /* balancer mask */
     unsigned attempts;
     uint64_t pick_now_ms;
+    h2o_iovec_t head; /* the request head for the running attempt's server */
+    /* the running exchange (f->conn) */
+    struct vg__proxy_conn *conn;
+    bool reused;       /* conn came from the pool */
+    bool writing;      /* a write to conn is in flight */
+    bool sent;         /* the whole request went out */
+    bool stop_sending; /* the rest of the body stays with the client (the origin answered, or a write failed) */
+    bool resp_any;     /* conn sent a response byte */
+    size_t head_seen;  /* bytes of the response head phr has looked at */
+    bool head_in;      /* the final response head is in */
+    bool keepalive;    /* the exchange leaves conn reusable, as far as the response goes */
+    struct vg__proxy_body rbody;
+    size_t decoded; /* bytes at the start of conn's input that are decoded body */
     h2o_timeout_entry_t connect_te, read_te, total_te;
+    bool total_started;
     /* the response */
-    bool responding;      /* h2o_start_response done */
-    bool done;            /* the response ended or was stopped: send nothing more */
-    bool upstream_end;    /* the origin is done and f->client gone; f->rest holds the tail */
-    bool upstream_err;    /* ... not cleanly: end the stream with an error */
-    bool paused;          /* reading from the origin is stopped (backpressure) */
-    bool chunked;         /* the origin's body is chunked */
-    h2o_socket_cb reader; /* h2o's body reader, to restart it */
+    bool responding;     /* h2o_start_response done */
+    bool done;           /* the response ended or was stopped: send nothing more */
+    bool upstream_end;   /* the origin is done and f->conn gone; f->rest holds the tail */
+    bool upstream_err;   /* ... not cleanly: end the stream with an error */
+    bool paused;         /* reading from the origin is stopped (backpressure) */
+    int deferred_status; /* an error answer waiting for the outstanding body read */
     h2o_doublebuffer_t sending;
     h2o_buffer_t *rest;
 };
 
-static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-                                          size_t *reqbufcnt, int *method_is_head);
+static void on_connected(void *user, const char *err);
+static void on_read(h2o_socket_t *sock, const char *err);
+static void attempt_failed(struct fwd *f, enum fail_kind kind, bool timeout, const char *why);
 static void respond_error(struct fwd *f, int status, const char *why);
+static void do_send(struct fwd *f);
 
 /* ---- timers ------------------------------------------------------------------ */
 
 void vg_proxy_timers_init(struct vg_proxy_timers *t, h2o_loop_t *loop, const struct vg_conf_origin *o)
 {
-    uint64_t longest = o->total_timeout_ms;
-    if (o->read_timeout_ms > longest)
-        longest = o->read_timeout_ms;
-    if (o->connect_timeout_ms > longest)
-        longest = o->connect_timeout_ms;
+    t->loop = loop;
     h2o_timeout_init(loop, &t->connect, o->connect_timeout_ms);
     h2o_timeout_init(loop, &t->read, o->read_timeout_ms);
     h2o_timeout_init(loop, &t->total, o->total_timeout_ms);
-    h2o_timeout_init(loop, &t->io, longest + 1000); /* ours always fire first */
+    h2o_timeout_init(loop, &t->idle, o->keepalive_ms);
 }
 
-void vg_proxy_timers_dispose(struct vg_proxy_timers *t, h2o_loop_t *loop)
+void vg_proxy_timers_dispose(struct vg_proxy_timers *t)
 {
-    h2o_timeout_dispose(loop, &t->connect);
-    h2o_timeout_dispose(loop, &t->read);
-    h2o_timeout_dispose(loop, &t->total);
-    h2o_timeout_dispose(loop, &t->io);
+    h2o_timeout_dispose(t->loop, &t->connect);
+    h2o_timeout_dispose(t->loop, &t->read);
+    h2o_timeout_dispose(t->loop, &t->total);
+    h2o_timeout_dispose(t->loop, &t->idle);
 }
 
 static void unarm(h2o_timeout_entry_t *e)
@@ -130,7 +168,7 @@ static void unarm(h2o_timeout_entry_t *e)
 static void arm(struct fwd *f, h2o_timeout_t *to, h2o_timeout_entry_t *e)
 {
     unarm(e);
-    h2o_timeout_link(f->t.client->loop, to, e);
+    h2o_timeout_link(f->t.timers->loop, to, e);
 }
 
 static void stop_timers(struct fwd *f)
@@ -140,13 +178,30 @@ static void stop_timers(struct fwd *f)
     unarm(&f->total_te);
 }
 
+/* The total timeout runs once the request body is complete (or the
+ * response started), so that a long upload is not cut by it. */
+static void start_total(struct fwd *f)
+{
+    if (f->total_started)
+        return;
+    f->total_started = true;
+    arm(f, &f->t.timers->total, &f->total_te);
+}
+
 /* ---- helpers ------------------------------------------------------------------ */
 
+/* Names with their lengths: these lists are walked for every header of
+ * every request and response, where strlen showed in profiles. */
+struct name {
+    const char *s;
+    size_t len;
+};
 static bool is_idempotent(h2o_iovec_t m)
 {
-    static const char *const names[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    static const struct name names[] = {{H2O_STRLIT("GET")},    {H2O_STRLIT("HEAD")},    {H2O_STRLIT("PUT")},
+                                        {H2O_STRLIT("DELETE")}, {H2O_STRLIT("OPTIONS")}, {H2O_STRLIT("TRACE")}};
     for (size_t i = 0; i < VG_ARRAY_LEN(names); i++)
-        if (h2o_memis(m.base, m.len, names[i], strlen(names[i])))
+        if (h2o_memis(m.base, m.len, names[i].s, names[i].len))
             return true;
     return false;
 }
@@ -177,12 +232,12 @@ static void log_failure(struct fwd *f, const char *msg, const char *why)
            why, "attempts", tries, "request_id", rid, NULL);
 }
 
-/* Cancels the running h2o client, if any: its socket is closed, not pooled. */
-static void cancel_client(struct fwd *f)
+/* Closes the running exchange's connection, if any (never pooled). */
+static void drop_conn(struct fwd *f)
 {
-    if (f->client) {
-        h2o_http1client_cancel(f->client);
-        f->client = NULL;
+    if (f->conn) {
+        vg__proxy_conn_close(f->conn);
+        f->conn = NULL;
     }
 }
 
@@ -201,11 +256,12 @@ static void end_attempt(struct fwd *f, enum outcome o)
 
 bool vg__proxy_hop_header(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection", "keep-alive",         "proxy-connection",
-                                      "te",         "transfer-encoding",  "upgrade",
-                                      "trailer",    "proxy-authenticate", "proxy-authorization"};
+    static const struct name hop[] = {
+        {H2O_STRLIT("connection")}, {H2O_STRLIT("keep-alive")},         {H2O_STRLIT("proxy-connection")},
+        {H2O_STRLIT("te")},         {H2O_STRLIT("transfer-encoding")},  {H2O_STRLIT("upgrade")},
+        {H2O_STRLIT("trailer")},    {H2O_STRLIT("proxy-authenticate")}, {H2O_STRLIT("proxy-authorization")}};
     for (size_t i = 0; i < VG_ARRAY_LEN(hop); i++)
-        if (h2o_lcstris(name, len, hop[i], strlen(hop[i])))
+        if (h2o_lcstris(name, len, hop[i].s, hop[i].len))
             return true;
     return false;
 }
@@ -271,11 +327,14 @@ enum req_hdr { HDR_KEEP, HDR_DROP, HDR_COOKIE, HDR_XFF, HDR_VIA };
 
 static enum req_hdr classify(const h2o_headers_t *hs, const h2o_iovec_t *name)
 {
-    static const char *const ours[] = {"host", "content-length", "expect", "x-forwarded-proto"};
+    static const struct name ours[] = {{H2O_STRLIT("host")},
+                                       {H2O_STRLIT("content-length")},
+                                       {H2O_STRLIT("expect")},
+                                       {H2O_STRLIT("x-forwarded-proto")}};
     if (vg__proxy_hop_header(name->base, name->len))
         return HDR_DROP;
     for (size_t i = 0; i < VG_ARRAY_LEN(ours); i++)
-        if (h2o_lcstris(name->base, name->len, ours[i], strlen(ours[i])))
+        if (h2o_lcstris(name->base, name->len, ours[i].s, ours[i].len))
             return HDR_DROP;
     if (h2o_lcstris(name->base, name->len, H2O_STRLIT("cookie")))
         return HDR_COOKIE;
@@ -339,7 +398,8 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
     if (unsafe_bytes(in->method.base, in->method.len) || unsafe_bytes(in->path.base, in->path.len) ||
         unsafe_bytes(in->host.base, in->host.len) || unsafe_bytes(in->client_ip.base, in->client_ip.len))
         return VG_EINVAL;
-    /* every header is written at most once, with at most 4 bytes around it */
+    /* every header is written at most once, with at most 4 bytes around it;
+     * 256 covers the lines of our own */
     size_t cap = in->method.len + in->path.len + in->host.len + in->client_ip.len + in->proto.len + 256;
     for (size_t i = 0; i < hs->size; i++) {
         const h2o_header_t *h = &hs->entries[i];
@@ -357,7 +417,9 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
     bool wants_length = h2o_memis(in->method.base, in->method.len, H2O_STRLIT("POST")) ||
                         h2o_memis(in->method.base, in->method.len, H2O_STRLIT("PUT")) ||
                         h2o_memis(in->method.base, in->method.len, H2O_STRLIT("PATCH"));
-    if (in->has_body || wants_length) { /* a server may answer 411 to a POST without one */
+    if (in->has_body && in->body_len == SIZE_MAX) {
+        PUT_LIT(&o, "transfer-encoding: chunked\r\n");
+    } else if (in->has_body || wants_length) { /* a server may answer 411 to a POST without one */
         char cl[48];
         int n = snprintf(cl, sizeof(cl), "content-length: %zu\r\n", in->has_body ? in->body_len : 0);
         put(&o, cl, (size_t)n);
@@ -391,10 +453,36 @@ static bool usable(void *ctx, size_t i)
     return vg_proxy_origin_state_usable(f->t.state, i, f->pick_now_ms);
 }
 
+static void exchange_start(struct fwd *f);
+
+/* Gets the running attempt a connection to its server: a pooled one goes
+ * to work at once, a new one once made. Streamed bodies take new ones
+ * (see vg_proxy_forward), as does a request sent again after a pooled
+ * connection turned out closed (fresh). */
+static void open_conn(struct fwd *f, bool fresh)
+{
+    const char *err = "connection failed";
+    struct vg_proxy_pool *pool = f->t.pools[f->server];
+    switch (vg__proxy_conn_open(pool, fresh || f->body == BODY_STREAM, on_connected, f, &f->conn, &err)) {
+    case VG__PROXY_OPEN_READY:
+        f->reused = true;
+        exchange_start(f);
+        return;
+    case VG__PROXY_OPEN_PENDING:
+        f->reused = false;
+        arm(f, &f->t.timers->connect, &f->connect_te);
+        return;
+    case VG__PROXY_OPEN_FAILED:
+        f->conn = NULL;
+        attempt_failed(f, FAIL_CONNECT, false, err);
+        return;
+    }
+}
+
 static enum start start_attempt(struct fwd *f)
 {
     h2o_req_t *req = f->req;
-    VG_ASSERT(f->client == NULL && f->server < 0 && !f->done);
+    VG_ASSERT(f->conn == NULL && f->server < 0 && !f->done);
     f->pick_now_ms = vg_now_ms();
     int s = vg_proxy_balancer_pick(f->t.balancer, usable, f, f->tried, f->key.base, f->key.len);
     if (s < 0)
@@ -407,10 +495,10 @@ static enum start start_attempt(struct fwd *f)
         .headers = &req->headers,
         .client_ip = f->client_ip,
         .proto = req->scheme->name,
-        .has_body = req->entity.base != NULL,
-        .body_len = req->entity.len,
+        .has_body = f->body != BODY_NONE,
+        .body_len = f->body_len,
     };
-    if (vg__proxy_head_build(&req->pool, &h, &f->reqbufs[0]) != 0)
+    if (vg__proxy_head_build(&req->pool, &h, &f->head) != 0)
         return BAD_REQUEST;
     if (s < 64)
         f->tried |= (uint64_t)1 << s;
@@ -420,20 +508,21 @@ static enum start start_attempt(struct fwd *f)
     vg_proxy_balancer_acquire(f->t.balancer, (size_t)s);
     if (f->on_attempt)
         f->on_attempt(f->data, s);
-    arm(f, &f->t.timers->connect, &f->connect_te);
-    h2o_http1client_connect_with_pool(&f->client, f, f->t.client, &f->t.pools[s], on_connect);
+    open_conn(f, false);
     return STARTED; /* the attempt may already have ended (and others started): touch nothing here */
 }
 
-/* The running attempt failed before a response head came (f->client is
+/* The running attempt failed before a response head came (f->conn is
  * already gone). Retries when the rules allow, else answers the client. */
 static void attempt_failed(struct fwd *f, enum fail_kind kind, bool timeout, const char *why)
 {
-    VG_ASSERT(f->client == NULL);
+    VG_ASSERT(f->conn == NULL);
     unarm(&f->connect_te);
     unarm(&f->read_te);
     end_attempt(f, OUTCOME_FAIL);
     bool may = kind == FAIL_CONNECT || (kind == FAIL_NO_RESPONSE && f->idempotent);
+    if (f->body_started) /* part of the client's body went into this attempt: it is gone */
+        may = false;
     if (may && f->attempts <= f->t.conf->retries) {
         vg_log(VG_LOG_DEBUG, "upstream attempt failed, retrying", "origin", f->t.conf->name, "server",
                f->t.conf->servers[f->last_server].url, "reason", why, NULL);
@@ -443,18 +532,205 @@ static void attempt_failed(struct fwd *f, enum fail_kind kind, bool timeout, con
     respond_error(f, timeout ? 504 : 502, why);
 }
 
+/* The running exchange failed before a response head: its connection goes. */
+static void fail_exchange(struct fwd *f, enum fail_kind kind, bool timeout, const char *why)
+{
+    drop_conn(f);
+    attempt_failed(f, kind, timeout, why);
+}
+
+static void send_error(struct fwd *f, int status)
+{
+    f->done = true;
+    if (status == 504)
+        h2o_send_error_generic(f->req, 504, "Gateway Timeout", "upstream timed out\n", 0);
+    else
+        h2o_send_error_502(f->req, "Bad Gateway", "upstream unavailable\n", 0);
+}
+
 /* Answers with an error (no response head has gone out). */
 static void respond_error(struct fwd *f, int status, const char *why)
 {
-    h2o_req_t *req = f->req;
-    VG_ASSERT(!f->responding && !f->done && f->client == NULL && f->server < 0);
+    VG_ASSERT(!f->responding && !f->done && f->conn == NULL && f->server < 0);
     stop_timers(f);
-    f->done = true;
     log_failure(f, "upstream failed", why);
-    if (status == 504)
-        h2o_send_error_generic(req, 504, "Gateway Timeout", "upstream timed out\n", 0);
+    if (f->body_reading) { /* after the outstanding read (see the top) */
+        f->deferred_status = status;
+        return;
+    }
+    send_error(f, status);
+}
+
+/* ---- the request, out ------------------------------------------------------------ */
+
+static void on_written(h2o_socket_t *sock, const char *err);
+static void body_read_next(struct fwd *f);
+
+/* Hands f->bufs[0..n) to the origin. Until the response head, the read
+ * timer runs while a write is in flight: the origin has that long to take
+ * it (on_read_timeout lets a whole body take longer). */
+static void write_out(struct fwd *f, size_t n)
+{
+    f->writing = true;
+    if (!f->head_in)
+        arm(f, &f->t.timers->read, &f->read_te);
+    h2o_socket_write(f->conn->sock, f->bufs, n, on_written);
+}
+
+/* The running attempt has its connection: the request goes out, the
+ * response is watched for from now on. */
+static void exchange_start(struct fwd *f)
+{
+    f->writing = f->sent = f->stop_sending = f->resp_any = f->head_in = false;
+    f->head_seen = f->decoded = 0;
+    h2o_socket_read_start(f->conn->sock, on_read);
+    f->bufs[0] = f->head;
+    size_t n = 1;
+    if (f->body == BODY_WHOLE && f->req->entity.len)
+        f->bufs[n++] = f->req->entity;
+    write_out(f, n);
+}
+
+static void request_sent(struct fwd *f)
+{
+    f->sent = true;
+    start_total(f);
+    if (!f->head_in)
+        arm(f, &f->t.timers->read, &f->read_te);
+}
+
+static void on_written(h2o_socket_t *sock, const char *err)
+{
+    struct vg__proxy_conn *c = sock->data;
+    struct fwd *f = c->user;
+    VG_ASSERT(c == f->conn && f->writing && !f->done);
+    f->writing = false;
+    if (err != NULL) {
+        /* the connection broke: the read side sees how (a close, a reset,
+         * an answer sent before the origin stopped reading) and decides */
+        f->stop_sending = true;
+        return;
+    }
+    if (f->body != BODY_STREAM || f->body_end) {
+        request_sent(f);
+        return;
+    }
+    if (!f->head_in)
+        unarm(&f->read_te); /* the origin took it; now the client is the one to wait for */
+    if (!f->stop_sending)
+        body_read_next(f);
+}
+
+/* What waited for an outstanding body read to come back. */
+static void after_body_read(struct fwd *f)
+{
+    if (f->done)
+        return;
+    if (f->deferred_status) {
+        send_error(f, f->deferred_status);
+        return;
+    }
+    if (f->responding && f->sending.bytes_inflight == 0)
+        do_send(f); /* the final send may have waited */
+}
+
+/* The answer to a client whose body failed (vg_http_body_read's status). */
+static void send_body_error(struct fwd *f, int status)
+{
+    switch (status) {
+    case 408:
+        h2o_send_error_generic(f->req, 408, "Request Timeout", "request body timed out\n",
+                               H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+        return;
+    case 413:
+        h2o_send_error_generic(f->req, 413, "Payload Too Large", "request body too large\n",
+                               H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+        return;
+    default:
+        h2o_send_error_400(f->req, "Bad Request", "bad request body\n", H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+        return;
+    }
+}
+
+/* The client's body cannot be completed (a read's ERROR, or a body that
+ * does not match its length). */
+static void body_failed(struct fwd *f, int status, const char *reason)
+{
+    f->stop_sending = true;
+    if (f->done)
+        return;
+    if (f->responding) { /* the origin answered already: that answer stands */
+        after_body_read(f);
+        return;
+    }
+    /* not the origin's doing: the attempt ends without a verdict */
+    stop_timers(f);
+    drop_conn(f);
+    end_attempt(f, OUTCOME_UNKNOWN);
+    f->done = true;
+    if (status == 0) /* the client went away: nobody to answer */
+        return;
+    log_failure(f, "request body failed", reason);
+    send_body_error(f, status);
+}
+
+/* Hands one piece of the client's body to the origin, framed as a chunk
+ * when the body's length is unknown. */
+static void body_write(struct fwd *f, h2o_iovec_t buf)
+{
+    size_t n = 0;
+    bool end = f->body_end;
+    if (f->body_len == SIZE_MAX) {
+        if (buf.len) {
+            int k = snprintf(f->chunk_head, sizeof(f->chunk_head), "%zx\r\n", buf.len);
+            f->bufs[n++] = h2o_iovec_init(f->chunk_head, (size_t)k);
+            f->bufs[n++] = buf;
+            f->bufs[n++] = end ? h2o_iovec_init(H2O_STRLIT("\r\n0\r\n\r\n")) : h2o_iovec_init(H2O_STRLIT("\r\n"));
+        } else if (end) {
+            f->bufs[n++] = h2o_iovec_init(H2O_STRLIT("0\r\n\r\n"));
+        }
+    } else {
+        size_t left = f->body_len - f->body_out;
+        if (buf.len > left || (end && buf.len != left)) {
+            body_failed(f, 400, "request body does not match its content-length");
+            return;
+        }
+        if (buf.len)
+            f->bufs[n++] = buf;
+    }
+    f->body_out += buf.len;
+    if (n)
+        write_out(f, n);
+    else if (end)
+        request_sent(f);
     else
-        h2o_send_error_502(req, "Bad Gateway", "upstream unavailable\n", 0);
+        body_read_next(f);
+}
+
+static void on_body_piece(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason)
+{
+    struct fwd *f = data;
+    VG_ASSERT(f->body_reading);
+    f->body_reading = false;
+    if (st == VG_HTTP_BODY_ERROR) {
+        body_failed(f, status, reason);
+        return;
+    }
+    f->body_end = st == VG_HTTP_BODY_END;
+    if (f->done || f->conn == NULL || f->stop_sending) {
+        /* the exchange is over, or the origin answered: the rest stays with the client */
+        after_body_read(f);
+        return;
+    }
+    body_write(f, buf);
+}
+
+static void body_read_next(struct fwd *f)
+{
+    VG_ASSERT(!f->body_reading && !f->body_end);
+    f->body_started = true;
+    f->body_reading = true;
+    vg_http_body_read(f->req, f->t.body_limit, on_body_piece, f);
 }
 
 /* ---- response body ------------------------------------------------------------- */
@@ -466,9 +742,11 @@ static void do_send(struct fwd *f)
     if (f->done)
         return;
     VG_ASSERT(f->sending.bytes_inflight == 0);
-    h2o_buffer_t **src = f->client ? &f->client->sock->input : &f->rest;
+    h2o_buffer_t **src = f->conn ? &f->conn->sock->input : &f->rest;
     h2o_iovec_t v = h2o_doublebuffer_prepare(&f->sending, src, SIZE_MAX);
-    if (f->upstream_end && f->rest->size == 0 && v.len == f->sending.buf->size) {
+    if (f->conn)
+        f->decoded = (*src)->size; /* swapped away: what is left (nothing) is all body */
+    if (f->upstream_end && f->rest->size == 0 && v.len == f->sending.buf->size && !f->body_reading) {
         f->done = true; /* the request may go away once h2o has sent this: touch nothing after */
         h2o_send(f->req, &v, v.len ? 1 : 0, f->upstream_err ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
         return;
@@ -478,23 +756,25 @@ static void do_send(struct fwd *f)
 }
 
 /* Moves what the origin sent but the client has not got yet out of the
- * client's socket buffer, which goes away (or back to the pool) with it. */
+ * connection's buffer, which goes back to the pool (or away) with it. */
 static void take_tail(struct fwd *f)
 {
     h2o_buffer_t *t = f->rest;
     VG_ASSERT(t->size == 0);
-    f->rest = f->client->sock->input;
-    f->client->sock->input = t;
+    f->rest = f->conn->sock->input;
+    f->conn->sock->input = t;
+    f->decoded = 0;
 }
 
-/* The origin is done with this response (f->client is gone). err: why it
+/* The origin is done with this response (f->conn is gone). err: why it
  * did not finish cleanly, or NULL. */
 static void upstream_finished(struct fwd *f, const char *err, enum outcome o)
 {
-    VG_ASSERT(f->client == NULL);
+    VG_ASSERT(f->conn == NULL);
     stop_timers(f);
     f->upstream_end = true;
     f->paused = false;
+    f->stop_sending = true;
     end_attempt(f, o);
     if (err) {
         f->upstream_err = true;
@@ -504,48 +784,80 @@ static void upstream_finished(struct fwd *f, const char *err, enum outcome o)
         do_send(f);
 }
 
-/* Ends the exchange with the origin mid-body (the head has gone out, so
- * the client gets a broken stream rather than an error status). */
+/* Ends the exchange mid-body (the head has gone out, so the client gets a
+ * broken stream rather than an error status). */
 static void abort_upstream(struct fwd *f, const char *why, enum outcome o)
 {
     take_tail(f);
-    cancel_client(f);
+    drop_conn(f);
     upstream_finished(f, why, o);
 }
 
-static int on_body(h2o_http1client_t *client, const char *errstr)
+/* The whole response is in: the connection goes back to the pool when the
+ * exchange left it reusable (the whole request went out too), else it is
+ * closed. */
+static void response_done(struct fwd *f)
 {
-    struct fwd *f = client->data;
-    VG_ASSERT(client == f->client && !f->done);
-    unarm(&f->read_te);
-    if (errstr != NULL) {
-        /* h2o takes a close right after a complete chunk for the end
-         * (browsers forgive a missing last chunk); a proxy must not pass a
-         * cut body on as whole. The real end comes with the bytes that held
-         * the last chunk; a close comes with none. */
-        if (errstr == h2o_http1client_error_is_eos && f->chunked && client->sock->bytes_read == 0)
-            errstr = "origin closed the connection before the last chunk";
-        take_tail(f);
-        f->client = NULL; /* h2o closes (or pools) it when we return */
-        if (errstr == h2o_http1client_error_is_eos)
-            upstream_finished(f, NULL, OUTCOME_OK);
-        else
-            upstream_finished(f, errstr, OUTCOME_FAIL);
-        return 0;
+    struct vg__proxy_conn *c = f->conn;
+    take_tail(f);
+    f->conn = NULL;
+    if (f->keepalive && f->sent)
+        vg__proxy_conn_release(c);
+    else
+        vg__proxy_conn_close(c);
+    upstream_finished(f, NULL, OUTCOME_OK);
+}
+
+/* The connection ended (err) before the body's end. */
+static void body_cut(struct fwd *f, const char *err)
+{
+    bool closed = err == h2o_socket_error_closed;
+    if (f->rbody.framing == VG__PROXY_BODY_CLOSE && closed) {
+        f->keepalive = false;
+        response_done(f);
+        return;
+    }
+    /* a proxy must not pass a cut body on as whole */
+    if (f->rbody.framing == VG__PROXY_BODY_CHUNKED && closed)
+        err = "origin closed the connection before the last chunk";
+    else if (closed)
+        err = "origin closed the connection before the end of the body";
+    abort_upstream(f, err, OUTCOME_FAIL);
+}
+
+/* fresh bytes came at the end of the connection's buffer, or the
+ * connection ended (err), while the response body is read. */
+static void on_body_bytes(struct fwd *f, const char *err, size_t fresh)
+{
+    h2o_buffer_t *in = f->conn->sock->input;
+    size_t len = fresh, extra;
+    char *raw = fresh ? in->bytes + f->decoded : NULL;
+    enum vg__proxy_body_status st = vg__proxy_body_decode(&f->rbody, raw, &len, &extra);
+    if (st == VG__PROXY_BODY_BAD) {
+        abort_upstream(f, "malformed chunked encoding in the response", OUTCOME_FAIL);
+        return;
+    }
+    in->size = f->decoded + len; /* the decoded body, without framing or what followed it */
+    f->decoded = in->size;
+    if (st == VG__PROXY_BODY_DONE) {
+        if (extra) /* bytes after the response: the connection is out of step */
+            f->keepalive = false;
+        response_done(f);
+        return;
+    }
+    if (err != NULL) {
+        body_cut(f, err);
+        return;
     }
     if (f->sending.bytes_inflight == 0)
         do_send(f);
-    if (client->sock->input->size >= READ_HIGH_WATER) {
-        /* backpressure: h2o's client has no call for this; stopping its
-         * socket works because it only reads in this callback's caller,
-         * which we restart with the same reader (2.2.5 keeps it in _cb) */
-        f->reader = client->sock->_cb.read;
-        h2o_socket_read_stop(client->sock);
+    if (f->conn->sock->input->size >= READ_HIGH_WATER) {
+        h2o_socket_read_stop(f->conn->sock); /* backpressure: on_proceed restarts it */
         f->paused = true;
+        unarm(&f->read_te);
     } else {
         arm(f, &f->t.timers->read, &f->read_te);
     }
-    return 0;
 }
 
 static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -553,9 +865,9 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     struct fwd *f = H2O_STRUCT_FROM_MEMBER(struct fwd, gen, gen);
     h2o_doublebuffer_consume(&f->sending);
     do_send(f);
-    if (f->paused && f->client && f->client->sock->input->size < READ_HIGH_WATER) {
+    if (f->paused && f->conn && f->conn->sock->input->size < READ_HIGH_WATER) {
         f->paused = false;
-        h2o_socket_read_start(f->client->sock, f->reader);
+        h2o_socket_read_start(f->conn->sock, on_read);
         arm(f, &f->t.timers->read, &f->read_te);
     }
 }
@@ -566,183 +878,212 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     struct fwd *f = H2O_STRUCT_FROM_MEMBER(struct fwd, gen, gen);
     f->done = true;
     stop_timers(f);
-    cancel_client(f);
+    drop_conn(f);
     end_attempt(f, OUTCOME_OK); /* the origin answered; a 5xx was reported already */
 }
 
 /* ---- response head ---------------------------------------------------------------- */
 
-static bool named_by_connection(const h2o_header_t *hs, size_t n, const h2o_iovec_t *name)
+static bool named_by_connection(const struct vg__proxy_resp *r, const char *lc, size_t len)
 {
-    for (size_t i = 0; i < n; i++)
-        if (h2o_lcstris(hs[i].name->base, hs[i].name->len, H2O_STRLIT("connection")) &&
-            vg__proxy_list_has(hs[i].value, name->base, name->len))
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct phr_header *h = &r->headers[i];
+        if (h2o_lcstris(h->name, h->name_len, H2O_STRLIT("connection")) &&
+            vg__proxy_list_has(h2o_iovec_init(h->value, h->value_len), lc, len))
             return true;
+    }
     return false;
 }
 
 /* Content-Length is h2o's to write (from res.content_length); so are Date
  * and Server, which h2o always adds (nginx hides the origin's too). */
-static bool drop_from_response(const h2o_iovec_t *name)
+static bool drop_from_response(const char *lc, size_t len)
 {
-    return h2o_memis(name->base, name->len, H2O_STRLIT("content-length")) ||
-           h2o_memis(name->base, name->len, H2O_STRLIT("date")) ||
-           h2o_memis(name->base, name->len, H2O_STRLIT("server"));
+    return h2o_memis(lc, len, H2O_STRLIT("content-length")) || h2o_memis(lc, len, H2O_STRLIT("date")) ||
+           h2o_memis(lc, len, H2O_STRLIT("server"));
 }
 
-/* Copies the origin's head into req->res (h2o reuses its memory after the
- * callback). Returns why it cannot be forwarded, or NULL (req->res is only
- * written once the head is known to be good). */
-static const char *copy_head(struct fwd *f, int status, h2o_iovec_t msg, const h2o_header_t *hs, size_t n,
-                             size_t *declared)
+/* Copies one of the origin's headers into req->res (in pool memory: the
+ * connection's buffer moves on), unless a proxy must not pass it on.
+ * h2o wants names in lower case; the origin's spelling goes out on HTTP/1. */
+static void add_response_header(struct fwd *f, const struct vg__proxy_resp *r, const struct phr_header *h)
+{
+    h2o_mem_pool_t *pool = &f->req->pool;
+    size_t len = h->name_len;
+    char *lc = h2o_strdup(pool, h->name, len).base;
+    for (size_t i = 0; i < len; i++)
+        lc[i] = h2o_tolower(lc[i]);
+    if (vg__proxy_hop_header(lc, len) || drop_from_response(lc, len) || named_by_connection(r, lc, len))
+        return;
+    h2o_iovec_t value = h2o_strdup(pool, h->value, h->value_len);
+    const char *orig = memcmp(lc, h->name, len) != 0 ? h2o_strdup(pool, h->name, len).base : NULL;
+    const h2o_token_t *token = h2o_lookup_token(lc, len);
+    if (token)
+        h2o_add_header(pool, &f->req->res.headers, token, orig, value.base, value.len);
+    else
+        h2o_add_header_by_str(pool, &f->req->res.headers, lc, len, 0, orig, value.base, value.len);
+}
+
+static void copy_head(struct fwd *f, const struct vg__proxy_resp *r)
 {
     h2o_req_t *req = f->req;
-    size_t clen = SIZE_MAX;
-    bool chunked = false;
-    if (status == 101)
-        return "unexpected 101 response (no upgrade was asked for)";
-    for (size_t i = 0; i < n; i++) {
-        const h2o_iovec_t *name = hs[i].name;
-        if (h2o_memis(name->base, name->len, H2O_STRLIT("content-length"))) {
-            size_t v = h2o_strtosize(hs[i].value.base, hs[i].value.len);
-            if (v == SIZE_MAX || (clen != SIZE_MAX && v != clen))
-                return "invalid or conflicting content-length";
-            clen = v;
-        } else if (h2o_memis(name->base, name->len, H2O_STRLIT("transfer-encoding"))) {
-            chunked = true; /* h2o's client decoded it, or refused the head */
-        }
-    }
-    *declared = clen;
-    f->chunked = chunked;
-    req->res.status = status;
-    req->res.reason = h2o_strdup(&req->pool, msg.base, msg.len).base;
-    if (clen != SIZE_MAX && !chunked && status != 204 && status != 304)
-        req->res.content_length = clen; /* h2o writes Content-Length itself */
-    for (size_t i = 0; i < n; i++) {
-        const h2o_iovec_t *name = hs[i].name;
-        if (vg__proxy_hop_header(name->base, name->len) || drop_from_response(name) || named_by_connection(hs, n, name))
-            continue;
-        h2o_iovec_t value = h2o_strdup(&req->pool, hs[i].value.base, hs[i].value.len);
-        const char *orig = hs[i].orig_name ? h2o_strdup(&req->pool, hs[i].orig_name, name->len).base : NULL;
-        if (h2o_iovec_is_token(name))
-            h2o_add_header(&req->pool, &req->res.headers, (const h2o_token_t *)name, orig, value.base, value.len);
-        else
-            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name->base, name->len).base,
-                                  name->len, 0, orig, value.base, value.len);
-    }
+    req->res.status = r->status;
+    req->res.reason = h2o_strdup(&req->pool, r->reason.base, r->reason.len).base;
+    if (r->content_length != SIZE_MAX && !r->chunked && r->status != 204 && r->status != 304)
+        req->res.content_length = r->content_length; /* h2o writes Content-Length itself (HEAD too) */
+    for (size_t i = 0; i < r->n_headers; i++)
+        add_response_header(f, r, &r->headers[i]);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VIA, NULL, H2O_STRLIT("1.1 verge"));
-    return NULL;
 }
 
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
-                                       h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
+/* The final response head is in (n bytes of the connection's buffer). */
+static void head_done(struct fwd *f, const struct vg__proxy_resp *r, size_t n)
 {
-    struct fwd *f = client->data;
-    h2o_req_t *req = f->req;
-    VG_ASSERT(client == f->client && !f->done);
     unarm(&f->read_te);
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        bool got_bytes = client->sock != NULL && client->sock->input->size != 0;
-        f->client = NULL;
-        attempt_failed(f, got_bytes ? FAIL_RESPONSE : FAIL_NO_RESPONSE, strcmp(errstr, "I/O timeout") == 0, errstr);
-        return NULL;
-    }
-    bool eos = errstr != NULL;
-    size_t declared;
-    const char *bad = copy_head(f, status, msg, headers, num_headers, &declared);
-    if (bad) {
-        if (eos) /* h2o would pool the socket after an eos head: keep it out */
-            h2o_socket_close(h2o_http1client_steal_socket(client));
-        f->client = NULL;
-        attempt_failed(f, FAIL_RESPONSE, false, bad);
-        return NULL;
-    }
+    copy_head(f, r);
+    h2o_buffer_consume(&f->conn->sock->input, n); /* r points into it: after the copy */
+    f->head_in = true;
+    f->keepalive = r->keepalive;
+    vg__proxy_body_init(&f->rbody, r);
+    /* an origin that rejects the body before it has all of it does not
+     * want the rest; one that accepts it early may still read it */
+    if (!f->sent && r->status >= 300)
+        f->stop_sending = true;
     /* 5xx counts against the server at once; 501 means "not supported", not ill */
-    if (status >= 500 && status != 501) {
+    if (r->status >= 500 && r->status != 501) {
         vg_proxy_origin_state_report(f->t.state, (size_t)f->server, false, vg_now_ms());
         f->reported = true;
     }
+    start_total(f);
     f->responding = true;
-    h2o_start_response(req, &f->gen);
-    if (eos) { /* HEAD, 204, 304 */
-        if (status == 204 && declared != SIZE_MAX && declared != 0) {
-            /* a 204 with a length usually comes with the body it must not
-             * have; that would be read as the next response on this
-             * connection: do not pool it */
-            h2o_socket_close(h2o_http1client_steal_socket(client));
-        }
-        f->client = NULL;
-        f->upstream_end = true;
-        stop_timers(f);
-        end_attempt(f, OUTCOME_OK);
-        f->done = true;
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return NULL;
-    }
-    arm(f, &f->t.timers->read, &f->read_te);
-    return on_body; /* h2o calls it at once with any body bytes that came with the head */
+    h2o_start_response(f->req, &f->gen);
+    on_body_bytes(f, NULL, f->conn->sock->input->size); /* what came with the head; ends a bodiless one */
 }
 
-/* ---- connecting ----------------------------------------------------------------------- */
-
-static h2o_http1client_head_cb on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-                                          size_t *reqbufcnt, int *method_is_head)
+/* The origin closed or reset the connection (err) before a whole head. */
+static void head_cut(struct fwd *f, const char *err)
 {
-    struct fwd *f = client->data;
-    VG_ASSERT(client == f->client && !f->done);
-    unarm(&f->connect_te);
-    if (errstr != NULL) {
-        f->client = NULL;
-        attempt_failed(f, FAIL_CONNECT, strcmp(errstr, "connection timeout") == 0, errstr);
-        return NULL;
+    if (f->resp_any) {
+        fail_exchange(f, FAIL_RESPONSE, false, "origin closed the connection before the end of the response head");
+        return;
     }
-    int fd = h2o_socket_get_fd(client->sock), sz = UPSTREAM_RCVBUF;
+    if (f->reused) {
+        /* the origin closed an idle connection as the request arrived: it
+         * did not process it, so it goes again on a new connection to the
+         * same server, whatever the method, within the same attempt
+         * (streamed bodies never take pooled connections) */
+        vg_log(VG_LOG_DEBUG, "pooled upstream connection was closed, sending again on a new one", "origin",
+               f->t.conf->name, "server", f->t.conf->servers[f->server].url, NULL);
+        drop_conn(f);
+        unarm(&f->read_te);
+        open_conn(f, true);
+        return;
+    }
+    fail_exchange(f, FAIL_NO_RESPONSE, false, err == h2o_socket_error_closed ? "origin closed the connection" : err);
+}
+
+/* Bytes came, or the connection ended (err), while the head is awaited. */
+static void on_head_bytes(struct fwd *f, const char *err)
+{
+    h2o_buffer_t **in = &f->conn->sock->input;
+    if ((*in)->size == 0) {
+        if (err != NULL)
+            head_cut(f, err);
+        return;
+    }
+    for (;;) {
+        struct vg__proxy_resp r;
+        const char *why = NULL;
+        int n = vg__proxy_resp_parse((*in)->bytes, (*in)->size, f->head_seen, f->is_head, &r, &why);
+        if (n == VG__PROXY_HEAD_PARTIAL) {
+            f->head_seen = (*in)->size;
+            if (err != NULL)
+                head_cut(f, err);
+            return;
+        }
+        if (n < 0) {
+            fail_exchange(f, FAIL_RESPONSE, false, why);
+            return;
+        }
+        if (r.status >= 200) {
+            head_done(f, &r, (size_t)n);
+            return;
+        }
+        h2o_buffer_consume(in, (size_t)n); /* 1xx (100 Continue, 103...): the final head follows */
+        f->head_seen = 0;
+        if (f->sent)
+            arm(f, &f->t.timers->read, &f->read_te);
+    }
+}
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+    struct vg__proxy_conn *c = sock->data;
+    struct fwd *f = c->user;
+    VG_ASSERT(c == f->conn && !f->done);
+    size_t fresh = sock->input->size - f->decoded;
+    if (fresh)
+        f->resp_any = true;
+    if (f->head_in)
+        on_body_bytes(f, err, fresh);
+    else
+        on_head_bytes(f, err);
+}
+
+/* ---- connecting and timeouts ----------------------------------------------------------- */
+
+static void on_connected(void *user, const char *err)
+{
+    struct fwd *f = user;
+    VG_ASSERT(f->conn != NULL && !f->done);
+    unarm(&f->connect_te);
+    if (err != NULL) {
+        f->conn = NULL; /* the pool closed it */
+        attempt_failed(f, FAIL_CONNECT, false, err);
+        return;
+    }
+    int fd = h2o_socket_get_fd(f->conn->sock), sz = UPSTREAM_RCVBUF;
     if (fd >= 0)
         (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)); /* best effort */
-    *reqbufs = f->reqbufs;
-    *reqbufcnt = f->n_reqbufs;
-    *method_is_head = f->is_head;
-    arm(f, &f->t.timers->read, &f->read_te);
-    return on_head;
+    exchange_start(f);
 }
 
 static void on_connect_timeout(h2o_timeout_entry_t *e)
 {
     struct fwd *f = H2O_STRUCT_FROM_MEMBER(struct fwd, connect_te, e);
-    VG_AN(f->client);
-    cancel_client(f);
-    attempt_failed(f, FAIL_CONNECT, true, "connect timeout");
+    VG_AN(f->conn);
+    fail_exchange(f, FAIL_CONNECT, true, "connect timeout");
 }
 
 static void on_read_timeout(h2o_timeout_entry_t *e)
 {
     struct fwd *f = H2O_STRUCT_FROM_MEMBER(struct fwd, read_te, e);
-    h2o_http1client_t *c = f->client;
-    VG_AN(c);
+    VG_AN(f->conn);
     if (f->responding) {
         abort_upstream(f, "read timeout", OUTCOME_FAIL);
         return;
     }
-    if (c->sock && h2o_socket_is_writing(c->sock)) {
-        /* still sending the request body: the origin is reading, not silent */
+    if (f->writing && f->body != BODY_STREAM) {
+        /* still sending a body that was here whole: the origin is reading,
+         * not silent (the total timeout bounds it) */
         arm(f, &f->t.timers->read, &f->read_te);
         return;
     }
-    bool got_bytes = c->sock != NULL && c->sock->input->size != 0;
-    cancel_client(f);
-    attempt_failed(f, got_bytes ? FAIL_RESPONSE : FAIL_NO_RESPONSE, true, "read timeout");
+    bool got_bytes = f->resp_any;
+    fail_exchange(f, got_bytes ? FAIL_RESPONSE : FAIL_NO_RESPONSE, true,
+                  f->writing ? "send timeout (the origin did not take the request body)" : "read timeout");
 }
 
 static void on_total_timeout(h2o_timeout_entry_t *e)
 {
     struct fwd *f = H2O_STRUCT_FROM_MEMBER(struct fwd, total_te, e);
-    VG_AN(f->client);
+    VG_AN(f->conn);
     if (f->responding) {
         /* a client too slow to take the body is not the origin's fault */
         abort_upstream(f, "total timeout", f->paused ? OUTCOME_OK : OUTCOME_FAIL);
         return;
     }
-    cancel_client(f);
+    drop_conn(f);
     unarm(&f->connect_te);
     unarm(&f->read_te);
     end_attempt(f, OUTCOME_FAIL);
@@ -755,10 +1096,22 @@ static void on_dispose(void *p)
 {
     struct fwd *f = p;
     stop_timers(f);
-    cancel_client(f);
+    drop_conn(f);
     end_attempt(f, OUTCOME_UNKNOWN); /* the client left before the answer: nobody knows */
     h2o_doublebuffer_dispose(&f->sending);
     h2o_buffer_dispose(&f->rest);
+}
+
+static void body_init(struct fwd *f)
+{
+    h2o_req_t *req = f->req;
+    if (vg_http_body_is_streamed(req)) {
+        f->body = BODY_STREAM;
+        f->body_len = vg_http_body_length(req);
+    } else if (req->entity.base) {
+        f->body = BODY_WHOLE;
+        f->body_len = req->entity.len;
+    }
 }
 
 void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec_t path, h2o_iovec_t hash_key,
@@ -784,10 +1137,16 @@ void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec
     h2o_doublebuffer_init(&f->sending, &h2o_socket_buffer_prototype);
     h2o_buffer_init(&f->rest, &h2o_socket_buffer_prototype);
     f->client_ip = peer_ip(req);
-    f->n_reqbufs = 1;
-    if (req->entity.base && req->entity.len)
-        f->reqbufs[f->n_reqbufs++] = req->entity; /* h2o 2.2.5 has the whole body already */
-    arm(f, &f->t.timers->total, &f->total_te);
+    body_init(f);
+    if (f->body == BODY_STREAM && f->body_len != SIZE_MAX && f->body_len > f->t.body_limit) {
+        f->done = true;
+        log_failure(f, "request rejected", "request body exceeds limits.body_size");
+        h2o_send_error_generic(req, 413, "Payload Too Large", "request body too large\n",
+                               H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+        return;
+    }
+    if (f->body != BODY_STREAM) /* the body (if any) is complete already */
+        start_total(f);
     switch (start_attempt(f)) {
     case STARTED:
         return;

@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 
@@ -431,6 +432,323 @@ def test_keepalive_to_origin(verge, origin):
     many(v, 20, keepalive=False)
     assert a.count() == 20
     assert len(a.conns) <= 3, a.conns
+
+
+# ---- the upstream connection pool ------------------------------------------------------
+
+
+class ScriptedOrigin:
+    """A bare HTTP/1.1 origin for what http.server hides: which connection a
+    request came on, and answers byte for byte. answer(conn_no, req_no,
+    method, path, body) returns the bytes to send, or None to close the
+    connection without answering; `close_after` (a set of (conn_no,
+    req_no)) closes right after sending that answer. Requests carry
+    Content-Length bodies only. `seen` lists (conn_no, req_no, method,
+    path, body)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.close_after = set()
+        self.seen = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.conns = []
+        self.closed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+                n = len(self.conns) - 1
+            threading.Thread(target=self._serve, args=(c, n), daemon=True).start()
+
+    @staticmethod
+    def _read_request(c, buf):
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return None, buf
+            buf += d
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        length = 0
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        while len(buf) < length:
+            d = c.recv(65536)
+            if not d:
+                return None, buf
+            buf += d
+        return (method, path, buf[:length]), buf[length:]
+
+    def _serve(self, c, conn_no):
+        buf = b""
+        req_no = 0
+        try:
+            while True:
+                req, buf = self._read_request(c, buf)
+                if req is None:
+                    return
+                with self.lock:
+                    self.seen.append((conn_no, req_no) + req)
+                out = self.answer(conn_no, req_no, *req)
+                if out is None:
+                    return
+                c.sendall(out)
+                if (conn_no, req_no) in self.close_after:
+                    return
+                req_no += 1
+        except OSError:
+            pass
+        finally:
+            c.close()
+            with self.lock:
+                self.closed += 1
+
+    def stop(self):
+        self.sock.close()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def scripted():
+    started = []
+
+    def start(answer):
+        o = ScriptedOrigin(answer)
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        o.stop()
+
+
+def ok(body=b"ok\n", extra=b""):
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_origin_connection_reused(verge, origin):
+    """Sequential requests from different clients share one upstream
+    connection; so do the ones on a client keep-alive connection."""
+    a = origin("a")
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[a]))))
+    many(v, 10, keepalive=False)
+    many(v, 10, keepalive=True)
+    with RawConn(v.port) as c:  # bodiless answers and chunked ones leave it in step too
+        assert c.request("HEAD", "/api/download/100").status == 200
+        assert c.request("POST", "/api/x", body=b"b" * 5000).status == 200
+        assert c.request("GET", "/api/x").status == 200
+    assert a.count() == 23
+    assert len({r.peer for r in a.requests}) == 1, {r.peer for r in a.requests}
+    assert not [r for r in v.log_records() if r.get("msg") == "upstream failed"], v.logs()
+
+
+def test_origin_keepalive_zero_turns_reuse_off(verge, origin):
+    a = origin("a")
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[a], keepalive="0"))))
+    many(v, 5)
+    assert len({r.peer for r in a.requests}) == 5
+
+
+def test_origin_closes_idle_connection(verge, scripted):
+    """An origin that closes keep-alive connections after a short idle time:
+    verge notices while the connection is idle and opens a new one."""
+    o = scripted(lambda conn, req, *rest: ok())
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url]))))
+    assert v.get("/api/1").status == 200
+    with o.lock:
+        first = o.conns[0]
+    first.shutdown(socket.SHUT_RDWR)  # the origin's idle timeout
+    assert wait_for(lambda: o.closed == 1, 5)
+    time.sleep(0.2)
+    assert v.request("POST", "/api/2", body=b"once").status == 200
+    assert [s[:4] for s in o.seen] == [(0, 0, "GET", "/1"), (1, 0, "POST", "/2")], o.seen
+    msgs = [r.get("msg") for r in v.log_records()]
+    assert "upstream failed" not in msgs, v.logs()
+    assert "pooled upstream connection was closed, sending again on a new one" not in msgs, v.logs()
+
+
+def test_idle_connections_capped(verge, origin):
+    """At most 64 idle connections per server and worker: a burst of 80
+    leaves 64 open, and they are used again."""
+    a = origin("a", delay=0.5)
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[a]))))
+    with concurrent.futures.ThreadPoolExecutor(80) as ex:
+        statuses = list(ex.map(lambda i: v.get("/api/%d" % i, timeout=20).status, range(80)))
+    assert statuses == [200] * 80
+    assert len(a.conns) == 80
+    assert wait_for(lambda: len(a.open_socks) == 64, 5), len(a.open_socks)
+    a.delay = 0
+    a.reset()
+    many(v, 5, keepalive=False)
+    assert not a.conns, a.conns  # no new connection
+    assert len({r.peer for r in a.requests}) == 1 and len(a.open_socks) == 64
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_pooled_connection_closed_as_request_arrives_is_sent_again(verge, scripted, method):
+    """The origin closes an idle connection just as the next request arrives
+    on it (no response byte): the request, even a POST, goes again on a new
+    connection, without counting as a failed attempt of the server."""
+    o = scripted(lambda conn, req, *rest: None if (conn, req) == (0, 1) else ok())
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url], retries=0,
+                                             passive="{max_fails: 1, fail_timeout: 10s}"))))
+    assert v.get("/api/1").status == 200
+    r = v.request(method, "/api/2", body=b"pay" if method == "POST" else None)
+    assert r.status == 200, r
+    assert [s[:3] for s in o.seen] == [(0, 0, "GET"), (0, 1, method), (1, 0, method)], o.seen
+    assert v.get("/api/3").status == 200  # not ejected
+    assert [r for r in v.log_records() if r.get("msg") == "pooled upstream connection was closed, sending again on a new one"]
+    assert not [r for r in v.log_records() if r.get("msg") == "upstream failed"], v.logs()
+
+
+def test_new_connection_closed_without_answer_is_not_sent_again(verge, scripted):
+    """The same close on a connection that was not reused is the origin
+    failing: a POST is not sent twice."""
+    o = scripted(lambda conn, req, method, *rest: None if method == "POST" else ok())
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url], retries=1, passive="{max_fails: 0}"))))
+    assert v.request("POST", "/api/p", body=b"x").status == 502
+    assert [s[2] for s in o.seen] == ["POST"], o.seen
+
+
+def test_chunked_response_with_extensions_and_trailers_keeps_connection(verge, scripted):
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunked\r\n\r\n"
+               b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
+    o = scripted(lambda conn, req, *rest: chunked if req % 2 == 0 else ok())
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url]))))
+    for i in range(4):
+        r = v.get("/api/%d" % i)
+        assert r.status == 200
+        assert r.body == (b"hello world" if i % 2 == 0 else b"ok\n"), r
+    assert r.headers.get("X-Trailer") is None
+    assert {s[0] for s in o.seen} == {0}, o.seen
+
+
+OK3 = b"Content-Length: 3\r\n\r\nok\n"
+
+
+@pytest.mark.parametrize("answer,status,reuse", [
+    (b"HTTP/1.1 200 OK\r\n" + OK3, 200, True),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + OK3, 200, False),
+    (b"HTTP/1.0 200 OK\r\n" + OK3, 200, False),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n" + OK3, 200, True),
+    (b"HTTP/1.1 200 OK\r\n" + OK3 + b"HTTP/1.1 200 OK\r\n", 200, False),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + OK3, 200, True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nok\n\r\n0\r\n\r\n", 200,
+     False),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, True),
+    (b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nok\n", 204, False),
+    (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n", 304, True),
+], ids=["keep-alive", "connection-close", "http10", "http10-keepalive", "bytes-after-response",
+        "100-continue-first", "length-and-chunked", "204", "204-with-body", "304-with-length"])
+def test_connection_reused_only_when_allowed(verge, scripted, answer, status, reuse):
+    o = scripted(lambda conn, req, *rest: answer)
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url]))))
+    with RawConn(v.port) as c:
+        for i in range(3):
+            r = c.request("GET", "/api/%d" % i)
+            assert r.status == status and r.body == (b"ok\n" if status == 200 else b""), r
+    conns = [s[0] for s in o.seen]
+    assert conns == ([0, 0, 0] if reuse else [0, 1, 2]), o.seen
+
+
+def test_close_delimited_response_then_next_request(verge, scripted):
+    """A body that runs until the close (HTTP/1.0 style): complete, and the
+    connection is not reused."""
+    data = pattern_bytes(300000)
+    o = scripted(lambda conn, req, *rest: b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\n" + data)
+    o.close_after = {(i, 0) for i in range(10)}
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url]))))
+    for i in range(3):
+        r = v.get("/api/%d" % i, timeout=20)
+        assert r.status == 200 and r.body == data
+    assert [s[:2] for s in o.seen] == [(0, 0), (1, 0), (2, 0)], o.seen
+
+
+def test_close_delimited_response_cut_by_reset_is_aborted(verge, scripted):
+    def answer(conn, req, *rest):
+        c = o.conns[conn]
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: x\r\n\r\npartial")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
+        return None
+
+    o = scripted(answer)
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[o.url]))))
+    with RawConn(v.port, timeout=5) as c:
+        c.send(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, status, _, h = c.read_head()
+        assert status == 200
+        assert c.wait_closed(3)
+        assert not c.buf.endswith(b"0\r\n\r\n"), c.buf  # not ended as if complete
+
+
+def test_slow_client_chunked_download_is_backpressured(verge, origin):
+    """Backpressure with a chunked origin body (decoded in place) as with a
+    sized one."""
+    a = origin("a")
+    size = 32 << 20
+    data = pattern_bytes(size)
+
+    def chunked(h, rec):
+        h.send_response(200)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for i in range(0, size, 1 << 20):
+            h._chunk(data[i:i + (1 << 20)])
+        h._chunk(b"")
+
+    a.handlers["/chunked"] = chunked
+    v = verge(app_yaml(origins_yaml(api=dict(servers=[a], timeouts="{connect: 1s, read: 1s, total: 60s}"))))
+    assert v.get("/api/x").status == 200
+    base = _rss_kib(v.proc.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", v.port))
+    try:
+        s.sendall(b"GET /api/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = _read_head(s)
+        assert head.startswith("HTTP/1.1 200"), head
+        time.sleep(2.5)
+        grown = _rss_kib(v.proc.pid) - base
+        while True:
+            d = s.recv(1 << 20)
+            assert d, "closed after %d bytes" % len(body)
+            body += d
+            if body.endswith(b"\r\n0\r\n\r\n"):
+                break
+    finally:
+        s.close()
+    assert grown < 20 * 1024, "RSS grew by %d KiB while the client stalled" % grown
+    got, rest = b"", body
+    while True:  # decode what verge sent on (chunked again, in its own pieces)
+        line, _, rest = rest.partition(b"\r\n")
+        n = int(line, 16)
+        if n == 0:
+            break
+        got += rest[:n]
+        rest = rest[n + 2:]
+    assert got == data
+    assert not [r for r in v.log_records() if r.get("msg") == "upstream failed"], v.logs()
 
 
 # ---- streaming -------------------------------------------------------------------------

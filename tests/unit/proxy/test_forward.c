@@ -164,6 +164,29 @@ static void test_content_length_rules(void **state)
     assert_non_null(strstr(build(f), "\r\ncontent-length: 0\r\n"));
 }
 
+static void test_streamed_body_heads(void **state)
+{
+    struct fixture *f = *state;
+    add(f, "Transfer-Encoding", "chunked");
+    add(f, "Expect", "100-continue");
+    f->in.method = h2o_iovec_init(H2O_STRLIT("POST"));
+    f->in.has_body = true;
+    f->in.body_len = SIZE_MAX; /* unknown length: chunked to the origin */
+    assert_string_equal(build(f), "POST /a/b?q=1 HTTP/1.1\r\n"
+                                  "host: 10.0.0.1:8080\r\n"
+                                  "connection: keep-alive\r\n"
+                                  "transfer-encoding: chunked\r\n"
+                                  "x-forwarded-for: 192.0.2.7\r\n"
+                                  "x-forwarded-proto: https\r\n"
+                                  "via: 1.1 verge\r\n"
+                                  "\r\n");
+    f->in.body_len = (size_t)5 << 30; /* a known length, however large */
+    char *head = build(f);
+    assert_non_null(strstr(head, "\r\ncontent-length: 5368709120\r\n"));
+    assert_null(strstr(head, "transfer-encoding"));
+    assert_null(strstr(head, "expect"));
+}
+
 static void test_unsafe_fields_refused(void **state)
 {
     struct fixture *f = *state;
@@ -209,6 +232,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_merges_xff_via_cookie, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_client_ip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_length_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_body_heads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsafe_fields_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_large_headers_fit, setup, teardown),
     };
