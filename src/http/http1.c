@@ -847,6 +847,17 @@ static void finish_buffered_body(struct conn *c)
     process(c);
 }
 
+/* The body goes to the handler piece by piece from now on. The evloop
+ * reads a socket until the kernel runs dry, so the kernel's receive buffer
+ * (autotuned up to several MiB) is what bounds one read: cap it. */
+static void start_streaming(struct conn *c)
+{
+    c->rq->body.streamed = true;
+    int fd = h2o_socket_get_fd(c->sock), sz = STREAM_RCVBUF;
+    if (fd >= 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+}
+
 /* CS_BUFFER: wait for a small body to arrive whole; switch to streaming
  * once it outgrows body_buffer_bytes (a chunked body's size shows late). */
 static void buffer_body(struct conn *c)
@@ -866,7 +877,7 @@ static void buffer_body(struct conn *c)
         return;
     }
     if (b->kind == BODY_CHUNKED && b->avail > c->hc->s.body_buffer_bytes) {
-        b->streamed = true;
+        start_streaming(c);
         process(c);
     }
 }
@@ -880,10 +891,7 @@ static void start_body(struct conn *c)
         return;
     }
     if (b->kind == BODY_LENGTH && b->length > c->hc->s.body_buffer_bytes) {
-        b->streamed = true;
-        int fd = h2o_socket_get_fd(c->sock), sz = STREAM_RCVBUF;
-        if (fd >= 0) /* evloop reads until the kernel runs dry: keep that bounded */
-            (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+        start_streaming(c);
         body_account(c);
         process(c);
         return;

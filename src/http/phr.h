@@ -3,7 +3,8 @@
  * libh2o 2.2.5 bundles picohttpparser and exports its functions, but
  * Debian ships no header for them; these declarations follow that
  * bundled version's ABI (docs/decisions.md, "HTTP/1 connections"). The
- * unit tests in tests/unit/http exercise every declaration, so a library
+ * unit tests (tests/unit/http/test_phr.c, tests/unit/proxy/test_upstream.c)
+ * exercise every declaration, so a library
  * whose ABI differs fails the suite instead of the node. */
 #ifndef VG_HTTP_PHR_H
 #define VG_HTTP_PHR_H

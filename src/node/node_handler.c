@@ -528,50 +528,6 @@ static void do_handler(struct reqstate *rs, size_t app_idx, int route)
     vg_fn_run(fa, route, rs->req, rs->reqid, &rs->fn, on_handler_done, rs);
 }
 
-/* Interim: reads a streamed body whole into the pool, then proxies. */
-struct gather {
-    struct reqstate *rs;
-    size_t app_idx;
-    h2o_buffer_t *buf;
-};
-
-static void gather_dispose(void *p)
-{
-    struct gather *g = p;
-    h2o_buffer_dispose(&g->buf);
-}
-
-static void on_gather(void *data, h2o_iovec_t buf, enum vg_http_body_status st, int status, const char *reason)
-{
-    struct gather *g = data;
-    h2o_req_t *req = g->rs->req;
-    if (st == VG_HTTP_BODY_ERROR) {
-        reject(g->rs, status,
-               status == 413   ? "Payload Too Large"
-               : status == 408 ? "Request Timeout"
-                               : "Bad Request",
-               reason);
-        return;
-    }
-    h2o_iovec_t dst = h2o_buffer_reserve(&g->buf, buf.len);
-    memcpy(dst.base, buf.base, buf.len);
-    g->buf->size += buf.len;
-    if (st == VG_HTTP_BODY_MORE) {
-        vg_http_body_read(req, g->rs->app->conf->limits.body_size, on_gather, g);
-        return;
-    }
-    req->entity = h2o_strdup(&req->pool, g->buf->bytes, g->buf->size);
-    do_proxy(g->rs, g->app_idx);
-}
-
-static void gather_body(struct reqstate *rs, size_t app_idx)
-{
-    struct gather *g = h2o_mem_alloc_shared(&rs->req->pool, sizeof(*g), gather_dispose);
-    *g = (struct gather){.rs = rs, .app_idx = app_idx};
-    h2o_buffer_init(&g->buf, &h2o_socket_buffer_prototype);
-    vg_http_body_read(rs->req, rs->app->conf->limits.body_size, on_gather, g);
-}
-
 /* ---- entry ------------------------------------------------------------------------ */
 
 static bool check_limits(struct reqstate *rs)
@@ -623,10 +579,7 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
         do_handler(rs, app_idx, r);
         return;
     case VG_CONF_ACTION_PROXY:
-        if (vg_http_body_is_streamed(req))
-            gather_body(rs, app_idx); /* interim: until the forwarder streams bodies itself */
-        else
-            do_proxy(rs, app_idx);
+        do_proxy(rs, app_idx);
         return;
     }
     VG_ASSERT(!"unknown route action");

@@ -2,7 +2,7 @@
 #ifndef VG_PROXY_INT_H
 #define VG_PROXY_INT_H
 
-#include "phr.h"
+#include "http/phr.h"
 #include "proxy.h"
 
 /* Whether a header (any case) is hop-by-hop for a proxy (RFC 9110 7.6.1:

@@ -1,5 +1,5 @@
 /* Origin responses: head parsing and body framing, and the picohttpparser
- * ABI they are built on (declared by hand in src/proxy/phr.h). */
+ * ABI they are built on (declared by hand in src/http/phr.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
