@@ -43,7 +43,7 @@ WRK_SECONDS=${BENCH_SECONDS:-5}
 WRK_CONNS=${BENCH_CONNS:-50}
 WRK_THREADS=1
 WARMUP=${BENCH_WARMUP:-1}
-SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua}
+SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua fetch}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
@@ -73,10 +73,10 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
 
-declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua)
-declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11)
+declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua [fetch]=/fetch)
+declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11 [fetch]=1024)
 for sc in $SCENARIOS; do
-    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua)"
+    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua fetch)"
 done
 
 raise_nofile
@@ -104,6 +104,8 @@ routes:
     strip_prefix: /proxy
   - exact: /lua
     handler: bench.lua:lua
+  - exact: /fetch
+    handler: bench.lua:fetch
   - path: /
     static: public
 EOF
@@ -119,7 +121,15 @@ function lua(req)
   local tier = verge.shared.get("user:" .. u) or "none"
   return {status = 200, headers = {["x-tier"] = tier}, body = "hello " .. u .. "\n"}
 end
+
+-- The fetch scenario: one subrequest to the keep-alive origin, its body
+-- returned (compare with the proxy scenario: the same origin, proxied).
+function fetch(req)
+  local r = verge.fetch(ORIGIN .. "/1k")
+  return {status = r.status, body = r.body}
+end
 LUA
+echo "ORIGIN = \"http://127.0.0.1:$ORIGIN_PORT\"" >>"$APP/bench.lua"
 
 # --- origin for the proxy scenario: shares the client CPU with wrk -----------
 mkdir -p "$BENCH_TMP/origin"
@@ -145,14 +155,14 @@ start_nginx_peer() {
     mkdir -p "$dir"
     {
         case " $SCENARIOS " in
-        *" lua "*)
+        *" lua "* | *" fetch "*)
             echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
             echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
             ;;
         esac
         nginx_common "$dir"
         case " $SCENARIOS " in
-        *" lua "*)
+        *" lua "* | *" fetch "*)
             echo '    lua_shared_dict kv 1m;'
             echo '    init_by_lua_block { ngx.shared.kv:set("user:anon", "gold") }'
             ;;
@@ -176,6 +186,14 @@ start_nginx_peer() {
                 ngx.header["X-Tier"] = tier
                 ngx.header["Content-Length"] = #body
                 ngx.print(body)
+            }
+        }
+        location = /fetch {
+            content_by_lua_block {
+                local r = ngx.location.capture("/proxy/1k")
+                ngx.status = r.status
+                ngx.header["Content-Length"] = #r.body
+                ngx.print(r.body)
             }
         }
         location /proxy/ {

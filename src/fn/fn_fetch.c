@@ -162,11 +162,25 @@ static void push_result(lua_State *L, struct fetch_one *o)
     lua_setfield(L, -2, "body");
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void stop_timer(struct vg__fn_call *c)
+{
+    if (c->timer) {
+        uv_close((uv_handle_t *)c->timer, on_timer_closed);
+        c->timer = NULL;
+    }
+}
+
 static void wake(struct vg__fn_fetch_batch *b)
 {
     struct vg__fn_call *c = b->call;
     lua_State *co = c->co;
     c->fetch = NULL;
+    stop_timer(c);
     c->app->building = true;
     if (!b->list) {
         struct fetch_one *o = &b->items[0];
@@ -217,6 +231,39 @@ static void on_done(void *data, const struct vg_fn_fetch_res *res)
         wake(o->batch);
 }
 
+/* The batch's timeout (the shortest of its fetches'): whatever still runs
+ * is stopped and reported as timed out. */
+static void on_timeout(uv_timer_t *t)
+{
+    struct vg__fn_fetch_batch *b = t->data;
+    struct vg__fn_call *c = b->call;
+    for (size_t i = 0; i < b->n; i++) {
+        struct fetch_one *o = &b->items[i];
+        if (!o->running)
+            continue;
+        c->app->env.fetch.cancel(o->handle);
+        o->running = false;
+        o->err = "timed out";
+    }
+    b->pending = 0;
+    wake(b);
+}
+
+static void start_timer(struct vg__fn_fetch_batch *b)
+{
+    struct vg__fn_call *c = b->call;
+    if (!c->app->env.loop)
+        return;
+    uint64_t ms = UINT64_MAX;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->items[i].req.timeout_ms < ms)
+            ms = b->items[i].req.timeout_ms;
+    c->timer = vg_xmalloc(sizeof(*c->timer));
+    uv_timer_init(c->app->env.loop, c->timer);
+    c->timer->data = b;
+    uv_timer_start(c->timer, on_timeout, ms, 0);
+}
+
 /* ---- starting ------------------------------------------------------------------------------ */
 
 static int start(lua_State *L, struct vg__fn_fetch_batch *b)
@@ -226,6 +273,7 @@ static int start(lua_State *L, struct vg__fn_fetch_batch *b)
     c->fetch = b;
     c->waiting = true;
     b->pending = b->n;
+    start_timer(b);
     for (size_t i = 0; i < b->n; i++) {
         struct fetch_one *o = &b->items[i];
         o->batch = b;

@@ -62,6 +62,7 @@ struct vg_site_worker {
     size_t inflight;                        /* requests of this worker still using the site */
     struct vg_site_worker_origin **origins; /* [app][origin] */
     struct vg_fn_app **fn;                  /* [app]: its Lua state here, NULL without Lua (or if it failed) */
+    struct vg__node_fetch_ctx **fetch;      /* [app]: what verge.fetch needs here */
 };
 
 struct vg_site {
@@ -138,6 +139,7 @@ struct vg_node {
     h2o_globalconf_t gconf;
     h2o_hostconf_t *hostconf; /* the one catch-all host: we route ourselves */
     h2o_pathconf_t *root;
+    h2o_pathconf_t fetch_pathconf; /* for verge.fetch subrequests: no filters of the root's */
     struct vg_obs_registry *metrics;
     struct vg_obs_counter *m_conn_rejected, *m_reload_ok, *m_reload_fail;
     pthread_mutex_t mu;
@@ -161,6 +163,12 @@ struct vg_node {
     } * shared;
     size_t n_shared;
 };
+
+/* verge.fetch through the forwarder (node_fetch.c): one context per app
+ * per worker per site. */
+struct vg__node_fetch_ctx;
+struct vg__node_fetch_ctx *vg__node_fetch_ctx_create(struct vg_site *site, struct vg_worker *w, size_t app);
+struct vg_fn_fetcher vg__node_fetcher(struct vg__node_fetch_ctx *ctx);
 
 /* The app's shared dictionary, created on first use (main thread). */
 struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app);

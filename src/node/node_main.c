@@ -221,6 +221,7 @@ static void gconf_init(struct vg_node *node)
     node->gconf.filecache.capacity = 0;
     node->hostconf = h2o_config_register_host(&node->gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     node->root = h2o_config_register_path(node->hostconf, "/", 0);
+    h2o_config_init_pathconf(&node->fetch_pathconf, &node->gconf, "/", node->gconf.mimemap);
     vg__node_handler_register(node);
 }
 

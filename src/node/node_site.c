@@ -166,11 +166,16 @@ static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin
 static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_site_worker *sw)
 {
     sw->fn = vg_xcalloc(site->n_apps, sizeof(*sw->fn));
+    sw->fetch = vg_xcalloc(site->n_apps, sizeof(*sw->fetch));
     for (size_t a = 0; a < site->n_apps; a++) {
         const struct vg_conf_app *app = site->apps[a].conf;
         if (!vg_fn_app_needed(app))
             continue;
-        struct vg_fn_env env = {.loop = &w->uv, .shared = site->apps[a].shared, .dev = w->node->opt.dev};
+        sw->fetch[a] = vg__node_fetch_ctx_create(site, w, a);
+        struct vg_fn_env env = {.loop = &w->uv,
+                                .fetch = vg__node_fetcher(sw->fetch[a]),
+                                .shared = site->apps[a].shared,
+                                .dev = w->node->opt.dev};
         char err[1024];
         sw->fn[a] = vg_fn_app_create(app, &env, err, sizeof(err));
         if (!sw->fn[a])
@@ -180,9 +185,12 @@ static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_
 
 static void worker_fn_fini(struct vg_site *site, struct vg_site_worker *sw)
 {
-    for (size_t a = 0; a < site->n_apps; a++)
+    for (size_t a = 0; a < site->n_apps; a++) {
         vg_fn_app_destroy(sw->fn[a]);
+        free(sw->fetch[a]);
+    }
     free(sw->fn);
+    free(sw->fetch);
     sw->fn = NULL;
 }
 
