@@ -4,6 +4,7 @@ intact while verge's RSS stays within a few MiB of where it started."""
 
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -12,6 +13,10 @@ from test_40_proxy import app_yaml, origins_yaml
 
 GIB = 1 << 30
 PIECE = 1 << 20
+# Under ASan freed memory sits in a quarantine (256 MiB by default): RSS says
+# nothing about what verge holds, so only the bodies are checked there.
+SANITIZED = bool(os.environ.get("ASAN_OPTIONS"))
+RSS_BOUND_KIB = 1 << 40 if SANITIZED else 8 * 1024
 
 
 def rss_kib(pid):
@@ -91,7 +96,7 @@ def test_1gib_upload_in_constant_memory(verge, origin):
     info = json.loads(body)
     assert info["body_len"] == GIB and info["body_sha256"] == h.hexdigest()
     print("1 GiB upload: RSS grew by %d KiB" % (peak - base))
-    assert peak - base < 8 * 1024, "RSS grew by %d KiB during a 1 GiB upload" % (peak - base)
+    assert peak - base < RSS_BOUND_KIB, "RSS grew by %d KiB during a 1 GiB upload" % (peak - base)
 
 
 def test_chunked_upload_of_unknown_length_streams(verge, origin):
@@ -116,7 +121,7 @@ def test_chunked_upload_of_unknown_length_streams(verge, origin):
     info = json.loads(body)
     assert info["body_len"] == total and info["body_sha256"] == h.hexdigest()
     print("256 MiB chunked upload: RSS grew by %d KiB" % (peak - base))
-    assert peak - base < 8 * 1024, "RSS grew by %d KiB during a chunked upload" % (peak - base)
+    assert peak - base < RSS_BOUND_KIB, "RSS grew by %d KiB during a chunked upload" % (peak - base)
 
 
 def test_upload_over_limit_midway_is_413_and_not_completed(verge, origin):

@@ -486,3 +486,40 @@ def test_verge_test_broken_app_reports_position(tmp_path, verge_bin):
     write_app(tmp_path, MANIFEST, {"edge.lua": "function pre(\n", "test/a.lua": APP_TESTS})
     p = subprocess.run([verge_bin, "test", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "edge.lua:2:1:" in p.stderr, p.stderr
+
+
+def test_hot_reload_under_load_fails_no_request(v):
+    """Clients hammer a Lua handler on keep-alive connections while the
+    code is replaced five times: every request succeeds, and each answer
+    comes from a whole version (old or new, never a failure between)."""
+    import threading
+    from harness import RawConn
+    stop = threading.Event()
+    bad, seen, counts = [], set(), [0]
+
+    def client():
+        with RawConn(v.port, timeout=10) as c:
+            while not stop.is_set():
+                r = c.request("GET", "/hello")
+                counts[0] += 1
+                if r.status != 200:
+                    bad.append((r.status, r.body[:100]))
+                seen.add(r.body)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 6):
+            time.sleep(0.3)
+            (v.app_dirs[0] / "edge.lua").write_text(EDGE.replace('body = "hello\\n"', 'body = "hello v%d\\n"' % i))
+            v.reload()
+            assert wait_for(lambda: v.get("/hello").body == b"hello v%d\n" % i, 5), v.logs()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not bad, bad[:5]
+    assert counts[0] > 100
+    assert b"hello v5\n" in seen and seen <= {b"hello\n"} | {b"hello v%d\n" % i for i in range(1, 6)}
