@@ -694,6 +694,10 @@ static void on_fn_req_dispose(void *p)
 static void push_request(struct vg__fn_call *c, struct vg_fn_req **slot)
 {
     struct vg_fn_app *a = c->app;
+    if (a->on_request_ref == LUA_NOREF && a->on_response_ref == LUA_NOREF) {
+        vg__fn_request_push(c->co, c); /* the only call of its request: nothing to share */
+        return;
+    }
     if (!*slot) {
         struct vg_fn_req *fr = h2o_mem_alloc_shared(&c->req->pool, sizeof(*fr), on_fn_req_dispose);
         fr->app = a;
