@@ -126,7 +126,6 @@ void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
 /* Sends the response table at index idx of L; false (and a reason) when it
  * is malformed. */
 bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why);
-const char *vg__fn_reason_phrase(int status);
 /* Adds the "headers" table of the response at idx (raw reads only). */
 bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why);
 

@@ -111,6 +111,18 @@ static void push_query(lua_State *L, h2o_req_t *req)
 
 #define HEADERS_MT "verge.headers"
 
+/* The header name argument at idx, lower-cased into buf (h2o keeps names
+ * lower-case); false when it is too long to be a header name. */
+static bool lower_name(lua_State *L, int idx, char buf[256], size_t *n)
+{
+    const char *k = luaL_checklstring(L, idx, n);
+    if (*n >= 256)
+        return false;
+    for (size_t i = 0; i < *n; i++)
+        buf[i] = (char)tolower((unsigned char)k[i]);
+    return true;
+}
+
 /* All values of a header, joined with ", " (RFC 9110 5.3), or nothing. */
 static int push_joined(lua_State *L, h2o_req_t *req, const char *name, size_t n)
 {
@@ -125,33 +137,34 @@ static int push_joined(lua_State *L, h2o_req_t *req, const char *name, size_t n)
     return found ? 1 : 0;
 }
 
-/* headers[name]: looked up on the request itself (any case), nothing is
- * copied until asked for: most handlers read one or two headers. */
-static int headers_index(lua_State *L)
+/* The request behind a headers proxy (its user value), or an error when
+ * that request is over. */
+static h2o_req_t *headers_req(lua_State *L)
 {
     lua_getiuservalue(L, 1, 1);
     struct vg__fn_call **p = lua_touserdata(L, -1); /* set by push_headers: always the request */
     if (!p || !*p || !(*p)->req)
-        return luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
-    struct vg__fn_call *c = *p;
+        luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
+    lua_pop(L, 1);
+    return (*p)->req;
+}
+
+/* headers[name]: looked up on the request itself (any case), nothing is
+ * copied until asked for: most handlers read one or two headers. */
+static int headers_index(lua_State *L)
+{
+    h2o_req_t *req = headers_req(L);
     size_t n;
-    const char *k = luaL_checklstring(L, 2, &n);
     char buf[256];
-    if (n >= sizeof(buf))
+    if (!lower_name(L, 2, buf, &n))
         return 0;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)tolower((unsigned char)k[i]);
-    return push_joined(L, c->req, buf, n);
+    return push_joined(L, req, buf, n);
 }
 
 /* pairs(req.headers): a snapshot table, lower-case name -> joined value. */
 static int headers_pairs(lua_State *L)
 {
-    lua_getiuservalue(L, 1, 1);
-    struct vg__fn_call **p = lua_touserdata(L, -1);
-    if (!p || !*p || !(*p)->req)
-        return luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
-    h2o_req_t *req = (*p)->req;
+    h2o_req_t *req = headers_req(L);
     lua_getglobal(L, "next");
     lua_createtable(L, 0, (int)req->headers.size);
     for (size_t i = 0; i < req->headers.size; i++) {
@@ -259,12 +272,9 @@ static int req_header(lua_State *L)
 {
     struct vg__fn_call *c = check_req(L, 1);
     size_t n;
-    const char *k = luaL_checklstring(L, 2, &n);
     char buf[256];
-    if (n >= sizeof(buf))
+    if (!lower_name(L, 2, buf, &n))
         return 0;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)tolower((unsigned char)k[i]);
     ssize_t i = h2o_find_header_by_str(&c->req->headers, buf, n, -1);
     if (i < 0)
         return 0;
@@ -277,13 +287,11 @@ static int req_header_values(lua_State *L)
 {
     struct vg__fn_call *c = check_req(L, 1);
     size_t n;
-    const char *k = luaL_checklstring(L, 2, &n);
     char buf[256];
+    bool ok = lower_name(L, 2, buf, &n);
     lua_newtable(L);
-    if (n >= sizeof(buf))
+    if (!ok)
         return 1;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)tolower((unsigned char)k[i]);
     lua_Integer j = 1;
     for (ssize_t i = -1; (i = h2o_find_header_by_str(&c->req->headers, buf, n, i)) != -1;) {
         lua_pushlstring(L, c->req->headers.entries[i].value.base, c->req->headers.entries[i].value.len);
@@ -472,63 +480,6 @@ void vg__fn_request_open(lua_State *L)
 
 /* ---- responses ----------------------------------------------------------------------- */
 
-const char *vg__fn_reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 206:
-        return "Partial Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 413:
-        return "Payload Too Large";
-    case 422:
-        return "Unprocessable Content";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    }
-    return "Status";
-}
-
 static bool token_char(unsigned char ch)
 {
     return isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
@@ -645,7 +596,7 @@ bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **wh
         return false;
     }
     req->res.status = (int)status;
-    req->res.reason = vg__fn_reason_phrase((int)status);
+    req->res.reason = vg_http_reason_phrase((int)status);
     req->res.content_length = blen;
     if (h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1) == -1 && blen)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,

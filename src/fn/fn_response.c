@@ -11,6 +11,7 @@
  * not the hook's to change (chunked stays chunked; a fixed length is set
  * to the new body's). */
 #include "fn_int.h"
+#include "http/http.h"
 
 #include <string.h>
 
@@ -114,7 +115,7 @@ static void resp_fail(struct vg__fn_call *c, int status, const char *text)
     struct resp_ostr *o = c->ext;
     h2o_req_t *req = o->req;
     req->res.status = status;
-    req->res.reason = vg__fn_reason_phrase(status);
+    req->res.reason = vg_http_reason_phrase(status);
     keep_framing_headers(req);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; charset=utf-8"));
@@ -158,7 +159,7 @@ static void resp_result(struct vg__fn_call *c)
     h2o_iovec_t body = b ? h2o_strdup(&req->pool, b, blen) : h2o_iovec_init("", 0);
     lua_pop(co, 1);
     req->res.status = (int)status;
-    req->res.reason = vg__fn_reason_phrase((int)status);
+    req->res.reason = vg_http_reason_phrase((int)status);
     vg__fn_release_thread(c, true);
     send_body(o, body);
     c->done(c->data, VG_FN_ANSWERED);

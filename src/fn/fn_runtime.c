@@ -13,6 +13,7 @@
  * hook. The allocator refuses growth past the cap and marks the running
  * call killed, so a script that catches "not enough memory" still ends. */
 #include "fn_int.h"
+#include "http/http.h"
 
 #include <string.h>
 
@@ -525,7 +526,7 @@ static void handler_fail(struct vg__fn_call *c, int status, const char *body)
 {
     h2o_req_t *req = c->req;
     req->res.status = status;
-    req->res.reason = vg__fn_reason_phrase(status);
+    req->res.reason = vg_http_reason_phrase(status);
     req->res.content_length = strlen(body);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; charset=utf-8"));

@@ -138,6 +138,9 @@ typedef void (*vg_http_body_cb)(void *data, h2o_iovec_t buf, enum vg_http_body_s
  * after it. Must not be called again after END or ERROR. */
 void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *data);
 
+/* The reason phrase for a status ("Not Found"), "Status" for an unusual one. */
+const char *vg_http_reason_phrase(int status);
+
 /* ---- TLS ---------------------------------------------------------------------------- */
 
 /* Creates a server SSL_CTX from PEM files with ALPN "h2" and "http/1.1",

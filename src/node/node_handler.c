@@ -225,60 +225,10 @@ static void assign_request_id(struct reqstate *rs)
                               rs->reqid.len);
 }
 
-/* Reason phrases for the statuses a manifest can name. */
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 410:
-        return "Gone";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    }
-    return "Status";
-}
-
 static void send_text(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len)
 {
     req->res.status = status;
-    req->res.reason = reason_phrase(status);
+    req->res.reason = vg_http_reason_phrase(status);
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
     h2o_send_inline(req, body, len);
@@ -312,7 +262,7 @@ static void do_respond(h2o_req_t *req, const struct vg_conf_route *r)
 
 static void do_redirect(h2o_req_t *req, const struct vg_conf_route *r)
 {
-    h2o_send_redirect(req, r->u.redirect.status, reason_phrase(r->u.redirect.status), r->u.redirect.location,
+    h2o_send_redirect(req, r->u.redirect.status, vg_http_reason_phrase(r->u.redirect.status), r->u.redirect.location,
                       strlen(r->u.redirect.location));
 }
 
