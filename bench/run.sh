@@ -148,6 +148,36 @@ ORIGIN_PID=$STARTED_PID
 wait_port "$ORIGIN_PORT" "$ORIGIN_PID" || die "origin nginx did not start: $(cat "$BENCH_TMP/origin/error.log")"
 
 # --- servers under test ------------------------------------------------------
+# The functions scenarios' locations, only when they run (they need the
+# lua module, loaded only then).
+LUA_LOCATIONS=
+case " $SCENARIOS " in
+*" lua "* | *" fetch "*)
+    LUA_LOCATIONS=$(cat <<'EOF'
+        location = /lua {
+            default_type text/plain;
+            content_by_lua_block {
+                local u = ngx.var.http_x_user or "anon"
+                local tier = ngx.shared.kv:get("user:" .. u) or "none"
+                local body = "hello " .. u .. "\n"
+                ngx.header["X-Tier"] = tier
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+        location = /fetch {
+            content_by_lua_block {
+                local r = ngx.location.capture("/proxy/1k")
+                ngx.status = r.status
+                ngx.header["Content-Length"] = #r.body
+                ngx.print(r.body)
+            }
+        }
+EOF
+)
+    ;;
+esac
+
 # start_nginx_peer NAME PORT: the nginx we compare with, configured like the
 # verge app above (keep-alive upstream pool, sendfile, no access log).
 start_nginx_peer() {
@@ -177,25 +207,7 @@ start_nginx_peer() {
     server {
         listen 127.0.0.1:$port;
         location = /hello { default_type text/plain; return 200 "hello world\n"; }
-        location = /lua {
-            default_type text/plain;
-            content_by_lua_block {
-                local u = ngx.var.http_x_user or "anon"
-                local tier = ngx.shared.kv:get("user:" .. u) or "none"
-                local body = "hello " .. u .. "\\n"
-                ngx.header["X-Tier"] = tier
-                ngx.header["Content-Length"] = #body
-                ngx.print(body)
-            }
-        }
-        location = /fetch {
-            content_by_lua_block {
-                local r = ngx.location.capture("/proxy/1k")
-                ngx.status = r.status
-                ngx.header["Content-Length"] = #r.body
-                ngx.print(r.body)
-            }
-        }
+$LUA_LOCATIONS
         location /proxy/ {
             proxy_pass http://origin/;
             proxy_http_version 1.1;

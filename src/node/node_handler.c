@@ -6,10 +6,15 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct reqstate {
     h2o_req_t *req;
@@ -266,10 +271,10 @@ static void do_redirect(h2o_req_t *req, const struct vg_conf_route *r)
                       strlen(r->u.redirect.location));
 }
 
-/* True when the file the request names resolves (through any symlinks)
- * inside the static root; h2o already removed "." and ".." segments. The
- * resolved path is left in real (empty when the file does not exist). */
-static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel, char real[PATH_MAX])
+/* The slow path of inside_root: realpath(3), one system call per path
+ * component. The resolved path is left in real (empty when the file does
+ * not exist). */
+static bool inside_root_by_realpath(struct reqstate *rs, const char *dir, h2o_iovec_t rel, char real[PATH_MAX])
 {
     size_t dl = strlen(dir);
     char *path = h2o_mem_alloc_pool(&rs->req->pool, dl + rel.len + 2);
@@ -286,16 +291,49 @@ static bool inside_root(struct reqstate *rs, const char *dir, h2o_iovec_t rel, c
     return rl >= dl && memcmp(real, dir, dl) == 0 && (real[dl] == '\0' || real[dl] == '/');
 }
 
+/* True when the file the request names resolves (through any symlinks)
+ * inside the static root; h2o already removed "." and ".." segments. Fast
+ * path: one openat2(RESOLVE_BENEATH) on the root's descriptor, where the
+ * kernel refuses any resolution that leaves it. It also refuses absolute
+ * symlinks that point back inside, and old kernels lack it: those cases
+ * take realpath. *st is the file's, when *have_st. */
+static bool inside_root(struct reqstate *rs, const struct vg_route_rt *rt, h2o_iovec_t rel, struct stat *st,
+                        bool *have_st)
+{
+    static bool no_openat2;
+    char name[PATH_MAX];
+    *have_st = false;
+    if (rt->root_fd >= 0 && !no_openat2 && rel.len < sizeof(name)) {
+        memcpy(name, rel.len ? rel.base : ".", rel.len ? rel.len : 1);
+        name[rel.len ? rel.len : 1] = '\0';
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        int fd = (int)syscall(SYS_openat2, rt->root_fd, name, &how, sizeof(how));
+        if (fd >= 0) {
+            *have_st = fstat(fd, st) == 0;
+            close(fd);
+            return true;
+        }
+        if (errno == ENOENT || errno == ENOTDIR)
+            return true; /* missing: h2o answers 404 */
+        if (errno == ENOSYS)
+            no_openat2 = true; /* a race between workers here is harmless */
+    }
+    char real[PATH_MAX];
+    bool inside = inside_root_by_realpath(rs, rt->conf->u.static_.dir, rel, real);
+    *have_st = inside && real[0] && stat(real, st) == 0;
+    return inside;
+}
+
 /* h2o compares If-None-Match as one opaque string; RFC 9110 13.1.2 wants a
  * list and "*", compared weakly. When the list names the file's current
  * entity tag (h2o's format: mtime-size in hex) or is "*", the header is
  * reduced to that tag so h2o answers 304. */
-static void normalize_if_none_match(h2o_req_t *req, const char *real)
+static void normalize_if_none_match(h2o_req_t *req, const struct stat *sp, bool have_st)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
-    struct stat st;
-    if (i < 0 || !real[0] || stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+    if (i < 0 || !have_st || !S_ISREG(sp->st_mode))
         return;
+    struct stat st = *sp;
     h2o_iovec_t v = req->headers.entries[i].value;
     char *etag = h2o_mem_alloc_pool(&req->pool, 40);
     int n = snprintf(etag, 40, "\"%08x-%zx\"", (unsigned)st.st_mtime, (size_t)st.st_size);
@@ -337,12 +375,13 @@ static void do_static(struct reqstate *rs)
         return;
     }
     h2o_iovec_t rel = h2o_iovec_init(p.base + rt->mount_len + 1, p.len - rt->mount_len - 1);
-    char real[PATH_MAX];
-    if (!inside_root(rs, rt->conf->u.static_.dir, rel, real)) {
+    struct stat st;
+    bool have_st;
+    if (!inside_root(rs, rt, rel, &st, &have_st)) {
         reject(rs, 403, "Forbidden", "path resolves outside the static root");
         return;
     }
-    normalize_if_none_match(req, real);
+    normalize_if_none_match(req, &st, have_st);
     if (rt->file->on_req(rt->file, req) != 0)
         h2o_send_error_404(req, "Not Found", "not found", 0);
 }

@@ -24,10 +24,11 @@ struct vg_worker;
 
 struct vg_route_rt {
     const struct vg_conf_route *conf;
-    char label[256];                                     /* escaped route label for metrics */
-    h2o_pathconf_t pathconf;                             /* static: owns the file handler */
-    h2o_handler_t *file;                                 /* static: h2o's file handler (ETag, Range, 304) */
-    size_t mount_len;                                    /* static: request path bytes mapped away */
+    char label[256];         /* escaped route label for metrics */
+    h2o_pathconf_t pathconf; /* static: owns the file handler */
+    h2o_handler_t *file;     /* static: h2o's file handler (ETag, Range, 304) */
+    int root_fd;             /* static: the directory (O_PATH), -1 if it could not be opened */
+    size_t mount_len;        /* static: request path bytes mapped away */
     struct vg_obs_counter *status[VG_NODE_STATUS_SLOTS]; /* lazily filled */
     int status_code[VG_NODE_STATUS_SLOTS];
     struct vg_obs_histogram *latency;

@@ -3,7 +3,9 @@
  * hold references; the last one out frees it. */
 #include "node_int.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 static void route_init(struct vg_node *node, struct vg_app_rt *app, size_t i)
 {
@@ -11,6 +13,7 @@ static void route_init(struct vg_node *node, struct vg_app_rt *app, size_t i)
     const struct vg_conf_route *r = &app->conf->routes[i];
     char esc[128];
     rt->conf = r;
+    rt->root_fd = -1;
     vg_obs_label_escape(esc, sizeof(esc), r->path);
     snprintf(rt->label, sizeof(rt->label), "app=\"%s\",route=\"%s\"", app->label, esc);
     rt->latency = vg_obs_histogram_get(node->metrics, "verge_request_duration_seconds",
@@ -26,6 +29,7 @@ static void route_init(struct vg_node *node, struct vg_app_rt *app, size_t i)
     /* h2o_file_handler_t is opaque but starts with its h2o_handler_t */
     rt->file = (h2o_handler_t *)h2o_file_register(&rt->pathconf, r->u.static_.dir, (const char **)r->u.static_.index,
                                                   node->gconf.mimemap, 0);
+    rt->root_fd = open(r->u.static_.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     rt->mount_len = strlen(mount);
     if (rt->mount_len && mount[rt->mount_len - 1] == '/')
         rt->mount_len--;
@@ -122,9 +126,12 @@ static void site_destroy(struct vg_site *site)
     vg_obs_collector_remove(site->node->metrics, collect_upstreams, site);
     for (size_t a = 0; a < site->n_apps; a++) {
         struct vg_app_rt *app = &site->apps[a];
-        for (size_t r = 0; r < app->conf->n_routes; r++)
+        for (size_t r = 0; r < app->conf->n_routes; r++) {
             if (app->routes[r].file)
                 h2o_config_dispose_pathconf(&app->routes[r].pathconf);
+            if (app->routes[r].root_fd >= 0)
+                close(app->routes[r].root_fd);
+        }
         for (size_t o = 0; o < app->conf->n_origins; o++) {
             struct vg_origin_rt *ort = &app->origins[o];
             VG_ASSERT(ort->health == NULL); /* stopped on the main loop before release */

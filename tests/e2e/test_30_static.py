@@ -308,3 +308,17 @@ def test_changed_file_served_fresh(v):
     assert r.headers.get("Content-Length") == str(len(r.body))
     p.write_bytes(b"v3\n")
     assert v.get("/page.txt").body == b"v3\n"
+
+
+def test_symlinks_that_stay_inside_are_served(v):
+    """Containment is about where a path ends up: a relative symlink to a
+    sibling inside the root, and an absolute one pointing back inside (the
+    kernel's fast check refuses those; the slow path must accept them)."""
+    pub = v.app_dirs[0] / "public"
+    os.symlink("page.txt", pub / "rel-alias.txt")
+    os.symlink(str(pub / "page.txt"), pub / "sub" / "abs-alias.txt")
+    want = FILES["public/page.txt"]
+    want = want.encode() if isinstance(want, str) else want
+    for path in ("/rel-alias.txt", "/sub/abs-alias.txt"):
+        r = v.get(path)
+        assert (r.status, r.body) == (200, want), (path, r)
