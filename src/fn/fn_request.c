@@ -448,10 +448,16 @@ static int req_set_path(lua_State *L)
 static int req_tostring(lua_State *L)
 {
     struct vg__fn_call **p = lua_touserdata(L, 1);
-    if (!p || !*p || !(*p)->req)
+    if (!p || !*p || !(*p)->req) {
         lua_pushliteral(L, "request (over)");
-    else
-        lua_pushfstring(L, "request %s", (*p)->req->method.base ? "(live)" : "");
+        return 1;
+    }
+    h2o_req_t *req = (*p)->req; /* "request GET /path" (the path clipped: it is for logs) */
+    lua_pushliteral(L, "request ");
+    lua_pushlstring(L, req->method.base, req->method.len);
+    lua_pushliteral(L, " ");
+    lua_pushlstring(L, req->path.base, req->path.len > 200 ? 200 : req->path.len);
+    lua_concat(L, 4);
     return 1;
 }
 

@@ -744,8 +744,7 @@ void vg_fn_run(struct vg_fn_app *a, int which, h2o_req_t *req, h2o_iovec_t reqid
     int ref = which == VG_FN_ON_REQUEST ? a->on_request_ref : a->route_ref[which];
     const char *fname = which == VG_FN_ON_REQUEST ? conf->on_request.func : conf->routes[which].u.handler.func;
     struct vg__fn_call *c = vg__fn_call_new(a, ref, fname, req, reqid, shared, &handler_ops, done, data);
-    if (c)
-        vg__fn_call_start(c, 1);
+    vg__fn_call_start(c, 1);
 }
 
 /* "edge.lua:12: message" (Lua's shape) -> file:line:col; anything else is

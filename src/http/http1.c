@@ -546,11 +546,14 @@ static void finalostream_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *
 
 /* ---- request bodies --------------------------------------------------------------------- */
 
+/* The connection's request, when req is it (not a subrequest made on the
+ * same connection, such as verge.fetch's: its body is its own). */
 static struct rq *rq_of(h2o_req_t *req)
 {
     if (req->conn->callbacks != &callbacks)
         return NULL;
-    return ((struct conn *)req->conn)->rq;
+    struct rq *rq = ((struct conn *)req->conn)->rq;
+    return rq && &rq->req == req ? rq : NULL;
 }
 
 bool vg_http_body_is_streamed(h2o_req_t *req)

@@ -75,6 +75,14 @@ function cases.status(req)
   return {body = tostring(r.status)}
 end
 
+function cases.fetchthenread(req)
+  -- the client's large body is still arriving; the fetch has its own
+  local r = assert(verge.fetch("api", {path = "/small", body = "small"}))
+  local sent = verge.json.decode(r.body).body_len
+  local mine = assert(req:read_body())
+  return {body = string.format("%d %d", sent, #mine)}
+end
+
 function dispatch(req)
   return cases[req.path:match("^/f/(.*)$")](req)
 end
@@ -143,6 +151,12 @@ def test_fetch_max_body(fx):
 def test_fetch_passes_origin_status(fx):
     v, _, _ = fx
     assert v.get("/f/status").body == b"418"
+
+
+def test_fetch_body_is_its_own_while_the_client_body_streams(fx):
+    v, _, _ = fx
+    r = v.request("POST", "/f/fetchthenread", body=b"u" * 300000, timeout=20)
+    assert r.body == b"5 300000", r.body
 
 
 def test_client_leaving_mid_fetch(fx):
