@@ -57,9 +57,11 @@ static void hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     struct vg_fn_app *a = vg__fn_app_of(L);
     struct vg__fn_call *c = a->current;
-    if (!c) { /* loading runs in a coroutine too: a yield ends it */
-        if (a->loading && (a->load_instructions += HOOK_EVERY) > LOAD_INSTRUCTIONS)
+    if (!c) { /* loading runs in a coroutine too: a yield ends it (see below for the count of 1) */
+        if (a->loading && (a->load_instructions += HOOK_EVERY) > LOAD_INSTRUCTIONS) {
+            lua_sethook(L, hook, LUA_MASKCOUNT, 1);
             lua_yield(L, 0);
+        }
         return;
     }
     if (!c->kill) {

@@ -108,6 +108,43 @@ static void test_memory_bomb_at_load(void **state)
         0);
 }
 
+/* The hook's yield stops loops that catch errors, run inside coroutines of
+ * their own, or spin inside a C function's callback (table.sort's
+ * comparator): the same machinery stops request handlers. */
+static void test_escapes_from_the_instruction_budget(void **state)
+{
+    (void)state;
+    static const char *const loops[] = {
+        "local co = coroutine.wrap(function() while true do end end)\nwhile true do pcall(co) end\n",
+        "local t = {}\nfor i = 1, 50 do t[i] = i end\n"
+        "while true do pcall(table.sort, t, function(a, b) while true do end end) end\n",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end\n",
+        "local s = ('x'):rep(100)\nwhile true do pcall(string.gsub, s, 'x', function() while true do end end) end\n",
+    };
+    for (size_t i = 0; i < sizeof(loops) / sizeof(loops[0]); i++) {
+        struct vg_conf_error err;
+        assert_int_not_equal(check_lua(loops[i], "{}", &err), 0);
+        if (!strstr(err.msg, "instruction limit while loading"))
+            fail_msg("loop %zu: %s", i, err.msg);
+    }
+}
+
+static void test_memory_tricks(void **state)
+{
+    (void)state;
+    struct vg_conf_error err;
+    /* catching "not enough memory" and trying again does not get past the cap
+     * (the file checks what it could keep, and loads) */
+    assert_int_equal(check_lua("local keep = {}\n"
+                               "for i = 1, 200 do local ok, s = pcall(string.rep, 'y', 1 << 20)\n"
+                               "  if ok then keep[#keep + 1] = s end end\n"
+                               "assert(#keep < 8, 'kept ' .. #keep .. ' MiB')\nfunction handle() end\n",
+                               "{lua_memory: 4m}", &err),
+                     0);
+    /* deep recursion ends (stack overflow or the memory cap), not the process */
+    assert_int_not_equal(check_lua("local function f(n) return f(n + 1) + 1 end\nf(1)\n", "{lua_memory: 4m}", &err), 0);
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -141,6 +178,8 @@ int main(void)
         cmocka_unit_test(test_module_table_is_used),
         cmocka_unit_test(test_endless_load_with_pcall_is_stopped),
         cmocka_unit_test(test_memory_bomb_at_load),
+        cmocka_unit_test(test_escapes_from_the_instruction_budget),
+        cmocka_unit_test(test_memory_tricks),
     };
     return cmocka_run_group_tests_name("fn runtime", tests, setup, teardown);
 }
