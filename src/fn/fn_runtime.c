@@ -7,11 +7,11 @@
  * 5.4 lets count hooks yield, and pcall is yieldable), and a killed call is
  * never resumed. Where a yield is impossible (inside a C function such as
  * table.sort's comparator) the hook's yield raises an error, which unwinds
- * to a yieldable frame, where the next hook yields; the kill flag stays set
- * throughout. Coroutines the script creates inherit the hook; their yields
- * return to the script, whose own coroutine is then stopped at its next
- * hook. The allocator refuses growth past the cap and marks the running
- * call killed, so a script that catches "not enough memory" still ends. */
+ * to a yieldable frame; from then on the hook runs on every instruction,
+ * so the next one there yields; the kill flag stays set throughout. Files
+ * load in a coroutine under the same scheme (with a load budget). Coroutines the script creates inherit the hook; their
+ * yields return to the script, whose own coroutine is then stopped at its next hook. The allocator refuses growth past
+ * the cap and marks the running call killed, so a script that catches "not enough memory" still ends. */
 #include "fn_int.h"
 #include "http/http.h"
 

@@ -15,12 +15,18 @@
  *    the body with vg_http_body_read, one piece per call, and the socket is
  *    not read between a piece and the next call (constant memory);
  *  - slow headers get 408, idle keep-alive connections their own timeout;
+ *  - a body the handler left unread is read away after the response (up to
+ *    the body limit) so the connection stays usable; a final answer to a
+ *    client that may still be sending is followed by a lingering close;
  *  - an idle connection holds neither a request object nor an input buffer.
  *
  * States of a connection:
  *
- *   HANDSHAKE -> HEAD -> [BUFFER body] -> HANDLE -> (response written) -> HEAD ...
+ *   HANDSHAKE -> HEAD -> [BUFFER body] -> HANDLE -> (response written)
+ *                  |                                 | -> [DISCARD rest of body] -> HEAD ...
+ *                  |                                 | -> close, or LINGER -> close
  *                  \-> h2o's HTTP/2 (ALPN h2, or the prior-knowledge preface)
+ *   CLOSING: an answer written without a request (bad head, timeout), then close
  *
  * The request object (struct rq) exists from a complete head until the
  * response is written; close_conn() disposes it, which runs the pool
