@@ -130,6 +130,26 @@ function cases.hdrpairs(req)
   return {body = table.concat(names, ";") .. " new=" .. tostring(req.headers["X-New"]) .. " assign=" .. tostring(ok)}
 end
 
+function cases.lib(req)
+  local out = {}
+  local obj = verge.json.decode('{"a":[1,2,{"b":null}],"s":"x"}')
+  out[#out + 1] = verge.json.encode({n = #obj.a, null = obj.a[3].b == verge.json.null, s = obj.s})
+  out[#out + 1] = verge.base64.encode("hello") .. " " .. verge.base64.decode("aGVsbG8=")
+  out[#out + 1] = verge.hex.encode("\1\255") .. " " .. tostring(select(2, verge.hex.decode("zz")) ~= nil)
+  out[#out + 1] = verge.crypto.sha256_hex("abc"):sub(1, 16)
+  out[#out + 1] = verge.crypto.hmac_sha256_hex("key", "The quick brown fox jumps over the lazy dog"):sub(1, 16)
+  out[#out + 1] = tostring(verge.crypto.equals("a", "a")) .. tostring(#verge.crypto.random(16))
+  local n = verge.shared.incr("hits", 1, {ttl = 60})
+  verge.shared.set("greeting", "hi", {ttl = 0.2})
+  out[#out + 1] = tostring(n) .. " " .. tostring(verge.shared.get("greeting"))
+  local ok, err = pcall(verge.shared.get, "x", {scope = "global"})
+  out[#out + 1] = tostring(ok) .. " " .. tostring(err):match("scope=global[^(]*")
+  return {headers = {["content-type"] = "text/plain"}, body = table.concat(out, "\n")}
+end
+function cases.ttl(req)
+  return {body = tostring(verge.shared.get("greeting"))}
+end
+
 function dispatch(req)
   local name = req.path:match("^/fn/(.*)$")
   local f = cases[name]
@@ -231,6 +251,21 @@ def test_sandbox(v):
 def test_request_object_dies_with_its_request(v):
     assert v.get("/fn/keep").body == b"kept"
     assert v.get("/fn/usekept").body.decode().startswith("false the request is over"), v.get("/fn/usekept").body
+
+
+def test_library_through_the_node(v):
+    lines = v.get("/fn/lib").body.decode().split("\n")
+    assert lines[0] == '{"n":3,"null":true,"s":"x"}', lines
+    assert lines[1] == "aGVsbG8= hello"
+    assert lines[2] == "01ff true"
+    assert lines[3] == "ba7816bf8f01cfea"  # SHA-256("abc")
+    assert lines[4] == "f7bc83f430538424"  # HMAC-SHA256 (RFC 4231 style vector, Wikipedia's)
+    assert lines[5] == "true16"
+    assert lines[6] == "1 hi"
+    assert lines[7].startswith("false scope=global"), lines[7]
+    assert v.get("/fn/lib").body.decode().split("\n")[6].startswith("2 ")  # the counter is shared
+    time.sleep(0.3)
+    assert v.get("/fn/ttl").body == b"nil"  # the 0.2 s TTL ran out
 
 
 def test_read_body_small_and_streamed(v):
