@@ -842,19 +842,32 @@ static int get_long(lua_State *L, struct vg_fn_shared *d, const char *key, size_
     return 1;
 }
 
+/* What every verge.shared function starts with: the dictionary, the key
+ * (argument 1) and the options table at opts_idx. */
+struct shared_call {
+    struct vg_fn_shared *d;
+    const char *key;
+    size_t klen;
+    struct opts o;
+};
+
+static void shared_call_begin(lua_State *L, const char *fn, int opts_idx, unsigned allowed, struct shared_call *c)
+{
+    c->d = dict_of(L);
+    c->key = check_key_arg(L, fn, &c->klen);
+    parse_opts(L, opts_idx, allowed, &c->o, fn);
+}
+
 static int shared_get(lua_State *L)
 {
     static const char fn[] = "verge.shared.get";
-    struct vg_fn_shared *d = dict_of(L);
-    size_t klen;
-    const char *key = check_key_arg(L, fn, &klen);
-    struct opts o;
-    parse_opts(L, 2, 0, &o, fn);
+    struct shared_call c;
+    shared_call_begin(L, fn, 2, 0, &c);
     char small[512];
     struct vg_fn_shared_value v;
-    int rc = vg_fn_shared_get(d, key, klen, &v, small, sizeof(small));
+    int rc = vg_fn_shared_get(c.d, c.key, c.klen, &v, small, sizeof(small));
     if (rc == VG_ELIMIT)
-        return get_long(L, d, key, klen, v.str.len);
+        return get_long(L, c.d, c.key, c.klen, v.str.len);
     if (rc == VG_ENOENT)
         lua_pushnil(L);
     else
@@ -872,24 +885,21 @@ static int fail(lua_State *L, const char *why)
 static int shared_set(lua_State *L)
 {
     static const char fn[] = "verge.shared.set";
-    struct vg_fn_shared *d = dict_of(L);
-    size_t klen;
-    const char *key = check_key_arg(L, fn, &klen);
+    struct shared_call c;
+    shared_call_begin(L, fn, 3, OPT_TTL, &c);
     luaL_checkany(L, 2);
-    struct opts o;
-    parse_opts(L, 3, OPT_TTL, &o, fn);
     struct vg_fn_shared_value v = {0};
     switch (lua_type(L, 2)) {
     case LUA_TNIL:
-        (void)vg_fn_shared_delete(d, key, klen);
+        (void)vg_fn_shared_delete(c.d, c.key, c.klen);
         lua_pushboolean(L, 1);
         return 1;
     case LUA_TSTRING:
         v.type = VG_FN_SHARED_STRING;
         v.str.ptr = lua_tolstring(L, 2, &v.str.len);
-        if (v.str.len > vg_fn_shared_max_value(d))
+        if (v.str.len > vg_fn_shared_max_value(c.d))
             return luaL_error(L, "%s: value longer than %I bytes (max_bytes/8)", fn,
-                              (lua_Integer)vg_fn_shared_max_value(d));
+                              (lua_Integer)vg_fn_shared_max_value(c.d));
         break;
     case LUA_TNUMBER:
         to_number(L, 2, &v);
@@ -901,7 +911,7 @@ static int shared_set(lua_State *L)
     default:
         return luaL_typeerror(L, 2, "string, number, boolean or nil");
     }
-    int rc = vg_fn_shared_set(d, key, klen, &v, o.ttl_ms);
+    int rc = vg_fn_shared_set(c.d, c.key, c.klen, &v, c.o.ttl_ms);
     if (rc == VG_ENOMEM)
         return fail(L, "no memory");
     VG_AZ(rc);
@@ -912,15 +922,12 @@ static int shared_set(lua_State *L)
 static int shared_incr(lua_State *L)
 {
     static const char fn[] = "verge.shared.incr";
-    struct vg_fn_shared *d = dict_of(L);
-    size_t klen;
-    const char *key = check_key_arg(L, fn, &klen);
+    struct shared_call c;
+    shared_call_begin(L, fn, 3, OPT_TTL | OPT_INIT, &c);
     luaL_checktype(L, 2, LUA_TNUMBER);
     struct vg_fn_shared_value delta, out;
     to_number(L, 2, &delta);
-    struct opts o;
-    parse_opts(L, 3, OPT_TTL | OPT_INIT, &o, fn);
-    int rc = vg_fn_shared_incr(d, key, klen, &delta, o.init.type ? &o.init : NULL, o.ttl_ms, &out);
+    int rc = vg_fn_shared_incr(c.d, c.key, c.klen, &delta, c.o.init.type ? &c.o.init : NULL, c.o.ttl_ms, &out);
     if (rc == VG_EINVAL)
         return fail(L, "not a number");
     if (rc == VG_ENOMEM)
@@ -933,25 +940,19 @@ static int shared_incr(lua_State *L)
 static int shared_delete(lua_State *L)
 {
     static const char fn[] = "verge.shared.delete";
-    struct vg_fn_shared *d = dict_of(L);
-    size_t klen;
-    const char *key = check_key_arg(L, fn, &klen);
-    struct opts o;
-    parse_opts(L, 2, 0, &o, fn);
-    lua_pushboolean(L, vg_fn_shared_delete(d, key, klen) == 0);
+    struct shared_call c;
+    shared_call_begin(L, fn, 2, 0, &c);
+    lua_pushboolean(L, vg_fn_shared_delete(c.d, c.key, c.klen) == 0);
     return 1;
 }
 
 static int shared_ttl(lua_State *L)
 {
     static const char fn[] = "verge.shared.ttl";
-    struct vg_fn_shared *d = dict_of(L);
-    size_t klen;
-    const char *key = check_key_arg(L, fn, &klen);
-    struct opts o;
-    parse_opts(L, 2, 0, &o, fn);
+    struct shared_call c;
+    shared_call_begin(L, fn, 2, 0, &c);
     uint64_t ms;
-    if (vg_fn_shared_ttl(d, key, klen, &ms) != 0)
+    if (vg_fn_shared_ttl(c.d, c.key, c.klen, &ms) != 0)
         lua_pushnil(L);
     else if (ms == VG_FN_SHARED_NO_EXPIRY)
         lua_pushnumber(L, HUGE_VAL);
