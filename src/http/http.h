@@ -47,10 +47,12 @@ void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
 
 /* ---- request checks (h2o) ----------------------------------------------------- */
 
-/* Rejects requests that HTTP/1.1 smuggling defences forbid and that the
- * engine lets through: Content-Length together with Transfer-Encoding,
- * several differing Content-Length values, a Content-Length that is not a
- * number, header names/values with bytes outside RFC 9110's grammar.
+/* The header rules for a request whose head was not checked raw (HTTP/2:
+ * HPACK lets any byte through): Content-Length together with
+ * Transfer-Encoding, several differing Content-Length values, a
+ * Content-Length that is not a number, header names/values with bytes
+ * outside RFC 9110's grammar. HTTP/1 heads get the same rules from
+ * vg_http_guard_check and picohttpparser before they are parsed.
  * Returns 0 when acceptable, else the status to answer (400) and a reason. */
 int vg_http_req_check(h2o_req_t *req, const char **reason);
 

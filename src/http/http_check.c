@@ -56,8 +56,7 @@ int vg_http_req_check(h2o_req_t *req, const char **reason)
     bool te = false;
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
-        /* HPACK lets any byte through, and h2o joins an HTTP/1 obs-fold
-         * continuation into the value with its CRLF: both end here */
+        /* HPACK lets any byte through: it ends here */
         if (!name_ok(*h->name) || !value_ok(h->value)) {
             *reason = "invalid header field";
             return 400;

@@ -624,7 +624,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     assign_request_id(rs);
 
     const char *why;
-    int bad = vg_http_req_check(req, &why);
+    /* HTTP/1 heads were checked raw, before parsing (http1.c: the guard and
+     * picohttpparser's grammar); HTTP/2's come out of HPACK unchecked */
+    int bad = req->version >= 0x200 ? vg_http_req_check(req, &why) : 0;
     /* without a Host header h2o lends the default hostconf's name */
     bool no_host = req->input.authority.base == w->node->hostconf->authority.hostport.base;
     if (!bad && req->version >= 0x101 && req->version < 0x200 && no_host) {
