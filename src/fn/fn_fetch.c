@@ -162,25 +162,12 @@ static void push_result(lua_State *L, struct fetch_one *o)
     lua_setfield(L, -2, "body");
 }
 
-static void on_timer_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
-static void stop_timer(struct vg__fn_call *c)
-{
-    if (c->timer) {
-        uv_close((uv_handle_t *)c->timer, on_timer_closed);
-        c->timer = NULL;
-    }
-}
-
 static void wake(struct vg__fn_fetch_batch *b)
 {
     struct vg__fn_call *c = b->call;
     lua_State *co = c->co;
     c->fetch = NULL;
-    stop_timer(c);
+    vg__fn_call_stop_timer(c);
     c->app->building = true;
     if (!b->list) {
         struct fetch_one *o = &b->items[0];

@@ -113,6 +113,8 @@ void vg__fn_call_start(struct vg__fn_call *c, int nargs);
 /* An async operation the call waits for (c->waiting) is done: with
  * c->app->building set, push its nres results onto c->co, then wake it. */
 void vg__fn_call_wake(struct vg__fn_call *c, int nres);
+/* Closes the call's timer (verge.sleep, a fetch batch's timeout), if any. */
+void vg__fn_call_stop_timer(struct vg__fn_call *c);
 void vg__fn_release_thread(struct vg__fn_call *c, bool reusable);
 /* A result of the wrong shape: logged like a script error, then ops->fail(500). */
 void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);

@@ -269,7 +269,7 @@ static void on_timer_closed(uv_handle_t *h)
     free(h);
 }
 
-static void stop_timer(struct vg__fn_call *c)
+void vg__fn_call_stop_timer(struct vg__fn_call *c)
 {
     if (!c->timer)
         return;
@@ -292,7 +292,7 @@ void vg__fn_call_wake(struct vg__fn_call *c, int nres)
 static void on_sleep_done(uv_timer_t *t)
 {
     struct vg__fn_call *c = t->data;
-    stop_timer(c);
+    vg__fn_call_stop_timer(c);
     vg__fn_call_wake(c, 0);
 }
 
@@ -621,7 +621,7 @@ static const struct vg__fn_call_ops handler_ops = {.result = handler_result, .fa
 static void finish(struct vg__fn_call *c)
 {
     c->finished = true;
-    stop_timer(c);
+    vg__fn_call_stop_timer(c);
     finish_killed(c);
 }
 
@@ -656,7 +656,7 @@ static void resume(struct vg__fn_call *c, int nargs)
 static void on_call_dispose(void *p)
 {
     struct vg__fn_call *c = p;
-    stop_timer(c);
+    vg__fn_call_stop_timer(c);
     vg__fn_fetch_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
