@@ -9,10 +9,10 @@ CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
 # h2o on its own evloop; libuv alongside (docs/decisions.md, "HTTP engine")
 CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += -lh2o-evloop $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
+LDLIBS   += -lh2o-evloop -llmdb $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 SANITIZE ?=
 
-LIB_SRCS  := $(sort $(wildcard src/base/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/fn/*.c src/node/*.c))
+LIB_SRCS  := $(sort $(wildcard src/base/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/fn/*.c src/node/*.c))
 CLI_SRCS  := $(sort $(wildcard src/cli/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
