@@ -5,9 +5,10 @@
  * time; the call wakes when the last one is done.
  *
  * Everything a fetch needs is copied into the request's pool before it
- * starts, and every result is copied there when it arrives, so nothing
- * depends on Lua values staying alive or the node's buffers outliving the
- * callback. */
+ * starts, so nothing depends on Lua values staying alive. A result goes
+ * into Lua straight from the node's buffers when it completes its batch
+ * (the common case: one fetch), else it is copied into the pool until the
+ * batch is complete; either way nothing outlives the node's callback. */
 #include "fn_int.h"
 
 #include <string.h>
@@ -20,11 +21,10 @@ struct fetch_one {
     void *handle; /* while running */
     bool running;
     struct vg_fn_fetch_req req;
-    int status;
-    const char *err;
-    h2o_header_t *headers;
-    size_t n_headers;
-    h2o_iovec_t body;
+    /* The result: the fetcher's memory while its done callback runs (the
+     * last fetch of a batch wakes the call from there, without copying),
+     * copies in the request's pool once kept for later (see on_done). */
+    struct vg_fn_fetch_res res;
 };
 
 struct vg__fn_fetch_batch {
@@ -138,27 +138,15 @@ static void parse_one(lua_State *L, int target, int opts, struct vg__fn_call *c,
 
 /* ---- results ---------------------------------------------------------------------------- */
 
-static void push_result(lua_State *L, struct fetch_one *o)
+/* {status=, headers= (a read-only view, one allocation), body=} */
+static void push_result(lua_State *L, const struct vg_fn_fetch_res *r)
 {
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, o->status);
+    lua_pushinteger(L, r->status);
     lua_setfield(L, -2, "status");
-    lua_createtable(L, 0, (int)o->n_headers);
-    for (size_t i = 0; i < o->n_headers; i++) {
-        lua_pushlstring(L, o->headers[i].name->base, o->headers[i].name->len);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TNIL) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, o->headers[i].value.base, o->headers[i].value.len);
-        } else {
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, o->headers[i].value.base, o->headers[i].value.len);
-            lua_concat(L, 3);
-        }
-        lua_rawset(L, -3);
-    }
+    vg__fn_headers_push_copy(L, r->headers, r->n_headers);
     lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, o->body.base, o->body.len);
+    lua_pushlstring(L, r->body.base, r->body.len);
     lua_setfield(L, -2, "body");
 }
 
@@ -171,11 +159,11 @@ static void wake(struct vg__fn_fetch_batch *b)
     c->app->building = true;
     if (!b->list) {
         struct fetch_one *o = &b->items[0];
-        if (o->err) {
+        if (o->res.err) {
             lua_pushnil(co);
-            lua_pushstring(co, o->err);
+            lua_pushstring(co, o->res.err);
         } else {
-            push_result(co, o);
+            push_result(co, &o->res);
             lua_pushnil(co);
         }
         vg__fn_call_wake(c, 2);
@@ -183,39 +171,47 @@ static void wake(struct vg__fn_fetch_batch *b)
     }
     lua_createtable(co, (int)b->n, 0);
     for (size_t i = 0; i < b->n; i++) {
-        if (b->items[i].err) {
+        if (b->items[i].res.err) {
             lua_createtable(co, 0, 1);
-            lua_pushstring(co, b->items[i].err);
+            lua_pushstring(co, b->items[i].res.err);
             lua_setfield(co, -2, "error");
         } else {
-            push_result(co, &b->items[i]);
+            push_result(co, &b->items[i].res);
         }
         lua_rawseti(co, -2, (lua_Integer)i + 1);
     }
     vg__fn_call_wake(c, 1);
 }
 
+/* A result that must outlive its done callback (others of its batch are
+ * still running) is copied into the request's pool. */
+static void keep(struct fetch_one *o, h2o_req_t *req)
+{
+    struct vg_fn_fetch_res *r = &o->res;
+    if (r->err) {
+        r->err = h2o_strdup(&req->pool, r->err, strlen(r->err)).base;
+        return;
+    }
+    h2o_header_t *hs = h2o_mem_alloc_pool(&req->pool, sizeof(*hs) * (r->n_headers ? r->n_headers : 1));
+    for (size_t i = 0; i < r->n_headers; i++) {
+        hs[i].name = h2o_mem_alloc_pool(&req->pool, sizeof(h2o_iovec_t));
+        *hs[i].name = h2o_strdup(&req->pool, r->headers[i].name->base, r->headers[i].name->len);
+        hs[i].orig_name = NULL;
+        hs[i].value = h2o_strdup(&req->pool, r->headers[i].value.base, r->headers[i].value.len);
+    }
+    r->headers = hs;
+    r->body = h2o_strdup(&req->pool, r->body.base, r->body.len);
+}
+
 static void on_done(void *data, const struct vg_fn_fetch_res *res)
 {
     struct fetch_one *o = data;
-    h2o_req_t *req = o->batch->call->req;
     o->running = false;
-    o->status = res->status;
-    if (res->err) {
-        o->err = h2o_strdup(&req->pool, res->err, strlen(res->err)).base;
-    } else {
-        o->headers = h2o_mem_alloc_pool(&req->pool, sizeof(*o->headers) * (res->n_headers ? res->n_headers : 1));
-        for (size_t i = 0; i < res->n_headers; i++) {
-            o->headers[i].name = h2o_mem_alloc_pool(&req->pool, sizeof(h2o_iovec_t));
-            *o->headers[i].name = h2o_strdup(&req->pool, res->headers[i].name->base, res->headers[i].name->len);
-            o->headers[i].orig_name = NULL;
-            o->headers[i].value = h2o_strdup(&req->pool, res->headers[i].value.base, res->headers[i].value.len);
-        }
-        o->n_headers = res->n_headers;
-        o->body = h2o_strdup(&req->pool, res->body.base, res->body.len);
-    }
+    o->res = *res;
     if (--o->batch->pending == 0)
-        wake(o->batch);
+        wake(o->batch); /* res is still valid: Lua copies what it keeps */
+    else
+        keep(o, o->batch->call->req);
 }
 
 /* The batch's timeout (the shortest of its fetches'): whatever still runs
@@ -230,7 +226,7 @@ static void on_timeout(uv_timer_t *t)
             continue;
         c->app->env.fetch.cancel(o->handle);
         o->running = false;
-        o->err = "timed out";
+        o->res.err = "timed out";
     }
     b->pending = 0;
     wake(b);

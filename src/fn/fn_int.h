@@ -125,6 +125,9 @@ void vg__fn_fetch_abort(struct vg__fn_call *c);
 /* fn_request.c: the request object handlers receive. */
 void vg__fn_request_open(lua_State *L); /* registers its metatable */
 void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
+/* Pushes a read-only headers view (like req.headers: case-insensitive,
+ * values joined, pairs) holding its own copy of the n entries. */
+void vg__fn_headers_push_copy(lua_State *L, const h2o_header_t *entries, size_t n);
 /* Sends the response table at index idx of L; false (and a reason) when it
  * is malformed. */
 bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why);

@@ -11,7 +11,6 @@
 #include "fn_int.h"
 #include "http/http.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -124,51 +123,66 @@ static bool lower_name(lua_State *L, int idx, char buf[256], size_t *n)
 }
 
 /* All values of a header, joined with ", " (RFC 9110 5.3), or nothing. */
-static int push_joined(lua_State *L, h2o_req_t *req, const char *name, size_t n)
+static int push_joined(lua_State *L, const h2o_headers_t *hs, const char *name, size_t n)
 {
     int found = 0;
-    for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, name, n, i)) != -1; found++) {
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(hs, name, n, i)) != -1; found++) {
         if (found)
             lua_pushliteral(L, ", ");
-        lua_pushlstring(L, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+        lua_pushlstring(L, hs->entries[i].value.base, hs->entries[i].value.len);
     }
     if (found > 1)
         lua_concat(L, 2 * found - 1);
     return found ? 1 : 0;
 }
 
-/* The request behind a headers proxy (its user value), or an error when
- * that request is over. */
-static h2o_req_t *headers_req(lua_State *L)
+/* A headers view is a userdata with the HEADERS_MT metatable, of one of
+ * two kinds:
+ *   - req.headers: no memory of its own; its user value is the request
+ *     object, and the view reads the live request (valid while it runs);
+ *   - a copy (a fetch's response headers): the userdata holds an
+ *     h2o_headers_t with its entries, names and bytes packed behind it, so
+ *     it lives as long as Lua keeps it and costs one allocation, however
+ *     many headers there are (a table would cost one string per name and
+ *     value, made whether or not the handler reads them). */
+struct packed_headers {
+    h2o_headers_t hs; /* entries point into this block */
+};
+
+/* The header list behind a view, or an error when it is the headers of a
+ * request that is over. */
+static const h2o_headers_t *headers_of(lua_State *L, int idx)
 {
-    lua_getiuservalue(L, 1, 1);
+    if (lua_rawlen(L, idx) >= sizeof(struct packed_headers))
+        return &((struct packed_headers *)lua_touserdata(L, idx))->hs;
+    lua_getiuservalue(L, idx, 1);
     struct vg__fn_call **p = lua_touserdata(L, -1); /* set by push_headers: always the request */
     if (!p || !*p || !(*p)->req)
         luaL_error(L, "the request is over (a request object is only valid while its handler runs)");
     lua_pop(L, 1);
-    return (*p)->req;
+    return &(*p)->req->headers;
 }
 
-/* headers[name]: looked up on the request itself (any case), nothing is
+/* headers[name]: looked up in the list itself (any case), nothing is
  * copied until asked for: most handlers read one or two headers. */
 static int headers_index(lua_State *L)
 {
-    h2o_req_t *req = headers_req(L);
+    const h2o_headers_t *hs = headers_of(L, 1);
     size_t n;
     char buf[256];
     if (!lower_name(L, 2, buf, &n))
         return 0;
-    return push_joined(L, req, buf, n);
+    return push_joined(L, hs, buf, n);
 }
 
-/* pairs(req.headers): a snapshot table, lower-case name -> joined value. */
+/* pairs(headers): a snapshot table, lower-case name -> joined value. */
 static int headers_pairs(lua_State *L)
 {
-    h2o_req_t *req = headers_req(L);
+    const h2o_headers_t *hs = headers_of(L, 1);
     lua_getglobal(L, "next");
-    lua_createtable(L, 0, (int)req->headers.size);
-    for (size_t i = 0; i < req->headers.size; i++) {
-        const h2o_header_t *h = &req->headers.entries[i];
+    lua_createtable(L, 0, (int)hs->size);
+    for (size_t i = 0; i < hs->size; i++) {
+        const h2o_header_t *h = &hs->entries[i];
         lua_pushlstring(L, h->name->base, h->name->len);
         lua_pushvalue(L, -1);
         if (lua_rawget(L, -3) != LUA_TNIL) {
@@ -176,7 +190,7 @@ static int headers_pairs(lua_State *L)
             continue;
         }
         lua_pop(L, 1);
-        push_joined(L, req, h->name->base, h->name->len);
+        push_joined(L, hs, h->name->base, h->name->len);
         lua_rawset(L, -3);
     }
     lua_pushnil(L);
@@ -185,7 +199,31 @@ static int headers_pairs(lua_State *L)
 
 static int headers_newindex(lua_State *L)
 {
+    if (lua_rawlen(L, 1) >= sizeof(struct packed_headers))
+        return luaL_error(L, "these headers are read-only: copy them with pairs() to change them");
     return luaL_error(L, "req.headers is read-only: use req:set_header(name, value)");
+}
+
+void vg__fn_headers_push_copy(lua_State *L, const h2o_header_t *entries, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += entries[i].name->len + entries[i].value.len;
+    size_t size = sizeof(struct packed_headers) + n * (sizeof(h2o_header_t) + sizeof(h2o_iovec_t)) + bytes;
+    struct packed_headers *ph = lua_newuserdatauv(L, size, 0);
+    h2o_header_t *e = (h2o_header_t *)(ph + 1);
+    h2o_iovec_t *names = (h2o_iovec_t *)(e + n);
+    char *p = (char *)(names + n);
+    ph->hs = (h2o_headers_t){.entries = e, .size = n, .capacity = n};
+    for (size_t i = 0; i < n; i++) {
+        names[i] = h2o_iovec_init(p, entries[i].name->len);
+        memcpy(p, entries[i].name->base, names[i].len);
+        p += names[i].len;
+        e[i] = (h2o_header_t){.name = &names[i], .value = h2o_iovec_init(p, entries[i].value.len)};
+        memcpy(p, entries[i].value.base, entries[i].value.len);
+        p += entries[i].value.len;
+    }
+    luaL_setmetatable(L, HEADERS_MT);
 }
 
 static void push_headers(lua_State *L, int req_ud)
@@ -209,18 +247,6 @@ static void push_cached(lua_State *L, int ud, int slot, struct vg__fn_call *c)
         lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, ud, slot);
-}
-
-static h2o_iovec_t peer(h2o_req_t *req, char *buf)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    buf[0] = '\0';
-    if (len && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, INET6_ADDRSTRLEN);
-    else if (len && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, INET6_ADDRSTRLEN);
-    return h2o_iovec_init(buf, strlen(buf));
 }
 
 static int req_index(lua_State *L)
@@ -247,8 +273,8 @@ static int req_index(lua_State *L)
     } else if (n == 2 && memcmp(k, "id", 2) == 0) {
         lua_pushlstring(L, c->reqid.base, c->reqid.len);
     } else if (n == 9 && memcmp(k, "client_ip", 9) == 0) {
-        char buf[INET6_ADDRSTRLEN];
-        h2o_iovec_t ip = peer(req, buf);
+        char buf[VG_HTTP_PEER_MAX];
+        h2o_iovec_t ip = vg_http_peer_ip(req, buf);
         lua_pushlstring(L, ip.base, ip.len);
     } else if (n == 4 && memcmp(k, "host", 4) == 0) {
         lua_pushlstring(L, req->authority.base, req->authority.len);
@@ -560,12 +586,30 @@ static bool add_headers(lua_State *L, int t, h2o_req_t *req, const char **why)
     return true;
 }
 
+/* The headers of a view (already valid: parsed from a peer) into the
+ * response, but for Content-Length: the body decides. */
+static bool add_view(lua_State *L, int idx, h2o_req_t *req)
+{
+    const h2o_headers_t *hs = headers_of(L, idx);
+    for (size_t i = 0; i < hs->size; i++) {
+        const h2o_header_t *h = &hs->entries[i];
+        if (h2o_memis(h->name->base, h->name->len, H2O_STRLIT("content-length")))
+            continue;
+        h2o_iovec_t name = h2o_strdup(&req->pool, h->name->base, h->name->len);
+        h2o_iovec_t val = h2o_strdup(&req->pool, h->value.base, h->value.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, val.base, val.len);
+    }
+    return true;
+}
+
 bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why)
 {
     lua_pushliteral(L, "headers");
     int ht = lua_rawget(L, idx);
     bool ok = ht == LUA_TNIL || (ht == LUA_TTABLE && add_headers(L, lua_gettop(L), req, why));
-    if (ht != LUA_TTABLE && ht != LUA_TNIL)
+    if (ht == LUA_TUSERDATA && luaL_testudata(L, -1, HEADERS_MT)) /* a view: `return verge.fetch(...)` */
+        ok = add_view(L, lua_gettop(L), req);
+    else if (ht != LUA_TTABLE && ht != LUA_TNIL)
         *why = "headers must be a table";
     lua_pop(L, 1);
     return ok;

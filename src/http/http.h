@@ -140,6 +140,14 @@ typedef void (*vg_http_body_cb)(void *data, h2o_iovec_t buf, enum vg_http_body_s
  * after it. Must not be called again after END or ERROR. */
 void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *data);
 
+/* The client's address of req ("192.0.2.1", "2001:db8::1") into buf,
+ * NUL-terminated; empty when the connection has none (a test stub). With
+ * inet_ntop, not getnameinfo/sprintf: it runs on every proxied request. */
+#define VG_HTTP_PEER_MAX 46 /* INET6_ADDRSTRLEN */
+h2o_iovec_t vg_http_peer_ip(h2o_req_t *req, char buf[VG_HTTP_PEER_MAX]);
+/* The same for a socket address (sa may be NULL: empty). */
+h2o_iovec_t vg_http_sockaddr_ip(const struct sockaddr *sa, socklen_t len, char buf[VG_HTTP_PEER_MAX]);
+
 /* The reason phrase for a status ("Not Found"), "Status" for an unusual one. */
 const char *vg_http_reason_phrase(int status);
 

@@ -203,11 +203,11 @@ static void close_conn(struct conn *c)
 
 static void log_reject(struct conn *c, int status, const char *why)
 {
-    char code[8], peer[NI_MAXHOST] = "";
+    char code[8], peer[VG_HTTP_PEER_MAX] = "";
     struct sockaddr_storage ss;
     snprintf(code, sizeof(code), "%d", status);
-    if (c->sock && h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss))
-        h2o_socket_getnumerichost((struct sockaddr *)&ss, sizeof(ss), peer);
+    if (c->sock)
+        vg_http_sockaddr_ip((struct sockaddr *)&ss, h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss), peer);
     vg_log(VG_LOG_WARN, "request rejected", "status", code, "reason", why, "client", peer, NULL);
 }
 

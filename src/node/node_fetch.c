@@ -26,8 +26,8 @@ struct subreq {
     h2o_req_t req;
     h2o_ostream_t ostr;
     struct vg_worker *worker;
-    h2o_buffer_t *body;
-    size_t max_body;
+    char *body; /* in the subrequest's pool: a small body costs no malloc */
+    size_t body_len, body_cap, max_body;
     vg_fn_fetch_done done;
     void *data;
     h2o_timeout_entry_t te; /* proceed (more body) or complete: never both pending */
@@ -40,7 +40,6 @@ static void dispose(struct subreq *s)
     if (h2o_timeout_is_linked(&s->te))
         h2o_timeout_unlink(&s->te);
     h2o_dispose_request(&s->req);
-    h2o_buffer_dispose(&s->body);
     free(s);
 }
 
@@ -52,7 +51,7 @@ static void on_complete(h2o_timeout_entry_t *te)
         res.status = s->req.res.status;
         res.headers = s->req.res.headers.entries;
         res.n_headers = s->req.res.headers.size;
-        res.body = h2o_iovec_init(s->body->bytes, s->body->size);
+        res.body = h2o_iovec_init(s->body, s->body_len);
     }
     s->done(s->data, &res);
     dispose(s);
@@ -79,6 +78,25 @@ static void finish(struct subreq *s, const char *err)
     schedule(s, on_complete);
 }
 
+/* Grows by doubling (from the first piece's size) in pool memory: the old
+ * copies stay in the pool until the subrequest ends, at most the size of
+ * the final body again. */
+static void body_append(struct subreq *s, h2o_iovec_t b)
+{
+    if (s->body_len + b.len > s->body_cap) {
+        size_t cap = s->body_cap ? s->body_cap : 1024;
+        while (cap < s->body_len + b.len)
+            cap *= 2;
+        char *p = h2o_mem_alloc_pool(&s->req.pool, cap);
+        if (s->body_len)
+            memcpy(p, s->body, s->body_len);
+        s->body = p;
+        s->body_cap = cap;
+    }
+    memcpy(s->body + s->body_len, b.base, b.len);
+    s->body_len += b.len;
+}
+
 /* The final output stream of the subrequest: keeps the body. */
 static void capture(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t state)
 {
@@ -86,13 +104,11 @@ static void capture(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size
     if (s->finished)
         return;
     for (size_t i = 0; i < n; i++) {
-        if (s->body->size + bufs[i].len > s->max_body) {
+        if (s->body_len + bufs[i].len > s->max_body) {
             finish(s, "response body larger than max_body");
             return;
         }
-        h2o_iovec_t dst = h2o_buffer_reserve(&s->body, bufs[i].len);
-        memcpy(dst.base, bufs[i].base, bufs[i].len);
-        s->body->size += bufs[i].len;
+        body_append(s, bufs[i]);
     }
     if (state == H2O_SEND_STATE_ERROR)
         finish(s, "the origin's response was cut short");
@@ -155,7 +171,6 @@ static void *fetch_start(void *vctx, h2o_req_t *parent, const struct vg_fn_fetch
     s->data = data;
     s->max_body = f->max_body;
     s->ostr.do_send = capture;
-    h2o_buffer_init(&s->body, &h2o_socket_buffer_prototype);
     fill_request(s, parent, f);
     struct vg_app_rt *app = &ctx->site->apps[ctx->app];
     int o = find_origin(app->conf, f->target);

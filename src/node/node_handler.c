@@ -4,7 +4,6 @@
  * request ends for us (access log, metrics, passive health, site release). */
 #include "node_int.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -407,15 +406,7 @@ static h2o_iovec_t cookie_value(h2o_req_t *req, const char *name)
 
 static h2o_iovec_t client_ip(h2o_req_t *req)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    char *buf = h2o_mem_alloc_pool(&req->pool, INET6_ADDRSTRLEN);
-    buf[0] = '\0';
-    if (len && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, INET6_ADDRSTRLEN);
-    else if (len && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, INET6_ADDRSTRLEN);
-    return h2o_iovec_init(buf, strlen(buf));
+    return vg_http_peer_ip(req, h2o_mem_alloc_pool(&req->pool, VG_HTTP_PEER_MAX));
 }
 
 static h2o_iovec_t hash_key(h2o_req_t *req, const struct vg_conf_origin *o)

@@ -206,16 +206,6 @@ static bool is_idempotent(h2o_iovec_t m)
     return false;
 }
 
-static h2o_iovec_t peer_ip(h2o_req_t *req)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (len == 0)
-        return h2o_iovec_init(NULL, 0);
-    char *buf = h2o_mem_alloc_pool(&req->pool, NI_MAXHOST);
-    size_t n = h2o_socket_getnumerichost((struct sockaddr *)&ss, len, buf);
-    return n == SIZE_MAX ? h2o_iovec_init(NULL, 0) : h2o_iovec_init(buf, n);
-}
 
 static void log_failure(struct fwd *f, const char *msg, const char *why)
 {
@@ -1136,7 +1126,7 @@ void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec
     f->total_te.cb = on_total_timeout;
     h2o_doublebuffer_init(&f->sending, &h2o_socket_buffer_prototype);
     h2o_buffer_init(&f->rest, &h2o_socket_buffer_prototype);
-    f->client_ip = peer_ip(req);
+    f->client_ip = vg_http_peer_ip(req, h2o_mem_alloc_pool(&req->pool, VG_HTTP_PEER_MAX));
     body_init(f);
     if (f->body == BODY_STREAM && f->body_len != SIZE_MAX && f->body_len > f->t.body_limit) {
         f->done = true;

@@ -83,6 +83,27 @@ function cases.fetchthenread(req)
   return {body = string.format("%d %d", sent, #mine)}
 end
 
+function cases.headers(req)
+  local r = assert(verge.fetch("api", {path = "/h"}))
+  local names = {}
+  for k, v in pairs(r.headers) do names[#names + 1] = k end
+  table.sort(names)
+  local ok, err = pcall(function() r.headers["x-new"] = "1" end)
+  return {body = string.format("%s|%s|%s|%s", r.headers["X-Origin"], r.headers["x-origin"],
+                               table.concat(names, ","), ok and "writable" or err)}
+end
+
+function cases.passthrough(req)
+  return verge.fetch("api", {path = "/passed"})
+end
+
+function cases.allheaders(req)
+  -- the fast one completes first: its result is kept while the slow one runs
+  local rs = verge.fetch_all({{"api", {path = "/fast"}}, {"slow", {path = "/s?delay=0.2"}}})
+  return {body = rs[1].headers["x-origin"] .. " " .. rs[2].headers["x-origin"] .. " " ..
+                 verge.json.decode(rs[1].body).path}
+end
+
 function dispatch(req)
   return cases[req.path:match("^/f/(.*)$")](req)
 end
@@ -168,3 +189,23 @@ def test_client_leaving_mid_fetch(fx):
     s.close()
     time.sleep(0.6)
     assert v.get("/f/byname").status == 200
+
+
+def test_fetch_headers_are_a_read_only_case_insensitive_view(fx):
+    v, _, _ = fx
+    origin_ci, origin_lc, names, write = v.get("/f/headers").body.decode().split("|")
+    assert origin_ci == "api" and origin_lc == "api"
+    assert "x-origin" in names.split(",") and names == names.lower()
+    assert "read-only" in write, write
+
+
+def test_fetch_result_returned_as_the_response(fx):
+    v, _, _ = fx
+    r = v.get("/f/passthrough")
+    assert r.status == 200 and r.headers.get("x-origin") == "api"
+    assert json.loads(r.body)["path"] == "/passed"
+
+
+def test_fetch_all_keeps_early_results_until_the_last(fx):
+    v, _, _ = fx
+    assert v.get("/f/allheaders").body == b"api slow /fast"

@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+
 #include "http/http.h"
 
 #define M(kind, pat, path) vg_http_path_match(VG_CONF_MATCH_##kind, pat, path, strlen(path))
@@ -112,6 +114,32 @@ static void test_route_allow(void **state)
     assert_string_equal(buf, "GET, HEAD, POST");
 }
 
+static void check_ipv4(const char *ip)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+    char buf[VG_HTTP_PEER_MAX];
+    h2o_iovec_t s = vg_http_sockaddr_ip((struct sockaddr *)&sin, sizeof(sin), buf);
+    assert_string_equal(buf, ip);
+    assert_int_equal(s.len, strlen(ip));
+}
+
+/* The client address as it goes into X-Forwarded-For and the access log. */
+static void test_sockaddr_ip(void **state)
+{
+    (void)state;
+    const char *v4[] = {"0.0.0.0", "127.0.0.1", "10.0.9.99", "192.168.100.255", "255.255.255.255", "1.20.100.9"};
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++)
+        check_ipv4(v4[i]);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8::1", &sin6.sin6_addr), 1);
+    char buf[VG_HTTP_PEER_MAX];
+    assert_int_equal(vg_http_sockaddr_ip((struct sockaddr *)&sin6, sizeof(sin6), buf).len, 11);
+    assert_string_equal(buf, "2001:db8::1");
+    assert_int_equal(vg_http_sockaddr_ip(NULL, 0, buf).len, 0);
+    assert_string_equal(buf, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_app_select),
         cmocka_unit_test(test_route_find),
         cmocka_unit_test(test_route_allow),
+        cmocka_unit_test(test_sockaddr_ip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
