@@ -70,12 +70,21 @@ struct vg__fn_call {
     bool finished;
     bool past_deadline; /* the timer below ends the call at its deadline */
     uv_timer_t *timer;  /* verge.sleep / the deadline while waiting */
+    int body_ref;       /* the response body string being sent, or LUA_NOREF */
     vg_fn_done_cb done;
     void *data;
 };
 
+/* The allocator's size classes (see l_alloc in fn_runtime.c). */
+#define VG__FN_SMALL_STEP 16
+#define VG__FN_SMALL_MAX 256
+#define VG__FN_SMALL_CLASSES (VG__FN_SMALL_MAX / VG__FN_SMALL_STEP)
+#define VG__FN_SMALL_KEEP 512 /* free blocks kept per class: about 1 MiB at most, all classes */
+
 struct vg_fn_app {
     lua_State *L;
+    void *small[VG__FN_SMALL_CLASSES]; /* free blocks, linked through their first word */
+    uint32_t n_small[VG__FN_SMALL_CLASSES];
     const struct vg_conf_app *conf;
     struct vg_fn_env env;
     struct vg_fn_shared *own_shared; /* when env.shared was NULL */
@@ -129,8 +138,10 @@ void vg__fn_request_push(lua_State *L, struct vg__fn_call *call);
  * values joined, pairs) holding its own copy of the n entries. */
 void vg__fn_headers_push_copy(lua_State *L, const h2o_header_t *entries, size_t n);
 /* Sends the response table at index idx of L; false (and a reason) when it
- * is malformed. */
-bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why);
+ * is malformed. A large body may be sent from the Lua string itself: then
+ * *pin (when pin is not NULL) is a registry reference to release once the
+ * request is over. */
+bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, int *pin, const char **why);
 /* Adds the "headers" table of the response at idx (raw reads only). */
 bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why);
 

@@ -615,7 +615,28 @@ bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char *
     return ok;
 }
 
-bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **why)
+/* Sends body as the whole response. A body of PIN_MIN bytes or more is not
+ * copied: the Lua string (immutable, and Lua's collector never moves
+ * objects) is kept alive by a registry reference until the request ends,
+ * and the response points into it; a small one is copied into the pool,
+ * which costs less than the reference. */
+#define PIN_MIN 1024 /* h2o's pool hands allocations this big to malloc */
+
+static void send_body(lua_State *L, int body_idx, const char *body, size_t blen, h2o_req_t *req, int *pin)
+{
+    static h2o_generator_t generator = {NULL, NULL}; /* one piece, sent final: nothing to proceed or stop */
+    if (blen < PIN_MIN || !pin) {
+        h2o_send_inline(req, body, blen);
+        return;
+    }
+    lua_pushvalue(L, body_idx);
+    *pin = luaL_ref(L, LUA_REGISTRYINDEX);
+    h2o_iovec_t buf = h2o_iovec_init(body, blen);
+    h2o_start_response(req, &generator);
+    h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
+}
+
+bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, int *pin, const char **why)
 {
     lua_Integer status = 200;
     lua_pushliteral(L, "status");
@@ -651,7 +672,7 @@ bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, const char **wh
     if (h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1) == -1 && blen)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT("text/plain; charset=utf-8"));
-    h2o_send_inline(req, body, blen); /* copies the body into the request's pool */
+    send_body(L, body_idx, body, blen, req, pin);
     lua_settop(L, body_idx - 1);
     return true;
 }

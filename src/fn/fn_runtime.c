@@ -26,13 +26,95 @@ static void resume(struct vg__fn_call *c, int nargs);
 
 /* ---- memory -------------------------------------------------------------------- */
 
+/* Small blocks. Lua allocates and frees small objects (tables, their
+ * parts, closures, strings, userdata) by the dozen per request and always
+ * says how big the block it frees is, so size classes of 16 bytes with a
+ * free list each need no header: most allocations become a pointer pop,
+ * most frees a push (glibc's malloc + free cost ~350 instructions a pair
+ * on this path, measured with callgrind). Each list keeps at most
+ * SMALL_KEEP blocks, the rest go back to malloc; the lists belong to the
+ * state and are emptied when it closes. Under AddressSanitizer every block
+ * goes to malloc, so that a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SMALL_LISTS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SMALL_LISTS 0
+#endif
+#endif
+#ifndef SMALL_LISTS
+#define SMALL_LISTS 1
+#endif
+
+static size_t small_class(size_t n)
+{
+    return (n + VG__FN_SMALL_STEP - 1) / VG__FN_SMALL_STEP - 1;
+}
+
+static void *block_alloc(struct vg_fn_app *a, size_t n)
+{
+    if (!SMALL_LISTS || n > VG__FN_SMALL_MAX)
+        return malloc(n);
+    size_t c = small_class(n);
+    void *p = a->small[c];
+    if (p) {
+        a->small[c] = *(void **)p;
+        a->n_small[c]--;
+        return p;
+    }
+    return malloc((c + 1) * VG__FN_SMALL_STEP);
+}
+
+static void block_free(struct vg_fn_app *a, void *p, size_t n)
+{
+    if (!SMALL_LISTS || n > VG__FN_SMALL_MAX) {
+        free(p);
+        return;
+    }
+    size_t c = small_class(n);
+    if (a->n_small[c] >= VG__FN_SMALL_KEEP) {
+        free(p);
+        return;
+    }
+    *(void **)p = a->small[c];
+    a->small[c] = p;
+    a->n_small[c]++;
+}
+
+static void *block_realloc(struct vg_fn_app *a, void *p, size_t old, size_t n)
+{
+    if (!p)
+        return block_alloc(a, n);
+    if (!SMALL_LISTS || (old > VG__FN_SMALL_MAX && n > VG__FN_SMALL_MAX))
+        return realloc(p, n);
+    if (old <= VG__FN_SMALL_MAX && n <= VG__FN_SMALL_MAX && small_class(old) == small_class(n))
+        return p; /* the block has its class's size */
+    void *q = block_alloc(a, n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    block_free(a, p, old);
+    return q;
+}
+
+static void small_lists_free(struct vg_fn_app *a)
+{
+    for (size_t c = 0; c < VG__FN_SMALL_CLASSES; c++)
+        while (a->small[c]) {
+            void *p = a->small[c];
+            a->small[c] = *(void **)p;
+            free(p);
+        }
+}
+
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct vg_fn_app *a = ud;
     size_t old = ptr ? osize : 0; /* without ptr, osize is a type tag */
     if (nsize == 0) {
         a->used -= old;
-        free(ptr);
+        if (ptr)
+            block_free(a, ptr, old);
         return NULL;
     }
     /* C code that builds a call's arguments runs outside any protected
@@ -43,7 +125,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             a->current->kill = VG__FN_KILL_MEMORY;
         return NULL; /* Lua raises "not enough memory" */
     }
-    void *p = realloc(ptr, nsize);
+    void *p = block_realloc(a, ptr, old, nsize);
     if (!p)
         return NULL;
     a->used = a->used - old + nsize;
@@ -492,6 +574,7 @@ void vg_fn_app_destroy(struct vg_fn_app *a)
         return;
     if (a->L)
         lua_close(a->L);
+    small_lists_free(a);
     if (a->own_shared)
         vg_fn_shared_destroy(a->own_shared);
     free(a->route_ref);
@@ -608,7 +691,7 @@ static void handler_result(struct vg__fn_call *c)
         return;
     }
     const char *why = NULL;
-    if (!lua_istable(co, idx) || !vg__fn_response_send(co, idx, c->req, &why)) {
+    if (!lua_istable(co, idx) || !vg__fn_response_send(co, idx, c->req, &c->body_ref, &why)) {
         vg__fn_call_bad_result(c, why ? why : "expected a response table {status=, headers=, body=} or nil");
         return;
     }
@@ -660,6 +743,8 @@ static void on_call_dispose(void *p)
     vg__fn_fetch_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
+    if (c->body_ref != LUA_NOREF) /* the response is out: the request's pool is going */
+        luaL_unref(c->app->L, LUA_REGISTRYINDEX, c->body_ref);
     if (!c->finished)
         vg__fn_release_thread(c, false); /* abandoned mid-way: the collector takes the coroutine */
 }
@@ -721,7 +806,8 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
     VG_ASSERT(ref != LUA_NOREF);
     struct vg__fn_call *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
     *c = (struct vg__fn_call){
-        .app = a, .req = req, .reqid = reqid, .fname = fname, .ops = ops, .done = done, .data = data};
+        .app = a, .req = req, .reqid = reqid, .fname = fname, .ops = ops, .done = done, .data = data,
+        .body_ref = LUA_NOREF};
     c->deadline_ms = vg_now_ms() + a->conf->limits.lua_timeout_ms;
     a->building = true;
     c->co = take_thread(a, &c->co_ref);

@@ -192,6 +192,57 @@ def test_headers_iterate_and_join(v):
     assert "x-a=1, 2" in body and "x-b=b" in body and "new=1" in body and "assign=false" in body, body
 
 
+BIG_MANIFEST = """\
+name: big
+limits: {lua_memory: 128m}
+routes:
+  - exact: /big
+    handler: big.lua:big
+  - exact: /churn
+    handler: big.lua:churn
+"""
+
+BIG = r"""
+function big(req)
+  -- 8 MiB made for this request only; it goes out from the Lua string itself
+  return {body = string.rep(string.rep(" ", 1019) .. "block", 8192)}
+end
+function churn(req)
+  local t = {}
+  for i = 1, 2000 do t[i] = {i, tostring(i) .. string.rep("y", 200)} end
+  return {body = tostring(#t)}
+end
+"""
+
+
+def test_large_body_outlives_the_call_while_a_slow_client_reads(verge):
+    # A body sent from the Lua string itself must stay alive (and unchanged)
+    # while a slow client takes it and other calls churn the same heap (one
+    # worker: one Lua state) so that the collector runs meanwhile.
+    import hashlib
+    import socket
+    v = verge(BIG_MANIFEST, {"big.lua": BIG}, args=["--workers", "1"])
+    want = ("%1024s" % "block").encode() * 8192
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", v.port))
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    time.sleep(0.3)
+    for _ in range(100):
+        assert v.get("/churn").body == b"2000"
+    got = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    body = got.split(b"\r\n\r\n", 1)[1]
+    assert len(body) == len(want)
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(want).hexdigest()
+    assert v.alive()
+
+
 def test_on_request_answers_or_passes(v):
     r = v.get("/blocked")
     assert (r.status, r.body) == (403, b"blocked by on_request\n")
