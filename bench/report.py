@@ -89,6 +89,32 @@ def fixed_rate(path, baseline):
     return out
 
 
+def fetch_cost(out):
+    """What one verge.fetch subrequest costs next to a proxied request (issue
+    3's floor), per server: the CPU of the fetch scenario minus the same
+    handler without its fetch (lua1k), over the CPU of the proxy scenario.
+    The whole fetch request over the proxied one is shown too."""
+    sc = out["scenarios"]
+    if not all(k in sc for k in ("fetch", "lua1k", "proxy")):
+        return
+    rows = [("server", "fetch CPU", "lua1k CPU", "subrequest", "proxy CPU", "subrequest / proxy",
+             "fetch / proxy")]
+    out["fetch_cost"] = {}
+    for srv in sc["fetch"]:
+        if srv not in sc["lua1k"] or srv not in sc["proxy"]:
+            continue
+        f, l, p = (sc[k][srv]["cpu_us_per_req_median"] for k in ("fetch", "lua1k", "proxy"))
+        if not p:
+            continue
+        out["fetch_cost"][srv] = {"subrequest_us": f - l, "subrequest_vs_proxy": (f - l) / p,
+                                  "fetch_vs_proxy": f / p}
+        rows.append((srv, f"{f:.2f}", f"{l:.2f}", f"{f - l:.2f}", f"{p:.2f}", ratio((f - l) / p), ratio(f / p)))
+    print()
+    print("cost of a subrequest (CPU us per request, medians): subrequest = fetch - lua1k (the same handler "
+          "without its fetch)")
+    print_table(rows, left=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", required=True)
@@ -154,6 +180,7 @@ def main():
     print("medians over rounds; 'x' columns are server / %s (rps: higher is better; "
           "p99 and CPU: lower is better)" % args.baseline)
     print_table(table)
+    fetch_cost(out)
 
     if args.fixed:
         fixed = fixed_rate(args.fixed, args.baseline)

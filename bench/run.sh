@@ -43,7 +43,7 @@ WRK_SECONDS=${BENCH_SECONDS:-5}
 WRK_CONNS=${BENCH_CONNS:-50}
 WRK_THREADS=1
 WARMUP=${BENCH_WARMUP:-1}
-SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua fetch}
+SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua lua1k fetch}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
@@ -73,10 +73,10 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
 
-declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua [fetch]=/fetch)
-declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11 [fetch]=1024)
+declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua [lua1k]=/lua1k [fetch]=/fetch)
+declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11 [lua1k]=1024 [fetch]=1024)
 for sc in $SCENARIOS; do
-    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua fetch)"
+    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua lua1k fetch)"
 done
 
 raise_nofile
@@ -104,6 +104,8 @@ routes:
     strip_prefix: /proxy
   - exact: /lua
     handler: bench.lua:lua
+  - exact: /lua1k
+    handler: bench.lua:lua1k
   - exact: /fetch
     handler: bench.lua:fetch
   - path: /
@@ -120,6 +122,13 @@ function lua(req)
   local u = req.headers["x-user"] or "anon"
   local tier = verge.shared.get("user:" .. u) or "none"
   return {status = 200, headers = {["x-tier"] = tier}, body = "hello " .. u .. "\n"}
+end
+
+-- The lua1k scenario: the fetch scenario's handler without the fetch (the
+-- same 1 KiB answer), so that fetch - lua1k is what the subrequest costs.
+BODY_1K = string.rep("x", 1023) .. "\n"
+function lua1k(req)
+  return {status = 200, body = BODY_1K}
 end
 
 -- The fetch scenario: one subrequest to the keep-alive origin, its body
@@ -152,7 +161,7 @@ wait_port "$ORIGIN_PORT" "$ORIGIN_PID" || die "origin nginx did not start: $(cat
 # lua module, loaded only then).
 LUA_LOCATIONS=
 case " $SCENARIOS " in
-*" lua "* | *" fetch "*)
+*" lua "* | *" lua1k "* | *" fetch "*)
     LUA_LOCATIONS=$(cat <<'EOF'
         location = /lua {
             default_type text/plain;
@@ -161,6 +170,13 @@ case " $SCENARIOS " in
                 local tier = ngx.shared.kv:get("user:" .. u) or "none"
                 local body = "hello " .. u .. "\n"
                 ngx.header["X-Tier"] = tier
+                ngx.header["Content-Length"] = #body
+                ngx.print(body)
+            }
+        }
+        location = /lua1k {
+            content_by_lua_block {
+                local body = string.rep("x", 1023) .. "\n"
                 ngx.header["Content-Length"] = #body
                 ngx.print(body)
             }
@@ -185,14 +201,14 @@ start_nginx_peer() {
     mkdir -p "$dir"
     {
         case " $SCENARIOS " in
-        *" lua "* | *" fetch "*)
+        *" lua "* | *" lua1k "* | *" fetch "*)
             echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
             echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
             ;;
         esac
         nginx_common "$dir"
         case " $SCENARIOS " in
-        *" lua "* | *" fetch "*)
+        *" lua "* | *" lua1k "* | *" fetch "*)
             echo '    lua_shared_dict kv 1m;'
             echo '    init_by_lua_block { ngx.shared.kv:set("user:anon", "gold") }'
             ;;

@@ -148,6 +148,19 @@ h2o_iovec_t vg_http_peer_ip(h2o_req_t *req, char buf[VG_HTTP_PEER_MAX]);
 /* The same for a socket address (sa may be NULL: empty). */
 h2o_iovec_t vg_http_sockaddr_ip(const struct sockaddr *sa, socklen_t len, char buf[VG_HTTP_PEER_MAX]);
 
+/* Sends the open regular file fd (len bytes from offset 0) as the whole
+ * body of req's response, with sendfile(2): the bytes go from the page
+ * cache to the socket without a copy through user space. The head is
+ * req->res (status, headers) with Content-Length len, sent in the same
+ * segment as the file's first bytes (MSG_MORE). Only on a plaintext
+ * HTTP/1 connection of verge's own, before anything of the response was
+ * sent and with no prefilter on the request (an on_response hook):
+ * returns false otherwise, doing nothing (fd is still the caller's, who
+ * sends the file another way). On true, fd is taken (closed once sent or
+ * when the connection goes) and the response is under way: a client that
+ * stops reading for limits.idle_timeout is disconnected. */
+bool vg_http_send_file(h2o_req_t *req, int fd, size_t len);
+
 /* The reason phrase for a status ("Not Found"), "Status" for an unusual one. */
 const char *vg_http_reason_phrase(int status);
 

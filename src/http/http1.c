@@ -36,13 +36,17 @@
 
 #include <h2o/http2.h>
 #include <netdb.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define MAX_HEADERS 128
 #define PIPELINE_CAP (64 * 1024) /* bytes queued behind a running request before reading pauses */
 #define STREAM_RCVBUF (128 * 1024)
 #define RQ_FREELIST 64
+#define SENDFILE_TURN (1024 * 1024) /* file bytes per loop turn: one big download does not hold up the rest */
 /* After a final answer to a client that may still be sending (a refused
  * body), its bytes are read and dropped this long before the close: closing
  * with unread input makes the kernel send a reset, which can destroy the
@@ -99,6 +103,10 @@ struct rq {
         bool pending;
     } stash;
     struct body body;
+    /* vg_http_send_file: the file still going out */
+    int file_fd; /* -1: none */
+    off_t file_off;
+    size_t file_left;
 };
 
 struct conn {
@@ -179,6 +187,8 @@ static void rq_free(struct conn *c)
     if (!rq)
         return;
     c->rq = NULL;
+    if (rq->file_fd >= 0)
+        close(rq->file_fd);
     if (h2o_timeout_is_linked(&rq->body.defer))
         h2o_timeout_unlink(&rq->body.defer);
     h2o_dispose_request(&rq->req);
@@ -301,6 +311,10 @@ static void on_timeout(h2o_timeout_entry_t *te)
         reject_raw(c, 408, "request body not complete within limits.header_timeout");
         return;
     case CS_HANDLE: { /* a streamed body stalled while the handler waits for it */
+        if (c->rq->file_fd >= 0) { /* or the client stopped taking a file */
+            close_conn(c);
+            return;
+        }
         struct body *b = &c->rq->body;
         if (!b->want)
             return;
@@ -574,6 +588,112 @@ size_t vg_http_body_length(h2o_req_t *req)
     return rq ? rq->body.length : SIZE_MAX;
 }
 
+/* ---- files ------------------------------------------------------------------------------ */
+
+static void file_send(struct conn *c);
+
+static void on_file_writable(h2o_socket_t *sock, const char *err)
+{
+    struct conn *c = sock->data;
+    if (err) {
+        close_conn(c);
+        return;
+    }
+    file_send(c);
+}
+
+/* The file is out (or failed): finish like any response, from the loop
+ * (this may run inside vg_http_send_file, whose caller still holds req). */
+static void file_done(struct conn *c, bool ok)
+{
+    struct rq *rq = c->rq;
+    close(rq->file_fd);
+    rq->file_fd = -1;
+    set_timer(c, NULL);
+    if (!ok) /* the body is cut short: only a close says so */
+        rq->req.http1_is_persistent = 0;
+    h2o_timeout_link(c->hc->ctx->loop, &c->hc->ctx->zero_timeout, &c->done_te);
+}
+
+/* Sends file bytes until the socket is full (then waits for it to drain),
+ * the file is done, or this turn's share is used. */
+static void file_send(struct conn *c)
+{
+    struct rq *rq = c->rq;
+    int sfd = h2o_socket_get_fd(c->sock);
+    size_t turn = SENDFILE_TURN;
+    while (rq->file_left && turn) {
+        size_t want = rq->file_left < turn ? rq->file_left : turn;
+        ssize_t n = sendfile(sfd, rq->file_fd, &rq->file_off, want);
+        if (n > 0) {
+            rq->file_left -= (size_t)n;
+            turn -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        file_done(c, false); /* an error, or the file shrank under us */
+        return;
+    }
+    if (!rq->file_left) {
+        file_done(c, true);
+        return;
+    }
+    set_timer(c, &c->hc->idle_to);
+    h2o_socket_notify_write(c->sock, on_file_writable);
+}
+
+static void on_file_head_written(h2o_socket_t *sock, const char *err)
+{
+    struct conn *c = sock->data;
+    if (err) {
+        close_conn(c);
+        return;
+    }
+    file_send(c);
+}
+
+bool vg_http_send_file(h2o_req_t *req, int fd, size_t len)
+{
+    static h2o_generator_t generator = {NULL, NULL}; /* the body is not pulled through h2o */
+    struct rq *rq = rq_of(req);
+    if (!rq)
+        return false;
+    struct conn *c = (struct conn *)req->conn;
+    if (c->sock->ssl || rq->sent_head || rq->continue_writing || req->prefilters)
+        return false;
+    req->res.content_length = len;
+    h2o_start_response(req, &generator);
+    /* The path's filters (the node's request-id header, h2o's chunked
+     * encoder, which stays out of responses with a length) add headers at
+     * most: a filter that inserted an output stream here would be bypassed */
+    VG_ASSERT(req->_ostr_top == &rq->ostr);
+    rq->file_fd = fd;
+    rq->file_off = 0;
+    rq->file_left = rq->is_head_method ? 0 : len;
+    req->bytes_sent += rq->file_left;
+    h2o_iovec_t head = flatten_head(c);
+    rq->sent_head = true;
+    /* nothing else is being written on this connection now (one response
+     * at a time), so the head may go straight to the socket, held back
+     * (MSG_MORE) to share a segment with the file's first bytes */
+    ssize_t n = send(h2o_socket_get_fd(c->sock), head.base, head.len, MSG_NOSIGNAL | (rq->file_left ? MSG_MORE : 0));
+    if (n == (ssize_t)head.len) {
+        file_send(c);
+        return true;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        file_done(c, false);
+        return true;
+    }
+    size_t sent = n > 0 ? (size_t)n : 0;
+    h2o_iovec_t rest = h2o_iovec_init(head.base + sent, head.len - sent);
+    h2o_socket_write(c->sock, &rest, 1, on_file_head_written);
+    return true;
+}
+
 /* Decodes what arrived of a chunked body; false on malformed input. */
 static bool chunked_decode(struct conn *c)
 {
@@ -731,6 +851,7 @@ static struct rq *rq_alloc(struct conn *c)
     h2o_init_request(&rq->req, &c->super, NULL);
     rq->ostr.do_send = finalostream_send;
     rq->req._ostr_top = &rq->ostr;
+    rq->file_fd = -1;
     rq->body.defer.cb = on_body_defer;
     c->rq = rq;
     return rq;

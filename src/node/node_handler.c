@@ -293,27 +293,31 @@ static bool inside_root_by_realpath(struct reqstate *rs, const char *dir, h2o_io
 /* True when the file the request names resolves (through any symlinks)
  * inside the static root; h2o already removed "." and ".." segments. Fast
  * path: one openat2(RESOLVE_BENEATH) on the root's descriptor, where the
- * kernel refuses any resolution that leaves it. It also refuses absolute
- * symlinks that point back inside, and old kernels lack it: those cases
- * take realpath. *st is the file's, when *have_st. */
+ * kernel refuses any resolution that leaves it; the file stays open in *fd
+ * (read-only, non-blocking so that a FIFO cannot hold the worker) for
+ * sending. It also refuses absolute symlinks that point back inside, and
+ * old kernels lack it: those cases take realpath (*fd is then -1). *st is
+ * the file's, when *have_st. */
 static bool inside_root(struct reqstate *rs, const struct vg_route_rt *rt, h2o_iovec_t rel, struct stat *st,
-                        bool *have_st)
+                        bool *have_st, int *fd)
 {
     static bool no_openat2;
     char name[PATH_MAX];
     *have_st = false;
+    *fd = -1;
     if (rt->root_fd >= 0 && !no_openat2 && rel.len < sizeof(name)) {
         memcpy(name, rel.len ? rel.base : ".", rel.len ? rel.len : 1);
         name[rel.len ? rel.len : 1] = '\0';
-        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-        int fd = (int)syscall(SYS_openat2, rt->root_fd, name, &how, sizeof(how));
-        if (fd >= 0) {
-            *have_st = fstat(fd, st) == 0;
-            close(fd);
+        struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        int f = (int)syscall(SYS_openat2, rt->root_fd, name, &how, sizeof(how));
+        if (f >= 0) {
+            *have_st = fstat(f, st) == 0;
+            *fd = f;
             return true;
         }
-        if (errno == ENOENT || errno == ENOTDIR)
-            return true; /* missing: h2o answers 404 */
+        if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
+            return true; /* missing or unreadable: h2o answers 404 or 403 */
         if (errno == ENOSYS)
             no_openat2 = true; /* a race between workers here is harmless */
     }
@@ -321,6 +325,52 @@ static bool inside_root(struct reqstate *rs, const struct vg_route_rt *rt, h2o_i
     bool inside = inside_root_by_realpath(rs, rt->conf->u.static_.dir, rel, real);
     *have_st = inside && real[0] && stat(real, st) == 0;
     return inside;
+}
+
+/* A plain GET or HEAD of a regular file, sent with sendfile: the common
+ * case, done here with the headers h2o's file handler would send
+ * (Content-Type, Last-Modified, ETag, Accept-Ranges). Ranges, conditional
+ * requests, directories, dynamic types and connections that cannot take
+ * sendfile (TLS, HTTP/2, an on_response hook) go to h2o's handler. True
+ * when the response is under way (fd taken). */
+static bool send_file_fast(h2o_req_t *req, const struct vg_route_rt *rt, h2o_iovec_t rel, int fd,
+                           const struct stat *st)
+{
+    static const h2o_token_t *const conditional[] = {H2O_TOKEN_RANGE,         H2O_TOKEN_IF_RANGE,
+                                                     H2O_TOKEN_IF_NONE_MATCH, H2O_TOKEN_IF_MODIFIED_SINCE,
+                                                     H2O_TOKEN_IF_MATCH,      H2O_TOKEN_IF_UNMODIFIED_SINCE};
+    if (!S_ISREG(st->st_mode))
+        return false;
+    for (size_t i = 0; i < sizeof(conditional) / sizeof(conditional[0]); i++)
+        if (h2o_find_header(&req->headers, conditional[i], -1) != -1)
+            return false;
+    const char *slash = memrchr(rel.base, '/', rel.len), *base = slash ? slash + 1 : rel.base;
+    const char *dot = memrchr(base, '.', (size_t)(rel.base + rel.len - base));
+    h2o_mimemap_type_t *type =
+        dot ? h2o_mimemap_get_type_by_extension(rt->pathconf.mimemap,
+                                                h2o_iovec_init(dot + 1, (size_t)(rel.base + rel.len - dot - 1)))
+            : h2o_mimemap_get_default_type(rt->pathconf.mimemap);
+    if (type->type != H2O_MIMEMAP_TYPE_MIMETYPE)
+        return false;
+    char *lm = h2o_mem_alloc_pool(&req->pool, H2O_TIMESTR_RFC1123_LEN + 1), *etag = h2o_mem_alloc_pool(&req->pool, 40);
+    struct tm gmt;
+    gmtime_r(&st->st_mtime, &gmt);
+    h2o_time2str_rfc1123(lm, &gmt);
+    int n = snprintf(etag, 40, "\"%08x-%zx\"", (unsigned)st->st_mtime, (size_t)st->st_size); /* h2o's form */
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_headers_t saved = req->res.headers;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type->data.mimetype.base,
+                   type->data.mimetype.len);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LAST_MODIFIED, NULL, lm, H2O_TIMESTR_RFC1123_LEN);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, (size_t)n);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL, H2O_STRLIT("bytes"));
+    if (vg_http_send_file(req, fd, (size_t)st->st_size))
+        return true;
+    req->res.headers = saved;
+    req->res.status = 0;
+    req->res.reason = NULL;
+    return false;
 }
 
 /* h2o compares If-None-Match as one opaque string; RFC 9110 13.1.2 wants a
@@ -376,9 +426,15 @@ static void do_static(struct reqstate *rs)
     h2o_iovec_t rel = h2o_iovec_init(p.base + rt->mount_len + 1, p.len - rt->mount_len - 1);
     struct stat st;
     bool have_st;
-    if (!inside_root(rs, rt, rel, &st, &have_st)) {
+    int fd;
+    if (!inside_root(rs, rt, rel, &st, &have_st, &fd)) {
         reject(rs, 403, "Forbidden", "path resolves outside the static root");
         return;
+    }
+    if (fd >= 0) {
+        if (have_st && send_file_fast(req, rt, rel, fd, &st))
+            return;
+        close(fd);
     }
     normalize_if_none_match(req, &st, have_st);
     if (rt->file->on_req(rt->file, req) != 0)

@@ -161,8 +161,14 @@ class RawConn:
     what http.client refuses to send or hides (pipelining, malformed input,
     timeouts)."""
 
-    def __init__(self, port, timeout=5.0, host="127.0.0.1"):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, timeout=5.0, host="127.0.0.1", rcvbuf=None):
+        if rcvbuf:  # a small receive window (set before connecting): a slow reader
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False

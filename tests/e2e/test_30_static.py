@@ -78,6 +78,51 @@ def test_big_file(v):
     assert hashlib.sha256(r.body).hexdigest() == hashlib.sha256(BIG).hexdigest()
 
 
+def open_fds(v):
+    d = "/proc/%d/fd" % v.proc.pid
+    return sorted(os.readlink(os.path.join(d, f)) for f in os.listdir(d))
+
+
+def test_large_file_to_a_slow_reader_then_keep_alive(verge):
+    # The file goes out with sendfile in turns, waiting for the socket to
+    # drain; the connection then serves the next request.
+    import time
+    big = pattern_bytes(8 << 20)
+    v = verge(MANIFEST, {"public/large.bin": big, "public/page.txt": "plain\n"})
+    c = RawConn(v.port, rcvbuf=65536)
+    c.send(b"GET /large.bin HTTP/1.1\r\nHost: h\r\n\r\n")
+    time.sleep(0.3)  # the node waits on a full socket meanwhile, and serves others
+    assert v.get("/page.txt").body == b"plain\n"
+    r = c.read_response()
+    assert r.status == 200 and len(r.body) == len(big)
+    assert hashlib.sha256(r.body).hexdigest() == hashlib.sha256(big).hexdigest()
+    c.send(b"GET /page.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert c.read_response().body == b"plain\n"
+
+
+def test_client_leaving_mid_file_frees_everything(verge):
+    import socket
+    import time
+    v = verge(MANIFEST, {"public/large.bin": pattern_bytes(8 << 20), "public/page.txt": "plain\n"},
+              args=["--workers", "1"])
+    before = open_fds(v)
+    for _ in range(5):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect(("127.0.0.1", v.port))
+        s.sendall(b"GET /large.bin HTTP/1.1\r\nHost: h\r\n\r\n")
+        s.recv(1000)
+        s.close()
+    assert v.get("/page.txt").body == b"plain\n"
+    # neither the files nor the sockets stay open (the node closes its side
+    # of the last connection a moment after the client did)
+    deadline = time.monotonic() + 3
+    while len(open_fds(v)) > len(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(open_fds(v)) <= len(before), set(open_fds(v)) - set(before)
+    assert v.alive()
+
+
 def test_head(v):
     r = v.request("HEAD", "/big.bin")
     assert r.status == 200 and r.body == b""
