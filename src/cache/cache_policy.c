@@ -183,7 +183,7 @@ static bool imf_fixdate(struct scan *s, struct tm *tm)
     int wd;
     return one_of(s, wkdays, 7, &wd) && lit(s, ", ") && digits(s, 2, &tm->tm_mday) && lit(s, " ") &&
            one_of(s, months, 12, &tm->tm_mon) && lit(s, " ") && digits(s, 4, &tm->tm_year) && lit(s, " ") &&
-           hms(s, tm) && lit(s, " GMT");
+           hms(s, tm) && lit(s, " gmt");
 }
 
 /* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT". Two-digit years: RFC 9110
@@ -195,7 +195,7 @@ static bool rfc850(struct scan *s, struct tm *tm)
     int wd;
     if (!(one_of(s, wkdays_long, 7, &wd) && lit(s, ", ") && digits(s, 2, &tm->tm_mday) && lit(s, "-") &&
           one_of(s, months, 12, &tm->tm_mon) && lit(s, "-") && digits(s, 2, &tm->tm_year) && lit(s, " ") &&
-          hms(s, tm) && lit(s, " GMT")))
+          hms(s, tm) && lit(s, " gmt")))
         return false;
     tm->tm_year += tm->tm_year >= 70 ? 1900 : 2000;
     return true;
