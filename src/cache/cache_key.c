@@ -83,16 +83,16 @@ static h2o_iovec_t uri_norm(h2o_mem_pool_t *pool, const char *s, size_t len)
 
 /* --- host ------------------------------------------------------------------ */
 
-static void add_host(struct vg__cache_buf *b, h2o_iovec_t host)
+static void add_host(struct vg__cache_buf *b, h2o_mem_pool_t *pool, h2o_iovec_t host)
 {
     /* The key is scheme-independent, so either default port goes. */
     if (host.len > 3 && memcmp(host.base + host.len - 3, ":80", 3) == 0)
         host.len -= 3;
     else if (host.len > 4 && memcmp(host.base + host.len - 4, ":443", 4) == 0)
         host.len -= 4;
-    size_t start = b->len;
-    add_ctl_escaped(b, host.base, host.len);
-    h2o_strtolower(b->p + start, b->len - start);
+    h2o_iovec_t lc = h2o_strdup(pool, host.base, host.len);
+    h2o_strtolower(lc.base, lc.len);
+    add_ctl_escaped(b, lc.base, lc.len);
 }
 
 /* --- query ----------------------------------------------------------------- */
@@ -221,7 +221,7 @@ h2o_iovec_t vg_cache_key_build(h2o_mem_pool_t *pool, const struct vg_cache_keyru
     struct vg__cache_buf b;
     vg__cache_buf_init(&b, pool, host.len + path_and_query.len + 32);
     if (!rules->ignore_host)
-        add_host(&b, host);
+        add_host(&b, pool, host);
     vg__cache_buf_addc(&b, '\n');
     const char *pq = path_and_query.base, *qm = path_and_query.len ? memchr(pq, '?', path_and_query.len) : NULL;
     size_t path_len = qm ? (size_t)(qm - pq) : path_and_query.len;
