@@ -127,8 +127,7 @@ void vg_cache_cc_from_headers(struct vg_cache_cc *cc, const h2o_headers_t *heade
 /* ==== HTTP dates ============================================================ */
 
 static const char *const wkdays[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
-static const char *const wkdays_long[] = {"sunday",   "monday", "tuesday", "wednesday",
-                                          "thursday", "friday", "saturday"};
+static const char *const wkdays_long[] = {"sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"};
 static const char *const months[] = {"jan", "feb", "mar", "apr", "may", "jun",
                                      "jul", "aug", "sep", "oct", "nov", "dec"};
 
@@ -301,8 +300,17 @@ const char *vg_cache_store_verdict_str(enum vg_cache_store_verdict v)
 static bool cacheable_by_default(int status)
 {
     switch (status) {
-    case 200: case 203: case 204: case 300: case 301: case 308:
-    case 404: case 405: case 410: case 414: case 501:
+    case 200:
+    case 203:
+    case 204:
+    case 300:
+    case 301:
+    case 308:
+    case 404:
+    case 405:
+    case 410:
+    case 414:
+    case 501:
         return true;
     }
     return false;
@@ -784,7 +792,8 @@ static bool kept_from_304(const h2o_header_t *h, const h2o_headers_t *fresh)
 {
     static const char *const never[] = {
         "content-length", "content-encoding", "transfer-encoding", "content-range", /* describe the body */
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", /* hop-by-hop */
+        "connection",     "keep-alive",       "proxy-connection",  "te",
+        "trailer",        "upgrade", /* hop-by-hop */
     };
     for (size_t i = 0; i < VG_ARRAY_LEN(never); i++)
         if (vg__cache_name_is(h, never[i]))

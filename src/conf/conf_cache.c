@@ -201,13 +201,11 @@ int vg__conf_cache_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key
     }
     /* on/off are not booleans elsewhere in the manifest; here they read
      * naturally ("cache: on") and cannot mean anything else. */
-    if (val->type == VG__CONF_NODE_SCALAR &&
-        (strcasecmp(val->str, "true") == 0 || strcasecmp(val->str, "on") == 0)) {
+    if (val->type == VG__CONF_NODE_SCALAR && (strcasecmp(val->str, "true") == 0 || strcasecmp(val->str, "on") == 0)) {
         c->enabled = true;
         return 0;
     }
-    if (val->type == VG__CONF_NODE_SCALAR &&
-        (strcasecmp(val->str, "false") == 0 || strcasecmp(val->str, "off") == 0))
+    if (val->type == VG__CONF_NODE_SCALAR && (strcasecmp(val->str, "false") == 0 || strcasecmp(val->str, "off") == 0))
         return 0;
     char shown[80];
     if (val->type == VG__CONF_NODE_SCALAR)

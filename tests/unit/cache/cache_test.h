@@ -53,7 +53,7 @@ static h2o_iovec_t iov(const char *s)
         h2o_iovec_t v_ = (v);                                                                                          \
         const char *s_ = (s);                                                                                          \
         if (v_.len != strlen(s_) || memcmp(v_.base, s_, v_.len) != 0) {                                                \
-            print_error("got '%.*s', want '%s'\n", (int)v_.len, v_.base, s_);                                           \
+            print_error("got '%.*s', want '%s'\n", (int)v_.len, v_.base, s_);                                          \
             fail();                                                                                                    \
         }                                                                                                              \
     } while (0)

@@ -25,7 +25,7 @@ static void test_host(void **state)
 static void test_path_as_is(void **state)
 {
     assert_iov_equal(key(NULL, "h", "/A%7e/b", NULL), "h\n/A%7e/b"); /* the caller normalised it */
-    assert_iov_equal(key(NULL, "h", "/a\nb", NULL), "h\n/a%0Ab");  /* a separator cannot appear */
+    assert_iov_equal(key(NULL, "h", "/a\nb", NULL), "h\n/a%0Ab");    /* a separator cannot appear */
 }
 
 static void test_query_sorted_and_empty_dropped(void **state)
@@ -45,9 +45,9 @@ static void test_query_sorted_and_empty_dropped(void **state)
 
 static void test_query_percent_normalised(void **state)
 {
-    assert_iov_equal(key(NULL, "h", "/?%61=%7e%2d", NULL), "h\n/?a=~-");    /* unreserved decoded */
+    assert_iov_equal(key(NULL, "h", "/?%61=%7e%2d", NULL), "h\n/?a=~-");             /* unreserved decoded */
     assert_iov_equal(key(NULL, "h", "/?q=a%2fb%3D%26", NULL), "h\n/?q=a%2Fb%3D%26"); /* others: upper-case hex */
-    assert_iov_equal(key(NULL, "h", "/?q=%zz%4", NULL), "h\n/?q=%zz%4");            /* broken escapes kept */
+    assert_iov_equal(key(NULL, "h", "/?q=%zz%4", NULL), "h\n/?q=%zz%4");             /* broken escapes kept */
     assert_iov_equal(key(NULL, "h", "/?q=a\nb", NULL), "h\n/?q=a%0Ab");
     /* sorting sees the normalised names */
     assert_iov_equal(key(NULL, "h", "/?b=1&%61=2", NULL), "h\n/?a=2&b=1");

@@ -5,8 +5,7 @@
 #define T0 1000000000LL /* 2001-09-09T01:46:40Z */
 
 static const struct vg_cache_rules origin_rules = {
-    .honour_origin = true, .default_ttl = 0, .heuristic = false, .allow_set_cookie = false,
-    .max_object_size = 1 << 20};
+    .honour_origin = true, .default_ttl = 0, .heuristic = false, .allow_set_cookie = false, .max_object_size = 1 << 20};
 
 static const char *date(int64_t t)
 {
@@ -99,7 +98,7 @@ static void test_cc_duplicates(void **state)
 
 static void test_cc_garbage(void **state)
 {
-    assert_int_equal(cc_of("max-age=abc").max_age, 0);        /* malformed: most conservative */
+    assert_int_equal(cc_of("max-age=abc").max_age, 0); /* malformed: most conservative */
     assert_int_equal(cc_of("max-age").max_age, 0);
     assert_int_equal(cc_of("s-maxage=-5").s_maxage, 0);
     assert_int_equal(cc_of("stale-while-revalidate=x").stale_while_revalidate, -1); /* absent */
@@ -135,11 +134,24 @@ static void test_date_forms(void **state)
 static void test_date_garbage(void **state)
 {
     static const char *const bad[] = {
-        "", "0", "-1", "Sun, 06 Nov 1994 08:49:37", "Sun, 06 Nov 1994 08:49:37 GMT x", "Sun, 6 Nov 1994 08:49:37 GMT",
-        "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 29 Feb 2023 08:49:37 GMT", "Sun, 06 Nov 1994 24:00:00 GMT",
-        "Sun, 06 Nov 1994 08:60:00 GMT", "Xyz, 06 Nov 1994 08:49:37 GMT", "Sun, 06 Nox 1994 08:49:37 GMT",
-        "Sun, 06 Nov 1994 08:49:37 UTC", "Sunday, 06-Nov-1994 08:49:37 GMT", "Sun Nov 6 08:49:37 1994",
-        "Sun, 00 Nov 1994 08:49:37 GMT", "Sun, 06 Nov 0094 08:49:37 GMT", "Sun, 06 Nov 1994 8:49:37 GMT",
+        "",
+        "0",
+        "-1",
+        "Sun, 06 Nov 1994 08:49:37",
+        "Sun, 06 Nov 1994 08:49:37 GMT x",
+        "Sun, 6 Nov 1994 08:49:37 GMT",
+        "Sun, 31 Feb 1994 08:49:37 GMT",
+        "Sun, 29 Feb 2023 08:49:37 GMT",
+        "Sun, 06 Nov 1994 24:00:00 GMT",
+        "Sun, 06 Nov 1994 08:60:00 GMT",
+        "Xyz, 06 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nox 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:49:37 UTC",
+        "Sunday, 06-Nov-1994 08:49:37 GMT",
+        "Sun Nov 6 08:49:37 1994",
+        "Sun, 00 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 0094 08:49:37 GMT",
+        "Sun, 06 Nov 1994 8:49:37 GMT",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (pd(bad[i]) != -1) {
@@ -346,9 +358,9 @@ static void test_store_meta(void **state)
 {
     struct vg_cache_meta m;
     struct vg_cache_req r = get_req(NULL);
-    h2o_headers_t *res = hdrs("date", date(T0 - 3), "age", "12", "etag", "W/\"x\"", "last-modified", date(T0 - 500),
-                              "cache-control", "s-maxage=10, stale-while-revalidate=20, stale-if-error=30, immutable",
-                              NULL);
+    h2o_headers_t *res =
+        hdrs("date", date(T0 - 3), "age", "12", "etag", "W/\"x\"", "last-modified", date(T0 - 500), "cache-control",
+             "s-maxage=10, stale-while-revalidate=20, stale-if-error=30, immutable", NULL);
     assert_int_equal(vg_cache_storable(&r, 200, res, &origin_rules, T0 - 2, T0, &m), VG_CACHE_STORE_OK);
     assert_int_equal(m.request_time, T0 - 2);
     assert_int_equal(m.response_time, T0);
@@ -382,8 +394,15 @@ static void test_verdict_str(void **state)
 
 static struct vg_cache_meta meta(int64_t lifetime, int64_t swr, int64_t sie, uint32_t flags)
 {
-    return (struct vg_cache_meta){.request_time = T0, .response_time = T0, .date = T0, .age = 0,
-                                  .lifetime = lifetime, .swr = swr, .sie = sie, .last_modified = -1, .flags = flags};
+    return (struct vg_cache_meta){.request_time = T0,
+                                  .response_time = T0,
+                                  .date = T0,
+                                  .age = 0,
+                                  .lifetime = lifetime,
+                                  .swr = swr,
+                                  .sie = sie,
+                                  .last_modified = -1,
+                                  .flags = flags};
 }
 
 static void test_age_arithmetic(void **state)
@@ -527,7 +546,7 @@ static void test_ims_only_without_inm(void **state)
     assert_true(nm(hdrs("if-modified-since", d, NULL), "", T0));
     assert_true(nm(hdrs("if-modified-since", d, NULL), "", T0 - 1));
     assert_false(nm(hdrs("if-modified-since", d, NULL), "", T0 + 1));
-    assert_false(nm(hdrs("if-modified-since", d, NULL), "", -1));         /* no valid Last-Modified */
+    assert_false(nm(hdrs("if-modified-since", d, NULL), "", -1));           /* no valid Last-Modified */
     assert_false(nm(hdrs("if-modified-since", "yesterday", NULL), "", T0)); /* invalid date: ignored */
     /* If-None-Match present and not matching: IMS is not consulted */
     assert_false(nm(hdrs("if-none-match", "\"b\"", "if-modified-since", d, NULL), "\"a\"", T0));
@@ -565,8 +584,8 @@ static void test_merge_304(void **state)
 {
     h2o_headers_t *stored = hdrs("content-length", "5", "cache-control", "max-age=10", "Cache-Control", "public",
                                  "etag", "\"a\"", "content-type", "text/plain", NULL);
-    h2o_headers_t *fresh = hdrs("Cache-Control", "max-age=60", "content-length", "0", "connection", "x-hop",
-                                "x-hop", "1", "keep-alive", "5", "etag", "\"a\"", "x-new", "y", NULL);
+    h2o_headers_t *fresh = hdrs("Cache-Control", "max-age=60", "content-length", "0", "connection", "x-hop", "x-hop",
+                                "1", "keep-alive", "5", "etag", "\"a\"", "x-new", "y", NULL);
     h2o_headers_t out = vg_cache_merge_304(&pool, stored, fresh);
     assert_int_equal(out.size, 5);
     ssize_t i = vg__cache_find(&out, "content-length", -1);
