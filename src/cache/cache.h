@@ -219,7 +219,11 @@ struct vg_cache_keyrules {
 /* Builds the key of a request into pool memory. The layout is
  * "host\npath?query\nh:name=value...\nc:name=value..." (only the parts that
  * exist); purge by URL and by prefix match on its first two parts, so they
- * come first and unescaped. Reads untrusted bytes (fuzzed). */
+ * come first and unescaped. Under ignore_host the host is empty but its
+ * '\n' stays ("\n/path?query"), so the layout is the same for every route.
+ * Control bytes in host, path and query are percent-encoded (they are not
+ * valid in a URI, %XX is their only spelling), so no part holds a '\n'.
+ * Reads untrusted bytes (fuzzed). */
 h2o_iovec_t vg_cache_key_build(h2o_mem_pool_t *pool, const struct vg_cache_keyrules *rules, h2o_iovec_t host,
                                h2o_iovec_t path_and_query, const h2o_headers_t *headers);
 

@@ -94,6 +94,23 @@ struct vg_conf_origin {
     int line, col;               /* where it was declared */
 };
 
+/* A route's `cache:` block. Plain fields: conf sits below the cache module,
+ * so the node translates these into struct vg_cache_rules/keyrules. */
+struct vg_conf_cache {
+    bool enabled;             /* false unless `cache:` is true or a mapping */
+    bool honour_origin;       /* default true */
+    bool heuristic;           /* default false */
+    bool allow_set_cookie;    /* default false */
+    uint64_t ttl_s;           /* default_ttl in seconds, default 0 (origin freshness only) */
+    uint64_t max_object_size; /* bytes, default 8 MiB */
+    bool key_host;            /* default true; false = key on path only */
+    bool key_query;           /* default true; false = ignore the query */
+    char **query_include;     /* NULL-terminated, or NULL; a trailing '*' matches a prefix */
+    char **query_exclude;     /* NULL-terminated, or NULL */
+    char **headers;           /* NULL-terminated lower-case header names, or NULL */
+    char **cookies;           /* NULL-terminated cookie names, or NULL */
+};
+
 struct vg_conf_route {
     char *host; /* NULL = any; "api.example.com" or "*.example.com" */
     enum vg_conf_match_kind match;
@@ -120,6 +137,7 @@ struct vg_conf_route {
         } redirect;
         struct vg_conf_fnref handler;
     } u;
+    struct vg_conf_cache cache; /* proxy routes only (checked at load) */
     int line, col;
 };
 

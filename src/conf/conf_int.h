@@ -167,6 +167,14 @@ void vg__conf_origins_reserve(struct vg__conf_ld *ld, size_t n);
 /* Index of the origin for an inline proxy URL, creating it on first use. */
 size_t vg__conf_origin_implicit(struct vg__conf_ld *ld, const struct vg_conf_server *srv, int line, int col);
 
+/* RFC 9110 token: what a header or cookie name may contain. */
+bool vg__conf_valid_token(const char *s);
+
+/* conf_cache.c: a route's `cache:` value (true/on, false/off or a mapping). */
+void vg__conf_cache_defaults(struct vg_conf_cache *c);
+int vg__conf_cache_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                         struct vg_conf_cache *c);
+
 /* conf_route.c */
 int vg__conf_routes_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                           void *obj);

@@ -143,8 +143,7 @@ static int parse_balance(struct vg__conf_ld *ld, const struct vg__conf_node *key
     return rc;
 }
 
-/* RFC 9110 token characters: what a header or cookie name may contain. */
-static bool valid_token(const char *s)
+bool vg__conf_valid_token(const char *s)
 {
     if (!*s)
         return false;
@@ -176,7 +175,7 @@ static int parse_hash_on(struct vg__conf_ld *ld, const struct vg__conf_node *key
         st->o->hash_on = VG_CONF_HASH_COOKIE;
         name = s + 7;
     }
-    if (!name || !valid_token(name)) {
+    if (!name || !vg__conf_valid_token(name)) {
         char shown[80];
         return vg__conf_fail(ld, val, "expected %s for 'hash_on', got '%s'", what,
                              vg__conf_show(s, shown, sizeof(shown)));

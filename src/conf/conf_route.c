@@ -172,6 +172,12 @@ static int parse_strip_prefix(struct vg__conf_ld *ld, const struct vg__conf_node
     return vg__conf_want_path(ld, key, val, 0, &((struct route_st *)obj)->r->u.proxy.strip_prefix);
 }
 
+static int parse_cache(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                       void *obj)
+{
+    return vg__conf_cache_parse(ld, key, val, &((struct route_st *)obj)->r->cache);
+}
+
 /* --- respond -------------------------------------------------------------- */
 
 /* Values that end up in response headers: CR or LF would split the header. */
@@ -297,7 +303,7 @@ static const struct vg__conf_key route_keys[] = {
     {"methods", parse_methods, false},   {"static", parse_static, false},
     {"proxy", parse_proxy, false},       {"respond", parse_respond, false},
     {"redirect", parse_redirect, false}, {"strip_prefix", parse_strip_prefix, false},
-    {"handler", parse_handler, false},
+    {"handler", parse_handler, false},   {"cache", parse_cache, false},
 };
 
 /* Which of names appear as keys of route n: count and the first two. */
@@ -327,10 +333,17 @@ static int check_shape(struct vg__conf_ld *ld, const struct vg__conf_node *n)
                              "a route needs an action: one of 'static', 'proxy', 'respond', 'redirect' or 'handler'");
     if (n_actions > 1)
         return vg__conf_fail(ld, n, "a route takes exactly one action, but this one has '%s' and '%s'", two[0], two[1]);
-    /* Checked here, not after parsing: strip_prefix shares the action union. */
-    for (size_t i = 0; i < n->n_kids; i += 2)
-        if (strcmp(n->kids[i]->str, "strip_prefix") == 0 && !vg__conf_map_get(n, "proxy"))
+    /* Checked here, not after parsing: strip_prefix shares the action
+     * union. Only proxied responses are cached for now: the other actions
+     * answer from memory or disk already. */
+    bool proxy = vg__conf_map_get(n, "proxy") != NULL;
+    for (size_t i = 0; i < n->n_kids && !proxy; i += 2) {
+        const char *k = n->kids[i]->str;
+        if (strcmp(k, "strip_prefix") == 0)
             return vg__conf_fail(ld, n->kids[i], "'strip_prefix' only applies to routes with 'proxy'");
+        if (strcmp(k, "cache") == 0)
+            return vg__conf_fail(ld, n->kids[i], "'cache' only applies to routes with 'proxy' (for now)");
+    }
     return 0;
 }
 
@@ -346,6 +359,7 @@ static int parse_route(struct vg__conf_ld *ld, const struct vg__conf_node *n, st
     r->match = VG_CONF_MATCH_PREFIX;
     r->path = vg__conf_strdup(ld->pool, "/");
     r->methods = VG_CONF_METHOD_ALL;
+    vg__conf_cache_defaults(&r->cache);
     r->line = n->line;
     r->col = n->col;
     return vg__conf_map_parse(ld, n, route_keys, VG_ARRAY_LEN(route_keys), &st);

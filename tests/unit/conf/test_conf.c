@@ -720,6 +720,120 @@ static void test_route_proxy(void **state)
     expect_errs(bad, VG_ARRAY_LEN(bad));
 }
 
+/* --- cache ------------------------------------------------------------------ */
+
+#define PX NAME "routes:\n  - proxy: http://127.0.0.1:9000\n" /* route on line 3; its keys at col 5 */
+
+static void test_route_cache_forms(void **state)
+{
+    struct vg_conf_app *app = load_ok(PX);
+    assert_false(app->routes[0].cache.enabled); /* off unless asked for */
+    assert_true(app->routes[0].cache.honour_origin);
+    vg_conf_app_destroy(app);
+
+    static const char *const on[] = {PX "    cache: true\n", PX "    cache: on\n", PX "    cache: {}\n"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(on); i++) {
+        app = load_ok(on[i]);
+        struct vg_conf_cache *c = &app->routes[0].cache;
+        assert_true(c->enabled);
+        assert_true(c->honour_origin);
+        assert_false(c->heuristic);
+        assert_false(c->allow_set_cookie);
+        assert_int_equal(c->ttl_s, 0);
+        assert_int_equal(c->max_object_size, 8 << 20);
+        assert_true(c->key_host);
+        assert_true(c->key_query);
+        assert_null(c->query_include);
+        assert_null(c->query_exclude);
+        assert_null(c->headers);
+        assert_null(c->cookies);
+        vg_conf_app_destroy(app);
+    }
+    static const char *const off[] = {PX "    cache: false\n", PX "    cache: OFF\n"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(off); i++) {
+        app = load_ok(off[i]);
+        assert_false(app->routes[0].cache.enabled);
+        vg_conf_app_destroy(app);
+    }
+}
+
+static void test_route_cache_mapping(void **state)
+{
+    struct vg_conf_app *app = load_ok(PX "    cache:\n"
+                                         "      ttl: 2m\n"
+                                         "      honour_origin: false\n"
+                                         "      heuristic: true\n"
+                                         "      allow_set_cookie: true\n"
+                                         "      max_object_size: 64k\n"
+                                         "      key:\n"
+                                         "        host: false\n"
+                                         "        query: {exclude: [utm_*, fbclid]}\n"
+                                         "        headers: [Accept-Language]\n"
+                                         "        cookies: ab\n");
+    struct vg_conf_cache *c = &app->routes[0].cache;
+    assert_true(c->enabled);
+    assert_int_equal(c->ttl_s, 120);
+    assert_false(c->honour_origin);
+    assert_true(c->heuristic);
+    assert_true(c->allow_set_cookie);
+    assert_int_equal(c->max_object_size, 64 * 1024);
+    assert_false(c->key_host);
+    assert_true(c->key_query);
+    assert_null(c->query_include);
+    assert_string_equal(c->query_exclude[0], "utm_*");
+    assert_string_equal(c->query_exclude[1], "fbclid");
+    assert_null(c->query_exclude[2]);
+    assert_string_equal(c->headers[0], "accept-language"); /* lower-cased */
+    assert_null(c->headers[1]);
+    assert_string_equal(c->cookies[0], "ab");
+    assert_null(c->cookies[1]);
+    vg_conf_app_destroy(app);
+
+    app = load_ok(PX "    cache: {ttl: 8760h, key: {query: false}}\n");
+    assert_int_equal(app->routes[0].cache.ttl_s, 8760 * 3600);
+    assert_false(app->routes[0].cache.key_query);
+    vg_conf_app_destroy(app);
+    app = load_ok(PX "    cache: {key: {query: {include: [id, page]}}}\n");
+    assert_string_equal(app->routes[0].cache.query_include[1], "page");
+    vg_conf_app_destroy(app);
+    /* cache may come before proxy */
+    app = load_ok(NAME "routes:\n  - cache: on\n    proxy: http://127.0.0.1:9000\n");
+    assert_true(app->routes[0].cache.enabled);
+    vg_conf_app_destroy(app);
+}
+
+static void test_route_cache_errors(void **state)
+{
+    static const struct err_case bad[] = {
+        {NAME "routes:\n  - respond: ok\n    cache: on\n", 4, 5, "'cache' only applies to routes with 'proxy'"},
+        {NAME "routes:\n  - cache: on\n    static: public\n", 3, 5, "'cache' only applies to routes with 'proxy'"},
+        {PX "    cache: yes\n", 4, 12, "expected true, false or a mapping of cache settings for 'cache', got 'yes'"},
+        {PX "    cache:\n", 4, 0, "expected true, false or a mapping of cache settings for 'cache', got nothing"},
+        {PX "    cache: [a]\n", 4, 12, "got a list"},
+        {PX "    cache: {tll: 5s}\n", 4, 13, "unknown key 'tll' in 'cache'; did you mean 'ttl'?"},
+        {PX "    cache: {ttl: soon}\n", 4, 18, "expected a duration like 5s, 250ms or 2m for 'ttl', got 'soon'"},
+        {PX "    cache: {ttl: 1500ms}\n", 4, 18, "'ttl' must be a whole number of seconds"},
+        {PX "    cache: {ttl: 9000h}\n", 4, 18, "expected a duration between"},
+        {PX "    cache: {honour_origin: maybe}\n", 4, 28, "expected true or false for 'honour_origin'"},
+        {PX "    cache: {max_object_size: 2g}\n", 4, 30, "expected a size between 1 and 1g"},
+        {PX "    cache: {max_object_size: big}\n", 4, 30, "expected a size like 16k, 8m or 1g"},
+        {PX "    cache: {key: [host]}\n", 4, 18, "expected a mapping with host, query, headers, cookies for 'key'"},
+        {PX "    cache: {key: {hots: false}}\n", 4, 19, "unknown key 'hots' in 'key'; did you mean 'host'?"},
+        {PX "    cache: {key: {query: {include: [a], exclude: [b]}}}\n", 4, 26,
+         "'query' takes one of 'include' or 'exclude', not both"},
+        {PX "    cache: {key: {query: {inclde: [a]}}}\n", 4, 27, "did you mean 'include'?"},
+        {PX "    cache: {key: {query: maybe}}\n", 4, 26, "expected true or false for 'query'"},
+        {PX "    cache: {key: {query: {exclude: ['a*b']}}}\n", 4, 37,
+         "invalid name 'a*b' in 'exclude': '*' may only end a name"},
+        {PX "    cache: {key: {query: {include: ['a=b']}}}\n", 4, 37, "invalid name 'a=b' in 'include'"},
+        {PX "    cache: {key: {query: {include: []}}}\n", 4, 36, "'include' must list at least one name"},
+        {PX "    cache: {key: {headers: ['x y']}}\n", 4, 29, "invalid name 'x y' in 'headers': expected a token"},
+        {PX "    cache: {key: {cookies: [a, 'b;c']}}\n", 4, 32, "invalid name 'b;c' in 'cookies'"},
+        {PX "    cache: {key: {cookies: {a: 1}}}\n", 4, 28, "expected a value or a list for 'cookies'"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
 static void test_route_respond(void **state)
 {
     struct vg_conf_app *app = load_ok(NAME "routes:\n  - respond: |\n      line one\n      line two\n"
@@ -1114,6 +1228,9 @@ int main(void)
         cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_route_methods_and_host),
         cmocka_unit_test(test_route_proxy),
+        cmocka_unit_test(test_route_cache_forms),
+        cmocka_unit_test(test_route_cache_mapping),
+        cmocka_unit_test(test_route_cache_errors),
         cmocka_unit_test(test_route_respond),
         cmocka_unit_test(test_route_handler_and_hooks),
         cmocka_unit_test(test_route_redirect),
