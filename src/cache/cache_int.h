@@ -11,9 +11,10 @@
 
 /* ---- objects ---------------------------------------------------------------
  *
- * One allocation per object: this fixed header (85 bytes) followed by
+ * One allocation per object: this fixed header (84 bytes) followed by
  *   key | vary names | vary key | headers | tags | body
- * headers: n_headers times { u16 name_len, u16 value_len, name, value }
+ * headers: n_headers times { varint name_len, varint value_len, name, value }
+ *          (LEB128: one byte each for the usual short names and values)
  * tags:    { u8 len, bytes } repeated, tags_len bytes in all.
  * The meta is kept compact (times as 32-bit deltas from response_time,
  * clamped: 68 years either way) and handed out by copy: a full struct
@@ -49,7 +50,8 @@ struct vg_cache_obj {
     int32_t lifetime, swr, sie;
     uint32_t age;
     uint32_t hdr_len, body_len;
-    uint16_t status, key_len, vn_len, vk_len, n_headers, tags_len, meta_flags;
+    uint16_t status, key_len, vn_len, vk_len, n_headers, tags_len;
+    uint8_t meta_flags;    /* VG_CACHE_META_* (five defined) */
     _Atomic uint8_t flags; /* VG__CACHE_OBJ_* */
     _Atomic uint8_t freq;  /* S3-FIFO hits since (re)queued, 0..3; no lock needed */
     uint8_t queue;         /* VG__CACHE_Q_*; shard lock */
@@ -134,7 +136,7 @@ struct vg__cache_flight; /* cache_coalesce.c */
 
 struct vg__cache_shard {
     pthread_mutex_t lock;
-    struct vg_cache_obj **slots; /* linear probing, backward-shift deletion */
+    uintptr_t *slots; /* object pointer | 3 bits of its hash; linear probing */
     uint32_t cap, count;
     uint16_t *ghost; /* S3-FIFO ghost: fingerprints of hashes evicted from small */
     uint32_t ghost_mask;

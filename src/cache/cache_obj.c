@@ -35,7 +35,7 @@ static void meta_encode(struct vg_cache_obj *o, const struct vg_cache_meta *m)
     o->swr = clamp_opt(m->swr);
     o->sie = clamp_opt(m->sie);
     o->age = m->age <= 0 ? 0 : m->age > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)m->age;
-    o->meta_flags = (uint16_t)m->flags;
+    o->meta_flags = (uint8_t)m->flags;
 }
 
 void vg_cache_obj_meta(const struct vg_cache_obj *o, struct vg_cache_meta *m)
@@ -70,13 +70,39 @@ size_t vg__cache_obj_charge(const struct vg_cache_obj *o)
 
 /* ---- building ------------------------------------------------------------------ */
 
+static size_t varint_len(size_t v)
+{
+    return v < 0x80 ? 1 : v < 0x4000 ? 2 : 3;
+}
+
+static uint8_t *varint_put(uint8_t *p, size_t v)
+{
+    for (; v >= 0x80; v >>= 7)
+        *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* NULL when the varint runs past end or beyond 16 bits. */
+static const uint8_t *varint_get(const uint8_t *p, const uint8_t *end, size_t *v)
+{
+    *v = 0;
+    for (int shift = 0; p < end && shift <= 14; shift += 7) {
+        *v |= (size_t)(*p & 0x7f) << shift;
+        if (!(*p++ & 0x80))
+            return *v <= VG__CACHE_OBJ_MAX_FIELD ? p : NULL;
+    }
+    return NULL;
+}
+
 static size_t headers_len(const h2o_headers_t *h, bool *ok)
 {
     size_t n = 0;
     for (size_t i = 0; h && i < h->size; i++) {
         if (h->entries[i].name->len > VG__CACHE_OBJ_MAX_FIELD || h->entries[i].value.len > VG__CACHE_OBJ_MAX_FIELD)
             *ok = false;
-        n += 4 + h->entries[i].name->len + h->entries[i].value.len;
+        n += varint_len(h->entries[i].name->len) + varint_len(h->entries[i].value.len) + h->entries[i].name->len +
+             h->entries[i].value.len;
     }
     if (h && h->size > VG__CACHE_OBJ_MAX_FIELD)
         *ok = false;
@@ -110,9 +136,8 @@ static char *copy_headers(char *p, const h2o_headers_t *h)
 {
     for (size_t i = 0; h && i < h->size; i++) {
         const h2o_iovec_t *name = h->entries[i].name, *val = &h->entries[i].value;
-        put16((uint8_t *)p, (uint32_t)name->len);
-        put16((uint8_t *)p + 2, (uint32_t)val->len);
-        p += 4;
+        p = (char *)varint_put((uint8_t *)p, name->len);
+        p = (char *)varint_put((uint8_t *)p, val->len);
         for (size_t j = 0; j < name->len; j++)
             *p++ = (char)h2o_tolower(name->base[j]);
         memcpy(p, val->base, val->len);
@@ -226,15 +251,18 @@ size_t vg_cache_obj_n_headers(const struct vg_cache_obj *o)
 void vg_cache_obj_header(const struct vg_cache_obj *o, size_t i, h2o_iovec_t *name, h2o_iovec_t *value)
 {
     VG_ASSERT(i < o->n_headers);
-    const uint8_t *p = (const uint8_t *)vg__cache_obj_hdrs(o);
+    const uint8_t *p = (const uint8_t *)vg__cache_obj_hdrs(o), *end = p + o->hdr_len;
     for (;; i--) {
-        size_t nl = get16(p), vl = get16(p + 2);
+        size_t nl, vl;
+        p = varint_get(p, end, &nl);
+        p = varint_get(p, end, &vl);
+        VG_AN(p); /* checked when built or read from disk */
         if (i == 0) {
-            *name = h2o_iovec_init(p + 4, nl);
-            *value = h2o_iovec_init(p + 4 + nl, vl);
+            *name = h2o_iovec_init(p, nl);
+            *value = h2o_iovec_init(p + nl, vl);
             return;
         }
-        p += 4 + nl + vl;
+        p += nl + vl;
     }
 }
 
@@ -398,17 +426,16 @@ void vg__cache_rec_set_flags(uint8_t *rec, size_t len, uint8_t flags)
  * tags: a record that passed its CRC may still come from a buggy writer. */
 static bool blocks_valid(const uint8_t *hdrs, size_t hdr_len, size_t n_headers, const uint8_t *tags, size_t tags_len)
 {
-    size_t off = 0;
+    const uint8_t *p = hdrs, *end = hdrs + hdr_len;
     for (size_t i = 0; i < n_headers; i++) {
-        if (hdr_len - off < 4)
+        size_t nl, vl;
+        if (!(p = varint_get(p, end, &nl)) || !(p = varint_get(p, end, &vl)) || (size_t)(end - p) < nl + vl)
             return false;
-        size_t l = 4 + get16(hdrs + off) + get16(hdrs + off + 2);
-        if (hdr_len - off < l)
-            return false;
-        off += l;
+        p += nl + vl;
     }
-    if (off != hdr_len)
+    if (p != end)
         return false;
+    size_t off;
     for (off = 0; off < tags_len; off += 1 + tags[off])
         if (tags_len - off < 1u + tags[off])
             return false;
@@ -430,7 +457,7 @@ int vg__cache_rec_parse(const void *rec, size_t len, struct vg_cache_obj **out, 
     for (size_t i = 0; i < VG_ARRAY_LEN(deltas); i++)
         *deltas[i] = (int32_t)get32(r + 20 + 4 * i);
     h.age = get32(r + 44);
-    h.meta_flags = (uint16_t)get16(r + 48);
+    h.meta_flags = (uint8_t)get16(r + 48);
     uint16_t *lens[] = {&h.key_len, &h.vn_len, &h.vk_len, &h.n_headers, &h.tags_len};
     for (size_t i = 0; i < VG_ARRAY_LEN(lens); i++)
         *lens[i] = (uint16_t)get16(r + 50 + 2 * i);

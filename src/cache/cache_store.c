@@ -24,11 +24,18 @@
 #define MIN_SHARD_BYTES (1u << 20)
 #define SMALL_SHARE 10 /* percent of a shard's bytes for the small queue */
 
-/* ---- the table: linear probing over a capacity that grows by half --------- */
+/* ---- the table: linear probing over a capacity that grows by a quarter ----
+ *
+ * A slot is an object pointer with three bits of the object's hash in its
+ * alignment bits, so a probe skips most non-matching objects without
+ * touching them; that lets the table run up to 80% full (~11 bytes of slot
+ * per object) with short probes. */
+
+#define TAG_MASK ((uintptr_t)7)
 
 static uint32_t home(const struct vg__cache_shard *s, uint32_t h)
 {
-    return (uint32_t)(((uint64_t)h * s->cap) >> 32);
+    return (uint32_t)(((uint64_t)h * s->cap) >> 32); /* high bits; the tag takes low ones */
 }
 
 static uint32_t next_slot(const struct vg__cache_shard *s, uint32_t i)
@@ -36,12 +43,28 @@ static uint32_t next_slot(const struct vg__cache_shard *s, uint32_t i)
     return i + 1 == s->cap ? 0 : i + 1;
 }
 
+static struct vg_cache_obj *slot_obj(uintptr_t v)
+{
+    return (struct vg_cache_obj *)(v & ~TAG_MASK);
+}
+
+static uintptr_t slot_of(struct vg_cache_obj *o)
+{
+    return (uintptr_t)o | (o->hash & TAG_MASK);
+}
+
+/* Whether slot v may hold an object of hash h (a cheap filter). */
+static bool slot_may_be(uintptr_t v, uint32_t h)
+{
+    return (v & TAG_MASK) == (h & TAG_MASK);
+}
+
 static void slot_put(struct vg__cache_shard *s, struct vg_cache_obj *o)
 {
     uint32_t i = home(s, o->hash);
     while (s->slots[i])
         i = next_slot(s, i);
-    s->slots[i] = o;
+    s->slots[i] = slot_of(o);
 }
 
 static uint16_t ghost_fp(uint32_t h)
@@ -49,13 +72,14 @@ static uint16_t ghost_fp(uint32_t h)
     return (uint16_t)((h * 0x9E3779B1u) >> 16) | 1;
 }
 
-/* The ghost has a power-of-two number of fingerprints, about one per slot:
- * S3-FIFO keeps as many ghosts as the main queue holds objects. Resizing
- * forgets the old ghosts, which costs a few early promotions at most. */
-static int ghost_resize(struct vg__cache_shard *s, uint32_t want)
+/* The ghost is a direct-mapped set of 16-bit fingerprints, a power of two
+ * of at least half the slots: about as many ghosts as the main queue holds
+ * objects, as S3-FIFO wants, for 2-3 bytes per object. Resizing forgets the
+ * old ghosts, which costs a few early promotions at most. */
+static int ghost_resize(struct vg__cache_shard *s, uint32_t slots)
 {
     uint32_t n = 16;
-    while (n < want)
+    while (n < slots / 2)
         n *= 2;
     if (s->ghost && n == s->ghost_mask + 1)
         return 0;
@@ -71,11 +95,10 @@ static int ghost_resize(struct vg__cache_shard *s, uint32_t want)
     return 0;
 }
 
-/* Load stays between 1/2 and 3/4: ~13 bytes of slot per object. */
 static int table_grow(struct vg__cache_shard *s)
 {
-    uint32_t old_cap = s->cap, cap = old_cap ? old_cap + old_cap / 2 : 8;
-    struct vg_cache_obj **old = s->slots, **slots = calloc(cap, sizeof(*slots));
+    uint32_t old_cap = s->cap, cap = old_cap + (old_cap / 4 > 8 ? old_cap / 4 : 8);
+    uintptr_t *old = s->slots, *slots = calloc(cap, sizeof(*slots));
     if (!slots || ghost_resize(s, cap) != 0) {
         free(slots);
         return VG_ENOMEM;
@@ -84,7 +107,7 @@ static int table_grow(struct vg__cache_shard *s)
     s->cap = cap;
     for (uint32_t i = 0; i < old_cap; i++)
         if (old[i])
-            slot_put(s, old[i]);
+            slot_put(s, slot_obj(old[i]));
     free(old);
     s->bytes += (size_t)(cap - old_cap) * sizeof(*slots);
     return 0;
@@ -92,7 +115,8 @@ static int table_grow(struct vg__cache_shard *s)
 
 static int table_add(struct vg__cache_shard *s, struct vg_cache_obj *o)
 {
-    if ((uint64_t)(s->count + 1) * 4 > (uint64_t)s->cap * 3) {
+    VG_AZ((uintptr_t)o & TAG_MASK);
+    if ((uint64_t)(s->count + 1) * 5 > (uint64_t)s->cap * 4) {
         int rc = table_grow(s);
         if (rc != 0)
             return rc;
@@ -106,19 +130,19 @@ static int table_add(struct vg__cache_shard *s, struct vg_cache_obj *o)
 static void table_del(struct vg__cache_shard *s, struct vg_cache_obj *o)
 {
     uint32_t i = home(s, o->hash);
-    while (s->slots[i] != o) {
+    while (slot_obj(s->slots[i]) != o) {
         VG_AN(s->slots[i]);
         i = next_slot(s, i);
     }
     for (uint32_t j = next_slot(s, i); s->slots[j]; j = next_slot(s, j)) {
-        uint32_t k = home(s, s->slots[j]->hash);
+        uint32_t k = home(s, slot_obj(s->slots[j])->hash);
         bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (!stays) {
             s->slots[i] = s->slots[j];
             i = j;
         }
     }
-    s->slots[i] = NULL;
+    s->slots[i] = 0;
     s->count--;
 }
 
@@ -352,7 +376,9 @@ static void drop_variants(struct vg__cache_shard *s, const struct vg_cache_obj *
     struct vg_cache_obj *found[VG__CACHE_MAX_VARIANTS * 2], *oldest = NULL;
     size_t n = 0, kept = 0;
     for (uint32_t i = s->cap ? home(s, o->hash) : 0; s->cap && s->slots[i]; i = next_slot(s, i)) {
-        struct vg_cache_obj *x = s->slots[i];
+        if (!slot_may_be(s->slots[i], o->hash))
+            continue;
+        struct vg_cache_obj *x = slot_obj(s->slots[i]);
         if (!key_is(x, o->hash, vg__cache_obj_key(o), o->key_len) || n == VG_ARRAY_LEN(found))
             continue;
         if (vg__cache_obj_same_variant(x, o)) {
@@ -428,7 +454,9 @@ static size_t collect(struct vg__cache_shard *s, uint32_t h, h2o_iovec_t key, in
     struct vg_cache_obj *expired[VG__CACHE_MAX_VARIANTS * 2];
     size_t n = 0, n_exp = 0;
     for (uint32_t i = s->cap ? home(s, h) : 0; s->cap && s->slots[i]; i = next_slot(s, i)) {
-        struct vg_cache_obj *x = s->slots[i];
+        if (!slot_may_be(s->slots[i], h))
+            continue;
+        struct vg_cache_obj *x = slot_obj(s->slots[i]);
         if (!key_is(x, h, key.base, key.len))
             continue;
         if (now > vg__cache_obj_useless_at(x)) {

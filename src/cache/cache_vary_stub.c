@@ -27,13 +27,23 @@ static size_t put(char *out, size_t off, const char *p, size_t n)
     return off + n;
 }
 
+static bool name_is(h2o_iovec_t lower, const h2o_iovec_t *name)
+{
+    if (lower.len != name->len)
+        return false;
+    for (size_t i = 0; i < lower.len; i++)
+        if (h2o_tolower(name->base[i]) != lower.base[i])
+            return false;
+    return true;
+}
+
 /* One field's part of the key; writes when out is not NULL. */
 static size_t field(char *out, size_t off, h2o_iovec_t name, const h2o_headers_t *req)
 {
     bool present = false;
     for (size_t i = 0; i < req->size; i++) {
         const h2o_header_t *h = &req->entries[i];
-        if (!h2o_lcstris(name.base, name.len, h->name->base, h->name->len))
+        if (!name_is(name, h->name))
             continue;
         off = put(out, off, present ? ", " : "=", present ? 2 : 1);
         h2o_iovec_t v = trim(h->value);
