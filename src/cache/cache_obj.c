@@ -199,6 +199,8 @@ int vg_cache_obj_append(struct vg_cache_obj *o, const void *p, size_t len, size_
     size_t need = (size_t)o->body_len + len;
     if (need > max || need > UINT32_MAX)
         return VG_ELIMIT;
+    if (len == 0)
+        return 0; /* the buffer may not exist yet */
     if (need > o->u.build.cap) {
         size_t cap = o->u.build.cap ? o->u.build.cap * 2 : 256;
         while (cap < need)
