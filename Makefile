@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -85,6 +85,16 @@ dev: deps all
 
 bench: deps all
 	@bench/run.sh
+
+# The cache store's eviction simulator and overhead measurement (not part
+# of `make test`: it runs for a minute). Numbers: docs/decisions.md.
+$(BUILD)/bench/cache_sim: bench/cache_sim.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
+
+cache-sim: $(BUILD)/bench/cache_sim
+	@$(BUILD)/bench/cache_sim
 
 fmt:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)

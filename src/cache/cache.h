@@ -260,7 +260,8 @@ int vg_cache_obj_append(struct vg_cache_obj *o, const void *p, size_t len, size_
 
 /* Accessors (valid while a reference is held). */
 int vg_cache_obj_status(const struct vg_cache_obj *o);
-const struct vg_cache_meta *vg_cache_obj_meta(const struct vg_cache_obj *o);
+/* A copy: objects keep their meta compact (see cache_int.h). */
+void vg_cache_obj_meta(const struct vg_cache_obj *o, struct vg_cache_meta *out);
 /* Header i of n (name lower-cased as stored). */
 size_t vg_cache_obj_n_headers(const struct vg_cache_obj *o);
 void vg_cache_obj_header(const struct vg_cache_obj *o, size_t i, h2o_iovec_t *name, h2o_iovec_t *value);
@@ -343,6 +344,7 @@ struct vg_cache_stats {
     uint64_t objects, bytes;           /* memory tier now */
     uint64_t disk_objects, disk_bytes; /* disk tier now */
     uint64_t hits, misses, inserts, evictions, purged, disk_hits, disk_corrupt;
+    uint64_t disk_writes, disk_dropped; /* records written; writes dropped (writer queue full, disk full) */
 };
 void vg_cache_stats(struct vg_cache *c, struct vg_cache_stats *out);
 
