@@ -177,6 +177,13 @@ h2o_iovec_t vg_cache_vary_key(h2o_mem_pool_t *pool, h2o_iovec_t names, const h2o
  * Returns a new list in pool memory: stored's headers with those updated. */
 h2o_headers_t vg_cache_merge_304(h2o_mem_pool_t *pool, const h2o_headers_t *stored, const h2o_headers_t *fresh);
 
+/* The headers kept with a stored response: res without the fields that
+ * qualified no-cache="..." / private="..." directives name (RFC 9111
+ * 5.2.2.4, 5.2.2.7: verge never revalidates single fields), without Age
+ * (recomputed on every use) and without X-Request-Id (one request's).
+ * pool memory; the values are res's. */
+h2o_headers_t vg_cache_headers_to_store(h2o_mem_pool_t *pool, const h2o_headers_t *res);
+
 /* RFC 9111 4.4: whether a response to an unsafe request invalidates the
  * target URI (true for non-error responses: status 200..399, method not
  * GET/HEAD/OPTIONS/TRACE). Location and Content-Location are invalidated

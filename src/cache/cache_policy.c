@@ -585,6 +585,20 @@ h2o_headers_t vg__cache_strip_qualified(h2o_mem_pool_t *pool, const h2o_headers_
     return out;
 }
 
+h2o_headers_t vg_cache_headers_to_store(h2o_mem_pool_t *pool, const h2o_headers_t *res)
+{
+    h2o_headers_t q = vg__cache_strip_qualified(pool, res), out = {NULL};
+    h2o_vector_reserve(pool, &out, q.size);
+    for (size_t i = 0; i < q.size; i++) {
+        const h2o_header_t *h = &q.entries[i];
+        if (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("age")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")))
+            continue;
+        out.entries[out.size++] = *h;
+    }
+    return out;
+}
+
 /* ==== using a stored response (RFC 9111 4) ================================== */
 
 int64_t vg_cache_age(const struct vg_cache_meta *m, int64_t now)

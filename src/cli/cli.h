@@ -5,5 +5,6 @@
 int vg_cli_node(int argc, char **argv);
 int vg_cli_check(int argc, char **argv);
 int vg_cli_test(int argc, char **argv);
+int vg_cli_purge(int argc, char **argv);
 
 #endif

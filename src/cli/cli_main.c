@@ -29,6 +29,8 @@ int main(int argc, char **argv)
         return vg_cli_check(argc - 1, argv + 1);
     if (strcmp(cmd, "test") == 0)
         return vg_cli_test(argc - 1, argv + 1);
+    if (strcmp(cmd, "purge") == 0)
+        return vg_cli_purge(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

@@ -18,6 +18,10 @@ static void node_usage(FILE *f)
                "  --log-level L        debug|info|warn|error (default info)\n"
                "  --log-format F       json|text for the node log on stderr (default json)\n"
                "  --drain-timeout DUR  longest wait for in-flight requests on SIGTERM (default 30s)\n"
+               "  --cache-memory SIZE  HTTP cache memory budget (default 256m)\n"
+               "  --cache-dir DIR      keep the HTTP cache in DIR too (LMDB), so a restart comes back warm\n"
+               "  --cache-disk SIZE    budget of --cache-dir (default 1g)\n"
+               "  --admin-token T      bearer token for the admin API (POST /_verge/purge); also $VERGE_ADMIN_TOKEN\n"
                "  --dev                development mode\n\n"
                "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
                "exits.\n");
@@ -42,7 +46,11 @@ static int parse_args(int argc, char **argv, struct vg_node_options *o);
 
 int vg_cli_node(int argc, char **argv)
 {
-    struct vg_node_options o = {.access_log = true, .drain_timeout_ms = 30000};
+    struct vg_node_options o = {.access_log = true,
+                                .drain_timeout_ms = 30000,
+                                .cache_memory = 256ull << 20,
+                                .cache_disk = 1ull << 30,
+                                .admin_token = getenv("VERGE_ADMIN_TOKEN")};
     int rc = parse_args(argc, argv, &o);
     if (rc < 0)
         rc = vg_node_run(&o);
@@ -66,6 +74,10 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"log-format", required_argument, NULL, 'F'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"dev", no_argument, NULL, 'd'},
+        {"cache-memory", required_argument, NULL, 'M'},
+        {"cache-dir", required_argument, NULL, 'C'},
+        {"cache-disk", required_argument, NULL, 'K'},
+        {"admin-token", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -98,6 +110,28 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
             o.workers = (unsigned)n;
             break;
         }
+        case 'M':
+        case 'K': {
+            uint64_t v;
+            if (vg_parse_size(optarg, &v) != 0 || v < (1u << 20)) {
+                rc = bad(c == 'M' ? "--cache-memory takes a size of at least 1m" : "--cache-disk takes a size of at "
+                                                                                  "least 1m",
+                         optarg);
+                break;
+            }
+            *(c == 'M' ? &o.cache_memory : &o.cache_disk) = v;
+            break;
+        }
+        case 'C':
+            o.cache_dir = optarg;
+            break;
+        case 'T':
+            if (!*optarg) {
+                rc = bad("--admin-token must not be empty", NULL);
+                break;
+            }
+            o.admin_token = optarg;
+            break;
         case 'A':
             if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
                 rc = bad("--access-log takes on or off", optarg);

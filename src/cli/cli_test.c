@@ -14,6 +14,7 @@
  * A failure names the line of the test file where it happened. Exit status:
  * 0 when every test passed, 1 otherwise. */
 #include "cli.h"
+#include "cli_int.h"
 #include "conf/conf.h"
 #include "fn/fn.h"
 #include "http/phr.h"
@@ -34,7 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RESPONSE_MAX (64u << 20)
 
 struct run {
     uint16_t port;
@@ -90,85 +90,6 @@ static void stop_node(pid_t pid)
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-}
-
-/* ---- a blocking HTTP/1.1 client (one request per connection) ---------------------------- */
-
-struct response {
-    int status;
-    char *buf; /* the whole response */
-    size_t len, head_len;
-    struct phr_header headers[100];
-    size_t n_headers;
-    char *body;
-    size_t body_len;
-};
-
-static int dial(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = 30};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static bool send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static const char *read_response(int fd, struct response *r)
-{
-    size_t cap = 16384;
-    r->buf = vg_xmalloc(cap);
-    r->len = 0;
-    for (;;) {
-        if (r->len == cap) {
-            if (cap >= RESPONSE_MAX)
-                return "response larger than 64 MiB";
-            cap *= 2;
-            r->buf = vg_xrealloc(r->buf, cap);
-        }
-        ssize_t n = recv(fd, r->buf + r->len, cap - r->len, 0);
-        if (n < 0)
-            return errno == EAGAIN ? "timed out waiting for the response" : strerror(errno);
-        if (n == 0)
-            break;
-        r->len += (size_t)n;
-    }
-    int minor;
-    const char *msg;
-    size_t msg_len;
-    r->n_headers = sizeof(r->headers) / sizeof(r->headers[0]);
-    int hl = phr_parse_response(r->buf, r->len, &minor, &r->status, &msg, &msg_len, r->headers, &r->n_headers, 0);
-    if (hl <= 0)
-        return "malformed or incomplete response";
-    r->head_len = (size_t)hl;
-    r->body = r->buf + hl;
-    r->body_len = r->len - (size_t)hl;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        if (r->headers[i].name_len == 17 && strncasecmp(r->headers[i].name, "transfer-encoding", 17) == 0) {
-            struct phr_chunked_decoder d = {.consume_trailer = 1};
-            size_t sz = r->body_len;
-            if (phr_decode_chunked(&d, r->body, &sz) < 0)
-                return "malformed chunked response";
-            r->body_len = sz;
-        }
-    }
-    return NULL;
 }
 
 /* Appends to a malloc'd string (no Lua errors may happen while it lives). */
@@ -228,7 +149,7 @@ static char *build_request(lua_State *L, int headers, const char *method, const 
     return buf;
 }
 
-static void push_response(lua_State *L, struct response *r)
+static void push_response(lua_State *L, struct vg__cli_response *r)
 {
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, r->status);
@@ -267,11 +188,11 @@ static int l_request(lua_State *L)
         check_headers(L, headers, &has_host);
     size_t rlen;
     char *raw = build_request(L, headers, method, path, body, blen, has_host, &rlen);
-    int fd = dial(run_of(L)->port);
-    struct response r = {0};
+    int fd = vg__cli_dial("127.0.0.1", run_of(L)->port);
+    struct vg__cli_response r = {0};
     const char *err = fd < 0                     ? "cannot connect to the local node"
-                      : !send_all(fd, raw, rlen) ? "cannot send the request"
-                                                 : read_response(fd, &r);
+                      : !vg__cli_send_all(fd, raw, rlen) ? "cannot send the request"
+                                                 : vg__cli_read_response(fd, &r);
     if (fd >= 0)
         close(fd);
     free(raw);
@@ -495,10 +416,10 @@ static bool wait_ready(uint16_t port, pid_t pid)
     for (int i = 0; i < 200; i++) {
         if (waitpid(pid, NULL, WNOHANG) == pid)
             return false;
-        int fd = dial(port);
+        int fd = vg__cli_dial("127.0.0.1", port);
         if (fd >= 0) {
-            struct response r = {0};
-            bool ok = send_all(fd, req, sizeof(req) - 1) && !read_response(fd, &r) && r.status == 200;
+            struct vg__cli_response r = {0};
+            bool ok = vg__cli_send_all(fd, req, sizeof(req) - 1) && !vg__cli_read_response(fd, &r) && r.status == 200;
             free(r.buf);
             close(fd);
             if (ok)

@@ -23,6 +23,10 @@ struct vg_node_options {
     bool access_log;           /* JSON line per request on stdout */
     uint64_t drain_timeout_ms; /* SIGTERM: longest wait for in-flight requests */
     bool dev;                  /* development mode: error details in bodies */
+    uint64_t cache_memory;     /* HTTP cache memory tier, bytes (default 256 MiB) */
+    const char *cache_dir;     /* persistent tier (LMDB) directory, NULL = memory only */
+    uint64_t cache_disk;       /* persistent tier budget, bytes (default 1 GiB) */
+    const char *admin_token;   /* bearer token of the admin API (/_verge/purge), NULL = API closed */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

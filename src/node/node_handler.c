@@ -246,6 +246,10 @@ static bool internal_endpoint(struct reqstate *rs)
         send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
         return true;
     }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/purge"))) {
+        vg__node_cache_purge_endpoint(rs->worker, req);
+        return true;
+    }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {
         size_t len;
         char *text = vg_obs_registry_render(rs->worker->node->metrics, &len);
@@ -537,6 +541,13 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     };
     /* the forwarder's state goes on the pool after rs: it is torn down
      * first, while the site it points into is still held */
+    if (rs->route->cache.enabled && rs->worker->node->cache) {
+        struct vg__node_cache_fwd fwd = {
+            .t = t, .path = path, .hash_key = key, .on_attempt = on_upstream_attempt, .attempt_data = rs};
+        vg__node_cache_proxy(rs->worker, rs->site, req, h2o_iovec_init(rs->app->conf->name, strlen(rs->app->conf->name)),
+                             rs->app->cache_counters, &rs->route->cache, &fwd);
+        return;
+    }
     vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);
 }
 

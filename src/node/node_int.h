@@ -2,6 +2,7 @@
 #ifndef VG_NODE_INT_H
 #define VG_NODE_INT_H
 
+#include "cache/cache.h"
 #include "conf/conf.h"
 #include "fn/fn.h"
 #include "http/http.h"
@@ -22,6 +23,30 @@ struct vg_worker;
 
 /* ---- site: one configuration generation, shared read-only by workers ---- */
 
+/* node_cache.c: the HTTP cache in front of proxy routes. */
+struct vg__node_cache_route {
+    bool enabled;
+    struct vg_cache_rules rules;
+    struct vg_cache_keyrules key;
+};
+void vg__node_cache_route_init(struct vg__node_cache_route *cr, const struct vg_conf_cache *cc);
+
+enum vg__node_cache_result {
+    VG__NODE_CACHE_HIT,
+    VG__NODE_CACHE_MISS,
+    VG__NODE_CACHE_STALE,
+    VG__NODE_CACHE_BYPASS,
+    VG__NODE_CACHE_RESULTS
+};
+
+/* How a caching route reaches its origin (what vg_proxy_forward takes). */
+struct vg__node_cache_fwd {
+    struct vg_proxy_target t;
+    h2o_iovec_t path, hash_key;
+    vg_proxy_attempt_fn on_attempt;
+    void *attempt_data;
+};
+
 struct vg_route_rt {
     const struct vg_conf_route *conf;
     char label[256];         /* escaped route label for metrics */
@@ -32,6 +57,7 @@ struct vg_route_rt {
     struct vg_obs_counter *status[VG_NODE_STATUS_SLOTS]; /* lazily filled */
     int status_code[VG_NODE_STATUS_SLOTS];
     struct vg_obs_histogram *latency;
+    struct vg__node_cache_route cache; /* proxy: the cache's rules */
 };
 
 struct vg_origin_rt {
@@ -48,6 +74,7 @@ struct vg_app_rt {
     struct vg_origin_rt *origins;
     struct vg_fn_shared *shared; /* verge.shared (the node's, kept across reloads); NULL without Lua */
     char label[96];              /* escaped app name */
+    struct vg_obs_counter *cache_counters[VG__NODE_CACHE_RESULTS]; /* by result, when a route caches */
 };
 
 /* What one worker needs per origin: its own balancer, connection pools and
@@ -130,6 +157,11 @@ struct vg_worker {
     } * graveyard;
     size_t n_graveyard;
     uint64_t ticks;
+    /* the HTTP cache: waiters woken by other workers' requests */
+    pthread_mutex_t cache_mu;
+    struct vg__node_cache_waiter *cache_woken; /* node_cache.c's, under cache_mu */
+    uv_async_t cache_async;
+    h2o_conn_t cache_conn; /* stand-in connection of background refreshes */
     /* request ids: per-worker random prefix + sequence */
     char reqid_prefix[12];
     uint64_t reqid_seq;
@@ -163,6 +195,7 @@ struct vg_node {
         struct vg_fn_shared *dict;
     } * shared;
     size_t n_shared;
+    struct vg_cache *cache; /* the HTTP cache, shared by every app and worker */
 };
 
 /* verge.fetch through the forwarder (node_fetch.c): one context per app
@@ -183,6 +216,16 @@ void vg__node_worker_defer_free(struct vg_worker *w, void *ptr);
 /* ---- request handling ---- */
 
 void vg__node_handler_register(struct vg_node *node);
+
+/* Answers req from the cache or forwards it with the cache's filter on it
+ * (node_cache.c). app: the app's name, prefix of its keys. */
+void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *req, h2o_iovec_t app,
+                          struct vg_obs_counter *const *counters, const struct vg__node_cache_route *cr,
+                          const struct vg__node_cache_fwd *fwd);
+/* POST /_verge/purge (node_cache.c). */
+void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req);
+void vg__node_cache_worker_init(struct vg_worker *w);
+void vg__node_cache_worker_close(struct vg_worker *w);
 void vg__node_access_log_flush(struct vg_worker *w);
 
 static inline struct vg_worker *vg__node_worker_of(h2o_context_t *ctx)

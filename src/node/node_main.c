@@ -234,6 +234,43 @@ static void collect_node(void *data, struct vg_obs_buf *buf)
                       __atomic_load_n(&node->conns, __ATOMIC_RELAXED));
 }
 
+static void collect_cache(void *data, struct vg_obs_buf *buf)
+{
+    struct vg_node *node = data;
+    struct vg_cache_stats st;
+    vg_cache_stats(node->cache, &st);
+    vg_obs_buf_printf(buf,
+                      "# HELP verge_cache_objects Objects in the HTTP cache now, by tier.\n"
+                      "# TYPE verge_cache_objects gauge\nverge_cache_objects{tier=\"memory\"} %llu\n"
+                      "verge_cache_objects{tier=\"disk\"} %llu\n"
+                      "# HELP verge_cache_bytes Bytes in the HTTP cache now, by tier.\n"
+                      "# TYPE verge_cache_bytes gauge\nverge_cache_bytes{tier=\"memory\"} %llu\n"
+                      "verge_cache_bytes{tier=\"disk\"} %llu\n"
+                      "# HELP verge_cache_evictions_total Objects evicted for the memory budget.\n"
+                      "# TYPE verge_cache_evictions_total counter\nverge_cache_evictions_total %llu\n"
+                      "# HELP verge_cache_disk_corrupt_total Persistent entries dropped as corrupt.\n"
+                      "# TYPE verge_cache_disk_corrupt_total counter\nverge_cache_disk_corrupt_total %llu\n",
+                      (unsigned long long)st.objects, (unsigned long long)st.disk_objects,
+                      (unsigned long long)st.bytes, (unsigned long long)st.disk_bytes,
+                      (unsigned long long)st.evictions, (unsigned long long)st.disk_corrupt);
+}
+
+/* The HTTP cache store: memory, and the persistent tier when asked. */
+static int cache_init(struct vg_node *node)
+{
+    struct vg_cache_config cfg = {.mem_bytes = (size_t)node->opt.cache_memory,
+                                  .disk_path = node->opt.cache_dir,
+                                  .disk_bytes = (size_t)node->opt.cache_disk};
+    int rc = vg_cache_create(&cfg, &node->cache);
+    if (rc != 0) {
+        vg_log(VG_LOG_ERROR, "cannot open the HTTP cache", "dir", node->opt.cache_dir ? node->opt.cache_dir : "",
+               "reason", vg_strerror(rc), NULL);
+        return rc;
+    }
+    vg_obs_collector_add(node->metrics, collect_cache, node);
+    return 0;
+}
+
 static void metrics_init(struct vg_node *node)
 {
     node->metrics = vg_obs_registry_create();
@@ -266,6 +303,8 @@ int vg_node_run(const struct vg_node_options *opt)
     if (load_apps(opt, "invalid manifest", &apps) != 0)
         return 1;
     metrics_init(&node);
+    if (cache_init(&node) != 0)
+        return 1;
     gconf_init(&node);
     apply_limits(&node, apps, opt->n_apps);
     uv_loop_init(&m.loop);
@@ -304,6 +343,9 @@ int vg_node_run(const struct vg_node_options *opt)
         free(node.shared[i].app);
     }
     free(node.shared);
+    vg_obs_collector_remove(node.metrics, collect_cache, &node);
+    vg_cache_destroy(node.cache); /* every request, and its hold on objects, is over */
+    node.cache = NULL;
     uv_loop_close(&m.loop);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     return 0;

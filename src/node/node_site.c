@@ -18,6 +18,17 @@ static void route_init(struct vg_node *node, struct vg_app_rt *app, size_t i)
     snprintf(rt->label, sizeof(rt->label), "app=\"%s\",route=\"%s\"", app->label, esc);
     rt->latency = vg_obs_histogram_get(node->metrics, "verge_request_duration_seconds",
                                        "Time from request start to the end of the response.", rt->label);
+    if (r->action == VG_CONF_ACTION_PROXY)
+        vg__node_cache_route_init(&rt->cache, &r->cache);
+    if (rt->cache.enabled && !app->cache_counters[0]) {
+        static const char *const results[] = {"hit", "miss", "stale", "bypass"};
+        for (size_t k = 0; k < VG__NODE_CACHE_RESULTS; k++) {
+            char labels[160];
+            snprintf(labels, sizeof(labels), "app=\"%s\",result=\"%s\"", app->label, results[k]);
+            app->cache_counters[k] = vg_obs_counter_get(node->metrics, "verge_cache_requests_total",
+                                                        "Requests of caching routes by outcome.", labels);
+        }
+    }
     if (r->action != VG_CONF_ACTION_STATIC)
         return;
     /* Prefix routes map the prefix away (alias semantics: /assets/x -> DIR/x);

@@ -128,6 +128,7 @@ static void finish(struct vg_worker *w)
     vg__node_access_log_flush(w);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
+    vg__node_cache_worker_close(w);
     w->stop = true;
 }
 
@@ -254,6 +255,7 @@ int vg__node_worker_start(struct vg_node *node, struct vg_worker *w)
     w->log_buf = vg_xmalloc(64 * 1024);
     uv_async_init(&w->uv, &w->async, on_async);
     w->async.data = w;
+    vg__node_cache_worker_init(w);
     uv_timer_init(&w->uv, &w->tick);
     w->tick.data = w;
     uv_timer_start(&w->tick, on_tick, 250, 250);
