@@ -648,8 +648,11 @@ enum vg_cache_use vg_cache_usable(const struct vg_cache_meta *meta, const struct
         return VG_CACHE_USE_REVALIDATE;
     int64_t age = vg_cache_age(meta, now), left = meta->lifetime - age;
     /* Request max-age bounds the age whether or not the response is fresh
-     * (RFC 9111 5.2.1.1); max-stale below only widens staleness. */
-    if (rv.cc.max_age >= 0 && age > rv.cc.max_age)
+     * (RFC 9111 5.2.1.1); max-stale below only widens staleness. Ages are
+     * whole seconds, so an object 0.9 s old has age 0: max-age=0 (what a
+     * browser's reload sends) would let it through, though the client
+     * asks for nothing older than now; it always revalidates. */
+    if (rv.cc.max_age >= 0 && (age > rv.cc.max_age || rv.cc.max_age == 0))
         return VG_CACHE_USE_REVALIDATE;
     if (left > 0)
         return rv.cc.min_fresh >= 0 && left < rv.cc.min_fresh ? VG_CACHE_USE_REVALIDATE : VG_CACHE_USE_FRESH;

@@ -399,8 +399,10 @@ static h2o_iovec_t flatten_head(struct conn *c)
     *d++ = (char)('0' + status % 10);
     *d++ = ' ';
     d = put(d, reason, strlen(reason));
-    d = put(d, H2O_STRLIT("\r\nDate: "));
-    d = put(d, ts.str->rfc1123, H2O_TIMESTR_RFC1123_LEN);
+    if (h2o_find_header(&req->res.headers, H2O_TOKEN_DATE, -1) == -1) { /* a proxied response keeps the origin's */
+        d = put(d, H2O_STRLIT("\r\nDate: "));
+        d = put(d, ts.str->rfc1123, H2O_TIMESTR_RFC1123_LEN);
+    }
     if (ka)
         d = put(d, H2O_STRLIT("\r\nConnection: keep-alive"));
     else

@@ -40,7 +40,7 @@
 enum mode {
     MODE_STORE,      /* a miss (or an unusable object): store what comes */
     MODE_REVALIDATE, /* a conditional request for a stale object */
-    MODE_INVALIDATE, /* an unsafe method: purge on success */
+    MODE_PASS,       /* not a GET or HEAD: passes, and an unsafe one purges on success */
 };
 
 struct vg__node_cache_waiter {
@@ -66,6 +66,8 @@ struct creq {
     bool leader;    /* holds the key's slot (vg_cache_join) until leave */
     bool joined;    /* asked once already: a woken waiter does not queue again */
     bool refresh;   /* a background refresh, not a client's request */
+    bool collapsed;  /* waited for another request's answer */
+    bool by_request; /* revalidating because the request asked (no-cache, max-age) */
     struct vg_cache_obj *stale; /* retained: the object being revalidated */
     struct vg_obs_counter *const *counters; /* the app's, by vg__node_cache_result */
     struct vg__node_cache_waiter *waiter;      /* while waiting for a leader */
@@ -135,11 +137,12 @@ static void hold(h2o_req_t *req, struct vg_cache_obj *o)
     *slot = o;
 }
 
+/* Age is recomputed; the body decides the length. The stored Date goes
+ * out as it came (when the origin made the response: Age counts from it). */
 static bool skip_stored(h2o_iovec_t name)
 {
     return h2o_memis(name.base, name.len, H2O_STRLIT("age")) ||
-           h2o_memis(name.base, name.len, H2O_STRLIT("content-length")) ||
-           h2o_memis(name.base, name.len, H2O_STRLIT("date"));
+           h2o_memis(name.base, name.len, H2O_STRLIT("content-length"));
 }
 
 /* RFC 9110 15.4.5: what a 304 carries of the representation's metadata. */
@@ -262,8 +265,12 @@ static void decide_store(struct ostr *o, h2o_req_t *req, const char *fwd, int fw
             tags[i] = h2o_concat(&req->pool, cq->app, h2o_iovec_init(H2O_STRLIT("\n")), tags[i]);
         o->building = vg_cache_obj_new(cq->key, names, vkey, req->res.status, &keep, &meta, tags, n_tags);
         o->max = cq->cr->rules.max_object_size;
-        cs.stored = true;
+        /* "stored" only when it is sure to fit: a body of unknown length
+         * may turn out too big after this header has gone */
+        cs.stored = o->building && req->res.content_length != SIZE_MAX;
         cs.ttl = meta.lifetime - vg_cache_age(&meta, now);
+        if (!o->building)
+            leave(cq);
     } else {
         cs.detail = vg_cache_store_verdict_str(v);
         leave(cq); /* nothing will be stored: whoever waits goes to the origin now */
@@ -336,7 +343,7 @@ static void decide_revalidate(struct ostr *os, h2o_req_t *req)
         }
         h2o_headers_t merged = vg_cache_merge_304(&req->pool, &stored, &req->res.headers);
         struct vg_cache_meta meta;
-        struct vg_cache_status cs = {.fwd = "stale", .fwd_status = 304};
+        struct vg_cache_status cs = {.fwd = cq->by_request ? "request" : "stale", .fwd_status = 304};
         if (vg_cache_storable(&cq->q, vg_cache_obj_status(old), &merged, &cq->cr->rules, cq->request_time, now,
                               &meta) == VG_CACHE_STORE_OK) {
             h2o_headers_t keep = vg_cache_headers_to_store(&req->pool, &merged);
@@ -360,7 +367,7 @@ static void decide_revalidate(struct ostr *os, h2o_req_t *req)
         count(cq, VG__NODE_CACHE_STALE);
         return;
     }
-    decide_store(os, req, "stale", status);
+    decide_store(os, req, cq->by_request ? "request" : "stale", status);
 }
 
 static void on_ostr_dispose(void *p)
@@ -416,9 +423,13 @@ static void on_setup_ostream(h2o_req_prefilter_t *self, h2o_req_t *req, h2o_ostr
     struct ostr **d = h2o_mem_alloc_shared(&req->pool, sizeof(*d), on_ostr_dispose);
     *d = o;
     switch (f->mode) {
-    case MODE_INVALIDATE:
+    case MODE_PASS: {
         invalidate(f->cq, req);
+        struct vg_cache_status cs = {.fwd = "bypass", .ttl = INT64_MIN};
+        h2o_iovec_t st = vg_cache_status_format(&req->pool, &cs);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, NULL, st.base, st.len);
         break;
+    }
     case MODE_REVALIDATE:
         decide_revalidate(o, req);
         break;
@@ -601,6 +612,7 @@ static void on_woken(uv_async_t *a)
         if (!cq) /* its request went away meanwhile */
             continue;
         stop_waiting(cq);
+        cq->collapsed = true;
         lookup(cq);
     }
 }
@@ -696,7 +708,7 @@ static void lookup(struct creq *cq)
         use = meta->swr > 0 ? VG_CACHE_USE_STALE_SWR : VG_CACHE_USE_REVALIDATE; /* soft-purged */
     switch (use) {
     case VG_CACHE_USE_FRESH: {
-        struct vg_cache_status cs = {.hit = true};
+        struct vg_cache_status cs = {.hit = true, .collapsed = cq->collapsed};
         count(cq, VG__NODE_CACHE_HIT);
         serve(cq, o, &cs);
         return;
@@ -714,10 +726,16 @@ static void lookup(struct creq *cq)
         serve(cq, o, &cs);
         return;
     }
-    case VG_CACHE_USE_REVALIDATE:
+    case VG_CACHE_USE_REVALIDATE: {
+        /* fresh but for the request's own directives (no-cache, max-age):
+         * Cache-Status says the request asked (fwd=request) */
+        h2o_headers_t none = {NULL, 0, 0};
+        struct vg_cache_req plain = {.method = cq->q.method, .headers = &none};
+        cq->by_request = !vg_cache_obj_is_stale_marked(o) && vg_cache_usable(meta, &plain, now) == VG_CACHE_USE_FRESH;
         count(cq, VG__NODE_CACHE_MISS);
         revalidate(cq, o);
         return;
+    }
     case VG_CACHE_USE_NONE:
         vg_cache_obj_release(o);
         count(cq, VG__NODE_CACHE_BYPASS);
@@ -737,14 +755,9 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
     cq->request_time = time(NULL);
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-    if (!get) {
-        bool safe = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")) ||
-                    h2o_memis(req->method.base, req->method.len, H2O_STRLIT("TRACE"));
-        if (safe) {
-            vg_proxy_forward(req, &cq->fwd.t, fwd->path, fwd->hash_key, fwd->on_attempt, fwd->attempt_data);
-            return;
-        }
-        forward(cq, MODE_INVALIDATE);
+    if (!get) { /* not for the cache; an unsafe one invalidates on success */
+        count(cq, VG__NODE_CACHE_BYPASS);
+        forward(cq, MODE_PASS);
         return;
     }
     h2o_iovec_t k = vg_cache_key_build(&req->pool, &cr->key, req->authority, req->path, &cq->client_headers);

@@ -885,12 +885,14 @@ static bool named_by_connection(const struct vg__proxy_resp *r, const char *lc, 
     return false;
 }
 
-/* Content-Length is h2o's to write (from res.content_length); so are Date
- * and Server, which h2o always adds (nginx hides the origin's too). */
+/* Content-Length is h2o's to write (from res.content_length); so is
+ * Server (nginx hides the origin's too). The origin's Date stays: it is
+ * when the response was made, which the cache's age arithmetic needs
+ * (RFC 9111 4.2.3) and clients may see; HTTP/1 then sends it instead of
+ * the node's own. */
 static bool drop_from_response(const char *lc, size_t len)
 {
-    return h2o_memis(lc, len, H2O_STRLIT("content-length")) || h2o_memis(lc, len, H2O_STRLIT("date")) ||
-           h2o_memis(lc, len, H2O_STRLIT("server"));
+    return h2o_memis(lc, len, H2O_STRLIT("content-length")) || h2o_memis(lc, len, H2O_STRLIT("server"));
 }
 
 /* Copies one of the origin's headers into req->res (in pool memory: the
