@@ -417,7 +417,7 @@ for r in $(seq "$ROUNDS"); do
             raw=$BENCH_TMP/results/wrk-$sc-$srv-$r.txt
             read -r rps p99 cpu reqs errs < <(run_wrk "${PID_OF[$srv]}" "$(url_of "$srv" "$sc")" "$raw")
             echo "$sc $srv $r $rps $p99 $cpu $reqs $errs" >>"$SAMPLES"
-            printf 'round %d/%d  %-6s %-7s %9.0f rps  p99 %8.0f us  %6.2f CPU-us/req%s\n' \
+            printf 'round %d/%d  %-8s %-7s %9.0f rps  p99 %8.0f us  %6.2f CPU-us/req%s\n' \
                 "$r" "$ROUNDS" "$sc" "$srv" "$rps" "$p99" "$cpu" \
                 "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
             sleep 0.5
@@ -477,7 +477,7 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
                 read -r reqs got p50 p99 p999 max cpu errs cli_busy srv_busy < <(run_fixed "${PID_OF[$srv]}" \
                     "$(url_of "$srv" "$sc")" "${RATE_OF[$sc]}" "${CONNS_OF[$sc]}" "$prefix")
                 echo "$sc $srv $r ${RATE_OF[$sc]} ${CONNS_OF[$sc]} $got $p50 $p99 $p999 $max $cpu $reqs $errs $cli_busy $srv_busy" >>"$FIXED"
-                printf 'fixed %d/%d  %-6s %-7s %7.0f/%d req/s  p50 %6.0f  p99 %6.0f  p99.9 %6.0f us  %6.2f CPU-us/req  cores %3d%%/%3d%%%s\n' \
+                printf 'fixed %d/%d  %-8s %-7s %7.0f/%d req/s  p50 %6.0f  p99 %6.0f  p99.9 %6.0f us  %6.2f CPU-us/req  cores %3d%%/%3d%%%s\n' \
                     "$r" "$FIXED_ROUNDS" "$sc" "$srv" "$got" "${RATE_OF[$sc]}" "$p50" "$p99" "$p999" "$cpu" \
                     "$cli_busy" "$srv_busy" "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
                 sleep 0.5
