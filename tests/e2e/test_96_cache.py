@@ -37,8 +37,11 @@ TOKEN = "s3cret-token"
 
 
 def manifest(o, cache="on", name="c", hosts=None):
-    """One app: everything proxied to o, with `cache:` as given (YAML flow)."""
-    return "name: %s\n%sroutes:\n  - path: /\n    proxy: %s\n    cache: %s\n" % (
+    """One app: everything proxied to o, with `cache:` as given (YAML flow).
+    No passive ejection and no retries: tests script 5xx answers and count
+    what reaches the origin."""
+    return ("name: %s\n%sorigins:\n  o:\n    servers: [\"%s\"]\n    retries: 0\n"
+            "    passive: {max_fails: 0}\nroutes:\n  - path: /\n    proxy: o\n    cache: %s\n") % (
         name, "hosts: [%s]\n" % hosts if hosts else "", o.url, cache)
 
 
@@ -865,7 +868,9 @@ def test_max_object_size_streams_through(verge, scripted_origin, framing):
         r = get(v, "/big")
         assert r.status == 200 and len(r.body) == len(big), (r.status, len(r.body))
         assert hashlib.sha256(r.body).digest() == hashlib.sha256(big).digest(), "big body corrupted"
-        assert_not_stored(r, details=("too-big", "too-large", "size"))
+        # with a Content-Length the node knows before it answers; a chunked
+        # body turns out too big only after the head (and Cache-Status) left
+        assert_not_stored(r, details=("too-big", "too-large", "size") if framing == "content-length" else None)
         assert o.count("/big") == n
     get(v, "/small")
     assert_hit(get(v, "/small"))
@@ -1128,7 +1133,7 @@ def test_cli_purge_human(verge, scripted_origin):
     o, v = purge_setup(verge, scripted_origin)
     p = run_cli(v, "--token", TOKEN, "--url", "http://%s/p?q=1" % HOST)
     assert p.returncode == 0, p
-    assert "purged 1 objects" in p.stdout, p
+    assert re.fullmatch(r"purged 1 objects?\n?", p.stdout), p  # "purged N objects"; singular accepted
     assert not is_hit(get(v, "/p?q=1"))
 
 
