@@ -39,6 +39,29 @@ bench_cleanup() {
     if [ -n "$BENCH_TMP" ] && [ -z "${BENCH_KEEP_TMP:-}" ]; then
         rm -rf "$BENCH_TMP"
     fi
+    # tmpfs space (nginx's proxy_cache) is memory: never kept
+    if [ -n "$BENCH_SHM" ]; then
+        rm -rf "$BENCH_SHM"
+    fi
+}
+
+# bench_shm_dir: a directory on tmpfs for caches that must not touch a disk
+# (nginx's proxy_cache files). BENCH_TMP/shm is that directory when BENCH_TMP
+# is on tmpfs already; otherwise a symlink to a new dir under /dev/shm,
+# removed by bench_cleanup. Sets BENCH_SHM (the real path).
+BENCH_SHM=""
+bench_shm_dir() {
+    if [ "$(stat -f -c %T "$BENCH_TMP")" = tmpfs ]; then
+        mkdir -p "$BENCH_TMP/shm"
+        BENCH_SHM=""
+        SHM_DIR=$BENCH_TMP/shm
+    else
+        [ -d /dev/shm ] || die "no tmpfs: neither $BENCH_TMP nor /dev/shm is tmpfs"
+        BENCH_SHM=$(mktemp -d /dev/shm/verge-bench.XXXXXX)
+        chmod 755 "$BENCH_SHM"
+        ln -s "$BENCH_SHM" "$BENCH_TMP/shm"
+        SHM_DIR=$BENCH_SHM
+    fi
 }
 
 # Stops one server we started (by pid) and forgets it.
@@ -147,6 +170,18 @@ nginx_start() {
     start_server "$2/stdout.log" "$3" nginx -c "$1" -p "$2" -e "$2/error.log" -g 'daemon off;'
 }
 
+# varnish_start DIR PORT BACKEND_PORT CPU [-p ...]: our own varnishd in the
+# foreground (-F: the pid we record is the manager; it stops its cache child
+# on SIGTERM), its working dir (-n) inside DIR, malloc storage. Sets
+# STARTED_PID.
+varnish_start() {
+    local dir=$1 port=$2 backend=$3 cpu=$4
+    shift 4
+    mkdir -p "$dir"
+    start_server "$dir/varnishd.log" "$cpu" varnishd -F -a "127.0.0.1:$port" -b "127.0.0.1:$backend" \
+        -s malloc,256m -n "$dir/work" -p thread_pools=1 "$@"
+}
+
 # nginx_common DIR: main/events/http preamble shared by every nginx we run;
 # caller appends the http{} body and closes the brace.
 nginx_common() {
@@ -193,6 +228,20 @@ run_wrk() {
             if (reqs == 0) { print "0 0 0 0 1"; exit }
             printf "%.1f %.1f %.3f %d %d\n", rps, p99, ticks * 1e6 / hz / reqs, reqs, err
         }' "$out"
+}
+
+# check_hit SERVER URL: true when one GET of URL was answered from SERVER's
+# cache, by the server's own signal: verge's Cache-Status "verge; hit",
+# nginx's X-Cache-Status: HIT (bench/run.sh adds it from
+# $upstream_cache_status), varnish's X-Varnish with two transaction ids.
+check_hit() {
+    local hdrs
+    hdrs=$(curl -s -D - -o /dev/null -m 5 "$2" | tr -d '\r') || return 1
+    case $1 in
+    nginx*) grep -qi '^x-cache-status: *hit' <<<"$hdrs" ;;
+    varnish*) grep -qiE '^x-varnish: *[0-9]+ +[0-9]+' <<<"$hdrs" ;;
+    *) grep -qiE '^cache-status:.*verge *; *hit' <<<"$hdrs" ;;
+    esac
 }
 
 # check_url URL: prints "STATUS BYTES" of one GET.

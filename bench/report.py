@@ -11,6 +11,13 @@ Input (written by bench/run.sh and bench/spike/run.sh):
                   client_core_busy_pct server_core_busy_pct
   --idle FILE     optional; one JSON object a line from bench/idle_conns.py,
                   with an added "server" key
+  --cache-mem FILE  optional; one JSON object a line from bench/cache_mem.py,
+                  with an added "server" key
+  --subject NAME --best-of A,B  for every scenario where a server of the
+                  --best-of list other than the baseline ran (the cache
+                  scenarios: nginx and varnish), also compare the subject with
+                  the best of them: rps / the highest rps, p99 / the lowest
+                  p99, CPU / the lowest CPU (JSON: ratio_vs_best)
 Every server is compared with --baseline (nginx): ratio = server / baseline,
 so rps > 1 is better, p99 and cpu < 1 are better (and every fixed-rate
 latency ratio: lower is better).
@@ -115,6 +122,68 @@ def fetch_cost(out):
     print_table(rows, left=1)
 
 
+def best_of(out, subject, peers, baseline):
+    """verge / best of (nginx, varnish) per scenario, in the scenarios where a
+    peer other than the baseline ran."""
+    rows = [("scenario", "best rps", subject + " rps", "rps x", "best p99", subject + " p99", "p99 x",
+             "best CPU", subject + " CPU", "CPU x")]
+    for sc, res in out["scenarios"].items():
+        present = [p for p in peers if p in res]
+        if subject not in res or not any(p != baseline for p in present):
+            continue
+        me = res[subject]
+        b_rps = max(present, key=lambda p: res[p]["rps_median"])
+        b_p99 = min(present, key=lambda p: res[p]["p99_us_median"])
+        b_cpu = min(present, key=lambda p: res[p]["cpu_us_per_req_median"])
+        r = {
+            "rps": me["rps_median"] / res[b_rps]["rps_median"] if res[b_rps]["rps_median"] else None,
+            "rps_best": b_rps,
+            "p99": me["p99_us_median"] / res[b_p99]["p99_us_median"] if res[b_p99]["p99_us_median"] > 0 else None,
+            "p99_best": b_p99,
+            "cpu": me["cpu_us_per_req_median"] / res[b_cpu]["cpu_us_per_req_median"]
+            if res[b_cpu]["cpu_us_per_req_median"] else None,
+            "cpu_best": b_cpu,
+        }
+        me["ratio_vs_best"] = r
+        rows.append((sc, f"{res[b_rps]['rps_median']:.0f} ({b_rps})", f"{me['rps_median']:.0f}", ratio(r["rps"]),
+                     f"{fmt_us(res[b_p99]['p99_us_median'])} ({b_p99})", fmt_us(me["p99_us_median"]),
+                     ratio(r["p99"]), f"{res[b_cpu]['cpu_us_per_req_median']:.2f} ({b_cpu})",
+                     f"{me['cpu_us_per_req_median']:.2f}", ratio(r["cpu"])))
+    if len(rows) > 1:
+        print()
+        print("%s / best of (%s), medians over rounds: rps x above 1 is better, p99 x and CPU x below 1"
+              % (subject, ", ".join(peers)))
+        print_table(rows, left=1)
+
+
+def cache_mem(path, out):
+    mem = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                mem[d.pop("server")] = d
+    out["cache_mem"] = mem
+    if not mem:
+        return
+    print()
+    print("memory per cached 200-byte object (process tree; Pss counts shared memory such as nginx's keys_zone "
+          "once; tmpfs = nginx's body files, not in its processes' memory)")
+    t = [("server", "objects", "ok", "errors", "sample hits", "Pss B/obj", "RSS B/obj", "tmpfs B/obj",
+          "Pss + tmpfs B/obj")]
+    for srv, d in mem.items():
+        tmpfs = d.get("tmpfs_bytes_per_obj")
+        t.append((srv, str(d["objects"]), str(d["ok"]), str(d["errors"]),
+                  f"{d['sample_hits']}/{d['sample']}" + ("" if d["hit_rate_ok"] else "!"),
+                  f"{d['bytes_per_obj_pss']:.0f}", f"{d['bytes_per_obj_rss']:.0f}",
+                  f"{tmpfs:.0f}" if tmpfs is not None else "-",
+                  f"{d['bytes_per_obj_pss'] + tmpfs:.0f}" if tmpfs is not None else f"{d['bytes_per_obj_pss']:.0f}"))
+    print_table(t, left=1)
+    if not all(d["hit_rate_ok"] for d in mem.values()):
+        print("! fewer than 99% of a sample were hits afterwards: objects were evicted or never cached, "
+              "so that figure is not memory per cached object")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", required=True)
@@ -122,6 +191,9 @@ def main():
     ap.add_argument("--fixed")
     ap.add_argument("--idle")
     ap.add_argument("--baseline", default="nginx")
+    ap.add_argument("--subject", default="verge")
+    ap.add_argument("--best-of", default="", help="comma-separated peers, e.g. nginx,varnish")
+    ap.add_argument("--cache-mem")
     ap.add_argument("--json", required=True)
     ap.add_argument("--meta", default="{}", help="JSON object copied into the output")
     args = ap.parse_args()
@@ -180,6 +252,8 @@ def main():
     print("medians over rounds; 'x' columns are server / %s (rps: higher is better; "
           "p99 and CPU: lower is better)" % args.baseline)
     print_table(table)
+    if args.best_of:
+        best_of(out, args.subject, [p for p in args.best_of.split(",") if p], args.baseline)
     fetch_cost(out)
 
     if args.fixed:
@@ -240,6 +314,9 @@ def main():
                           f"{d['rss_holding_kib']} KiB", f"{d['kib_per_conn']:.2f}",
                           f"{r:.2f}" if r is not None else ""))
             print_table(t, left=1)
+
+    if args.cache_mem:
+        cache_mem(args.cache_mem, out)
 
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)

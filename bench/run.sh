@@ -6,6 +6,10 @@
 #   hello   small fixed response   GET /hello      ("hello world\n")
 #   static  ~1 KiB static file     GET /1k.bin     (public/1k.bin)
 #   proxy   reverse proxy          GET /proxy/1k   -> keep-alive nginx origin
+#   cache200, cache16k  cache hits  GET /cache/200.bin, /cache/16k.bin: a proxy
+#           route with a cache (verge: cache: {ttl: 1h}; nginx: proxy_cache
+#           on tmpfs; varnish: malloc storage) in front of the same origin,
+#           warmed by one request; varnish is a third server for these only
 # then, per scenario, latency at a fixed sub-saturation rate that is the same
 # for both servers (h2load --rps, open loop, pinned to the client CPU; rate
 # from the wrk medians), plus memory per idle keep-alive connection
@@ -26,7 +30,12 @@
 #   BENCH_FIXED_ROUNDS [BENCH_ROUNDS]
 #   BENCH_NGINX_KEEPALIVE [32]: the nginx peer's upstream "keepalive" (idle
 #       origin connections cached; verge keeps every idle one for 30 s)
-#   BENCH_SCENARIOS ["hello static proxy"]  BENCH_IDLE_CONNS [10000; 0 = skip]
+#   BENCH_SCENARIOS ["hello static proxy lua lua1k fetch cache200 cache16k"]
+#   BENCH_IDLE_CONNS [10000; 0 = skip]
+#   BENCH_CACHE_OBJECTS [200000; 0 = skip]: memory per cached 200-byte object
+#       (bench/cache_mem.py) on fresh verge and nginx instances; 1000000 for
+#       the figure quoted in the issue
+#   BENCH_VARNISH [1; 0 = no varnish in the cache scenarios]
 #   BENCH_SERVER_CPU [1]  BENCH_CLIENT_CPU [0]
 #   VERGE [build/verge]   BENCH_STANDIN: a binary run as "BIN PORT" in place
 #       of verge (e.g. the h2o spike) to exercise the harness; results then go
@@ -43,7 +52,9 @@ WRK_SECONDS=${BENCH_SECONDS:-5}
 WRK_CONNS=${BENCH_CONNS:-50}
 WRK_THREADS=1
 WARMUP=${BENCH_WARMUP:-1}
-SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua lua1k fetch}
+SCENARIOS=${BENCH_SCENARIOS:-hello static proxy lua lua1k fetch cache200 cache16k}
+CACHE_OBJECTS=${BENCH_CACHE_OBJECTS:-200000}
+WANT_VARNISH=${BENCH_VARNISH:-1}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
@@ -73,11 +84,16 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || log "bench: warning: fewer than 2 CPUs; client and server share a core"
 
-declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua [lua1k]=/lua1k [fetch]=/fetch)
-declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11 [lua1k]=1024 [fetch]=1024)
+declare -A PATH_OF=([hello]=/hello [static]=/1k.bin [proxy]=/proxy/1k [lua]=/lua [lua1k]=/lua1k [fetch]=/fetch
+    [cache200]=/cache/200.bin [cache16k]=/cache/16k.bin)
+declare -A BYTES_OF=([hello]=12 [static]=1024 [proxy]=1024 [lua]=11 [lua1k]=1024 [fetch]=1024
+    [cache200]=200 [cache16k]=16384)
 for sc in $SCENARIOS; do
-    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua lua1k fetch)"
+    [ -n "${PATH_OF[$sc]:-}" ] || die "unknown scenario '$sc' (hello static proxy lua lua1k fetch cache200 cache16k)"
 done
+is_cache_scenario() { case $1 in cache*) return 0 ;; esac; return 1; }
+CACHE_SCENARIOS=
+for sc in $SCENARIOS; do is_cache_scenario "$sc" && CACHE_SCENARIOS+=" $sc"; done
 
 raise_nofile
 bench_tmp_init
@@ -88,6 +104,14 @@ chmod -R a+rX "$APP"
 
 ORIGIN_PORT=$(free_port)
 BODY_1K=$(printf 'x%.0s' $(seq 1023))
+# the cache scenarios' objects, served by the origin as static files with
+# Cache-Control: max-age=3600 (and nginx's own ETag/Last-Modified)
+mkdir -p "$BENCH_TMP/origin-files/cache"
+head -c 200 /dev/urandom >"$BENCH_TMP/origin-files/cache/200.bin"
+head -c 16384 /dev/urandom >"$BENCH_TMP/origin-files/cache/16k.bin"
+chmod -R a+rX "$BENCH_TMP/origin-files"
+BODY_200=$(printf 'x%.0s' $(seq 199))
+bench_shm_dir
 
 # limits: like nginx's worker_connections 16384 / keepalive_timeout 120s, so
 # neither server refuses or times out the idle test's 10,000 connections
@@ -102,6 +126,9 @@ routes:
   - path: /proxy
     proxy: http://127.0.0.1:$ORIGIN_PORT
     strip_prefix: /proxy
+  - path: /cache
+    proxy: http://127.0.0.1:$ORIGIN_PORT
+    cache: {ttl: 1h}
   - exact: /lua
     handler: bench.lua:lua
   - exact: /lua1k
@@ -148,6 +175,17 @@ mkdir -p "$BENCH_TMP/origin"
     server {
         listen 127.0.0.1:$ORIGIN_PORT;
         location / { default_type application/octet-stream; return 200 "$BODY_1K\n"; }
+        location /cache/ {
+            root $BENCH_TMP/origin-files;
+            default_type application/octet-stream;
+            add_header Cache-Control "max-age=3600";
+        }
+        # bench/cache_mem.py: any number of distinct 200-byte objects
+        location /cache/obj/ {
+            default_type application/octet-stream;
+            add_header Cache-Control "max-age=3600";
+            return 200 "$BODY_200\n";
+        }
     }
 }
 EOF
@@ -194,11 +232,16 @@ EOF
     ;;
 esac
 
-# start_nginx_peer NAME PORT: the nginx we compare with, configured like the
-# verge app above (keep-alive upstream pool, sendfile, no access log).
+# start_nginx_peer NAME PORT [KEYS_ZONE_SIZE]: the nginx we compare with,
+# configured like the verge app above (keep-alive upstream pool, sendfile, no
+# access log). /cache/ is proxied through proxy_cache: keys in a keys_zone
+# (KEYS_ZONE_SIZE, default 16m: ~8,000 keys per MiB), bodies in files on
+# tmpfs (SHM_DIR/NAME), valid 1h, X-Cache-Status says HIT or MISS.
 start_nginx_peer() {
-    local dir=$BENCH_TMP/$1 port=$2
+    local dir=$BENCH_TMP/$1 port=$2 zone=${3:-16m}
     mkdir -p "$dir"
+    rm -rf "${SHM_DIR:?}/$1"
+    mkdir -p "$SHM_DIR/$1"
     {
         case " $SCENARIOS " in
         *" lua "* | *" lua1k "* | *" fetch "*)
@@ -220,6 +263,7 @@ start_nginx_peer() {
         keepalive $NGINX_KEEPALIVE;
         keepalive_requests 1000000;
     }
+    proxy_cache_path $SHM_DIR/$1 levels=1:2 keys_zone=bench:$zone inactive=1h max_size=16g use_temp_path=off;
     server {
         listen 127.0.0.1:$port;
         location = /hello { default_type text/plain; return 200 "hello world\n"; }
@@ -228,6 +272,14 @@ $LUA_LOCATIONS
             proxy_pass http://origin/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }
+        location /cache/ {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache-Status \$upstream_cache_status;
         }
         location / { root $APP/public; default_type application/octet-stream; }
     }
@@ -238,14 +290,16 @@ EOF
     wait_port "$port" "$STARTED_PID" || die "nginx did not start: $(cat "$dir/error.log")"
 }
 
-# start_subject NAME PORT: verge (or the stand-in) on SERVER_CPU.
+# start_subject NAME PORT [ARGS...]: verge (or the stand-in) on SERVER_CPU;
+# ARGS go to `verge node`.
 start_subject() {
     local logf=$BENCH_TMP/$1.log port=$2
+    shift 2
     if [ -n "$STANDIN" ]; then
         start_server "$logf" "$SERVER_CPU" "$STANDIN" "$port"
     else
         start_server "$logf" "$SERVER_CPU" "$VERGE" node --app "$APP" \
-            --listen "127.0.0.1:$port" --workers 1 --access-log off
+            --listen "127.0.0.1:$port" --workers 1 --access-log off "$@"
     fi
     if ! wait_port "$port" "$STARTED_PID"; then
         log "bench: $SUBJECT did not start listening on $port; its output:"
@@ -254,8 +308,18 @@ start_subject() {
     fi
 }
 
+# start_varnish_peer NAME PORT: varnish in front of the same origin (-b: no
+# VCL, so the builtin rules: GET/HEAD without cookies or Authorization are
+# cached for the origin's max-age).
+start_varnish_peer() {
+    local dir=$BENCH_TMP/$1 port=$2
+    varnish_start "$dir" "$port" "$ORIGIN_PORT" "$SERVER_CPU"
+    wait_port "$port" "$STARTED_PID" || { log "bench: varnish did not start: $(tail -5 "$dir/varnishd.log")"; return 1; }
+}
+
 SERVERS=(nginx)
-declare -A PID_OF PORT_OF ENABLED LOG_OF=([nginx]=$BENCH_TMP/nginx/error.log [$SUBJECT]=$BENCH_TMP/$SUBJECT.log)
+declare -A PID_OF PORT_OF ENABLED LOG_OF=([nginx]=$BENCH_TMP/nginx/error.log [$SUBJECT]=$BENCH_TMP/$SUBJECT.log
+    [varnish]=$BENCH_TMP/varnish/varnishd.log)
 PORT_OF[nginx]=$(free_port)
 start_nginx_peer nginx "${PORT_OF[nginx]}"
 PID_OF[nginx]=$STARTED_PID
@@ -273,15 +337,38 @@ else
     fi
 fi
 
+# varnish: a third server, for the cache scenarios only
+if [ -n "$CACHE_SCENARIOS" ] && [ "$WANT_VARNISH" != 0 ]; then
+    if ! command -v varnishd >/dev/null; then
+        log "bench: varnishd not found (make deps installs varnish) — varnish SKIPPED"
+    else
+        PORT_OF[varnish]=$(free_port)
+        if start_varnish_peer varnish "${PORT_OF[varnish]}"; then
+            PID_OF[varnish]=$STARTED_PID
+            SERVERS+=(varnish)
+        else
+            log "bench: varnish SKIPPED"
+        fi
+    fi
+fi
+
 # Each server must answer each scenario correctly before it is measured; a
 # missing feature skips that scenario for that server, not the whole run.
+# Cache scenarios: the first GET warms the cache, the checked one must be a
+# hit by the server's own account (check_hit), or the scenario would measure
+# the proxy path.
 for srv in "${SERVERS[@]}"; do
     for sc in $SCENARIOS; do
-        got=$(check_url "http://127.0.0.1:${PORT_OF[$srv]}${PATH_OF[$sc]}")
-        if [ "$got" = "200 ${BYTES_OF[$sc]}" ]; then
-            ENABLED[$srv:$sc]=1
-        else
+        if [ "$srv" = varnish ] && ! is_cache_scenario "$sc"; then continue; fi
+        url="http://127.0.0.1:${PORT_OF[$srv]}${PATH_OF[$sc]}"
+        if is_cache_scenario "$sc"; then check_url "$url" >/dev/null; fi
+        got=$(check_url "$url")
+        if [ "$got" != "200 ${BYTES_OF[$sc]}" ]; then
             log "bench: $srv: scenario $sc SKIPPED: GET ${PATH_OF[$sc]} gave status/bytes '$got', want '200 ${BYTES_OF[$sc]}'"
+        elif is_cache_scenario "$sc" && ! check_hit "$srv" "$url"; then
+            log "bench: $srv: scenario $sc SKIPPED: GET ${PATH_OF[$sc]} is not served from the cache after a warm-up request"
+        else
+            ENABLED[$srv:$sc]=1
         fi
     done
 done
@@ -311,13 +398,12 @@ alive() {
 }
 
 # order_of ROUND: the servers in this round's order — who goes first
-# alternates, so neither always runs on a warmer machine.
+# rotates (with two servers: alternates), so none always runs on a warmer
+# machine.
 order_of() {
-    if [ $(($1 % 2)) -eq 0 ] && [ ${#SERVERS[@]} -eq 2 ]; then
-        echo "${SERVERS[1]} ${SERVERS[0]}"
-    else
-        echo "${SERVERS[*]}"
-    fi
+    local n=${#SERVERS[@]} i out=()
+    for ((i = 0; i < n; i++)); do out+=("${SERVERS[$(((i + $1 + 1) % n))]}"); done
+    echo "${out[*]}"
 }
 
 SAMPLES=$BENCH_TMP/results/samples.txt
@@ -331,7 +417,7 @@ for r in $(seq "$ROUNDS"); do
             raw=$BENCH_TMP/results/wrk-$sc-$srv-$r.txt
             read -r rps p99 cpu reqs errs < <(run_wrk "${PID_OF[$srv]}" "$(url_of "$srv" "$sc")" "$raw")
             echo "$sc $srv $r $rps $p99 $cpu $reqs $errs" >>"$SAMPLES"
-            printf 'round %d/%d  %-6s %-7s %9.0f rps  p99 %8.0f us  %6.2f CPU-us/req%s\n' \
+            printf 'round %d/%d  %-8s %-7s %9.0f rps  p99 %8.0f us  %6.2f CPU-us/req%s\n' \
                 "$r" "$ROUNDS" "$sc" "$srv" "$rps" "$p99" "$cpu" \
                 "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
             sleep 0.5
@@ -391,7 +477,7 @@ if [ "$FIXED_RATE_SPEC" != 0 ] && [ "$FIXED_ROUNDS" -gt 0 ]; then
                 read -r reqs got p50 p99 p999 max cpu errs cli_busy srv_busy < <(run_fixed "${PID_OF[$srv]}" \
                     "$(url_of "$srv" "$sc")" "${RATE_OF[$sc]}" "${CONNS_OF[$sc]}" "$prefix")
                 echo "$sc $srv $r ${RATE_OF[$sc]} ${CONNS_OF[$sc]} $got $p50 $p99 $p999 $max $cpu $reqs $errs $cli_busy $srv_busy" >>"$FIXED"
-                printf 'fixed %d/%d  %-6s %-7s %7.0f/%d req/s  p50 %6.0f  p99 %6.0f  p99.9 %6.0f us  %6.2f CPU-us/req  cores %3d%%/%3d%%%s\n' \
+                printf 'fixed %d/%d  %-8s %-7s %7.0f/%d req/s  p50 %6.0f  p99 %6.0f  p99.9 %6.0f us  %6.2f CPU-us/req  cores %3d%%/%3d%%%s\n' \
                     "$r" "$FIXED_ROUNDS" "$sc" "$srv" "$got" "${RATE_OF[$sc]}" "$p50" "$p99" "$p999" "$cpu" \
                     "$cli_busy" "$srv_busy" "$([ "$errs" -eq 0 ] || echo "  ERRORS $errs")" >&2
                 sleep 0.5
@@ -405,6 +491,7 @@ IDLE=$BENCH_TMP/results/idle.jsonl
 : >"$IDLE"
 if [ "$IDLE_CONNS" -gt 0 ]; then
     for srv in "${SERVERS[@]}"; do
+        [ "$srv" != varnish ] || continue
         [ -n "${ENABLED[$srv:hello]:-}" ] || { log "bench: $srv: idle test skipped (no /hello)"; continue; }
         stop_pid "${PID_OF[$srv]}"
         port=$(free_port)
@@ -426,15 +513,52 @@ if [ "$IDLE_CONNS" -gt 0 ]; then
     done
 fi
 
+# --- memory per cached object, on fresh instances -------------------------
+# N distinct 200-byte objects (origin /cache/obj/I) into each server's cache;
+# (memory after - before) / N, see bench/cache_mem.py. verge gets a memory
+# budget large enough that nothing is evicted (4 KiB per object), nginx a
+# keys_zone of ~4,000 keys per MiB (twice its documented density).
+CACHEMEM=$BENCH_TMP/results/cache_mem.jsonl
+: >"$CACHEMEM"
+if [ "$CACHE_OBJECTS" -gt 0 ]; then
+    for srv in "${SERVERS[@]}"; do
+        [ "$srv" != varnish ] || continue
+        [ -n "${PID_OF[$srv]:-}" ] && kill -0 "${PID_OF[$srv]}" 2>/dev/null && stop_pid "${PID_OF[$srv]}"
+        port=$(free_port)
+        shmdir=
+        if [ "$srv" = nginx ]; then
+            start_nginx_peer nginx-mem "$port" "$((CACHE_OBJECTS / 4000 + 16))m"
+            shmdir=$SHM_DIR/nginx-mem
+        else
+            start_subject "$srv-mem" "$port" --cache-memory "$(((CACHE_OBJECTS * 4 + 1023) / 1024 + 64))m" || {
+                log "bench: $srv: memory per cached object SKIPPED (did not start with --cache-memory)"
+                continue
+            }
+        fi
+        pid=$STARTED_PID
+        sleep 0.5
+        log "bench: $srv: filling the cache with $CACHE_OBJECTS objects of 200 bytes"
+        if line=$(timeout $((CACHE_OBJECTS / 500 + 120)) taskset -c "$CLIENT_CPU" "$PY" "$ROOT/bench/cache_mem.py" \
+            --port "$port" --pid "$pid" --count "$CACHE_OBJECTS" --server "$srv" ${shmdir:+--tmpfs-dir "$shmdir"}); then
+            echo "{\"server\": \"$srv\", ${line#\{}" >>"$CACHEMEM"
+        else
+            log "bench: $srv: memory per cached object failed or skipped"
+        fi
+        stop_pid "$pid"
+    done
+fi
+
 mkdir -p "$(dirname "$OUT_JSON")"
-META=$(printf '{"generated": "%s", "rounds": %d, "seconds": %d, "wrk": "-t%d -c%d", "server_cpu": %d, "client_cpu": %d, "subject": "%s", "nginx": "%s", "kernel": "%s", "nproc": %d, "idle_conns": %d, "nginx_upstream_keepalive": %d, "fixed_rate": {"spec": "%s", "fraction": %s, "max_rate": %d, "rounds": %d, "seconds": %s, "warmup": %s, "client_rps": %d, "h2load": "%s"}}' \
+META=$(printf '{"generated": "%s", "rounds": %d, "seconds": %d, "wrk": "-t%d -c%d", "server_cpu": %d, "client_cpu": %d, "subject": "%s", "nginx": "%s", "kernel": "%s", "nproc": %d, "idle_conns": %d, "nginx_upstream_keepalive": %d, "cache_objects": %d, "varnish": "%s", "fixed_rate": {"spec": "%s", "fraction": %s, "max_rate": %d, "rounds": %d, "seconds": %s, "warmup": %s, "client_rps": %d, "h2load": "%s"}}' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$ROUNDS" "$WRK_SECONDS" "$WRK_THREADS" "$WRK_CONNS" \
     "$SERVER_CPU" "$CLIENT_CPU" "${STANDIN:-$VERGE}" "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
-    "$(uname -r)" "$(nproc)" "$IDLE_CONNS" "$NGINX_KEEPALIVE" "$FIXED_RATE_SPEC" "$FIXED_FRACTION" "$FIXED_MAX_RATE" "$FIXED_ROUNDS" \
+    "$(uname -r)" "$(nproc)" "$IDLE_CONNS" "$NGINX_KEEPALIVE" "$CACHE_OBJECTS" \
+    "$( (varnishd -V 2>&1 || echo '?') | head -1 | sed 's/^varnishd (\(varnish-[^ ]*\).*/\1/')" "$FIXED_RATE_SPEC" "$FIXED_FRACTION" "$FIXED_MAX_RATE" "$FIXED_ROUNDS" \
     "$FIXED_SECONDS" "$FIXED_WARMUP" "$FIXED_CLIENT_RPS" \
     "$( (h2load --version 2>/dev/null || echo '?') | sed 's/.*nghttp2\///')")
 echo
 "$PY" "$ROOT/bench/report.py" --samples "$SAMPLES" --fixed "$FIXED" --idle "$IDLE" --baseline nginx \
+    --cache-mem "$CACHEMEM" --subject "$SUBJECT" --best-of nginx,varnish \
     --json "$OUT_JSON" --meta "$META" \
     --title "wrk -t$WRK_THREADS -c$WRK_CONNS, closed loop at saturation (p99 = queueing at overload, see README)"
 echo

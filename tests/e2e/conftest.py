@@ -5,6 +5,7 @@ Run: /usr/bin/python3 -m pytest tests/e2e   (VERGE_BIN, default build/verge)
     verge(manifest, files={...}, args=[...], workers=1, ...)  -> a started, healthy Verge
     verge(apps=[(manifest, files), ...])                       -> several --app
     origin(name, delay=...)                                    -> a started Origin
+    scripted_origin(name)                                      -> a started ScriptedOrigin
     tls_cert                                                   -> (cert_path, key_path)
 
 Every process and origin started by a test is stopped when the test ends,
@@ -21,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest  # noqa: E402
 
-from harness import Origin, Verge, free_port, verge_bin as _verge_bin, write_app  # noqa: E402
+from harness import Origin, ScriptedOrigin, Verge, free_port, verge_bin as _verge_bin, write_app  # noqa: E402
 
 # A test that hangs is a failure, not a stuck suite.
 TEST_TIMEOUT = int(os.environ.get("VERGE_E2E_TEST_TIMEOUT", "90"))
@@ -114,6 +115,22 @@ def origin():
 
     def start(name=None, delay=0.0, health_path="/healthz", port=0):
         o = Origin(name or "o%d" % len(started), delay=delay, health_path=health_path)
+        o.start(port)
+        started.append(o)
+        return o
+
+    yield start
+    for o in started:
+        o.stream_event.set()
+        o.kill()
+
+
+@pytest.fixture
+def scripted_origin():
+    started = []
+
+    def start(name=None, port=0):
+        o = ScriptedOrigin(name or "s%d" % len(started))
         o.start(port)
         started.append(o)
         return o

@@ -4,6 +4,7 @@ raw HTTP/1 clients. Standard library only.
 Fixtures that hand these out live in conftest.py; test modules import the
 helpers directly (`from harness import ...`)."""
 
+import email.utils
 import errno
 import hashlib
 import http.client
@@ -615,6 +616,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body, total, digest, chunked = self._read_body()
         rec = Record(self.command, self.path, Headers(self.headers.items()), body, total, digest,
                      self.client_address, chunked)
+        rec.time = time.monotonic()
         path = urllib.parse.urlsplit(self.path).path
         if path == o.health_path:
             with o.lock:
@@ -626,6 +628,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             o.active += 1
             o.max_active = max(o.max_active, o.active)
         try:
+            script = o.scripts.get(rec.path) or o.scripts.get(path) if o.scripts else None
+            if script is not None:
+                self._scripted(o, rec, script)
+                return
             for prefix, fn in o.handlers.items():
                 if path.startswith(prefix):
                     fn(self, rec)
@@ -676,6 +682,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         }
         self.send_plain(200, (json.dumps(info) + "\n").encode(), ctype="application/json")
 
+    def _scripted(self, o, rec, sc):
+        """Answers from a ScriptedOrigin script (see ScriptedOrigin.script)."""
+        if sc.delay:
+            time.sleep(sc.delay)
+        if sc.fn is not None:
+            status, headers, body = sc.fn(rec)
+        else:
+            status, headers, body = sc.status, sc.headers, sc.body
+        items = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+        if isinstance(body, str):
+            body = body.encode()
+        h = Headers(items)
+        if sc.conditional and status == 200 and rec.method in ("GET", "HEAD") and _not_modified(rec.headers, h):
+            status, body = 304, b""
+            items = [(k, v) for k, v in items if k.lower() not in ("content-length", "content-type",
+                                                                   "content-encoding", "transfer-encoding")]
+        with o.lock:
+            o.answered.append((rec.path, status))
+        self.send_response_only(status)
+        names = {k.lower() for k, _ in items}
+        if "date" not in names:
+            self.send_header("Date", http_date(time.time()))
+        self.send_header("X-Origin", o.name)
+        for k, v in items:
+            if v is not None:
+                self.send_header(k, v)
+        if status != 304 and "content-length" not in names and "transfer-encoding" not in names:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "HEAD" or status in (204, 304):
+            return
+        if "chunked" in (h.get("transfer-encoding") or "").lower():
+            for i in range(0, len(body), 1 << 16):  # chunks of 64 KiB
+                self._chunk(body[i:i + (1 << 16)])
+            self._chunk(b"")
+        elif body:
+            for i in range(0, len(body), 1 << 20):
+                self.wfile.write(body[i:i + (1 << 20)])
+
     def _chunk(self, data):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
@@ -694,6 +739,50 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
 
 
+def http_date(t):
+    """IMF-fixdate of a Unix time."""
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def _etag_list(v):
+    return [t.strip() for t in (v or "").split(",") if t.strip()]
+
+
+def _weak(tag):
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def _not_modified(req, res):
+    """RFC 9110 13.2.2 on the origin side: If-None-Match (weak comparison)
+    first; only without it, If-Modified-Since against Last-Modified."""
+    inm = req.get("if-none-match")
+    etag = res.get("etag")
+    if inm is not None:
+        if etag is None:
+            return False
+        tags = _etag_list(inm)
+        return "*" in tags or _weak(etag) in [_weak(t) for t in tags]
+    ims, lm = req.get("if-modified-since"), res.get("last-modified")
+    if ims is None or lm is None:
+        return False
+    try:
+        a = email.utils.parsedate_to_datetime(ims)
+        b = email.utils.parsedate_to_datetime(lm)
+    except (TypeError, ValueError):
+        return False
+    return b <= a
+
+
+class Script:
+    def __init__(self, status, headers, body, delay, fn, conditional):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.delay = delay
+        self.fn = fn
+        self.conditional = conditional
+
+
 class Origin:
     """A scripted HTTP/1.1 origin (ThreadingHTTPServer on 127.0.0.1:0) that
     records every request. Built-in paths: /healthz (health_status),
@@ -708,6 +797,8 @@ class Origin:
         self.health_status = 200
         self.health_hits = 0
         self.handlers = {}
+        self.scripts = {}
+        self.answered = []
         self.lock = threading.Lock()
         self.requests = []
         self.conns = set()
@@ -759,3 +850,105 @@ class Origin:
             except OSError:
                 pass
         self.server = None
+
+
+class ScriptedOrigin(Origin):
+    """An Origin whose answers a test scripts per path:
+
+        o.script("/a", status=200, headers={"Cache-Control": "max-age=60"}, body=b"A")
+        o.script("/b", fn=lambda rec: (200, {...}, b"..."))   # per request
+        o.count("/a"); o.seen("/a")                          # what reached it
+
+    A script matches the request's path+query exactly, else its path. Every
+    scripted answer has a Date (now, unless the script gives one) and
+    Content-Length. With conditional=True (the default) a GET/HEAD whose
+    If-None-Match matches the scripted ETag (weak comparison) or, without
+    If-None-Match, whose If-Modified-Since is not older than the scripted
+    Last-Modified gets a 304 carrying the scripted headers (minus the
+    Content-* ones), as an origin would. Unscripted paths behave as in
+    Origin. `answered` lists (path, status) of every scripted answer."""
+
+    def script(self, path, status=200, headers=None, body=b"", delay=0.0, fn=None, conditional=True):
+        with self.lock:
+            self.scripts[path] = Script(status, headers or {}, body, delay, fn, conditional)
+
+    def _match(self, rec, path):
+        if "?" in path:
+            return rec.path == path
+        return urllib.parse.urlsplit(rec.path).path == path
+
+    def seen(self, path=None):
+        """Records of requests for path (path only, or path?query exactly)."""
+        with self.lock:
+            reqs = list(self.requests)
+        return [r for r in reqs if path is None or self._match(r, path)]
+
+    def count(self, path=None):
+        return len(self.seen(path))
+
+    def statuses(self, path):
+        with self.lock:
+            return [st for p, st in self.answered if self._match(type("R", (), {"path": p}), path)]
+
+    def restart(self):
+        """Starts listening again on the same port after kill()."""
+        port = self.port
+        self.start(port)
+        return self
+
+
+# ---- Cache-Status (RFC 9211) ---------------------------------------------------------
+
+
+def parse_cache_status(value):
+    """A Cache-Status field value -> list of (cache_name, [(param, value)])
+    in order, closest-to-origin first. Boolean parameters (hit, stored,
+    collapsed) have the value True; integers are ints; quoted strings are
+    unquoted; other tokens stay strings."""
+    out = []
+    for member in _split_outside_quotes(value, ","):
+        parts = _split_outside_quotes(member, ";")
+        if not parts or not parts[0].strip():
+            continue
+        name = _sf_value(parts[0].strip())
+        params = []
+        for p in parts[1:]:
+            p = p.strip()
+            if not p:
+                continue
+            k, eq, v = p.partition("=")
+            params.append((k.strip(), _sf_value(v.strip()) if eq else True))
+        out.append((name, params))
+    return out
+
+
+def _split_outside_quotes(s, sep):
+    parts, cur, q, esc = [], "", False, False
+    for ch in s:
+        if esc:
+            cur += ch
+            esc = False
+        elif ch == "\\" and q:
+            cur += ch
+            esc = True
+        elif ch == '"':
+            cur += ch
+            q = not q
+        elif ch == sep and not q:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _sf_value(v):
+    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+        return v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if v[:1] == "?" and v[1:] in ("0", "1"):
+        return v == "?1"
+    try:
+        return int(v)
+    except ValueError:
+        return v
