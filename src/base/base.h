@@ -82,6 +82,10 @@ uint64_t vg_wall_us(void);
 int vg_parse_duration_ms(const char *s, uint64_t *out) VG_MUST_CHECK;
 int vg_parse_size(const char *s, uint64_t *out) VG_MUST_CHECK;
 
+/* SipHash-2-4 of p under a 16-byte key: a seeded hash for tables whose
+ * keys come from clients (they cannot aim keys at one slot). */
+uint64_t vg_siphash24(const uint8_t key[16], const void *p, size_t n);
+
 /* Levenshtein distance, for "did you mean" suggestions. */
 size_t vg_edit_distance(const char *a, const char *b);
 

@@ -485,51 +485,7 @@ int vg__cache_rec_parse(const void *rec, size_t len, struct vg_cache_obj **out, 
 
 /* ---- hashing ---------------------------------------------------------------------------- */
 
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_round(uint64_t v[4])
-{
-    v[0] += v[1];
-    v[1] = ROTL(v[1], 13);
-    v[1] ^= v[0];
-    v[0] = ROTL(v[0], 32);
-    v[2] += v[3];
-    v[3] = ROTL(v[3], 16);
-    v[3] ^= v[2];
-    v[0] += v[3];
-    v[3] = ROTL(v[3], 21);
-    v[3] ^= v[0];
-    v[2] += v[1];
-    v[1] = ROTL(v[1], 17);
-    v[1] ^= v[2];
-    v[2] = ROTL(v[2], 32);
-}
-
-static void sip_block(uint64_t v[4], uint64_t m)
-{
-    v[3] ^= m;
-    sip_round(v);
-    sip_round(v);
-    v[0] ^= m;
-}
-
-/* SipHash-2-4 (Aumasson and Bernstein), written from the paper's
- * description: a seeded hash so clients cannot aim keys at one slot. */
 uint64_t vg__cache_hash(const uint8_t seed[16], const void *p, size_t n)
 {
-    uint64_t k0 = get64(seed), k1 = get64(seed + 8);
-    uint64_t v[4] = {k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
-                     k1 ^ 0x7465646279746573ull};
-    const uint8_t *b = p;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        sip_block(v, get64(b + i));
-    uint64_t last = (uint64_t)n << 56;
-    for (size_t j = 0; i + j < n; j++)
-        last |= (uint64_t)b[i + j] << (8 * j);
-    sip_block(v, last);
-    v[2] ^= 0xff;
-    for (int r = 0; r < 4; r++)
-        sip_round(v);
-    return v[0] ^ v[1] ^ v[2] ^ v[3];
+    return vg_siphash24(seed, p, n);
 }

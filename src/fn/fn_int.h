@@ -28,8 +28,6 @@ struct vg_fn_shared *vg__fn_shared_create_ex(size_t max_bytes, unsigned n_shards
 /* What one entry is charged against max_bytes. */
 size_t vg__fn_shared_entry_cost(size_t klen, size_t vlen);
 
-/* SipHash-2-4 of p under a 16-byte key (the dictionary's hash). */
-uint64_t vg__fn_siphash24(const uint8_t key[16], const void *p, size_t n);
 
 enum vg__fn_kill {
     VG__FN_KILL_NONE,

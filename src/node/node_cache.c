@@ -27,8 +27,11 @@
  * (on the worker's stand-in connection) goes through the same forwarder
  * and filter, holding the site like a client request does.
  *
- * Keys are "app\n" + vg_cache_key_build(...): apps share the store but
- * never each other's objects. */
+ * Keys are "app " + vg_cache_key_build(...) ("app host\npath?query..."):
+ * apps share the store but never each other's objects, and the store,
+ * which spreads keys over its shards by their first two lines (so that a
+ * purge by URL visits one shard), still sees one line per host. Tags are
+ * "app\ntag". */
 #include "node_int.h"
 
 #include <jansson.h>
@@ -92,6 +95,7 @@ struct ostr {
 static h2o_generator_t static_generator = {NULL, NULL};
 
 static void lookup(struct creq *cq);
+static void on_creq_dispose(void *p);
 
 /* ---- route rules ------------------------------------------------------------------ */
 
@@ -255,6 +259,9 @@ static void decide_store(struct ostr *o, h2o_req_t *req, const char *fwd, int fw
     if (v == VG_CACHE_STORE_OK && req->res.content_length != SIZE_MAX &&
         req->res.content_length > cq->cr->rules.max_object_size)
         v = VG_CACHE_NOSTORE_TOO_BIG;
+    /* an answer to HEAD has no body to keep (a stored GET answers HEADs) */
+    if (v == VG_CACHE_STORE_OK && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        v = VG_CACHE_NOSTORE_METHOD;
     if (v == VG_CACHE_STORE_OK) {
         h2o_headers_t keep = vg_cache_headers_to_store(&req->pool, &req->res.headers);
         h2o_iovec_t names = vg_cache_vary_names(&req->pool, &req->res.headers);
@@ -281,7 +288,7 @@ static void decide_store(struct ostr *o, h2o_req_t *req, const char *fwd, int fw
     }
 }
 
-/* The URL part of a key ("app\nhost\npath?query") for purges. */
+/* The URL part of a key ("app host\npath?query") for purges. */
 static h2o_iovec_t url_key(struct creq *cq, h2o_iovec_t path)
 {
     h2o_req_t *req = cq->req;
@@ -293,7 +300,7 @@ static h2o_iovec_t url_key(struct creq *cq, h2o_iovec_t path)
                                    .headers = (char **)none,
                                    .cookies = (char **)none};
     h2o_iovec_t k = vg_cache_key_build(&req->pool, &kr, req->authority, path, &cq->client_headers);
-    return h2o_concat(&req->pool, cq->app, h2o_iovec_init(H2O_STRLIT("\n")), k);
+    return h2o_concat(&req->pool, cq->app, h2o_iovec_init(H2O_STRLIT(" ")), k);
 }
 
 /* RFC 9111 4.4: a successful unsafe request invalidates its URL, and the
@@ -554,7 +561,7 @@ static void refresh_start(struct creq *cq)
                               h2o_strdup(&req->pool, h->value.base, h->value.len).base, h->value.len);
     }
     cq->site->workers[w->id].inflight++; /* the site stays while the refresh runs */
-    struct creq *rq = h2o_mem_alloc_pool(&req->pool, sizeof(*rq));
+    struct creq *rq = h2o_mem_alloc_shared(&req->pool, sizeof(*rq), on_creq_dispose); /* leaves the slot, always */
     *rq = (struct creq){.w = w,
                         .site = cq->site,
                         .req = req,
@@ -569,7 +576,8 @@ static void refresh_start(struct creq *cq)
                         .refresh = true};
     rq->fwd.path = h2o_strdup(&req->pool, cq->fwd.path.base, cq->fwd.path.len);
     rq->fwd.hash_key = h2o_strdup(&req->pool, cq->fwd.hash_key.base, cq->fwd.hash_key.len);
-    rq->fwd.on_attempt = NULL;
+    rq->fwd.on_attempt = NULL; /* the client's request (its access log line) is not this one */
+    rq->fwd.attempt_data = NULL;
     rq->q = (struct vg_cache_req){.method = req->method, .headers = &rq->client_headers};
     cq->leader = false; /* the refresh leaves the slot */
     forward(rq, MODE_STORE);
@@ -761,7 +769,7 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
         return;
     }
     h2o_iovec_t k = vg_cache_key_build(&req->pool, &cr->key, req->authority, req->path, &cq->client_headers);
-    cq->key = h2o_concat(&req->pool, app, h2o_iovec_init(H2O_STRLIT("\n")), k);
+    cq->key = h2o_concat(&req->pool, app, h2o_iovec_init(H2O_STRLIT(" ")), k);
     lookup(cq);
 }
 
@@ -840,7 +848,7 @@ static const struct vg_app_rt *purge_app(struct vg_site *site, json_t *j, const 
     return NULL;
 }
 
-/* Purges value (after "app\n") under each key form the app's caching
+/* Purges value (after "app ") under each key form the app's caching
  * routes use (with or without the host): the same object is never counted
  * twice, since a key has one form. */
 static size_t purge_forms(struct vg_cache *cache, h2o_mem_pool_t *pool, const struct vg_app_rt *app,
@@ -872,7 +880,7 @@ static size_t purge_forms(struct vg_cache *cache, h2o_mem_pool_t *pool, const st
             done[n_done++] = v;
         struct vg_cache_purge p = {.kind = kind, .soft = soft};
         p.value = h2o_concat(pool, h2o_iovec_init(app->conf->name, strlen(app->conf->name)),
-                             h2o_iovec_init(H2O_STRLIT("\n")), v);
+                             h2o_iovec_init(H2O_STRLIT(" ")), v);
         n += vg_cache_purge(cache, &p);
     }
     return n;

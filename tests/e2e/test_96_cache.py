@@ -397,6 +397,20 @@ def test_head_answered_from_stored_get(verge, scripted_origin):
     assert o.count("/a") == 1
 
 
+def test_head_miss_does_not_store_an_empty_body(verge, scripted_origin):
+    # the origin answers a HEAD without a body: keeping that would serve
+    # later GETs an empty body
+    o = scripted_origin()
+    o.script("/h", headers=cc("max-age=60"), body=b"0123456789")
+    v = verge(manifest(o))
+    r = get(v, "/h", method="HEAD")
+    assert r.status == 200 and r.body == b""
+    r = get(v, "/h")
+    assert r.body == b"0123456789", r
+    assert_stored(r)
+    assert_hit(get(v, "/h"))
+
+
 def test_statuses_cacheable_by_default(verge, scripted_origin):
     """With no explicit freshness, `ttl` makes these statuses fresh."""
     codes = (200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501)
@@ -944,6 +958,24 @@ def test_eviction_under_memory_budget(verge, scripted_origin):
         assert not is_hit(r), (i, r.headers.get("Cache-Status"))
         assert r.body.endswith(b"%08d" % i)
         assert o.count("/o%d" % i) == 2
+
+
+def test_the_whole_budget_is_used_for_one_host(verge, scripted_origin):
+    # the store spreads keys over shards, each with a share of the budget:
+    # objects of one app and one host must spread too (half the budget's
+    # worth of them all stay)
+    o = scripted_origin()
+    n, size = 200, 16 << 10  # 3.2 MiB into 8 MiB
+    for i in range(n):
+        o.script("/s%d" % i, headers=cc("max-age=3600"), body=pattern_bytes(size)[:-8] + b"%08d" % i)
+    v = verge(manifest(o), args=["--cache-memory", "8m"])
+    c = v.conn()
+    for i in range(n):
+        assert conn_request(c, "GET", "/s%d" % i, host=HOST).status == 200
+    missed = [i for i in range(n) if not is_hit(conn_request(c, "GET", "/s%d" % i, host=HOST))]
+    c.close()
+    assert not missed, "evicted under budget: %d of %d" % (len(missed), n)
+    assert metric_sum(v.metrics(), "verge_cache_evictions_total") == 0
 
 
 # ---- the persistent tier -------------------------------------------------------------------------
