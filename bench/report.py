@@ -96,6 +96,25 @@ def fixed_rate(path, baseline):
     return out
 
 
+def paired(samples, base_samples):
+    """Medians of the per-round ratios (each server against the baseline of
+    the same round): the host's noise moves both runs of a round together,
+    so these are steadier than the ratio of the medians."""
+    by_round = {b["round"]: b for b in base_samples}
+    ratios = {"rps": [], "p99": [], "cpu": []}
+    for s in samples:
+        b = by_round.get(s["round"])
+        if not b:
+            continue
+        if b["rps"]:
+            ratios["rps"].append(s["rps"] / b["rps"])
+        if b["p99_us"] > 0:
+            ratios["p99"].append(s["p99_us"] / b["p99_us"])
+        if b["cpu_us_per_req"]:
+            ratios["cpu"].append(s["cpu_us_per_req"] / b["cpu_us_per_req"])
+    return {k: statistics.median(v) if v else None for k, v in ratios.items()}
+
+
 def fetch_cost(out):
     """What one verge.fetch subrequest costs next to a proxied request (issue
     3's floor), per server: the CPU of the fetch scenario minus the same
@@ -235,21 +254,26 @@ def main():
                     "cpu": r["cpu_us_per_req_median"] / base["cpu_us_per_req_median"]
                     if base["cpu_us_per_req_median"] else None,
                 }
+                r["paired_vs_" + args.baseline] = paired(r["samples"], base["samples"])
         out["scenarios"][sc] = res
         for srv in by_baseline(res, args.baseline):
             rows.append((sc, srv, res[srv]))
 
-    hdr = ("scenario", "server", "rps", "p99", "CPU us/req", "rps x", "p99 x", "CPU x", "errors", "runs")
+    hdr = ("scenario", "server", "rps", "p99", "CPU us/req", "rps x", "p99 x", "CPU x", "paired rps/p99/CPU x",
+           "errors", "runs")
     table = [hdr]
     for sc, srv, r in rows:
         rt = r.get("ratio_vs_" + args.baseline)
+        pr = r.get("paired_vs_" + args.baseline)
         table.append((sc, srv, f"{r['rps_median']:.0f}", fmt_us(r["p99_us_median"]),
                       f"{r['cpu_us_per_req_median']:.2f}",
                       ratio(rt["rps"]) if rt else "", ratio(rt["p99"]) if rt else "",
-                      ratio(rt["cpu"]) if rt else "", str(r["errors"]), str(len(r["samples"]))))
+                      ratio(rt["cpu"]) if rt else "",
+                      "/".join(ratio(pr[k]) for k in ("rps", "p99", "cpu")) if pr else "",
+                      str(r["errors"]), str(len(r["samples"]))))
     if args.title:
         print(args.title)
-    print("medians over rounds; 'x' columns are server / %s (rps: higher is better; "
+    print("medians over rounds; 'x' columns are server / %s, 'paired' the median of each round's ratio (rps: higher is better; "
           "p99 and CPU: lower is better)" % args.baseline)
     print_table(table)
     if args.best_of:

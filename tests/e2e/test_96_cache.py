@@ -948,7 +948,8 @@ def test_eviction_under_memory_budget(verge, scripted_origin):
         assert r.status == 200 and len(r.body) == size
     after = rss_kib(v.proc.pid)
     c.close()
-    assert after - before < 5 * 1024, "RSS grew %d KiB storing 8 MiB under a 1 MiB budget" % (after - before)
+    if not os.environ.get("ASAN_OPTIONS"):  # ASan's quarantine keeps freed memory resident
+        assert after - before < 5 * 1024, "RSS grew %d KiB storing 8 MiB under a 1 MiB budget" % (after - before)
     samples = v.metrics()
     assert 0 < metric_sum(samples, "verge_cache_bytes") <= 1 << 20, samples
     for i in range(n - 4, n):  # the last ones are there ...
