@@ -1,7 +1,8 @@
 /* The Lua runtime's loading side: the sandbox as top-level code sees it,
  * load-time limits (endless loops that catch their own errors, memory
- * bombs), and error positions. Calls through real requests are covered
- * end to end (tests/e2e/test_90_functions.py). */
+ * bombs), and error positions. Calls (scheduling, per-call limits,
+ * fetches) are in test_calls.c, and through a real node in
+ * tests/e2e/test_90_functions.py. */
 #include <ftw.h>
 #include <limits.h>
 #include <setjmp.h>
