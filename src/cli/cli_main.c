@@ -12,6 +12,7 @@ static void usage(FILE *f)
                "  node     run an edge node serving apps (verge node --app DIR --listen ADDR)\n"
                "  check    validate app manifests (verge check DIR...)\n"
                "  test     run an app's test/*.lua against a local node (verge test [DIR])\n"
+               "  purge    remove objects from a node's HTTP cache (verge purge --url URL)\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
