@@ -264,6 +264,11 @@ static int check_utf8(struct vg__conf_ld *ld, const char *yaml, size_t len)
         if (!(n = utf8_len(s + i, len - i)))
             return vg__conf_fail_at(ld, line, col, "invalid UTF-8 (byte 0x%02x): the manifest must be UTF-8 text",
                                     s[i]);
+        /* YAML allows no C0 control character but tab, LF and CR (1.2,
+         * c-printable), and libfyaml 0.8 crashes on some of them (a NUL
+         * after ": \t"): they never reach it */
+        if ((s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') || s[i] == 0x7f)
+            return vg__conf_fail_at(ld, line, col, "control character 0x%02x: YAML allows only tab, LF and CR", s[i]);
         if (s[i] == '\n') {
             line++;
             col = 1;

@@ -992,6 +992,34 @@ static void test_invalid_utf8_refused_not_hung(void **state)
     vg_conf_app_destroy(app);
 }
 
+/* Regression: libfyaml crashes freeing its parser after a NUL that
+ * follows ": \t" (found by fuzz_manifest); control characters are
+ * refused before it sees them, with their position. */
+static void test_control_characters_refused(void **state)
+{
+    static const struct {
+        const char *yaml;
+        size_t len;
+        int line, col;
+    } bad[] = {
+        {"? [] :\t\0\n", 9, 1, 8},
+        {"name: t\nroutes: \x01\n", 18, 2, 9},
+        {"name: \x7f\n", 8, 1, 7},
+        {"name: t\x1b[0m\n", 12, 1, 8},
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(bad); i++) {
+        struct vg_conf_app *app = NULL;
+        struct vg_conf_error err;
+        assert_int_equal(vg_conf_app_load_buffer(g_dir, "x.yaml", bad[i].yaml, bad[i].len, &app, &err), VG_ECONF);
+        assert_null(app);
+        assert_int_equal(err.line, bad[i].line);
+        assert_int_equal(err.col, bad[i].col);
+        assert_non_null(strstr(err.msg, "control character"));
+    }
+    struct vg_conf_app *app = load_ok(NAME "routes:\r\n\t\n  - respond: \"tab\\there\"\n"); /* tab, CR are fine */
+    vg_conf_app_destroy(app);
+}
+
 /* Regression: libfyaml 0.7.12 decodes '''' as ''' and leaks doing so
  * (found by fuzz_manifest); single-quoted text is decoded by conf itself. */
 static void test_single_quoted_text(void **state)
@@ -1237,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_route_static),
         cmocka_unit_test(test_yaml_syntax_errors),
         cmocka_unit_test(test_invalid_utf8_refused_not_hung),
+        cmocka_unit_test(test_control_characters_refused),
         cmocka_unit_test(test_single_quoted_text),
         cmocka_unit_test(test_limit_depth),
         cmocka_unit_test(test_limit_scalar),
