@@ -51,8 +51,13 @@ static size_t zipf_draw(const double *cdf, size_t n)
 
 static struct vg_cache_meta meta(void)
 {
-    return (struct vg_cache_meta){.request_time = NOW, .response_time = NOW, .date = NOW, .lifetime = 1 << 30,
-                                  .swr = -1, .sie = -1, .last_modified = -1};
+    return (struct vg_cache_meta){.request_time = NOW,
+                                  .response_time = NOW,
+                                  .date = NOW,
+                                  .lifetime = 1 << 30,
+                                  .swr = -1,
+                                  .sie = -1,
+                                  .last_modified = -1};
 }
 
 /* One request: a hit, or a miss that stores the object. */
@@ -154,9 +159,8 @@ static void overhead(size_t n)
     struct vg_cache_meta m = meta();
     for (size_t i = 0; i < n; i++) {
         int kl = snprintf(key, sizeof(key), "www.example.com\n/static/img/%08zu.png", i);
-        struct vg_cache_obj *o =
-            vg_cache_obj_new(h2o_iovec_init(key, (size_t)kl), h2o_iovec_init("", 0), h2o_iovec_init("", 0), 200, &res,
-                             &m, NULL, 0);
+        struct vg_cache_obj *o = vg_cache_obj_new(h2o_iovec_init(key, (size_t)kl), h2o_iovec_init("", 0),
+                                                  h2o_iovec_init("", 0), 200, &res, &m, NULL, 0);
         VG_AZ(vg_cache_obj_append(o, body, sizeof(body), sizeof(body)));
         vg_cache_insert(c, o);
         payload += (size_t)kl + 12 + 9 + 4 + 8 + sizeof(body);

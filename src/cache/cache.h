@@ -57,7 +57,7 @@ enum {
 struct vg_cache_cc {
     uint32_t flags;
     int64_t max_age, s_maxage, max_stale, min_fresh; /* seconds, -1 = absent */
-    int64_t stale_while_revalidate, stale_if_error;   /* seconds, -1 = absent */
+    int64_t stale_while_revalidate, stale_if_error;  /* seconds, -1 = absent */
 };
 
 void vg_cache_cc_init(struct vg_cache_cc *cc);
@@ -77,12 +77,12 @@ void vg_cache_date_format(int64_t t, char buf[30]);
 
 /* What a route's manifest says about caching (conf owns the values). */
 struct vg_cache_rules {
-    bool honour_origin;       /* use the origin's Cache-Control/Expires (default true) */
-    int64_t default_ttl;      /* seconds of freshness when the origin gives none (or always, when
-                                 !honour_origin); 0 = do not store such responses */
-    bool heuristic;           /* heuristic freshness (10% of Date - Last-Modified), off by default */
-    bool allow_set_cookie;    /* store responses carrying Set-Cookie (off by default) */
-    size_t max_object_size;   /* bytes of body; bigger responses stream through uncached */
+    bool honour_origin;     /* use the origin's Cache-Control/Expires (default true) */
+    int64_t default_ttl;    /* seconds of freshness when the origin gives none (or always, when
+                               !honour_origin); 0 = do not store such responses */
+    bool heuristic;         /* heuristic freshness (10% of Date - Last-Modified), off by default */
+    bool allow_set_cookie;  /* store responses carrying Set-Cookie (off by default) */
+    size_t max_object_size; /* bytes of body; bigger responses stream through uncached */
 };
 
 /* What the store keeps about a stored response: everything freshness,
@@ -116,14 +116,14 @@ struct vg_cache_req {
 /* Why a response is not stored (VG_CACHE_STORE_OK: it is). */
 enum vg_cache_store_verdict {
     VG_CACHE_STORE_OK = 0,
-    VG_CACHE_NOSTORE_METHOD,      /* not GET/HEAD */
-    VG_CACHE_NOSTORE_STATUS,      /* not a status the cache understands / cacheable by default or explicitly */
-    VG_CACHE_NOSTORE_DIRECTIVE,   /* no-store or private (response), no-store (request) */
-    VG_CACHE_NOSTORE_AUTH,        /* request had Authorization and the response does not allow sharing */
-    VG_CACHE_NOSTORE_SET_COOKIE,  /* Set-Cookie and the route does not allow it */
-    VG_CACHE_NOSTORE_VARY_STAR,   /* Vary: * */
+    VG_CACHE_NOSTORE_METHOD,       /* not GET/HEAD */
+    VG_CACHE_NOSTORE_STATUS,       /* not a status the cache understands / cacheable by default or explicitly */
+    VG_CACHE_NOSTORE_DIRECTIVE,    /* no-store or private (response), no-store (request) */
+    VG_CACHE_NOSTORE_AUTH,         /* request had Authorization and the response does not allow sharing */
+    VG_CACHE_NOSTORE_SET_COOKIE,   /* Set-Cookie and the route does not allow it */
+    VG_CACHE_NOSTORE_VARY_STAR,    /* Vary: * */
     VG_CACHE_NOSTORE_NO_FRESHNESS, /* no explicit freshness, no default TTL, no heuristic, and no validator */
-    VG_CACHE_NOSTORE_TOO_BIG,     /* Content-Length above max_object_size */
+    VG_CACHE_NOSTORE_TOO_BIG,      /* Content-Length above max_object_size */
 };
 const char *vg_cache_store_verdict_str(enum vg_cache_store_verdict v);
 
@@ -140,11 +140,11 @@ int64_t vg_cache_age(const struct vg_cache_meta *meta, int64_t now);
 /* How a stored response may be used for a request (RFC 9111 4, 4.2.4,
  * RFC 5861). */
 enum vg_cache_use {
-    VG_CACHE_USE_FRESH,       /* serve it */
-    VG_CACHE_USE_STALE_SWR,   /* serve it stale and refresh it in the background */
-    VG_CACHE_USE_REVALIDATE,  /* forward a conditional request; a failure may fall back to
-                                 stale-if-error (see vg_cache_stale_if_error_ok) */
-    VG_CACHE_USE_NONE,        /* may not answer this request at all (e.g. Authorization) */
+    VG_CACHE_USE_FRESH,      /* serve it */
+    VG_CACHE_USE_STALE_SWR,  /* serve it stale and refresh it in the background */
+    VG_CACHE_USE_REVALIDATE, /* forward a conditional request; a failure may fall back to
+                                stale-if-error (see vg_cache_stale_if_error_ok) */
+    VG_CACHE_USE_NONE,       /* may not answer this request at all (e.g. Authorization) */
 };
 /* The request's own directives count (max-age, min-fresh, max-stale,
  * no-cache, Pragma: no-cache without Cache-Control). */
@@ -198,12 +198,12 @@ h2o_iovec_t vg_cache_invalidation_target(h2o_mem_pool_t *pool, h2o_iovec_t value
  * "verge; fwd=stale; fwd-status=304", "verge; fwd=uri-miss; detail=too-big". */
 struct vg_cache_status {
     bool hit;
-    const char *fwd;     /* NULL on a plain hit; "miss", "uri-miss", "vary-miss", "stale", "request", "bypass" */
-    int fwd_status;      /* 0 = omit */
+    const char *fwd; /* NULL on a plain hit; "miss", "uri-miss", "vary-miss", "stale", "request", "bypass" */
+    int fwd_status;  /* 0 = omit */
     bool stored;
-    bool collapsed;      /* served from a coalesced origin request */
-    int64_t ttl;         /* remaining freshness (may be negative when stale); INT64_MIN = omit */
-    const char *detail;  /* NULL = omit; a token */
+    bool collapsed;     /* served from a coalesced origin request */
+    int64_t ttl;        /* remaining freshness (may be negative when stale); INT64_MIN = omit */
+    const char *detail; /* NULL = omit; a token */
 };
 h2o_iovec_t vg_cache_status_format(h2o_mem_pool_t *pool, const struct vg_cache_status *st);
 
@@ -214,13 +214,13 @@ h2o_iovec_t vg_cache_status_format(h2o_mem_pool_t *pool, const struct vg_cache_s
  * the query is normalised (parameters sorted by name then value, stable,
  * percent-encoding of unreserved characters decoded, empty query = none). */
 struct vg_cache_keyrules {
-    bool ignore_host;            /* key on path only (a single-host app) */
-    bool ignore_query;           /* drop the query altogether */
-    char **query_include;        /* NULL-terminated; when set, only these parameters count */
-    char **query_exclude;        /* NULL-terminated; these parameters never count (utm_*, etc.: a
-                                    trailing '*' matches a prefix) */
-    char **headers;              /* NULL-terminated request header names added to the key */
-    char **cookies;              /* NULL-terminated cookie names added to the key */
+    bool ignore_host;     /* key on path only (a single-host app) */
+    bool ignore_query;    /* drop the query altogether */
+    char **query_include; /* NULL-terminated; when set, only these parameters count */
+    char **query_exclude; /* NULL-terminated; these parameters never count (utm_*, etc.: a
+                             trailing '*' matches a prefix) */
+    char **headers;       /* NULL-terminated request header names added to the key */
+    char **cookies;       /* NULL-terminated cookie names added to the key */
 };
 
 /* Builds the key of a request into pool memory. The layout is
@@ -273,7 +273,7 @@ void vg_cache_obj_meta(const struct vg_cache_obj *o, struct vg_cache_meta *out);
 size_t vg_cache_obj_n_headers(const struct vg_cache_obj *o);
 void vg_cache_obj_header(const struct vg_cache_obj *o, size_t i, h2o_iovec_t *name, h2o_iovec_t *value);
 h2o_iovec_t vg_cache_obj_body(const struct vg_cache_obj *o);
-h2o_iovec_t vg_cache_obj_etag(const struct vg_cache_obj *o); /* empty when none */
+h2o_iovec_t vg_cache_obj_etag(const struct vg_cache_obj *o);     /* empty when none */
 bool vg_cache_obj_is_stale_marked(const struct vg_cache_obj *o); /* soft-purged */
 
 void vg_cache_obj_retain(struct vg_cache_obj *o);
@@ -288,8 +288,8 @@ void vg_cache_obj_release(struct vg_cache_obj *o);
  * uri-miss from vary-miss. Never returns an object past its usefulness for
  * any request (lifetime + max(swr, sie) + a grace period: the caller still
  * asks the policy). */
-struct vg_cache_obj *vg_cache_lookup(struct vg_cache *c, h2o_iovec_t key, const h2o_headers_t *req_headers,
-                                     int64_t now, bool *key_known);
+struct vg_cache_obj *vg_cache_lookup(struct vg_cache *c, h2o_iovec_t key, const h2o_headers_t *req_headers, int64_t now,
+                                     bool *key_known);
 
 /* Publishes a finished object (takes the caller's reference): it replaces
  * the variant with the same vary key, evicts as the budget requires (the

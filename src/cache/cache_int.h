@@ -86,7 +86,7 @@ struct vg_cache_obj {
     } u;
     int64_t response_time;
     _Atomic uint32_t refs;
-    uint32_t hash; /* of the whole key: table slots and the ghost set */
+    uint32_t hash;                           /* of the whole key: table slots and the ghost set */
     int32_t req_delta, date_delta, lm_delta; /* relative to response_time */
     int32_t lifetime, swr, sie;
     uint32_t age;
@@ -163,8 +163,8 @@ uint64_t vg__cache_hash(const uint8_t seed[16], const void *p, size_t n);
 enum vg__cache_policy { VG__CACHE_S3FIFO, VG__CACHE_LRU /* the simulator's baseline */ };
 
 struct vg__cache_opts {
-    unsigned n_shards;       /* power of two; 0 = chosen from mem_bytes */
-    size_t disk_queue;       /* writer queue capacity; 0 = default */
+    unsigned n_shards; /* power of two; 0 = chosen from mem_bytes */
+    size_t disk_queue; /* writer queue capacity; 0 = default */
     enum vg__cache_policy policy;
 };
 

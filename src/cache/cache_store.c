@@ -252,8 +252,7 @@ static void evict_main(struct vg__cache_shard *s, bool lru, struct vg_cache_obj 
 static void evict(struct vg_cache *c, struct vg__cache_shard *s, struct vg_cache_obj **dead)
 {
     while (s->bytes > s->budget && (s->small.count || s->main.count)) {
-        bool from_small = s->main.count == 0 ||
-                          (s->small.count > 1 && s->small.bytes > s->budget / 100 * SMALL_SHARE);
+        bool from_small = s->main.count == 0 || (s->small.count > 1 && s->small.bytes > s->budget / 100 * SMALL_SHARE);
         if (from_small)
             evict_small(s, dead);
         else
@@ -448,8 +447,8 @@ void vg__cache_promote(struct vg_cache *c, struct vg_cache_obj *o)
 /* ---- lookup ---------------------------------------------------------------------------------- */
 
 /* Live variants of key retained into cands; expired ones unlinked. */
-static size_t collect(struct vg__cache_shard *s, uint32_t h, h2o_iovec_t key, int64_t now,
-                      struct vg_cache_obj **cands, struct vg_cache_obj **dead)
+static size_t collect(struct vg__cache_shard *s, uint32_t h, h2o_iovec_t key, int64_t now, struct vg_cache_obj **cands,
+                      struct vg_cache_obj **dead)
 {
     struct vg_cache_obj *expired[VG__CACHE_MAX_VARIANTS * 2];
     size_t n = 0, n_exp = 0;
@@ -510,8 +509,8 @@ static struct vg_cache_obj *lookup_mem(struct vg_cache *c, struct vg__cache_shar
     return pick;
 }
 
-struct vg_cache_obj *vg_cache_lookup(struct vg_cache *c, h2o_iovec_t key, const h2o_headers_t *req_headers,
-                                     int64_t now, bool *key_known)
+struct vg_cache_obj *vg_cache_lookup(struct vg_cache *c, h2o_iovec_t key, const h2o_headers_t *req_headers, int64_t now,
+                                     bool *key_known)
 {
     struct vg__cache_shard *s = vg__cache_shard_of(c, key.base, key.len);
     bool known = false, disk_known = false;
@@ -544,7 +543,8 @@ struct vg_cache_obj *vg_cache_refresh(struct vg_cache *c, struct vg_cache_obj *o
     for (; p < end; p += 1 + *p)
         tags[n_tags++] = h2o_iovec_init(p + 1, *p);
     h2o_iovec_t key = h2o_iovec_init(vg__cache_obj_key(o), o->key_len);
-    h2o_iovec_t vn = h2o_iovec_init(vg__cache_obj_vn(o), o->vn_len), vk = h2o_iovec_init(vg__cache_obj_vk(o), o->vk_len);
+    h2o_iovec_t vn = h2o_iovec_init(vg__cache_obj_vn(o), o->vn_len),
+                vk = h2o_iovec_init(vg__cache_obj_vk(o), o->vk_len);
     struct vg_cache_obj *n = vg_cache_obj_new(key, vn, vk, o->status, headers, meta, tags, n_tags);
     free(tags);
     h2o_iovec_t body = vg_cache_obj_body(o);

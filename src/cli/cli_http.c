@@ -1,7 +1,7 @@
 /* A blocking HTTP/1.1 client, one request per connection: enough for the
  * CLI talking to a node on a known address. */
-#include "cli_int.h"
 #include "base/base.h"
+#include "cli_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

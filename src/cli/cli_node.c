@@ -114,8 +114,9 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         case 'K': {
             uint64_t v;
             if (vg_parse_size(optarg, &v) != 0 || v < (1u << 20)) {
-                rc = bad(c == 'M' ? "--cache-memory takes a size of at least 1m" : "--cache-disk takes a size of at "
-                                                                                  "least 1m",
+                rc = bad(c == 'M' ? "--cache-memory takes a size of at least 1m"
+                                  : "--cache-disk takes a size of at "
+                                    "least 1m",
                          optarg);
                 break;
             }

@@ -78,7 +78,7 @@ static int send_purge(const struct purge_args *a)
     free(body);
     int fd = vg__cli_dial(host, port);
     struct vg__cli_response r = {0};
-    const char *err = fd < 0                                   ? "cannot connect to the node"
+    const char *err = fd < 0                                    ? "cannot connect to the node"
                       : !vg__cli_send_all(fd, req, strlen(req)) ? "cannot send the request"
                                                                 : vg__cli_read_response(fd, &r);
     if (fd >= 0)
@@ -107,26 +107,46 @@ static int send_purge(const struct purge_args *a)
 int vg_cli_purge(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"url", required_argument, NULL, 'u'},   {"prefix", required_argument, NULL, 'p'},
-        {"tag", required_argument, NULL, 't'},   {"app", required_argument, NULL, 'a'},
-        {"node", required_argument, NULL, 'n'},  {"token", required_argument, NULL, 'T'},
-        {"soft", no_argument, NULL, 's'},        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"url", required_argument, NULL, 'u'},  {"prefix", required_argument, NULL, 'p'},
+        {"tag", required_argument, NULL, 't'},  {"app", required_argument, NULL, 'a'},
+        {"node", required_argument, NULL, 'n'}, {"token", required_argument, NULL, 'T'},
+        {"soft", no_argument, NULL, 's'},       {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     struct purge_args a = {.node = "http://127.0.0.1:8080", .token = getenv("VERGE_ADMIN_TOKEN")};
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'u': a.url = optarg; break;
-        case 'p': a.prefix = optarg; break;
-        case 't': a.tag = optarg; break;
-        case 'a': a.app = optarg; break;
-        case 'n': a.node = optarg; break;
-        case 'T': a.token = optarg; break;
-        case 's': a.soft = true; break;
-        case 'j': a.json = true; break;
-        case 'h': purge_usage(stdout); return 0;
-        default: purge_usage(stderr); return 2;
+        case 'u':
+            a.url = optarg;
+            break;
+        case 'p':
+            a.prefix = optarg;
+            break;
+        case 't':
+            a.tag = optarg;
+            break;
+        case 'a':
+            a.app = optarg;
+            break;
+        case 'n':
+            a.node = optarg;
+            break;
+        case 'T':
+            a.token = optarg;
+            break;
+        case 's':
+            a.soft = true;
+            break;
+        case 'j':
+            a.json = true;
+            break;
+        case 'h':
+            purge_usage(stdout);
+            return 0;
+        default:
+            purge_usage(stderr);
+            return 2;
         }
     }
     if (!!a.url + !!a.prefix + !!a.tag != 1 || optind != argc) {

@@ -35,7 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 struct run {
     uint16_t port;
     const char *file; /* the test file being run */
@@ -190,9 +189,9 @@ static int l_request(lua_State *L)
     char *raw = build_request(L, headers, method, path, body, blen, has_host, &rlen);
     int fd = vg__cli_dial("127.0.0.1", run_of(L)->port);
     struct vg__cli_response r = {0};
-    const char *err = fd < 0                     ? "cannot connect to the local node"
+    const char *err = fd < 0                             ? "cannot connect to the local node"
                       : !vg__cli_send_all(fd, raw, rlen) ? "cannot send the request"
-                                                 : vg__cli_read_response(fd, &r);
+                                                         : vg__cli_read_response(fd, &r);
     if (fd >= 0)
         close(fd);
     free(raw);

@@ -28,7 +28,6 @@ struct vg_fn_shared *vg__fn_shared_create_ex(size_t max_bytes, unsigned n_shards
 /* What one entry is charged against max_bytes. */
 size_t vg__fn_shared_entry_cost(size_t klen, size_t vlen);
 
-
 enum vg__fn_kill {
     VG__FN_KILL_NONE,
     VG__FN_KILL_MEMORY,       /* limits.lua_memory */

@@ -805,9 +805,14 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
 {
     VG_ASSERT(ref != LUA_NOREF);
     struct vg__fn_call *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
-    *c = (struct vg__fn_call){
-        .app = a, .req = req, .reqid = reqid, .fname = fname, .ops = ops, .done = done, .data = data,
-        .body_ref = LUA_NOREF};
+    *c = (struct vg__fn_call){.app = a,
+                              .req = req,
+                              .reqid = reqid,
+                              .fname = fname,
+                              .ops = ops,
+                              .done = done,
+                              .data = data,
+                              .body_ref = LUA_NOREF};
     c->deadline_ms = vg_now_ms() + a->conf->limits.lua_timeout_ms;
     a->building = true;
     c->co = take_thread(a, &c->co_ref);

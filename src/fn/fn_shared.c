@@ -69,7 +69,6 @@ struct vg_fn_shared {
     struct shard *shards;
 };
 
-
 /* ---- entries ------------------------------------------------------------------------ */
 
 size_t vg__fn_shared_entry_cost(size_t klen, size_t vlen)

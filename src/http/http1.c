@@ -34,9 +34,9 @@
 #include "http.h"
 #include "phr.h"
 
+#include <errno.h>
 #include <h2o/http2.h>
 #include <netdb.h>
-#include <errno.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -310,7 +310,7 @@ static void on_timeout(h2o_timeout_entry_t *te)
     case CS_BUFFER:
         reject_raw(c, 408, "request body not complete within limits.header_timeout");
         return;
-    case CS_HANDLE: { /* a streamed body stalled while the handler waits for it */
+    case CS_HANDLE: {              /* a streamed body stalled while the handler waits for it */
         if (c->rq->file_fd >= 0) { /* or the client stopped taking a file */
             close_conn(c);
             return;

@@ -65,15 +65,15 @@ struct creq {
     h2o_headers_t client_headers; /* as the client sent them (revalidation adds its own conditionals) */
     struct vg_cache_req q;
     int64_t request_time;
-    bool key_known; /* the key had some variant: a vary-miss, not a uri-miss */
-    bool leader;    /* holds the key's slot (vg_cache_join) until leave */
-    bool joined;    /* asked once already: a woken waiter does not queue again */
-    bool refresh;   /* a background refresh, not a client's request */
-    bool collapsed;  /* waited for another request's answer */
-    bool by_request; /* revalidating because the request asked (no-cache, max-age) */
-    struct vg_cache_obj *stale; /* retained: the object being revalidated */
+    bool key_known;                         /* the key had some variant: a vary-miss, not a uri-miss */
+    bool leader;                            /* holds the key's slot (vg_cache_join) until leave */
+    bool joined;                            /* asked once already: a woken waiter does not queue again */
+    bool refresh;                           /* a background refresh, not a client's request */
+    bool collapsed;                         /* waited for another request's answer */
+    bool by_request;                        /* revalidating because the request asked (no-cache, max-age) */
+    struct vg_cache_obj *stale;             /* retained: the object being revalidated */
     struct vg_obs_counter *const *counters; /* the app's, by vg__node_cache_result */
-    struct vg__node_cache_waiter *waiter;      /* while waiting for a leader */
+    struct vg__node_cache_waiter *waiter;   /* while waiting for a leader */
     h2o_timeout_entry_t wait_te;
 };
 
@@ -152,8 +152,7 @@ static bool skip_stored(h2o_iovec_t name)
 /* RFC 9110 15.4.5: what a 304 carries of the representation's metadata. */
 static bool in_304(h2o_iovec_t name)
 {
-    static const char *const keep[] = {"cache-control", "content-location", "etag", "expires", "vary",
-                                       "last-modified"};
+    static const char *const keep[] = {"cache-control", "content-location", "etag", "expires", "vary", "last-modified"};
     for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
         if (h2o_memis(name.base, name.len, keep[i], strlen(keep[i])))
             return true;
@@ -169,8 +168,8 @@ static bool set_response(struct creq *cq, struct vg_cache_obj *o, struct vg_cach
     struct vg_cache_meta m, *meta = &m;
     vg_cache_obj_meta(o, &m);
     int64_t age = vg_cache_age(meta, now);
-    bool not_modified = vg_cache_obj_status(o) == 200 &&
-                        vg_cache_not_modified(&cq->q, vg_cache_obj_etag(o), meta->last_modified);
+    bool not_modified =
+        vg_cache_obj_status(o) == 200 && vg_cache_not_modified(&cq->q, vg_cache_obj_etag(o), meta->last_modified);
     req->res.headers = (h2o_headers_t){NULL, 0, 0};
     req->res.status = not_modified ? 304 : vg_cache_obj_status(o);
     req->res.reason = vg_http_reason_phrase(req->res.status);
@@ -253,8 +252,8 @@ static void decide_store(struct ostr *o, h2o_req_t *req, const char *fwd, int fw
     struct creq *cq = o->cq;
     int64_t now = time(NULL);
     struct vg_cache_meta meta;
-    enum vg_cache_store_verdict v = vg_cache_storable(&cq->q, req->res.status, &req->res.headers, &cq->cr->rules,
-                                                      cq->request_time, now, &meta);
+    enum vg_cache_store_verdict v =
+        vg_cache_storable(&cq->q, req->res.status, &req->res.headers, &cq->cr->rules, cq->request_time, now, &meta);
     struct vg_cache_status cs = {.fwd = fwd, .fwd_status = fwd_status, .ttl = INT64_MIN};
     if (v == VG_CACHE_STORE_OK && req->res.content_length != SIZE_MAX &&
         req->res.content_length > cq->cr->rules.max_object_size)
@@ -553,9 +552,9 @@ static void refresh_start(struct creq *cq)
         h2o_url_normalize_path(&req->pool, req->path.base, req->path.len, &req->query_at, &req->norm_indexes);
     for (size_t i = 0; i < parent->headers.size; i++) {
         const h2o_header_t *h = &parent->headers.entries[i];
-        if (h2o_iovec_is_token(h->name) && (h->name == &H2O_TOKEN_IF_NONE_MATCH->buf ||
-                                            h->name == &H2O_TOKEN_IF_MODIFIED_SINCE->buf ||
-                                            h->name == &H2O_TOKEN_CACHE_CONTROL->buf))
+        if (h2o_iovec_is_token(h->name) &&
+            (h->name == &H2O_TOKEN_IF_NONE_MATCH->buf || h->name == &H2O_TOKEN_IF_MODIFIED_SINCE->buf ||
+             h->name == &H2O_TOKEN_CACHE_CONTROL->buf))
             continue;
         h2o_add_header_by_str(&req->pool, &req->headers, h->name->base, h->name->len, 1, NULL,
                               h2o_strdup(&req->pool, h->value.base, h->value.len).base, h->value.len);
@@ -868,8 +867,8 @@ static size_t purge_forms(struct vg_cache *cache, h2o_mem_pool_t *pool, const st
             kr.headers = kr.cookies = (char **)none;
             v = vg_cache_key_build(pool, &kr, host, path, &no_headers);
         } else {
-            v = h2o_concat(pool, cr->key.ignore_host ? h2o_iovec_init(NULL, 0) : host,
-                           h2o_iovec_init(H2O_STRLIT("\n")), path);
+            v = h2o_concat(pool, cr->key.ignore_host ? h2o_iovec_init(NULL, 0) : host, h2o_iovec_init(H2O_STRLIT("\n")),
+                           path);
         }
         bool seen = false;
         for (size_t k = 0; k < n_done && !seen; k++)

@@ -337,8 +337,7 @@ static bool inside_root(struct reqstate *rs, const struct vg_route_rt *rt, h2o_i
  * requests, directories, dynamic types and connections that cannot take
  * sendfile (TLS, HTTP/2, an on_response hook) go to h2o's handler. True
  * when the response is under way (fd taken). */
-static bool send_file_fast(h2o_req_t *req, const struct vg_route_rt *rt, h2o_iovec_t rel, int fd,
-                           const struct stat *st)
+static bool send_file_fast(h2o_req_t *req, const struct vg_route_rt *rt, h2o_iovec_t rel, int fd, const struct stat *st)
 {
     static const h2o_token_t *const conditional[] = {H2O_TOKEN_RANGE,         H2O_TOKEN_IF_RANGE,
                                                      H2O_TOKEN_IF_NONE_MATCH, H2O_TOKEN_IF_MODIFIED_SINCE,
@@ -544,8 +543,9 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     if (rs->route->cache.enabled && rs->worker->node->cache) {
         struct vg__node_cache_fwd fwd = {
             .t = t, .path = path, .hash_key = key, .on_attempt = on_upstream_attempt, .attempt_data = rs};
-        vg__node_cache_proxy(rs->worker, rs->site, req, h2o_iovec_init(rs->app->conf->name, strlen(rs->app->conf->name)),
-                             rs->app->cache_counters, &rs->route->cache, &fwd);
+        vg__node_cache_proxy(rs->worker, rs->site, req,
+                             h2o_iovec_init(rs->app->conf->name, strlen(rs->app->conf->name)), rs->app->cache_counters,
+                             &rs->route->cache, &fwd);
         return;
     }
     vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);

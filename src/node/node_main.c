@@ -250,9 +250,9 @@ static void collect_cache(void *data, struct vg_obs_buf *buf)
                       "# TYPE verge_cache_evictions_total counter\nverge_cache_evictions_total %llu\n"
                       "# HELP verge_cache_disk_corrupt_total Persistent entries dropped as corrupt.\n"
                       "# TYPE verge_cache_disk_corrupt_total counter\nverge_cache_disk_corrupt_total %llu\n",
-                      (unsigned long long)st.objects, (unsigned long long)st.disk_objects,
-                      (unsigned long long)st.bytes, (unsigned long long)st.disk_bytes,
-                      (unsigned long long)st.evictions, (unsigned long long)st.disk_corrupt);
+                      (unsigned long long)st.objects, (unsigned long long)st.disk_objects, (unsigned long long)st.bytes,
+                      (unsigned long long)st.disk_bytes, (unsigned long long)st.evictions,
+                      (unsigned long long)st.disk_corrupt);
 }
 
 /* The HTTP cache store: memory, and the persistent tier when asked. */

@@ -206,7 +206,6 @@ static bool is_idempotent(h2o_iovec_t m)
     return false;
 }
 
-
 static void log_failure(struct fwd *f, const char *msg, const char *why)
 {
     h2o_req_t *req = f->req;

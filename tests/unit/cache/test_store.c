@@ -24,8 +24,14 @@ static h2o_mem_pool_t pool;
 
 static struct vg_cache_meta meta_at(int64_t t, int64_t lifetime)
 {
-    return (struct vg_cache_meta){.request_time = t - 1, .response_time = t, .date = t, .age = 0,
-                                  .lifetime = lifetime, .swr = -1, .sie = -1, .last_modified = -1};
+    return (struct vg_cache_meta){.request_time = t - 1,
+                                  .response_time = t,
+                                  .date = t,
+                                  .age = 0,
+                                  .lifetime = lifetime,
+                                  .swr = -1,
+                                  .sie = -1,
+                                  .last_modified = -1};
 }
 
 /* Request headers from "name: value" pairs (NULL-terminated). */
@@ -176,7 +182,7 @@ static void test_variants(void **state)
     assert_string_equal(get(c, "h\n/v", &br, &known), "BR");
     assert_string_equal(get(c, "h\n/v", &none, &known), "NONE");
     assert_null(get(c, "h\n/v", &empty, &known)); /* empty is not absent */
-    assert_true(known);                              /* vary-miss */
+    assert_true(known);                           /* vary-miss */
     assert_null(get(c, "h\n/v", &other, &known));
     assert_true(known);
     assert_null(get(c, "h\n/w", &gz, &known));
@@ -402,7 +408,7 @@ static void test_coalescing(void **state)
     assert_int_equal(w[1].woken, 0);
     assert_int_equal(w[2].woken, 1);
     assert_false(vg_cache_cancel_wait(c, k, &w[2].w)); /* already woken */
-    vg_cache_leave(c, k);                               /* no flight: nothing happens */
+    vg_cache_leave(c, k);                              /* no flight: nothing happens */
     assert_int_equal(w[2].woken, 1);
     assert_int_equal(vg_cache_join(c, k, &w[0].w, 2), VG_CACHE_LEADER);
     vg_cache_leave(c, k);
@@ -441,7 +447,8 @@ static void *stress_main(void *arg)
         switch (r % 16) {
         case 0: {
             struct vg_cache_purge p = {.kind = r & 32 ? VG_CACHE_PURGE_URL : VG_CACHE_PURGE_TAG,
-                                       .value = r & 32 ? k : iov("t"), .soft = r & 64};
+                                       .value = r & 32 ? k : iov("t"),
+                                       .soft = r & 64};
             vg_cache_purge(st->c, &p);
             break;
         }
@@ -648,8 +655,8 @@ static void test_disk_budget(void **state)
     assert_true(st.disk_bytes <= disk / 2);
     assert_true(st.disk_objects > 100 && st.disk_objects < 2000);
     vg_cache_destroy(c);
-    c = disk_cache(0, disk, 0); /* no memory tier: only the disk answers */
-    assert_null(get(c, "h\n/0000", NULL, NULL));   /* oldest went first */
+    c = disk_cache(0, disk, 0);                      /* no memory tier: only the disk answers */
+    assert_null(get(c, "h\n/0000", NULL, NULL));     /* oldest went first */
     assert_non_null(get(c, "h\n/1999", NULL, NULL)); /* newest stayed */
     vg_cache_destroy(c);
 }
@@ -732,7 +739,8 @@ static void test_overhead(void **state)
     struct vg_cache_meta m = meta_at(NOW, 100);
     for (int i = 0; i < n; i++) {
         int kl = snprintf(key, sizeof(key), "www.example.com\n/static/img/%08d.png", i);
-        struct vg_cache_obj *o = vg_cache_obj_new(h2o_iovec_init(key, (size_t)kl), iov(""), iov(""), 200, &res, &m, NULL, 0);
+        struct vg_cache_obj *o =
+            vg_cache_obj_new(h2o_iovec_init(key, (size_t)kl), iov(""), iov(""), 200, &res, &m, NULL, 0);
         assert_int_equal(vg_cache_obj_append(o, body, sizeof(body), sizeof(body)), 0);
         vg_cache_insert(c, o);
         payload += (size_t)kl + 12 + 9 + 4 + 8 + sizeof(body);

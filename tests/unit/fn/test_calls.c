@@ -125,8 +125,7 @@ struct pending {
 static struct pending g_pending[8];
 static size_t g_n_pending;
 
-static void *fake_start(void *ctx, h2o_req_t *req, const struct vg_fn_fetch_req *f, vg_fn_fetch_done done,
-                        void *data)
+static void *fake_start(void *ctx, h2o_req_t *req, const struct vg_fn_fetch_req *f, vg_fn_fetch_done done, void *data)
 {
     struct pending *p = &g_pending[g_n_pending++];
     *p = (struct pending){.done = done, .data = data};
@@ -143,7 +142,8 @@ static void complete(struct pending *p, const char *body, const char *xh)
 {
     h2o_iovec_t name = h2o_iovec_init(H2O_STRLIT("x-h"));
     h2o_header_t h = {.name = &name, .value = h2o_iovec_init(xh, strlen(xh))};
-    struct vg_fn_fetch_res r = {.status = 200, .headers = &h, .n_headers = 1, .body = h2o_iovec_init(body, strlen(body))};
+    struct vg_fn_fetch_res r = {
+        .status = 200, .headers = &h, .n_headers = 1, .body = h2o_iovec_init(body, strlen(body))};
     p->done(p->data, &r);
 }
 
