@@ -180,7 +180,8 @@ h2o_headers_t vg_cache_merge_304(h2o_mem_pool_t *pool, const h2o_headers_t *stor
 /* The headers kept with a stored response: res without the fields that
  * qualified no-cache="..." / private="..." directives name (RFC 9111
  * 5.2.2.4, 5.2.2.7: verge never revalidates single fields), without Age
- * (recomputed on every use) and without X-Request-Id (one request's).
+ * (recomputed on every use), Content-Length (the body says it on every
+ * use) and X-Request-Id (one request's).
  * pool memory; the values are res's. */
 h2o_headers_t vg_cache_headers_to_store(h2o_mem_pool_t *pool, const h2o_headers_t *res);
 

@@ -592,6 +592,7 @@ h2o_headers_t vg_cache_headers_to_store(h2o_mem_pool_t *pool, const h2o_headers_
     for (size_t i = 0; i < q.size; i++) {
         const h2o_header_t *h = &q.entries[i];
         if (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("age")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("content-length")) ||
             h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")))
             continue;
         out.entries[out.size++] = *h;

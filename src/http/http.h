@@ -161,6 +161,10 @@ h2o_iovec_t vg_http_sockaddr_ip(const struct sockaddr *sa, socklen_t len, char b
  * stops reading for limits.idle_timeout is disconnected. */
 bool vg_http_send_file(h2o_req_t *req, int fd, size_t len);
 
+/* A whole response of one piece: status, its reason phrase, Content-Type
+ * ctype, body (copied into the request's pool). */
+void vg_http_send_text(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len);
+
 /* The reason phrase for a status ("Not Found"), "Status" for an unusual one. */
 const char *vg_http_reason_phrase(int status);
 

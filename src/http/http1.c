@@ -594,6 +594,7 @@ size_t vg_http_body_length(h2o_req_t *req)
 
 static void file_send(struct conn *c);
 
+/* The socket can take more: the head's rest went out, or it drained. */
 static void on_file_writable(h2o_socket_t *sock, const char *err)
 {
     struct conn *c = sock->data;
@@ -647,16 +648,6 @@ static void file_send(struct conn *c)
     h2o_socket_notify_write(c->sock, on_file_writable);
 }
 
-static void on_file_head_written(h2o_socket_t *sock, const char *err)
-{
-    struct conn *c = sock->data;
-    if (err) {
-        close_conn(c);
-        return;
-    }
-    file_send(c);
-}
-
 bool vg_http_send_file(h2o_req_t *req, int fd, size_t len)
 {
     static h2o_generator_t generator = {NULL, NULL}; /* the body is not pulled through h2o */
@@ -692,7 +683,7 @@ bool vg_http_send_file(h2o_req_t *req, int fd, size_t len)
     }
     size_t sent = n > 0 ? (size_t)n : 0;
     h2o_iovec_t rest = h2o_iovec_init(head.base + sent, head.len - sent);
-    h2o_socket_write(c->sock, &rest, 1, on_file_head_written);
+    h2o_socket_write(c->sock, &rest, 1, on_file_writable);
     return true;
 }
 

@@ -95,3 +95,12 @@ h2o_iovec_t vg_http_peer_ip(h2o_req_t *req, char buf[VG_HTTP_PEER_MAX])
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     return vg_http_sockaddr_ip((struct sockaddr *)&ss, len, buf);
 }
+
+void vg_http_send_text(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = vg_http_reason_phrase(status);
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    h2o_send_inline(req, body, len);
+}

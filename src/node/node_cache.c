@@ -141,14 +141,6 @@ static void hold(h2o_req_t *req, struct vg_cache_obj *o)
     *slot = o;
 }
 
-/* Age is recomputed; the body decides the length. The stored Date goes
- * out as it came (when the origin made the response: Age counts from it). */
-static bool skip_stored(h2o_iovec_t name)
-{
-    return h2o_memis(name.base, name.len, H2O_STRLIT("age")) ||
-           h2o_memis(name.base, name.len, H2O_STRLIT("content-length"));
-}
-
 /* RFC 9110 15.4.5: what a 304 carries of the representation's metadata. */
 static bool in_304(h2o_iovec_t name)
 {
@@ -176,7 +168,7 @@ static bool set_response(struct creq *cq, struct vg_cache_obj *o, struct vg_cach
     for (size_t i = 0, n = vg_cache_obj_n_headers(o); i < n; i++) {
         h2o_iovec_t name, value;
         vg_cache_obj_header(o, i, &name, &value);
-        if (skip_stored(name) || (not_modified && !in_304(name)))
+        if (not_modified && !in_304(name)) /* stored headers have no Age or Length: vg_cache_headers_to_store */
             continue;
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, value.base, value.len);
     }
@@ -774,15 +766,6 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 
 /* ---- purge API ------------------------------------------------------------------------------------ */
 
-static void reply(h2o_req_t *req, int status, const char *json)
-{
-    req->res.status = status;
-    req->res.reason = vg_http_reason_phrase(status);
-    req->res.content_length = strlen(json);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-    h2o_send_inline(req, json, strlen(json));
-}
-
 static void reply_error(h2o_req_t *req, int status, const char *why)
 {
     char buf[300];
@@ -791,7 +774,7 @@ static void reply_error(h2o_req_t *req, int status, const char *why)
     snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}\n", esc);
     if (status == 401)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-    reply(req, status, buf);
+    vg_http_send_text(req, status, "application/json", buf, strlen(buf));
 }
 
 /* Constant time in the token's length: the comparison does not tell how
@@ -949,7 +932,7 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
     }
     char buf[64];
     snprintf(buf, sizeof(buf), "{\"purged\":%zu}\n", n);
-    reply(req, 200, buf);
+    vg_http_send_text(req, 200, "application/json", buf, strlen(buf));
 }
 
 /* ---- worker plumbing ------------------------------------------------------------------------------ */

@@ -229,21 +229,12 @@ static void assign_request_id(struct reqstate *rs)
                               rs->reqid.len);
 }
 
-static void send_text(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len)
-{
-    req->res.status = status;
-    req->res.reason = vg_http_reason_phrase(status);
-    req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    h2o_send_inline(req, body, len);
-}
-
 static bool internal_endpoint(struct reqstate *rs)
 {
     h2o_req_t *req = rs->req;
     h2o_iovec_t p = req->path_normalized;
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/health"))) {
-        send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
+        vg_http_send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
         return true;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/purge"))) {
@@ -253,9 +244,8 @@ static bool internal_endpoint(struct reqstate *rs)
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {
         size_t len;
         char *text = vg_obs_registry_render(rs->worker->node->metrics, &len);
-        h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
+        vg_http_send_text(req, 200, "text/plain; version=0.0.4", text, len); /* copies it */
         free(text);
-        send_text(req, 200, "text/plain; version=0.0.4", body.base, body.len);
         return true;
     }
     return false;
@@ -265,7 +255,8 @@ static bool internal_endpoint(struct reqstate *rs)
 
 static void do_respond(h2o_req_t *req, const struct vg_conf_route *r)
 {
-    send_text(req, r->u.respond.status, r->u.respond.content_type, r->u.respond.body, strlen(r->u.respond.body));
+    vg_http_send_text(req, r->u.respond.status, r->u.respond.content_type, r->u.respond.body,
+                      strlen(r->u.respond.body));
 }
 
 static void do_redirect(h2o_req_t *req, const struct vg_conf_route *r)
