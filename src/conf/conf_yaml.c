@@ -265,8 +265,7 @@ static int check_utf8(struct vg__conf_ld *ld, const char *yaml, size_t len)
             return vg__conf_fail_at(ld, line, col, "invalid UTF-8 (byte 0x%02x): the manifest must be UTF-8 text",
                                     s[i]);
         /* YAML allows no C0 control character but tab, LF and CR (1.2,
-         * c-printable), and libfyaml 0.8 crashes on some of them (a NUL
-         * after ": \t"): they never reach it */
+         * c-printable): refused with their position, before the parser */
         if ((s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') || s[i] == 0x7f)
             return vg__conf_fail_at(ld, line, col, "control character 0x%02x: YAML allows only tab, LF and CR", s[i]);
         if (s[i] == '\n') {
@@ -275,6 +274,29 @@ static int check_utf8(struct vg__conf_ld *ld, const char *yaml, size_t len)
         } else {
             col++;
         }
+    }
+    return 0;
+}
+
+/* Block explicit keys ("? key", at the start of a line or after "- ")
+ * are refused before libfyaml sees them: the manifest never needs one,
+ * and libfyaml 0.7/0.8 crashes freeing its parser after "? a:" followed by
+ * tabs and another ':' (found by fuzz_manifest). */
+static int check_explicit_keys(struct vg__conf_ld *ld, const char *yaml, size_t len)
+{
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        size_t start = i;
+        while (i < len && (yaml[i] == ' ' || yaml[i] == '\t' ||
+                           (yaml[i] == '-' && i + 1 < len && (yaml[i + 1] == ' ' || yaml[i + 1] == '\t'))))
+            i++;
+        if (i < len && yaml[i] == '?' &&
+            (i + 1 == len || yaml[i + 1] == ' ' || yaml[i + 1] == '\t' || yaml[i + 1] == '\n' || yaml[i + 1] == '\r'))
+            return vg__conf_fail_at(ld, line, (int)(i - start) + 1,
+                                    "explicit keys ('? key') are not part of a verge manifest: write 'key: value'");
+        const char *nl = memchr(yaml + i, '\n', len - i);
+        i = nl ? (size_t)(nl - yaml) + 1 : len;
+        line++;
     }
     return 0;
 }
@@ -301,6 +323,8 @@ static int run_parser(struct builder *b, struct fy_parser *fyp, struct fy_diag *
 int vg__conf_yaml_parse(struct vg__conf_ld *ld, const char *yaml, size_t len, struct vg__conf_node **root)
 {
     int rc = check_utf8(ld, yaml, len);
+    if (rc == 0)
+        rc = check_explicit_keys(ld, yaml, len);
     if (rc)
         return rc;
     rc = VG_ENOMEM;

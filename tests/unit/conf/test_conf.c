@@ -992,9 +992,8 @@ static void test_invalid_utf8_refused_not_hung(void **state)
     vg_conf_app_destroy(app);
 }
 
-/* Regression: libfyaml crashes freeing its parser after a NUL that
- * follows ": \t" (found by fuzz_manifest); control characters are
- * refused before it sees them, with their position. */
+/* Control characters (YAML allows tab, LF and CR only) are refused before
+ * the parser sees them, with their position. */
 static void test_control_characters_refused(void **state)
 {
     static const struct {
@@ -1017,6 +1016,23 @@ static void test_control_characters_refused(void **state)
         assert_non_null(strstr(err.msg, "control character"));
     }
     struct vg_conf_app *app = load_ok(NAME "routes:\r\n\t\n  - respond: \"tab\\there\"\n"); /* tab, CR are fine */
+    vg_conf_app_destroy(app);
+}
+
+/* Regression: libfyaml crashes freeing its parser after "? a:" followed by
+ * tabs and ':' (found by fuzz_manifest); explicit keys are refused first. */
+static void test_explicit_keys_refused(void **state)
+{
+    static const struct err_case bad[] = {
+        {"? a:\t\t:\n", 1, 1, "explicit keys"},
+        {"- ? a:\t\t:\n", 1, 3, "explicit keys"},
+        {"name: t\nx:\n  ? a:\t\t:\n", 3, 3, "explicit keys"},
+        {"? [] :\tx\n", 1, 1, "explicit keys"},
+        {"?\n", 1, 1, "explicit keys"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+    struct vg_conf_app *app =
+        load_ok(NAME "routes:\n  - respond: \"?x\"\n  - respond: |\n      what?\n"); /* not keys */
     vg_conf_app_destroy(app);
 }
 
@@ -1266,6 +1282,7 @@ int main(void)
         cmocka_unit_test(test_yaml_syntax_errors),
         cmocka_unit_test(test_invalid_utf8_refused_not_hung),
         cmocka_unit_test(test_control_characters_refused),
+        cmocka_unit_test(test_explicit_keys_refused),
         cmocka_unit_test(test_single_quoted_text),
         cmocka_unit_test(test_limit_depth),
         cmocka_unit_test(test_limit_scalar),
