@@ -75,13 +75,13 @@ int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char
  * for HTTP/2, where it is the decoded size). */
 size_t vg_http_req_header_bytes(h2o_req_t *req);
 
-/* ---- HTTP/1 server connections ---------------------------------------------- */
+/* ---- server connections ------------------------------------------------------ */
 
-/* verge serves HTTP/1.x itself (http1.c) on h2o's sockets and request
- * objects, and hands HTTP/2 connections (ALPN "h2" or the h2c prior-knowledge
- * preface) to h2o. It does so because h2o 2.2.5 reads a whole request body
- * before any handler runs; here a large body is streamed to the handler
- * (see vg_http_body_read), and slow headers get 408, idle keep-alive
+/* verge serves HTTP/1.x (http1.c) and HTTP/2 (http2.c, on libnghttp2;
+ * ALPN "h2" or the h2c prior-knowledge preface) itself, on h2o's sockets
+ * and request objects. It does so because h2o 2.2.5 reads a whole request
+ * body before any handler runs; here a large body is streamed to the
+ * handler (see vg_http_body_read), and slow headers get 408, idle
  * connections their own timeout. See docs/decisions.md. */
 
 struct vg_http1_settings {
@@ -92,25 +92,29 @@ struct vg_http1_settings {
     size_t body_buffer_bytes;   /* bodies up to this are read whole before the handler runs */
 };
 
-/* Per-worker state for vg_http_accept (timeouts live in the loop). */
+/* Per-worker state for vg_http_accept, both versions (timeouts live in the
+ * loop). */
 struct vg_http1_ctx;
 struct vg_http1_ctx *vg_http1_ctx_create(h2o_context_t *ctx, const struct vg_http1_settings *s);
 void vg_http1_ctx_destroy(struct vg_http1_ctx *c);
 
 /* Takes over an accepted socket: TLS handshake when accept->ssl_ctx is set,
- * then HTTP/2 (h2o) or HTTP/1.x (verge). */
+ * then HTTP/2 or HTTP/1.x. */
 void vg_http_accept(struct vg_http1_ctx *c, h2o_accept_ctx_t *accept, h2o_socket_t *sock);
 
-/* Closes idle HTTP/1 keep-alive connections now and makes busy ones close
- * after their current response (graceful shutdown). */
+/* Graceful shutdown: closes idle HTTP/1 keep-alive connections now and
+ * makes busy ones close after their current response; sends HTTP/2
+ * connections a GOAWAY (streams under way finish, then they close). */
 void vg_http1_shutdown(struct vg_http1_ctx *c);
 
 /* ---- request bodies ---------------------------------------------------------------- */
 
-/* Whether req's body is still arriving while the request is handled: an
- * HTTP/1 body larger than body_buffer_bytes. Then req->entity is empty and
- * the body is read with vg_http_body_read; otherwise any body is whole in
- * req->entity (HTTP/2 bodies always are: h2o buffers them). */
+/* Whether req's body is still arriving while the request is handled: a
+ * body larger than body_buffer_bytes (or of unknown length and growing
+ * past it). Then req->entity is empty and the body is read with
+ * vg_http_body_read; otherwise any body is whole in req->entity. On
+ * HTTP/2 the stream's flow-control window is the backpressure: it is
+ * given back as the reader takes pieces. */
 bool vg_http_body_is_streamed(h2o_req_t *req);
 
 /* The streamed body's declared length (Content-Length), or SIZE_MAX when it

@@ -5,7 +5,8 @@
  * takes reading off the socket while a request is handled (two epoll_ctl
  * calls per proxied request). verge parses the head with h2o's
  * picohttpparser, builds an h2o_req_t and lets h2o's handlers and filters
- * answer it, so files, errors and HTTP/2 stay h2o's; what differs is here:
+ * answer it, so files and errors stay h2o's (HTTP/2 is http2.c's); what
+ * differs is here:
  *
  *  - the head is copied into the request's pool once parsed, so the
  *    socket's input buffer holds only bytes nobody owns yet and reading can
@@ -25,17 +26,16 @@
  *   HANDSHAKE -> HEAD -> [BUFFER body] -> HANDLE -> (response written)
  *                  |                                 | -> [DISCARD rest of body] -> HEAD ...
  *                  |                                 | -> close, or LINGER -> close
- *                  \-> h2o's HTTP/2 (ALPN h2, or the prior-knowledge preface)
+ *                  \-> http2.c (ALPN h2, or the prior-knowledge preface)
  *   CLOSING: an answer written without a request (bad head, timeout), then close
  *
  * The request object (struct rq) exists from a complete head until the
  * response is written; close_conn() disposes it, which runs the pool
  * destructors of whatever handler still works on it. */
-#include "http.h"
+#include "http_int.h"
 #include "phr.h"
 
 #include <errno.h>
-#include <h2o/http2.h>
 #include <netdb.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -45,7 +45,6 @@
 #define MAX_HEADERS 128
 #define PIPELINE_CAP (64 * 1024) /* bytes queued behind a running request before reading pauses */
 #define STREAM_RCVBUF (128 * 1024)
-#define RQ_FREELIST 64
 #define SENDFILE_TURN (1024 * 1024) /* file bytes per loop turn: one big download does not hold up the rest */
 /* After a final answer to a client that may still be sending (a refused
  * body), its bytes are read and dropped this long before the close: closing
@@ -127,17 +126,6 @@ struct conn {
     struct rq *rq;
 };
 
-struct vg_http1_ctx {
-    h2o_context_t *ctx;
-    struct vg_http1_settings s;
-    h2o_timeout_t header_to, idle_to, linger_to;
-    h2o_linklist_t conns;
-    bool shutdown;
-    uint64_t next_id;
-    struct rq *freelist[RQ_FREELIST];
-    size_t n_free;
-};
-
 static const h2o_conn_callbacks_t callbacks;
 static void on_read(h2o_socket_t *sock, const char *err);
 static void handle_input(struct conn *c);
@@ -156,6 +144,7 @@ struct vg_http1_ctx *vg_http1_ctx_create(h2o_context_t *ctx, const struct vg_htt
     h2o_timeout_init(ctx->loop, &hc->idle_to, s->idle_timeout_ms);
     h2o_timeout_init(ctx->loop, &hc->linger_to, LINGER_MS);
     h2o_linklist_init_anchor(&hc->conns);
+    h2o_linklist_init_anchor(&hc->h2_conns);
     return hc;
 }
 
@@ -193,7 +182,7 @@ static void rq_free(struct conn *c)
         h2o_timeout_unlink(&rq->body.defer);
     h2o_dispose_request(&rq->req);
     struct vg_http1_ctx *hc = c->hc;
-    if (hc->n_free < RQ_FREELIST)
+    if (hc->n_free < VG__HTTP_RQ_FREELIST)
         hc->freelist[hc->n_free++] = rq;
     else
         free(rq);
@@ -211,14 +200,19 @@ static void close_conn(struct conn *c)
     free(c);
 }
 
-static void log_reject(struct conn *c, int status, const char *why)
+void vg__http_log_reject(h2o_socket_t *sock, int status, const char *why)
 {
     char code[8], peer[VG_HTTP_PEER_MAX] = "";
     struct sockaddr_storage ss;
     snprintf(code, sizeof(code), "%d", status);
-    if (c->sock)
-        vg_http_sockaddr_ip((struct sockaddr *)&ss, h2o_socket_getpeername(c->sock, (struct sockaddr *)&ss), peer);
+    if (sock)
+        vg_http_sockaddr_ip((struct sockaddr *)&ss, h2o_socket_getpeername(sock, (struct sockaddr *)&ss), peer);
     vg_log(VG_LOG_WARN, "request rejected", "status", code, "reason", why, "client", peer, NULL);
+}
+
+static void log_reject(struct conn *c, int status, const char *why)
+{
+    vg__http_log_reject(c->sock, status, why);
 }
 
 /* Half-closes and drops input until the client closes or LINGER_MS pass. */
@@ -580,12 +574,16 @@ static struct rq *rq_of(h2o_req_t *req)
 
 bool vg_http_body_is_streamed(h2o_req_t *req)
 {
+    if (vg__http2_owns(req))
+        return vg__http2_body_is_streamed(req);
     struct rq *rq = rq_of(req);
     return rq && rq->body.streamed;
 }
 
 size_t vg_http_body_length(h2o_req_t *req)
 {
+    if (vg__http2_owns(req))
+        return vg__http2_body_length(req);
     struct rq *rq = rq_of(req);
     return rq ? rq->body.length : SIZE_MAX;
 }
@@ -810,6 +808,10 @@ static void send_continue(struct conn *c)
 
 void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *data)
 {
+    if (vg__http2_owns(req)) {
+        vg__http2_body_read(req, limit, cb, data);
+        return;
+    }
     struct rq *rq = rq_of(req);
     VG_AN(rq);
     struct conn *c = (struct conn *)req->conn;
@@ -1068,15 +1070,16 @@ static bool is_h2_preface(h2o_buffer_t *in)
     return in->size >= sizeof(sig) - 1 && memcmp(in->bytes, sig, sizeof(sig) - 1) == 0;
 }
 
-/* Hands the connection to h2o's HTTP/2 (its input already in sock). */
+/* Hands the connection to HTTP/2 (http2.c; its input already in sock). */
 static void to_http2(struct conn *c)
 {
-    h2o_accept_ctx_t actx = {.ctx = c->hc->ctx, .hosts = c->super.hosts};
+    struct vg_http1_ctx *hc = c->hc;
+    h2o_hostconf_t **hosts = c->super.hosts;
     h2o_socket_t *sock = c->sock;
     struct timeval at = c->super.connected_at;
     c->sock = NULL;
     close_conn(c);
-    h2o_http2_accept(&actx, sock, at);
+    vg__http2_accept(hc, hosts, sock, at);
 }
 
 static void parse_head(struct conn *c)
@@ -1217,6 +1220,7 @@ void vg_http_accept(struct vg_http1_ctx *hc, h2o_accept_ctx_t *accept, h2o_socke
 void vg_http1_shutdown(struct vg_http1_ctx *hc)
 {
     hc->shutdown = true;
+    vg__http2_shutdown(hc);
     h2o_linklist_t *n = hc->conns.next;
     while (n != &hc->conns) {
         struct conn *c = H2O_STRUCT_FROM_MEMBER(struct conn, link, n);

@@ -711,14 +711,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-/* Response filter: every response names its request id. A proxied
- * response keeps its origin's Date on HTTP/1 (http1.c writes no second
- * one); h2o's HTTP/2 always writes its own, so the origin's goes. */
+/* Response filter: every response names its request id. (A proxied
+ * response keeps its origin's Date: http1.c and http2.c add one only
+ * when there is none.) */
 static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
-    ssize_t d;
-    if (req->version >= 0x200 && (d = h2o_find_header(&req->res.headers, H2O_TOKEN_DATE, -1)) != -1)
-        h2o_delete_header(&req->res.headers, d);
     ssize_t i = h2o_find_header_by_str(&req->headers, hdr_reqid.base, hdr_reqid.len, -1);
     if (i >= 0)
         h2o_set_header_by_str(&req->pool, &req->res.headers, hdr_reqid.base, hdr_reqid.len, 0,

@@ -79,8 +79,6 @@ static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t
         maxc = l->max_connections < maxc ? l->max_connections : maxc;
     }
     node->gconf.max_request_entity_size = body;
-    node->gconf.http1.req_timeout = header_to;
-    node->gconf.http2.idle_timeout = idle;
     node->max_conns = maxc;
     node->http1 = (struct vg_http1_settings){
         .header_timeout_ms = header_to,
