@@ -27,9 +27,9 @@
 #include <string.h>
 
 #define MAX_STREAMS 100
-#define STREAM_WINDOW (256 * 1024) /* per stream: bounds what a streamed body buffers */
-#define CONN_WINDOW (1024 * 1024)  /* per connection, across its streams */
-#define WRITE_BATCH (64 * 1024)    /* bytes collected from nghttp2 per socket write */
+#define STREAM_WINDOW (256 * 1024)     /* per stream: bounds what a body buffers (h2o's figure too) */
+#define CONN_WINDOW (16 * 1024 * 1024) /* given back on arrival: streams never wait for each other */
+#define WRITE_BATCH (64 * 1024)        /* bytes collected from nghttp2 per socket write */
 
 enum sstate {
     SS_HEAD,    /* receiving the request head */
@@ -59,7 +59,7 @@ struct h2s {
     bool delivered_end; /* END or ERROR went to the reader */
     h2o_buffer_t *in;   /* arrived, not handed out */
     h2o_buffer_t *out;  /* handed to the reader, released at its next call */
-    size_t unacked;     /* arrived and not yet given back to the window */
+    size_t unacked;     /* arrived and not yet given back to the stream's window */
     size_t total;       /* handed out so far */
     vg_http_body_cb cb;
     void *cbdata;
@@ -423,7 +423,7 @@ static void give_back(struct h2s *s, size_t n)
     if (!n)
         return;
     s->unacked -= n;
-    nghttp2_session_consume(s->c->ng, s->id, n);
+    nghttp2_session_consume_stream(s->c->ng, s->id, n);
     schedule_flush(s->c);
 }
 
@@ -652,6 +652,10 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     h2o_iovec_t dst = h2o_buffer_reserve(&s->in, len);
     memcpy(dst.base, data, len);
     s->in->size += len;
+    /* The connection's window goes back at once, so a stream whose handler
+     * is slow to read never holds up the others; the stream's own window
+     * is the backpressure (at most STREAM_WINDOW buffered per stream). */
+    nghttp2_session_consume_connection(ng, len);
     s->unacked += len;
     if (s->st == SS_BUFFER) {
         /* a buffered body stays below body_buffer_bytes, less than a window */
@@ -703,8 +707,6 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     struct h2s *s = nghttp2_session_get_stream_user_data(ng, id);
     if (!s)
         return 0;
-    if (s->unacked) /* the connection's window must not shrink by what this stream held */
-        nghttp2_session_consume_connection(ng, s->unacked);
     stream_free(s);
     return 0;
 }

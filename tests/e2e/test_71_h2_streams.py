@@ -184,6 +184,38 @@ def test_server_holds_the_window_until_the_body_is_taken(verge, origin):
         hole.close()
 
 
+def test_a_stalled_upload_does_not_hold_up_the_others(verge, origin):
+    """Each stream's window is its own backpressure; the connection's window
+    goes back on arrival, so an upload nobody reads leaves the other streams
+    of the connection free to send."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    try:
+        a = origin("a")
+        routes = "  - path: /hole\n    proxy: hole\n  - path: /api\n    proxy: api\n    strip_prefix: /api\n"
+        v = verge(app_yaml(origins_yaml(api=dict(servers=[a]),
+                                        hole=dict(servers=["http://127.0.0.1:%d" % hole.getsockname()[1]])),
+                           routes=routes, limits="{body_size: 64m}"))
+        c = H2(v.port)
+        stalled = []
+        for _ in range(6):  # 6 x 256 KiB windows filled: more than a 1 MiB connection window
+            sid = c.headers("PUT", "/hole/up")
+            sent = 0
+            while c.c.local_flow_control_window(sid) > 0:
+                n = min(c.c.local_flow_control_window(sid), c.c.max_outbound_frame_size)
+                c.c.send_data(sid, b"h" * n)
+                c.flush()
+                sent += n
+            stalled.append(sid)
+        body = b"".join(piece(i) for i in range(2))
+        st = c.request("PUT", "/api/up", body)
+        assert st["status"] == 200
+        assert json.loads(st["body"])["body_sha256"] == hashlib.sha256(body).hexdigest()
+    finally:
+        hole.close()
+
+
 def test_content_length_over_limit_is_413_at_once(verge, origin):
     v, a = start(verge, origin)
     c = H2(v.port)
