@@ -399,6 +399,11 @@ static int skip_data(struct archive *a, const char *path, char *err, size_t cap)
     return n < 0 ? fail(err, cap, VG_EPARSE, "%s: %s", path, archive_error_string(a)) : 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* The tar layer's input: the gzip stream inflated here rather than by
  * libarchive's gzip filter, so that every byte it produces is counted and
  * the work a small, highly compressed input can cause is bounded (the tar
@@ -465,6 +470,10 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
     int root = -1;
     uint64_t n_entries = 0, total = 0;
     char *prev = NULL;
+    struct {
+        char **v;
+        size_t n, cap;
+    } files = {0};
     int rc = VG_EPARSE;
     struct archive *a = archive_read_new();
     if (dest_dir && (root = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
@@ -519,6 +528,24 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
         }
         free(prev);
         prev = vg_xstrdup(path);
+        /* a file cannot be a directory on the way to a later entry (the
+         * same verdict whether or not the tree is written) */
+        for (char *sl = strchr(path, '/'); sl; sl = strchr(sl + 1, '/')) {
+            *sl = '\0';
+            bool clash = bsearch(&(const char *){path}, files.v, files.n, sizeof(char *), cmp_str) != NULL;
+            *sl = '/';
+            if (clash) {
+                rc = fail(err, errcap, VG_EINVAL, "%s: a parent is not a directory", path);
+                goto out;
+            }
+        }
+        if (!dir) { /* sorted input: the list stays sorted */
+            if (files.n == files.cap) {
+                files.cap = files.cap ? 2 * files.cap : 64;
+                files.v = vg_xrealloc(files.v, files.cap * sizeof(char *));
+            }
+            files.v[files.n++] = vg_xstrdup(path);
+        }
         if (++n_entries > lim->max_entries) {
             rc = fail(err, errcap, VG_ELIMIT, "more than %llu entries", (unsigned long long)lim->max_entries);
             goto out;
@@ -549,6 +576,9 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
         *unpacked_out = total;
 out:
     free(prev);
+    for (size_t i = 0; i < files.n; i++)
+        free(files.v[i]);
+    free(files.v);
     archive_read_free(a);
     inflateEnd(&src->z);
     free(src);
