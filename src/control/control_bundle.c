@@ -532,7 +532,7 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
          * same verdict whether or not the tree is written) */
         for (char *sl = strchr(path, '/'); sl; sl = strchr(sl + 1, '/')) {
             *sl = '\0';
-            bool clash = bsearch(&(const char *){path}, files.v, files.n, sizeof(char *), cmp_str) != NULL;
+            bool clash = files.n && bsearch(&(const char *){path}, files.v, files.n, sizeof(char *), cmp_str);
             *sl = '/';
             if (clash) {
                 rc = fail(err, errcap, VG_EINVAL, "%s: a parent is not a directory", path);

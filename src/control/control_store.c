@@ -193,7 +193,7 @@ static void tx_abort(struct vg__control_store *s)
 static int history_add(struct vg__control_store *s, const char *actor, const char *action, const char *app,
                        const char *subject, json_t *detail)
 {
-    char *d = json_dumps(detail ? detail : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+    char *d = detail ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(detail);
     sqlite3_stmt *st = q(s, ST_HISTORY_ADD);
     sqlite3_bind_int64(st, 1, now_ms());
