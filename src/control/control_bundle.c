@@ -411,6 +411,8 @@ static int cmp_str(const void *a, const void *b)
  * nothing after it. */
 struct inflater {
     z_stream z;
+    const uint8_t *in; /* input not yet handed to zlib (avail_in is 32 bits) */
+    size_t in_left;
     uint8_t out[65536];
     uint64_t produced, budget;
     bool done, over;
@@ -422,9 +424,16 @@ static la_ssize_t inflate_read(struct archive *a, void *data, const void **buf)
     s->z.next_out = s->out;
     s->z.avail_out = sizeof(s->out);
     while (!s->done && s->z.avail_out > 0) {
+        if (s->z.avail_in == 0 && s->in_left > 0) {
+            size_t n = s->in_left < (1u << 30) ? s->in_left : (1u << 30);
+            s->z.next_in = (Bytef *)(uintptr_t)s->in;
+            s->z.avail_in = (uInt)n;
+            s->in += n;
+            s->in_left -= n;
+        }
         int r = inflate(&s->z, Z_NO_FLUSH);
         if (r == Z_STREAM_END) {
-            if (s->z.avail_in > 0) {
+            if (s->z.avail_in > 0 || s->in_left > 0) {
                 archive_set_error(a, EINVAL, "bytes after the gzip stream");
                 return -1;
             }
@@ -461,8 +470,8 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
     /* what the tar layer may read: the files, their headers and padding,
      * and some room for long names */
     src->budget = lim->max_unpacked + (lim->max_entries + 16) * 4096 + (4u << 20);
-    src->z.next_in = (Bytef *)(uintptr_t)buf;
-    src->z.avail_in = (uInt)len; /* len <= max_bytes, far below 4 GiB */
+    src->in = buf;
+    src->in_left = len;
     if (inflateInit2(&src->z, 16 + MAX_WBITS) != Z_OK) {
         free(src);
         return fail(err, errcap, VG_ENOMEM, "zlib: cannot initialise");

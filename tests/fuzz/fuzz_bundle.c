@@ -28,6 +28,13 @@ static uint8_t *gzip_of(const uint8_t *p, size_t n, size_t *len)
     return out;
 }
 
+static char base[64];
+
+static void remove_base(void)
+{
+    vg_control_rmtree(base);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > (1u << 20))
@@ -50,10 +57,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         VG_ASSERT(entries <= lim.max_entries && bytes <= lim.max_unpacked);
         /* accepted: written out, it must be accepted again, all of it
          * under the directory */
-        static char base[64];
         if (!base[0]) {
             snprintf(base, sizeof(base), "/tmp/fuzz-bundle-%d", (int)getpid());
             mkdir(base, 0700);
+            atexit(remove_base);
         }
         char dest[96];
         snprintf(dest, sizeof(dest), "%s/d", base);
