@@ -160,10 +160,10 @@ const char *vg__cli_control_call(const struct vg__cli_control *cc, const char *m
                               method, path, cc->host, cc->port, cc->token, ctype ? "Content-Type: " : "",
                               ctype ? ctype : "", ctype ? "\r\n" : "", len);
     int fd = vg__cli_dial(cc->host, cc->port);
-    const char *err = fd < 0                                              ? "cannot connect to the control plane"
-                      : !vg__cli_send_all(fd, head, strlen(head))         ? "cannot send the request"
+    const char *err = fd < 0                                      ? "cannot connect to the control plane"
+                      : !vg__cli_send_all(fd, head, strlen(head)) ? "cannot send the request"
                       : (len && !vg__cli_send_all(fd, body, len)) ? "cannot send the request body"
-                                                                          : vg__cli_read_response(fd, r);
+                                                                  : vg__cli_read_response(fd, r);
     if (fd >= 0)
         close(fd);
     free(head);
@@ -220,9 +220,12 @@ struct client_args {
 };
 
 static const struct option client_longopts[] = {
-    {"control", required_argument, NULL, 'c'}, {"token", required_argument, NULL, 'T'},
-    {"json", no_argument, NULL, 'j'},          {"scope", required_argument, NULL, 's'},
-    {"output", required_argument, NULL, 'o'},  {"help", no_argument, NULL, 'h'},
+    {"control", required_argument, NULL, 'c'},
+    {"token", required_argument, NULL, 'T'},
+    {"json", no_argument, NULL, 'j'},
+    {"scope", required_argument, NULL, 's'},
+    {"output", required_argument, NULL, 'o'},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -262,8 +265,8 @@ static int client_opts(int argc, char **argv, struct client_args *a, void (*usag
 
 /* GET/POST/DELETE path; on 2xx *out is the JSON answer (caller's) and the
  * raw body is printed when --json. Returns an exit status, -1 on success. */
-static int call_json(const char *cmd, const struct client_args *a, const char *method, const char *path,
-                     json_t *body, json_t **out)
+static int call_json(const char *cmd, const struct client_args *a, const char *method, const char *path, json_t *body,
+                     json_t **out)
 {
     struct vg__cli_control cc;
     int rc = vg__cli_control_init(&cc, a->url, a->token, cmd);
@@ -272,8 +275,8 @@ static int call_json(const char *cmd, const struct client_args *a, const char *m
     char *b = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct vg__cli_response r = {0};
     json_t *j = NULL;
-    const char *err = vg__cli_control_call(&cc, method, path, b ? "application/json" : NULL, b, b ? strlen(b) : 0,
-                                           &r, &j);
+    const char *err =
+        vg__cli_control_call(&cc, method, path, b ? "application/json" : NULL, b, b ? strlen(b) : 0, &r, &j);
     free(b);
     rc = -1;
     if (err) {

@@ -56,8 +56,8 @@ static void log_call(struct call *c, int status)
     char method[16], path[256];
     snprintf(method, sizeof(method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15), req->method.base);
     snprintf(path, sizeof(path), "%.*s", (int)(req->path.len < 255 ? req->path.len : 255), req->path.base);
-    vg_log(status >= 500 ? VG_LOG_ERROR : VG_LOG_INFO, "request", "method", method, "path", path, "status", st,
-           "actor", c->actor.name ? c->actor.name : "", "duration_us", us, NULL);
+    vg_log(status >= 500 ? VG_LOG_ERROR : VG_LOG_INFO, "request", "method", method, "path", path, "status", st, "actor",
+           c->actor.name ? c->actor.name : "", "duration_us", us, NULL);
 }
 
 /* Sends j (taken) as the response body. */
@@ -477,8 +477,7 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
     if (strcmp(conf->name, app) != 0) {
         struct vg_conf_error e = {.line = 0};
         snprintf(e.file, sizeof(e.file), "verge.yaml");
-        snprintf(e.msg, sizeof(e.msg), "the manifest names the app '%s' but this upload is for '%s'", conf->name,
-                 app);
+        snprintf(e.msg, sizeof(e.msg), "the manifest names the app '%s' but this upload is for '%s'", conf->name, app);
         send_invalid(c, &e, tmp);
         goto out;
     }
@@ -744,6 +743,19 @@ static void node_desired(struct call *c)
 
 /* ---- nodes ---- */
 
+/* Labels: strings of at most 1 KiB under keys of at most 128 bytes. */
+static bool labels_ok(json_t *labels)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(labels, k, v)
+    {
+        if (!json_is_string(v) || strlen(k) > 128 || strlen(json_string_value(v)) > 1024)
+            return false;
+    }
+    return true;
+}
+
 static void node_register_body(struct call *c, const uint8_t *p, size_t n)
 {
     json_t *b = json_body(c, p, n);
@@ -758,13 +770,8 @@ static void node_register_body(struct call *c, const uint8_t *p, size_t n)
         why = "'location' must be a location id (1 to 128 bytes)";
     else if (labels && !json_is_object(labels))
         why = "'labels' must be an object of strings";
-    if (!why && labels) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(labels, k, v) if (!json_is_string(v) || strlen(k) > 128 ||
-                                              strlen(json_string_value(v)) > 1024) why =
-            "'labels' must be an object of strings";
-    }
+    if (!why && labels && !labels_ok(labels))
+        why = "'labels' must be an object of strings";
     if (why) {
         json_decref(b);
         return send_error(c, 400, "%s", why);
@@ -776,8 +783,8 @@ static void node_register_body(struct call *c, const uint8_t *p, size_t n)
         json_decref(b);
         return send_store_error(c, rc);
     }
-    json_t *out = json_pack("{s:s,s:s,s:I}", "id", id, "location", location, "rev",
-                            (json_int_t)vg__control_rev(c->srv->store));
+    json_t *out =
+        json_pack("{s:s,s:s,s:I}", "id", id, "location", location, "rev", (json_int_t)vg__control_rev(c->srv->store));
     json_decref(b);
     send_json(c, 200, out);
 }
@@ -1031,10 +1038,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         snprintf(allow + o, sizeof(allow) - o, "%s%s", o ? ", " : "", r->method);
     }
     if (!match && path_known) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, h2o_strdup(&req->pool, allow, SIZE_MAX).base,
-                       strlen(allow));
-        send_error(c, 405, "method %.*s not allowed here (allowed: %s)", (int)(req->method.len > 16 ? 16 : req->method.len),
-                   req->method.base, allow);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                       h2o_strdup(&req->pool, allow, SIZE_MAX).base, strlen(allow));
+        send_error(c, 405, "method %.*s not allowed here (allowed: %s)",
+                   (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base, allow);
         return 0;
     }
     if (!match) {

@@ -458,8 +458,8 @@ static la_ssize_t inflate_read(struct archive *a, void *data, const void **buf)
 }
 
 int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
-                             const struct vg_control_bundle_limits *lim, uint64_t *entries_out,
-                             uint64_t *unpacked_out, char *err, size_t errcap)
+                             const struct vg_control_bundle_limits *lim, uint64_t *entries_out, uint64_t *unpacked_out,
+                             char *err, size_t errcap)
 {
     if (len > lim->max_bytes)
         return fail(err, errcap, VG_ELIMIT, "bundle larger than %llu bytes", (unsigned long long)lim->max_bytes);

@@ -79,8 +79,7 @@ int vg__control_version_add(struct vg__control_store *s, const struct vg__contro
 /* VG_ENOENT for an unknown app. */
 int vg__control_versions_list(struct vg__control_store *s, const char *app, json_t **out) VG_MUST_CHECK;
 /* VG_ENOENT for an unknown app or version. */
-int vg__control_version_get(struct vg__control_store *s, const char *app, const char *id,
-                            json_t **out) VG_MUST_CHECK;
+int vg__control_version_get(struct vg__control_store *s, const char *app, const char *id, json_t **out) VG_MUST_CHECK;
 /* Whether a bundle of that sha256 belongs to some version. */
 int vg__control_bundle_known(struct vg__control_store *s, const char *id, bool *known) VG_MUST_CHECK;
 
@@ -105,8 +104,7 @@ int vg__control_nodes_list(struct vg__control_store *s, uint64_t now_ms, uint64_
 
 /* ---- history ---- */
 /* Newest first; app NULL for all. */
-int vg__control_history_list(struct vg__control_store *s, const char *app, int64_t limit,
-                             json_t **out) VG_MUST_CHECK;
+int vg__control_history_list(struct vg__control_store *s, const char *app, int64_t limit, json_t **out) VG_MUST_CHECK;
 
 /* RFC 3339 UTC with milliseconds, for JSON. */
 void vg__control_time_format(int64_t ms, char buf[32]);

@@ -33,8 +33,8 @@ static int write_secret(const char *path, const char *secret)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
         size_t n = strlen(secret);
-        bool ok = fchmod(fd, 0600) == 0 && write(fd, secret, n) == (ssize_t)n && write(fd, "\n", 1) == 1 &&
-                  fsync(fd) == 0;
+        bool ok =
+            fchmod(fd, 0600) == 0 && write(fd, secret, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
         ok = close(fd) == 0 && ok;
         rc = ok && rename(tmp, path) == 0 ? 0 : -1;
     }
@@ -77,8 +77,7 @@ static int bootstrap(struct vg_control_server *srv)
         secret = read_secret_file(srv->opt.bootstrap_token_file);
         from = srv->opt.bootstrap_token_file;
         if (!secret) {
-            vg_log(VG_LOG_ERROR, "cannot read the bootstrap token file", "path", from, "reason", strerror(errno),
-                   NULL);
+            vg_log(VG_LOG_ERROR, "cannot read the bootstrap token file", "path", from, "reason", strerror(errno), NULL);
             return VG_EIO;
         }
     } else if (srv->opt.bootstrap_token) {

@@ -226,8 +226,8 @@ static int migrate(struct vg__control_store *s, char *err, size_t errcap)
         return 0;
     /* version 0: a new database. Later versions add steps here, each in
      * the same transaction as its user_version bump. */
-    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%sPRAGMA user_version = %d;COMMIT;", schema_v1,
-                             VG__CONTROL_SCHEMA_VERSION);
+    char *sql =
+        vg_xasprintf("BEGIN IMMEDIATE;%sPRAGMA user_version = %d;COMMIT;", schema_v1, VG__CONTROL_SCHEMA_VERSION);
     char *msg = NULL;
     int r = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     free(sql);
@@ -442,9 +442,9 @@ int vg__control_app_create(struct vg__control_store *s, const char *app, const c
 
 static json_t *app_row(sqlite3_stmt *st)
 {
-    json_t *a = json_pack("{s:s,s:o,s:s,s:I}", "name", col_text(st, 0), "created_at",
-                          json_time(sqlite3_column_int64(st, 1)), "created_by", col_text(st, 2), "versions",
-                          (json_int_t)sqlite3_column_int64(st, 6));
+    json_t *a =
+        json_pack("{s:s,s:o,s:s,s:I}", "name", col_text(st, 0), "created_at", json_time(sqlite3_column_int64(st, 1)),
+                  "created_by", col_text(st, 2), "versions", (json_int_t)sqlite3_column_int64(st, 6));
     if (sqlite3_column_type(st, 3) != SQLITE_NULL)
         json_object_set_new(a, "desired",
                             json_pack("{s:s,s:I,s:I}", "version", col_text(st, 3), "deployment",
@@ -742,11 +742,11 @@ int vg__control_nodes_list(struct vg__control_store *s, uint64_t now, uint64_t u
         int64_t seen = sqlite3_column_int64(st, 4);
         json_t *labels = json_loads(col_text(st, 2), 0, NULL);
         json_t *report = sqlite3_column_type(st, 5) != SQLITE_NULL ? json_loads(col_text(st, 5), 0, NULL) : NULL;
-        json_array_append_new(
-            arr, json_pack("{s:s,s:s,s:o,s:o,s:o,s:b,s:o}", "id", col_text(st, 0), "location", col_text(st, 1),
-                           "labels", labels ? labels : json_object(), "registered_at",
-                           json_time(sqlite3_column_int64(st, 3)), "last_seen", json_time(seen), "up",
-                           (int64_t)now - seen <= (int64_t)up_ms, "report", report ? report : json_null()));
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:o,s:o,s:b,s:o}", "id", col_text(st, 0), "location",
+                                             col_text(st, 1), "labels", labels ? labels : json_object(),
+                                             "registered_at", json_time(sqlite3_column_int64(st, 3)), "last_seen",
+                                             json_time(seen), "up", (int64_t)now - seen <= (int64_t)up_ms, "report",
+                                             report ? report : json_null()));
     }
     int rc = rows_end(s, st, r, "nodes list");
     if (rc)
@@ -771,8 +771,7 @@ int vg__control_history_list(struct vg__control_store *s, const char *app, int64
         json_t *detail = json_loads(col_text(st, 6), 0, NULL);
         json_t *h = json_pack("{s:I,s:o,s:s,s:s,s:s,s:o}", "id", (json_int_t)sqlite3_column_int64(st, 0), "at",
                               json_time(sqlite3_column_int64(st, 1)), "actor", col_text(st, 2), "action",
-                              col_text(st, 3), "subject", col_text(st, 5), "detail",
-                              detail ? detail : json_object());
+                              col_text(st, 3), "subject", col_text(st, 5), "detail", detail ? detail : json_object());
         json_object_set_new(h, "app",
                             sqlite3_column_type(st, 4) != SQLITE_NULL ? json_string(col_text(st, 4)) : json_null());
         json_array_append_new(arr, h);

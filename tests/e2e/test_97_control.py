@@ -459,7 +459,11 @@ def test_bad_input_never_crashes(control):
     # JSON bodies: 1 MiB at most
     big = b'{"name":"' + b"a" * (1 << 20) + b'","scope":"read"}'
     assert c.req("POST", "/v1/tokens", tok, big, ctype="application/json").status == 413
-    assert c.req("POST", "/v1/nodes/register", c.make_token("n", "node"), {"id": "n1"}).status == 400
+    nt = c.make_token("n", "node")
+    assert c.req("POST", "/v1/nodes/register", nt, {"id": "n1"}).status == 400
+    assert c.req("POST", "/v1/nodes/register", nt, {"id": "n1", "location": "x", "labels": {"a": 1}}).status == 400
+    assert c.req("POST", "/v1/nodes/register", nt, {"id": "n1", "location": "x", "labels": ["a"]}).status == 400
+    assert c.req("POST", "/v1/nodes/register", nt, {"id": "n/1", "location": "x"}).status == 400
     assert c.req("GET", "/v1/history?limit=0", tok).status == 400
     assert c.req("GET", "/v1/history?limit=1001", tok).status == 400
     assert c.req("GET", "/v1/history?limit=1000", tok).status == 200

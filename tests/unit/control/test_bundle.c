@@ -284,10 +284,9 @@ static void test_reader_refuses_duplicates_and_disorder(void **state)
     refused((struct raw[]){{"a", AE_IFREG, "x"}, {"a/b", AE_IFREG, "y"}}, 2, VG_EINVAL, "not a directory");
     /* well-formed, with implicit parents: accepted */
     char err[256];
-    assert_int_equal(
-        unpack_raw((struct raw[]){{"a/b/c.txt", AE_IFREG, "x"}, {"a/d", AE_IFDIR}, {"z", AE_IFREG, ""}}, 3, err,
-                   sizeof(err)),
-        0);
+    assert_int_equal(unpack_raw((struct raw[]){{"a/b/c.txt", AE_IFREG, "x"}, {"a/d", AE_IFDIR}, {"z", AE_IFREG, ""}}, 3,
+                                err, sizeof(err)),
+                     0);
 }
 
 static void test_reader_limits_at_the_boundary(void **state)

@@ -80,9 +80,9 @@ static void test_schema_and_settings(void **state)
     assert_int_equal(scalar("PRAGMA foreign_keys"), 1);
     /* a version of an app that does not exist: the foreign key refuses it */
     char *msg = NULL;
-    assert_int_not_equal(sqlite3_exec(vg__control_store_db(st),
-                                      "INSERT INTO versions VALUES('x','nope',1,1,1,0,'t')", NULL, NULL, &msg),
-                         SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(vg__control_store_db(st), "INSERT INTO versions VALUES('x','nope',1,1,1,0,'t')", NULL, NULL, &msg),
+        SQLITE_OK);
     sqlite3_free(msg);
 }
 
