@@ -764,3 +764,23 @@ def test_cli_bundle(verge_bin, tmp_path):
     assert p.returncode == 1 and b"pw" in p.stderr and b"symlink" in p.stderr
     p = run_cli(verge_bin, ["bundle", str(HELLO)])
     assert p.returncode == 2
+
+
+def test_http2_prior_knowledge(control, verge_bin, tmp_path):
+    """The API over h2c (vg_http_accept hands HTTP/2 to h2o): upload, read back."""
+    c = control()
+    tok = c.admin_token()
+    sha, data = bundle_of(verge_bin, HELLO, tmp_path / "h.tgz")
+    base = ["curl", "-s", "--http2-prior-knowledge", "-H", "Authorization: Bearer " + tok]
+    p = subprocess.run(base + ["-w", "\n%{http_version} %{http_code}", "-H", "Content-Type: application/gzip",
+                               "--data-binary", "@" + str(tmp_path / "h.tgz"), c.url + "/v1/apps/hello/versions"],
+                       capture_output=True, timeout=30)
+    body, _, status = p.stdout.decode().rpartition("\n")
+    assert status == "2 201", p.stdout
+    assert json.loads(body)["id"] == sha
+    p = subprocess.run(base + ["-o", str(tmp_path / "back.tgz"), "-w", "%{http_version} %{http_code}",
+                               c.url + "/v1/bundles/" + sha], capture_output=True, timeout=30)
+    assert p.stdout.decode() == "2 200" and (tmp_path / "back.tgz").read_bytes() == data
+    p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null",
+                        c.url + "/v1/apps"], capture_output=True, timeout=30)
+    assert p.stdout.decode() == "401"
