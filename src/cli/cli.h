@@ -6,5 +6,9 @@ int vg_cli_node(int argc, char **argv);
 int vg_cli_check(int argc, char **argv);
 int vg_cli_test(int argc, char **argv);
 int vg_cli_purge(int argc, char **argv);
+int vg_cli_control(int argc, char **argv);
+int vg_cli_versions(int argc, char **argv);
+int vg_cli_token(int argc, char **argv);
+int vg_cli_bundle(int argc, char **argv);
 
 #endif

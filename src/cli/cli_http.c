@@ -82,3 +82,26 @@ const char *vg__cli_read_response(int fd, struct vg__cli_response *r)
     }
     return NULL;
 }
+
+bool vg__cli_url_addr(const char *url, char host[64], uint16_t *port)
+{
+    const char *p = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
+    size_t hl = strcspn(p, ":/");
+    if (!hl || hl >= 64)
+        return false;
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    long n = 80;
+    if (p[hl] == ':') {
+        char *end;
+        n = strtol(p + hl + 1, &end, 10);
+        if (*end && *end != '/')
+            return false;
+    }
+    if (n < 1 || n > 65535)
+        return false;
+    *port = (uint16_t)n;
+    return true;
+}

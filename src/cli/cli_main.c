@@ -13,6 +13,10 @@ static void usage(FILE *f)
                "  check    validate app manifests (verge check DIR...)\n"
                "  test     run an app's test/*.lua against a local node (verge test [DIR])\n"
                "  purge    remove objects from a node's HTTP cache (verge purge --url URL)\n"
+               "  control  run the control plane (verge control --data DIR --listen ADDR)\n"
+               "  versions list an app's versions on the control plane (verge versions [APP])\n"
+               "  token    create, list and revoke API tokens (verge token create NAME --scope S)\n"
+               "  bundle   write an app directory as a deterministic bundle (verge bundle DIR -o FILE)\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
@@ -32,6 +36,14 @@ int main(int argc, char **argv)
         return vg_cli_test(argc - 1, argv + 1);
     if (strcmp(cmd, "purge") == 0)
         return vg_cli_purge(argc - 1, argv + 1);
+    if (strcmp(cmd, "control") == 0)
+        return vg_cli_control(argc - 1, argv + 1);
+    if (strcmp(cmd, "versions") == 0)
+        return vg_cli_versions(argc - 1, argv + 1);
+    if (strcmp(cmd, "token") == 0)
+        return vg_cli_token(argc - 1, argv + 1);
+    if (strcmp(cmd, "bundle") == 0)
+        return vg_cli_bundle(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

@@ -1,0 +1,175 @@
+/* Internals shared by the control plane's files: the SQLite store
+ * (control_store.c), tokens (control_auth.c), the HTTP API
+ * (control_api.c) and the server loop (control_main.c). */
+#ifndef VG_CONTROL_INT_H
+#define VG_CONTROL_INT_H
+
+#include "control.h"
+#include "http/http.h"
+
+#include <h2o.h>
+#include <jansson.h>
+#include <uv.h>
+
+/* ==== store =============================================================== */
+
+/* One SQLite database (DIR/control.db): WAL, synchronous=NORMAL, foreign
+ * keys on, schema versioned with PRAGMA user_version. Every mutation is
+ * one transaction that also appends its history row. Single-threaded: the
+ * server's loop thread owns it. Timestamps are Unix milliseconds. */
+struct vg__control_store;
+
+#define VG__CONTROL_SCHEMA_VERSION 1
+
+/* Opens (creating and migrating as needed) the database at path. On
+ * success *out is the caller's (vg__control_store_close). */
+int vg__control_store_open(const char *path, struct vg__control_store **out, char *err, size_t errcap) VG_MUST_CHECK;
+void vg__control_store_close(struct vg__control_store *s);
+/* The raw handle, for tests that check what SQL may not do. */
+struct sqlite3 *vg__control_store_db(struct vg__control_store *s);
+
+/* Token scopes, as bits so a route names the set it accepts. */
+enum {
+    VG__CONTROL_SCOPE_READ = 1u << 0,
+    VG__CONTROL_SCOPE_DEPLOY = 1u << 1,
+    VG__CONTROL_SCOPE_ADMIN = 1u << 2,
+    VG__CONTROL_SCOPE_NODE = 1u << 3,
+};
+/* "read" -> VG__CONTROL_SCOPE_READ...; 0 for an unknown name. */
+unsigned vg__control_scope_parse(const char *s);
+const char *vg__control_scope_name(unsigned scope);
+
+/* Who makes a change (for history): a token's name. */
+struct vg__control_actor {
+    const char *name;
+    unsigned scope;
+};
+
+/* ---- tokens ---- */
+/* VG_EEXIST when the name is taken (revoked names stay taken). */
+int vg__control_token_insert(struct vg__control_store *s, const char *name, unsigned scope, const uint8_t hash[32],
+                             const char *actor) VG_MUST_CHECK;
+/* VG_ENOENT when there is no live token of that name. */
+int vg__control_token_revoke(struct vg__control_store *s, const char *name, const char *actor) VG_MUST_CHECK;
+/* Live (unrevoked) tokens, for the in-memory table; cb gets each one. */
+typedef void (*vg__control_token_fn)(void *data, const char *name, unsigned scope, const uint8_t hash[32]);
+int vg__control_tokens_each(struct vg__control_store *s, vg__control_token_fn cb, void *data) VG_MUST_CHECK;
+int vg__control_tokens_count(struct vg__control_store *s, int64_t *n) VG_MUST_CHECK; /* revoked too */
+/* JSON array of {name, scope, created_at, created_by, revoked_at}: no hashes. */
+int vg__control_tokens_list(struct vg__control_store *s, json_t **out) VG_MUST_CHECK;
+
+/* ---- apps and versions ---- */
+/* *created tells whether the app is new. */
+int vg__control_app_create(struct vg__control_store *s, const char *app, const char *actor,
+                           bool *created) VG_MUST_CHECK;
+int vg__control_apps_list(struct vg__control_store *s, json_t **out) VG_MUST_CHECK;
+/* VG_ENOENT for an unknown app. */
+int vg__control_app_get(struct vg__control_store *s, const char *app, json_t **out) VG_MUST_CHECK;
+
+struct vg__control_version {
+    const char *id; /* sha256 of the bundle, hex */
+    const char *app;
+    uint64_t size, entries, unpacked;
+};
+/* Adds a version (and its app when new), or finds it: *created false when
+ * the same bytes were uploaded before. VG_EEXIST if the id belongs to
+ * another app. */
+int vg__control_version_add(struct vg__control_store *s, const struct vg__control_version *v, const char *actor,
+                            bool *created) VG_MUST_CHECK;
+/* VG_ENOENT for an unknown app. */
+int vg__control_versions_list(struct vg__control_store *s, const char *app, json_t **out) VG_MUST_CHECK;
+/* VG_ENOENT for an unknown app or version. */
+int vg__control_version_get(struct vg__control_store *s, const char *app, const char *id, json_t **out) VG_MUST_CHECK;
+/* Whether a bundle of that sha256 belongs to some version. */
+int vg__control_bundle_known(struct vg__control_store *s, const char *id, bool *known) VG_MUST_CHECK;
+
+/* ---- desired state ---- */
+/* Makes version the app's desired version everywhere: a new deployment
+ * row, the revision bumped. *changed false (and nothing written) when it
+ * already is. VG_ENOENT for an unknown app or version. */
+int vg__control_desired_set(struct vg__control_store *s, const char *app, const char *version, const char *actor,
+                            bool *changed, int64_t *deployment, int64_t *rev) VG_MUST_CHECK;
+/* The desired-state revision: bumped by every change of desired state. */
+int64_t vg__control_rev(struct vg__control_store *s);
+/* {"rev": N, "apps": [{app, version, deployment, bundle}]} for a node. */
+int vg__control_desired_for_node(struct vg__control_store *s, const char *node, json_t **out) VG_MUST_CHECK;
+
+/* ---- nodes ---- */
+int vg__control_node_register(struct vg__control_store *s, const char *id, const char *location, json_t *labels,
+                              const char *actor) VG_MUST_CHECK;
+/* VG_ENOENT for an unregistered node. report is stored as given. */
+int vg__control_node_heartbeat(struct vg__control_store *s, const char *id, json_t *report) VG_MUST_CHECK;
+int vg__control_node_exists(struct vg__control_store *s, const char *id, bool *exists) VG_MUST_CHECK;
+int vg__control_nodes_list(struct vg__control_store *s, uint64_t now_ms, uint64_t up_ms, json_t **out) VG_MUST_CHECK;
+
+/* ---- history ---- */
+/* Newest first; app NULL for all. */
+int vg__control_history_list(struct vg__control_store *s, const char *app, int64_t limit, json_t **out) VG_MUST_CHECK;
+
+/* RFC 3339 UTC with milliseconds, for JSON. */
+void vg__control_time_format(int64_t ms, char buf[32]);
+
+/* ==== auth ================================================================ */
+
+#define VG__CONTROL_TOKEN_PREFIX "vgt_"
+
+/* The live tokens in memory (hashes only), refreshed after each change. */
+struct vg__control_auth;
+struct vg__control_auth *vg__control_auth_create(void);
+void vg__control_auth_destroy(struct vg__control_auth *a);
+int vg__control_auth_load(struct vg__control_auth *a, struct vg__control_store *s) VG_MUST_CHECK;
+/* The token a presented secret belongs to: compares its sha256 with every
+ * live token's in constant time (no early exit). False when none. The
+ * actor's name points into the table: valid until the next load. */
+bool vg__control_auth_check(const struct vg__control_auth *a, const char *secret, size_t len,
+                            struct vg__control_actor *out);
+/* A new secret ("vgt_" + 64 hex digits from 32 random bytes). */
+int vg__control_secret_new(char out[69]) VG_MUST_CHECK;
+void vg__control_secret_hash(const char *secret, size_t len, uint8_t out[32]);
+/* Valid token names: [A-Za-z0-9._-]{1,64}. */
+bool vg__control_name_ok(const char *s);
+
+/* ==== server ============================================================== */
+
+/* A long poll waiting for the desired state to move past `since`. Lives in
+ * its request's pool; unlinked when the request ends either way. */
+struct vg__control_waiter {
+    struct vg__control_waiter *prev, *next;
+    struct vg_control_server *srv;
+    h2o_req_t *req;
+    char *node;
+    int64_t since;
+    uint64_t deadline_ms;
+};
+
+struct vg_control_server {
+    struct vg_control_options opt;
+    char *bundles_dir, *tmp_dir;
+    struct vg__control_store *store;
+    struct vg__control_auth *auth;
+    h2o_globalconf_t gconf;
+    h2o_hostconf_t *hostconf;
+    h2o_pathconf_t *root;
+    h2o_context_t ctx;
+    h2o_evloop_t *loop;
+    struct vg_http1_settings http1_settings;
+    struct vg_http1_ctx *http1;
+    h2o_socket_t *listener;
+    uv_loop_t uv;
+    h2o_socket_t *uv_watch;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t poll_timer; /* the earliest long-poll deadline */
+    bool stop;
+    struct vg__control_waiter waiters; /* list head */
+    size_t n_waiters;
+};
+
+/* control_api.c: the /v1 handler on srv->root. */
+void vg__control_api_register(struct vg_control_server *srv);
+/* Answers every long poll the new revision concerns (after a commit). */
+void vg__control_waiters_notify(struct vg_control_server *srv);
+/* Answers the long polls whose time is up; re-arms the timer. */
+void vg__control_waiters_expire(struct vg_control_server *srv);
+void vg__control_waiters_rearm(struct vg_control_server *srv);
+
+#endif
