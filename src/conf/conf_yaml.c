@@ -268,6 +268,11 @@ static int check_utf8(struct vg__conf_ld *ld, const char *yaml, size_t len)
          * c-printable): refused with their position, before the parser */
         if ((s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') || s[i] == 0x7f)
             return vg__conf_fail_at(ld, line, col, "control character 0x%02x: YAML allows only tab, LF and CR", s[i]);
+        /* a lone CR is a line break to YAML; refusing it keeps LF the one
+         * line end the checks below (and every line number) count, and
+         * libfyaml crashed on "\r? key" (fuzz_manifest) */
+        if (s[i] == '\r' && (i + 1 == len || s[i + 1] != '\n'))
+            return vg__conf_fail_at(ld, line, col, "carriage return without a line feed: end lines with LF or CRLF");
         if (s[i] == '\n') {
             line++;
             col = 1;

@@ -1029,8 +1029,12 @@ static void test_explicit_keys_refused(void **state)
         {"name: t\nx:\n  ? a:\t\t:\n", 3, 3, "explicit keys"},
         {"? [] :\tx\n", 1, 1, "explicit keys"},
         {"?\n", 1, 1, "explicit keys"},
+        /* a lone CR is a YAML line break: "\r? key" crashed libfyaml too */
+        {"\r? me\tname:\t\t\t://\t\n://\t\tes\t", 1, 1, "carriage return without a line feed"},
+        {"name: t\rx: 1\n", 1, 8, "carriage return without a line feed"},
     };
     expect_errs(bad, VG_ARRAY_LEN(bad));
+    vg_conf_app_destroy(load_ok("name: t\r\nroutes:\r\n  - respond: ok\r\n")); /* CRLF is fine */
     struct vg_conf_app *app =
         load_ok(NAME "routes:\n  - respond: \"?x\"\n  - respond: |\n      what?\n"); /* not keys */
     vg_conf_app_destroy(app);
