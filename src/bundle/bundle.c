@@ -1,7 +1,7 @@
 /* Bundles: the deterministic gzip'd tar of an app directory (libarchive
  * writes and reads it; docs/decisions.md "Bundles"). The reader takes
  * untrusted bytes (uploads) and is fuzzed (tests/fuzz/fuzz_bundle.c). */
-#include "control.h"
+#include "bundle.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -15,14 +15,13 @@
 #include <unistd.h>
 #include <zlib.h>
 
-void vg_control_bundle_limits_default(struct vg_control_bundle_limits *lim)
+void vg_bundle_limits_default(struct vg_bundle_limits *lim)
 {
-    *lim = (struct vg_control_bundle_limits){.max_bytes = VG_CONTROL_BUNDLE_MAX_BYTES,
-                                             .max_unpacked = VG_CONTROL_BUNDLE_MAX_UNPACKED,
-                                             .max_entries = VG_CONTROL_BUNDLE_MAX_ENTRIES};
+    *lim = (struct vg_bundle_limits){
+        .max_bytes = VG_BUNDLE_MAX_BYTES, .max_unpacked = VG_BUNDLE_MAX_UNPACKED, .max_entries = VG_BUNDLE_MAX_ENTRIES};
 }
 
-void vg_control_sha256_hex(const void *p, size_t n, char out[65])
+void vg_bundle_sha256_hex(const void *p, size_t n, char out[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
@@ -59,7 +58,7 @@ struct walk {
     struct walk_entry *v;
     size_t n, cap;
     uint64_t bytes;
-    const struct vg_control_bundle_limits *lim;
+    const struct vg_bundle_limits *lim;
     char *err;
     size_t errcap;
 };
@@ -76,8 +75,8 @@ static void walk_add(struct walk *w, char *path, bool dir, bool exec)
 /* Collects dfd's entries under the relative prefix rel ("" at the top). */
 static int walk_dir(struct walk *w, int dfd, const char *rel, unsigned depth)
 {
-    if (depth > VG_CONTROL_BUNDLE_MAX_DEPTH)
-        return fail(w->err, w->errcap, VG_ELIMIT, "%s: deeper than %d directories", rel, VG_CONTROL_BUNDLE_MAX_DEPTH);
+    if (depth > VG_BUNDLE_MAX_DEPTH)
+        return fail(w->err, w->errcap, VG_ELIMIT, "%s: deeper than %d directories", rel, VG_BUNDLE_MAX_DEPTH);
     int dup_fd = dup(dfd);
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
     if (!d) {
@@ -93,9 +92,8 @@ static int walk_dir(struct walk *w, int dfd, const char *rel, unsigned depth)
             continue;
         char *path = *rel ? vg_xasprintf("%s/%s", rel, name) : vg_xstrdup(name);
         struct stat st;
-        if (strlen(path) > VG_CONTROL_BUNDLE_MAX_PATH) {
-            rc = fail(w->err, w->errcap, VG_ELIMIT, "%.64s...: path longer than %d bytes", path,
-                      VG_CONTROL_BUNDLE_MAX_PATH);
+        if (strlen(path) > VG_BUNDLE_MAX_PATH) {
+            rc = fail(w->err, w->errcap, VG_ELIMIT, "%.64s...: path longer than %d bytes", path, VG_BUNDLE_MAX_PATH);
         } else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             rc = fail(w->err, w->errcap, VG_EIO, "%s: %s", path, strerror(errno));
         } else if (S_ISREG(st.st_mode)) {
@@ -225,8 +223,8 @@ static int add_dir(struct archive *a, const struct walk_entry *e, char *err, siz
     return r < ARCHIVE_WARN ? fail(err, cap, VG_EIO, "%s: %s", e->path, archive_error_string(a)) : 0;
 }
 
-int vg_control_bundle_create(const char *dir, const struct vg_control_bundle_limits *lim, uint8_t **out, size_t *len,
-                             char *err, size_t errcap)
+int vg_bundle_create(const char *dir, const struct vg_bundle_limits *lim, uint8_t **out, size_t *len, char *err,
+                     size_t errcap)
 {
     struct walk w = {.lim = lim, .err = err, .errcap = errcap};
     struct out_buf ob = {.max = lim->max_bytes};
@@ -294,7 +292,7 @@ static const char *path_problem(char *p, bool dir)
         p[--n] = '\0';
     if (n == 0)
         return "empty path";
-    if (n > VG_CONTROL_BUNDLE_MAX_PATH)
+    if (n > VG_BUNDLE_MAX_PATH)
         return "path too long";
     if (p[0] == '/')
         return "absolute path";
@@ -306,7 +304,7 @@ static const char *path_problem(char *p, bool dir)
             return "empty path component";
         if ((l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.'))
             return "'.' or '..' in path";
-        if (++depth > VG_CONTROL_BUNDLE_MAX_DEPTH)
+        if (++depth > VG_BUNDLE_MAX_DEPTH)
             return "path too deep";
         if (!e)
             break;
@@ -457,9 +455,8 @@ static la_ssize_t inflate_read(struct archive *a, void *data, const void **buf)
     return (la_ssize_t)n;
 }
 
-int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
-                             const struct vg_control_bundle_limits *lim, uint64_t *entries_out, uint64_t *unpacked_out,
-                             char *err, size_t errcap)
+int vg_bundle_unpack(const void *buf, size_t len, const char *dest_dir, const struct vg_bundle_limits *lim,
+                     uint64_t *entries_out, uint64_t *unpacked_out, char *err, size_t errcap)
 {
     if (len > lim->max_bytes)
         return fail(err, errcap, VG_ELIMIT, "bundle larger than %llu bytes", (unsigned long long)lim->max_bytes);
@@ -508,9 +505,9 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
             rc = fail(err, errcap, VG_EINVAL, "an entry without a usable path");
             goto out;
         }
-        char path[VG_CONTROL_BUNDLE_MAX_PATH + 2];
+        char path[VG_BUNDLE_MAX_PATH + 2];
         size_t pl = strlen(p);
-        if (pl > VG_CONTROL_BUNDLE_MAX_PATH + 1) {
+        if (pl > VG_BUNDLE_MAX_PATH + 1) {
             rc = fail(err, errcap, VG_EINVAL, "%.64s...: path too long", p);
             goto out;
         }
@@ -529,7 +526,7 @@ int vg_control_bundle_unpack(const void *buf, size_t len, const char *dest_dir,
             rc = fail(err, errcap, VG_EINVAL, "%s: %s", path, why);
             goto out;
         }
-        /* entries come sorted (as vg_control_bundle_create writes them):
+        /* entries come sorted (as vg_bundle_create writes them):
          * that refuses duplicates without remembering every path */
         if (prev && strcmp(prev, path) >= 0) {
             rc = fail(err, errcap, VG_EINVAL, "%s: entries out of order or duplicated", path);
@@ -601,7 +598,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return remove(path) != 0 && errno != ENOENT ? -1 : 0;
 }
 
-int vg_control_rmtree(const char *dir)
+int vg_bundle_rmtree(const char *dir)
 {
     return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) == 0 || errno == ENOENT ? 0 : VG_EIO;
 }

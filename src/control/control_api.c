@@ -430,7 +430,7 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
     struct vg_control_server *srv = c->srv;
     const char *app = c->seg[1];
     char id[65];
-    vg_control_sha256_hex(p, n, id);
+    vg_bundle_sha256_hex(p, n, id);
     json_t *j;
     int rc = vg__control_version_get(srv->store, app, id, &j);
     if (rc == 0) { /* the same bytes again: the same version */
@@ -450,7 +450,7 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
     uint64_t entries = 0, unpacked = 0;
     struct vg_conf_app *conf = NULL;
     struct vg_conf_error cerr;
-    rc = vg_control_bundle_unpack(p, n, tmp, &srv->opt.bundle, &entries, &unpacked, err, sizeof(err));
+    rc = vg_bundle_unpack(p, n, tmp, &srv->opt.bundle, &entries, &unpacked, err, sizeof(err));
     if (rc == VG_ELIMIT) {
         send_error(c, 413, "bundle refused: %s", err);
         goto out;
@@ -503,7 +503,7 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
 out:
     if (conf)
         vg_conf_app_destroy(conf);
-    if (vg_control_rmtree(tmp) != 0)
+    if (vg_bundle_rmtree(tmp) != 0)
         vg_log(VG_LOG_WARN, "cannot remove a temporary directory", "path", tmp, NULL);
     free(tmp);
 }

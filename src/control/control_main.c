@@ -17,7 +17,7 @@
 void vg_control_options_default(struct vg_control_options *opt)
 {
     *opt = (struct vg_control_options){.listen = "127.0.0.1:7070", .node_timeout_ms = 15000, .max_wait_s = 60};
-    vg_control_bundle_limits_default(&opt->bundle);
+    vg_bundle_limits_default(&opt->bundle);
 }
 
 static int mkdir_p(const char *dir, mode_t mode)
@@ -185,7 +185,7 @@ static int open_data(struct vg_control_server *srv)
         return VG_EIO;
     }
     /* uploads being checked when the process last stopped */
-    if (vg_control_rmtree(srv->tmp_dir) != 0 || mkdir_p(srv->tmp_dir, 0700) != 0) {
+    if (vg_bundle_rmtree(srv->tmp_dir) != 0 || mkdir_p(srv->tmp_dir, 0700) != 0) {
         vg_log(VG_LOG_ERROR, "cannot reset the temporary directory", "dir", srv->tmp_dir, "reason", strerror(errno),
                NULL);
         return VG_EIO;

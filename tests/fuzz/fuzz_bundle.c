@@ -4,7 +4,7 @@
  * even, it is the bundle as sent. Any input must end in 0 or an error with
  * a reason, within the limits; and whenever it is accepted, unpacking it
  * into a directory must give the same verdict and stay inside it. */
-#include "control/control.h"
+#include "bundle/bundle.h"
 
 #include <dirent.h>
 #include <string.h>
@@ -32,7 +32,7 @@ static char base[64];
 
 static void remove_base(void)
 {
-    vg_control_rmtree(base);
+    vg_bundle_rmtree(base);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -46,10 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         gz = gzip_of(data + 1, size - 1, &len);
         in = gz;
     }
-    struct vg_control_bundle_limits lim = {.max_bytes = 2u << 20, .max_unpacked = 1u << 20, .max_entries = 64};
+    struct vg_bundle_limits lim = {.max_bytes = 2u << 20, .max_unpacked = 1u << 20, .max_entries = 64};
     char err[512] = "";
     uint64_t entries = 0, bytes = 0;
-    int rc = vg_control_bundle_unpack(in, len, NULL, &lim, &entries, &bytes, err, sizeof(err));
+    int rc = vg_bundle_unpack(in, len, NULL, &lim, &entries, &bytes, err, sizeof(err));
     if (rc != 0) {
         VG_ASSERT(err[0] != '\0');
         VG_ASSERT(rc == VG_EPARSE || rc == VG_EINVAL || rc == VG_ELIMIT);
@@ -64,13 +64,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         char dest[96];
         snprintf(dest, sizeof(dest), "%s/d", base);
-        vg_control_rmtree(dest);
+        vg_bundle_rmtree(dest);
         VG_AZ(mkdir(dest, 0700));
         uint64_t e2 = 0, b2 = 0;
-        int rc2 = vg_control_bundle_unpack(in, len, dest, &lim, &e2, &b2, err, sizeof(err));
+        int rc2 = vg_bundle_unpack(in, len, dest, &lim, &e2, &b2, err, sizeof(err));
         VG_ASSERT(rc2 == 0 || rc2 == VG_EIO); /* EIO: a name the file system refuses (too long) */
         VG_ASSERT(rc2 != 0 || (e2 == entries && b2 == bytes));
-        VG_AZ(vg_control_rmtree(dest));
+        VG_AZ(vg_bundle_rmtree(dest));
         DIR *d = opendir(base); /* nothing beside dest: no entry climbed out */
         VG_AN(d);
         struct dirent *de;

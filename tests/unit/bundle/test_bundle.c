@@ -21,7 +21,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "control/control.h"
+#include "bundle/bundle.h"
 
 static char base[256];
 
@@ -70,15 +70,15 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return vg_control_rmtree(base);
+    return vg_bundle_rmtree(base);
 }
 
 static void bundle(const char *dir, uint8_t **out, size_t *len)
 {
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     char err[256];
-    int rc = vg_control_bundle_create(dir, &lim, out, len, err, sizeof(err));
+    int rc = vg_bundle_create(dir, &lim, out, len, err, sizeof(err));
     if (rc)
         fail_msg("bundle_create: %s", err);
 }
@@ -98,8 +98,8 @@ static void test_deterministic(void **state)
     assert_int_equal(na, nb);
     assert_memory_equal(a, b, na);
     char ha[65], hb[65];
-    vg_control_sha256_hex(a, na, ha);
-    vg_control_sha256_hex(b, nb, hb);
+    vg_bundle_sha256_hex(a, na, ha);
+    vg_bundle_sha256_hex(b, nb, hb);
     assert_string_equal(ha, hb);
     /* gzip header: no FNAME flag, MTIME 0 */
     assert_int_equal(a[0], 0x1f);
@@ -110,7 +110,7 @@ static void test_deterministic(void **state)
     /* one byte of content changed: another version */
     put("app/public/img/a.txt", "b\n", 0644);
     bundle(path("app"), &b, &nb);
-    vg_control_sha256_hex(b, nb, hb);
+    vg_bundle_sha256_hex(b, nb, hb);
     assert_string_not_equal(ha, hb);
     put("app/public/img/a.txt", "a\n", 0644);
     free(a);
@@ -123,11 +123,11 @@ static void test_roundtrip(void **state)
     size_t na;
     bundle(path("app"), &a, &na);
     mk("out");
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     char err[256] = "";
     uint64_t entries = 0, bytes = 0;
-    assert_int_equal(vg_control_bundle_unpack(a, na, path("out"), &lim, &entries, &bytes, err, sizeof(err)), 0);
+    assert_int_equal(vg_bundle_unpack(a, na, path("out"), &lim, &entries, &bytes, err, sizeof(err)), 0);
     assert_int_equal(entries, 6); /* public, public/img, two files there, run.sh, verge.yaml; no .git */
     assert_int_equal(bytes, strlen("name: hello\n") + strlen("<h1>hi</h1>\n") + 2 + strlen("#!/bin/sh\n"));
     struct stat st;
@@ -140,7 +140,7 @@ static void test_roundtrip(void **state)
     assert_true(S_ISDIR(st.st_mode));
     assert_int_not_equal(stat(path("out/.git"), &st), 0);
     /* check-only mode agrees */
-    assert_int_equal(vg_control_bundle_unpack(a, na, NULL, &lim, &entries, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_bundle_unpack(a, na, NULL, &lim, &entries, NULL, err, sizeof(err)), 0);
     assert_int_equal(entries, 6);
     /* and the unpacked tree bundles to the same bytes */
     uint8_t *b;
@@ -150,18 +150,18 @@ static void test_roundtrip(void **state)
     assert_memory_equal(a, b, na);
     free(a);
     free(b);
-    assert_int_equal(vg_control_rmtree(path("out")), 0);
+    assert_int_equal(vg_bundle_rmtree(path("out")), 0);
 }
 
 static void test_writer_refuses_links(void **state)
 {
     assert_int_equal(symlink("/etc/passwd", path("app/link")), 0);
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     uint8_t *out = NULL;
     size_t n;
     char err[256];
-    assert_int_equal(vg_control_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_EINVAL);
+    assert_int_equal(vg_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_EINVAL);
     assert_non_null(strstr(err, "link"));
     assert_null(out);
     unlink(path("app/link"));
@@ -169,20 +169,20 @@ static void test_writer_refuses_links(void **state)
 
 static void test_writer_limits(void **state)
 {
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     uint8_t *out = NULL;
     size_t n;
     char err[256];
     lim.max_entries = 5; /* the tree has 6 */
-    assert_int_equal(vg_control_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_ELIMIT);
     lim.max_entries = 6;
-    assert_int_equal(vg_control_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), 0);
+    assert_int_equal(vg_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), 0);
     free(out);
-    vg_control_bundle_limits_default(&lim);
+    vg_bundle_limits_default(&lim);
     lim.max_bytes = 64;
-    assert_int_equal(vg_control_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_ELIMIT);
-    assert_int_equal(vg_control_bundle_create(path("nope"), &lim, &out, &n, err, sizeof(err)), VG_ENOENT);
+    assert_int_equal(vg_bundle_create(path("app"), &lim, &out, &n, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_bundle_create(path("nope"), &lim, &out, &n, err, sizeof(err)), VG_ENOENT);
 }
 
 /* ---- hand-made archives for the reader ---- */
@@ -230,14 +230,14 @@ static int unpack_raw(const struct raw *e, size_t n, char *err, size_t cap)
 {
     static uint8_t buf[1 << 20];
     size_t len = craft(e, n, buf, sizeof(buf), true);
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     mkdir(path("dest"), 0755);
-    int rc = vg_control_bundle_unpack(buf, len, path("dest"), &lim, NULL, NULL, err, cap);
+    int rc = vg_bundle_unpack(buf, len, path("dest"), &lim, NULL, NULL, err, cap);
     /* the checking-only mode gives the same verdict */
     char err2[256];
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err2, sizeof(err2)), rc);
-    assert_int_equal(vg_control_rmtree(path("dest")), 0);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err2, sizeof(err2)), rc);
+    assert_int_equal(vg_bundle_rmtree(path("dest")), 0);
     return rc;
 }
 
@@ -294,39 +294,39 @@ static void test_reader_limits_at_the_boundary(void **state)
     static uint8_t buf[1 << 20];
     struct raw e[] = {{"a", AE_IFREG, "12345"}, {"b", AE_IFREG, "12345"}, {"c", AE_IFDIR}};
     size_t len = craft(e, 3, buf, sizeof(buf), true);
-    struct vg_control_bundle_limits lim = {.max_bytes = len, .max_unpacked = 10, .max_entries = 3};
+    struct vg_bundle_limits lim = {.max_bytes = len, .max_unpacked = 10, .max_entries = 3};
     char err[256];
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), 0);
     lim.max_entries = 2;
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
     lim.max_entries = 3;
     lim.max_unpacked = 9;
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
     lim.max_unpacked = 10;
     lim.max_bytes = len - 1;
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_ELIMIT);
 }
 
 static void test_reader_refuses_garbage(void **state)
 {
     static uint8_t buf[1 << 20];
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     char err[256];
     struct raw e[] = {{"a", AE_IFREG, "hello hello hello"}};
     /* a plain tar (no gzip) */
     size_t len = craft(e, 1, buf, sizeof(buf), false);
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
     len = craft(e, 1, buf, sizeof(buf), true);
-    assert_int_equal(vg_control_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_bundle_unpack(buf, len, NULL, &lim, NULL, NULL, err, sizeof(err)), 0);
     /* truncated */
-    assert_int_equal(vg_control_bundle_unpack(buf, len - 10, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
+    assert_int_equal(vg_bundle_unpack(buf, len - 10, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
     /* trailing bytes */
     buf[len] = 0;
-    assert_int_equal(vg_control_bundle_unpack(buf, len + 1, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
+    assert_int_equal(vg_bundle_unpack(buf, len + 1, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
     /* gzip of something that is not a tar */
-    assert_int_equal(vg_control_bundle_unpack("\x1f\x8b", 2, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
-    assert_int_equal(vg_control_bundle_unpack("", 0, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
+    assert_int_equal(vg_bundle_unpack("\x1f\x8b", 2, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
+    assert_int_equal(vg_bundle_unpack("", 0, NULL, &lim, NULL, NULL, err, sizeof(err)), VG_EPARSE);
 }
 
 /* One ustar header block. */
@@ -386,16 +386,16 @@ static void test_reader_bounds_inflation(void **state)
     static uint8_t gz[1 << 20];
     size_t len = gzip_buf(tar, n, gz, sizeof(gz));
     assert_true(len < 100000);
-    struct vg_control_bundle_limits lim = {.max_bytes = 1 << 20, .max_unpacked = 1024, .max_entries = 1};
+    struct vg_bundle_limits lim = {.max_bytes = 1 << 20, .max_unpacked = 1024, .max_entries = 1};
     char err[256] = "";
-    int rc = vg_control_bundle_unpack(gz, len, NULL, &lim, NULL, NULL, err, sizeof(err));
+    int rc = vg_bundle_unpack(gz, len, NULL, &lim, NULL, NULL, err, sizeof(err));
     if (rc != VG_ELIMIT)
         fail_msg("%d %s", rc, err);
     assert_non_null(strstr(err, "expands"));
     /* with limits that leave room for it, the same archive is accepted:
      * the refusal above is the budget's, not a parse error */
     lim.max_unpacked = 16u << 20;
-    rc = vg_control_bundle_unpack(gz, len, NULL, &lim, NULL, NULL, err, sizeof(err));
+    rc = vg_bundle_unpack(gz, len, NULL, &lim, NULL, NULL, err, sizeof(err));
     if (rc != 0)
         fail_msg("%d %s", rc, err);
     free(tar);

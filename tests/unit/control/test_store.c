@@ -45,7 +45,7 @@ static int teardown(void **state)
 {
     vg__control_store_close(st);
     st = NULL;
-    return vg_control_rmtree(dir);
+    return vg_bundle_rmtree(dir);
 }
 
 static int64_t scalar(const char *sql)
