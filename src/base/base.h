@@ -26,7 +26,8 @@
     X(ENET, -7, "network error")                                                                                       \
     X(ETLS, -8, "TLS error")                                                                                           \
     X(EEXIST, -9, "already exists")                                                                                    \
-    X(EPARSE, -10, "parse error")
+    X(EPARSE, -10, "parse error")                                                                                      \
+    X(ETIMEDOUT, -11, "timed out")
 
 enum vg_err {
 #define VG_ERR_ENUM(name, val, msg) VG_##name = (val),

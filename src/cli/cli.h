@@ -10,5 +10,8 @@ int vg_cli_control(int argc, char **argv);
 int vg_cli_versions(int argc, char **argv);
 int vg_cli_token(int argc, char **argv);
 int vg_cli_bundle(int argc, char **argv);
+int vg_cli_deploy(int argc, char **argv);
+int vg_cli_rollback(int argc, char **argv);
+int vg_cli_status(int argc, char **argv);
 
 #endif

@@ -213,12 +213,6 @@ int vg__cli_control_upload(const struct vg__cli_control *cc, const char *app, co
     return rc;
 }
 
-/* Common options of the client commands. */
-struct client_args {
-    const char *url, *token, *scope, *out;
-    bool json;
-};
-
 static const struct option client_longopts[] = {
     {"control", required_argument, NULL, 'c'},
     {"token", required_argument, NULL, 'T'},
@@ -231,7 +225,7 @@ static const struct option client_longopts[] = {
 
 /* Parses options anywhere among the arguments; positional ones are left
  * in argv[optind..]. Returns -1 to go on, else an exit status. */
-static int client_opts(int argc, char **argv, struct client_args *a, void (*usage)(FILE *))
+static int client_opts(int argc, char **argv, struct vg__cli_client_args *a, void (*usage)(FILE *))
 {
     int c;
     optind = 1;
@@ -263,10 +257,8 @@ static int client_opts(int argc, char **argv, struct client_args *a, void (*usag
     return -1;
 }
 
-/* GET/POST/DELETE path; on 2xx *out is the JSON answer (caller's) and the
- * raw body is printed when --json. Returns an exit status, -1 on success. */
-static int call_json(const char *cmd, const struct client_args *a, const char *method, const char *path, json_t *body,
-                     json_t **out)
+int vg__cli_call_json(const char *cmd, const struct vg__cli_client_args *a, const char *method, const char *path,
+                      json_t *body, json_t **out)
 {
     struct vg__cli_control cc;
     int rc = vg__cli_control_init(&cc, a->url, a->token, cmd);
@@ -319,7 +311,7 @@ static void versions_usage(FILE *f)
 
 int vg_cli_versions(int argc, char **argv)
 {
-    struct client_args a = {0};
+    struct vg__cli_client_args a = {0};
     int rc = client_opts(argc, argv, &a, versions_usage);
     if (rc >= 0)
         return rc;
@@ -330,7 +322,7 @@ int vg_cli_versions(int argc, char **argv)
     const char *app = optind < argc ? argv[optind] : NULL;
     char *path = app ? vg_xasprintf("/v1/apps/%s/versions", app) : vg_xstrdup("/v1/apps");
     json_t *j;
-    rc = call_json("versions", &a, "GET", path, NULL, &j);
+    rc = vg__cli_call_json("versions", &a, "GET", path, NULL, &j);
     free(path);
     if (rc >= 0)
         return rc;
@@ -385,7 +377,7 @@ static void token_usage(FILE *f)
 
 int vg_cli_token(int argc, char **argv)
 {
-    struct client_args a = {0};
+    struct vg__cli_client_args a = {0};
     int rc = client_opts(argc, argv, &a, token_usage);
     if (rc >= 0)
         return rc;
@@ -398,7 +390,7 @@ int vg_cli_token(int argc, char **argv)
             return 2;
         }
         json_t *body = json_pack("{s:s,s:s}", "name", argv[optind + 1], "scope", a.scope);
-        rc = call_json("token", &a, "POST", "/v1/tokens", body, &j);
+        rc = vg__cli_call_json("token", &a, "POST", "/v1/tokens", body, &j);
         json_decref(body);
         if (rc >= 0)
             return rc;
@@ -406,7 +398,7 @@ int vg_cli_token(int argc, char **argv)
             printf("created token '%s' (scope %s); its secret, shown this once:\n%s\n", jstr(j, "name"),
                    jstr(j, "scope"), jstr(j, "secret"));
     } else if (strcmp(sub, "list") == 0 && npos == 1) {
-        if ((rc = call_json("token", &a, "GET", "/v1/tokens", NULL, &j)) >= 0)
+        if ((rc = vg__cli_call_json("token", &a, "GET", "/v1/tokens", NULL, &j)) >= 0)
             return rc;
         if (!a.json) {
             printf("%-24s  %-7s  %-24s  %-16s  %s\n", "NAME", "SCOPE", "CREATED", "BY", "STATE");
@@ -422,7 +414,7 @@ int vg_cli_token(int argc, char **argv)
         }
     } else if (strcmp(sub, "revoke") == 0 && npos == 2) {
         char *path = vg_xasprintf("/v1/tokens/%s", argv[optind + 1]);
-        rc = call_json("token", &a, "DELETE", path, NULL, &j);
+        rc = vg__cli_call_json("token", &a, "DELETE", path, NULL, &j);
         free(path);
         if (rc >= 0)
             return rc;
@@ -450,15 +442,15 @@ static void bundle_usage(FILE *f)
 
 int vg__cli_bundle_build(const char *dir, uint8_t **out, size_t *len, char sha[65])
 {
-    struct vg_control_bundle_limits lim;
-    vg_control_bundle_limits_default(&lim);
+    struct vg_bundle_limits lim;
+    vg_bundle_limits_default(&lim);
     char err[600];
-    int rc = vg_control_bundle_create(dir, &lim, out, len, err, sizeof(err));
+    int rc = vg_bundle_create(dir, &lim, out, len, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "verge: cannot bundle %s: %s\n", dir, err);
         return rc;
     }
-    vg_control_sha256_hex(*out, *len, sha);
+    vg_bundle_sha256_hex(*out, *len, sha);
     return 0;
 }
 
@@ -491,7 +483,7 @@ static int write_file(const char *path, const uint8_t *p, size_t n)
 
 int vg_cli_bundle(int argc, char **argv)
 {
-    struct client_args a = {0};
+    struct vg__cli_client_args a = {0};
     int rc = client_opts(argc, argv, &a, bundle_usage);
     if (rc >= 0)
         return rc;

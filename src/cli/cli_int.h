@@ -55,7 +55,7 @@ const char *vg__cli_control_call(const struct vg__cli_control *cc, const char *m
                                  const char *ctype, const void *body, size_t len, struct vg__cli_response *r,
                                  json_t **json);
 
-/* Builds the bundle of dir (vg_control_bundle_create with the default
+/* Builds the bundle of dir (vg_bundle_create with the default
  * limits) and its sha256; prints why not. *out is the caller's. */
 int vg__cli_bundle_build(const char *dir, uint8_t **out, size_t *len, char sha[65]);
 
@@ -66,5 +66,17 @@ int vg__cli_bundle_build(const char *dir, uint8_t **out, size_t *len, char sha[6
  * *status is the HTTP status (0 when no answer came). */
 int vg__cli_control_upload(const struct vg__cli_control *cc, const char *app, const uint8_t *bundle, size_t len,
                            json_t **version, int *status);
+
+/* Common options of the client commands. */
+struct vg__cli_client_args {
+    const char *url, *token, *scope, *out;
+    bool json;
+};
+
+/* GET/POST/PUT/DELETE path; on 2xx *out is the JSON answer (caller's) and
+ * the raw body is printed when --json. Returns an exit status, -1 on
+ * success. */
+int vg__cli_call_json(const char *cmd, const struct vg__cli_client_args *a, const char *method, const char *path,
+                      json_t *body, json_t **out);
 
 #endif

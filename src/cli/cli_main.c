@@ -17,6 +17,9 @@ static void usage(FILE *f)
                "  versions list an app's versions on the control plane (verge versions [APP])\n"
                "  token    create, list and revoke API tokens (verge token create NAME --scope S)\n"
                "  bundle   write an app directory as a deterministic bundle (verge bundle DIR -o FILE)\n"
+               "  deploy   bundle, upload and roll out an app to every node (verge deploy [DIR] --wait)\n"
+               "  rollback make an app's previous version live again at once (verge rollback APP)\n"
+               "  status   apps x nodes: versions, health (verge status)\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
@@ -44,6 +47,12 @@ int main(int argc, char **argv)
         return vg_cli_token(argc - 1, argv + 1);
     if (strcmp(cmd, "bundle") == 0)
         return vg_cli_bundle(argc - 1, argv + 1);
+    if (strcmp(cmd, "deploy") == 0)
+        return vg_cli_deploy(argc - 1, argv + 1);
+    if (strcmp(cmd, "rollback") == 0)
+        return vg_cli_rollback(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return vg_cli_status(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

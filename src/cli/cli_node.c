@@ -22,7 +22,12 @@ static void node_usage(FILE *f)
                "  --cache-dir DIR      keep the HTTP cache in DIR too (LMDB), so a restart comes back warm\n"
                "  --cache-disk SIZE    budget of --cache-dir (default 1g)\n"
                "  --admin-token T      bearer token for the admin API (POST /_verge/purge); also $VERGE_ADMIN_TOKEN\n"
-               "  --dev                development mode\n\n"
+               "  --dev                development mode\n"
+               "  --control URL        agent mode: run the apps `verge control` at URL deploys here\n"
+               "  --token T            this node's token for --control (also $VERGE_NODE_TOKEN)\n"
+               "  --node-id ID         this node's id (default: the host name)\n"
+               "  --location ID        its location id (default: local)\n"
+               "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n\n"
                "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
                "exits.\n");
 }
@@ -60,6 +65,28 @@ int vg_cli_node(int argc, char **argv)
     return rc;
 }
 
+/* Agent mode (--control): the token, node id and location it needs. */
+static int agent_args(struct vg_node_options *o)
+{
+    static char host[256];
+    if (!o->control_token)
+        o->control_token = getenv("VERGE_NODE_TOKEN");
+    if (!o->control_token || !*o->control_token)
+        return bad("--control needs a node token (--token or $VERGE_NODE_TOKEN)", NULL);
+    if (strncmp(o->control_url, "http://", 7) != 0)
+        return bad("--control takes http://HOST:PORT", o->control_url);
+    if (!o->node_id) {
+        if (gethostname(host, sizeof(host) - 1) != 0 || !*host)
+            return bad("no --node-id given and no host name", NULL);
+        o->node_id = host;
+    }
+    if (!o->location)
+        o->location = "local";
+    if (!o->data_dir)
+        o->data_dir = "verge-node-data";
+    return -1;
+}
+
 static int parse_args(int argc, char **argv, struct vg_node_options *op)
 {
     static const struct option longopts[] = {
@@ -78,6 +105,11 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"cache-dir", required_argument, NULL, 'C'},
         {"cache-disk", required_argument, NULL, 'K'},
         {"admin-token", required_argument, NULL, 'T'},
+        {"control", required_argument, NULL, 'P'},
+        {"token", required_argument, NULL, 'N'},
+        {"node-id", required_argument, NULL, 'I'},
+        {"location", required_argument, NULL, 'O'},
+        {"data", required_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -125,6 +157,21 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         }
         case 'C':
             o.cache_dir = optarg;
+            break;
+        case 'P':
+            o.control_url = optarg;
+            break;
+        case 'N':
+            o.control_token = optarg;
+            break;
+        case 'I':
+            o.node_id = optarg;
+            break;
+        case 'O':
+            o.location = optarg;
+            break;
+        case 'G':
+            o.data_dir = optarg;
             break;
         case 'T':
             if (!*optarg) {
@@ -180,6 +227,8 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
     }
     if (rc < 0 && optind < argc)
         rc = bad("unexpected argument", argv[optind]);
+    else if (rc < 0 && o.control_url)
+        rc = agent_args(&o);
     else if (rc < 0 && o.n_apps == 0 && access("verge.yaml", F_OK) == 0)
         push(&o.app_dirs, &o.n_apps, "."); /* run the app in this directory, like `verge check` */
     else if (rc < 0 && o.n_apps == 0)

@@ -141,6 +141,10 @@ struct vg_conf_route {
     int line, col;
 };
 
+/* The largest sizes a manifest may ask for. */
+#define VG_CONF_HEADER_SIZE_MAX (256u << 10)
+#define VG_CONF_BODY_SIZE_MAX (64ull << 30)
+
 struct vg_conf_limits {
     uint64_t header_size;       /* max bytes of request line + headers, default 16 KiB (431 above) */
     uint64_t body_size;         /* max request body bytes, default 16 MiB (413 above) */
@@ -151,6 +155,9 @@ struct vg_conf_limits {
     uint64_t lua_instructions;  /* Lua VM instructions per request, default 100M (503 above) */
     uint64_t lua_timeout_ms;    /* wall clock per request while Lua runs or waits, default 30000 (503) */
 };
+
+/* The defaults above (what an app without a 'limits' key gets). */
+void vg_conf_limits_default(struct vg_conf_limits *l);
 
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */

@@ -130,13 +130,13 @@ static int parse_listen(struct vg__conf_ld *ld, const struct vg__conf_node *key,
 static int parse_header_size(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                              void *obj)
 {
-    return vg__conf_want_size(ld, key, val, 1u << 10, 256u << 10, &ld->app->limits.header_size);
+    return vg__conf_want_size(ld, key, val, 1u << 10, VG_CONF_HEADER_SIZE_MAX, &ld->app->limits.header_size);
 }
 
 static int parse_body_size(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                            void *obj)
 {
-    return vg__conf_want_size(ld, key, val, 0, 64ull << 30, &ld->app->limits.body_size);
+    return vg__conf_want_size(ld, key, val, 0, VG_CONF_BODY_SIZE_MAX, &ld->app->limits.body_size);
 }
 
 static int parse_header_timeout(struct vg__conf_ld *ld, const struct vg__conf_node *key,
@@ -187,7 +187,7 @@ static int parse_limits(struct vg__conf_ld *ld, const struct vg__conf_node *key,
     return vg__conf_map_walk(ld, val, "'limits'", keys, VG_ARRAY_LEN(keys), NULL);
 }
 
-static void limits_defaults(struct vg_conf_limits *l)
+void vg_conf_limits_default(struct vg_conf_limits *l)
 {
     l->header_size = 16u << 10;
     l->body_size = 16u << 20;
@@ -234,7 +234,7 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"origins", vg__conf_origins_parse, false},
         {"routes", vg__conf_routes_parse, true},
     };
-    limits_defaults(&ld->app->limits);
+    vg_conf_limits_default(&ld->app->limits);
     int rc = vg__conf_map_walk(ld, root, "the manifest", keys, VG_ARRAY_LEN(keys), NULL);
     return rc ? rc : vg__conf_routes_resolve(ld);
 }

@@ -172,6 +172,41 @@ void vg_http_send_text(h2o_req_t *req, int status, const char *ctype, const char
 /* The reason phrase for a status ("Not Found"), "Status" for an unusual one. */
 const char *vg_http_reason_phrase(int status);
 
+/* ---- blocking client ------------------------------------------------------------ */
+
+/* For threads that may block (the node agent talking to the control
+ * plane); never on an event loop. One request per connection. */
+struct vg_http_sync_req {
+    const char *method;
+    const char *url;          /* http://HOST[:PORT][/PATH] */
+    const char *path_suffix;  /* appended to the URL's path (NULL: none) */
+    const char *token;        /* "Authorization: Bearer" (NULL: none) */
+    const char *content_type; /* NULL: none */
+    const void *body;
+    size_t body_len;
+    uint32_t timeout_ms; /* the whole exchange, connect to last byte */
+    size_t max_bytes;    /* the whole response; 0 = 64 MiB */
+};
+
+struct vg_http_sync_res {
+    int status;
+    char *buf; /* the whole response (owned; vg_http_sync_res_free) */
+    size_t len;
+    char *body; /* into buf, de-chunked */
+    size_t body_len;
+};
+
+/* 0 with *res filled (any status), or VG_EINVAL (bad URL), VG_EIO
+ * (connect/send/receive), VG_ETIMEDOUT, VG_ELIMIT (response too large),
+ * VG_EPARSE (malformed response), with the reason in err. */
+int vg_http_sync_request(const struct vg_http_sync_req *q, struct vg_http_sync_res *res, char *err,
+                         size_t errcap) VG_MUST_CHECK;
+void vg_http_sync_res_free(struct vg_http_sync_res *res);
+
+/* Splits "http://host[:port][/path]" (host may be [v6]); *path points into
+ * url ("/" when it has none). VG_EINVAL when it is not such a URL. */
+int vg_http_url_split(const char *url, char *host, size_t hostcap, char *port, size_t portcap, const char **path);
+
 /* ---- TLS ---------------------------------------------------------------------------- */
 
 /* Creates a server SSL_CTX from PEM files with ALPN "h2" and "http/1.1",

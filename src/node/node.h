@@ -27,6 +27,12 @@ struct vg_node_options {
     const char *cache_dir;     /* persistent tier (LMDB) directory, NULL = memory only */
     uint64_t cache_disk;       /* persistent tier budget, bytes (default 1 GiB) */
     const char *admin_token;   /* bearer token of the admin API (/_verge/purge), NULL = API closed */
+    /* agent mode: apps come from a control plane (see node_agent.c) */
+    const char *control_url;   /* http://HOST:PORT of `verge control`, NULL = off */
+    const char *control_token; /* a node-scoped API token */
+    const char *node_id;       /* this node's id (default: the host name) */
+    const char *location;      /* its location id */
+    const char *data_dir;      /* unpacked versions and the last known good state */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

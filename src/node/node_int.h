@@ -196,7 +196,27 @@ struct vg_node {
     } * shared;
     size_t n_shared;
     struct vg_cache *cache; /* the HTTP cache, shared by every app and worker */
+    /* agent mode: the agent thread hands the main thread a set of app
+     * directories to switch to and waits for the outcome */
+    struct vg_node_agent *agent;
+    uv_async_t agent_async;
+    pthread_mutex_t agent_mu;
+    pthread_cond_t agent_cv;
+    char **agent_dirs; /* under agent_mu: the request */
+    size_t n_agent_dirs;
+    bool agent_done; /* under agent_mu: the answer */
+    int agent_rc;
+    char agent_err[1200];
 };
+
+/* node_agent.c: the control-plane agent (agent mode only). */
+struct vg_node_agent *vg__node_agent_create(struct vg_node *node);
+/* The directories of the versions last known good (malloc'd, both levels). */
+char **vg__node_agent_dirs(struct vg_node_agent *a, size_t *n);
+/* Drops the live versions (they failed to load at start-up). */
+void vg__node_agent_forget(struct vg_node_agent *a);
+void vg__node_agent_start(struct vg_node_agent *a);
+void vg__node_agent_destroy(struct vg_node_agent *a);
 
 /* verge.fetch through the forwarder (node_fetch.c): one context per app
  * per worker per site. */

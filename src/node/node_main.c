@@ -12,30 +12,62 @@ struct main_ctx {
     bool stopping;
 };
 
-/* Loads every app; on the first error logs `what` with the reason and
- * returns VG_ECONF. */
-static int load_apps(const struct vg_node_options *opt, const char *what, struct vg_conf_app ***out)
+/* The app directories a site is built from: the --app ones, then the
+ * agent's (NULL: the agent's live versions). */
+struct dirs {
+    const char **v;
+    size_t n;
+    char **owned; /* the agent's, when fetched here */
+    size_t n_owned;
+};
+
+static void dirs_get(struct vg_node *node, char **agent_dirs, size_t n_agent, struct dirs *d)
 {
-    struct vg_conf_app **apps = vg_xcalloc(opt->n_apps, sizeof(*apps));
-    for (size_t i = 0; i < opt->n_apps; i++) {
-        struct vg_conf_error err;
-        if (vg_conf_app_load(opt->app_dirs[i], &apps[i], &err) != 0 || vg_fn_check(apps[i], &err) != 0) {
-            char msg[1200];
-            vg_conf_error_format(&err, msg, sizeof(msg));
+    *d = (struct dirs){0};
+    if (node->agent && !agent_dirs)
+        agent_dirs = d->owned = vg__node_agent_dirs(node->agent, &n_agent), d->n_owned = n_agent;
+    d->v = vg_xcalloc(node->opt.n_apps + n_agent + 1, sizeof(*d->v));
+    for (size_t i = 0; i < node->opt.n_apps; i++)
+        d->v[d->n++] = node->opt.app_dirs[i];
+    for (size_t i = 0; i < n_agent; i++)
+        d->v[d->n++] = agent_dirs[i];
+}
+
+static void dirs_free(struct dirs *d)
+{
+    for (size_t i = 0; i < d->n_owned; i++)
+        free(d->owned[i]);
+    free(d->owned);
+    free(d->v);
+}
+
+/* Loads every app; on the first error logs `what` with the reason (also
+ * into err) and returns VG_ECONF. */
+static int load_apps(const struct dirs *d, const char *what, struct vg_conf_app ***out, char *err, size_t errcap)
+{
+    struct vg_conf_app **apps = vg_xcalloc(d->n + 1, sizeof(*apps));
+    char msg[1200];
+    for (size_t i = 0; i < d->n; i++) {
+        struct vg_conf_error ce;
+        if (vg_conf_app_load(d->v[i], &apps[i], &ce) != 0 || vg_fn_check(apps[i], &ce) != 0) {
+            vg_conf_error_format(&ce, msg, sizeof(msg));
             vg_log(VG_LOG_ERROR, what, "error", msg, NULL);
             goto fail;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(apps[j]->name, apps[i]->name) == 0) {
-                vg_log(VG_LOG_ERROR, what, "error", "two apps have the same name", "app", apps[i]->name, "dir",
-                       opt->app_dirs[i], NULL);
+                snprintf(msg, sizeof(msg), "two apps have the same name '%s' (%s)", apps[i]->name, d->v[i]);
+                vg_log(VG_LOG_ERROR, what, "error", "two apps have the same name", "app", apps[i]->name, "dir", d->v[i],
+                       NULL);
                 i++;
                 goto fail;
             }
         }
         continue;
     fail:
-        for (size_t j = 0; j < opt->n_apps; j++)
+        if (err)
+            snprintf(err, errcap, "%s", msg);
+        for (size_t j = 0; j < d->n; j++)
             if (apps[j])
                 vg_conf_app_destroy(apps[j]);
         free(apps);
@@ -70,6 +102,18 @@ struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app)
 static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t n)
 {
     uint64_t body = 0, header_to = UINT64_MAX, idle = UINT64_MAX, maxc = UINT64_MAX, hdr = 0;
+    if (node->opt.control_url) {
+        /* apps arrive later, their limits unknown: the connection level
+         * takes the widest sizes a manifest may ask for and the default
+         * timeouts (each app's own sizes are still checked per request) */
+        struct vg_conf_limits dl;
+        vg_conf_limits_default(&dl);
+        hdr = VG_CONF_HEADER_SIZE_MAX;
+        body = VG_CONF_BODY_SIZE_MAX;
+        header_to = dl.header_timeout_ms;
+        idle = dl.idle_timeout_ms;
+        maxc = dl.max_connections;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct vg_conf_limits *l = &apps[i]->limits;
         body = l->body_size > body ? l->body_size : body;
@@ -89,15 +133,17 @@ static void apply_limits(struct vg_node *node, struct vg_conf_app **apps, size_t
     };
 }
 
-static void reload(struct main_ctx *m)
+/* Builds a site from dirs and switches every worker to it; on a load
+ * error the running site stays (the reason in err). */
+static int reload(struct main_ctx *m, const struct dirs *d, char *err, size_t errcap)
 {
     struct vg_node *node = m->node;
     struct vg_conf_app **apps;
-    if (load_apps(&node->opt, "reload failed, keeping the running configuration", &apps) != 0) {
+    if (load_apps(d, "reload failed, keeping the running configuration", &apps, err, errcap) != 0) {
         vg_obs_counter_add(node->m_reload_fail, 1);
-        return;
+        return VG_ECONF;
     }
-    struct vg_site *site = vg__node_site_create(node, apps, node->opt.n_apps);
+    struct vg_site *site = vg__node_site_create(node, apps, d->n);
     vg__node_site_start_health(site, &m->loop);
     pthread_mutex_lock(&node->mu);
     struct vg_site *old = node->site;
@@ -118,13 +164,43 @@ static void reload(struct main_ctx *m)
     char gen[24];
     snprintf(gen, sizeof(gen), "%llu", (unsigned long long)site->generation);
     vg_log(VG_LOG_INFO, "reloaded", "generation", gen, NULL);
+    return 0;
+}
+
+/* The agent asks for a switch to its set of versions. */
+static void on_agent(uv_async_t *h)
+{
+    struct main_ctx *m = h->data;
+    struct vg_node *node = m->node;
+    pthread_mutex_lock(&node->agent_mu);
+    struct dirs d;
+    dirs_get(node, node->agent_dirs, node->n_agent_dirs, &d);
+    bool pending = node->agent_dirs != NULL && !node->agent_done;
+    pthread_mutex_unlock(&node->agent_mu);
+    if (!pending || m->stopping) {
+        dirs_free(&d);
+        return;
+    }
+    char err[1200] = "";
+    int rc = reload(m, &d, err, sizeof(err));
+    dirs_free(&d);
+    pthread_mutex_lock(&node->agent_mu);
+    node->agent_rc = rc;
+    snprintf(node->agent_err, sizeof(node->agent_err), "%s", err);
+    node->agent_dirs = NULL;
+    node->agent_done = true;
+    pthread_cond_broadcast(&node->agent_cv);
+    pthread_mutex_unlock(&node->agent_mu);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct main_ctx *m = s->data;
     if (signum == SIGHUP) {
-        reload(m);
+        struct dirs d;
+        dirs_get(m->node, NULL, 0, &d);
+        (void)reload(m, &d, NULL, 0);
+        dirs_free(&d);
         return;
     }
     if (m->stopping)
@@ -140,6 +216,10 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&m->sighup, NULL);
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sigint, NULL);
+    if (m->node->agent) {
+        vg__node_agent_destroy(m->node->agent);
+        uv_close((uv_handle_t *)&m->node->agent_async, NULL);
+    }
     vg__node_site_stop_health(m->node->site);
 }
 
@@ -298,16 +378,34 @@ int vg_node_run(const struct vg_node_options *opt)
     signal(SIGPIPE, SIG_IGN);
 
     struct vg_conf_app **apps;
-    if (load_apps(opt, "invalid manifest", &apps) != 0)
+    struct dirs d;
+    if (opt->control_url) {
+        pthread_mutex_init(&node.agent_mu, NULL);
+        pthread_cond_init(&node.agent_cv, NULL);
+        node.agent = vg__node_agent_create(&node);
+    }
+    dirs_get(&node, NULL, 0, &d);
+    int rc = load_apps(&d, "invalid manifest", &apps, NULL, 0);
+    if (rc != 0 && node.agent && d.n_owned) {
+        /* the last known good versions do not load (a damaged data
+         * directory): start without them, the control plane resends */
+        vg__node_agent_forget(node.agent);
+        dirs_free(&d);
+        dirs_get(&node, NULL, 0, &d);
+        rc = load_apps(&d, "invalid manifest", &apps, NULL, 0);
+    }
+    size_t n_apps = d.n;
+    dirs_free(&d);
+    if (rc != 0)
         return 1;
     metrics_init(&node);
     if (cache_init(&node) != 0)
         return 1;
     gconf_init(&node);
-    apply_limits(&node, apps, opt->n_apps);
+    apply_limits(&node, apps, n_apps);
     uv_loop_init(&m.loop);
     node.main_loop = &m.loop;
-    node.site = vg__node_site_create(&node, apps, opt->n_apps);
+    node.site = vg__node_site_create(&node, apps, n_apps);
     if (open_listeners(&node) != 0) {
         uv_loop_close(&m.loop);
         return 1;
@@ -331,6 +429,11 @@ int vg_node_run(const struct vg_node_options *opt)
     char nw[16];
     snprintf(nw, sizeof(nw), "%u", node.n_workers);
     vg_log(VG_LOG_INFO, "node started", "workers", nw, NULL);
+    if (node.agent) {
+        uv_async_init(&m.loop, &node.agent_async, on_agent);
+        node.agent_async.data = &m;
+        vg__node_agent_start(node.agent);
+    }
 
     uv_run(&m.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < node.n_workers; i++)
