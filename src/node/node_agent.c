@@ -39,6 +39,11 @@ struct agent_app {
     char *version; /* live version ("" when none went live yet) */
     char *failed;  /* the last version refused, or NULL */
     char *error;   /* why it was refused */
+    /* the node's figures when the live version went live: the report
+     * counts from there, so a rollout gate sees only that version */
+    struct vg_node_appstats base;
+    uint64_t live_since_ms;
+    uint64_t hb_requests; /* at the previous heartbeat, for rps */
 };
 
 struct vg_node_agent {
@@ -187,8 +192,11 @@ static void state_load(struct vg_node_agent *a)
     const char *name;
     json_object_foreach(apps, name, v)
     {
-        if (json_is_string(v) && strlen(json_string_value(v)) == 64)
-            set_str(&app_get(a, name)->version, json_string_value(v));
+        if (json_is_string(v) && strlen(json_string_value(v)) == 64) {
+            struct agent_app *x = app_get(a, name);
+            set_str(&x->version, json_string_value(v));
+            x->live_since_ms = vg_wall_us() / 1000; /* the figures start at zero with the process */
+        }
     }
     /* the revision is not kept: a restarted node asks for the current state */
     json_decref(j);
@@ -388,6 +396,9 @@ static void apply(struct vg_node_agent *a, json_t *doc)
             } else if (x->version[0]) { /* live now: an older refusal is history */
                 set_str(&x->failed, NULL);
                 set_str(&x->error, NULL);
+                vg__node_appstats_read(a->node, x->name, &x->base);
+                x->live_since_ms = (uint64_t)(vg_wall_us() / 1000);
+                x->hb_requests = x->base.requests;
             }
         }
         pthread_mutex_unlock(&a->mu);
@@ -488,13 +499,35 @@ static void *poll_main(void *arg)
     return NULL;
 }
 
-static json_t *report(struct vg_node_agent *a)
+/* What the live version served since it went live here. */
+static json_t *stats_json(struct agent_app *x, const struct vg_node_appstats *now)
+{
+    json_t *le = json_array(), *counts = json_array();
+    for (size_t b = 0; b < VG_NODE_LAT_BUCKETS; b++) {
+        if (b < VG_NODE_LAT_BUCKETS - 1)
+            json_array_append_new(le, json_real((double)VG_NODE_LAT_BOUNDS_US[b] / 1000.0));
+        json_array_append_new(counts, json_integer((json_int_t)(now->lat[b] - x->base.lat[b])));
+    }
+    return json_pack("{s:I,s:I,s:I,s:o,s:o}", "live_since_ms", (json_int_t)x->live_since_ms, "requests",
+                     (json_int_t)(now->requests - x->base.requests), "errors_5xx",
+                     (json_int_t)(now->errors_5xx - x->base.errors_5xx), "latency_le_ms", le, "latency_counts", counts);
+}
+
+static json_t *report(struct vg_node_agent *a, double interval_s)
 {
     json_t *apps = json_object();
     pthread_mutex_lock(&a->mu);
     for (size_t i = 0; i < a->n_apps; i++) {
         struct agent_app *x = &a->apps[i];
         json_t *o = json_pack("{s:s,s:s}", "version", x->version, "health", x->version[0] ? "ok" : "none");
+        if (x->version[0]) {
+            struct vg_node_appstats now;
+            vg__node_appstats_read(a->node, x->name, &now);
+            json_object_set_new(o, "stats", stats_json(x, &now));
+            double rps = interval_s > 0 ? (double)(now.requests - x->hb_requests) / interval_s : 0;
+            json_object_set_new(o, "rps", json_real(rps));
+            x->hb_requests = now.requests;
+        }
         if (x->failed) {
             json_object_set_new(o, "failed_version", json_string(x->failed));
             json_object_set_new(o, "error", json_string(x->error ? x->error : ""));
@@ -512,8 +545,11 @@ static void *hb_main(void *arg)
     struct vg_node_agent *a = arg;
     char err[512], path[256];
     snprintf(path, sizeof(path), "/v1/nodes/%s/heartbeat", a->node->opt.node_id);
+    uint64_t prev = vg_now_ms();
     while (!atomic_load(&a->stop)) {
-        json_t *body = report(a);
+        uint64_t now = vg_now_ms();
+        json_t *body = report(a, (double)(now - prev) / 1000.0);
+        prev = now;
         struct vg_http_sync_res res;
         if (call(a, "POST", path, body, 5000, 0, &res, err, sizeof(err)) == 0)
             vg_http_sync_res_free(&res);

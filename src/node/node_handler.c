@@ -158,6 +158,16 @@ static void count_request(struct reqstate *rs, int status, uint64_t dur_us)
     vg_obs_counter_add(c, 1);
     if (rs->route)
         vg_obs_histogram_observe_us(rs->route->latency, dur_us);
+    struct vg_node_appstats *st = rs->app ? rs->app->stats : NULL;
+    if (st) {
+        size_t b = 0;
+        while (b < VG_NODE_LAT_BUCKETS - 1 && dur_us > VG_NODE_LAT_BOUNDS_US[b])
+            b++;
+        __atomic_fetch_add(&st->requests, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&st->lat[b], 1, __ATOMIC_RELAXED);
+        if (status >= 500)
+            __atomic_fetch_add(&st->errors_5xx, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static void on_request_end(void *p)

@@ -68,8 +68,21 @@ struct vg_origin_rt {
     char **label;                   /* escaped server url per server */
 };
 
+/* Per-app request figures the agent reports (rollout gates read them):
+ * relaxed atomics, kept by app name across reloads like the shared
+ * dictionaries. Latency buckets are per bucket (not cumulative), bounds in
+ * VG_NODE_LAT_BOUNDS_US, the last one +Inf. */
+#define VG_NODE_LAT_BUCKETS 15
+extern const uint64_t VG_NODE_LAT_BOUNDS_US[VG_NODE_LAT_BUCKETS - 1];
+struct vg_node_appstats {
+    char *app;
+    uint64_t requests, errors_5xx;
+    uint64_t lat[VG_NODE_LAT_BUCKETS];
+};
+
 struct vg_app_rt {
     struct vg_conf_app *conf;
+    struct vg_node_appstats *stats; /* the node's, by app name */
     struct vg_route_rt *routes;
     struct vg_origin_rt *origins;
     struct vg_fn_shared *shared; /* verge.shared (the node's, kept across reloads); NULL without Lua */
@@ -195,7 +208,10 @@ struct vg_node {
         struct vg_fn_shared *dict;
     } * shared;
     size_t n_shared;
-    struct vg_cache *cache; /* the HTTP cache, shared by every app and worker */
+    struct vg_cache *cache;   /* the HTTP cache, shared by every app and worker */
+    pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
+    struct vg_node_appstats **appstats;
+    size_t n_appstats;
     /* agent mode: the agent thread hands the main thread a set of app
      * directories to switch to and waits for the outcome */
     struct vg_node_agent *agent;
@@ -208,6 +224,11 @@ struct vg_node {
     int agent_rc;
     char agent_err[1200];
 };
+
+/* The app's figures (created on first use; main thread). */
+struct vg_node_appstats *vg__node_appstats_for(struct vg_node *node, const char *app);
+/* A copy of app's figures, all zero when it has none yet (any thread). */
+void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_node_appstats *out);
 
 /* node_agent.c: the control-plane agent (agent mode only). */
 struct vg_node_agent *vg__node_agent_create(struct vg_node *node);

@@ -96,6 +96,42 @@ struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app)
     return s->dict;
 }
 
+const uint64_t VG_NODE_LAT_BOUNDS_US[VG_NODE_LAT_BUCKETS - 1] = {
+    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
+
+struct vg_node_appstats *vg__node_appstats_for(struct vg_node *node, const char *app)
+{
+    pthread_mutex_lock(&node->stats_mu);
+    struct vg_node_appstats *st = NULL;
+    for (size_t i = 0; i < node->n_appstats && !st; i++)
+        if (strcmp(node->appstats[i]->app, app) == 0)
+            st = node->appstats[i];
+    if (!st) {
+        st = vg_xcalloc(1, sizeof(*st));
+        st->app = vg_xstrdup(app);
+        node->appstats = vg_xrealloc(node->appstats, (node->n_appstats + 1) * sizeof(*node->appstats));
+        node->appstats[node->n_appstats++] = st;
+    }
+    pthread_mutex_unlock(&node->stats_mu);
+    return st;
+}
+
+void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_node_appstats *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&node->stats_mu);
+    for (size_t i = 0; i < node->n_appstats; i++) {
+        const struct vg_node_appstats *st = node->appstats[i];
+        if (strcmp(st->app, app) != 0)
+            continue;
+        out->requests = __atomic_load_n(&st->requests, __ATOMIC_RELAXED);
+        out->errors_5xx = __atomic_load_n(&st->errors_5xx, __ATOMIC_RELAXED);
+        for (size_t b = 0; b < VG_NODE_LAT_BUCKETS; b++)
+            out->lat[b] = __atomic_load_n(&st->lat[b], __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&node->stats_mu);
+}
+
 /* Connection-level limits apply before a request names its app: timeouts
  * and the connection cap take the strictest value any app asks for, sizes
  * the largest (each app's own size limits are checked per request). */
@@ -375,6 +411,7 @@ int vg_node_run(const struct vg_node_options *opt)
     node.opt = *opt;
     node.n_workers = worker_count(opt->workers);
     pthread_mutex_init(&node.mu, NULL);
+    pthread_mutex_init(&node.stats_mu, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     struct vg_conf_app **apps;
@@ -444,6 +481,11 @@ int vg_node_run(const struct vg_node_options *opt)
         free(node.shared[i].app);
     }
     free(node.shared);
+    for (size_t i = 0; i < node.n_appstats; i++) {
+        free(node.appstats[i]->app);
+        free(node.appstats[i]);
+    }
+    free(node.appstats);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
     vg_cache_destroy(node.cache); /* every request, and its hold on objects, is over */
     node.cache = NULL;

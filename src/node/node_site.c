@@ -93,6 +93,7 @@ struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **
     for (size_t a = 0; a < n_apps; a++) {
         struct vg_app_rt *app = &site->apps[a];
         app->conf = apps[a];
+        app->stats = vg__node_appstats_for(node, apps[a]->name);
         vg_obs_label_escape(app->label, sizeof(app->label), apps[a]->name);
         app->routes = vg_xcalloc(apps[a]->n_routes, sizeof(*app->routes));
         app->origins = vg_xcalloc(apps[a]->n_origins, sizeof(*app->origins));

@@ -18,6 +18,8 @@ name: web
 routes:
   - exact: /v
     respond: {body: "%s\\n"}
+  - exact: /boom
+    respond: {status: 500, body: "boom\\n"}
 """
 
 
@@ -196,3 +198,29 @@ def test_cli_deploy_refuses_an_invalid_app_with_file_line_col(plane, tmp_path, v
     p = cli(verge_bin, plane, "deploy", str(d))
     assert p.returncode == 1
     assert b"verge.yaml:4:5:" in p.stderr and b"did you mean 'respond'" in p.stderr, p.stderr
+
+
+def test_reports_count_what_the_live_version_served(verge, plane, tmp_path):
+    """The heartbeat's stats (what rollout gates read) count the live
+    version's requests, 5xx and latencies since it went live here."""
+    plane.deploy("v1")
+    v = start_node(verge, plane, tmp_path)
+    assert wait_for(lambda: body(v) == "v1", 10)
+    for _ in range(20):
+        assert http_request(v.port, "GET", "/v").status == 200
+    for _ in range(5):
+        assert http_request(v.port, "GET", "/boom").status == 500
+
+    def stats():
+        return plane.node_report("n1").get("stats") or {}
+
+    assert wait_for(lambda: stats().get("requests", 0) >= 25, 10), stats()
+    st = stats()
+    assert st["errors_5xx"] == 5
+    assert sum(st["latency_counts"]) == st["requests"] and len(st["latency_counts"]) == len(st["latency_le_ms"]) + 1
+    assert st["live_since_ms"] > 0
+    sha2 = plane.deploy("v2")
+    assert wait_for(lambda: body(v) == "v2", 10)
+    # the new version starts from zero (the polls above count as its requests)
+    assert wait_for(lambda: plane.node_report("n1").get("version") == sha2 and stats().get("errors_5xx") == 0, 10)
+    assert stats()["requests"] < 25 + 50
