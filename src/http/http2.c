@@ -376,6 +376,7 @@ static void refuse(struct h2s *s, int status, const char *why)
 {
     struct h2c *c = s->c;
     vg__http_log_reject(c->sock, status, why);
+    unlink_te(&s->stall_te);
     s->st = SS_REFUSED;
     char *st = h2o_mem_alloc_pool(&s->req.pool, 4);
     snprintf(st, 4, "%d", status);
@@ -432,9 +433,24 @@ static void on_deliver_te(h2o_timeout_entry_t *te)
     body_deliver(H2O_STRUCT_FROM_MEMBER(struct h2s, deliver_te, te));
 }
 
+/* The stream's timer: the head (and a small body read whole) must arrive
+ * within header_timeout, as on HTTP/1; later, a reader waiting for body
+ * bytes longer than idle_timeout gets 408. */
 static void on_stall(h2o_timeout_entry_t *te)
 {
     struct h2s *s = H2O_STRUCT_FROM_MEMBER(struct h2s, stall_te, te);
+    struct h2c *c = s->c;
+    if (s->st == SS_HEAD) { /* a header block left open blocks the whole connection */
+        vg__http_log_reject(c->sock, 408, "request head not complete within limits.header_timeout");
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+        schedule_flush(c);
+        return;
+    }
+    if (s->st == SS_BUFFER) {
+        refuse(s, 408, "request body not complete within limits.header_timeout");
+        schedule_flush(c);
+        return;
+    }
     if (!s->want)
         return;
     s->err_status = 408;
@@ -494,6 +510,7 @@ void vg__http2_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void 
 
 static void process(struct h2s *s)
 {
+    unlink_te(&s->stall_te); /* the head's (and small body's) clock stops */
     s->st = SS_HANDLE;
     h2o_process_request(&s->req);
 }
@@ -533,6 +550,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     s->deliver_te.cb = on_deliver_te;
     s->stall_te.cb = on_stall;
     s->proceed_te.cb = on_proceed_te;
+    h2o_timeout_link(c->hc->ctx->loop, &c->hc->header_to, &s->stall_te);
     h2o_linklist_insert(&c->streams, &s->link);
     c->n_streams++;
     unlink_te(&c->idle_te);

@@ -354,3 +354,47 @@ def test_sigterm_sends_goaway_and_open_streams_finish(verge, origin):
     out, _ = slow.communicate(timeout=10)
     assert slow.returncode == 0 and json.loads(out)["path"] == "/slow?delay=0.7"
     assert v.proc.wait(timeout=10) == 0
+
+
+def test_small_body_not_completed_in_time_is_408(verge, origin):
+    """A body small enough to be read whole must arrive within
+    header_timeout (as on HTTP/1): 408, and the connection lives on."""
+    v, a = start(verge, origin, limits="{body_size: 1m, header_timeout: 300ms}")
+    c = H2(v.port)
+    sid = c.headers("POST", "/api/up", [("content-length", "1000")])
+    c.send(sid, b"x" * 10)  # and then nothing
+    t0 = time.time()
+    st = c.wait(sid, timeout=5)
+    assert st["status"] == 408 and 0.2 < time.time() - t0 < 3
+    assert not a.requests
+    assert c.request("GET", "/api/x")["status"] == 200
+
+
+def test_header_block_left_open_gets_goaway_after_header_timeout(verge, origin):
+    """HEADERS without END_HEADERS and no CONTINUATION: the connection can
+    carry nothing else, so after header_timeout it is closed (GOAWAY)."""
+    import struct
+    from hpack import Encoder
+    v, a = start(verge, origin, limits="{body_size: 1m, header_timeout: 300ms}")
+    s = socket.create_connection(("127.0.0.1", v.port), timeout=5)
+    block = Encoder().encode([(":method", "GET"), (":path", "/api/x"), (":scheme", "http"), (":authority", "x")])
+    frame = lambda t, fl, sid, p: struct.pack(">I", len(p))[1:] + bytes([t, fl]) + struct.pack(">I", sid) + p
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 0x1, 1, block))
+    t0 = time.time()
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    took = time.time() - t0
+    s.close()
+    types = []
+    i = 0
+    while i + 9 <= len(got):
+        n = int.from_bytes(got[i:i + 3], "big")
+        types.append(got[i + 3])
+        i += 9 + n
+    assert 7 in types, types  # GOAWAY
+    assert 0.2 < took < 3
+    assert any(r.get("status") == "408" for r in v.log_records())
