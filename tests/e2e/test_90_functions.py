@@ -609,3 +609,18 @@ def test_hot_reload_under_load_fails_no_request(v):
     assert not bad, bad[:5]
     assert counts[0] > 100
     assert b"hello v5\n" in seen and seen <= {b"hello\n"} | {b"hello v%d\n" % i for i in range(1, 6)}
+
+
+def test_read_body_over_http2_small_and_streamed(v):
+    """The same handler over h2c: a small body whole, a large one streamed
+    to Lua (flow control is the backpressure), the limit at the boundary."""
+    from test_71_h2_streams import H2
+    c = H2(v.port)
+    st = c.request("POST", "/fn/readbody", b"hello")
+    assert st["status"] == 200 and st["body"] == b"5 hello false", st
+    big = b"abcde" + b"z" * 400000
+    st = c.request("POST", "/fn/readbody", big)
+    assert st["body"] == b"400005 abcde true", st
+    st = c.request("POST", "/fn/readsmall", big)
+    assert st["status"] == 413 and b"larger than the limit" in st["body"]
+    assert c.request("GET", "/hello")["status"] == 200  # same connection, still usable
