@@ -21,6 +21,7 @@
 #include "bundle/bundle.h"
 #include "node_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdatomic.h>
@@ -341,6 +342,29 @@ static bool prepare_app(struct vg_node_agent *a, const char *app, const char *ve
     return rc == 0;
 }
 
+/* Unpacked versions of app other than keep1 and keep2 (the live one and
+ * the one before it, for a quick way back) are removed: a node that
+ * deploys all day must not fill its disk. */
+static void prune(struct vg_node_agent *a, const char *app, const char *keep1, const char *keep2)
+{
+    size_t n = strlen(a->node->opt.data_dir) + strlen(app) + 8;
+    char *dir = vg_xmalloc(n);
+    snprintf(dir, n, "%s/apps/%s", a->node->opt.data_dir, app);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, keep1) == 0 || strcmp(e->d_name, keep2) == 0)
+            continue;
+        char *victim = vg_xasprintf("%s/%s", dir, e->d_name);
+        if (vg_bundle_rmtree(victim) != 0)
+            vg_log(VG_LOG_WARN, "agent: cannot remove an old version", "dir", victim, NULL);
+        free(victim);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+}
+
 /* Applies a desired-state document: {rev, apps: [{app, version, bundle}]}. */
 static void apply(struct vg_node_agent *a, json_t *doc)
 {
@@ -401,9 +425,24 @@ static void apply(struct vg_node_agent *a, json_t *doc)
                 x->hb_requests = x->base.requests;
             }
         }
+        /* what to keep on disk, decided under the lock, done outside it */
+        size_t n_keep = rc ? 0 : a->n_apps;
+        char **keep = vg_xcalloc(3 * n_keep + 1, sizeof(*keep));
+        for (size_t k = 0; k < n_keep; k++) {
+            keep[3 * k] = vg_xstrdup(a->apps[k].name);
+            keep[3 * k + 1] = vg_xstrdup(a->apps[k].version);
+            keep[3 * k + 2] = vg_xstrdup(k < n_before ? before[k] : "");
+        }
         pthread_mutex_unlock(&a->mu);
         if (!rc)
             vg_log(VG_LOG_INFO, "agent: switched", NULL);
+        for (size_t k = 0; k < n_keep; k++) {
+            prune(a, keep[3 * k], keep[3 * k + 1], keep[3 * k + 2]);
+            free(keep[3 * k]);
+            free(keep[3 * k + 1]);
+            free(keep[3 * k + 2]);
+        }
+        free(keep);
     }
     for (size_t k = 0; k < n; k++)
         free(dirs[k]);

@@ -224,3 +224,15 @@ def test_reports_count_what_the_live_version_served(verge, plane, tmp_path):
     # the new version starts from zero (the polls above count as its requests)
     assert wait_for(lambda: plane.node_report("n1").get("version") == sha2 and stats().get("errors_5xx") == 0, 10)
     assert stats()["requests"] < 25 + 50
+
+
+def test_old_versions_are_pruned_keeping_live_and_previous(verge, plane, tmp_path):
+    v = start_node(verge, plane, tmp_path)
+    shas = []
+    for tag in ("v1", "v2", "v3"):
+        shas.append(plane.deploy(tag))
+        assert wait_for(lambda: body(v) == tag, 10)
+    kept = tmp_path / "data-n1" / "apps" / "web"
+    assert wait_for(lambda: sorted(p.name for p in kept.iterdir()) == sorted(shas[1:]), 5), list(kept.iterdir())
+    saved = json.loads((tmp_path / "data-n1" / "agent.json").read_text())
+    assert saved["apps"] == {"web": shas[2]}
