@@ -186,6 +186,7 @@ struct vg_http_sync_req {
     size_t body_len;
     uint32_t timeout_ms; /* the whole exchange, connect to last byte */
     size_t max_bytes;    /* the whole response; 0 = 64 MiB */
+    int cancel_fd;       /* > 0: the exchange gives up (VG_EIO) once this fd is readable */
 };
 
 struct vg_http_sync_res {

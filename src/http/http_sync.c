@@ -52,7 +52,23 @@ int vg_http_url_split(const char *url, char *host, size_t hostcap, char *port, s
     return 0;
 }
 
-static int dial(const char *host, const char *port, int timeout_ms, char *err, size_t cap)
+/* Waits for fd to be ready for ev until deadline_ms: 0, or VG_ETIMEDOUT,
+ * or VG_EIO when cancel_fd (if > 0) became readable first. */
+static int wait_fd(int fd, short ev, uint64_t deadline_ms, int cancel_fd)
+{
+    uint64_t now = vg_now_ms();
+    if (now >= deadline_ms)
+        return VG_ETIMEDOUT;
+    struct pollfd pfd[2] = {{.fd = fd, .events = ev}, {.fd = cancel_fd, .events = POLLIN}};
+    int r;
+    while ((r = poll(pfd, cancel_fd > 0 ? 2 : 1, (int)(deadline_ms - now))) < 0 && errno == EINTR)
+        ;
+    if (cancel_fd > 0 && pfd[1].revents)
+        return VG_EIO;
+    return r > 0 ? 0 : VG_ETIMEDOUT;
+}
+
+static int dial(const char *host, const char *port, uint64_t deadline_ms, int cancel_fd, char *err, size_t cap)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int gai = getaddrinfo(host, port, &hints, &res);
@@ -72,11 +88,10 @@ static int dial(const char *host, const char *port, int timeout_ms, char *err, s
             fd = -1;
             continue;
         }
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int so = 0;
+        int so = 0, w = wait_fd(fd, POLLOUT, deadline_ms, cancel_fd);
         socklen_t sl = sizeof(so);
-        if (poll(&pfd, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0 || so != 0) {
-            why = so ? strerror(so) : "connect timed out";
+        if (w != 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0 || so != 0) {
+            why = so ? strerror(so) : w == VG_EIO ? "cancelled" : "connect timed out";
             close(fd);
             fd = -1;
         }
@@ -87,20 +102,7 @@ static int dial(const char *host, const char *port, int timeout_ms, char *err, s
     return fd;
 }
 
-/* Waits for fd to be ready for ev until deadline_ms; false on timeout. */
-static bool wait_fd(int fd, short ev, uint64_t deadline_ms)
-{
-    uint64_t now = vg_now_ms();
-    if (now >= deadline_ms)
-        return false;
-    struct pollfd pfd = {.fd = fd, .events = ev};
-    int r;
-    while ((r = poll(&pfd, 1, (int)(deadline_ms - now))) < 0 && errno == EINTR)
-        ;
-    return r == 1;
-}
-
-static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms)
+static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms, int cancel_fd)
 {
     while (n) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -110,8 +112,9 @@ static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms)
         } else if (w < 0 && errno == EINTR) {
             continue;
         } else if (w < 0 && errno == EAGAIN) {
-            if (!wait_fd(fd, POLLOUT, deadline_ms))
-                return VG_ETIMEDOUT;
+            int rc = wait_fd(fd, POLLOUT, deadline_ms, cancel_fd);
+            if (rc)
+                return rc;
         } else {
             return VG_EIO;
         }
@@ -120,7 +123,8 @@ static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms)
 }
 
 /* Reads to EOF (the request said Connection: close). */
-static int read_all(int fd, struct vg_http_sync_res *r, size_t max, uint64_t deadline_ms, char *err, size_t cap)
+static int read_all(int fd, struct vg_http_sync_res *r, size_t max, uint64_t deadline_ms, int cancel_fd, char *err,
+                    size_t cap)
 {
     size_t bufcap = 16384;
     r->buf = vg_xmalloc(bufcap);
@@ -139,8 +143,9 @@ static int read_all(int fd, struct vg_http_sync_res *r, size_t max, uint64_t dea
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN) {
-            if (!wait_fd(fd, POLLIN, deadline_ms))
-                return fail(err, cap, VG_ETIMEDOUT, "response", "timed out");
+            int rc = wait_fd(fd, POLLIN, deadline_ms, cancel_fd);
+            if (rc)
+                return fail(err, cap, rc, "response", rc == VG_EIO ? "cancelled" : "timed out");
         } else {
             return fail(err, cap, VG_EIO, "response", strerror(errno));
         }
@@ -183,7 +188,7 @@ int vg_http_sync_request(const struct vg_http_sync_req *q, struct vg_http_sync_r
     if (vg_http_url_split(q->url, host, sizeof(host), port, sizeof(port), &path) != 0)
         return fail(err, errcap, VG_EINVAL, q->url, "not an http://HOST[:PORT][/PATH] URL");
     uint64_t deadline = vg_now_ms() + q->timeout_ms;
-    int fd = dial(host, port, (int)q->timeout_ms, err, errcap);
+    int fd = dial(host, port, deadline, q->cancel_fd, err, errcap);
     if (fd < 0)
         return VG_EIO;
     /* "http://h:p" + "/v1/x" is "/v1/x", and "http://h:p/api/" + "/v1" is "/api/v1" */
@@ -203,10 +208,11 @@ int vg_http_sync_request(const struct vg_http_sync_req *q, struct vg_http_sync_r
     int rc;
     if (hl < 0 || (size_t)hl >= sizeof(head))
         rc = fail(err, errcap, VG_EINVAL, q->url, "request head too long");
-    else if ((rc = send_all(fd, head, (size_t)hl, deadline)) != 0 ||
-             (q->body_len && (rc = send_all(fd, q->body, q->body_len, deadline)) != 0))
+    else if ((rc = send_all(fd, head, (size_t)hl, deadline, q->cancel_fd)) != 0 ||
+             (q->body_len && (rc = send_all(fd, q->body, q->body_len, deadline, q->cancel_fd)) != 0))
         fail(err, errcap, rc, q->url, rc == VG_ETIMEDOUT ? "timed out sending" : "connection lost sending");
-    else if ((rc = read_all(fd, r, q->max_bytes ? q->max_bytes : (64u << 20), deadline, err, errcap)) == 0)
+    else if ((rc = read_all(fd, r, q->max_bytes ? q->max_bytes : (64u << 20), deadline, q->cancel_fd, err, errcap)) ==
+             0)
         rc = parse(r, err, errcap);
     close(fd);
     if (rc)

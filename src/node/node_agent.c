@@ -23,6 +23,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -57,6 +58,8 @@ struct vg_node_agent {
     size_t n_apps;
     int64_t rev;
     char *state_path;
+    int cancel[2]; /* a pipe: writing to it ends any control-plane call in flight */
+    bool started;
 };
 
 /* ---- small helpers --------------------------------------------------------------- */
@@ -97,7 +100,8 @@ static int call(struct vg_node_agent *a, const char *method, const char *path, j
                                  .body = text,
                                  .body_len = text ? strlen(text) : 0,
                                  .timeout_ms = timeout_ms,
-                                 .max_bytes = max};
+                                 .max_bytes = max,
+                                 .cancel_fd = a->cancel[0]};
     int rc = vg_http_sync_request(&q, res, err, errcap);
     free(text);
     return rc;
@@ -296,6 +300,10 @@ static char **dirs_of(struct vg_node_agent *a, size_t *n)
 static int activate(struct vg_node_agent *a, char **dirs, size_t n, char *err, size_t errcap)
 {
     struct vg_node *node = a->node;
+    if (atomic_load(&a->stop)) {
+        snprintf(err, errcap, "the node is stopping");
+        return VG_EIO;
+    }
     pthread_mutex_lock(&node->agent_mu);
     node->agent_dirs = dirs;
     node->n_agent_dirs = n;
@@ -607,6 +615,7 @@ struct vg_node_agent *vg__node_agent_create(struct vg_node *node)
     a->rev = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
+    VG_AZ(pipe2(a->cancel, O_CLOEXEC | O_NONBLOCK));
     size_t n = strlen(node->opt.data_dir) + 16;
     a->state_path = vg_xmalloc(n);
     snprintf(a->state_path, n, "%s/agent.json", node->opt.data_dir);
@@ -637,12 +646,11 @@ void vg__node_agent_start(struct vg_node_agent *a)
 {
     VG_AZ(pthread_create(&a->poll_thread, NULL, poll_main, a));
     VG_AZ(pthread_create(&a->hb_thread, NULL, hb_main, a));
+    a->started = true;
 }
 
-void vg__node_agent_destroy(struct vg_node_agent *a)
+void vg__node_agent_stop(struct vg_node_agent *a)
 {
-    if (!a)
-        return;
     pthread_mutex_lock(&a->mu);
     atomic_store(&a->stop, true);
     pthread_cond_broadcast(&a->cv);
@@ -650,8 +658,31 @@ void vg__node_agent_destroy(struct vg_node_agent *a)
     pthread_mutex_lock(&a->node->agent_mu);
     pthread_cond_broadcast(&a->node->agent_cv);
     pthread_mutex_unlock(&a->node->agent_mu);
-    /* a long poll in flight ends at its timeout at worst; the threads hold
-     * nothing the process needs at exit, so they are not waited for */
-    pthread_detach(a->poll_thread);
-    pthread_detach(a->hb_thread);
+    char b = 1; /* a long poll, a download: they end now, not at their timeout */
+    if (write(a->cancel[1], &b, 1) < 0)
+        vg_log(VG_LOG_WARN, "agent: cannot interrupt its calls", "reason", strerror(errno), NULL);
+}
+
+void vg__node_agent_destroy(struct vg_node_agent *a)
+{
+    if (!a)
+        return;
+    vg__node_agent_stop(a);
+    if (a->started) { /* they exit promptly: every wait watches stop or the pipe */
+        pthread_join(a->poll_thread, NULL);
+        pthread_join(a->hb_thread, NULL);
+    }
+    for (size_t i = 0; i < a->n_apps; i++) {
+        free(a->apps[i].name);
+        free(a->apps[i].version);
+        free(a->apps[i].failed);
+        free(a->apps[i].error);
+    }
+    free(a->apps);
+    free(a->state_path);
+    close(a->cancel[0]);
+    close(a->cancel[1]);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
 }

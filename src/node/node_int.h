@@ -237,6 +237,8 @@ char **vg__node_agent_dirs(struct vg_node_agent *a, size_t *n);
 /* Drops the live versions (they failed to load at start-up). */
 void vg__node_agent_forget(struct vg_node_agent *a);
 void vg__node_agent_start(struct vg_node_agent *a);
+/* Ends the agent's calls and waits now (drain); destroy joins its threads. */
+void vg__node_agent_stop(struct vg_node_agent *a);
 void vg__node_agent_destroy(struct vg_node_agent *a);
 
 /* verge.fetch through the forwarder (node_fetch.c): one context per app

@@ -253,7 +253,7 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sigint, NULL);
     if (m->node->agent) {
-        vg__node_agent_destroy(m->node->agent);
+        vg__node_agent_stop(m->node->agent);
         uv_close((uv_handle_t *)&m->node->agent_async, NULL);
     }
     vg__node_site_stop_health(m->node->site);
@@ -487,6 +487,8 @@ int vg_node_run(const struct vg_node_options *opt)
     }
     free(node.appstats);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
+    vg__node_agent_destroy(node.agent); /* before the loop its wake-ups target goes */
+    node.agent = NULL;
     vg_cache_destroy(node.cache); /* every request, and its hold on objects, is over */
     node.cache = NULL;
     uv_loop_close(&m.loop);
