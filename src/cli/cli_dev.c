@@ -1162,9 +1162,10 @@ int vg_cli_dev(int argc, char **argv)
         start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
         memcpy(d.live, sha, sizeof(d.live));
         print_ready(&d, vg_now_ms() - t0);
-        d.exit_code = 0;
         run(&d);
         rc = d.exit_code;
+    } else if (d.stop) {
+        rc = d.exit_code; /* Ctrl-C during start-up: 0; the control plane died: 1 */
     }
     if (!d.json)
         printf("[dev] stopping\n");
