@@ -109,8 +109,8 @@ struct dev {
     uint64_t stop_at; /* when the first Ctrl-C/SIGTERM came */
     int exit_code;
     char *app;
-    char live[65];                  /* what every pop serves */
-    char pending[65];               /* deployed, not yet live everywhere */
+    char live[65];    /* what every pop serves */
+    char pending[65]; /* deployed, not yet live everywhere */
     uint64_t pending_save, pending_deadline, next_check;
     uint64_t first_change, last_change; /* 0: none waiting */
 };
@@ -190,7 +190,8 @@ static bool is_chatter(const struct child *c, json_t *j)
     json_t *st = json_object_get(j, "status");
     if (c->loc || !msg || strcmp(msg, "request") != 0 || !actor || !method)
         return false;
-    int status = json_is_integer(st) ? (int)json_integer_value(st) : atoi(json_string_value(st) ? json_string_value(st) : "0");
+    int status =
+        json_is_integer(st) ? (int)json_integer_value(st) : atoi(json_string_value(st) ? json_string_value(st) : "0");
     if (status >= 500)
         return false;
     return strcmp(actor, "dev-nodes") == 0 || (strcmp(actor, "admin") == 0 && strcmp(method, "GET") == 0);
@@ -741,9 +742,9 @@ static int start_control(struct dev *d)
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", d->base);
     int rc = write_secret(tok, d->admin);
     if (rc == 0) {
-        char *argv[] = {"verge",  "control",    "--data",     data,           "--listen",
-                        listen,   "--bootstrap-token-file",   tok,            "--node-timeout",
-                        "5s",     "--log-format", "json",      NULL};
+        char *argv[] = {
+            "verge", "control",        "--data", data,           "--listen", listen, "--bootstrap-token-file",
+            tok,     "--node-timeout", "5s",     "--log-format", "json",     NULL};
         child_init(&d->kids[0], "control", NULL);
         d->kids[0].port = (uint16_t)d->base;
         d->n_kids = 1;
@@ -802,10 +803,11 @@ static int start_pops(struct dev *d)
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", c->port);
         snprintf(latency, sizeof(latency), "%llums", (unsigned long long)(d->latency ? c->rtt_ms : 0));
         data = vg_xasprintf("%s/%s", d->tmp, name);
-        char *argv[] = {"verge",  "node",         "--control",       d->url,    "--node-id", name,
-                        "--location", (char *)loc->id, "--data",    data,     "--listen",  listen,
-                        "--workers", "1",         "--drain-timeout", "1s",      "--dev",     "--log-format",
-                        "json",   "--add-latency", latency,          NULL};
+        char *argv[] = {"verge",    "node",       "--control",     d->url,   "--node-id",
+                        name,       "--location", (char *)loc->id, "--data", data,
+                        "--listen", listen,       "--workers",     "1",      "--drain-timeout",
+                        "1s",       "--dev",      "--log-format",  "json",   "--add-latency",
+                        latency,    NULL};
         int rc = spawn(d, c, argv, env);
         free(data);
         if (rc) {
@@ -853,11 +855,11 @@ static void print_ready(struct dev *d, uint64_t took)
             struct child *c = &d->kids[i];
             char url[48];
             snprintf(url, sizeof(url), "http://127.0.0.1:%u/", c->port);
-            json_array_append_new(
-                pops, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:f,s:s,s:i,s:f,s:I}", "id", c->name, "location", c->loc->id,
-                                "city", c->loc->city, "country", c->loc->country, "region", c->loc->region, "lat",
-                                c->loc->lat, "lon", c->loc->lon, "url", url, "port", (int)c->port, "distance_km",
-                                c->km, "latency_ms", (json_int_t)(d->latency ? c->rtt_ms : 0)));
+            json_array_append_new(pops, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:f,s:s,s:i,s:f,s:I}", "id", c->name,
+                                                  "location", c->loc->id, "city", c->loc->city, "country",
+                                                  c->loc->country, "region", c->loc->region, "lat", c->loc->lat, "lon",
+                                                  c->loc->lon, "url", url, "port", (int)c->port, "distance_km", c->km,
+                                                  "latency_ms", (json_int_t)(d->latency ? c->rtt_ms : 0)));
         }
         json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s},s:s,s:b,s:o,s:I}", "event", "ready", "app", d->app,
                               "version", d->live, "dir", d->dir, "control", "url", d->url, "token", d->admin, "from",
@@ -917,15 +919,15 @@ static void check_pending(struct dev *d)
         if (!d->json)
             fprintf(stderr, "verge dev: %s refused %.12s: %s\n", who, d->pending, why);
         note(d, "the pops keep serving %.12s", d->live);
-        event(d, "refused", json_pack("{s:s,s:s,s:s,s:s}", "version", d->pending, "pop", who, "error", why, "live",
-                                      d->live));
+        event(d, "refused",
+              json_pack("{s:s,s:s,s:s,s:s}", "version", d->pending, "pop", who, "error", why, "live", d->live));
         d->pending[0] = '\0';
     } else if (live == d->pops) {
         memcpy(d->live, d->pending, sizeof(d->live));
         d->pending[0] = '\0';
         uint64_t ms = now - d->pending_save;
-        note(d, "%s@%.12s live on %u pop%s, %llu ms after the save", d->app, d->live, d->pops,
-             d->pops == 1 ? "" : "s", (unsigned long long)ms);
+        note(d, "%s@%.12s live on %u pop%s, %llu ms after the save", d->app, d->live, d->pops, d->pops == 1 ? "" : "s",
+             (unsigned long long)ms);
         event(d, "deployed", json_pack("{s:s,s:s,s:I}", "app", d->app, "version", d->live, "ms", (json_int_t)ms));
     } else if (now >= d->pending_deadline) {
         if (!d->json)
@@ -965,17 +967,18 @@ static void run(struct dev *d)
 
 static void dev_usage(FILE *f)
 {
-    fprintf(f, "usage: verge dev [DIR] [--pops N] [--latency [--from LOC]] [--port BASE] [--json]\n\n"
-               "Runs the platform here: a control plane and N edge nodes (pops) on 127.0.0.1, each at a\n"
-               "simulated location; deploys DIR (default: the current directory) through the control\n"
-               "plane as `verge deploy` does, redeploys it on every save, and streams every log.\n\n"
-               "  --pops N       edge nodes, 1 to %d (default 1); pop-K gets the K-th location of the list\n"
-               "  --latency      delay each pop's answers by the round trip between you and its location\n"
-               "  --from LOC     where you are, for --latency (default: the list's first, fra)\n"
-               "  --port BASE    control plane on BASE, pop-K on BASE+K (default %d)\n"
-               "  --json         JSON lines: a \"ready\" document with the URLs, then events and logs\n"
-               "  --locations    print the bundled locations and exit\n\n"
-               "Ctrl-C stops every process and removes the temporary state.\n",
+    fprintf(f,
+            "usage: verge dev [DIR] [--pops N] [--latency [--from LOC]] [--port BASE] [--json]\n\n"
+            "Runs the platform here: a control plane and N edge nodes (pops) on 127.0.0.1, each at a\n"
+            "simulated location; deploys DIR (default: the current directory) through the control\n"
+            "plane as `verge deploy` does, redeploys it on every save, and streams every log.\n\n"
+            "  --pops N       edge nodes, 1 to %d (default 1); pop-K gets the K-th location of the list\n"
+            "  --latency      delay each pop's answers by the round trip between you and its location\n"
+            "  --from LOC     where you are, for --latency (default: the list's first, fra)\n"
+            "  --port BASE    control plane on BASE, pop-K on BASE+K (default %d)\n"
+            "  --json         JSON lines: a \"ready\" document with the URLs, then events and logs\n"
+            "  --locations    print the bundled locations and exit\n\n"
+            "Ctrl-C stops every process and removes the temporary state.\n",
             DEV_MAX_POPS, DEV_DEFAULT_PORT);
 }
 

@@ -160,10 +160,9 @@ int vg_cli_init(int argc, char **argv)
         rc = 2;
     } else if (exists && !(S_ISDIR(st.st_mode) && dir_empty(dir))) {
         fprintf(stderr, "verge init: %s already exists and is not an empty directory; nothing was changed\n", dir);
-    } else if ((!exists && make_dir(dir, NULL) != 0) || make_dir(dir, "public") != 0 ||
-               make_dir(dir, "test") != 0 || put(dir, "verge.yaml", manifest, name) != 0 ||
-               put(dir, "edge.lua", handler, name) != 0 || put(dir, "public/index.html", page, name) != 0 ||
-               put(dir, "test/hello.lua", test, name) != 0) {
+    } else if ((!exists && make_dir(dir, NULL) != 0) || make_dir(dir, "public") != 0 || make_dir(dir, "test") != 0 ||
+               put(dir, "verge.yaml", manifest, name) != 0 || put(dir, "edge.lua", handler, name) != 0 ||
+               put(dir, "public/index.html", page, name) != 0 || put(dir, "test/hello.lua", test, name) != 0) {
         /* the reason is printed; what was created stays for a look */
     } else {
         printf("created %s/: verge.yaml, edge.lua, public/index.html, test/hello.lua\n\n"
