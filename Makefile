@@ -8,11 +8,11 @@ OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
 # h2o on its own evloop; libuv alongside (docs/decisions.md, "HTTP engine")
-CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc -I$(BUILD)/gen $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += -lh2o-evloop -llmdb $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 SANITIZE ?=
 
-LIB_SRCS  := $(sort $(wildcard src/base/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/fn/*.c src/node/*.c src/control/*.c))
+LIB_SRCS  := $(sort $(wildcard src/base/*.c src/geo/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/fn/*.c src/node/*.c src/control/*.c))
 CLI_SRCS  := $(sort $(wildcard src/cli/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
@@ -33,6 +33,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	@$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# The bundled locations (docs/decisions.md, "Locations"): data/locations.csv
+# becomes one C string literal, which src/geo reads like any other list.
+$(BUILD)/gen/geo_locations_csv.inc: data/locations.csv
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< >$@.tmp && mv $@.tmp $@
+$(BUILD)/src/geo/geo_locations.o: $(BUILD)/gen/geo_locations_csv.inc
 
 $(BUILD)/libverge.a: $(LIB_OBJS)
 	@rm -f $@

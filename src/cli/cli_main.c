@@ -9,6 +9,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: verge <command> [options]\n\n"
                "commands:\n"
+               "  init     scaffold a new app in a new directory (verge init NAME)\n"
+               "  dev      run the platform locally on N simulated locations, redeploy on save (verge dev --pops 3)\n"
                "  node     run an edge node serving apps (verge node --app DIR --listen ADDR)\n"
                "  check    validate app manifests (verge check DIR...)\n"
                "  test     run an app's test/*.lua against a local node (verge test [DIR])\n"
@@ -31,6 +33,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "init") == 0)
+        return vg_cli_init(argc - 1, argv + 1);
+    if (strcmp(cmd, "dev") == 0)
+        return vg_cli_dev(argc - 1, argv + 1);
     if (strcmp(cmd, "node") == 0)
         return vg_cli_node(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)

@@ -23,6 +23,7 @@ static void node_usage(FILE *f)
                "  --cache-disk SIZE    budget of --cache-dir (default 1g)\n"
                "  --admin-token T      bearer token for the admin API (POST /_verge/purge); also $VERGE_ADMIN_TOKEN\n"
                "  --dev                development mode\n"
+               "  --add-latency DUR    every request waits DUR first, as if the client were far away (max 10s)\n"
                "  --control URL        agent mode: run the apps `verge control` at URL deploys here\n"
                "  --token T            this node's token for --control (also $VERGE_NODE_TOKEN)\n"
                "  --node-id ID         this node's id (default: the host name)\n"
@@ -110,6 +111,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"node-id", required_argument, NULL, 'I'},
         {"location", required_argument, NULL, 'O'},
         {"data", required_argument, NULL, 'G'},
+        {"add-latency", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -172,6 +174,12 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
             break;
         case 'G':
             o.data_dir = optarg;
+            break;
+        case 'Y':
+            if (vg_parse_duration_ms(optarg, &o.add_latency_ms) != 0 || o.add_latency_ms > 10000) {
+                rc = bad("--add-latency takes a duration from 0 to 10s, like 80ms", optarg);
+                break;
+            }
             break;
         case 'T':
             if (!*optarg) {

@@ -33,6 +33,7 @@ struct vg_node_options {
     const char *node_id;       /* this node's id (default: the host name) */
     const char *location;      /* its location id */
     const char *data_dir;      /* unpacked versions and the last known good state */
+    uint64_t add_latency_ms;   /* every request waits this long first (verge dev --latency), 0 = off */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

@@ -54,6 +54,8 @@ struct vg_node_agent {
     atomic_bool stop;
     pthread_mutex_t mu; /* guards apps (read by the heartbeat) and the wake-up */
     pthread_cond_t cv;
+    pthread_cond_t hb_cv; /* wakes the heartbeat early: report_now */
+    bool report_now;      /* under mu: a new desired state was applied, tell the control plane at once */
     struct agent_app *apps;
     size_t n_apps;
     int64_t rev;
@@ -458,6 +460,12 @@ static void apply(struct vg_node_agent *a, json_t *doc)
     for (size_t k = 0; k < n_before; k++)
         free(before[k]);
     free(before);
+    /* the outcome (live or refused) goes out now, not at the next beat:
+     * `verge deploy --wait` and `verge dev` follow the reports */
+    pthread_mutex_lock(&a->mu);
+    a->report_now = true;
+    pthread_cond_broadcast(&a->hb_cv);
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* ---- threads -------------------------------------------------------------------- */
@@ -587,6 +595,25 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
     return json_pack("{s:o}", "apps", apps);
 }
 
+/* Waits HEARTBEAT_MS, or less when there is news or the agent stops. */
+static void hb_wait(struct vg_node_agent *a)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HEARTBEAT_MS / 1000;
+    ts.tv_nsec += (long)(HEARTBEAT_MS % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&a->mu);
+    while (!atomic_load(&a->stop) && !a->report_now)
+        if (pthread_cond_timedwait(&a->hb_cv, &a->mu, &ts) != 0)
+            break;
+    a->report_now = false;
+    pthread_mutex_unlock(&a->mu);
+}
+
 static void *hb_main(void *arg)
 {
     struct vg_node_agent *a = arg;
@@ -601,7 +628,7 @@ static void *hb_main(void *arg)
         if (call(a, "POST", path, body, 5000, 0, &res, err, sizeof(err)) == 0)
             vg_http_sync_res_free(&res);
         json_decref(body);
-        nap(a, HEARTBEAT_MS);
+        hb_wait(a);
     }
     return NULL;
 }
@@ -615,6 +642,7 @@ struct vg_node_agent *vg__node_agent_create(struct vg_node *node)
     a->rev = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
+    pthread_cond_init(&a->hb_cv, NULL);
     VG_AZ(pipe2(a->cancel, O_CLOEXEC | O_NONBLOCK));
     size_t n = strlen(node->opt.data_dir) + 16;
     a->state_path = vg_xmalloc(n);
@@ -654,6 +682,7 @@ void vg__node_agent_stop(struct vg_node_agent *a)
     pthread_mutex_lock(&a->mu);
     atomic_store(&a->stop, true);
     pthread_cond_broadcast(&a->cv);
+    pthread_cond_broadcast(&a->hb_cv);
     pthread_mutex_unlock(&a->mu);
     pthread_mutex_lock(&a->node->agent_mu);
     pthread_cond_broadcast(&a->node->agent_cv);
@@ -684,5 +713,6 @@ void vg__node_agent_destroy(struct vg_node_agent *a)
     close(a->cancel[1]);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
+    pthread_cond_destroy(&a->hb_cv);
     free(a);
 }

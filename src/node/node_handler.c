@@ -676,6 +676,8 @@ static int absolute_form(h2o_req_t *req)
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     struct vg_worker *w = vg__node_worker_of(req->conn->ctx);
+    if (vg__node_delay(w, self, req))
+        return 0; /* --add-latency: comes back here later */
     struct vg_site *site = w->site;
     struct reqstate *rs = h2o_mem_alloc_shared(&req->pool, sizeof(*rs), on_request_end);
     *rs = (struct reqstate){.req = req, .worker = w, .site = site, .server = -1, .start_us = vg_now_us()};

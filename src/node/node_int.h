@@ -178,6 +178,10 @@ struct vg_worker {
     /* request ids: per-worker random prefix + sequence */
     char reqid_prefix[12];
     uint64_t reqid_seq;
+    /* --add-latency (node_delay.c) */
+    h2o_timeout_t delay_timeout;
+    bool delay_ready;
+    h2o_req_t *delay_resuming; /* the request being handed back, during that call */
 };
 
 struct vg_node {
@@ -259,6 +263,11 @@ void vg__node_worker_defer_free(struct vg_worker *w, void *ptr);
 /* ---- request handling ---- */
 
 void vg__node_handler_register(struct vg_node *node);
+
+/* --add-latency (node_delay.c): true when req was put aside to be handed
+ * to handler->on_req again later on this worker's loop (the handler then
+ * returns at once); false when it is to be handled now. */
+bool vg__node_delay(struct vg_worker *w, h2o_handler_t *handler, h2o_req_t *req);
 
 /* Answers req from the cache or forwards it with the cache's filter on it
  * (node_cache.c). app: the app's name, prefix of its keys. */

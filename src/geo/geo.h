@@ -1,0 +1,71 @@
+/* geo: locations (id, city, country, region, latitude/longitude) and the
+ * distances and network latencies between them.
+ *
+ * The bundled list (data/locations.csv, embedded in the binary at build
+ * time) is what `verge dev` simulates and what the scheduler places apps
+ * on; the same reader takes a list of one's own (thousands of locations in
+ * a simulation). Pure: no I/O. */
+#ifndef VG_GEO_H
+#define VG_GEO_H
+
+#include "base/base.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VG_GEO_ID_MAX 16     /* [a-z0-9-], 1 to 15 bytes */
+#define VG_GEO_CITY_MAX 48   /* printable, no comma, 1 to 47 bytes */
+#define VG_GEO_REGION_MAX 16 /* [a-z0-9-], 1 to 15 bytes */
+#define VG_GEO_MAX 100000    /* locations in one set */
+
+struct vg_geo_location {
+    char id[VG_GEO_ID_MAX];
+    char city[VG_GEO_CITY_MAX];
+    char country[3]; /* ISO 3166-1 alpha-2, upper case */
+    char region[VG_GEO_REGION_MAX];
+    double lat, lon; /* degrees: -90..90, -180..180 */
+};
+
+/* A list of locations in file order, ids unique. */
+struct vg_geo_set;
+
+/* Where a list was refused: line and column are 1-based. */
+struct vg_geo_error {
+    int line, col;
+    char msg[160];
+};
+
+/* Reads a CSV list: a header line `id,city,country,region,lat,lon` (the
+ * columns in that order), then one location per line; lines starting with
+ * '#' and blank lines are skipped. No quoting: fields hold no commas.
+ * Returns 0 and the set in *out (the caller's: vg_geo_set_destroy), else
+ * VG_EINVAL with *err filled. */
+int vg_geo_set_parse(const char *text, size_t len, struct vg_geo_set **out, struct vg_geo_error *err) VG_MUST_CHECK;
+
+/* The bundled list (data/locations.csv); the caller owns *out. */
+int vg_geo_set_builtin(struct vg_geo_set **out) VG_MUST_CHECK;
+
+/* The bundled list's CSV text (static storage). */
+const char *vg_geo_builtin_csv(size_t *len);
+
+void vg_geo_set_destroy(struct vg_geo_set *set);
+
+size_t vg_geo_set_count(const struct vg_geo_set *set);
+/* The i-th location (i < count); valid while the set lives. */
+const struct vg_geo_location *vg_geo_set_at(const struct vg_geo_set *set, size_t i);
+/* The location with this id, or NULL. */
+const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, const char *id);
+
+/* Great-circle distance in km (haversine on a sphere of radius 6371 km). */
+double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b);
+
+/* A round trip's network latency over km of great-circle distance, in µs:
+ * light in fibre covers a km in about 4.9 µs (refractive index ~1.47),
+ * each way, plus VG_GEO_HOP_US each way for the access network and the
+ * routers on the way. Real paths are longer than great circles: this is a
+ * floor. */
+#define VG_GEO_FIBRE_US_PER_KM 4.9
+#define VG_GEO_HOP_US 1000
+uint64_t vg_geo_rtt_us(double km);
+
+#endif

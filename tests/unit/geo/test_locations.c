@@ -1,0 +1,141 @@
+/* geo: the location list reader (the bundled list and bad lists, refused
+ * with line:col), great-circle distances and the latency model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+
+#include "geo/geo.h"
+
+static void builtin_list_is_valid_and_large_enough(void **state)
+{
+    struct vg_geo_set *set = NULL;
+    assert_int_equal(vg_geo_set_builtin(&set), 0);
+    /* verge dev --pops 64 gives every pop a location of its own */
+    assert_true(vg_geo_set_count(set) >= 64);
+    const struct vg_geo_location *fra = vg_geo_set_find(set, "fra");
+    assert_non_null(fra);
+    assert_string_equal(fra->city, "Frankfurt");
+    assert_string_equal(fra->country, "DE");
+    assert_string_equal(fra->region, "eu");
+    assert_true(fra->lat > 50 && fra->lat < 50.2 && fra->lon > 8.6 && fra->lon < 8.8);
+    assert_ptr_equal(vg_geo_set_at(set, 0), fra); /* the first row: dev's default --from */
+    assert_non_null(vg_geo_set_find(set, "iad"));
+    assert_non_null(vg_geo_set_find(set, "sin"));
+    assert_null(vg_geo_set_find(set, "xyz"));
+    assert_null(vg_geo_set_find(set, ""));
+    /* every region of the world is there */
+    const char *regions[] = {"eu", "na", "sa", "as", "oc", "af", "me"};
+    for (size_t r = 0; r < sizeof(regions) / sizeof(regions[0]); r++) {
+        size_t n = 0;
+        for (size_t i = 0; i < vg_geo_set_count(set); i++)
+            n += strcmp(vg_geo_set_at(set, i)->region, regions[r]) == 0;
+        assert_true(n >= 2);
+    }
+    vg_geo_set_destroy(set);
+}
+
+static void parses_comments_blank_lines_and_crlf(void **state)
+{
+    static const char csv[] = "# a comment\r\n\r\nid,city,country,region,lat,lon\r\n"
+                              "a-1,Somewhere Nice,XX,r1,-12.5,170\r\n"
+                              "# between\n"
+                              "b,B,YY,r2,0,-180"; /* no final newline */
+    struct vg_geo_set *set = NULL;
+    struct vg_geo_error err;
+    assert_int_equal(vg_geo_set_parse(csv, sizeof(csv) - 1, &set, &err), 0);
+    assert_int_equal(vg_geo_set_count(set), 2);
+    const struct vg_geo_location *a = vg_geo_set_at(set, 0);
+    assert_string_equal(a->id, "a-1");
+    assert_string_equal(a->city, "Somewhere Nice");
+    assert_string_equal(a->country, "XX");
+    assert_string_equal(a->region, "r1");
+    assert_true(a->lat == -12.5 && a->lon == 170);
+    assert_ptr_equal(vg_geo_set_find(set, "b"), vg_geo_set_at(set, 1));
+    assert_true(vg_geo_set_at(set, 1)->lon == -180);
+    vg_geo_set_destroy(set);
+}
+
+/* Each bad list is refused with the position of what is wrong. */
+static void refuses_bad_lists_with_line_and_column(void **state)
+{
+    static const struct {
+        const char *csv;
+        int line, col;
+        const char *msg;
+    } bad[] = {
+        {"", 1, 1, "no header"},
+        {"# only a comment\n", 1, 1, "no header"},
+        {"id,city,country,region,lon,lat\n", 1, 1, "header"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,50.1\n", 2, 25, "6 fields"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,50.1,8.6,x\n", 2, 30, "more than 6"},
+        {"id,city,country,region,lat,lon\nFRA,Frankfurt,DE,eu,50.1,8.6\n", 2, 1, "id"},
+        {"id,city,country,region,lat,lon\n,Frankfurt,DE,eu,50.1,8.6\n", 2, 1, "id"},
+        {"id,city,country,region,lat,lon\nfra,,DE,eu,50.1,8.6\n", 2, 5, "city"},
+        {"id,city,country,region,lat,lon\nfra,Fr\tankfurt,DE,eu,50.1,8.6\n", 2, 7, "control"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,De,eu,50.1,8.6\n", 2, 15, "country"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DEU,eu,50.1,8.6\n", 2, 15, "country"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,EU,50.1,8.6\n", 2, 18, "region"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,91,8.6\n", 2, 21, "latitude"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,nan,8.6\n", 2, 21, "latitude"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,1e1,8.6\n", 2, 21, "latitude"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,50.1,\n", 2, 26, "longitude"},
+        {"id,city,country,region,lat,lon\nfra,Frankfurt,DE,eu,50.1,-180.5\n", 2, 26, "longitude"},
+        {"id,city,country,region,lat,lon\n\n# c\nfra,F,DE,eu,1,2\nfra,G,DE,eu,1,2\n", 5, 1, "duplicate id 'fra'"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct vg_geo_set *set = NULL;
+        struct vg_geo_error err = {0};
+        int rc = vg_geo_set_parse(bad[i].csv, strlen(bad[i].csv), &set, &err);
+        if (rc != VG_EINVAL || err.line != bad[i].line || err.col != bad[i].col || !strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: rc %d at %d:%d: %s", i, rc, err.line, err.col, err.msg);
+        assert_null(set);
+    }
+    /* a NUL byte inside a line */
+    static const char nul[] = "id,city,country,region,lat,lon\nfr\0a,F,DE,eu,1,2\n";
+    struct vg_geo_set *set = NULL;
+    struct vg_geo_error err = {0};
+    assert_int_equal(vg_geo_set_parse(nul, sizeof(nul) - 1, &set, &err), VG_EINVAL);
+    assert_int_equal(err.line, 2);
+    assert_int_equal(err.col, 3);
+}
+
+static void distances_and_latency(void **state)
+{
+    struct vg_geo_set *set = NULL;
+    assert_int_equal(vg_geo_set_builtin(&set), 0);
+    const struct vg_geo_location *fra = vg_geo_set_find(set, "fra"), *lhr = vg_geo_set_find(set, "lhr"),
+                                 *sin = vg_geo_set_find(set, "sin"), *syd = vg_geo_set_find(set, "syd");
+    assert_true(vg_geo_distance_km(fra, fra) < 1e-9);
+    double fl = vg_geo_distance_km(fra, lhr), fs = vg_geo_distance_km(fra, sin);
+    assert_true(fl > 620 && fl < 660);     /* Frankfurt-London: ~640 km */
+    assert_true(fs > 10200 && fs < 10350); /* Frankfurt-Singapore: ~10,260 km */
+    assert_true(fabs(vg_geo_distance_km(sin, fra) - fs) < 1e-6);
+    assert_true(vg_geo_distance_km(fra, syd) > 16000); /* nearly antipodal */
+    /* antipodes: half the circumference, no NaN from rounding */
+    struct vg_geo_location a = {.lat = 0, .lon = 0}, b = {.lat = 0, .lon = 180};
+    assert_true(fabs(vg_geo_distance_km(&a, &b) - 20015.1) < 1);
+    /* the model: 2 x (4.9 us/km + 1 ms) */
+    assert_int_equal(vg_geo_rtt_us(0), 2000);
+    assert_int_equal(vg_geo_rtt_us(1000), 11800);
+    assert_true(vg_geo_rtt_us(fs) > 100000 && vg_geo_rtt_us(fs) < 104000);
+    assert_int_equal(vg_geo_rtt_us(-1), 2000);
+    vg_geo_set_destroy(set);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(builtin_list_is_valid_and_large_enough),
+        cmocka_unit_test(parses_comments_blank_lines_and_crlf),
+        cmocka_unit_test(refuses_bad_lists_with_line_and_column),
+        cmocka_unit_test(distances_and_latency),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
