@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make dev`: start a local node on the example app and print its URL.
+# `make dev`: the whole platform locally on the example app — a control plane
+# and POPS edge nodes at simulated locations (`verge dev`), redeploying on save.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APP=${APP:-examples/hello}
-PORT=${PORT:-8080}
-echo "verge dev: serving $APP on http://127.0.0.1:$PORT/  (metrics: /_verge/metrics, Ctrl-C to stop)"
-exec build/verge node --app "$APP" --listen "127.0.0.1:$PORT" --log-format text --dev
+POPS=${POPS:-1}
+PORT=${PORT:-7070}
+echo "make dev: verge dev $APP --pops $POPS --port $PORT  (edit $APP and save to redeploy; Ctrl-C stops everything)"
+exec build/verge dev "$APP" --pops "$POPS" --port "$PORT"

@@ -526,6 +526,11 @@ static void *poll_main(void *arg)
                      (long long)a->rev, POLL_WAIT_S);
         struct vg_http_sync_res res;
         int rc = call(a, "GET", path, NULL, (POLL_WAIT_S + 10) * 1000, 0, &res, err, sizeof(err));
+        if (atomic_load(&a->stop)) { /* cancelled by the drain: nothing to report */
+            if (rc == 0)
+                vg_http_sync_res_free(&res);
+            break;
+        }
         if (rc == 0 && res.status == 404)
             registered = false; /* the control plane lost us (a new database): register again */
         if (rc == 0 && res.status != 200 && res.status != 304) {
