@@ -236,3 +236,28 @@ def test_old_versions_are_pruned_keeping_live_and_previous(verge, plane, tmp_pat
     assert wait_for(lambda: sorted(p.name for p in kept.iterdir()) == sorted(shas[1:]), 5), list(kept.iterdir())
     saved = json.loads((tmp_path / "data-n1" / "agent.json").read_text())
     assert saved["apps"] == {"web": shas[2]}
+
+
+def test_node_learns_a_change_within_100ms(verge, plane, tmp_path):
+    """Long poll, not periodic polling: the agent logs the new version it
+    was told about within 100 ms of the PUT that made it desired."""
+    import datetime
+    plane.deploy("v1")
+    v = start_node(verge, plane, tmp_path)
+    assert wait_for(lambda: body(v) == "v1", 10)
+    time.sleep(0.3)  # the node is parked in its long poll
+    sha2 = plane.version("v2")
+    t0 = time.time()
+    r = plane.control.req("PUT", "/v1/apps/web/desired", plane.admin, {"version": sha2})
+    assert r.status == 200
+
+    def learned():
+        for rec in v.log_records():
+            if rec.get("msg") == "agent: new version" and rec.get("version") == sha2:
+                return datetime.datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).timestamp()
+        return None
+
+    assert wait_for(lambda: learned() is not None, 5)
+    delay = learned() - t0
+    print("desired-state change to the node: %.1f ms" % (delay * 1000))
+    assert delay < 0.1, delay
