@@ -40,21 +40,21 @@ typedef void (*vg_bus_msg_fn)(void *arg, const struct vg_bus_msg *m);
 struct vg_bus_options {
     const char *const *urls; /* nats://host:port, several for a cluster */
     size_t n_urls;
-    const char *name;           /* shown by the server (connz) */
-    const char *creds_file;     /* NATS credentials (JWT + seed), or NULL */
-    bool tls;                   /* require TLS to the servers */
-    uint32_t reconnect_wait_ms; /* between attempts (default 250, jittered by libnats) */
-    size_t reconnect_buf_bytes; /* publishes kept while disconnected (default 8 MiB); beyond: refused, counted */
-    size_t sub_pending_msgs;    /* per subscription queue before messages are dropped (default 65536) */
+    const char *name;            /* shown by the server (connz) */
+    const char *creds_file;      /* NATS credentials (JWT + seed), or NULL */
+    bool tls;                    /* require TLS to the servers */
+    uint32_t reconnect_wait_ms;  /* between attempts (default 250, jittered by libnats) */
+    size_t reconnect_buf_bytes;  /* publishes kept while disconnected (default 8 MiB); beyond: refused, counted */
+    size_t sub_pending_msgs;     /* per subscription queue before messages are dropped (default 65536) */
     uint32_t connect_timeout_ms; /* the first connection (default 2000); the bus then retries in the background */
 };
 
 struct vg_bus_stats {
     bool connected;
-    uint64_t published;        /* accepted by publish */
-    uint64_t publish_failed;   /* refused: disconnected past the buffer, too large, bad subject */
-    uint64_t delivered;        /* to subscription callbacks */
-    uint64_t dropped;          /* never delivered: slow subscriber / full dispatch queue */
+    uint64_t published;      /* accepted by publish */
+    uint64_t publish_failed; /* refused: disconnected past the buffer, too large, bad subject */
+    uint64_t delivered;      /* to subscription callbacks */
+    uint64_t dropped;        /* never delivered: slow subscriber / full dispatch queue */
     uint64_t reconnects;
     uint64_t disconnects;
 };

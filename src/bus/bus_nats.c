@@ -197,8 +197,7 @@ static natsStatus set_options(struct nbus *n, const struct vg_bus_options *o)
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(n->opts, o->reconnect_wait_ms ? o->reconnect_wait_ms : 250);
     if (s == NATS_OK)
-        s = natsOptions_SetReconnectBufSize(n->opts,
-                                            (int)(o->reconnect_buf_bytes ? o->reconnect_buf_bytes : 8u << 20));
+        s = natsOptions_SetReconnectBufSize(n->opts, (int)(o->reconnect_buf_bytes ? o->reconnect_buf_bytes : 8u << 20));
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(n->opts, on_disconnected, n);
     if (s == NATS_OK)

@@ -24,6 +24,8 @@ static void node_usage(FILE *f)
                "  --admin-token T      bearer token for the admin API (POST /_verge/purge); also $VERGE_ADMIN_TOKEN\n"
                "  --dev                development mode\n"
                "  --add-latency DUR    every request waits DUR first, as if the client were far away (max 10s)\n"
+               "  --nats URL           NATS server(s) linking this node to the others (purges fan out);\n"
+               "                       repeatable for a cluster; without it the node is on its own\n"
                "  --control URL        agent mode: run the apps `verge control` at URL deploys here\n"
                "  --token T            this node's token for --control (also $VERGE_NODE_TOKEN)\n"
                "  --node-id ID         this node's id (default: the host name)\n"
@@ -61,6 +63,7 @@ int vg_cli_node(int argc, char **argv)
     if (rc < 0)
         rc = vg_node_run(&o);
     free(o.app_dirs);
+    free(o.nats_urls);
     free(o.listen);
     free(o.tls_listen);
     return rc;
@@ -107,6 +110,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"cache-disk", required_argument, NULL, 'K'},
         {"admin-token", required_argument, NULL, 'T'},
         {"control", required_argument, NULL, 'P'},
+        {"nats", required_argument, NULL, 'B'},
         {"token", required_argument, NULL, 'N'},
         {"node-id", required_argument, NULL, 'I'},
         {"location", required_argument, NULL, 'O'},
@@ -162,6 +166,9 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
             break;
         case 'P':
             o.control_url = optarg;
+            break;
+        case 'B':
+            push(&o.nats_urls, &o.n_nats_urls, optarg);
             break;
         case 'N':
             o.control_token = optarg;

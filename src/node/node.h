@@ -34,6 +34,10 @@ struct vg_node_options {
     const char *location;      /* its location id */
     const char *data_dir;      /* unpacked versions and the last known good state */
     uint64_t add_latency_ms;   /* every request waits this long first (verge dev --latency), 0 = off */
+    /* messaging between nodes: NATS servers (several for a cluster), else
+     * the in-process bus (one node) */
+    const char **nats_urls;
+    size_t n_nats_urls;
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

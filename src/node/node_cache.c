@@ -830,11 +830,26 @@ static const struct vg_app_rt *purge_app(struct vg_site *site, json_t *j, const 
     return NULL;
 }
 
+/* The purges one API call made, to send to the other nodes. */
+#define PURGE_FANOUT_MAX 17
+struct purge_log {
+    struct vg_cache_purge p[PURGE_FANOUT_MAX];
+    size_t n;
+};
+
+static size_t purge_one(struct vg_cache *cache, struct purge_log *log, const struct vg_cache_purge *p)
+{
+    if (log->n < PURGE_FANOUT_MAX)
+        log->p[log->n++] = *p;
+    return vg_cache_purge(cache, p);
+}
+
 /* Purges value (after "app ") under each key form the app's caching
  * routes use (with or without the host): the same object is never counted
  * twice, since a key has one form. */
-static size_t purge_forms(struct vg_cache *cache, h2o_mem_pool_t *pool, const struct vg_app_rt *app,
-                          enum vg_cache_purge_kind kind, h2o_iovec_t host, h2o_iovec_t path, bool soft)
+static size_t purge_forms(struct vg_cache *cache, struct purge_log *log, h2o_mem_pool_t *pool,
+                          const struct vg_app_rt *app, enum vg_cache_purge_kind kind, h2o_iovec_t host,
+                          h2o_iovec_t path, bool soft)
 {
     size_t n = 0, n_done = 0;
     h2o_iovec_t done[16]; /* forms purged already */
@@ -863,20 +878,23 @@ static size_t purge_forms(struct vg_cache *cache, h2o_mem_pool_t *pool, const st
         struct vg_cache_purge p = {.kind = kind, .soft = soft};
         p.value = h2o_concat(pool, h2o_iovec_init(app->conf->name, strlen(app->conf->name)),
                              h2o_iovec_init(H2O_STRLIT(" ")), v);
-        n += vg_cache_purge(cache, &p);
+        n += purge_one(cache, log, &p);
     }
     return n;
 }
 
-static int purge(struct vg_worker *w, h2o_req_t *req, json_t *j, size_t *n, const char **why)
+static int purge(struct vg_worker *w, h2o_req_t *req, json_t *j, size_t *n, struct purge_log *log,
+                 const struct vg_app_rt **appp, bool *softp, const char **why)
 {
     const struct vg_app_rt *app = purge_app(w->site, j, why);
+    *appp = app;
     if (!app)
         return strstr(*why, "no such") ? 404 : 400;
     const char *url = json_string_value(json_object_get(j, "url"));
     const char *prefix = json_string_value(json_object_get(j, "prefix"));
     const char *tag = json_string_value(json_object_get(j, "tag"));
     bool soft = json_is_true(json_object_get(j, "soft"));
+    *softp = soft;
     if (!!url + !!prefix + !!tag != 1) {
         *why = "give exactly one of \"url\", \"prefix\" or \"tag\"";
         return 400;
@@ -885,7 +903,7 @@ static int purge(struct vg_worker *w, h2o_req_t *req, json_t *j, size_t *n, cons
         struct vg_cache_purge p = {.kind = VG_CACHE_PURGE_TAG, .soft = soft};
         p.value = h2o_concat(&req->pool, h2o_iovec_init(app->conf->name, strlen(app->conf->name)),
                              h2o_iovec_init(H2O_STRLIT("\n")), h2o_iovec_init(tag, strlen(tag)));
-        *n = vg_cache_purge(w->node->cache, &p);
+        *n = purge_one(w->node->cache, log, &p);
         return 200;
     }
     h2o_iovec_t host, path;
@@ -893,9 +911,107 @@ static int purge(struct vg_worker *w, h2o_req_t *req, json_t *j, size_t *n, cons
         *why = "a URL is http://host/path (or https)";
         return 400;
     }
-    *n = purge_forms(w->node->cache, &req->pool, app, url ? VG_CACHE_PURGE_URL : VG_CACHE_PURGE_PREFIX, host, path,
+    *n = purge_forms(w->node->cache, log, &req->pool, app, url ? VG_CACHE_PURGE_URL : VG_CACHE_PURGE_PREFIX, host, path,
                      soft);
     return 200;
+}
+
+/* ---- purges between nodes ---------------------------------------------------------------------------- */
+
+static const char *const purge_kinds[] = {
+    [VG_CACHE_PURGE_URL] = "url", [VG_CACHE_PURGE_PREFIX] = "prefix", [VG_CACHE_PURGE_TAG] = "tag"};
+
+#define PURGE_SUBJECT "verge.purge."
+#define PURGE_VALUE_MAX 8192
+
+/* Sends what this node purged to the others; false when the bus refused. */
+static bool purge_publish(struct vg_node *node, const char *app, const struct purge_log *log, bool soft)
+{
+    char subject[VG_BUS_SUBJECT_MAX + 1];
+    snprintf(subject, sizeof(subject), PURGE_SUBJECT "%s", app);
+    json_t *list = json_array();
+    for (size_t i = 0; i < log->n; i++)
+        json_array_append_new(list, json_pack("{s:s,s:s%}", "kind", purge_kinds[log->p[i].kind], "value",
+                                              log->p[i].value.base, log->p[i].value.len));
+    json_t *msg = json_pack("{s:s,s:b,s:o}", "node", node->node_id, "soft", soft, "purges", list);
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    int rc = text ? vg_bus_publish(node->bus, subject, text, strlen(text)) : VG_ENOMEM;
+    free(text);
+    if (rc)
+        vg_log(VG_LOG_WARN, "purge not sent to the other nodes", "app", app, "reason", vg_strerror(rc), NULL);
+    return rc == 0;
+}
+
+int vg__node_purge_msg_parse(const void *data, size_t len, const char *app, json_t **doc, struct vg_cache_purge *out,
+                             size_t max, size_t *n, const char **from, const char **why)
+{
+    *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *list = json_object_get(*doc, "purges"), *e;
+    json_t *soft = json_object_get(*doc, "soft");
+    *from = json_string_value(json_object_get(*doc, "node"));
+    *n = 0;
+    if (!json_is_object(*doc) || !*from || !json_is_array(list) || (soft && !json_is_boolean(soft))) {
+        *why = "not a purge message";
+        return -1;
+    }
+    if (!json_array_size(list) || json_array_size(list) > max) {
+        *why = "a purge message holds 1 to 17 purges";
+        return -1;
+    }
+    size_t al = strlen(app), i;
+    json_array_foreach(list, i, e)
+    {
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        json_t *v = json_object_get(e, "value");
+        size_t k = 0;
+        while (kind && k < 3 && strcmp(kind, purge_kinds[k]) != 0)
+            k++;
+        if (!kind || k == 3 || !json_is_string(v) || json_string_length(v) > PURGE_VALUE_MAX) {
+            *why = "a purge is {\"kind\": url|prefix|tag, \"value\": string}";
+            return -1;
+        }
+        const char *s = json_string_value(v);
+        size_t sl = json_string_length(v);
+        char sep = k == VG_CACHE_PURGE_TAG ? '\n' : ' ';
+        /* an app purges its own objects only, whoever publishes */
+        if (sl <= al || memcmp(s, app, al) != 0 || s[al] != sep) {
+            *why = "a purge value outside the app its subject names";
+            return -1;
+        }
+        out[i] = (struct vg_cache_purge){
+            .kind = (enum vg_cache_purge_kind)k, .value = h2o_iovec_init(s, sl), .soft = json_is_true(soft)};
+    }
+    *n = json_array_size(list);
+    return 0;
+}
+
+/* A purge from the bus (a bus thread: the cache is shared and locked). */
+static void on_purge_msg(void *arg, const struct vg_bus_msg *m)
+{
+    struct vg_node *node = arg;
+    const char *app = m->subject + strlen(PURGE_SUBJECT), *from, *why;
+    struct vg_cache_purge p[PURGE_FANOUT_MAX];
+    size_t n;
+    json_t *doc;
+    if (vg__node_purge_msg_parse(m->data, m->len, app, &doc, p, PURGE_FANOUT_MAX, &n, &from, &why) != 0) {
+        vg_obs_counter_add(node->m_purge_bad, 1);
+        vg_log(VG_LOG_WARN, "purge message refused", "subject", m->subject, "reason", why, NULL);
+    } else if (strcmp(from, node->node_id) != 0) { /* our own was applied when it was made */
+        for (size_t i = 0; i < n; i++)
+            vg_cache_purge(node->cache, &p[i]);
+        vg_obs_counter_add(node->m_purge_in, 1);
+    }
+    json_decref(doc);
+}
+
+int vg__node_purge_fanout_start(struct vg_node *node)
+{
+    node->m_purge_in = vg_obs_counter_get(node->metrics, "verge_purges_received_total",
+                                          "Cache purges received from other nodes.", "result=\"applied\"");
+    node->m_purge_bad = vg_obs_counter_get(node->metrics, "verge_purges_received_total",
+                                           "Cache purges received from other nodes.", "result=\"refused\"");
+    return vg_bus_subscribe(node->bus, PURGE_SUBJECT "*", NULL, on_purge_msg, node, &node->purge_sub);
 }
 
 void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
@@ -924,14 +1040,19 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
     }
     size_t n = 0;
     const char *why = "";
-    int status = purge(w, req, j, &n, &why);
+    struct purge_log log = {.n = 0};
+    const struct vg_app_rt *app = NULL;
+    bool soft = false;
+    int status = purge(w, req, j, &n, &log, &app, &soft, &why);
+    /* the values in log live in the request's pool or in j: publish first */
+    bool sent = status == 200 && log.n && purge_publish(w->node, app->conf->name, &log, soft);
     json_decref(j);
     if (status != 200) {
         reply_error(req, status, why);
         return;
     }
-    char buf[64];
-    snprintf(buf, sizeof(buf), "{\"purged\":%zu}\n", n);
+    char buf[80];
+    snprintf(buf, sizeof(buf), "{\"purged\":%zu,\"sent\":%s}\n", n, sent ? "true" : "false");
     vg_http_send_text(req, 200, "application/json", buf, strlen(buf));
 }
 

@@ -2,6 +2,7 @@
 #ifndef VG_NODE_INT_H
 #define VG_NODE_INT_H
 
+#include "bus/bus.h"
 #include "cache/cache.h"
 #include "conf/conf.h"
 #include "fn/fn.h"
@@ -10,6 +11,8 @@
 #include "node.h"
 #include "obs/obs.h"
 #include "proxy/proxy.h"
+
+#include <jansson.h>
 
 #include <h2o.h>
 #include <pthread.h>
@@ -212,7 +215,11 @@ struct vg_node {
         struct vg_fn_shared *dict;
     } * shared;
     size_t n_shared;
-    struct vg_cache *cache;   /* the HTTP cache, shared by every app and worker */
+    struct vg_cache *cache;       /* the HTTP cache, shared by every app and worker */
+    struct vg_bus *bus;           /* NATS, or in-process */
+    struct vg_bus_sub *purge_sub; /* purges from the other nodes */
+    char node_id[80];             /* tells a node its own messages */
+    struct vg_obs_counter *m_purge_in, *m_purge_bad;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
@@ -276,6 +283,17 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
                           const struct vg__node_cache_fwd *fwd);
 /* POST /_verge/purge (node_cache.c). */
 void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req);
+
+/* Purges travel between nodes on "verge.purge.APP" as
+ * {"node": ID, "soft": bool, "purges": [{"kind": "url"|"prefix"|"tag", "value": V}]}
+ * where every V belongs to APP (starts with "APP " or, for a tag, "APP\n").
+ * Parses such a message into at most max purges (values point into *doc,
+ * which the caller releases with json_decref); 0, or -1 with a reason.
+ * Untrusted bytes: fuzzed (fuzz_purge_msg). */
+int vg__node_purge_msg_parse(const void *data, size_t len, const char *app, json_t **doc, struct vg_cache_purge *out,
+                             size_t max, size_t *n, const char **from, const char **why);
+/* Subscribes the node to the other nodes' purges (start-up). */
+int vg__node_purge_fanout_start(struct vg_node *node);
 void vg__node_cache_worker_init(struct vg_worker *w);
 void vg__node_cache_worker_close(struct vg_worker *w);
 void vg__node_access_log_flush(struct vg_worker *w);

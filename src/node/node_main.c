@@ -369,6 +369,53 @@ static void collect_cache(void *data, struct vg_obs_buf *buf)
                       (unsigned long long)st.disk_corrupt);
 }
 
+/* The bus to the other nodes (NATS), or the in-process one; purges fan
+ * out over it. */
+static int bus_init(struct vg_node *node)
+{
+    const struct vg_node_options *o = &node->opt;
+    char host[64] = "node";
+    if (o->node_id)
+        snprintf(node->node_id, sizeof(node->node_id), "%s", o->node_id);
+    else if (gethostname(host, sizeof(host) - 1) == 0)
+        snprintf(node->node_id, sizeof(node->node_id), "%s-%d", host, (int)getpid());
+    int rc;
+    if (o->n_nats_urls) {
+        char err[512];
+        struct vg_bus_options bo = {.urls = o->nats_urls, .n_urls = o->n_nats_urls, .name = node->node_id};
+        if ((rc = vg_bus_nats_create(&bo, &node->bus, err, sizeof(err))) != 0) {
+            vg_log(VG_LOG_ERROR, "cannot reach NATS", "reason", err, NULL);
+            return rc;
+        }
+    } else if ((rc = vg_bus_inproc_create(&node->bus)) != 0) {
+        return rc;
+    }
+    if ((rc = vg__node_purge_fanout_start(node)) != 0)
+        vg_log(VG_LOG_ERROR, "cannot subscribe to purges", "reason", vg_strerror(rc), NULL);
+    return rc;
+}
+
+static void collect_bus(void *data, struct vg_obs_buf *buf)
+{
+    struct vg_node *node = data;
+    struct vg_bus_stats st;
+    vg_bus_stats(node->bus, &st);
+    vg_obs_buf_printf(buf,
+                      "# HELP verge_bus_connected Whether the node is connected to its bus.\n"
+                      "# TYPE verge_bus_connected gauge\nverge_bus_connected %d\n"
+                      "# HELP verge_bus_messages_total Bus messages by outcome.\n"
+                      "# TYPE verge_bus_messages_total counter\n"
+                      "verge_bus_messages_total{result=\"published\"} %llu\n"
+                      "verge_bus_messages_total{result=\"publish_failed\"} %llu\n"
+                      "verge_bus_messages_total{result=\"delivered\"} %llu\n"
+                      "verge_bus_messages_total{result=\"dropped\"} %llu\n"
+                      "# HELP verge_bus_reconnects_total Reconnections to the bus.\n"
+                      "# TYPE verge_bus_reconnects_total counter\nverge_bus_reconnects_total %llu\n",
+                      st.connected, (unsigned long long)st.published, (unsigned long long)st.publish_failed,
+                      (unsigned long long)st.delivered, (unsigned long long)st.dropped,
+                      (unsigned long long)st.reconnects);
+}
+
 /* The HTTP cache store: memory, and the persistent tier when asked. */
 static int cache_init(struct vg_node *node)
 {
@@ -436,8 +483,9 @@ int vg_node_run(const struct vg_node_options *opt)
     if (rc != 0)
         return 1;
     metrics_init(&node);
-    if (cache_init(&node) != 0)
+    if (cache_init(&node) != 0 || bus_init(&node) != 0)
         return 1;
+    vg_obs_collector_add(node.metrics, collect_bus, &node);
     gconf_init(&node);
     apply_limits(&node, apps, n_apps);
     uv_loop_init(&m.loop);
@@ -486,6 +534,9 @@ int vg_node_run(const struct vg_node_options *opt)
         free(node.appstats[i]);
     }
     free(node.appstats);
+    vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
+    vg_obs_collector_remove(node.metrics, collect_bus, &node);
+    vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
     vg__node_agent_destroy(node.agent); /* before the loop its wake-ups target goes */
     node.agent = NULL;

@@ -14,8 +14,10 @@ whatever happened; a verge that died of a signal during a test fails it.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -154,3 +156,56 @@ def tls_cert(tmp_path_factory):
 @pytest.fixture
 def port():
     return free_port()
+
+
+class NatsServer:
+    """A nats-server of the test's own on 127.0.0.1 and a free port."""
+
+    def __init__(self, tmp_path, jetstream=False):
+        self.port = free_port()
+        self.url = "nats://127.0.0.1:%d" % self.port
+        self.argv = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+        if jetstream:
+            self.argv += ["-js", "-sd", str(tmp_path / ("js-%d" % self.port))]
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("nats-server did not start: %s" % self.argv)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def publish(self, subject, payload):
+        """A plain NATS client's publish (the protocol by hand, as any client)."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n' % (subject.encode(), len(payload), payload))
+        buf = b""
+        while b"PONG" not in buf:
+            buf += s.recv(4096)
+        s.close()
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    started = []
+
+    def start(jetstream=False):
+        n = NatsServer(tmp_path, jetstream).start()
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
