@@ -96,7 +96,7 @@ static void test_newer_schema_refused(void **state)
     /* put it back for teardown */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+    sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL);
     sqlite3_close(db);
     open_store();
 }
@@ -193,7 +193,7 @@ static void test_versions_desired_and_history(void **state)
     assert_int_equal(vg__control_desired_set(st, "hello", V2, "dev", &changed, &dep, &rev), 0);
     assert_int_equal(rev, 2);
     assert_int_equal(vg__control_rev(st), 2);
-    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'active'"), 1);
+    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'done'"), 1);
     assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'superseded'"), 1);
 
     json_t *d;
