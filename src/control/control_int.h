@@ -4,6 +4,7 @@
 #ifndef VG_CONTROL_INT_H
 #define VG_CONTROL_INT_H
 
+#include "conf/conf.h"
 #include "control.h"
 #include "http/http.h"
 
@@ -225,7 +226,8 @@ struct vg_control_server {
     uv_loop_t uv;
     h2o_socket_t *uv_watch;
     uv_signal_t sigterm, sigint;
-    uv_timer_t poll_timer; /* the earliest long-poll deadline */
+    uv_timer_t poll_timer;    /* the earliest long-poll deadline */
+    uv_timer_t rollout_timer; /* the rollout driver's tick */
     bool stop;
     struct vg__control_waiter waiters; /* list head */
     size_t n_waiters;
@@ -238,5 +240,24 @@ void vg__control_waiters_notify(struct vg_control_server *srv);
 /* Answers the long polls whose time is up; re-arms the timer. */
 void vg__control_waiters_expire(struct vg_control_server *srv);
 void vg__control_waiters_rearm(struct vg_control_server *srv);
+
+/* control_rollout.c: the rollout driver (docs/api.md "Deployments"). */
+/* The manifest's settings as kept with a version: the caller owns it. */
+json_t *vg__control_rollout_settings_json(const struct vg_conf_rollout *r);
+/* Starts a gated rollout of app@version with the version's settings. *id
+ * is the new deployment, 0 when the version is the app's already (nothing
+ * written). VG_ENOENT (unknown app or version) and VG_EEXIST (a rollout of
+ * the app is in progress) come with a message in err. */
+int vg__control_rollout_start(struct vg_control_server *srv, const char *app, const char *version, const char *actor,
+                              int64_t *id, char *err, size_t errcap) VG_MUST_CHECK;
+/* Moves every rollout in progress as far as the nodes' reports allow. */
+void vg__control_rollout_tick(struct vg_control_server *srv);
+/* Starts the tick timer (rollouts in the database resume from it). */
+void vg__control_rollout_init(struct vg_control_server *srv);
+/* Newest first, without the per-node view; the caller owns *out. */
+int vg__control_deployments_list(struct vg_control_server *srv, const char *app, int64_t limit,
+                                 json_t **out) VG_MUST_CHECK;
+/* One deployment with its per-node view; VG_ENOENT if app has no such id. */
+int vg__control_deployment_get(struct vg_control_server *srv, const char *app, int64_t id, json_t **out) VG_MUST_CHECK;
 
 #endif
