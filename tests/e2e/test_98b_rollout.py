@@ -164,7 +164,7 @@ class FakeNode(threading.Thread):
             pass
 
     def run(self):
-        since = -1
+        since = 0
         last_beat = 0
         while not self.stop_ev.is_set():
             try:
