@@ -554,17 +554,23 @@ void vg__control_rollout_tick(struct vg_control_server *srv)
                                  " WHERE state = 'rolling' ORDER BY id");
     if (!st)
         return;
-    struct dep deps[16];
-    size_t n = 0;
-    while (n < VG_ARRAY_LEN(deps) && sqlite3_step(st) == SQLITE_ROW) {
+    struct dep *deps = NULL;
+    size_t n = 0, cap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 4;
+            deps = vg_xrealloc(deps, cap * sizeof(*deps));
+        }
         if (dep_load(st, &deps[n]))
             n++;
         else
             dep_free(&deps[n]);
     }
     sqlite3_finalize(st);
-    if (!n)
+    if (!n) {
+        free(deps);
         return;
+    }
     json_t *nodes = nodes_now(srv);
     for (size_t i = 0; i < n; i++) {
         bool again = true;
@@ -578,6 +584,7 @@ void vg__control_rollout_tick(struct vg_control_server *srv)
         }
         dep_free(&deps[i]);
     }
+    free(deps);
     json_decref(nodes);
 }
 
