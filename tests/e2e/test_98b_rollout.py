@@ -274,6 +274,7 @@ def test_regression_rolls_back_every_node_and_deploy_wait_exits_1(verge, plane, 
         if fake:
             fake.stop()
     out, err = p.stdout.decode(), p.stderr.decode()
+    print(out, err)
     assert p.returncode == 1, (out, err)
     assert "rolled back" in err and "5xx rate" in err, err
     assert "canary" in out, out
