@@ -617,7 +617,9 @@ static void deployment_start_body(struct call *c, const uint8_t *p, size_t n)
     char err[512] = "";
     int64_t id = 0;
     int rc = vg__control_rollout_start(c->srv, c->seg[1], version, c->actor.name, &id, err, sizeof(err));
-    json_decref(b);
+    if (rc == 0 && id == 0)
+        send_json(c, 200, json_pack("{s:s,s:s,s:b}", "app", c->seg[1], "version", version, "changed", 0));
+    json_decref(b); /* version points into it */
     if (rc == VG_ENOENT)
         return send_error(c, 404, "%s", err);
     if (rc == VG_EEXIST)
@@ -625,7 +627,7 @@ static void deployment_start_body(struct call *c, const uint8_t *p, size_t n)
     if (rc)
         return send_store_error(c, rc);
     if (id == 0)
-        return send_json(c, 200, json_pack("{s:s,s:s,s:b}", "app", c->seg[1], "version", version, "changed", 0));
+        return;
     json_t *j;
     if ((rc = vg__control_deployment_get(c->srv, c->seg[1], id, &j)) != 0)
         return send_store_error(c, rc);
