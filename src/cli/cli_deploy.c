@@ -28,10 +28,14 @@ struct dargs {
 static int opts(int argc, char **argv, struct dargs *a, void (*usage)(FILE *))
 {
     static const struct option longopts[] = {
-        {"control", required_argument, NULL, 'c'}, {"token", required_argument, NULL, 'T'},
-        {"json", no_argument, NULL, 'j'},          {"wait", no_argument, NULL, 'w'},
-        {"timeout", required_argument, NULL, 't'}, {"to", required_argument, NULL, 'o'},
-        {"immediate", no_argument, NULL, 'i'},     {"help", no_argument, NULL, 'h'},
+        {"control", required_argument, NULL, 'c'},
+        {"token", required_argument, NULL, 'T'},
+        {"json", no_argument, NULL, 'j'},
+        {"wait", no_argument, NULL, 'w'},
+        {"timeout", required_argument, NULL, 't'},
+        {"to", required_argument, NULL, 'o'},
+        {"immediate", no_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -237,8 +241,7 @@ static void progress(json_t *d, json_t *seen)
                 json_t *gate = json_object_get(st, "gate");
                 if (gate)
                     gate_line(gate, g, sizeof(g));
-                printf("  %s: %s%s%s\n", name, strcmp(state, "passed") == 0 ? "passed" : "FAILED", *g ? " — " : "",
-                       g);
+                printf("  %s: %s%s%s\n", name, strcmp(state, "passed") == 0 ? "passed" : "FAILED", *g ? " — " : "", g);
             }
         }
     }
@@ -281,8 +284,9 @@ static int follow_rollout(const struct dargs *a, const char *app, long long id, 
             break;
         }
         if (now_ms() >= deadline) {
-            fprintf(stderr, "verge deploy: the rollout is still running after --timeout (step %lld); follow it with "
-                            "GET %s\n",
+            fprintf(stderr,
+                    "verge deploy: the rollout is still running after --timeout (step %lld); follow it with "
+                    "GET %s\n",
                     (long long)json_integer_value(json_object_get(d, "step")), path);
             break;
         }
@@ -298,15 +302,16 @@ static int follow_rollout(const struct dargs *a, const char *app, long long id, 
 
 static void deploy_usage(FILE *f)
 {
-    fprintf(f, "usage: verge deploy [DIR] [--wait] [--immediate] [--timeout DUR] [--control URL] [--token T] [--json]\n\n"
-               "  DIR            the app directory (default: the current one); checked like `verge check`\n"
-               "                 rolled out as its manifest's `rollout:` says: canary, waves, gates\n"
-               "  --wait         follow the rollout per step and per node; exit 0 when done, 1 when rolled back\n"
-               "  --immediate    no rollout: every node gets the version at once (cancels a rollout in progress)\n"
-               "  --timeout DUR  give up waiting after DUR (default 10m for a rollout, 60s with --immediate)\n"
-               "  --control URL  the control plane (default $VERGE_CONTROL, else http://127.0.0.1:7070)\n"
-               "  --token T      a deploy-scoped API token (default $VERGE_TOKEN)\n"
-               "  --json         one JSON document on stdout\n");
+    fprintf(f,
+            "usage: verge deploy [DIR] [--wait] [--immediate] [--timeout DUR] [--control URL] [--token T] [--json]\n\n"
+            "  DIR            the app directory (default: the current one); checked like `verge check`\n"
+            "                 rolled out as its manifest's `rollout:` says: canary, waves, gates\n"
+            "  --wait         follow the rollout per step and per node; exit 0 when done, 1 when rolled back\n"
+            "  --immediate    no rollout: every node gets the version at once (cancels a rollout in progress)\n"
+            "  --timeout DUR  give up waiting after DUR (default 10m for a rollout, 60s with --immediate)\n"
+            "  --control URL  the control plane (default $VERGE_CONTROL, else http://127.0.0.1:7070)\n"
+            "  --token T      a deploy-scoped API token (default $VERGE_TOKEN)\n"
+            "  --json         one JSON document on stdout\n");
 }
 
 /* The app's name from its manifest, errors printed as file:line:col. */
@@ -437,8 +442,8 @@ int vg_cli_deploy(int argc, char **argv)
         rc = 2;
     else if (vg__cli_bundle_build(dir, &bundle, &len, sha) == 0 &&
              vg__cli_control_upload(&cc, app, bundle, len, &ver, &status) == 0) {
-        json_t *extra = json_pack("{s:b,s:I}", "created", json_is_true(json_object_get(ver, "created")), "size",
-                                  (json_int_t)len);
+        json_t *extra =
+            json_pack("{s:b,s:I}", "created", json_is_true(json_object_get(ver, "created")), "size", (json_int_t)len);
         if (!a.immediate) {
             rc = rollout(&a, app, sha, extra, t0);
         } else if (set_desired("deploy", &a, app, sha, &des) < 0) {

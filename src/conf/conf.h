@@ -164,14 +164,14 @@ void vg_conf_limits_default(struct vg_conf_limits *l);
  * deployed; docs/manifest.md "rollout"). */
 #define VG_CONF_ROLLOUT_MAX_WAVES 20
 struct vg_conf_rollout {
-    uint32_t canary;         /* nodes (canary_percent false) or percent of the nodes, default 1 node; 0 = none */
-    bool canary_percent;     /* canary was written as "N%" */
+    uint32_t canary;     /* nodes (canary_percent false) or percent of the nodes, default 1 node; 0 = none */
+    bool canary_percent; /* canary was written as "N%" */
     uint32_t waves[VG_CONF_ROLLOUT_MAX_WAVES]; /* cumulative percentages, increasing, the last 100 */
     size_t n_waves;                            /* >= 1, default {100} */
     uint64_t window_ms;                        /* how long the gates observe each step, default 30000 */
     uint64_t min_requests;                     /* new-version requests a step needs to pass, default 20 */
-    double max_error_rate;     /* 5xx rate increase over the previous version that fails, default 0.01 */
-    double max_p99_ratio;      /* new p99 / previous p99 that fails, default 1.5 */
+    double max_error_rate;       /* 5xx rate increase over the previous version that fails, default 0.01 */
+    double max_p99_ratio;        /* new p99 / previous p99 that fails, default 1.5 */
     uint64_t healthy_timeout_ms; /* for a step's nodes to report the version live, default 60000 */
 };
 

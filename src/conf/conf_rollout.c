@@ -133,8 +133,7 @@ static int parse_waves(struct vg__conf_ld *ld, const struct vg__conf_node *key, 
                                  it->type == VG__CONF_NODE_SCALAR ? "'" : "");
         }
         if (i > 0 && v <= r->waves[i - 1])
-            return vg__conf_fail(ld, it,
-                                 "'waves' are cumulative percentages and must increase: %u%% after %u%%", v,
+            return vg__conf_fail(ld, it, "'waves' are cumulative percentages and must increase: %u%% after %u%%", v,
                                  r->waves[i - 1]);
         r->waves[i] = v;
     }
@@ -147,7 +146,8 @@ static int parse_waves(struct vg__conf_ld *ld, const struct vg__conf_node *key, 
 static int parse_window(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                         void *obj)
 {
-    return vg__conf_want_duration(ld, key, val, 0, VG__CONF_MAX_DURATION_MS, &((struct vg_conf_rollout *)obj)->window_ms);
+    return vg__conf_want_duration(ld, key, val, 0, VG__CONF_MAX_DURATION_MS,
+                                  &((struct vg_conf_rollout *)obj)->window_ms);
 }
 
 static int parse_healthy_timeout(struct vg__conf_ld *ld, const struct vg__conf_node *key,
@@ -157,8 +157,8 @@ static int parse_healthy_timeout(struct vg__conf_ld *ld, const struct vg__conf_n
                                   &((struct vg_conf_rollout *)obj)->healthy_timeout_ms);
 }
 
-static int parse_min_requests(struct vg__conf_ld *ld, const struct vg__conf_node *key,
-                              const struct vg__conf_node *val, void *obj)
+static int parse_min_requests(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                              void *obj)
 {
     return vg__conf_want_uint(ld, key, val, 0, 1000000000, &((struct vg_conf_rollout *)obj)->min_requests);
 }
@@ -191,8 +191,8 @@ static int parse_max_error_rate(struct vg__conf_ld *ld, const struct vg__conf_no
                        &((struct vg_conf_rollout *)obj)->max_error_rate);
 }
 
-static int parse_max_p99_ratio(struct vg__conf_ld *ld, const struct vg__conf_node *key,
-                               const struct vg__conf_node *val, void *obj)
+static int parse_max_p99_ratio(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                               void *obj)
 {
     return want_number(ld, key, val, 1, 1000, false, "a ratio from 1 to 1000 like 1.5",
                        &((struct vg_conf_rollout *)obj)->max_p99_ratio);

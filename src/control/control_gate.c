@@ -89,7 +89,7 @@ enum vg__control_verdict vg__control_gate_judge(const struct vg__control_gate *g
     double nr = vg__control_figures_error_rate(neu), or = vg__control_figures_error_rate(old);
     if (neu->requests && nr - or > g->max_error_rate + EPS) {
         snprintf(why, cap, "5xx rate %.2f%% against %.2f%% for the previous version (allowed: +%.2f%%)", nr * 100,
-                 or * 100, g->max_error_rate * 100);
+                 or *100, g->max_error_rate * 100);
         return VG__CONTROL_GATE_FAIL;
     }
     double np = vg__control_figures_p99_ms(neu), op = vg__control_figures_p99_ms(old);

@@ -226,7 +226,8 @@ static json_t *assigned(struct dep *d)
 
 static json_t *cur_step(struct dep *d)
 {
-    return json_array_get(json_object_get(d->doc, "steps"), (size_t)json_integer_value(json_object_get(d->doc, "step")));
+    return json_array_get(json_object_get(d->doc, "steps"),
+                          (size_t)json_integer_value(json_object_get(d->doc, "step")));
 }
 
 static void set_time(json_t *o, const char *key, int64_t ms)
@@ -514,14 +515,16 @@ static int advance(struct vg_control_server *srv, struct dep *d, json_t *nodes, 
         vg__control_gate_judge(&g, &old, &neu, now - live_at >= (int64_t)d->set.window_ms, why, sizeof(why));
     json_t *gate = json_pack("{s:o,s:o,s:s,s:s}", "old", vg__control_figures_json(&old), "new",
                              vg__control_figures_json(&neu), "old_from", old_from, "verdict",
-                             v == VG__CONTROL_GATE_PASS ? "pass" : v == VG__CONTROL_GATE_FAIL ? "fail" : "wait");
+                             v == VG__CONTROL_GATE_PASS   ? "pass"
+                             : v == VG__CONTROL_GATE_FAIL ? "fail"
+                                                          : "wait");
     if (*why)
         json_object_set_new(gate, "why", json_string(why));
     bool same = json_equal(gate, json_object_get(step, "gate"));
     json_object_set_new(step, "gate", gate);
     if (v == VG__CONTROL_GATE_FAIL) {
-        snprintf(reason, sizeof(reason), "%s failed its gate: %s",
-                 json_string_value(json_object_get(step, "name")), why);
+        snprintf(reason, sizeof(reason), "%s failed its gate: %s", json_string_value(json_object_get(step, "name")),
+                 why);
         return roll_back(srv, d, step, reason);
     }
     if (v == VG__CONTROL_GATE_PASS) {
@@ -665,8 +668,8 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
     for (size_t i = 0; i < set.n_waves; i++) {
         char name[32];
         snprintf(name, sizeof(name), "wave %zu", i + 1);
-        json_array_append_new(steps, json_pack("{s:s,s:s,s:I}", "name", name, "state", "pending", "percent",
-                                               (json_int_t)set.waves[i]));
+        json_array_append_new(
+            steps, json_pack("{s:s,s:s,s:I}", "name", name, "state", "pending", "percent", (json_int_t)set.waves[i]));
     }
     json_t *nodes = nodes_now(srv);
     struct vg__control_figures base;
@@ -764,14 +767,15 @@ static json_t *dep_row(struct vg_control_server *srv, sqlite3_stmt *st, bool det
 {
     const char *state = col(st, 4) ? col(st, 4) : "";
     json_t *doc = col(st, 9) ? json_loads(col(st, 9), 0, NULL) : NULL;
-    json_t *j = json_pack("{s:I,s:s,s:s,s:s?,s:s,s:s?,s:s,s:o,s:o,s:I,s:s}", "id",
-                          (json_int_t)sqlite3_column_int64(st, 0), "app", col(st, 1) ? col(st, 1) : "", "version",
-                          col(st, 2) ? col(st, 2) : "", "previous_version", col(st, 3), "state", state, "reason",
-                          col(st, 5), "created_by", col(st, 6) ? col(st, 6) : "", "created_at", time_or_null(st, 7),
-                          "finished_at", time_or_null(st, 8), "rev", (json_int_t)sqlite3_column_int64(st, 10),
-                          "strategy", doc ? "gated" : "immediate");
+    json_t *j =
+        json_pack("{s:I,s:s,s:s,s:s?,s:s,s:s?,s:s,s:o,s:o,s:I,s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+                  "app", col(st, 1) ? col(st, 1) : "", "version", col(st, 2) ? col(st, 2) : "", "previous_version",
+                  col(st, 3), "state", state, "reason", col(st, 5), "created_by", col(st, 6) ? col(st, 6) : "",
+                  "created_at", time_or_null(st, 7), "finished_at", time_or_null(st, 8), "rev",
+                  (json_int_t)sqlite3_column_int64(st, 10), "strategy", doc ? "gated" : "immediate");
     json_t *steps = json_object_get(doc, "steps");
-    json_int_t k = json_is_integer(json_object_get(doc, "step")) ? json_integer_value(json_object_get(doc, "step")) : -1;
+    json_int_t k =
+        json_is_integer(json_object_get(doc, "step")) ? json_integer_value(json_object_get(doc, "step")) : -1;
     json_object_set_new(j, "step", k >= 0 && strcmp(state, "rolling") == 0 ? json_integer(k + 1) : json_null());
     json_object_set_new(j, "steps", steps ? json_incref(steps) : json_array());
     if (doc) {

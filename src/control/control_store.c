@@ -92,7 +92,7 @@ static const char schema_v2[] =
                     "NULL FROM versions v LEFT JOIN desired d ON d.app = v.app AND d.version = v.id"                   \
                     " WHERE v.app = ? ORDER BY v.created_at DESC, v.rowid DESC")                                       \
     X(DESIRED_GET, "SELECT version FROM desired WHERE app = ?")                                                        \
-    X(DEPLOY_SUPERSEDE, "UPDATE deployments SET state = 'superseded', finished_at = coalesce(finished_at, ?),"        \
+    X(DEPLOY_SUPERSEDE, "UPDATE deployments SET state = 'superseded', finished_at = coalesce(finished_at, ?),"         \
                         " reason = coalesce(reason, ?) WHERE app = ? AND state IN ('done', 'rolling')")                \
     X(DEPLOY_ROLLING, "SELECT id FROM deployments WHERE app = ? AND state = 'rolling'")                                \
     X(DEPLOY_ADD, "INSERT INTO deployments(app, version, state, rev, created_by, created_at, finished_at,"             \

@@ -20,8 +20,8 @@ static json_t *stats(uint64_t req, uint64_t err, const uint64_t counts[15])
         json_array_append_new(le, json_real(vg__control_latency_le_ms[i]));
     for (int i = 0; i < 15; i++)
         json_array_append_new(c, json_integer((json_int_t)(counts ? counts[i] : 0)));
-    return json_pack("{s:I,s:I,s:I,s:o,s:o}", "live_since_ms", (json_int_t)1, "requests", (json_int_t)req,
-                     "errors_5xx", (json_int_t)err, "latency_le_ms", le, "latency_counts", c);
+    return json_pack("{s:I,s:I,s:I,s:o,s:o}", "live_since_ms", (json_int_t)1, "requests", (json_int_t)req, "errors_5xx",
+                     (json_int_t)err, "latency_le_ms", le, "latency_counts", c);
 }
 
 static void add(struct vg__control_figures *f, uint64_t req, uint64_t err, const uint64_t counts[15])
@@ -84,8 +84,8 @@ static void test_reports_that_are_not_stats(void **state)
     assert_false(vg__control_figures_add(&f, s));
     json_decref(s);
     /* other bounds: counted, but not timed */
-    s = json_pack("{s:I,s:I,s:[f],s:[I,I]}", "requests", (json_int_t)5, "errors_5xx", (json_int_t)1,
-                  "latency_le_ms", 3.0, "latency_counts", (json_int_t)5, (json_int_t)0);
+    s = json_pack("{s:I,s:I,s:[f],s:[I,I]}", "requests", (json_int_t)5, "errors_5xx", (json_int_t)1, "latency_le_ms",
+                  3.0, "latency_counts", (json_int_t)5, (json_int_t)0);
     assert_true(vg__control_figures_add(&f, s));
     json_decref(s);
     assert_int_equal(f.requests, 5);

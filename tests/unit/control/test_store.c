@@ -232,8 +232,8 @@ static void test_node_desired_and_cancel(void **state)
     sqlite3 *db = vg__control_store_db(st);
     assert_int_equal(sqlite3_exec(db,
                                   "INSERT INTO deployments(app, version, state, rev, created_by, created_at,"
-                                  " prev_version, rollout) VALUES('hello', '" V2_SQL "', 'rolling', 1, 'dev', 0, '"
-                                  V1_SQL "', '{}');"
+                                  " prev_version, rollout) VALUES('hello', '" V2_SQL
+                                  "', 'rolling', 1, 'dev', 0, '" V1_SQL "', '{}');"
                                   "INSERT INTO node_desired VALUES('hello', 'canary', '" V2_SQL "', 2, 1);",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
