@@ -159,6 +159,24 @@ struct vg_conf_limits {
 /* The defaults above (what an app without a 'limits' key gets). */
 void vg_conf_limits_default(struct vg_conf_limits *l);
 
+/* The `rollout:` section: how `verge deploy` stages a new version of this
+ * app over the nodes (read by the control plane from the version being
+ * deployed; docs/manifest.md "rollout"). */
+#define VG_CONF_ROLLOUT_MAX_WAVES 20
+struct vg_conf_rollout {
+    uint32_t canary;     /* nodes (canary_percent false) or percent of the nodes, default 1 node; 0 = none */
+    bool canary_percent; /* canary was written as "N%" */
+    uint32_t waves[VG_CONF_ROLLOUT_MAX_WAVES]; /* cumulative percentages, increasing, the last 100 */
+    size_t n_waves;                            /* >= 1, default {100} */
+    uint64_t window_ms;                        /* how long the gates observe each step, default 30000 */
+    uint64_t min_requests;                     /* new-version requests a step needs to pass, default 20 */
+    double max_error_rate;       /* 5xx rate increase over the previous version that fails, default 0.01 */
+    double max_p99_ratio;        /* new p99 / previous p99 that fails, default 1.5 */
+    uint64_t healthy_timeout_ms; /* for a step's nodes to report the version live, default 60000 */
+};
+
+void vg_conf_rollout_default(struct vg_conf_rollout *r);
+
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
     char *tls_cert; /* absolute path or NULL */
@@ -180,6 +198,7 @@ struct vg_conf_app {
     struct vg_conf_fnref on_response; /* hook on every response; file NULL if none */
     struct vg_conf_listen *listen;
     size_t n_listen;
+    struct vg_conf_rollout rollout;
 };
 
 /* A diagnostic: "file:line:col: message". */

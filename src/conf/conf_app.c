@@ -233,8 +233,10 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"hooks", parse_hooks, false},
         {"origins", vg__conf_origins_parse, false},
         {"routes", vg__conf_routes_parse, true},
+        {"rollout", vg__conf_rollout_parse, false},
     };
     vg_conf_limits_default(&ld->app->limits);
+    vg_conf_rollout_default(&ld->app->rollout);
     int rc = vg__conf_map_walk(ld, root, "the manifest", keys, VG_ARRAY_LEN(keys), NULL);
     return rc ? rc : vg__conf_routes_resolve(ld);
 }

@@ -175,6 +175,10 @@ void vg__conf_cache_defaults(struct vg_conf_cache *c);
 int vg__conf_cache_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                          struct vg_conf_cache *c);
 
+/* conf_rollout.c: the `rollout:` section. */
+int vg__conf_rollout_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                           void *obj);
+
 /* conf_route.c */
 int vg__conf_routes_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                           void *obj);

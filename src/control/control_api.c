@@ -485,9 +485,14 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
         send_store_error(c, rc);
         goto out;
     }
-    struct vg__control_version v = {.id = id, .app = app, .size = n, .entries = entries, .unpacked = unpacked};
+    json_t *rj = vg__control_rollout_settings_json(&conf->rollout);
+    char *rollout = json_dumps(rj, JSON_COMPACT);
+    json_decref(rj);
+    struct vg__control_version v = {
+        .id = id, .app = app, .size = n, .entries = entries, .unpacked = unpacked, .rollout = rollout};
     bool created;
     rc = vg__control_version_add(srv->store, &v, c->actor.name, &created);
+    free(rollout);
     if (rc == VG_EEXIST) {
         send_error(c, 409, "version %s belongs to another app", id);
         goto out;
@@ -595,6 +600,88 @@ static void desired_set_body(struct call *c, const uint8_t *p, size_t n)
     send_json(c, 200, out);
     if (changed)
         vg__control_waiters_notify(c->srv);
+}
+
+/* ---- deployments (rollouts) ---- */
+
+static void deployment_start_body(struct call *c, const uint8_t *p, size_t n)
+{
+    json_t *b = json_body(c, p, n);
+    if (!b)
+        return;
+    const char *version = jstr(b, "version");
+    if (!version || !sha_ok(version)) {
+        json_decref(b);
+        return send_error(c, 400, "'version' must be a version id (64 hex digits)");
+    }
+    char err[512] = "";
+    int64_t id = 0;
+    int rc = vg__control_rollout_start(c->srv, c->seg[1], version, c->actor.name, &id, err, sizeof(err));
+    if (rc == 0 && id == 0)
+        send_json(c, 200, json_pack("{s:s,s:s,s:b}", "app", c->seg[1], "version", version, "changed", 0));
+    json_decref(b); /* version points into it */
+    if (rc == VG_ENOENT)
+        return send_error(c, 404, "%s", err);
+    if (rc == VG_EEXIST)
+        return send_error(c, 409, "%s", err);
+    if (rc)
+        return send_store_error(c, rc);
+    if (id == 0)
+        return;
+    json_t *j;
+    if ((rc = vg__control_deployment_get(c->srv, c->seg[1], id, &j)) != 0)
+        return send_store_error(c, rc);
+    json_object_set_new(j, "changed", json_true());
+    char *loc = vg_xasprintf("/v1/apps/%s/deployments/%lld", c->seg[1], (long long)id);
+    h2o_add_header(&c->req->pool, &c->req->res.headers, H2O_TOKEN_LOCATION, NULL,
+                   h2o_strdup(&c->req->pool, loc, SIZE_MAX).base, strlen(loc));
+    free(loc);
+    send_json(c, 201, j);
+}
+
+static void deployment_start(struct call *c)
+{
+    if (!check_app(c, c->seg[1]))
+        return;
+    read_body(c, JSON_BODY_MAX, deployment_start_body);
+}
+
+static void deployments_list(struct call *c)
+{
+    if (!check_app(c, c->seg[1]))
+        return;
+    json_t *a;
+    int rc = vg__control_app_get(c->srv->store, c->seg[1], &a);
+    if (rc == VG_ENOENT)
+        return send_error(c, 404, "no app '%s'", c->seg[1]);
+    if (rc)
+        return send_store_error(c, rc);
+    json_decref(a);
+    const char *lim = query_param(c, "limit");
+    int64_t limit = 20;
+    if (lim && !parse_int(lim, 1, HISTORY_LIMIT_MAX, &limit))
+        return send_error(c, 400, "'limit' must be from 1 to %d", HISTORY_LIMIT_MAX);
+    json_t *j;
+    rc = vg__control_deployments_list(c->srv, c->seg[1], limit, &j);
+    if (rc)
+        return send_store_error(c, rc);
+    send_json(c, 200, json_pack("{s:s,s:o}", "app", c->seg[1], "deployments", j));
+}
+
+static void deployment_get(struct call *c)
+{
+    if (!check_app(c, c->seg[1]))
+        return;
+    int64_t id;
+    if (!parse_int(c->seg[3], 1, INT64_MAX, &id))
+        return send_error(c, 404, "no deployment '%s' of app '%s'", c->seg[3], c->seg[1]);
+    json_t *j;
+    int rc = vg__control_deployment_get(c->srv, c->seg[1], id, &j);
+    if (rc == VG_ENOENT)
+        return send_error(c, 404, "no deployment %lld of app '%s'", (long long)id, c->seg[1]);
+    if (rc)
+        return send_store_error(c, rc);
+    send_json(c, 200, j);
 }
 
 static void desired_set(struct call *c)
@@ -811,6 +898,7 @@ static void node_heartbeat_body(struct call *c, const uint8_t *p, size_t n)
     if (rc)
         return send_store_error(c, rc);
     send_json(c, 200, json_pack("{s:s,s:I}", "id", c->seg[1], "rev", (json_int_t)vg__control_rev(c->srv->store)));
+    vg__control_rollout_tick(c->srv); /* act on the report now */
 }
 
 static void node_heartbeat(struct call *c)
@@ -933,6 +1021,9 @@ static const struct route routes[] = {
     {"POST", {"apps", "*", "versions"}, SCOPE_D, version_upload},
     {"GET", {"apps", "*", "versions", "*"}, SCOPE_R, version_get},
     {"PUT", {"apps", "*", "desired"}, SCOPE_D, desired_set},
+    {"GET", {"apps", "*", "deployments"}, SCOPE_R, deployments_list},
+    {"POST", {"apps", "*", "deployments"}, SCOPE_D, deployment_start},
+    {"GET", {"apps", "*", "deployments", "*"}, SCOPE_R, deployment_get},
     {"GET", {"bundles", "*"}, SCOPE_R | SCOPE_N, bundle_get},
     {"POST", {"nodes", "register"}, SCOPE_N, node_register},
     {"GET", {"nodes"}, SCOPE_R, nodes_list},

@@ -4,6 +4,7 @@
 #ifndef VG_CONTROL_INT_H
 #define VG_CONTROL_INT_H
 
+#include "conf/conf.h"
 #include "control.h"
 #include "http/http.h"
 
@@ -19,7 +20,7 @@
  * server's loop thread owns it. Timestamps are Unix milliseconds. */
 struct vg__control_store;
 
-#define VG__CONTROL_SCHEMA_VERSION 1
+#define VG__CONTROL_SCHEMA_VERSION 2
 
 /* Opens (creating and migrating as needed) the database at path. On
  * success *out is the caller's (vg__control_store_close). */
@@ -70,6 +71,7 @@ struct vg__control_version {
     const char *id; /* sha256 of the bundle, hex */
     const char *app;
     uint64_t size, entries, unpacked;
+    const char *rollout; /* the manifest's rollout settings as JSON, or NULL */
 };
 /* Adds a version (and its app when new), or finds it: *created false when
  * the same bytes were uploaded before. VG_EEXIST if the id belongs to
@@ -84,9 +86,12 @@ int vg__control_version_get(struct vg__control_store *s, const char *app, const 
 int vg__control_bundle_known(struct vg__control_store *s, const char *id, bool *known) VG_MUST_CHECK;
 
 /* ---- desired state ---- */
-/* Makes version the app's desired version everywhere: a new deployment
- * row, the revision bumped. *changed false (and nothing written) when it
- * already is. VG_ENOENT for an unknown app or version. */
+/* Makes version the app's desired version everywhere at once: a new
+ * deployment row (state 'done'), the revision bumped; a rollout in
+ * progress is cancelled (state 'superseded'), its per-node versions
+ * dropped. *changed false (and nothing written) when the version is
+ * desired already and no rollout runs. VG_ENOENT for an unknown app or
+ * version. */
 int vg__control_desired_set(struct vg__control_store *s, const char *app, const char *version, const char *actor,
                             bool *changed, int64_t *deployment, int64_t *rev) VG_MUST_CHECK;
 /* The desired-state revision: bumped by every change of desired state. */
@@ -102,12 +107,75 @@ int vg__control_node_heartbeat(struct vg__control_store *s, const char *id, json
 int vg__control_node_exists(struct vg__control_store *s, const char *id, bool *exists) VG_MUST_CHECK;
 int vg__control_nodes_list(struct vg__control_store *s, uint64_t now_ms, uint64_t up_ms, json_t **out) VG_MUST_CHECK;
 
+/* ---- for control_rollout.c, which keeps its own SQL ---- */
+int vg__control_store_begin(struct vg__control_store *s) VG_MUST_CHECK;
+/* Commits when rc is 0, else rolls back; returns the outcome. */
+int vg__control_store_end(struct vg__control_store *s, int rc) VG_MUST_CHECK;
+/* One history row inside the caller's transaction; takes detail. */
+int vg__control_store_history(struct vg__control_store *s, const char *actor, const char *action, const char *app,
+                              const char *subject, json_t *detail) VG_MUST_CHECK;
+/* Writes the next revision inside the caller's transaction; after the
+ * commit, rev_committed makes it the store's. */
+int vg__control_store_rev_next(struct vg__control_store *s, int64_t *rev) VG_MUST_CHECK;
+void vg__control_store_rev_committed(struct vg__control_store *s, int64_t rev);
+
 /* ---- history ---- */
 /* Newest first; app NULL for all. */
 int vg__control_history_list(struct vg__control_store *s, const char *app, int64_t limit, json_t **out) VG_MUST_CHECK;
 
 /* RFC 3339 UTC with milliseconds, for JSON. */
 void vg__control_time_format(int64_t ms, char buf[32]);
+
+/* ==== rollout gates (control_gate.c: pure) ================================== */
+
+/* The nodes' latency histogram (the heartbeat contract): 14 bounds in ms,
+ * then +Inf. */
+#define VG__CONTROL_LAT_BUCKETS 15
+extern const double vg__control_latency_le_ms[VG__CONTROL_LAT_BUCKETS - 1];
+/* Below this difference two p99s are the same for the gate: near zero the
+ * buckets are 0.5 ms wide, and a ratio of two tiny figures is noise. */
+#define VG__CONTROL_P99_SLACK_MS 1.0
+
+/* One version's figures, summed over the nodes that run it. */
+struct vg__control_figures {
+    uint64_t requests, errors; /* errors: 5xx */
+    uint64_t counts[VG__CONTROL_LAT_BUCKETS];
+    uint64_t timed; /* sum of counts */
+    uint64_t nodes;
+};
+
+/* Adds one report's `stats` object; false (nothing added) when it is not
+ * one. A histogram with other bounds is left out of the latency sums. */
+bool vg__control_figures_add(struct vg__control_figures *f, json_t *stats);
+double vg__control_figures_error_rate(const struct vg__control_figures *f); /* 0 without requests */
+/* The 99th percentile in ms, interpolated inside its bucket; -1 without
+ * any timed request. */
+double vg__control_figures_p99_ms(const struct vg__control_figures *f);
+/* {nodes, requests, errors_5xx, error_rate, p99_ms}: the caller owns it. */
+json_t *vg__control_figures_json(const struct vg__control_figures *f);
+/* The same with the bucket counts, to keep as a baseline, and back. */
+json_t *vg__control_figures_save(const struct vg__control_figures *f);
+void vg__control_figures_from_json(struct vg__control_figures *f, json_t *j);
+
+struct vg__control_gate {
+    uint64_t min_requests;
+    double max_error_rate; /* absolute increase of the 5xx rate that fails */
+    double max_p99_ratio;  /* new p99 / old p99 that fails */
+};
+
+enum vg__control_verdict {
+    VG__CONTROL_GATE_WAIT, /* not enough traffic yet, or the window is not over */
+    VG__CONTROL_GATE_PASS,
+    VG__CONTROL_GATE_FAIL,
+};
+
+/* One step's verdict: FAIL as soon as the new version has min_requests and
+ * is worse than old beyond a threshold (the threshold itself passes); PASS
+ * when it has them, is not worse, and window_over; else WAIT. why says
+ * what failed or what is awaited. */
+enum vg__control_verdict vg__control_gate_judge(const struct vg__control_gate *g, const struct vg__control_figures *old,
+                                                const struct vg__control_figures *neu, bool window_over, char *why,
+                                                size_t cap);
 
 /* ==== auth ================================================================ */
 
@@ -158,7 +226,8 @@ struct vg_control_server {
     uv_loop_t uv;
     h2o_socket_t *uv_watch;
     uv_signal_t sigterm, sigint;
-    uv_timer_t poll_timer; /* the earliest long-poll deadline */
+    uv_timer_t poll_timer;    /* the earliest long-poll deadline */
+    uv_timer_t rollout_timer; /* the rollout driver's tick */
     bool stop;
     struct vg__control_waiter waiters; /* list head */
     size_t n_waiters;
@@ -171,5 +240,24 @@ void vg__control_waiters_notify(struct vg_control_server *srv);
 /* Answers the long polls whose time is up; re-arms the timer. */
 void vg__control_waiters_expire(struct vg_control_server *srv);
 void vg__control_waiters_rearm(struct vg_control_server *srv);
+
+/* control_rollout.c: the rollout driver (docs/api.md "Deployments"). */
+/* The manifest's settings as kept with a version: the caller owns it. */
+json_t *vg__control_rollout_settings_json(const struct vg_conf_rollout *r);
+/* Starts a gated rollout of app@version with the version's settings. *id
+ * is the new deployment, 0 when the version is the app's already (nothing
+ * written). VG_ENOENT (unknown app or version) and VG_EEXIST (a rollout of
+ * the app is in progress) come with a message in err. */
+int vg__control_rollout_start(struct vg_control_server *srv, const char *app, const char *version, const char *actor,
+                              int64_t *id, char *err, size_t errcap) VG_MUST_CHECK;
+/* Moves every rollout in progress as far as the nodes' reports allow. */
+void vg__control_rollout_tick(struct vg_control_server *srv);
+/* Starts the tick timer (rollouts in the database resume from it). */
+void vg__control_rollout_init(struct vg_control_server *srv);
+/* Newest first, without the per-node view; the caller owns *out. */
+int vg__control_deployments_list(struct vg_control_server *srv, const char *app, int64_t limit,
+                                 json_t **out) VG_MUST_CHECK;
+/* One deployment with its per-node view; VG_ENOENT if app has no such id. */
+int vg__control_deployment_get(struct vg_control_server *srv, const char *app, int64_t id, json_t **out) VG_MUST_CHECK;
 
 #endif

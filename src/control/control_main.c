@@ -222,6 +222,7 @@ static void http_init(struct vg_control_server *srv)
     srv->uv_watch->data = srv;
     h2o_socket_read_start(srv->uv_watch, on_uv_ready);
     vg__control_api_register(srv);
+    vg__control_rollout_init(srv);
     h2o_context_init(&srv->ctx, srv->loop, &srv->gconf);
     srv->http1 = vg_http1_ctx_create(&srv->ctx, &srv->http1_settings);
 }

@@ -39,6 +39,23 @@ static const char schema_v1[] =
     "CREATE TRIGGER history_no_delete BEFORE DELETE ON history"
     " BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;";
 
+/* Version 2: rollouts. A gated deployment ('rolling') keeps its plan and
+ * progress as JSON in deployments.rollout; while it runs, the nodes it has
+ * reached get the new version from node_desired, which overrides the app's
+ * desired row for them (everyone else keeps the previous version). The
+ * version's own manifest `rollout:` settings are kept at upload. */
+static const char schema_v2[] =
+    "ALTER TABLE deployments ADD COLUMN prev_version TEXT;"
+    "ALTER TABLE deployments ADD COLUMN rollout TEXT;"
+    "ALTER TABLE deployments ADD COLUMN reason TEXT;"
+    "ALTER TABLE deployments ADD COLUMN finished_at INTEGER;"
+    "UPDATE deployments SET state = 'done' WHERE state = 'active';"
+    "CREATE INDEX deployments_app ON deployments(app, id);"
+    "ALTER TABLE versions ADD COLUMN rollout TEXT;"
+    "CREATE TABLE node_desired(app TEXT NOT NULL REFERENCES apps(name), node TEXT NOT NULL,"
+    " version TEXT NOT NULL REFERENCES versions(id), deployment INTEGER NOT NULL REFERENCES deployments(id),"
+    " rev INTEGER NOT NULL, PRIMARY KEY(app, node));";
+
 /* ---- statements ---- */
 
 #define STMTS(X)                                                                                                       \
@@ -66,8 +83,8 @@ static const char schema_v1[] =
                 " (SELECT id FROM versions v WHERE v.app = a.name ORDER BY created_at DESC, rowid DESC LIMIT 1)"       \
                 " FROM apps a LEFT JOIN desired d ON d.app = a.name ORDER BY a.name")                                  \
     X(VERSION_FIND, "SELECT app FROM versions WHERE id = ?")                                                           \
-    X(VERSION_ADD,                                                                                                     \
-      "INSERT INTO versions(id, app, size, entries, unpacked, created_at, created_by) VALUES(?,?,?,?,?,?,?)")          \
+    X(VERSION_ADD, "INSERT INTO versions(id, app, size, entries, unpacked, created_at, created_by, rollout)"           \
+                   " VALUES(?,?,?,?,?,?,?,?)")                                                                         \
     X(VERSION_GET, "SELECT v.id, v.app, v.size, v.entries, v.unpacked, v.created_at, v.created_by, d.version IS NOT "  \
                    "NULL FROM versions v LEFT JOIN desired d ON d.app = v.app AND d.version = v.id"                    \
                    " WHERE v.app = ? AND v.id = ?")                                                                    \
@@ -75,12 +92,17 @@ static const char schema_v1[] =
                     "NULL FROM versions v LEFT JOIN desired d ON d.app = v.app AND d.version = v.id"                   \
                     " WHERE v.app = ? ORDER BY v.created_at DESC, v.rowid DESC")                                       \
     X(DESIRED_GET, "SELECT version FROM desired WHERE app = ?")                                                        \
-    X(DEPLOY_SUPERSEDE, "UPDATE deployments SET state = 'superseded' WHERE app = ? AND state = 'active'")              \
-    X(DEPLOY_ADD, "INSERT INTO deployments(app, version, state, rev, created_by, created_at)"                          \
-                  " VALUES(?,?,'active',?,?,?)")                                                                       \
+    X(DEPLOY_SUPERSEDE, "UPDATE deployments SET state = 'superseded', finished_at = coalesce(finished_at, ?),"         \
+                        " reason = coalesce(reason, ?) WHERE app = ? AND state IN ('done', 'rolling')")                \
+    X(DEPLOY_ROLLING, "SELECT id FROM deployments WHERE app = ? AND state = 'rolling'")                                \
+    X(DEPLOY_ADD, "INSERT INTO deployments(app, version, state, rev, created_by, created_at, finished_at,"             \
+                  " prev_version) VALUES(?,?,'done',?,?,?,?,?)")                                                       \
+    X(NODE_DESIRED_CLEAR, "DELETE FROM node_desired WHERE app = ?")                                                    \
     X(DESIRED_SET, "INSERT INTO desired(app, version, deployment, rev) VALUES(?,?,?,?) ON CONFLICT(app) DO UPDATE"     \
                    " SET version = excluded.version, deployment = excluded.deployment, rev = excluded.rev")            \
-    X(DESIRED_ALL, "SELECT app, version, deployment, rev FROM desired ORDER BY app")                                   \
+    X(DESIRED_ALL, "SELECT app, version, deployment, rev FROM desired"                                                 \
+                   " WHERE app NOT IN (SELECT app FROM node_desired WHERE node = ?1)"                                  \
+                   " UNION ALL SELECT app, version, deployment, rev FROM node_desired WHERE node = ?1 ORDER BY 1")     \
     X(NODE_UPSERT, "INSERT INTO nodes(id, location, labels, token, registered_at, last_seen) VALUES(?,?,?,?,?,?)"      \
                    " ON CONFLICT(id) DO UPDATE SET location = excluded.location, labels = excluded.labels,"            \
                    " token = excluded.token, registered_at = excluded.registered_at,"                                  \
@@ -206,6 +228,37 @@ static int history_add(struct vg__control_store *s, const char *actor, const cha
     return exec_done(s, st, "history");
 }
 
+/* ---- for the other files of the module (control_rollout.c) ---- */
+
+int vg__control_store_begin(struct vg__control_store *s)
+{
+    return tx_begin(s);
+}
+
+int vg__control_store_end(struct vg__control_store *s, int rc)
+{
+    return tx_end(s, rc);
+}
+
+int vg__control_store_history(struct vg__control_store *s, const char *actor, const char *action, const char *app,
+                              const char *subject, json_t *detail)
+{
+    return history_add(s, actor, action, app, subject, detail);
+}
+
+int vg__control_store_rev_next(struct vg__control_store *s, int64_t *rev)
+{
+    *rev = s->rev + 1;
+    sqlite3_stmt *st = q(s, ST_REV_SET);
+    sqlite3_bind_int64(st, 1, *rev);
+    return exec_done(s, st, "rev set");
+}
+
+void vg__control_store_rev_committed(struct vg__control_store *s, int64_t rev)
+{
+    s->rev = rev;
+}
+
 /* ---- open ---- */
 
 static int migrate(struct vg__control_store *s, char *err, size_t errcap)
@@ -224,10 +277,9 @@ static int migrate(struct vg__control_store *s, char *err, size_t errcap)
     }
     if (version == VG__CONTROL_SCHEMA_VERSION)
         return 0;
-    /* version 0: a new database. Later versions add steps here, each in
-     * the same transaction as its user_version bump. */
-    char *sql =
-        vg_xasprintf("BEGIN IMMEDIATE;%sPRAGMA user_version = %d;COMMIT;", schema_v1, VG__CONTROL_SCHEMA_VERSION);
+    /* each step in the same transaction as its user_version bump */
+    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%s%sPRAGMA user_version = %d;COMMIT;", version < 1 ? schema_v1 : "",
+                             version < 2 ? schema_v2 : "", VG__CONTROL_SCHEMA_VERSION);
     char *msg = NULL;
     int r = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     free(sql);
@@ -528,6 +580,7 @@ int vg__control_version_add(struct vg__control_store *s, const struct vg__contro
     sqlite3_bind_int64(st, 5, (sqlite3_int64)v->unpacked);
     sqlite3_bind_int64(st, 6, now_ms());
     bind_text(st, 7, actor);
+    bind_text(st, 8, v->rollout);
     if ((rc = exec_done(s, st, "version insert")) == 0)
         rc = history_add(s, actor, "version.create", v->app, v->id,
                          json_pack("{s:I,s:I,s:I}", "size", (json_int_t)v->size, "entries", (json_int_t)v->entries,
@@ -615,26 +668,51 @@ int vg__control_desired_set(struct vg__control_store *s, const char *app, const 
     bind_text(st, 1, app);
     int r = sqlite3_step(st);
     bool same = r == SQLITE_ROW && strcmp(col_text(st, 0), version) == 0;
+    char *prev = r == SQLITE_ROW ? vg_xstrdup(col_text(st, 0)) : NULL;
     if (r == SQLITE_ROW)
         r = SQLITE_DONE;
-    if ((rc = rows_end(s, st, r, "desired get")) != 0 || same) {
+    rc = rows_end(s, st, r, "desired get");
+    /* a rollout in progress is cancelled even when the version is the one
+     * desired already: that is `verge rollback` during a rollout */
+    int64_t rolling = 0;
+    if (rc == 0) {
+        st = q(s, ST_DEPLOY_ROLLING);
+        bind_text(st, 1, app);
+        if ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            rolling = sqlite3_column_int64(st, 0);
+            r = SQLITE_DONE;
+        }
+        rc = rows_end(s, st, r, "deployment rolling");
+    }
+    if (rc != 0 || (same && !rolling)) {
         *rev = s->rev;
+        free(prev);
         tx_abort(s); /* nothing to write */
         return rc;
     }
     int64_t new_rev = s->rev + 1, now = now_ms();
+    char *why = vg_xasprintf("superseded by %.12s (set at once by %s)", version, actor);
     st = q(s, ST_DEPLOY_SUPERSEDE);
-    bind_text(st, 1, app);
+    sqlite3_bind_int64(st, 1, now);
+    bind_text(st, 2, why);
+    bind_text(st, 3, app);
+    free(why);
     if ((rc = exec_done(s, st, "deployment supersede")) != 0)
-        return tx_end(s, rc);
+        goto fail;
+    st = q(s, ST_NODE_DESIRED_CLEAR);
+    bind_text(st, 1, app);
+    if ((rc = exec_done(s, st, "node desired clear")) != 0)
+        goto fail;
     st = q(s, ST_DEPLOY_ADD);
     bind_text(st, 1, app);
     bind_text(st, 2, version);
     sqlite3_bind_int64(st, 3, new_rev);
     bind_text(st, 4, actor);
     sqlite3_bind_int64(st, 5, now);
+    sqlite3_bind_int64(st, 6, now);
+    bind_text(st, 7, prev);
     if ((rc = exec_done(s, st, "deployment insert")) != 0)
-        return tx_end(s, rc);
+        goto fail;
     int64_t dep = sqlite3_last_insert_rowid(s->db);
     st = q(s, ST_DESIRED_SET);
     bind_text(st, 1, app);
@@ -642,27 +720,38 @@ int vg__control_desired_set(struct vg__control_store *s, const char *app, const 
     sqlite3_bind_int64(st, 3, dep);
     sqlite3_bind_int64(st, 4, new_rev);
     if ((rc = exec_done(s, st, "desired set")) != 0)
-        return tx_end(s, rc);
+        goto fail;
     st = q(s, ST_REV_SET);
     sqlite3_bind_int64(st, 1, new_rev);
     if ((rc = exec_done(s, st, "rev set")) != 0)
-        return tx_end(s, rc);
-    rc = history_add(s, actor, "desired.set", app, version,
-                     json_pack("{s:I,s:I}", "deployment", (json_int_t)dep, "rev", (json_int_t)new_rev));
-    if ((rc = tx_end(s, rc)) != 0)
+        goto fail;
+    if (rolling)
+        rc = history_add(s, actor, "deployment.cancel", app, version,
+                         json_pack("{s:I,s:I}", "deployment", (json_int_t)rolling, "by", (json_int_t)dep));
+    if (rc == 0)
+        rc = history_add(s, actor, "desired.set", app, version,
+                         json_pack("{s:I,s:I}", "deployment", (json_int_t)dep, "rev", (json_int_t)new_rev));
+    if ((rc = tx_end(s, rc)) != 0) {
+        free(prev);
         return rc;
+    }
+    free(prev);
     s->rev = new_rev;
     *changed = true;
     *deployment = dep;
     *rev = new_rev;
     return 0;
+fail:
+    free(prev);
+    return tx_end(s, rc);
 }
 
 int vg__control_desired_for_node(struct vg__control_store *s, const char *node, json_t **out)
 {
-    /* every node runs every app's desired version for now; placement will
-     * narrow this per node (the node id is already in the question) */
+    /* every node runs every app's desired version, except the nodes a
+     * rollout has reached (node_desired); placement will narrow this */
     sqlite3_stmt *st = q(s, ST_DESIRED_ALL);
+    bind_text(st, 1, node);
     json_t *apps = json_array();
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {

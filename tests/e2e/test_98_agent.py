@@ -15,6 +15,7 @@ from test_97_control import Control, CRASH_SIGNALS, bundle_of, upload  # noqa: F
 
 APP = """\
 name: web
+rollout: {window: 0s, min_requests: 0}
 routes:
   - exact: /v
     respond: {body: "%s\\n"}
@@ -179,7 +180,8 @@ def test_cli_deploy_wait_rollback_status(verge, plane, tmp_path, verge_bin):
     p = cli(verge_bin, plane, "deploy", str(version_dir(tmp_path, "v2")), "--wait", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["app"] == "web" and out["nodes"] == {"n1": "live"} and out["created"] is True
+    assert out["app"] == "web" and out["state"] == "done" and out["created"] is True
+    assert [(n["id"], n["live"]) for n in out["nodes"]] == [("n1", out["version"])]
     assert body(v) == "v2"
     p = cli(verge_bin, plane, "rollback", "web", "--wait")
     assert p.returncode == 0, p.stderr

@@ -359,7 +359,7 @@ static void test_unknown_keys(void **state)
         {"nmae: t\n" ROUTES, 1, 1, "unknown key 'nmae' in the manifest; did you mean 'name'?"},
         {MIN "xyzzy: 1\n", 4, 1,
          "unknown key 'xyzzy' in the manifest (expected one of: name, hosts, listen, limits, "
-         "hooks, origins, routes)"},
+         "hooks, origins, routes, rollout)"},
         {MIN "limits:\n  header_sise: 1k\n", 5, 3,
          "unknown key 'header_sise' in 'limits'; did you mean 'header_size'?"},
         {NAME "routes:\n  - pth: /x\n    respond: ok\n", 3, 5, "unknown key 'pth' in a route; did you mean 'path'?"},
@@ -1256,6 +1256,72 @@ static void test_messages_are_safe(void **state)
     expect_err(MIN "\"a\\x1bb\": 1\n", 4, 1, "unknown key 'a\\x1bb'");
 }
 
+/* --- rollout --------------------------------------------------------------- */
+
+static void test_rollout(void **state)
+{
+    struct vg_conf_app *app = load_ok(MIN);
+    assert_int_equal(app->rollout.canary, 1);
+    assert_false(app->rollout.canary_percent);
+    assert_int_equal(app->rollout.n_waves, 1);
+    assert_int_equal(app->rollout.waves[0], 100);
+    assert_int_equal(app->rollout.window_ms, 30000);
+    assert_int_equal(app->rollout.min_requests, 20);
+    assert_true(app->rollout.max_error_rate == 0.01);
+    assert_true(app->rollout.max_p99_ratio == 1.5);
+    assert_int_equal(app->rollout.healthy_timeout_ms, 60000);
+    vg_conf_app_destroy(app);
+
+    app = load_ok(MIN "rollout:\n  canary: \"10%\"\n  waves: [25, \"50%\", 100]\n  window: 1s\n"
+                      "  min_requests: 0\n  max_error_rate: 2.5%\n  max_p99_ratio: 2\n  healthy_timeout: 250ms\n");
+    assert_int_equal(app->rollout.canary, 10);
+    assert_true(app->rollout.canary_percent);
+    assert_int_equal(app->rollout.n_waves, 3);
+    assert_int_equal(app->rollout.waves[0], 25);
+    assert_int_equal(app->rollout.waves[1], 50);
+    assert_int_equal(app->rollout.waves[2], 100);
+    assert_int_equal(app->rollout.window_ms, 1000);
+    assert_int_equal(app->rollout.min_requests, 0);
+    assert_true(app->rollout.max_error_rate > 0.02499 && app->rollout.max_error_rate < 0.02501);
+    assert_true(app->rollout.max_p99_ratio == 2);
+    assert_int_equal(app->rollout.healthy_timeout_ms, 250);
+    vg_conf_app_destroy(app);
+
+    app = load_ok(MIN "rollout: {canary: 0, max_error_rate: 0, max_p99_ratio: 1, window: 0s}\n");
+    assert_int_equal(app->rollout.canary, 0);
+    assert_true(app->rollout.max_error_rate == 0);
+    assert_int_equal(app->rollout.window_ms, 0);
+    vg_conf_app_destroy(app);
+
+    app = load_ok(MIN "rollout: {canary: 3, max_error_rate: 1}\n");
+    assert_int_equal(app->rollout.canary, 3);
+    assert_true(app->rollout.max_error_rate == 1);
+    vg_conf_app_destroy(app);
+
+    static const struct err_case bad[] = {
+        {MIN "rollout:\n  canery: 1\n", 5, 3, "did you mean 'canary'"},
+        {MIN "rollout:\n  canary: \"110%\"\n", 5, 11, "a percentage is 0% to 100%"},
+        {MIN "rollout:\n  canary: -1\n", 5, 11, "node count"},
+        {MIN "rollout:\n  canary: many\n", 5, 11, "'canary'"},
+        {MIN "rollout:\n  waves: [50, 25, 100]\n", 5, 15, "must increase: 25% after 50%"},
+        {MIN "rollout:\n  waves: [50, 90]\n", 5, 15, "the last wave must be 100%"},
+        {MIN "rollout:\n  waves: []\n", 5, 10, "at least one wave"},
+        {MIN "rollout:\n  waves: [0, 100]\n", 5, 11, "'waves'"},
+        {MIN "rollout:\n  waves: [10, {a: 1}, 100]\n", 5, 15, "cumulative percentage"},
+        {MIN "rollout:\n  window: soon\n", 5, 11, "a duration like 5s"},
+        {MIN "rollout:\n  healthy_timeout: 1ms\n", 5, 20, "between 100ms and"},
+        {MIN "rollout:\n  min_requests: x\n", 5, 17, "an integer between 0 and"},
+        {MIN "rollout:\n  max_error_rate: 1.5\n", 5, 19, "a rate from 0 to 1"},
+        {MIN "rollout:\n  max_error_rate: 1e-2\n", 5, 19, "a rate from 0 to 1"},
+        {MIN "rollout:\n  max_error_rate: \"200%\"\n", 5, 19, "a rate from 0 to 1"},
+        {MIN "rollout:\n  max_p99_ratio: 0.5\n", 5, 18, "a ratio from 1 to 1000"},
+        {MIN "rollout:\n  max_p99_ratio: inf\n", 5, 18, "a ratio from 1 to 1000"},
+        {MIN "rollout:\n  max_p99_ratio: [1]\n", 5, 18, "got a list"},
+        {MIN "rollout: 5\n", 4, 10, "'rollout'"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1295,6 +1361,7 @@ int main(void)
         cmocka_unit_test(test_load_from_dir),
         cmocka_unit_test(test_error_format_and_helpers),
         cmocka_unit_test(test_messages_are_safe),
+        cmocka_unit_test(test_rollout),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

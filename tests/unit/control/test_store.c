@@ -22,6 +22,8 @@ static struct vg__control_store *st;
 
 static const char V1[] = "1111111111111111111111111111111111111111111111111111111111111111";
 static const char V2[] = "2222222222222222222222222222222222222222222222222222222222222222";
+#define V1_SQL "1111111111111111111111111111111111111111111111111111111111111111"
+#define V2_SQL "2222222222222222222222222222222222222222222222222222222222222222"
 
 static void open_store(void)
 {
@@ -96,7 +98,7 @@ static void test_newer_schema_refused(void **state)
     /* put it back for teardown */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
+    sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL);
     sqlite3_close(db);
     open_store();
 }
@@ -193,7 +195,7 @@ static void test_versions_desired_and_history(void **state)
     assert_int_equal(vg__control_desired_set(st, "hello", V2, "dev", &changed, &dep, &rev), 0);
     assert_int_equal(rev, 2);
     assert_int_equal(vg__control_rev(st), 2);
-    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'active'"), 1);
+    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'done'"), 1);
     assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'superseded'"), 1);
 
     json_t *d;
@@ -213,6 +215,51 @@ static void test_versions_desired_and_history(void **state)
     assert_int_equal(vg__control_history_list(st, "hello", 2, &h), 0);
     assert_int_equal(json_array_size(h), 2);
     json_decref(h);
+}
+
+/* A rollout's per-node rows override the app's desired version for those
+ * nodes only; an immediate desired version (rollback) cancels the rollout
+ * and drops them, even when it is the version desired already. */
+static void test_node_desired_and_cancel(void **state)
+{
+    struct vg__control_version v = {.id = V1, .app = "hello", .size = 10};
+    bool created, changed;
+    int64_t dep, rev;
+    assert_int_equal(vg__control_version_add(st, &v, "dev", &created), 0);
+    v.id = V2;
+    assert_int_equal(vg__control_version_add(st, &v, "dev", &created), 0);
+    assert_int_equal(vg__control_desired_set(st, "hello", V1, "dev", &changed, &dep, &rev), 0);
+    sqlite3 *db = vg__control_store_db(st);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO deployments(app, version, state, rev, created_by, created_at,"
+                                  " prev_version, rollout) VALUES('hello', '" V2_SQL
+                                  "', 'rolling', 1, 'dev', 0, '" V1_SQL "', '{}');"
+                                  "INSERT INTO node_desired VALUES('hello', 'canary', '" V2_SQL "', 2, 1);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    json_t *d;
+    assert_int_equal(vg__control_desired_for_node(st, "canary", &d), 0);
+    assert_int_equal(json_array_size(json_object_get(d, "apps")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(d, "apps"), 0), "version")),
+                        V2);
+    json_decref(d);
+    assert_int_equal(vg__control_desired_for_node(st, "other", &d), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(d, "apps"), 0), "version")),
+                        V1);
+    json_decref(d);
+    /* V1 is desired already, but a rollout runs: the call cancels it */
+    assert_int_equal(vg__control_desired_set(st, "hello", V1, "ops", &changed, &dep, &rev), 0);
+    assert_true(changed);
+    assert_int_equal(scalar("SELECT count(*) FROM node_desired"), 0);
+    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'rolling'"), 0);
+    assert_int_equal(scalar("SELECT count(*) FROM deployments WHERE state = 'superseded' AND reason IS NOT NULL"), 2);
+    assert_int_equal(vg__control_desired_for_node(st, "canary", &d), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(d, "apps"), 0), "version")),
+                        V1);
+    json_decref(d);
+    /* and now it is a no-op again */
+    assert_int_equal(vg__control_desired_set(st, "hello", V1, "ops", &changed, &dep, &rev), 0);
+    assert_false(changed);
 }
 
 static void test_history_append_only(void **state)
@@ -295,6 +342,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tokens_hashed_and_revoked, setup, teardown),
         cmocka_unit_test(test_scopes),
         cmocka_unit_test_setup_teardown(test_versions_desired_and_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_desired_and_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_append_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
