@@ -56,7 +56,7 @@ static int parse_with_units(const char *s, const struct unit *units, size_t n_un
 int vg_parse_duration_ms(const char *s, uint64_t *out)
 {
     static const struct unit units[] = {
-        {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+        {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
     };
     return parse_with_units(s, units, VG_ARRAY_LEN(units), out);
 }

@@ -214,13 +214,10 @@ int vg__cli_control_upload(const struct vg__cli_control *cc, const char *app, co
 }
 
 static const struct option client_longopts[] = {
-    {"control", required_argument, NULL, 'c'},
-    {"token", required_argument, NULL, 'T'},
-    {"json", no_argument, NULL, 'j'},
-    {"scope", required_argument, NULL, 's'},
-    {"output", required_argument, NULL, 'o'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+    {"control", required_argument, NULL, 'c'}, {"token", required_argument, NULL, 'T'},
+    {"json", no_argument, NULL, 'j'},          {"scope", required_argument, NULL, 's'},
+    {"output", required_argument, NULL, 'o'},  {"expires", required_argument, NULL, 'e'},
+    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
 };
 
 /* Parses options anywhere among the arguments; positional ones are left
@@ -245,6 +242,9 @@ static int client_opts(int argc, char **argv, struct vg__cli_client_args *a, voi
             break;
         case 'o':
             a->out = optarg;
+            break;
+        case 'e':
+            a->expires = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -366,10 +366,11 @@ int vg_cli_versions(int argc, char **argv)
 
 static void token_usage(FILE *f)
 {
-    fprintf(f, "usage: verge token create NAME --scope read|deploy|admin|node\n"
+    fprintf(f, "usage: verge token create NAME --scope read|deploy|admin|node [--expires DUR]\n"
                "       verge token list\n"
                "       verge token revoke NAME\n\n"
                "  create prints the secret once: keep it. Needs an admin token.\n"
+               "  --expires DUR  the token stops working after DUR (30d, 12h; default: never)\n"
                "  --control URL  the control plane (default $VERGE_CONTROL, else http://127.0.0.1:7070)\n"
                "  --token T      an admin API token (default $VERGE_TOKEN)\n"
                "  --json         print the control plane's JSON answer\n");
@@ -390,6 +391,8 @@ int vg_cli_token(int argc, char **argv)
             return 2;
         }
         json_t *body = json_pack("{s:s,s:s}", "name", argv[optind + 1], "scope", a.scope);
+        if (a.expires)
+            json_object_set_new(body, "expires_in", json_string(a.expires));
         rc = vg__cli_call_json("token", &a, "POST", "/v1/tokens", body, &j);
         json_decref(body);
         if (rc >= 0)

@@ -69,7 +69,7 @@ int vg__cli_control_upload(const struct vg__cli_control *cc, const char *app, co
 
 /* Common options of the client commands. */
 struct vg__cli_client_args {
-    const char *url, *token, *scope, *out;
+    const char *url, *token, *scope, *out, *expires;
     bool json;
 };
 

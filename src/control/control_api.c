@@ -891,6 +891,22 @@ static void node_heartbeat_body(struct call *c, const uint8_t *p, size_t n)
         json_decref(b);
         return send_error(c, 400, "'apps' must be an object: {app: {version, health, rps, errors}}");
     }
+    const char *app;
+    json_t *rep;
+    json_object_foreach(apps, app, rep)
+    { /* a report about an app the control plane has never heard of is a mistake: nothing is stored */
+        json_t *known = NULL;
+        int arc = vg__control_app_get(c->srv->store, app, &known);
+        json_decref(known);
+        if (arc == VG_ENOENT) {
+            json_decref(b);
+            return send_error(c, 422, "the report names app '%s', which this control plane does not have", app);
+        }
+        if (arc) {
+            json_decref(b);
+            return send_store_error(c, arc);
+        }
+    }
     int rc = vg__control_node_heartbeat(c->srv->store, c->seg[1], b);
     json_decref(b);
     if (rc == VG_ENOENT)
@@ -956,12 +972,23 @@ static void token_create_body(struct call *c, const uint8_t *p, size_t n)
         json_decref(b);
         return send_error(c, 400, "'scope' must be one of read, deploy, admin, node");
     }
+    /* "expires_in": seconds (a number) or a duration ("30d", "12h") */
+    json_t *ein = json_object_get(b, "expires_in");
+    uint64_t in_ms = 0;
+    if (ein &&
+        !(json_is_integer(ein) && json_integer_value(ein) > 0 &&
+          (in_ms = (uint64_t)json_integer_value(ein) * 1000) > 0) &&
+        !(json_is_string(ein) && vg_parse_duration_ms(json_string_value(ein), &in_ms) == 0 && in_ms > 0)) {
+        json_decref(b);
+        return send_error(c, 400, "'expires_in' must be seconds (> 0) or a duration like \"30d\"");
+    }
+    int64_t expires_at = in_ms ? (int64_t)(vg_wall_us() / 1000 + in_ms) : 0;
     char secret[69];
     uint8_t hash[32];
     int rc = vg__control_secret_new(secret);
     if (rc == 0) {
         vg__control_secret_hash(secret, strlen(secret), hash);
-        rc = vg__control_token_insert(c->srv->store, name, scope, hash, c->actor.name);
+        rc = vg__control_token_insert(c->srv->store, name, scope, hash, c->actor.name, expires_at);
     }
     if (rc == VG_EEXIST) {
         send_error(c, 409, "a token named '%s' exists (revoked names stay taken)", name);
@@ -1088,8 +1115,9 @@ static bool authenticate(struct call *c)
         t++;
         n--;
     }
-    if (!vg__control_auth_check(c->srv->auth, t, n, &c->actor)) {
-        send_error(c, 401, "unknown or revoked token");
+    int rc = vg__control_auth_check(c->srv->auth, t, n, &c->actor);
+    if (rc) {
+        send_error(c, 401, rc == VG_ELIMIT ? "the token has expired" : "unknown or revoked token");
         return false;
     }
     snprintf(c->actor_name, sizeof(c->actor_name), "%s", c->actor.name);

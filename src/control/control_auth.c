@@ -13,6 +13,7 @@ struct auth_token {
     char *name;
     unsigned scope;
     uint8_t hash[32];
+    int64_t expires_at_ms; /* 0: never */
 };
 
 struct vg__control_auth {
@@ -42,7 +43,7 @@ void vg__control_auth_destroy(struct vg__control_auth *a)
     free(a);
 }
 
-static void add_token(void *data, const char *name, unsigned scope, const uint8_t hash[32])
+static void add_token(void *data, const char *name, unsigned scope, const uint8_t hash[32], int64_t expires_at_ms)
 {
     struct vg__control_auth *a = data;
     a->v = vg_xrealloc(a->v, (a->n + 1) * sizeof(*a->v));
@@ -50,6 +51,7 @@ static void add_token(void *data, const char *name, unsigned scope, const uint8_
     t->name = vg_xstrdup(name);
     t->scope = scope;
     memcpy(t->hash, hash, 32);
+    t->expires_at_ms = expires_at_ms;
 }
 
 int vg__control_auth_load(struct vg__control_auth *a, struct vg__control_store *s)
@@ -65,8 +67,8 @@ void vg__control_secret_hash(const char *secret, size_t len, uint8_t out[32])
     VG_ASSERT(n == 32);
 }
 
-bool vg__control_auth_check(const struct vg__control_auth *a, const char *secret, size_t len,
-                            struct vg__control_actor *out)
+int vg__control_auth_check(const struct vg__control_auth *a, const char *secret, size_t len,
+                           struct vg__control_actor *out)
 {
     uint8_t h[32];
     vg__control_secret_hash(secret, len, h);
@@ -75,10 +77,12 @@ bool vg__control_auth_check(const struct vg__control_auth *a, const char *secret
         if (CRYPTO_memcmp(h, a->v[i].hash, 32) == 0)
             found = &a->v[i];
     if (!found)
-        return false;
+        return VG_ENOENT;
+    if (found->expires_at_ms && (int64_t)(vg_wall_us() / 1000) >= found->expires_at_ms)
+        return VG_ELIMIT;
     out->name = found->name;
     out->scope = found->scope;
-    return true;
+    return 0;
 }
 
 int vg__control_secret_new(char out[69])

@@ -20,7 +20,7 @@
  * server's loop thread owns it. Timestamps are Unix milliseconds. */
 struct vg__control_store;
 
-#define VG__CONTROL_SCHEMA_VERSION 2
+#define VG__CONTROL_SCHEMA_VERSION 3
 
 /* Opens (creating and migrating as needed) the database at path. On
  * success *out is the caller's (vg__control_store_close). */
@@ -49,11 +49,12 @@ struct vg__control_actor {
 /* ---- tokens ---- */
 /* VG_EEXIST when the name is taken (revoked names stay taken). */
 int vg__control_token_insert(struct vg__control_store *s, const char *name, unsigned scope, const uint8_t hash[32],
-                             const char *actor) VG_MUST_CHECK;
+                             const char *actor, int64_t expires_at_ms) VG_MUST_CHECK;
 /* VG_ENOENT when there is no live token of that name. */
 int vg__control_token_revoke(struct vg__control_store *s, const char *name, const char *actor) VG_MUST_CHECK;
 /* Live (unrevoked) tokens, for the in-memory table; cb gets each one. */
-typedef void (*vg__control_token_fn)(void *data, const char *name, unsigned scope, const uint8_t hash[32]);
+typedef void (*vg__control_token_fn)(void *data, const char *name, unsigned scope, const uint8_t hash[32],
+                                     int64_t expires_at_ms);
 int vg__control_tokens_each(struct vg__control_store *s, vg__control_token_fn cb, void *data) VG_MUST_CHECK;
 int vg__control_tokens_count(struct vg__control_store *s, int64_t *n) VG_MUST_CHECK; /* revoked too */
 /* JSON array of {name, scope, created_at, created_by, revoked_at}: no hashes. */
@@ -189,8 +190,10 @@ int vg__control_auth_load(struct vg__control_auth *a, struct vg__control_store *
 /* The token a presented secret belongs to: compares its sha256 with every
  * live token's in constant time (no early exit). False when none. The
  * actor's name points into the table: valid until the next load. */
-bool vg__control_auth_check(const struct vg__control_auth *a, const char *secret, size_t len,
-                            struct vg__control_actor *out);
+/* 0 with *out filled, or VG_ENOENT (unknown or revoked) or VG_ELIMIT
+ * (expired). */
+int vg__control_auth_check(const struct vg__control_auth *a, const char *secret, size_t len,
+                           struct vg__control_actor *out);
 /* A new secret ("vgt_" + 64 hex digits from 32 random bytes). */
 int vg__control_secret_new(char out[69]) VG_MUST_CHECK;
 void vg__control_secret_hash(const char *secret, size_t len, uint8_t out[32]);

@@ -105,7 +105,7 @@ static int bootstrap(struct vg_control_server *srv)
     }
     uint8_t hash[32];
     vg__control_secret_hash(secret, strlen(secret), hash);
-    rc = vg__control_token_insert(srv->store, "admin", VG__CONTROL_SCOPE_ADMIN, hash, "bootstrap");
+    rc = vg__control_token_insert(srv->store, "admin", VG__CONTROL_SCOPE_ADMIN, hash, "bootstrap", 0);
     if (rc == 0)
         vg_log(VG_LOG_INFO, "created the admin token (scope admin)", "secret_in", from, NULL);
     free(secret);

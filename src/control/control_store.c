@@ -56,6 +56,9 @@ static const char schema_v2[] =
     " version TEXT NOT NULL REFERENCES versions(id), deployment INTEGER NOT NULL REFERENCES deployments(id),"
     " rev INTEGER NOT NULL, PRIMARY KEY(app, node));";
 
+/* Version 3: tokens may expire (NULL: never). */
+static const char schema_v3[] = "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;";
+
 /* ---- statements ---- */
 
 #define STMTS(X)                                                                                                       \
@@ -68,10 +71,10 @@ static const char schema_v2[] =
       "SELECT id, at, actor, action, app, subject, detail FROM history WHERE app = ? ORDER BY id DESC LIMIT ?")        \
     X(REV_GET, "SELECT value FROM meta WHERE key = 'desired_rev'")                                                     \
     X(REV_SET, "UPDATE meta SET value = ? WHERE key = 'desired_rev'")                                                  \
-    X(TOKEN_ADD, "INSERT INTO tokens(name, scope, hash, created_at, created_by) VALUES(?,?,?,?,?)")                    \
+    X(TOKEN_ADD, "INSERT INTO tokens(name, scope, hash, created_at, created_by, expires_at) VALUES(?,?,?,?,?,?)")      \
     X(TOKEN_REVOKE, "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")                          \
-    X(TOKENS_LIVE, "SELECT name, scope, hash FROM tokens WHERE revoked_at IS NULL ORDER BY name")                      \
-    X(TOKENS_ALL, "SELECT name, scope, created_at, created_by, revoked_at FROM tokens ORDER BY name")                  \
+    X(TOKENS_LIVE, "SELECT name, scope, hash, expires_at FROM tokens WHERE revoked_at IS NULL ORDER BY name")          \
+    X(TOKENS_ALL, "SELECT name, scope, created_at, created_by, revoked_at, expires_at FROM tokens ORDER BY name")      \
     X(TOKENS_COUNT, "SELECT count(*) FROM tokens")                                                                     \
     X(APP_ADD, "INSERT INTO apps(name, created_at, created_by) VALUES(?,?,?) ON CONFLICT(name) DO NOTHING")            \
     X(APP_GET, "SELECT a.name, a.created_at, a.created_by, d.version, d.deployment, d.rev,"                            \
@@ -278,8 +281,8 @@ static int migrate(struct vg__control_store *s, char *err, size_t errcap)
     if (version == VG__CONTROL_SCHEMA_VERSION)
         return 0;
     /* each step in the same transaction as its user_version bump */
-    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%s%sPRAGMA user_version = %d;COMMIT;", version < 1 ? schema_v1 : "",
-                             version < 2 ? schema_v2 : "", VG__CONTROL_SCHEMA_VERSION);
+    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%s%s%sPRAGMA user_version = %d;COMMIT;", version < 1 ? schema_v1 : "",
+                             version < 2 ? schema_v2 : "", version < 3 ? schema_v3 : "", VG__CONTROL_SCHEMA_VERSION);
     char *msg = NULL;
     int r = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     free(sql);
@@ -392,7 +395,7 @@ static int rows_end(struct vg__control_store *s, sqlite3_stmt *st, int r, const 
 /* ---- tokens ---- */
 
 int vg__control_token_insert(struct vg__control_store *s, const char *name, unsigned scope, const uint8_t hash[32],
-                             const char *actor)
+                             const char *actor, int64_t expires_at_ms)
 {
     int rc = tx_begin(s);
     if (rc)
@@ -403,10 +406,15 @@ int vg__control_token_insert(struct vg__control_store *s, const char *name, unsi
     sqlite3_bind_blob(st, 3, hash, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, now_ms());
     bind_text(st, 5, actor);
+    if (expires_at_ms)
+        sqlite3_bind_int64(st, 6, expires_at_ms);
+    else
+        sqlite3_bind_null(st, 6);
     rc = exec_done(s, st, "token insert");
     if (rc == 0)
         rc = history_add(s, actor, "token.create", NULL, name,
-                         json_pack("{s:s}", "scope", vg__control_scope_name(scope)));
+                         json_pack("{s:s,s:o}", "scope", vg__control_scope_name(scope), "expires_at",
+                                   expires_at_ms ? json_time(expires_at_ms) : json_null()));
     return tx_end(s, rc);
 }
 
@@ -433,7 +441,8 @@ int vg__control_tokens_each(struct vg__control_store *s, vg__control_token_fn cb
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_bytes(st, 2) != 32)
             continue;
-        cb(data, col_text(st, 0), vg__control_scope_parse(col_text(st, 1)), sqlite3_column_blob(st, 2));
+        cb(data, col_text(st, 0), vg__control_scope_parse(col_text(st, 1)), sqlite3_column_blob(st, 2),
+           sqlite3_column_int64(st, 3)); /* NULL reads as 0: never */
     }
     return rows_end(s, st, r, "tokens");
 }
@@ -459,6 +468,8 @@ int vg__control_tokens_list(struct vg__control_store *s, json_t **out)
                               json_time(sqlite3_column_int64(st, 2)), "created_by", col_text(st, 3));
         bool revoked = sqlite3_column_type(st, 4) != SQLITE_NULL;
         json_object_set_new(t, "revoked_at", revoked ? json_time(sqlite3_column_int64(st, 4)) : json_null());
+        bool expires = sqlite3_column_type(st, 5) != SQLITE_NULL;
+        json_object_set_new(t, "expires_at", expires ? json_time(sqlite3_column_int64(st, 5)) : json_null());
         json_array_append_new(arr, t);
     }
     int rc = rows_end(s, st, r, "tokens list");

@@ -678,6 +678,7 @@ def test_nodes_heartbeat_and_up_flag(control):
     admin = c.admin_token()
     node = c.make_token("n", "node")
     assert c.req("POST", "/v1/nodes/register", node, {"id": "n1", "location": "fra", "labels": {"pci": "yes"}}).status == 200
+    assert c.req("POST", "/v1/apps", admin, {"name": "hello"}).status == 201  # reports name known apps only
     report = {"apps": {"hello": {"version": "x", "health": "ok", "rps": 12.5, "errors": 0}}}
     r = c.req("POST", "/v1/nodes/n1/heartbeat", node, report)
     assert r.status == 200 and r.json()["rev"] == 0
@@ -784,3 +785,35 @@ def test_http2_prior_knowledge(control, verge_bin, tmp_path):
     p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null",
                         c.url + "/v1/apps"], capture_output=True, timeout=30)
     assert p.stdout.decode() == "401"
+
+
+def test_expired_token_is_401_with_its_reason(control, verge_bin, tmp_path):
+    c = control()
+    admin = c.admin_token()
+    r = c.req("POST", "/v1/tokens", admin, {"name": "brief", "scope": "read", "expires_in": 1})
+    assert r.status == 201, r
+    brief = r.json()["secret"]
+    assert c.req("GET", "/v1/apps", brief).status == 200
+    listed = {t["name"]: t for t in c.req("GET", "/v1/tokens", admin).json()["tokens"]}
+    assert listed["brief"]["expires_at"] and listed["admin"]["expires_at"] is None
+    time.sleep(1.2)
+    r = c.req("GET", "/v1/apps", brief)
+    assert r.status == 401 and "expired" in r.json()["error"]
+    for bad in (0, -5, "soon", "1x"):
+        r = c.req("POST", "/v1/tokens", admin, {"name": "b%s" % abs(hash(str(bad))), "scope": "read", "expires_in": bad})
+        assert r.status == 400, (bad, r)
+    p = run_cli(verge_bin, ["token", "create", "cli-brief", "--scope", "read", "--expires", "30d", "--json",
+                            "--control", c.url, "--token", admin])
+    assert p.returncode == 0, p.stderr
+    listed = {t["name"]: t for t in c.req("GET", "/v1/tokens", admin).json()["tokens"]}
+    assert listed["cli-brief"]["expires_at"]
+
+
+def test_heartbeat_for_an_unknown_app_is_refused_and_stores_nothing(control, verge_bin, tmp_path):
+    c = control()
+    node = c.make_token("n", "node")
+    assert c.req("POST", "/v1/nodes/register", node, {"id": "n1", "location": "fra"}).status == 200
+    r = c.req("POST", "/v1/nodes/n1/heartbeat", node, {"apps": {"ghost": {"version": "x", "health": "ok"}}})
+    assert r.status == 422 and "ghost" in r.json()["error"]
+    nodes = c.req("GET", "/v1/nodes", c.admin_token()).json()["nodes"]
+    assert nodes[0]["report"] in (None, {}) or "ghost" not in (nodes[0]["report"] or {}).get("apps", {})

@@ -98,7 +98,7 @@ static void test_newer_schema_refused(void **state)
     /* put it back for teardown */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL);
+    sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL); /* VG__CONTROL_SCHEMA_VERSION */
     sqlite3_close(db);
     open_store();
 }
@@ -111,8 +111,8 @@ static void test_tokens_hashed_and_revoked(void **state)
     assert_memory_equal(secret, "vgt_", 4);
     uint8_t hash[32];
     vg__control_secret_hash(secret, strlen(secret), hash);
-    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_DEPLOY, hash, "admin"), 0);
-    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_READ, hash, "admin"), VG_EEXIST);
+    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_DEPLOY, hash, "admin", 0), 0);
+    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_READ, hash, "admin", 0), VG_EEXIST);
     /* the secret is nowhere in the database, its sha256 is */
     char *hex = text("SELECT hex(hash) FROM tokens WHERE name = 'ci'");
     assert_non_null(hex);
@@ -125,29 +125,36 @@ static void test_tokens_hashed_and_revoked(void **state)
     struct vg__control_auth *a = vg__control_auth_create();
     assert_int_equal(vg__control_auth_load(a, st), 0);
     struct vg__control_actor who;
-    assert_true(vg__control_auth_check(a, secret, strlen(secret), &who));
+    assert_int_equal(vg__control_auth_check(a, secret, strlen(secret), &who), 0);
     assert_string_equal(who.name, "ci");
     assert_int_equal(who.scope, VG__CONTROL_SCOPE_DEPLOY);
-    assert_false(vg__control_auth_check(a, secret, strlen(secret) - 1, &who));
+    assert_int_equal(vg__control_auth_check(a, secret, strlen(secret) - 1, &who), VG_ENOENT);
     secret[10] ^= 1;
-    assert_false(vg__control_auth_check(a, secret, strlen(secret), &who));
+    assert_int_equal(vg__control_auth_check(a, secret, strlen(secret), &who), VG_ENOENT);
     secret[10] ^= 1;
 
     assert_int_equal(vg__control_token_revoke(st, "ci", "admin"), 0);
     assert_int_equal(vg__control_token_revoke(st, "ci", "admin"), VG_ENOENT);
     assert_int_equal(vg__control_token_revoke(st, "nope", "admin"), VG_ENOENT);
     assert_int_equal(vg__control_auth_load(a, st), 0);
-    assert_false(vg__control_auth_check(a, secret, strlen(secret), &who));
+    assert_int_equal(vg__control_auth_check(a, secret, strlen(secret), &who), VG_ENOENT);
     /* a revoked name stays taken */
-    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_READ, hash, "admin"), VG_EEXIST);
+    assert_int_equal(vg__control_token_insert(st, "ci", VG__CONTROL_SCOPE_READ, hash, "admin", 0), VG_EEXIST);
     json_t *list;
     assert_int_equal(vg__control_tokens_list(st, &list), 0);
     assert_int_equal(json_array_size(list), 1);
     assert_true(json_is_string(json_object_get(json_array_get(list, 0), "revoked_at")));
     assert_null(json_object_get(json_array_get(list, 0), "hash"));
     json_decref(list);
+    /* an expired token is told apart from an unknown one */
+    char old[69];
+    assert_int_equal(vg__control_secret_new(old), 0);
+    vg__control_secret_hash(old, strlen(old), hash);
+    assert_int_equal(vg__control_token_insert(st, "old", VG__CONTROL_SCOPE_READ, hash, "admin", 1), 0);
+    assert_int_equal(vg__control_auth_load(a, st), 0);
+    assert_int_equal(vg__control_auth_check(a, old, strlen(old), &who), VG_ELIMIT);
     vg__control_auth_destroy(a);
-    assert_int_equal(scalar("SELECT count(*) FROM history WHERE action IN ('token.create', 'token.revoke')"), 2);
+    assert_int_equal(scalar("SELECT count(*) FROM history WHERE action IN ('token.create', 'token.revoke')"), 3);
 }
 
 static void test_scopes(void **state)
@@ -318,7 +325,7 @@ static void test_reopen_keeps_everything(void **state)
     assert_int_equal(vg__control_version_add(st, &v, "dev", &created), 0);
     assert_int_equal(vg__control_desired_set(st, "hello", V1, "dev", &changed, &dep, &rev), 0);
     uint8_t hash[32] = {1};
-    assert_int_equal(vg__control_token_insert(st, "t", VG__CONTROL_SCOPE_READ, hash, "admin"), 0);
+    assert_int_equal(vg__control_token_insert(st, "t", VG__CONTROL_SCOPE_READ, hash, "admin", 0), 0);
     int64_t hist = scalar("SELECT count(*) FROM history");
     vg__control_store_close(st);
     open_store();
