@@ -463,7 +463,7 @@ int vg_cli_deploy(int argc, char **argv)
 
 static void rollback_usage(FILE *f)
 {
-    fprintf(f, "usage: verge rollback APP [--to VERSION] [--wait] [--control URL] [--token T] [--json]\n\n"
+    fprintf(f, "usage: verge rollback [APP] [--to VERSION] [--wait] [--control URL] [--token T] [--json]\n\n"
                "  makes the version desired before the current one desired again, at once on every node\n"
                "  (no canary); during a rollout, the version it started from (the rollout is cancelled);\n"
                "  --to picks a version by id or unique prefix\n");
@@ -545,15 +545,21 @@ int vg_cli_rollback(int argc, char **argv)
     int rc = opts(argc, argv, &a, rollback_usage);
     if (rc >= 0)
         return rc;
-    if (argc - optind != 1) {
+    if (argc - optind > 1) {
         rollback_usage(stderr);
         return 2;
     }
-    const char *app = argv[optind];
+    /* without APP: the app of the manifest here, as `verge deploy` takes it */
+    char *here = argc - optind == 1 ? NULL : app_name(".");
+    if (argc - optind == 0 && !here)
+        return 2;
+    const char *app = here ? here : argv[optind];
     uint64_t t0 = now_ms();
     char *target = rollback_target(&a, app);
-    if (!target)
+    if (!target) {
+        free(here);
         return 1;
+    }
     json_t *des = NULL;
     rc = 1;
     if (set_desired("rollback", &a, app, target, &des) < 0) {
@@ -563,6 +569,7 @@ int vg_cli_rollback(int argc, char **argv)
     }
     json_decref(des);
     free(target);
+    free(here);
     return rc;
 }
 

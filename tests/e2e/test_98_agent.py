@@ -263,3 +263,17 @@ def test_node_learns_a_change_within_100ms(verge, plane, tmp_path):
     delay = learned() - t0
     print("desired-state change to the node: %.1f ms" % (delay * 1000))
     assert delay < 0.1, delay
+
+
+def test_cli_rollback_without_app_takes_the_manifest_here(verge, plane, tmp_path, verge_bin):
+    import subprocess
+    v = start_node(verge, plane, tmp_path)
+    plane.deploy("v1")
+    assert wait_for(lambda: body(v) == "v1", 10)
+    d2 = version_dir(tmp_path, "v2")
+    plane.deploy("v2")
+    assert wait_for(lambda: body(v) == "v2", 10)
+    p = subprocess.run([str(verge_bin), "rollback", "--wait", "--control", plane.control.url, "--token", plane.admin],
+                       capture_output=True, timeout=60, cwd=str(d2), stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert body(v) == "v1"
