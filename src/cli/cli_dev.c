@@ -99,7 +99,8 @@ struct dev {
     char admin[80], node_token[80];
     char url[40];
     struct vg__cli_control cc;
-    struct child kids[DEV_MAX_POPS + 1]; /* [0]: the control plane */
+    struct child kids[DEV_MAX_POPS + 2]; /* [0]: the control plane, [1..pops], then nats-server */
+    char nats_url[40];                   /* with more than one pop: the pops' bus */
     size_t n_kids;
     int sigfd, ino;
     struct watch *watches;
@@ -276,9 +277,9 @@ static void child_init(struct child *c, const char *name, const struct vg_geo_lo
     c->err = (struct stream){.fd = -1, .buf = vg_xmalloc(LINE_CAP)};
 }
 
-/* Starts `verge ARGV...` (this binary) with its output on pipes; env: one
- * NAME=VALUE to add, or NULL. */
-static int spawn(struct dev *d, struct child *c, char **argv, const char *env)
+/* Starts `verge ARGV...` (this binary; exe, found on PATH, when not NULL)
+ * with its output on pipes; env: one NAME=VALUE to add, or NULL. */
+static int spawn_exe(struct dev *d, struct child *c, const char *exe, char **argv, const char *env)
 {
     int o[2], e[2];
     if (pipe2(o, O_CLOEXEC) != 0)
@@ -310,8 +311,11 @@ static int spawn(struct dev *d, struct child *c, char **argv, const char *env)
         dup2(e[1], STDERR_FILENO);
         if (env)
             putenv((char *)env);
-        execv(d->self, argv);
-        dprintf(STDERR_FILENO, "cannot run %s: %s\n", d->self, strerror(errno));
+        if (exe)
+            execvp(exe, argv);
+        else
+            execv(d->self, argv);
+        dprintf(STDERR_FILENO, "cannot run %s: %s\n", exe ? exe : d->self, strerror(errno));
         _exit(127);
     }
     close(o[1]);
@@ -327,6 +331,11 @@ static int spawn(struct dev *d, struct child *c, char **argv, const char *env)
     fcntl(o[0], F_SETFL, O_NONBLOCK);
     fcntl(e[0], F_SETFL, O_NONBLOCK);
     return 0;
+}
+
+static int spawn(struct dev *d, struct child *c, char **argv, const char *env)
+{
+    return spawn_exe(d, c, NULL, argv, env);
 }
 
 static struct child *child_by_pid(struct dev *d, pid_t pid)
@@ -484,9 +493,9 @@ static void on_inotify(struct dev *d)
  * handles it: children's lines, signals, file changes. */
 static void pump(struct dev *d, int timeout_ms)
 {
-    struct pollfd pfd[2 + 2 * (DEV_MAX_POPS + 1)];
-    struct stream *which[2 * (DEV_MAX_POPS + 1)];
-    struct child *whose[2 * (DEV_MAX_POPS + 1)];
+    struct pollfd pfd[2 + 2 * (DEV_MAX_POPS + 2)];
+    struct stream *which[2 * (DEV_MAX_POPS + 2)];
+    struct child *whose[2 * (DEV_MAX_POPS + 2)];
     nfds_t n = 0;
     pfd[n++] = (struct pollfd){.fd = d->sigfd, .events = POLLIN};
     pfd[n++] = (struct pollfd){.fd = d->ino, .events = POLLIN};
@@ -517,9 +526,17 @@ static void pump(struct dev *d, int timeout_ms)
 static void stop_children(struct dev *d)
 {
     d->stopping = true;
-    for (size_t i = d->n_kids; i-- > 0;) /* the pops first, then the control plane */
-        if (d->kids[i].pid > 0 && !d->kids[i].exited)
-            kill(d->kids[i].pid, SIGTERM);
+    /* the pops first, then nats-server, then the control plane: the pops
+     * drain while what they talk to is still there */
+    size_t order[DEV_MAX_POPS + 2], m = 0;
+    for (size_t i = 1; i < d->n_kids && i <= d->pops; i++)
+        order[m++] = i;
+    if (d->n_kids > d->pops + 1)
+        order[m++] = d->pops + 1;
+    order[m++] = 0;
+    for (size_t k = 0; k < m; k++)
+        if (d->kids[order[k]].pid > 0 && !d->kids[order[k]].exited)
+            kill(d->kids[order[k]].pid, SIGTERM);
     uint64_t deadline = vg_now_ms() + STOP_TIMEOUT_MS;
     for (;;) {
         reap(d);
@@ -786,6 +803,49 @@ static int node_token(struct dev *d)
     return rc;
 }
 
+/* With more than one pop, a nats-server of its own (JetStream on, its
+ * store in the temporary directory) links them, as production links
+ * locations: the pops get --nats. Its slot is after the pops'. */
+static int start_nats(struct dev *d)
+{
+    if (d->pops < 2)
+        return 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        if (fd >= 0)
+            close(fd);
+        fprintf(stderr, "verge dev: no free port for nats-server\n");
+        return VG_EIO;
+    }
+    close(fd);
+    unsigned port = ntohs(sa.sin_port);
+    for (unsigned k = 1; k <= d->pops; k++) /* not started yet: no pipes to watch */
+        d->kids[k].out.fd = d->kids[k].err.fd = -1;
+    struct child *c = &d->kids[d->pops + 1];
+    child_init(c, "nats", NULL);
+    c->port = (uint16_t)port;
+    d->n_kids = d->pops + 2;
+    char p[8], *store = vg_xasprintf("%s/jetstream", d->tmp), *log = vg_xasprintf("%s/nats.log", d->tmp);
+    snprintf(p, sizeof(p), "%u", port);
+    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", p, "-js", "-sd", store, "-l", log, NULL};
+    int rc = spawn_exe(d, c, "nats-server", argv, NULL);
+    free(store);
+    free(log);
+    snprintf(d->nats_url, sizeof(d->nats_url), "nats://127.0.0.1:%u", port);
+    uint64_t deadline = vg_now_ms() + START_TIMEOUT_MS;
+    while (rc == 0 && !d->stop && !c->exited && vg_now_ms() < deadline) {
+        if (!port_free((uint16_t)port)) /* it listens */
+            return 0;
+        pump(d, 20);
+    }
+    fprintf(stderr, "verge dev: nats-server did not start%s (scripts/deps.sh installs it)\n",
+            c->exited ? "" : " in time");
+    return VG_EIO;
+}
+
 static int start_pops(struct dev *d)
 {
     static char env[128];
@@ -796,18 +856,42 @@ static int start_pops(struct dev *d)
         snprintf(name, sizeof(name), "pop-%u", k);
         const struct vg_geo_location *loc = vg_geo_set_at(d->geo, (k - 1) % vg_geo_set_count(d->geo));
         child_init(c, name, loc);
-        d->n_kids = k + 1;
+        if (d->n_kids < k + 1)
+            d->n_kids = k + 1;
         c->port = (uint16_t)(d->base + k);
         c->km = vg_geo_distance_km(d->from, loc);
         c->rtt_ms = (vg_geo_rtt_us(c->km) + 500) / 1000;
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", c->port);
         snprintf(latency, sizeof(latency), "%llums", (unsigned long long)(d->latency ? c->rtt_ms : 0));
         data = vg_xasprintf("%s/%s", d->tmp, name);
-        char *argv[] = {"verge",    "node",       "--control",     d->url,   "--node-id",
-                        name,       "--location", (char *)loc->id, "--data", data,
-                        "--listen", listen,       "--workers",     "1",      "--drain-timeout",
-                        "1s",       "--dev",      "--log-format",  "json",   "--add-latency",
-                        latency,    NULL};
+        char *argv[] = {"verge",
+                        "node",
+                        "--control",
+                        d->url,
+                        "--node-id",
+                        name,
+                        "--location",
+                        (char *)loc->id,
+                        "--data",
+                        data,
+                        "--listen",
+                        listen,
+                        "--workers",
+                        "1",
+                        "--drain-timeout",
+                        "1s",
+                        "--dev",
+                        "--log-format",
+                        "json",
+                        "--add-latency",
+                        latency,
+                        NULL,
+                        NULL,
+                        NULL};
+        if (d->nats_url[0]) { /* the pops' bus: purges (and later state) reach every location */
+            argv[21] = "--nats";
+            argv[22] = d->nats_url;
+        }
         int rc = spawn(d, c, argv, env);
         free(data);
         if (rc) {
@@ -834,7 +918,7 @@ static int wait_live(struct dev *d, const char *sha)
         }
         if (live == d->pops)
             return 0;
-        for (size_t i = 1; i < d->n_kids; i++) {
+        for (size_t i = 1; i < d->n_kids; i++) { /* the pops and nats-server */
             if (d->kids[i].exited) {
                 fprintf(stderr, "verge dev: %s stopped during start-up (its log is above)\n", d->kids[i].name);
                 return VG_EIO;
@@ -851,7 +935,7 @@ static void print_ready(struct dev *d, uint64_t took)
 {
     if (d->json) {
         json_t *pops = json_array();
-        for (size_t i = 1; i < d->n_kids; i++) {
+        for (size_t i = 1; i <= d->pops; i++) {
             struct child *c = &d->kids[i];
             char url[48];
             snprintf(url, sizeof(url), "http://127.0.0.1:%u/", c->port);
@@ -864,12 +948,13 @@ static void print_ready(struct dev *d, uint64_t took)
         json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s},s:s,s:b,s:o,s:I}", "event", "ready", "app", d->app,
                               "version", d->live, "dir", d->dir, "control", "url", d->url, "token", d->admin, "from",
                               d->from->id, "latency", d->latency, "pops", pops, "ms", (json_int_t)took);
+        json_object_set_new(j, "nats", d->nats_url[0] ? json_string(d->nats_url) : json_null());
         emit_json(j);
         return;
     }
     printf("\nverge dev: %s@%.12s runs on %u location%s (%.1f s)\n\n", d->app, d->live, d->pops,
            d->pops == 1 ? "" : "s", (double)took / 1000.0);
-    for (size_t i = 1; i < d->n_kids; i++) {
+    for (size_t i = 1; i <= d->pops; i++) {
         struct child *c = &d->kids[i];
         char where[80];
         snprintf(where, sizeof(where), "%s, %s", c->loc->city, c->loc->country);
@@ -879,6 +964,8 @@ static void print_ready(struct dev *d, uint64_t took)
         printf("\n");
     }
     printf("\n  control plane   %s   (VERGE_CONTROL=%s VERGE_TOKEN=%s verge status)\n", d->url, d->url, d->admin);
+    if (d->nats_url[0])
+        printf("  bus             %s   (nats-server with JetStream, linking the pops)\n", d->nats_url);
     printf("\nwatching %s for changes; Ctrl-C stops everything\n\n", d->dir);
     fflush(stdout);
 }
@@ -1162,7 +1249,7 @@ int vg_cli_dev(int argc, char **argv)
     rc = 1;
     char sha[65];
     if (setup(&d) == 0 && start_control(&d) == 0 && node_token(&d) == 0 && deploy(&d, sha) == 0 &&
-        start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
+        start_nats(&d) == 0 && start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
         memcpy(d.live, sha, sizeof(d.live));
         print_ready(&d, vg_now_ms() - t0);
         run(&d);

@@ -225,7 +225,16 @@ def test_three_pops_at_distinct_locations_serve_the_app(dev, tmp_path):
     r = http_request(d.base, "GET", "/v1/nodes", headers={"Authorization": "Bearer " + token})
     nodes = {n["id"]: n["location"] for n in r.json()["nodes"]}
     assert nodes == {"pop-%d" % (i + 1): loc for i, loc in enumerate(locations)}
+    # more than one pop: a nats-server of its own links them (the production engine)
+    m = re.search(r"^\s+bus\s+nats://127\.0\.0\.1:(\d+)", d.stdout(), re.M)
+    assert m, d.stdout()
+    for p in ports:
+        metrics = http_request(p, "GET", "/_verge/metrics").body.decode()
+        assert re.search(r"^verge_bus_connected 1$", metrics, re.M), metrics[-500:]
+    nats_port = int(m.group(1))
     assert d.stop() == 0, d.logs()
+    with pytest.raises(OSError):  # stopped with the rest
+        socket.create_connection(("127.0.0.1", nats_port), timeout=1).close()
 
 
 def test_json_ready_document(dev, tmp_path):
@@ -298,7 +307,7 @@ def test_broken_manifest_or_lua_shows_file_line_col_and_old_version_serves(dev, 
 def test_ctrl_c_stops_every_child_and_removes_the_temp_dir(dev, tmp_path):
     d = dev(make_app(tmp_path), pops=3)
     kids = d.kids
-    assert len(kids) == 4, kids  # the control plane and 3 pops
+    assert len(kids) == 5, kids  # the control plane, 3 pops and the nats-server linking them
     assert d.tmp and d.tmp.name.startswith("verge-dev-") and d.tmp.exists(), d.tmp
     t0 = time.monotonic()
     assert d.stop(signal.SIGINT) == 0, d.logs()
@@ -316,7 +325,7 @@ def test_ctrl_c_stops_every_child_and_removes_the_temp_dir(dev, tmp_path):
 def test_sigkill_of_verge_dev_takes_the_children_down(dev, tmp_path):
     d = dev(make_app(tmp_path), pops=2)
     kids = d.kids
-    assert len(kids) == 3, kids
+    assert len(kids) == 4, kids  # the control plane, 2 pops, nats-server
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
     gone = wait_for(lambda: not [k for k in kids if running(k)], 5)
