@@ -898,9 +898,10 @@ static void node_heartbeat_body(struct call *c, const uint8_t *p, size_t n)
         json_t *known = NULL;
         int arc = vg__control_app_get(c->srv->store, app, &known);
         json_decref(known);
-        if (arc == VG_ENOENT) {
+        if (arc == VG_ENOENT) { /* app points into b: answer before it goes */
+            send_error(c, 422, "the report names app '%s', which this control plane does not have", app);
             json_decref(b);
-            return send_error(c, 422, "the report names app '%s', which this control plane does not have", app);
+            return;
         }
         if (arc) {
             json_decref(b);
