@@ -140,8 +140,8 @@ struct vg_state_global_options {
  * the reason in err. The caller owns the result. */
 int vg_state_global_create(const struct vg_state_global_options *o, struct vg_state_global **out, char *err,
                            size_t errcap) VG_MUST_CHECK;
-/* Stops the writer (queued writes fail with VG_ENET, done runs) and the
- * watchers, then closes. */
+/* Lets the writer finish the queued writes (done runs for each), stops
+ * the watchers, then closes. */
 void vg_state_global_destroy(struct vg_state_global *g);
 
 /* app's bucket, created on JetStream if missing, and its replica, loaded
@@ -165,7 +165,7 @@ int vg_state_global_write(struct vg_state_gdb *db, const struct vg_state_write *
 
 struct vg_state_global_stats {
     bool connected;
-    uint64_t keys;           /* live keys in every replica (tombstones and expired values not counted) */
+    uint64_t keys;           /* keys in every replica (not deleted; expired ones until overwritten) */
     uint64_t applied;        /* watcher entries applied */
     uint64_t bad;            /* watcher entries refused (malformed) */
     uint64_t counts[VG_STATE_C_OPS][VG_STATE_R_RESULTS];
