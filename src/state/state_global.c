@@ -298,12 +298,16 @@ static natsStatus put(struct vg_state_gdb *db, const struct vg_state_write *w, b
     return kvStore_Update(rev, db->kv, w->key, rec, (int)len, last);
 }
 
-static void net_fail(struct vg_state_result *res)
+/* A write that failed for want of JetStream (the reason is the writer
+ * thread's, valid during the done callback). */
+static void net_fail(struct vg_state_result *res, natsStatus s)
 {
+    static __thread char why[300];
+    const char *e = nats_GetLastError(NULL);
+    snprintf(why, sizeof(why), "JetStream did not acknowledge the write (%s%s%s)", natsStatus_GetText(s),
+             e && *e ? ": " : "", e && *e ? e : "");
     res->rc = VG_ENET;
-    res->err = nats_GetLastError(NULL);
-    if (!res->err || !*res->err)
-        res->err = "JetStream did not acknowledge the write";
+    res->err = why;
 }
 
 static void do_set(struct vg_state_gdb *db, const struct vg_state_write *w, struct vg_state_result *res)
@@ -317,7 +321,7 @@ static void do_set(struct vg_state_gdb *db, const struct vg_state_write *w, stru
             res->rc = VG_EEXIST;
             res->err = "the revision moved (another write came first)";
         } else {
-            net_fail(res);
+            net_fail(res, s);
         }
         free(rec);
         return;
@@ -377,11 +381,11 @@ static void do_incr(struct vg_state_gdb *db, const struct vg_state_write *w, str
         }
         free(rec);
         if (!is_conflict()) {
-            net_fail(res);
+            net_fail(res, s);
             return;
         }
-        if (fetch(db, w->key, &cur, &clen, &last) != NATS_OK) {
-            net_fail(res);
+        if ((s = fetch(db, w->key, &cur, &clen, &last)) != NATS_OK) {
+            net_fail(res, s);
             return;
         }
     }
@@ -398,13 +402,15 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
     case VG_STATE_SET:
         do_set(db, &q->w, &res);
         break;
-    case VG_STATE_DELETE:
+    case VG_STATE_DELETE: {
         op = VG_STATE_C_DELETE;
-        if (kvStore_Delete(db->kv, q->w.key) != NATS_OK)
-            net_fail(&res);
+        natsStatus s = kvStore_Delete(db->kv, q->w.key);
+        if (s != NATS_OK)
+            net_fail(&res, s);
         else
             replica_apply(db, q->w.key, q->w.klen, 0, NULL, 0, true);
         break;
+    }
     case VG_STATE_INCR:
         op = VG_STATE_C_INCR;
         do_incr(db, &q->w, &res);
@@ -483,8 +489,16 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
         s = natsOptions_SetReconnectedCB(g->opts, on_reconnected, g);
     if (s == NATS_OK)
         s = natsConnection_Connect(&g->nc, g->opts);
+    jsOptions jo;
     if (s == NATS_OK)
-        s = natsConnection_JetStream(&g->js, g->nc, NULL);
+        s = jsOptions_Init(&jo);
+    if (s == NATS_OK) {
+        /* how long a write waits for JetStream's acknowledgement: past it
+         * the write is reported failed (its outcome unknown: a publish
+         * buffered during an outage may still land after a reconnect) */
+        jo.Wait = 2000;
+        s = natsConnection_JetStream(&g->js, g->nc, &jo);
+    }
     if (s != NATS_OK) {
         snprintf(err, errcap, "state: cannot connect to NATS JetStream: %s", nats_GetLastError(NULL));
         jsCtx_Destroy(g->js);

@@ -196,3 +196,22 @@ def test_global_three_nodes(verge, tmp_path, nats_server):
     assert metric_sum(m, "verge_kv_propagation_seconds_count") >= 10
     assert metric_sum(m, "verge_kv_operations_total", scope="global", op="set", result="ok") >= 1
     assert metric_sum(c.metrics(), "verge_kv_operations_total", scope="global", op="set", result="conflict") == 1
+
+
+def test_global_rides_out_a_nats_restart(verge, tmp_path, nats_server):
+    n = nats_server(jetstream=True)
+    a, b = (node(verge, tmp_path, x, nats=n) for x in "ab")
+    assert kv(a, "set", k="before", v="1", scope="global")["ok"]
+    assert wait_for(lambda: visible(b, "before", "1"), 2)
+    n.stop()
+    # reads keep being served from the replica; a write is reported failed
+    assert kv(b, "get", k="before", scope="global")["value"] == "1"
+    t0 = time.monotonic()
+    r = kv(a, "set", k="during", v="x", scope="global")
+    assert r.get("err"), r
+    print("write during the outage failed after %.0f ms: %s" % ((time.monotonic() - t0) * 1000, r["err"]))
+    n.start()  # same port, same JetStream store
+    assert wait_for(lambda: kv(a, "set", k="after", v="2", scope="global").get("ok"), 10)
+    assert wait_for(lambda: visible(b, "after", "2"), 5)
+    assert visible(b, "before", "1")
+    assert wait_for(lambda: b.get("/_verge/health").status == 200, 5)
