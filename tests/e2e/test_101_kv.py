@@ -215,3 +215,21 @@ def test_global_rides_out_a_nats_restart(verge, tmp_path, nats_server):
     assert wait_for(lambda: visible(b, "after", "2"), 5)
     assert visible(b, "before", "1")
     assert wait_for(lambda: b.get("/_verge/health").status == 200, 5)
+
+
+def test_a_write_outliving_its_call_is_dropped_safely(verge, tmp_path, nats_server):
+    """The call's lua_timeout ends it while its write waits for JetStream:
+    the request gets 503, the write's late result is dropped, the node
+    keeps serving (under ASan too)."""
+    n = nats_server(jetstream=True)
+    short = (MANIFEST.replace("lua_timeout: 5s", "lua_timeout: 300ms") % "kv", {"kv.lua": KV_LUA})
+    a = node(verge, tmp_path, "a", apps=[short], nats=n)
+    n.stop()
+    t0 = time.monotonic()
+    r = a.get("/kv/set?k=x&v=1&scope=global")
+    assert r.status == 503
+    assert time.monotonic() - t0 < 1.5
+    time.sleep(2.2)  # the write's failure arrives for a call that is over
+    assert kv(a, "set", k="local", v="still") == {"ok": True}
+    assert kv(a, "get", k="local")["value"] == "still"
+    assert a.alive()
