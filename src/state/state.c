@@ -133,17 +133,23 @@ bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__
         r->v.str.ptr = (const char *)pl;
         r->v.str.len = plen;
         return true;
-    case VG_STATE_INTEGER:
+    case VG_STATE_INTEGER: /* lengths first: the bytes may come from anyone (fuzz_kv_record) */
+        if (plen != 8)
+            return false;
         r->v.i = (int64_t)get64(pl);
-        return plen == 8;
+        return true;
     case VG_STATE_NUMBER: {
+        if (plen != 8)
+            return false;
         uint64_t bits = get64(pl);
         memcpy(&r->v.n, &bits, 8);
-        return plen == 8;
+        return true;
     }
     case VG_STATE_BOOLEAN:
+        if (plen != 1 || pl[0] > 1)
+            return false;
         r->v.b = pl[0] != 0;
-        return plen == 1 && pl[0] <= 1;
+        return true;
     }
     return false;
 }

@@ -233,3 +233,18 @@ def test_a_write_outliving_its_call_is_dropped_safely(verge, tmp_path, nats_serv
     assert kv(a, "set", k="local", v="still") == {"ok": True}
     assert kv(a, "get", k="local")["value"] == "still"
     assert a.alive()
+
+
+def test_global_bucket_is_an_api_for_plain_nats_clients(verge, tmp_path, nats_server):
+    """Anything that can publish to JetStream can write an app's keys: a
+    plain value reads as a string; a malformed verge record is refused and
+    counted, and the node goes on."""
+    n = nats_server(jetstream=True)
+    a = node(verge, tmp_path, "a", nats=n)
+    n.publish("$KV.verge_kv.from.outside", b"hello from nats")
+    assert wait_for(lambda: visible(a, "from.outside", "hello from nats"), 3)
+    n.publish("$KV.verge_kv.bad", b"\0vg1\x04\0\0\0" + b"\0" * 16)  # a boolean without its byte
+    assert wait_for(lambda: metric_sum(a.metrics(), "verge_kv_replica_updates_total", result="malformed") == 1, 3)
+    assert kv(a, "get", k="bad", scope="global") == {}
+    assert kv(a, "set", k="after", v="1", scope="global")["ok"]
+    assert metric_sum(a.metrics(), "verge_kv_replica_ready") == 1

@@ -368,6 +368,12 @@ static void test_record(void **state)
     assert_false(vg__state_rec_decode(buf, n, false, &r));
     buf[4] = 99;
     assert_false(vg__state_rec_decode(buf, n, false, &r));
+    /* a payload shorter than its type needs is refused before it is read
+     * (found by fuzz_kv_record: a boolean with no payload byte) */
+    buf[4] = VG_STATE_BOOLEAN;
+    assert_false(vg__state_rec_decode(buf, VG__STATE_HDR, false, &r));
+    buf[4] = VG_STATE_INTEGER;
+    assert_false(vg__state_rec_decode(buf, VG__STATE_HDR + 7, false, &r));
     /* no magic: a plain string only when raw values are allowed */
     assert_false(vg__state_rec_decode((const uint8_t *)"plain", 5, false, &r));
     assert_true(vg__state_rec_decode((const uint8_t *)"plain", 5, true, &r));
