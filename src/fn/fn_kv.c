@@ -267,8 +267,8 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
         luaL_error(L, "%s: rev (compare-and-set) needs scope=\"global\"", fn);
     struct vg_fn_app *app = vg__fn_app_of(L);
     if (a->global && !app->env.kv_global)
-        luaL_error(L, "%s: scope=\"global\" needs distributed state: run the node with --nats URL (NATS with JetStream)",
-                   fn);
+        luaL_error(
+            L, "%s: scope=\"global\" needs distributed state: run the node with --nats URL (NATS with JetStream)", fn);
     if (!a->global && !app->env.kv_local)
         luaL_error(L, "%s: verge.kv is not available here", fn);
 }

@@ -89,10 +89,10 @@ struct vg_app_rt {
     struct vg_node_appstats *stats; /* the node's, by app name */
     struct vg_route_rt *routes;
     struct vg_origin_rt *origins;
-    struct vg_fn_shared *shared; /* verge.shared (the node's, kept across reloads); NULL without Lua */
+    struct vg_fn_shared *shared;    /* verge.shared (the node's, kept across reloads); NULL without Lua */
     struct vg_state_db *kv_local;   /* verge.kv local: the app's LMDB database; NULL without Lua */
     struct vg_state_gdb *kv_global; /* verge.kv global: its bucket replica; NULL without --nats or Lua */
-    char label[96];              /* escaped app name */
+    char label[96];                 /* escaped app name */
     struct vg_obs_counter *cache_counters[VG__NODE_CACHE_RESULTS]; /* by result, when a route caches */
 };
 

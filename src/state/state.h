@@ -165,9 +165,9 @@ int vg_state_global_write(struct vg_state_gdb *db, const struct vg_state_write *
 
 struct vg_state_global_stats {
     bool connected;
-    uint64_t keys;           /* keys in every replica (not deleted; expired ones until overwritten) */
-    uint64_t applied;        /* watcher entries applied */
-    uint64_t bad;            /* watcher entries refused (malformed) */
+    uint64_t keys;    /* keys in every replica (not deleted; expired ones until overwritten) */
+    uint64_t applied; /* watcher entries applied */
+    uint64_t bad;     /* watcher entries refused (malformed) */
     uint64_t counts[VG_STATE_C_OPS][VG_STATE_R_RESULTS];
 };
 void vg_state_global_stats(struct vg_state_global *g, struct vg_state_global_stats *out);

@@ -416,10 +416,7 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
         do_incr(db, &q->w, &res);
         break;
     }
-    count(g, op,
-          res.rc == 0         ? VG_STATE_R_OK
-          : res.rc == VG_EEXIST ? VG_STATE_R_CONFLICT
-                                : VG_STATE_R_ERROR);
+    count(g, op, res.rc == 0 ? VG_STATE_R_OK : res.rc == VG_EEXIST ? VG_STATE_R_CONFLICT : VG_STATE_R_ERROR);
     if (res.rc == VG_ENET)
         vg_log(VG_LOG_WARN, "state: a global write failed", "bucket", db->bucket, "reason", res.err, NULL);
     if (q->done)
@@ -561,8 +558,7 @@ void vg_state_global_destroy(struct vg_state_global *g)
     free(g);
 }
 
-int vg_state_global_db(struct vg_state_global *g, const char *app, struct vg_state_gdb **out, char *err,
-                       size_t errcap)
+int vg_state_global_db(struct vg_state_global *g, const char *app, struct vg_state_gdb **out, char *err, size_t errcap)
 {
     size_t n = atomic_load(&g->n_dbs);
     for (size_t i = 0; i < n; i++)

@@ -107,8 +107,8 @@ static void enqueue(struct vg_state_local *s, struct vg__state_wreq *q)
 /* An internal write: remove key if it is still expired. */
 enum { OP_EXPIRE = 100 };
 
-static int put_rec(struct vg_state_db *db, MDB_txn *txn, const struct vg_state_write *w,
-                   const struct vg_state_value *v, uint64_t expires_ms)
+static int put_rec(struct vg_state_db *db, MDB_txn *txn, const struct vg_state_write *w, const struct vg_state_value *v,
+                   uint64_t expires_ms)
 {
     struct vg_state_local *s = db->s;
     uint8_t kb[1 + SHA256_DIGEST_LENGTH];
@@ -194,8 +194,7 @@ static void run_batch(struct vg_state_local *s, struct vg__state_wreq *batch)
                                                                         : "the node's state store failed"};
         }
         if ((int)q->w.op != OP_EXPIRE)
-            count(s, op_counter(q->w.op),
-                  res[i].rc == 0 ? VG_STATE_R_OK : VG_STATE_R_ERROR);
+            count(s, op_counter(q->w.op), res[i].rc == 0 ? VG_STATE_R_OK : VG_STATE_R_ERROR);
         if (q->done)
             q->done(q->arg, &res[i]);
         free(q);

@@ -117,7 +117,8 @@ static void test_types(void **state)
             .rc,
         0);
     assert_int_equal(
-        wr(t->a, (struct vg_state_write){.op = VG_STATE_SET, .key = "b", .value = {.type = VG_STATE_BOOLEAN, .b = false}})
+        wr(t->a,
+           (struct vg_state_write){.op = VG_STATE_SET, .key = "b", .value = {.type = VG_STATE_BOOLEAN, .b = false}})
             .rc,
         0);
     assert_int_equal(wr(t->a, (struct vg_state_write){.op = VG_STATE_SET, .key = "e", .value = str("")}).rc, 0);
