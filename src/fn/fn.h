@@ -134,6 +134,7 @@ struct vg_fn_env {
     struct vg_fn_shared *shared;    /* verge.shared for this app; NULL: a private one */
     struct vg_state_db *kv_local;   /* verge.kv, scope "local"; NULL: not available */
     struct vg_state_gdb *kv_global; /* verge.kv, scope "global"; NULL: the node has no --nats */
+    const char *kv_global_off;      /* with kv_global NULL on a node with --nats: why (static) */
     bool dev;                       /* script errors show their traceback in the response body */
 };
 

@@ -266,6 +266,8 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
     if (a->has_rev && !a->global)
         luaL_error(L, "%s: rev (compare-and-set) needs scope=\"global\"", fn);
     struct vg_fn_app *app = vg__fn_app_of(L);
+    if (a->global && !app->env.kv_global && app->env.kv_global_off)
+        luaL_error(L, "%s: scope=\"global\" is not available: %s", fn, app->env.kv_global_off);
     if (a->global && !app->env.kv_global)
         luaL_error(
             L, "%s: scope=\"global\" needs distributed state: run the node with --nats URL (NATS with JetStream)", fn);

@@ -92,6 +92,7 @@ struct vg_app_rt {
     struct vg_fn_shared *shared;    /* verge.shared (the node's, kept across reloads); NULL without Lua */
     struct vg_state_db *kv_local;   /* verge.kv local: the app's LMDB database; NULL without Lua */
     struct vg_state_gdb *kv_global; /* verge.kv global: its bucket replica; NULL without --nats or Lua */
+    const char *kv_global_off;      /* why kv_global is NULL with --nats */
     char label[96];                 /* escaped app name */
     struct vg_obs_counter *cache_counters[VG__NODE_CACHE_RESULTS]; /* by result, when a route caches */
 };

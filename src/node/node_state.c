@@ -91,6 +91,8 @@ void vg__node_state_for(struct vg_node *node, struct vg_app_rt *app)
             vg_log(VG_LOG_ERROR, "cannot open the app's global state; verge.kv global is off for it", "app", name,
                    "reason", err, NULL);
             app->kv_global = NULL;
+            app->kv_global_off = "the node could not open the app's JetStream bucket (is JetStream enabled? see the "
+                                 "node log)";
         }
     }
 }

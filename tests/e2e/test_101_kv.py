@@ -248,3 +248,60 @@ def test_global_bucket_is_an_api_for_plain_nats_clients(verge, tmp_path, nats_se
     assert kv(a, "get", k="bad", scope="global") == {}
     assert kv(a, "set", k="after", v="1", scope="global")["ok"]
     assert metric_sum(a.metrics(), "verge_kv_replica_ready") == 1
+
+
+def publish_many(n, subjects_payloads):
+    """Pipelines many plain NATS publishes on one connection (then PING)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=10)
+    s.recv(4096)
+    buf = [b'CONNECT {"verbose":false}\r\n']
+    for subj, p in subjects_payloads:
+        buf.append(b"PUB %s %d\r\n%s\r\n" % (subj.encode(), len(p), p))
+    buf.append(b"PING\r\n")
+    s.sendall(b"".join(buf))
+    got = b""
+    while b"PONG" not in got:
+        got += s.recv(65536)
+    s.close()
+
+
+def test_a_node_is_ready_only_with_the_whole_bucket(verge, tmp_path, nats_server):
+    """A node reports ready (/_verge/health 200) only once its replica holds
+    everything the bucket held when it started: polled from its first
+    moment, health says 503 while the replica loads, and the first 200
+    comes with every key in place."""
+    n = nats_server(jetstream=True)
+    a = node(verge, tmp_path, "a", nats=n)  # creates the bucket
+    N = 20000
+    filler = b"x" * 2048
+    publish_many(n, [("$KV.verge_kv.k.%d" % i, filler + b"%d" % i) for i in range(N)])
+    assert wait_for(lambda: metric_sum(a.metrics(), "verge_kv_replica_keys") == N, 20)
+    b = node(verge, tmp_path, "b", nats=n, wait=False)
+    seen = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20:
+        try:
+            st = b.get("/_verge/health", timeout=1).status
+        except OSError:
+            continue
+        seen.append(st)
+        if st == 200:
+            break
+    print("health while loading %d keys: %d x 503, then %s after %.0f ms"
+          % (N, seen.count(503), seen[-1:], (time.monotonic() - t0) * 1000))
+    assert seen and seen[-1] == 200 and set(seen[:-1]) <= {503}
+    assert metric_sum(b.metrics(), "verge_kv_replica_keys") == N
+    assert kv(b, "get", k="k.%d" % (N - 1), scope="global")["value"].endswith("%d" % (N - 1))
+    assert 503 in seen  # the window was seen, so the check above meant something
+    loaded = [r for r in b.log_records() if r.get("msg") == "state: replica loaded"]
+    assert loaded and loaded[0]["keys"] == str(N)
+
+
+def test_nats_without_jetstream_is_a_clear_error(verge, tmp_path, nats_server):
+    n = nats_server(jetstream=False)
+    a = node(verge, tmp_path, "a", nats=n)
+    r = kv(a, "get", k="x", scope="global")
+    assert "is not available" in r["raised"] and "JetStream" in r["raised"], r
+    assert kv(a, "set", k="x", v="local-still-works")["ok"]
+    assert any(r.get("msg", "").startswith("cannot open the app's global state") for r in a.log_records())
