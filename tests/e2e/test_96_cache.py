@@ -1174,7 +1174,7 @@ def test_cli_purge_json_prefix(verge, scripted_origin):
     o, v = purge_setup(verge, scripted_origin)
     p = run_cli(v, "--token", TOKEN, "--prefix", "http://%s/a/" % HOST, "--json")
     assert p.returncode == 0, p
-    assert json.loads(p.stdout) == {"purged": 2}, p
+    assert json.loads(p.stdout) == {"purged": 2, "sent": True}, p
 
 
 def test_cli_purge_tag_soft(verge, scripted_origin):
@@ -1184,7 +1184,7 @@ def test_cli_purge_tag_soft(verge, scripted_origin):
     get(v, "/x")
     p = run_cli(v, "--token", TOKEN, "--tag", "tt", "--soft", "--app", "c", "--json")
     assert p.returncode == 0, p
-    assert json.loads(p.stdout) == {"purged": 1}, p
+    assert json.loads(p.stdout) == {"purged": 1, "sent": True}, p
     r = get(v, "/x")
     assert st(r).get("fwd-status") == 304, r.headers.get("Cache-Status")  # soft: revalidated, not refetched
     assert o.statuses("/x") == [200, 304]
