@@ -24,13 +24,15 @@ static void node_usage(FILE *f)
                "  --admin-token T      bearer token for the admin API (POST /_verge/purge); also $VERGE_ADMIN_TOKEN\n"
                "  --dev                development mode\n"
                "  --add-latency DUR    every request waits DUR first, as if the client were far away (max 10s)\n"
-               "  --nats URL           NATS server(s) linking this node to the others (purges fan out);\n"
+               "  --nats URL           NATS server(s) linking this node to the others (purges fan out,\n"
+               "                       verge.kv global state in JetStream);\n"
                "                       repeatable for a cluster; without it the node is on its own\n"
                "  --control URL        agent mode: run the apps `verge control` at URL deploys here\n"
                "  --token T            this node's token for --control (also $VERGE_NODE_TOKEN)\n"
                "  --node-id ID         this node's id (default: the host name)\n"
                "  --location ID        its location id (default: local)\n"
-               "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n\n"
+               "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n"
+               "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n\n"
                "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
                "exits.\n");
 }
@@ -88,6 +90,11 @@ static int agent_args(struct vg_node_options *o)
         o->location = "local";
     if (!o->data_dir)
         o->data_dir = "verge-node-data";
+    if (!o->state_dir) {
+        static char dir[4096];
+        snprintf(dir, sizeof(dir), "%s/state", o->data_dir);
+        o->state_dir = dir;
+    }
     return -1;
 }
 
@@ -116,6 +123,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"location", required_argument, NULL, 'O'},
         {"data", required_argument, NULL, 'G'},
         {"add-latency", required_argument, NULL, 'Y'},
+        {"state-dir", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -181,6 +189,9 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
             break;
         case 'G':
             o.data_dir = optarg;
+            break;
+        case 'S':
+            o.state_dir = optarg;
             break;
         case 'Y':
             if (vg_parse_duration_ms(optarg, &o.add_latency_ms) != 0 || o.add_latency_ms > 10000) {

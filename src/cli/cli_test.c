@@ -65,17 +65,37 @@ static uint16_t free_port(void)
     return ntohs(sa.sin_port);
 }
 
+/* verge.kv's local state of a test run: a fresh directory per run, so
+ * that tests never see what an earlier run (or the app's own node) left. */
+static char state_dir[64];
+
+static void state_dir_remove(void)
+{
+    char p[96];
+    if (!state_dir[0])
+        return;
+    snprintf(p, sizeof(p), "%s/data.mdb", state_dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/lock.mdb", state_dir);
+    unlink(p);
+    rmdir(state_dir);
+    state_dir[0] = 0;
+}
+
 static pid_t start_node(const char *dir, uint16_t port, int logfd)
 {
     char listen[32];
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+    snprintf(state_dir, sizeof(state_dir), "/tmp/verge-test-state-XXXXXX");
+    if (!mkdtemp(state_dir))
+        snprintf(state_dir, sizeof(state_dir), "/tmp/verge-test-state-%d", (int)getpid());
     pid_t pid = fork();
     if (pid != 0)
         return pid;
     dup2(logfd, STDERR_FILENO);
     dup2(logfd, STDOUT_FILENO);
     execl("/proc/self/exe", "verge", "node", "--app", dir, "--listen", listen, "--workers", "1", "--access-log", "off",
-          "--log-format", "text", "--log-level", "warn", "--dev", (char *)NULL);
+          "--log-format", "text", "--log-level", "warn", "--dev", "--state-dir", state_dir, (char *)NULL);
     _exit(127);
 }
 
@@ -83,12 +103,15 @@ static void stop_node(pid_t pid)
 {
     kill(pid, SIGTERM);
     for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid)
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            state_dir_remove();
             return;
+        }
         usleep(20000);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    state_dir_remove();
 }
 
 /* Appends to a malloc'd string (no Lua errors may happen while it lives). */

@@ -8,6 +8,7 @@
 
 #include "base/base.h"
 #include "conf/conf.h"
+#include "state/state.h"
 
 #include <h2o.h>
 #include <lua.h>
@@ -128,10 +129,13 @@ struct vg_fn_fetcher {
 };
 
 struct vg_fn_env {
-    uv_loop_t *loop;             /* the worker's loop (verge.sleep); NULL when only checking code */
-    struct vg_fn_fetcher fetch;  /* verge.fetch; start NULL: not available */
-    struct vg_fn_shared *shared; /* verge.shared for this app; NULL: a private one */
-    bool dev;                    /* script errors show their traceback in the response body */
+    uv_loop_t *loop;                /* the worker's loop (verge.sleep); NULL when only checking code */
+    struct vg_fn_fetcher fetch;     /* verge.fetch; start NULL: not available */
+    struct vg_fn_shared *shared;    /* verge.shared for this app; NULL: a private one */
+    struct vg_state_db *kv_local;   /* verge.kv, scope "local"; NULL: not available */
+    struct vg_state_gdb *kv_global; /* verge.kv, scope "global"; NULL: the node has no --nats */
+    const char *kv_global_off;      /* with kv_global NULL on a node with --nats: why (static) */
+    bool dev;                       /* script errors show their traceback in the response body */
 };
 
 /* One app's Lua state on one worker: a sandbox (no io, os.execute,

@@ -15,6 +15,7 @@
 void vg__fn_open_codec(lua_State *L);                          /* json, base64, hex, crypto */
 void vg__fn_open_shared(lua_State *L, struct vg_fn_shared *d); /* shared; d outlives L */
 void vg__fn_open_fetch(lua_State *L);                          /* fetch, fetch_all */
+void vg__fn_open_kv(lua_State *L);                             /* kv (env.kv_local, env.kv_global) */
 
 /* ---- shared dictionary internals, open to unit tests ---- */
 
@@ -63,6 +64,7 @@ struct vg__fn_call {
     bool waiting;                     /* suspended in an async call of ours */
     h2o_buffer_t *body;               /* req:read_body() collecting a streamed body */
     struct vg__fn_fetch_batch *fetch; /* verge.fetch(_all) in flight */
+    struct kv_op *kv;                 /* a verge.kv write in flight */
     size_t body_max;
     bool finished;
     bool past_deadline; /* the timer below ends the call at its deadline */
@@ -85,6 +87,7 @@ struct vg_fn_app {
     const struct vg_conf_app *conf;
     struct vg_fn_env env;
     struct vg_fn_shared *own_shared; /* when env.shared was NULL */
+    struct vg__fn_kv_box *kv_box;    /* verge.kv write results come back here (fn_kv.c) */
     size_t used, cap;                /* allocator accounting */
     struct vg__fn_call *current;     /* the call running now, for the allocator and the hook */
     bool loading;                    /* files are being run: limits apply to the load */
@@ -127,6 +130,11 @@ void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);
 
 /* Cancels the call's fetches still running (the request is over). */
 void vg__fn_fetch_abort(struct vg__fn_call *c);
+/* verge.kv (fn_kv.c): the app's result mailbox, made when env has a loop
+ * and a store; a write whose call is over has its result dropped. */
+void vg__fn_kv_app_init(struct vg_fn_app *a);
+void vg__fn_kv_app_fini(struct vg_fn_app *a);
+void vg__fn_kv_abort(struct vg__fn_call *c);
 
 /* fn_request.c: the request object handlers receive. */
 void vg__fn_request_open(lua_State *L); /* registers its metatable */

@@ -410,6 +410,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
     vg__fn_open_codec(L);
     vg__fn_open_shared(L, a->env.shared);
     vg__fn_open_fetch(L);
+    vg__fn_open_kv(L);
     lua_setfield(L, -2, "verge");
 }
 
@@ -548,6 +549,7 @@ struct vg_fn_app *vg_fn_app_create(const struct vg_conf_app *conf, const struct 
     a->cap = conf->limits.lua_memory;
     if (!a->env.shared)
         a->env.shared = a->own_shared = vg_fn_shared_create(1 << 20);
+    vg__fn_kv_app_init(a);
     a->L = lua_newstate(l_alloc, a);
     if (!a->L) {
         snprintf(err, errcap, "cannot create a Lua state within limits.lua_memory");
@@ -574,6 +576,7 @@ void vg_fn_app_destroy(struct vg_fn_app *a)
         return;
     if (a->L)
         lua_close(a->L);
+    vg__fn_kv_app_fini(a);
     small_lists_free(a);
     if (a->own_shared)
         vg_fn_shared_destroy(a->own_shared);
@@ -741,6 +744,7 @@ static void on_call_dispose(void *p)
     struct vg__fn_call *c = p;
     vg__fn_call_stop_timer(c);
     vg__fn_fetch_abort(c);
+    vg__fn_kv_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
     if (c->body_ref != LUA_NOREF) /* the response is out: the request's pool is going */

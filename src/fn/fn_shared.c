@@ -703,7 +703,8 @@ static void opt_scope(lua_State *L, const char *fn)
 {
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
     if (strcmp(s, "global") == 0)
-        luaL_error(L, "%s: scope=global needs distributed state (not available yet)", fn);
+        luaL_error(L, "%s: scope=global: verge.shared is in memory on one node; use verge.kv with scope=\"global\"",
+                   fn);
     if (strcmp(s, "local") != 0)
         luaL_error(L, "%s: scope must be \"local\" or \"global\"", fn);
 }

@@ -38,6 +38,9 @@ struct vg_node_options {
      * the in-process bus (one node) */
     const char **nats_urls;
     size_t n_nats_urls;
+    /* verge.kv scope "local": the LMDB directory (default verge-state, in
+     * agent mode DATA/state), opened when an app has Lua code */
+    const char *state_dir;
 };
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a

@@ -244,7 +244,10 @@ static bool internal_endpoint(struct reqstate *rs)
     h2o_req_t *req = rs->req;
     h2o_iovec_t p = req->path_normalized;
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/health"))) {
-        vg_http_send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
+        if (!vg__node_state_ready(rs->worker->node)) /* a global replica is still loading */
+            vg_http_send_text(req, 503, "text/plain; charset=utf-8", H2O_STRLIT("not ready: loading global state\n"));
+        else
+            vg_http_send_text(req, 200, "text/plain; charset=utf-8", H2O_STRLIT("ok\n"));
         return true;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/purge"))) {

@@ -11,6 +11,7 @@
 #include "node.h"
 #include "obs/obs.h"
 #include "proxy/proxy.h"
+#include "state/state.h"
 
 #include <jansson.h>
 
@@ -88,8 +89,11 @@ struct vg_app_rt {
     struct vg_node_appstats *stats; /* the node's, by app name */
     struct vg_route_rt *routes;
     struct vg_origin_rt *origins;
-    struct vg_fn_shared *shared; /* verge.shared (the node's, kept across reloads); NULL without Lua */
-    char label[96];              /* escaped app name */
+    struct vg_fn_shared *shared;    /* verge.shared (the node's, kept across reloads); NULL without Lua */
+    struct vg_state_db *kv_local;   /* verge.kv local: the app's LMDB database; NULL without Lua */
+    struct vg_state_gdb *kv_global; /* verge.kv global: its bucket replica; NULL without --nats or Lua */
+    const char *kv_global_off;      /* why kv_global is NULL with --nats */
+    char label[96];                 /* escaped app name */
     struct vg_obs_counter *cache_counters[VG__NODE_CACHE_RESULTS]; /* by result, when a route caches */
 };
 
@@ -220,6 +224,11 @@ struct vg_node {
     struct vg_bus_sub *purge_sub; /* purges from the other nodes */
     char node_id[80];             /* tells a node its own messages */
     struct vg_obs_counter *m_purge_in, *m_purge_bad;
+    /* verge.kv (src/state): opened on first need by a site (main thread) */
+    struct vg_state_local *state_local;
+    struct vg_state_global *state_global; /* with --nats only */
+    bool state_failed;                    /* the local store could not open (logged once) */
+    struct vg_obs_histogram *m_kv_propagation;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
@@ -258,6 +267,14 @@ struct vg__node_fetch_ctx;
 struct vg__node_fetch_ctx *vg__node_fetch_ctx_create(struct vg_site *site, struct vg_worker *w, size_t app);
 struct vg_fn_fetcher vg__node_fetcher(struct vg__node_fetch_ctx *ctx);
 
+/* verge.kv stores (node_state.c): init after the metrics and bus (opens
+ * the global store with --nats), fini once no worker runs. */
+int vg__node_state_init(struct vg_node *node);
+void vg__node_state_fini(struct vg_node *node);
+/* The app's verge.kv stores (main thread, at site creation). */
+void vg__node_state_for(struct vg_node *node, struct vg_app_rt *app);
+/* Whether the global replicas have caught up (always true without --nats). */
+bool vg__node_state_ready(struct vg_node *node);
 /* The app's shared dictionary, created on first use (main thread). */
 struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app);
 

@@ -483,7 +483,7 @@ int vg_node_run(const struct vg_node_options *opt)
     if (rc != 0)
         return 1;
     metrics_init(&node);
-    if (cache_init(&node) != 0 || bus_init(&node) != 0)
+    if (cache_init(&node) != 0 || bus_init(&node) != 0 || vg__node_state_init(&node) != 0)
         return 1;
     vg_obs_collector_add(node.metrics, collect_bus, &node);
     gconf_init(&node);
@@ -534,6 +534,7 @@ int vg_node_run(const struct vg_node_options *opt)
         free(node.appstats[i]);
     }
     free(node.appstats);
+    vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);

@@ -101,8 +101,10 @@ struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **
             route_init(node, app, r);
         for (size_t o = 0; o < apps[a]->n_origins; o++)
             origin_init(app, o);
-        if (vg_fn_app_needed(apps[a]))
+        if (vg_fn_app_needed(apps[a])) {
             app->shared = vg__node_shared_for(node, apps[a]->name);
+            vg__node_state_for(node, app);
+        }
     }
     vg_obs_collector_add(node->metrics, collect_upstreams, site);
     return site;
@@ -194,6 +196,9 @@ static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_
         struct vg_fn_env env = {.loop = &w->uv,
                                 .fetch = vg__node_fetcher(sw->fetch[a]),
                                 .shared = site->apps[a].shared,
+                                .kv_local = site->apps[a].kv_local,
+                                .kv_global = site->apps[a].kv_global,
+                                .kv_global_off = site->apps[a].kv_global_off,
                                 .dev = w->node->opt.dev};
         char err[1024];
         sw->fn[a] = vg_fn_app_create(app, &env, err, sizeof(err));

@@ -491,7 +491,7 @@ static void test_lua_errors(void **state)
 {
     struct vg_fn_shared *d = dict_fake(64 * 1024);
     lua_State *L = lua_with(d);
-    run(L, "local g = 'scope=global needs distributed state (not available yet)'\n"
+    run(L, "local g = 'scope=global: verge.shared is in memory on one node; use verge.kv'\n"
            "fails(g, S.get, 'a', {scope = 'global'})\n"
            "fails(g, S.set, 'a', 1, {scope = 'global'})\n"
            "fails(g, S.incr, 'a', 1, {scope = 'global', ttl = 1})\n"

@@ -1,0 +1,66 @@
+/* Internals shared by the state module's files and its unit tests. */
+#ifndef VG_STATE_INT_H
+#define VG_STATE_INT_H
+
+#include "state.h"
+
+#include <pthread.h>
+
+/* ---- the value record (both scopes) ----
+ *
+ * A value is stored as a 24-byte header and its payload:
+ *   0..3   magic "\0vg1" (a value without it, written by a plain NATS
+ *          client into a global bucket, reads as a string)
+ *   4      type (enum vg_state_type)
+ *   5      0
+ *   6..7   little-endian u16: bytes of key stored after the payload
+ *          (local: keys longer than LMDB's key size are stored hashed,
+ *          the full key in the record to check it; else 0)
+ *   8..15  little-endian u64: expiry, wall clock ms since the epoch (0: none)
+ *   16..23 little-endian u64: when the writer wrote it, wall clock µs
+ *          (global: the propagation histogram)
+ *   24..   payload: string bytes; integer/float: 8 bytes LE; boolean: 1 byte */
+#define VG__STATE_HDR 24
+
+struct vg__state_rec {
+    struct vg_state_value v; /* a string points into the record */
+    uint64_t expires_ms;
+    uint64_t written_us;
+    const char *tail_key; /* the stored key, or NULL */
+    size_t tail_klen;
+};
+
+/* Bytes a record of v (and tail key) needs. */
+size_t vg__state_rec_size(const struct vg_state_value *v, size_t tail_klen);
+/* Writes the record into out (vg__state_rec_size bytes). */
+void vg__state_rec_encode(uint8_t *out, const struct vg_state_value *v, uint64_t expires_ms, uint64_t written_us,
+                          const char *tail_key, size_t tail_klen);
+/* false when p is not a well-formed record (no magic: see raw_ok). With
+ * raw_ok, bytes without the magic decode as a string. */
+bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__state_rec *r);
+
+/* The result of INCR: cur (NULL: missing) + delta, or the init value. */
+int vg__state_incr(const struct vg_state_value *cur, const struct vg_state_write *w, struct vg_state_value *out);
+
+/* A queued write with its own copy of key and string value. */
+struct vg__state_wreq {
+    struct vg__state_wreq *next;
+    void *db;
+    struct vg_state_write w;
+    vg_state_done_fn done;
+    void *arg;
+    char mem[]; /* key, then a string value */
+};
+struct vg__state_wreq *vg__state_wreq_new(void *db, const struct vg_state_write *w, vg_state_done_fn done, void *arg);
+
+/* Checks a write's key and value (what vg_state_*_write refuse at once). */
+int vg__state_write_check(const struct vg_state_write *w);
+
+/* Copies v into malloc'd memory for a reader: *mem owns a string's bytes. */
+void vg__state_value_out(const struct vg_state_value *in, struct vg_state_value *v, char **mem);
+
+/* Clock for expiry: wall clock ms; tests move it. */
+typedef uint64_t (*vg__state_clock_fn)(void *ctx);
+void vg__state_local_set_clock(struct vg_state_local *s, vg__state_clock_fn fn, void *ctx);
+
+#endif
