@@ -26,4 +26,4 @@ def test_example_tests_pass(app, verge_bin):
 
 
 def test_the_function_examples_exist():
-    assert {"header-rewrite", "ab-test", "rate-limit"} <= set(TESTED)
+    assert {"header-rewrite", "ab-test", "rate-limit", "waf"} <= set(TESTED)
