@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define VG_MUST_CHECK __attribute__((warn_unused_result))
 #define VG_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -76,6 +77,9 @@ size_t vg_json_escape(char *dst, size_t cap, const char *s, size_t len);
 uint64_t vg_now_ms(void);
 uint64_t vg_now_us(void);
 uint64_t vg_wall_us(void);
+/* clock's time ms from now, for pthread_cond_timedwait (whose condition
+ * variable uses that clock). */
+struct timespec vg_deadline(clockid_t clock, uint64_t ms);
 
 /* Parses a duration like "250ms", "5s", "2m", "1h" (bare numbers are
  * milliseconds) into milliseconds, and a size like "16k", "8KiB", "1m",

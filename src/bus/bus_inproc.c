@@ -225,19 +225,12 @@ static int ip_request(struct vg_bus *b, const char *subject, const void *data, s
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w.cv, &ca);
     pthread_condattr_destroy(&ca);
-    struct vg_bus_sub *s;
+    struct vg_bus_sub *s = NULL;
     int rc = vg_bus_subscribe(b, inbox, NULL, on_reply, &w, &s);
     if (rc == 0)
         rc = vg_bus_publish_reply(b, subject, inbox, data, len);
     if (rc == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = vg_deadline(CLOCK_MONOTONIC, timeout_ms);
         pthread_mutex_lock(&w.mu);
         while (!w.done && pthread_cond_timedwait(&w.cv, &w.mu, &ts) != ETIMEDOUT)
             ;

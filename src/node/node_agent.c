@@ -71,14 +71,7 @@ static void nap(struct vg_node_agent *a, uint64_t ms)
 {
     pthread_mutex_lock(&a->mu);
     if (!atomic_load(&a->stop)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = vg_deadline(CLOCK_REALTIME, ms);
         pthread_cond_timedwait(&a->cv, &a->mu, &ts);
     }
     pthread_mutex_unlock(&a->mu);
@@ -603,14 +596,7 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
 /* Waits HEARTBEAT_MS, or less when there is news or the agent stops. */
 static void hb_wait(struct vg_node_agent *a)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += HEARTBEAT_MS / 1000;
-    ts.tv_nsec += (long)(HEARTBEAT_MS % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = vg_deadline(CLOCK_REALTIME, HEARTBEAT_MS);
     pthread_mutex_lock(&a->mu);
     while (!atomic_load(&a->stop) && !a->report_now)
         if (pthread_cond_timedwait(&a->hb_cv, &a->mu, &ts) != 0)
