@@ -21,6 +21,7 @@
  * max_bytes bounds keys + values + bookkeeping, and a full dictionary
  * evicts expired entries first, then the least recently used. */
 struct vg_fn_shared;
+struct vg_bus;
 
 #define VG_FN_SHARED_MAX_KEY 1024         /* bytes */
 #define VG_FN_SHARED_NO_EXPIRY UINT64_MAX /* vg_fn_shared_ttl: the key has no TTL */
@@ -135,6 +136,7 @@ struct vg_fn_env {
     struct vg_state_db *kv_local;   /* verge.kv, scope "local"; NULL: not available */
     struct vg_state_gdb *kv_global; /* verge.kv, scope "global"; NULL: the node has no --nats */
     const char *kv_global_off;      /* with kv_global NULL on a node with --nats: why (static) */
+    struct vg_bus *bus;             /* verge.publish; NULL: not available */
     bool dev;                       /* script errors show their traceback in the response body */
 };
 

@@ -411,6 +411,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
     vg__fn_open_shared(L, a->env.shared);
     vg__fn_open_fetch(L);
     vg__fn_open_kv(L);
+    vg__fn_open_bus(L);
     lua_setfield(L, -2, "verge");
 }
 

@@ -199,6 +199,7 @@ static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_
                                 .kv_local = site->apps[a].kv_local,
                                 .kv_global = site->apps[a].kv_global,
                                 .kv_global_off = site->apps[a].kv_global_off,
+                                .bus = w->node->bus,
                                 .dev = w->node->opt.dev};
         char err[1024];
         sw->fn[a] = vg_fn_app_create(app, &env, err, sizeof(err));
