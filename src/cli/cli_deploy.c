@@ -78,13 +78,6 @@ static int opts(int argc, char **argv, struct dargs *a, void (*usage)(FILE *))
     return -1;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ---- following the nodes --------------------------------------------------------- */
 
 enum nstate { N_PENDING, N_LIVE, N_FAILED };
@@ -110,7 +103,7 @@ static int follow(const struct dargs *a, const char *app, const char *version, j
 {
     struct vg__cli_client_args quiet = a->c;
     quiet.json = false;
-    uint64_t deadline = now_ms() + a->timeout_ms;
+    uint64_t deadline = vg_now_ms() + a->timeout_ms;
     json_t *seen = json_object(); /* node id -> state printed */
     int rc = 1;
     for (;;) {
@@ -148,7 +141,7 @@ static int follow(const struct dargs *a, const char *app, const char *version, j
             rc = 0;
             break;
         }
-        if (now_ms() >= deadline) {
+        if (vg_now_ms() >= deadline) {
             fprintf(stderr, "verge deploy: %zu of %zu node(s) run the new version after --timeout\n", live, up);
             break;
         }
@@ -255,7 +248,7 @@ static int follow_rollout(const struct dargs *a, const char *app, long long id, 
     struct vg__cli_client_args quiet = a->c;
     quiet.json = false;
     char *path = vg_xasprintf("/v1/apps/%s/deployments/%lld", app, id);
-    uint64_t deadline = now_ms() + a->timeout_ms;
+    uint64_t deadline = vg_now_ms() + a->timeout_ms;
     json_t *seen = json_object(), *d = NULL;
     int rc = 1;
     for (;;) {
@@ -283,7 +276,7 @@ static int follow_rollout(const struct dargs *a, const char *app, long long id, 
                     reason ? reason : "no reason recorded");
             break;
         }
-        if (now_ms() >= deadline) {
+        if (vg_now_ms() >= deadline) {
             fprintf(stderr,
                     "verge deploy: the rollout is still running after --timeout (step %lld); follow it with "
                     "GET %s\n",
@@ -353,7 +346,7 @@ static int report(const char *cmd, const struct dargs *a, const char *app, const
         printf("%s: %s is now %.12s%s\n", cmd, app, version, a->wait ? "; waiting for the nodes" : "");
     if (a->wait)
         rc = follow(a, app, version, &nodes);
-    uint64_t took = now_ms() - t0;
+    uint64_t took = vg_now_ms() - t0;
     if (a->c.json) {
         json_t *j = json_pack("{s:s,s:s,s:I,s:o}", "app", app, "version", version, "ms", (json_int_t)took, "nodes",
                               nodes ? nodes : json_object());
@@ -398,7 +391,7 @@ static int rollout(const struct dargs *a, const char *app, const char *sha, json
         d = NULL;
         rc = follow_rollout(a, app, id, &d);
     }
-    uint64_t took = now_ms() - t0;
+    uint64_t took = vg_now_ms() - t0;
     if (a->c.json && d) {
         json_object_update(d, extra);
         json_object_set_new(d, "ms", json_integer((json_int_t)took));
@@ -427,7 +420,7 @@ int vg_cli_deploy(int argc, char **argv)
     if (!a.immediate && !timeout_given)
         a.timeout_ms = 600000;
     const char *dir = optind < argc ? argv[optind] : ".";
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vg_now_ms();
     char *app = app_name(dir);
     if (!app)
         return 1;
@@ -554,7 +547,7 @@ int vg_cli_rollback(int argc, char **argv)
     if (argc - optind == 0 && !here)
         return 2;
     const char *app = here ? here : argv[optind];
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vg_now_ms();
     char *target = rollback_target(&a, app);
     if (!target) {
         free(here);

@@ -26,25 +26,8 @@ struct vg_bus;
 #define VG_FN_SHARED_MAX_KEY 1024         /* bytes */
 #define VG_FN_SHARED_NO_EXPIRY UINT64_MAX /* vg_fn_shared_ttl: the key has no TTL */
 
-enum vg_fn_shared_type {
-    VG_FN_SHARED_STRING = 1,
-    VG_FN_SHARED_INTEGER, /* Lua integer */
-    VG_FN_SHARED_NUMBER,  /* Lua float */
-    VG_FN_SHARED_BOOLEAN,
-};
-
-struct vg_fn_shared_value {
-    enum vg_fn_shared_type type;
-    union {
-        struct {
-            const char *ptr; /* bytes, not NUL-terminated */
-            size_t len;
-        } str;
-        int64_t i;
-        double n;
-        bool b;
-    };
-};
+/* Values are verge.kv's typed values (struct vg_state_value, state/state.h):
+ * one notion of a typed value for both dictionaries. */
 
 /* Every entry costs its key and value bytes plus a fixed bookkeeping
  * overhead (about 100 bytes) against max_bytes. The caller owns the
@@ -60,7 +43,7 @@ size_t vg_fn_shared_max_value(const struct vg_fn_shared *d);
  * returns VG_ELIMIT with v->str.len = the length needed and nothing copied
  * (call again: the value may have changed meanwhile). 0, VG_ENOENT (absent
  * or expired), VG_ELIMIT (also: key longer than VG_FN_SHARED_MAX_KEY). */
-int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struct vg_fn_shared_value *v, char *buf,
+int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struct vg_state_value *v, char *buf,
                      size_t cap) VG_MUST_CHECK;
 
 /* Stores a copy of v under key, replacing any previous value and TTL;
@@ -68,7 +51,7 @@ int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struc
  * recently used, to make room. 0; VG_ELIMIT: key longer than
  * VG_FN_SHARED_MAX_KEY or string value longer than vg_fn_shared_max_value;
  * VG_ENOMEM: it does not fit even after eviction (the old value stays). */
-int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_fn_shared_value *v,
+int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_state_value *v,
                      uint64_t ttl_ms) VG_MUST_CHECK;
 
 /* Atomically adds delta (an INTEGER or NUMBER; integers wrap, a float on
@@ -76,9 +59,8 @@ int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const
  * in *out. A missing key starts at *init (NULL: integer 0) and gets ttl_ms
  * (0: none); an existing key keeps its TTL. 0; VG_EINVAL: the value is not
  * a number (unchanged); VG_ELIMIT: key too long; VG_ENOMEM: no room. */
-int vg_fn_shared_incr(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_fn_shared_value *delta,
-                      const struct vg_fn_shared_value *init, uint64_t ttl_ms,
-                      struct vg_fn_shared_value *out) VG_MUST_CHECK;
+int vg_fn_shared_incr(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_state_value *delta,
+                      const struct vg_state_value *init, uint64_t ttl_ms, struct vg_state_value *out) VG_MUST_CHECK;
 
 /* 0 when a live key was deleted, VG_ENOENT when there was none. */
 int vg_fn_shared_delete(struct vg_fn_shared *d, const char *key, size_t klen);

@@ -133,6 +133,9 @@ void vg__fn_fetch_abort(struct vg__fn_call *c);
 /* verge.kv (fn_kv.c): the app's result mailbox, made when env has a loop
  * and a store; a write whose call is over has its result dropped. */
 void vg__fn_open_bus(lua_State *L); /* verge.publish (fn_bus.c) */
+/* Typed values (verge.shared and verge.kv) to and from Lua (fn_shared.c). */
+void vg__fn_push_value(lua_State *L, const struct vg_state_value *v);
+void vg__fn_to_number(lua_State *L, int idx, struct vg_state_value *v);
 void vg__fn_kv_app_init(struct vg_fn_app *a);
 void vg__fn_kv_app_fini(struct vg_fn_app *a);
 void vg__fn_kv_abort(struct vg__fn_call *c);

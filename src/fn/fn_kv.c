@@ -74,24 +74,6 @@ static void on_state_done(void *arg, const struct vg_state_result *r)
     pthread_mutex_unlock(&b->mu);
 }
 
-static void push_value(lua_State *L, const struct vg_state_value *v)
-{
-    switch (v->type) {
-    case VG_STATE_STRING:
-        lua_pushlstring(L, v->str.ptr, v->str.len);
-        break;
-    case VG_STATE_INTEGER:
-        lua_pushinteger(L, (lua_Integer)v->i);
-        break;
-    case VG_STATE_NUMBER:
-        lua_pushnumber(L, v->n);
-        break;
-    case VG_STATE_BOOLEAN:
-        lua_pushboolean(L, v->b);
-        break;
-    }
-}
-
 /* set/delete: true [, rev] | nil, reason;  incr: value [, rev] | nil, reason */
 static void wake(struct kv_op *op)
 {
@@ -106,7 +88,7 @@ static void wake(struct kv_op *op)
         lua_pushstring(co, op->res.err ? op->res.err : vg_strerror(op->res.rc));
     } else {
         if (op->op == VG_STATE_INCR)
-            push_value(co, &op->res.value);
+            vg__fn_push_value(co, &op->res.value);
         else
             lua_pushboolean(co, 1);
         if (op->global && op->op != VG_STATE_DELETE)
@@ -212,17 +194,6 @@ struct kv_args {
     uint64_t rev;
 };
 
-static void to_number(lua_State *L, int idx, struct vg_state_value *v)
-{
-    if (lua_isinteger(L, idx)) {
-        v->type = VG_STATE_INTEGER;
-        v->i = (int64_t)lua_tointeger(L, idx);
-    } else {
-        v->type = VG_STATE_NUMBER;
-        v->n = lua_tonumber(L, idx);
-    }
-}
-
 /* Key at 1, options at opts (checked strictly, as verge.shared's). */
 static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, struct kv_args *a)
 {
@@ -250,7 +221,7 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
             } else if ((allowed & OPT_INIT) && strcmp(k, "init") == 0) {
                 if (lua_type(L, -1) != LUA_TNUMBER)
                     luaL_error(L, "%s: init must be a number", fn);
-                to_number(L, -1, &a->init);
+                vg__fn_to_number(L, -1, &a->init);
             } else if ((allowed & OPT_REV) && strcmp(k, "rev") == 0) {
                 if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
                     luaL_error(L, "%s: rev must be an integer >= 0 (a revision from get; 0: the key must not exist)",
@@ -299,7 +270,7 @@ static int kv_get(lua_State *L)
      * allocation */
     bool was = app->building;
     app->building = true;
-    push_value(L, &v);
+    vg__fn_push_value(L, &v);
     app->building = was;
     free(mem);
     if (!a.global)
@@ -365,7 +336,7 @@ static int kv_set(lua_State *L)
             return luaL_error(L, "%s: value longer than %d bytes", fn, (int)VG_STATE_MAX_VALUE);
         break;
     case LUA_TNUMBER:
-        to_number(L, 2, &w.value);
+        vg__fn_to_number(L, 2, &w.value);
         break;
     case LUA_TBOOLEAN:
         w.value.type = VG_STATE_BOOLEAN;
@@ -395,7 +366,7 @@ static int kv_incr(lua_State *L)
     luaL_checktype(L, 2, LUA_TNUMBER);
     parse(L, fn, 3, OPT_TTL | OPT_INIT, &a);
     struct vg_state_write w = {.op = VG_STATE_INCR, .init = a.init};
-    to_number(L, 2, &w.value);
+    vg__fn_to_number(L, 2, &w.value);
     return start_write(L, fn, &a, &w);
 }
 

@@ -44,7 +44,7 @@ struct entry {
     size_t cost;         /* charged to max_bytes */
     uint32_t heap_idx;
     uint32_t klen;
-    struct vg_fn_shared_value v; /* a string points into data, after the key */
+    struct vg_state_value v; /* a string points into data, after the key */
     char data[];
 };
 
@@ -96,10 +96,10 @@ static uint64_t expiry(uint64_t now, uint64_t ttl_ms)
 }
 
 /* The caller owns the result (free()); NULL when out of memory. */
-static struct entry *entry_new(uint64_t hash, const char *key, size_t klen, const struct vg_fn_shared_value *v,
+static struct entry *entry_new(uint64_t hash, const char *key, size_t klen, const struct vg_state_value *v,
                                uint64_t expires_ms)
 {
-    size_t vlen = v->type == VG_FN_SHARED_STRING ? v->str.len : 0;
+    size_t vlen = v->type == VG_STATE_STRING ? v->str.len : 0;
     struct entry *e = malloc(sizeof(*e) + klen + vlen);
     if (!e)
         return NULL;
@@ -111,7 +111,7 @@ static struct entry *entry_new(uint64_t hash, const char *key, size_t klen, cons
     e->klen = (uint32_t)klen;
     e->v = *v;
     memcpy(e->data, key, klen);
-    if (v->type == VG_FN_SHARED_STRING) {
+    if (v->type == VG_STATE_STRING) {
         memcpy(e->data + klen, v->str.ptr, vlen);
         e->v.str.ptr = e->data + klen;
     }
@@ -386,36 +386,17 @@ static unsigned shard_index(const struct vg_fn_shared *d, uint64_t hash)
     return (unsigned)(hash >> 40) & (d->n_shards - 1); /* bits apart from the bucket's */
 }
 
-static bool is_number(const struct vg_fn_shared_value *v)
+static bool is_number(const struct vg_state_value *v)
 {
-    return v->type == VG_FN_SHARED_INTEGER || v->type == VG_FN_SHARED_NUMBER;
+    return v->type == VG_STATE_INTEGER || v->type == VG_STATE_NUMBER;
 }
 
-static double as_double(const struct vg_fn_shared_value *v)
-{
-    return v->type == VG_FN_SHARED_INTEGER ? (double)v->i : v->n;
-}
-
-/* Lua's arithmetic: integers wrap around, anything with a float is a float. */
-static struct vg_fn_shared_value add(const struct vg_fn_shared_value *a, const struct vg_fn_shared_value *b)
-{
-    struct vg_fn_shared_value r;
-    if (a->type == VG_FN_SHARED_INTEGER && b->type == VG_FN_SHARED_INTEGER) {
-        r.type = VG_FN_SHARED_INTEGER;
-        r.i = (int64_t)((uint64_t)a->i + (uint64_t)b->i);
-    } else {
-        r.type = VG_FN_SHARED_NUMBER;
-        r.n = as_double(a) + as_double(b);
-    }
-    return r;
-}
-
-static int incr_existing(struct shard *sh, struct entry *e, const struct vg_fn_shared_value *delta,
-                         struct vg_fn_shared_value *out)
+static int incr_existing(struct shard *sh, struct entry *e, const struct vg_state_value *delta,
+                         struct vg_state_value *out)
 {
     if (!is_number(&e->v))
         return VG_EINVAL;
-    e->v = add(&e->v, delta);
+    e->v = vg_state_value_add(&e->v, delta);
     touch(sh, e);
     if (out)
         *out = e->v;
@@ -428,8 +409,8 @@ static int incr_existing(struct shard *sh, struct entry *e, const struct vg_fn_s
  * eviction round takes expired entries only, so that every shard's dead
  * entries go before anyone's live ones; attempts are bounded because
  * other writers may take the room freed for us. */
-static int store(struct vg_fn_shared *d, struct entry *e, const struct vg_fn_shared_value *delta,
-                 struct vg_fn_shared_value *out)
+static int store(struct vg_fn_shared *d, struct entry *e, const struct vg_state_value *delta,
+                 struct vg_state_value *out)
 {
     unsigned home = shard_index(d, e->hash);
     struct shard *sh = &d->shards[home];
@@ -470,7 +451,7 @@ static int check_key(size_t klen)
     return klen > VG_FN_SHARED_MAX_KEY ? VG_ELIMIT : 0;
 }
 
-int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struct vg_fn_shared_value *v, char *buf,
+int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struct vg_state_value *v, char *buf,
                      size_t cap)
 {
     check(d);
@@ -485,7 +466,7 @@ int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struc
         touch(sh, e);
         *v = e->v;
         rc = 0;
-        if (v->type == VG_FN_SHARED_STRING) {
+        if (v->type == VG_STATE_STRING) {
             if (v->str.len <= cap) {
                 memcpy(buf, e->v.str.ptr, v->str.len);
                 v->str.ptr = buf;
@@ -499,16 +480,16 @@ int vg_fn_shared_get(struct vg_fn_shared *d, const char *key, size_t klen, struc
     return rc;
 }
 
-int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_fn_shared_value *v,
+int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_state_value *v,
                      uint64_t ttl_ms)
 {
     check(d);
     VG_AN(v);
-    VG_ASSERT(v->type >= VG_FN_SHARED_STRING && v->type <= VG_FN_SHARED_BOOLEAN);
-    if (check_key(klen) || (v->type == VG_FN_SHARED_STRING && v->str.len > vg_fn_shared_max_value(d)))
+    VG_ASSERT(v->type >= VG_STATE_STRING && v->type <= VG_STATE_BOOLEAN);
+    if (check_key(klen) || (v->type == VG_STATE_STRING && v->str.len > vg_fn_shared_max_value(d)))
         return VG_ELIMIT;
     uint64_t hash = hash_key(d, key, klen);
-    if (vg__fn_shared_entry_cost(klen, v->type == VG_FN_SHARED_STRING ? v->str.len : 0) > d->max_bytes)
+    if (vg__fn_shared_entry_cost(klen, v->type == VG_STATE_STRING ? v->str.len : 0) > d->max_bytes)
         return VG_ENOMEM; /* would not fit in an empty dictionary: evict nothing */
     struct entry *e = entry_new(hash, key, klen, v, expiry(d->now(d->now_ctx), ttl_ms));
     if (!e)
@@ -516,8 +497,8 @@ int vg_fn_shared_set(struct vg_fn_shared *d, const char *key, size_t klen, const
     return store(d, e, NULL, NULL);
 }
 
-int vg_fn_shared_incr(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_fn_shared_value *delta,
-                      const struct vg_fn_shared_value *init, uint64_t ttl_ms, struct vg_fn_shared_value *out)
+int vg_fn_shared_incr(struct vg_fn_shared *d, const char *key, size_t klen, const struct vg_state_value *delta,
+                      const struct vg_state_value *init, uint64_t ttl_ms, struct vg_state_value *out)
 {
     check(d);
     VG_ASSERT(delta && is_number(delta));
@@ -535,8 +516,8 @@ int vg_fn_shared_incr(struct vg_fn_shared *d, const char *key, size_t klen, cons
     if (rc != VG_ENOENT)
         return rc;
 
-    static const struct vg_fn_shared_value zero = {.type = VG_FN_SHARED_INTEGER, .i = 0};
-    struct vg_fn_shared_value start = add(init ? init : &zero, delta);
+    static const struct vg_state_value zero = {.type = VG_STATE_INTEGER, .i = 0};
+    struct vg_state_value start = vg_state_value_add(init ? init : &zero, delta);
     if (vg__fn_shared_entry_cost(klen, 0) > d->max_bytes)
         return VG_ENOMEM;
     e = entry_new(hash, key, klen, &start, expiry(now, ttl_ms));
@@ -683,17 +664,17 @@ static const char *check_key_arg(lua_State *L, const char *fn, size_t *klen)
 enum { OPT_TTL = 1, OPT_INIT = 2 };
 
 struct opts {
-    uint64_t ttl_ms;                /* 0: none */
-    struct vg_fn_shared_value init; /* type 0: not given */
+    uint64_t ttl_ms;            /* 0: none */
+    struct vg_state_value init; /* type 0: not given */
 };
 
-static void to_number(lua_State *L, int idx, struct vg_fn_shared_value *v)
+void vg__fn_to_number(lua_State *L, int idx, struct vg_state_value *v)
 {
     if (lua_isinteger(L, idx)) {
-        v->type = VG_FN_SHARED_INTEGER;
+        v->type = VG_STATE_INTEGER;
         v->i = (int64_t)lua_tointeger(L, idx);
     } else {
-        v->type = VG_FN_SHARED_NUMBER;
+        v->type = VG_STATE_NUMBER;
         v->n = lua_tonumber(L, idx);
     }
 }
@@ -735,7 +716,7 @@ static void parse_opts(lua_State *L, int idx, unsigned allowed, struct opts *o, 
         } else if ((allowed & OPT_INIT) && strcmp(k, "init") == 0) {
             if (lua_type(L, -1) != LUA_TNUMBER)
                 luaL_error(L, "%s: init must be a number", fn);
-            to_number(L, -1, &o->init);
+            vg__fn_to_number(L, -1, &o->init);
         } else {
             luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
         }
@@ -743,19 +724,19 @@ static void parse_opts(lua_State *L, int idx, unsigned allowed, struct opts *o, 
     }
 }
 
-static void push_value(lua_State *L, const struct vg_fn_shared_value *v)
+void vg__fn_push_value(lua_State *L, const struct vg_state_value *v)
 {
     switch (v->type) {
-    case VG_FN_SHARED_STRING:
+    case VG_STATE_STRING:
         lua_pushlstring(L, v->str.ptr, v->str.len);
         break;
-    case VG_FN_SHARED_INTEGER:
+    case VG_STATE_INTEGER:
         lua_pushinteger(L, (lua_Integer)v->i);
         break;
-    case VG_FN_SHARED_NUMBER:
+    case VG_STATE_NUMBER:
         lua_pushnumber(L, v->n);
         break;
-    case VG_FN_SHARED_BOOLEAN:
+    case VG_STATE_BOOLEAN:
         lua_pushboolean(L, v->b);
         break;
     }
@@ -765,7 +746,7 @@ static void push_value(lua_State *L, const struct vg_fn_shared_value *v)
  * buffer; the value may change between two tries, hence the loop. */
 static int get_long(lua_State *L, struct vg_fn_shared *d, const char *key, size_t klen, size_t len)
 {
-    struct vg_fn_shared_value v;
+    struct vg_state_value v;
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, len);
     int rc;
@@ -773,11 +754,11 @@ static int get_long(lua_State *L, struct vg_fn_shared *d, const char *key, size_
         len = v.str.len;
         p = luaL_prepbuffsize(&b, len);
     }
-    luaL_pushresultsize(&b, rc == 0 && v.type == VG_FN_SHARED_STRING ? v.str.len : 0);
-    if (rc == 0 && v.type == VG_FN_SHARED_STRING)
+    luaL_pushresultsize(&b, rc == 0 && v.type == VG_STATE_STRING ? v.str.len : 0);
+    if (rc == 0 && v.type == VG_STATE_STRING)
         return 1;
     if (rc == 0)
-        push_value(L, &v);
+        vg__fn_push_value(L, &v);
     else
         lua_pushnil(L);
     return 1;
@@ -805,14 +786,14 @@ static int shared_get(lua_State *L)
     struct shared_call c;
     shared_call_begin(L, fn, 2, 0, &c);
     char small[512];
-    struct vg_fn_shared_value v;
+    struct vg_state_value v;
     int rc = vg_fn_shared_get(c.d, c.key, c.klen, &v, small, sizeof(small));
     if (rc == VG_ELIMIT)
         return get_long(L, c.d, c.key, c.klen, v.str.len);
     if (rc == VG_ENOENT)
         lua_pushnil(L);
     else
-        push_value(L, &v);
+        vg__fn_push_value(L, &v);
     return 1;
 }
 
@@ -829,24 +810,24 @@ static int shared_set(lua_State *L)
     struct shared_call c;
     shared_call_begin(L, fn, 3, OPT_TTL, &c);
     luaL_checkany(L, 2);
-    struct vg_fn_shared_value v = {0};
+    struct vg_state_value v = {0};
     switch (lua_type(L, 2)) {
     case LUA_TNIL:
         (void)vg_fn_shared_delete(c.d, c.key, c.klen);
         lua_pushboolean(L, 1);
         return 1;
     case LUA_TSTRING:
-        v.type = VG_FN_SHARED_STRING;
+        v.type = VG_STATE_STRING;
         v.str.ptr = lua_tolstring(L, 2, &v.str.len);
         if (v.str.len > vg_fn_shared_max_value(c.d))
             return luaL_error(L, "%s: value longer than %I bytes (max_bytes/8)", fn,
                               (lua_Integer)vg_fn_shared_max_value(c.d));
         break;
     case LUA_TNUMBER:
-        to_number(L, 2, &v);
+        vg__fn_to_number(L, 2, &v);
         break;
     case LUA_TBOOLEAN:
-        v.type = VG_FN_SHARED_BOOLEAN;
+        v.type = VG_STATE_BOOLEAN;
         v.b = lua_toboolean(L, 2);
         break;
     default:
@@ -866,15 +847,15 @@ static int shared_incr(lua_State *L)
     struct shared_call c;
     shared_call_begin(L, fn, 3, OPT_TTL | OPT_INIT, &c);
     luaL_checktype(L, 2, LUA_TNUMBER);
-    struct vg_fn_shared_value delta, out;
-    to_number(L, 2, &delta);
+    struct vg_state_value delta, out;
+    vg__fn_to_number(L, 2, &delta);
     int rc = vg_fn_shared_incr(c.d, c.key, c.klen, &delta, c.o.init.type ? &c.o.init : NULL, c.o.ttl_ms, &out);
     if (rc == VG_EINVAL)
         return fail(L, "not a number");
     if (rc == VG_ENOMEM)
         return fail(L, "no memory");
     VG_AZ(rc);
-    push_value(L, &out);
+    vg__fn_push_value(L, &out);
     return 1;
 }
 

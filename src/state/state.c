@@ -159,6 +159,19 @@ static double as_double(const struct vg_state_value *v)
     return v->type == VG_STATE_INTEGER ? (double)v->i : v->n;
 }
 
+struct vg_state_value vg_state_value_add(const struct vg_state_value *a, const struct vg_state_value *b)
+{
+    struct vg_state_value r;
+    if (a->type == VG_STATE_INTEGER && b->type == VG_STATE_INTEGER) {
+        r.type = VG_STATE_INTEGER;
+        r.i = (int64_t)((uint64_t)a->i + (uint64_t)b->i); /* wraps like Lua */
+    } else {
+        r.type = VG_STATE_NUMBER;
+        r.n = as_double(a) + as_double(b);
+    }
+    return r;
+}
+
 int vg__state_incr(const struct vg_state_value *cur, const struct vg_state_write *w, struct vg_state_value *out)
 {
     struct vg_state_value zero = {.type = VG_STATE_INTEGER, .i = 0};
@@ -167,13 +180,7 @@ int vg__state_incr(const struct vg_state_value *cur, const struct vg_state_write
         return VG_EINVAL;
     const struct vg_state_value *d = &w->value;
     VG_ASSERT(d->type == VG_STATE_INTEGER || d->type == VG_STATE_NUMBER);
-    if (base->type == VG_STATE_INTEGER && d->type == VG_STATE_INTEGER) {
-        out->type = VG_STATE_INTEGER;
-        out->i = (int64_t)((uint64_t)base->i + (uint64_t)d->i); /* wraps like Lua */
-    } else {
-        out->type = VG_STATE_NUMBER;
-        out->n = as_double(base) + as_double(d);
-    }
+    *out = vg_state_value_add(base, d);
     return 0;
 }
 

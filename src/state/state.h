@@ -45,6 +45,10 @@ struct vg_state_value {
     };
 };
 
+/* Lua's arithmetic on two numbers (integer or float): integers wrap
+ * around, anything with a float is a float. */
+struct vg_state_value vg_state_value_add(const struct vg_state_value *a, const struct vg_state_value *b);
+
 /* Whether key is a valid key for both scopes: 1..VG_STATE_MAX_KEY bytes
  * of A-Z a-z 0-9 - _ / = . (NATS KV's key alphabet), not starting or
  * ending with '.', no "..". On false *why (when why is given) says what is

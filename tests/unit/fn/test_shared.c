@@ -26,26 +26,26 @@ static struct vg_fn_shared *dict_fake(size_t max_bytes)
     return vg__fn_shared_create_ex(max_bytes, 1, fake_clock, NULL);
 }
 
-static struct vg_fn_shared_value str(const char *s)
+static struct vg_state_value str(const char *s)
 {
-    return (struct vg_fn_shared_value){.type = VG_FN_SHARED_STRING, .str = {s, strlen(s)}};
+    return (struct vg_state_value){.type = VG_STATE_STRING, .str = {s, strlen(s)}};
 }
 
-static struct vg_fn_shared_value integer(int64_t i)
+static struct vg_state_value integer(int64_t i)
 {
-    return (struct vg_fn_shared_value){.type = VG_FN_SHARED_INTEGER, .i = i};
+    return (struct vg_state_value){.type = VG_STATE_INTEGER, .i = i};
 }
 
 static int set_s(struct vg_fn_shared *d, const char *k, const char *v, uint64_t ttl_ms)
 {
-    struct vg_fn_shared_value sv = str(v);
+    struct vg_state_value sv = str(v);
     return vg_fn_shared_set(d, k, strlen(k), &sv, ttl_ms);
 }
 
 static bool has(struct vg_fn_shared *d, const char *k)
 {
     char buf[64];
-    struct vg_fn_shared_value v;
+    struct vg_state_value v;
     int rc = vg_fn_shared_get(d, k, strlen(k), &v, buf, sizeof(buf));
     assert_true(rc == 0 || rc == VG_ENOENT);
     return rc == 0;
@@ -79,27 +79,27 @@ static void test_siphash_vectors(void **state)
 static void test_types_and_buffers(void **state)
 {
     struct vg_fn_shared *d = dict_fake(1 << 20);
-    struct vg_fn_shared_value v, f = {.type = VG_FN_SHARED_NUMBER, .n = 2.5},
-                                 b = {.type = VG_FN_SHARED_BOOLEAN, .b = false}, i = integer(-7);
+    struct vg_state_value v, f = {.type = VG_STATE_NUMBER, .n = 2.5}, b = {.type = VG_STATE_BOOLEAN, .b = false},
+                             i = integer(-7);
     char buf[8];
     assert_int_equal(vg_fn_shared_set(d, "f", 1, &f, 0), 0);
     assert_int_equal(vg_fn_shared_set(d, "b", 1, &b, 0), 0);
     assert_int_equal(vg_fn_shared_set(d, "i", 1, &i, 0), 0);
     assert_int_equal(set_s(d, "s", "hello", 0), 0);
     assert_int_equal(vg_fn_shared_get(d, "f", 1, &v, NULL, 0), 0);
-    assert_true(v.type == VG_FN_SHARED_NUMBER && v.n == 2.5);
+    assert_true(v.type == VG_STATE_NUMBER && v.n == 2.5);
     assert_int_equal(vg_fn_shared_get(d, "b", 1, &v, NULL, 0), 0);
-    assert_true(v.type == VG_FN_SHARED_BOOLEAN && !v.b);
+    assert_true(v.type == VG_STATE_BOOLEAN && !v.b);
     assert_int_equal(vg_fn_shared_get(d, "i", 1, &v, NULL, 0), 0);
-    assert_true(v.type == VG_FN_SHARED_INTEGER && v.i == -7);
+    assert_true(v.type == VG_STATE_INTEGER && v.i == -7);
     assert_int_equal(vg_fn_shared_get(d, "s", 1, &v, buf, sizeof(buf)), 0);
-    assert_true(v.type == VG_FN_SHARED_STRING && v.str.ptr == buf && v.str.len == 5);
+    assert_true(v.type == VG_STATE_STRING && v.str.ptr == buf && v.str.len == 5);
     assert_memory_equal(buf, "hello", 5);
     assert_int_equal(vg_fn_shared_get(d, "s", 1, &v, buf, 4), VG_ELIMIT);
     assert_int_equal(v.str.len, 5);
     assert_int_equal(vg_fn_shared_get(d, "nope", 4, &v, buf, sizeof(buf)), VG_ENOENT);
     /* keys are bytes: embedded NULs, empty key */
-    struct vg_fn_shared_value one = integer(1);
+    struct vg_state_value one = integer(1);
     assert_int_equal(vg_fn_shared_set(d, "a\0b", 3, &one, 0), 0);
     assert_int_equal(vg_fn_shared_get(d, "a\0c", 3, &v, NULL, 0), VG_ENOENT);
     assert_int_equal(vg_fn_shared_set(d, "", 0, &one, 0), 0);
@@ -119,7 +119,7 @@ static void test_limits(void **state)
     assert_int_equal(vg_fn_shared_max_value(d), 8 * 1024);
     char key[VG_FN_SHARED_MAX_KEY + 1];
     memset(key, 'k', sizeof(key));
-    struct vg_fn_shared_value v = integer(1), out;
+    struct vg_state_value v = integer(1), out;
     uint64_t ms;
     assert_int_equal(vg_fn_shared_set(d, key, VG_FN_SHARED_MAX_KEY, &v, 0), 0);
     assert_int_equal(vg_fn_shared_set(d, key, VG_FN_SHARED_MAX_KEY + 1, &v, 0), VG_ELIMIT);
@@ -129,7 +129,7 @@ static void test_limits(void **state)
 
     static char big[8 * 1024 + 1];
     memset(big, 'v', sizeof(big));
-    struct vg_fn_shared_value s = {.type = VG_FN_SHARED_STRING, .str = {big, 8 * 1024}};
+    struct vg_state_value s = {.type = VG_STATE_STRING, .str = {big, 8 * 1024}};
     assert_int_equal(vg_fn_shared_set(d, "big", 3, &s, 0), 0);
     s.str.len++;
     assert_int_equal(vg_fn_shared_set(d, "big", 3, &s, 0), VG_ELIMIT);
@@ -226,21 +226,21 @@ static void test_expired_evicted_first(void **state)
 static void test_incr(void **state)
 {
     struct vg_fn_shared *d = dict_fake(1 << 20);
-    struct vg_fn_shared_value one = integer(1), half = {.type = VG_FN_SHARED_NUMBER, .n = 0.5}, out;
-    struct vg_fn_shared_value ten = integer(10);
+    struct vg_state_value one = integer(1), half = {.type = VG_STATE_NUMBER, .n = 0.5}, out;
+    struct vg_state_value ten = integer(10);
     assert_int_equal(vg_fn_shared_incr(d, "c", 1, &one, NULL, 0, &out), 0);
-    assert_true(out.type == VG_FN_SHARED_INTEGER && out.i == 1);
+    assert_true(out.type == VG_STATE_INTEGER && out.i == 1);
     assert_int_equal(vg_fn_shared_incr(d, "c", 1, &one, &ten, 0, &out), 0); /* init only when missing */
-    assert_true(out.type == VG_FN_SHARED_INTEGER && out.i == 2);
+    assert_true(out.type == VG_STATE_INTEGER && out.i == 2);
     assert_int_equal(vg_fn_shared_incr(d, "c", 1, &half, NULL, 0, &out), 0);
-    assert_true(out.type == VG_FN_SHARED_NUMBER && out.n == 2.5);
+    assert_true(out.type == VG_STATE_NUMBER && out.n == 2.5);
     assert_int_equal(vg_fn_shared_incr(d, "n", 1, &one, &ten, 0, &out), 0);
-    assert_true(out.type == VG_FN_SHARED_INTEGER && out.i == 11);
+    assert_true(out.type == VG_STATE_INTEGER && out.i == 11);
     /* integers wrap like Lua's */
-    struct vg_fn_shared_value max = integer(INT64_MAX);
+    struct vg_state_value max = integer(INT64_MAX);
     assert_int_equal(vg_fn_shared_set(d, "w", 1, &max, 0), 0);
     assert_int_equal(vg_fn_shared_incr(d, "w", 1, &one, NULL, 0, &out), 0);
-    assert_true(out.type == VG_FN_SHARED_INTEGER && out.i == INT64_MIN);
+    assert_true(out.type == VG_STATE_INTEGER && out.i == INT64_MIN);
     /* not a number: refused, unchanged */
     assert_int_equal(set_s(d, "s", "5", 0), 0);
     assert_int_equal(vg_fn_shared_incr(d, "s", 1, &one, NULL, 0, &out), VG_EINVAL);
@@ -273,7 +273,7 @@ static void test_budget_across_shards(void **state)
     assert_true(has(d, k));
     static char big[8 * 1024];
     memset(big, 'b', sizeof(big));
-    struct vg_fn_shared_value v = {.type = VG_FN_SHARED_STRING, .str = {big, sizeof(big)}};
+    struct vg_state_value v = {.type = VG_STATE_STRING, .str = {big, sizeof(big)}};
     /* room for a large value is taken across shards, a few entries each:
      * no more evictions than needed, plus at most one round of shards */
     size_t n0, n1, used0 = used(d);
@@ -306,7 +306,7 @@ struct worker {
 static void *hammer_incr(void *arg)
 {
     struct worker *w = arg;
-    struct vg_fn_shared_value one = integer(1), out;
+    struct vg_state_value one = integer(1), out;
     char k[16];
     for (int i = 0; i < ROUNDS; i++) {
         VG_AZ(vg_fn_shared_incr(w->d, "hits", 4, &one, NULL, 0, &out));
@@ -327,9 +327,9 @@ static void test_incr_threads(void **state)
     }
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    struct vg_fn_shared_value v;
+    struct vg_state_value v;
     assert_int_equal(vg_fn_shared_get(d, "hits", 4, &v, NULL, 0), 0);
-    assert_true(v.type == VG_FN_SHARED_INTEGER && v.i == THREADS * ROUNDS);
+    assert_true(v.type == VG_STATE_INTEGER && v.i == THREADS * ROUNDS);
     int64_t sum = 0;
     for (int i = 0; i < 64; i++) {
         char k[16];
@@ -351,8 +351,8 @@ static void *churn(void *arg)
     for (int i = 0; i < ROUNDS / 2; i++) {
         unsigned r = rand_r(&w->seed);
         snprintf(k, sizeof(k), "k%u", r % 500);
-        struct vg_fn_shared_value v = {.type = VG_FN_SHARED_STRING, .str = {val, r % sizeof(val)}}, out;
-        struct vg_fn_shared_value one = integer(1);
+        struct vg_state_value v = {.type = VG_STATE_STRING, .str = {val, r % sizeof(val)}}, out;
+        struct vg_state_value one = integer(1);
         uint64_t ms;
         switch (r % 5) {
         case 0:
