@@ -48,4 +48,122 @@ char *vg_obs_registry_render(struct vg_obs_registry *r, size_t *len);
 /* Escapes a label value (backslash, quote, newline) into dst. */
 void vg_obs_label_escape(char *dst, size_t cap, const char *s);
 
+/* ---- traces ------------------------------------------------------------------------ */
+
+/* A request's trace: W3C trace context in (traceparent, tracestate) and
+ * out (to origins, subrequests, bus messages), a span per stage recorded
+ * into a fixed array (no allocation, two clock reads per span), and at the
+ * end one decision: keep it (head-sampled, errored, or slower than the
+ * threshold) or forget it. Kept traces become immutable records: a bounded
+ * ring per worker answers lookups (`verge trace ID`), the exporter sends
+ * them as OTLP/HTTP JSON. */
+
+#define VG_TRACE_MAX_SPANS 40
+#define VG_TRACEPARENT_LEN 55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+#define VG_TRACE_ID_HEX 32
+
+struct vg_trace_parent {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    bool sampled;
+};
+
+/* Parses a traceparent header value (W3C Trace Context level 1: version
+ * 00; a higher version is read by its first four fields, "ff" refused);
+ * all-zero ids and upper-case hex are refused. Untrusted bytes: fuzzed. */
+bool vg_trace_parse_traceparent(const char *s, size_t len, struct vg_trace_parent *out);
+/* Writes "00-TRACE-SPAN-FLAGS" and a NUL into out. */
+void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                 char out[VG_TRACEPARENT_LEN + 1]);
+/* Lower-case hex of n bytes and a NUL (out: 2n + 1 bytes). */
+void vg_trace_hex(const uint8_t *b, size_t n, char *out);
+/* Parses 32 hex digits (either case) into a trace id. */
+bool vg_trace_id_parse(const char *hex, size_t len, uint8_t out[16]);
+
+/* Where a span stands in its trace (the root, the request, is 0). */
+typedef int vg_span_t;
+#define VG_SPAN_NONE (-1)
+
+struct vg_trace;
+
+/* The live trace of one request, in memory the caller provides
+ * (vg_trace_size() bytes, e.g. from the request's pool): a child of
+ * parent when given, else a new trace id, head-sampled at rate
+ * (vg_trace_head_sampled); the root span named root starts now. */
+size_t vg_trace_size(void);
+struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root);
+
+/* Starts a span (name: a static string) under parent; VG_SPAN_NONE when
+ * the trace is full (counted in the record as dropped spans), which every
+ * other call accepts and ignores. */
+vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent);
+void vg_trace_end(struct vg_trace *t, vg_span_t s);
+/* A span that already happened (start and end in CLOCK_MONOTONIC ns). */
+vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start_ns, uint64_t end_ns);
+/* A short detail shown with the span ("hit", "10.0.0.1:80"): copied, at
+ * most 63 bytes kept. */
+void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t len);
+void vg_trace_fail(struct vg_trace *t, vg_span_t s);
+
+bool vg_trace_sampled(const struct vg_trace *t);
+const uint8_t *vg_trace_id(const struct vg_trace *t); /* 16 bytes */
+/* The traceparent a callee gets when called from span s. */
+void vg_trace_child_header(const struct vg_trace *t, vg_span_t s, char out[VG_TRACEPARENT_LEN + 1]);
+/* Microseconds since the root span started. */
+uint64_t vg_trace_elapsed_us(const struct vg_trace *t);
+/* A Server-Timing header value: `name;desc="detail";dur=MS` per span that
+ * has ended, then `total;dur=MS` (the request so far). Returns the length
+ * written to buf (NUL-terminated; spans that do not fit are left out). */
+size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap);
+uint64_t vg_trace_now_ns(void); /* CLOCK_MONOTONIC */
+
+/* Head sampling, the same on every node for a trace: a parent's sampled
+ * flag wins; otherwise a deterministic function of the trace id's random
+ * part against rate (0..1). */
+bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t trace_id[16], double rate);
+/* A new random trace id (per-thread generator, seeded from getrandom). */
+void vg_trace_new_id(uint8_t out[16]);
+
+/* What a kept trace carries besides its spans. Strings are copied. */
+struct vg_trace_meta {
+    const char *app, *route, *node, *location;
+    int status;
+};
+
+/* An immutable kept trace: reference counted, shared by the ring and the
+ * exporter. */
+struct vg_trace_rec;
+
+/* Ends the root span and decides: a record (the caller's reference) when
+ * the trace is sampled, failed (a span failed or status >= 500), or took at
+ * least slow_us (0: no threshold); NULL otherwise. */
+struct vg_trace_rec *vg_trace_finish(struct vg_trace *t, const struct vg_trace_meta *m, uint64_t slow_us);
+void vg_trace_rec_ref(struct vg_trace_rec *r);
+void vg_trace_rec_unref(struct vg_trace_rec *r);
+const uint8_t *vg_trace_rec_id(const struct vg_trace_rec *r);
+
+/* The record as JSON: {"trace_id", "node", "location", "app", "route",
+ * "status", "start_us" (unix), "dropped_spans", "spans": [{"span_id",
+ * "parent_id", "name", "detail", "start_us" (offset), "duration_us",
+ * "error"}]}. A new jansson reference. */
+struct json_t;
+struct json_t *vg_trace_rec_json(const struct vg_trace_rec *r);
+
+/* The bounded ring of a worker's kept traces (oldest out first); any
+ * thread. */
+struct vg_trace_ring;
+struct vg_trace_ring *vg_trace_ring_create(size_t cap);
+void vg_trace_ring_destroy(struct vg_trace_ring *g);
+/* Takes a reference of its own. */
+void vg_trace_ring_push(struct vg_trace_ring *g, struct vg_trace_rec *r);
+/* Appends the JSON of every record of trace id to arr (a trace may have
+ * several records on one node: a subrequest through the same node).
+ * Returns how many. */
+size_t vg_trace_ring_find(struct vg_trace_ring *g, const uint8_t id[16], struct json_t *arr);
+
+/* The OTLP/HTTP JSON body (ExportTraceServiceRequest) for n records: a
+ * new string, free() it. The exporter (node) posts it to a collector. */
+char *vg_trace_otlp_json(struct vg_trace_rec *const *recs, size_t n, const char *service, const char *node,
+                         const char *location);
+
 #endif

@@ -1,0 +1,414 @@
+/* Traces: W3C trace context, the live per-request recorder, the keep
+ * decision and the immutable records it produces.
+ *
+ * The recorder is built for the request path: a fixed array of spans in
+ * memory the caller gives (the request's pool), static span names, two
+ * vDSO clock reads per span and no locking. Only a kept trace costs an
+ * allocation (its record). */
+#include "obs.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define DETAIL_MAX 64
+
+struct span {
+    const char *name;
+    uint64_t start_ns, end_ns; /* live: CLOCK_MONOTONIC; record: offsets from the root's start */
+    int16_t parent;
+    bool error;
+    char detail[DETAIL_MAX];
+};
+
+struct vg_trace {
+    uint8_t trace_id[16];
+    uint8_t parent_span[8]; /* the caller's span (from traceparent) */
+    bool has_parent, sampled, failed;
+    uint64_t span_base;  /* span i's id is span_base + i: unique within the trace */
+    uint64_t wall_start; /* unix ns of the root's start */
+    uint16_t n, dropped;
+    struct span spans[VG_TRACE_MAX_SPANS];
+};
+
+struct vg_trace_rec {
+    int refs; /* atomic */
+    uint8_t trace_id[16];
+    uint8_t parent_span[8];
+    bool has_parent, error;
+    uint64_t span_base, wall_start;
+    int status;
+    uint16_t n, dropped;
+    char *app, *route, *node, *location; /* inside this allocation */
+    struct span spans[];
+};
+
+/* ---- trace context --------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Lower-case hex only, as the W3C grammar says. */
+static bool unhex_lower(const char *s, size_t n, uint8_t *out)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+        nonzero |= out[i] != 0;
+    }
+    return nonzero;
+}
+
+bool vg_trace_parse_traceparent(const char *s, size_t len, struct vg_trace_parent *out)
+{
+    uint8_t version, flags;
+    if (len < VG_TRACEPARENT_LEN || s[2] != '-' || s[35] != '-' || s[52] != '-')
+        return false;
+    if (hexval(s[0]) < 0 || hexval(s[1]) < 0 || hexval(s[53]) < 0 || hexval(s[54]) < 0)
+        return false;
+    version = (uint8_t)(hexval(s[0]) << 4 | hexval(s[1]));
+    flags = (uint8_t)(hexval(s[53]) << 4 | hexval(s[54]));
+    if (version == 0xff || (version == 0 && len != VG_TRACEPARENT_LEN))
+        return false;
+    if (version > 0 && len > VG_TRACEPARENT_LEN && s[VG_TRACEPARENT_LEN] != '-')
+        return false; /* a later version may append fields, after a '-' */
+    if (!unhex_lower(s + 3, 16, out->trace_id) || !unhex_lower(s + 36, 8, out->span_id))
+        return false;
+    out->sampled = flags & 1;
+    return true;
+}
+
+void vg_trace_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+bool vg_trace_id_parse(const char *hex, size_t len, uint8_t out[16])
+{
+    char lower[32];
+    if (len != 32)
+        return false;
+    for (size_t i = 0; i < 32; i++)
+        lower[i] = (hex[i] >= 'A' && hex[i] <= 'F') ? (char)(hex[i] - 'A' + 'a') : hex[i];
+    return unhex_lower(lower, 16, out);
+}
+
+void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                 char out[VG_TRACEPARENT_LEN + 1])
+{
+    memcpy(out, "00-", 3);
+    vg_trace_hex(trace_id, 16, out + 3);
+    out[35] = '-';
+    vg_trace_hex(span_id, 8, out + 36);
+    memcpy(out + 52, sampled ? "-01" : "-00", 4);
+}
+
+/* ---- ids and sampling ------------------------------------------------------------ */
+
+/* wyrand: one multiply per 64 bits; ids need uniqueness, not secrecy. */
+static _Thread_local uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    if (rng_state == 0 && getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state))
+        rng_state = vg_wall_us() ^ (uint64_t)(uintptr_t)&rng_state;
+    rng_state += 0xa0761d6478bd642fULL;
+    __uint128_t m = (__uint128_t)rng_state * (rng_state ^ 0xe7037ed1a0b428dbULL);
+    return (uint64_t)(m >> 64) ^ (uint64_t)m;
+}
+
+void vg_trace_new_id(uint8_t out[16])
+{
+    do {
+        uint64_t a = rng_next(), b = rng_next();
+        memcpy(out, &a, 8);
+        memcpy(out + 8, &b, 8);
+    } while (!(out[0] | out[8])); /* never all zero (nearly impossible; cheap to rule out) */
+}
+
+bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t trace_id[16], double rate)
+{
+    if (parent)
+        return parent->sampled;
+    if (rate >= 1.0)
+        return true;
+    if (rate <= 0.0)
+        return false;
+    /* the last 7 bytes are random in W3C level 2 ids (as in OpenTelemetry's
+     * TraceIdRatioBased): every node decides the same for the same trace */
+    uint64_t x = 0;
+    for (int i = 9; i < 16; i++)
+        x = x << 8 | trace_id[i];
+    return (double)x < rate * (double)(1ULL << 56);
+}
+
+/* ---- the live recorder ----------------------------------------------------------- */
+
+uint64_t vg_trace_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+size_t vg_trace_size(void)
+{
+    return sizeof(struct vg_trace);
+}
+
+struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root)
+{
+    struct vg_trace *t = mem;
+    t->has_parent = parent != NULL;
+    if (parent) {
+        memcpy(t->trace_id, parent->trace_id, 16);
+        memcpy(t->parent_span, parent->span_id, 8);
+    } else {
+        vg_trace_new_id(t->trace_id);
+    }
+    t->sampled = vg_trace_head_sampled(parent, t->trace_id, rate);
+    t->failed = false;
+    t->span_base = rng_next() & ~0xffULL; /* + index: never zero, unique per trace */
+    t->span_base |= 0x100;
+    t->wall_start = vg_wall_us() * 1000;
+    t->n = t->dropped = 0;
+    vg_trace_begin(t, root, VG_SPAN_NONE);
+    return t;
+}
+
+vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start_ns, uint64_t end_ns)
+{
+    if (t->n == VG_TRACE_MAX_SPANS) {
+        t->dropped++;
+        return VG_SPAN_NONE;
+    }
+    struct span *s = &t->spans[t->n];
+    s->name = name;
+    s->start_ns = start_ns;
+    s->end_ns = end_ns;
+    s->parent = (int16_t)parent;
+    s->error = false;
+    s->detail[0] = '\0';
+    return t->n++;
+}
+
+vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
+{
+    return vg_trace_add(t, name, parent, vg_trace_now_ns(), 0);
+}
+
+void vg_trace_end(struct vg_trace *t, vg_span_t s)
+{
+    if (s >= 0 && t->spans[s].end_ns == 0)
+        t->spans[s].end_ns = vg_trace_now_ns();
+}
+
+void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t len)
+{
+    if (s < 0)
+        return;
+    if (len >= DETAIL_MAX)
+        len = DETAIL_MAX - 1;
+    memcpy(t->spans[s].detail, detail, len);
+    t->spans[s].detail[len] = '\0';
+}
+
+void vg_trace_fail(struct vg_trace *t, vg_span_t s)
+{
+    if (s < 0)
+        return;
+    t->spans[s].error = true;
+    t->failed = true;
+}
+
+bool vg_trace_sampled(const struct vg_trace *t)
+{
+    return t->sampled;
+}
+
+const uint8_t *vg_trace_id(const struct vg_trace *t)
+{
+    return t->trace_id;
+}
+
+static void span_id_of(uint64_t base, int i, uint8_t out[8])
+{
+    uint64_t id = base + (uint64_t)i;
+    for (int k = 7; k >= 0; k--, id >>= 8)
+        out[k] = (uint8_t)id;
+}
+
+void vg_trace_child_header(const struct vg_trace *t, vg_span_t s, char out[VG_TRACEPARENT_LEN + 1])
+{
+    uint8_t sid[8];
+    span_id_of(t->span_base, s < 0 ? 0 : s, sid);
+    vg_trace_format_traceparent(t->trace_id, sid, t->sampled, out);
+}
+
+uint64_t vg_trace_elapsed_us(const struct vg_trace *t)
+{
+    return (vg_trace_now_ns() - t->spans[0].start_ns) / 1000;
+}
+
+static bool quotable(const char *s)
+{
+    return !strpbrk(s, "\"\\");
+}
+
+size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (uint16_t i = 1; i < t->n; i++) {
+        const struct span *s = &t->spans[i];
+        if (!s->end_ns)
+            continue;
+        char item[160];
+        double ms = (double)(s->end_ns - s->start_ns) / 1e6;
+        int n = s->detail[0] && quotable(s->detail)
+                    ? snprintf(item, sizeof(item), "%s;desc=\"%s\";dur=%.3f, ", s->name, s->detail, ms)
+                    : snprintf(item, sizeof(item), "%s;dur=%.3f, ", s->name, ms);
+        if (n > 0 && (size_t)n < sizeof(item) && o + (size_t)n + 32 < cap) {
+            memcpy(buf + o, item, (size_t)n);
+            o += (size_t)n;
+        }
+    }
+    int n = snprintf(buf + o, cap - o, "total;dur=%.3f", (double)(vg_trace_now_ns() - t->spans[0].start_ns) / 1e6);
+    return n > 0 && o + (size_t)n < cap ? o + (size_t)n : (buf[o] = '\0', o);
+}
+
+/* ---- keep or forget -------------------------------------------------------------- */
+
+static char *put_str(char **at, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    char *r = *at;
+    memcpy(r, s ? s : "", n);
+    r[n] = '\0';
+    *at += n + 1;
+    return r;
+}
+
+static struct vg_trace_rec *make_record(const struct vg_trace *t, const struct vg_trace_meta *m, uint64_t now)
+{
+    size_t strs = 4;
+    const char *s4[4] = {m->app, m->route, m->node, m->location};
+    for (int i = 0; i < 4; i++)
+        strs += s4[i] ? strlen(s4[i]) : 0;
+    size_t spans = sizeof(struct span) * t->n;
+    struct vg_trace_rec *r = vg_xmalloc(sizeof(*r) + spans + strs);
+    r->refs = 1;
+    memcpy(r->trace_id, t->trace_id, 16);
+    memcpy(r->parent_span, t->parent_span, 8);
+    r->has_parent = t->has_parent;
+    r->error = t->failed || m->status >= 500;
+    r->span_base = t->span_base;
+    r->wall_start = t->wall_start;
+    r->status = m->status;
+    r->n = t->n;
+    r->dropped = t->dropped;
+    uint64_t t0 = t->spans[0].start_ns;
+    for (uint16_t i = 0; i < t->n; i++) {
+        r->spans[i] = t->spans[i];
+        uint64_t end = t->spans[i].end_ns ? t->spans[i].end_ns : now; /* still open: ends with the request */
+        r->spans[i].start_ns = t->spans[i].start_ns - t0;
+        r->spans[i].end_ns = end - t0;
+    }
+    char *at = (char *)r->spans + spans;
+    r->app = put_str(&at, m->app);
+    r->route = put_str(&at, m->route);
+    r->node = put_str(&at, m->node);
+    r->location = put_str(&at, m->location);
+    return r;
+}
+
+struct vg_trace_rec *vg_trace_finish(struct vg_trace *t, const struct vg_trace_meta *m, uint64_t slow_us)
+{
+    uint64_t now = vg_trace_now_ns();
+    vg_trace_end(t, 0);
+    bool slow = slow_us && (t->spans[0].end_ns - t->spans[0].start_ns) / 1000 >= slow_us;
+    if (!t->sampled && !t->failed && m->status < 500 && !slow)
+        return NULL;
+    return make_record(t, m, now);
+}
+
+void vg_trace_rec_ref(struct vg_trace_rec *r)
+{
+    __atomic_fetch_add(&r->refs, 1, __ATOMIC_RELAXED);
+}
+
+void vg_trace_rec_unref(struct vg_trace_rec *r)
+{
+    if (r && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(r);
+}
+
+const uint8_t *vg_trace_rec_id(const struct vg_trace_rec *r)
+{
+    return r->trace_id;
+}
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+
+static json_t *hex_json(const uint8_t *b, size_t n)
+{
+    char buf[33];
+    vg_trace_hex(b, n, buf);
+    return json_string(buf);
+}
+
+static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
+{
+    const struct span *s = &r->spans[i];
+    uint8_t sid[8], pid[8];
+    span_id_of(r->span_base, i, sid);
+    json_t *o = json_object();
+    json_object_set_new(o, "span_id", hex_json(sid, 8));
+    if (s->parent >= 0) {
+        span_id_of(r->span_base, s->parent, pid);
+        json_object_set_new(o, "parent_id", hex_json(pid, 8));
+    } else {
+        json_object_set_new(o, "parent_id", r->has_parent ? hex_json(r->parent_span, 8) : json_null());
+    }
+    json_object_set_new(o, "name", json_string(s->name));
+    if (s->detail[0])
+        json_object_set_new(o, "detail", json_string(s->detail));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(s->start_ns / 1000)));
+    json_object_set_new(o, "duration_us", json_integer((json_int_t)((s->end_ns - s->start_ns) / 1000)));
+    json_object_set_new(o, "error", json_boolean(s->error));
+    return o;
+}
+
+json_t *vg_trace_rec_json(const struct vg_trace_rec *r)
+{
+    json_t *o = json_object(), *spans = json_array();
+    json_object_set_new(o, "trace_id", hex_json(r->trace_id, 16));
+    json_object_set_new(o, "node", json_string(r->node));
+    json_object_set_new(o, "location", json_string(r->location));
+    json_object_set_new(o, "app", json_string(r->app));
+    json_object_set_new(o, "route", json_string(r->route));
+    json_object_set_new(o, "status", json_integer(r->status));
+    json_object_set_new(o, "error", json_boolean(r->error));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(r->wall_start / 1000)));
+    json_object_set_new(o, "dropped_spans", json_integer(r->dropped));
+    for (uint16_t i = 0; i < r->n; i++)
+        json_array_append_new(spans, span_json(r, i));
+    json_object_set_new(o, "spans", spans);
+    return o;
+}
