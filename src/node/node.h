@@ -41,7 +41,18 @@ struct vg_node_options {
     /* verge.kv scope "local": the LMDB directory (default verge-state, in
      * agent mode DATA/state), opened when an app has Lua code */
     const char *state_dir;
+    /* traces: head sampling rate (0..1), the threshold over which a
+     * request's trace is kept anyway (0: none), kept traces per worker,
+     * and an OTLP/HTTP collector (http://host:port/v1/traces) or NULL */
+    double trace_sample;
+    uint64_t trace_slow_ms;
+    size_t trace_ring;
+    const char *trace_export;
 };
+
+/* Trace lookups over the bus: a request carrying a trace id (32 hex); every
+ * node holding records of it answers with their JSON array. */
+#define VG_NODE_TRACE_SUBJECT "verge.trace.get"
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a
  * clean drain, 1 when start-up failed — the reason is logged). */

@@ -65,6 +65,7 @@ struct creq {
     h2o_headers_t client_headers; /* as the client sent them (revalidation adds its own conditionals) */
     struct vg_cache_req q;
     int64_t request_time;
+    uint64_t lookup_ns;                     /* when the lookup began (the trace's cache span) */
     bool key_known;                         /* the key had some variant: a vary-miss, not a uri-miss */
     bool leader;                            /* holds the key's slot (vg_cache_join) until leave */
     bool joined;                            /* asked once already: a woken waiter does not queue again */
@@ -123,8 +124,13 @@ void vg__node_cache_route_init(struct vg__node_cache_route *cr, const struct vg_
 
 static void count(struct creq *cq, enum vg__node_cache_result r)
 {
+    static const char *const names[VG__NODE_CACHE_RESULTS] = {"hit", "miss", "stale", "bypass"};
     if (!cq->refresh && cq->counters)
         vg_obs_counter_add(cq->counters[r], 1);
+    if (cq->fwd.trace) {
+        vg_span_t s = vg_trace_add(cq->fwd.trace, "cache", cq->fwd.trace_parent, cq->lookup_ns, vg_trace_now_ns());
+        vg_trace_detail(cq->fwd.trace, s, names[r], strlen(names[r]));
+    }
 }
 
 /* ---- answering from an object ------------------------------------------------------- */
@@ -445,7 +451,7 @@ static void forward(struct creq *cq, enum mode mode)
     f->super.on_setup_ostream = on_setup_ostream;
     f->cq = cq;
     f->mode = mode;
-    vg_proxy_forward(req, &cq->fwd.t, cq->fwd.path, cq->fwd.hash_key, cq->fwd.on_attempt, cq->fwd.attempt_data);
+    vg_proxy_forward(req, &cq->fwd.t, cq->fwd.path, cq->fwd.hash_key, cq->fwd.on_event, cq->fwd.event_data);
 }
 
 /* Asks the origin whether the stale object still holds: its validators
@@ -567,8 +573,8 @@ static void refresh_start(struct creq *cq)
                         .refresh = true};
     rq->fwd.path = h2o_strdup(&req->pool, cq->fwd.path.base, cq->fwd.path.len);
     rq->fwd.hash_key = h2o_strdup(&req->pool, cq->fwd.hash_key.base, cq->fwd.hash_key.len);
-    rq->fwd.on_attempt = NULL; /* the client's request (its access log line) is not this one */
-    rq->fwd.attempt_data = NULL;
+    rq->fwd.on_event = NULL; /* the client's request (its access log line, its trace) is not this one */
+    rq->fwd.trace = NULL;
     rq->q = (struct vg_cache_req){.method = req->method, .headers = &rq->client_headers};
     cq->leader = false; /* the refresh leaves the slot */
     forward(rq, MODE_STORE);
@@ -752,6 +758,7 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
     cq->client_headers = req->headers; /* the vector is copied: revalidation replaces req->headers */
     cq->q = (struct vg_cache_req){.method = req->method, .headers = &cq->client_headers};
     cq->request_time = time(NULL);
+    cq->lookup_ns = fwd->trace ? vg_trace_now_ns() : 0;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     if (!get) { /* not for the cache; an unsafe one invalidates on success */
@@ -777,21 +784,26 @@ static void reply_error(h2o_req_t *req, int status, const char *why)
     vg_http_send_text(req, status, "application/json", buf, strlen(buf));
 }
 
-/* Constant time in the token's length: the comparison does not tell how
- * much of a guess was right. */
-static bool token_ok(h2o_req_t *req, const char *token)
+bool vg__node_token_equal(h2o_iovec_t v, const char *token)
+{
+    size_t tl = strlen(token);
+    if (v.len != tl)
+        return false;
+    unsigned char diff = 0;
+    for (size_t k = 0; k < tl; k++)
+        diff |= (unsigned char)(v.base[k] ^ token[k]);
+    return diff == 0;
+}
+
+bool vg__node_token_ok(h2o_req_t *req, const char *token)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (!token || i < 0)
         return false;
     h2o_iovec_t v = req->headers.entries[i].value;
-    size_t tl = strlen(token);
-    if (v.len != 7 + tl || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
+    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
         return false;
-    unsigned char diff = 0;
-    for (size_t k = 0; k < tl; k++)
-        diff |= (unsigned char)(v.base[7 + k] ^ token[k]);
-    return diff == 0;
+    return vg__node_token_equal(h2o_iovec_init(v.base + 7, v.len - 7), token);
 }
 
 /* "http://host/path?q" (or https) -> host and path ("/" when absent). */
@@ -1021,7 +1033,7 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
         reply_error(req, 405, "POST a purge request");
         return;
     }
-    if (!token_ok(req, w->node->opt.admin_token)) {
+    if (!vg__node_token_ok(req, w->node->opt.admin_token)) {
         vg_log(VG_LOG_WARN, "purge refused", "reason",
                w->node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
         reply_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");

@@ -47,8 +47,10 @@ enum vg__node_cache_result {
 struct vg__node_cache_fwd {
     struct vg_proxy_target t;
     h2o_iovec_t path, hash_key;
-    vg_proxy_attempt_fn on_attempt;
-    void *attempt_data;
+    vg_proxy_event_fn on_event;
+    void *event_data;
+    struct vg_trace *trace; /* the request's, for the cache span (NULL: none) */
+    vg_span_t trace_parent;
 };
 
 struct vg_route_rt {
@@ -188,7 +190,8 @@ struct vg_worker {
     /* --add-latency (node_delay.c) */
     h2o_timeout_t delay_timeout;
     bool delay_ready;
-    h2o_req_t *delay_resuming; /* the request being handed back, during that call */
+    h2o_req_t *delay_resuming;    /* the request being handed back, during that call */
+    struct vg_trace_ring *traces; /* kept traces of this worker's requests */
 };
 
 struct vg_node {
@@ -229,6 +232,9 @@ struct vg_node {
     struct vg_state_global *state_global; /* with --nats only */
     bool state_failed;                    /* the local store could not open (logged once) */
     struct vg_obs_histogram *m_kv_propagation;
+    struct vg__node_exporter *trace_exporter; /* --trace-export, else NULL */
+    struct vg_bus_sub *trace_sub;             /* lookups from `verge trace` */
+    struct vg_obs_counter *m_traces_kept;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
@@ -314,6 +320,49 @@ int vg__node_purge_fanout_start(struct vg_node *node);
 void vg__node_cache_worker_init(struct vg_worker *w);
 void vg__node_cache_worker_close(struct vg_worker *w);
 void vg__node_access_log_flush(struct vg_worker *w);
+/* Whether v is token / the request's "Authorization: Bearer" is token:
+ * constant time in the token's length (node_cache.c). token NULL: no. */
+bool vg__node_token_equal(h2o_iovec_t v, const char *token);
+bool vg__node_token_ok(h2o_req_t *req, const char *token);
+
+/* ---- traces (node_trace.c, node_trace_export.c) ---- */
+
+/* The request's trace (on its pool): continues an incoming traceparent. */
+struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req);
+/* Sets req's traceparent to span from's (before forwarding it). */
+void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
+/* The trace of a request that asked for Server-Timing, else NULL. */
+struct vg_trace *vg__node_trace_of(h2o_req_t *req);
+/* Finishes it; a kept one goes to the worker's ring and the exporter. */
+void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m);
+/* Server-Timing and traceresponse on the response, when asked for. */
+void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req);
+/* GET /_verge/traces/ID. */
+void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex);
+int vg__node_trace_init(struct vg_node *node); /* after the workers' array exists */
+void vg__node_trace_fini(struct vg_node *node);
+
+/* OTLP/HTTP JSON export of kept traces: one thread, a bounded queue. */
+struct vg__node_exporter;
+struct vg__node_exporter_options {
+    const char *url; /* the collector: http://host:port/v1/traces */
+    const char *service, *node, *location;
+    size_t queue_max;    /* records (default 8192); past it dropped, counted */
+    size_t batch_max;    /* records per request (default 256) */
+    uint32_t flush_ms;   /* a partial batch waits at most this (default 1000) */
+    uint32_t timeout_ms; /* per request (default 2000) */
+    uint32_t retries;    /* per batch, with backoff (default 3); then dropped, counted */
+};
+struct vg__node_exporter_stats {
+    uint64_t exported, dropped_queue, dropped_failed, failed_requests;
+};
+int vg__node_exporter_create(const struct vg__node_exporter_options *o, struct vg__node_exporter **out, char *err,
+                             size_t errcap) VG_MUST_CHECK;
+/* Sends what is queued (one more try, bounded by the timeout), then stops. */
+void vg__node_exporter_destroy(struct vg__node_exporter *x);
+/* Takes a reference of its own, or drops r (counted) when the queue is full. */
+void vg__node_exporter_push(struct vg__node_exporter *x, struct vg_trace_rec *r);
+void vg__node_exporter_stats(struct vg__node_exporter *x, struct vg__node_exporter_stats *out);
 
 static inline struct vg_worker *vg__node_worker_of(h2o_context_t *ctx)
 {

@@ -501,9 +501,12 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++) {
         node.workers[i].id = i;
         node.workers[i].node = &node;
+    }
+    if (vg__node_trace_init(&node) != 0)
+        return 1;
+    for (unsigned i = 0; i < node.n_workers; i++)
         if (vg__node_worker_start(&node, &node.workers[i]) != 0)
             return 1;
-    }
     uv_signal_init(&m.loop, &m.sighup);
     uv_signal_init(&m.loop, &m.sigterm);
     uv_signal_init(&m.loop, &m.sigint);
@@ -524,6 +527,7 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
     vg__node_site_unref(node.site);
+    vg__node_trace_fini(&node); /* what is queued for the collector goes out */
     for (size_t i = 0; i < node.n_shared; i++) {
         vg_fn_shared_destroy(node.shared[i].dict);
         free(node.shared[i].app);

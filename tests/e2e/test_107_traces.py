@@ -1,0 +1,240 @@
+"""Traces: W3C traceparent continued and propagated to origins, a span per
+stage, the keep rules (head sampling, errors, slow requests), the ring
+behind GET /_verge/traces/ID, Server-Timing for developers, the trace id in
+the access log, and OTLP/HTTP JSON export to a collector that works, fails
+or is down."""
+
+import http.server
+import json
+import threading
+
+from harness import free_port, metric_sum, wait_for
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00-%s-00f067aa0ba902b7-01" % TRACE
+UNSAMPLED = "00-%s-00f067aa0ba902b7-00" % TRACE
+
+
+def app(origin_port):
+    return """\
+name: tr
+origins:
+  api:
+    servers: ["http://127.0.0.1:%d"]
+routes:
+  - path: /api
+    proxy: api
+    strip_prefix: /api
+  - exact: /boom
+    handler: edge.lua:boom
+  - exact: /ok
+    handler: edge.lua:ok
+""" % origin_port
+
+
+EDGE = """\
+function boom(req) error("kaboom") end
+function ok(req) return {body = "ok\\n"} end
+"""
+
+
+TOKEN = ["--admin-token", "tok"]
+
+
+def spans_of(v, trace, headers=None):
+    r = v.get("/_verge/traces/" + trace, headers=headers or {"Authorization": "Bearer tok"})
+    return r.status, (r.json() if r.status == 200 else None)
+
+
+def test_incoming_trace_is_continued_and_reaches_the_origin(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "1"] + TOKEN)
+    r = v.get("/api/x", headers={"traceparent": PARENT, "tracestate": "vendor=1"})
+    assert r.status == 200
+    (rec,) = o.requests
+    tp = rec.headers.get("traceparent")
+    assert tp.startswith("00-%s-" % TRACE) and tp.endswith("-01"), tp
+    assert tp.split("-")[2] != "00f067aa0ba902b7"  # verge's span, not the client's
+    assert rec.headers.get("tracestate") == "vendor=1"
+    status, recs = spans_of(v, TRACE)
+    assert status == 200, status
+    (t,) = recs
+    assert t["app"] == "tr" and t["route"] == "/api" and t["status"] == 200
+    names = [s["name"] for s in t["spans"]]
+    for stage in ("request", "route", "upstream", "upstream_connect", "upstream_first_byte", "upstream_body"):
+        assert stage in names, names
+    root = t["spans"][0]
+    assert root["parent_id"] == "00f067aa0ba902b7"  # joins the caller's span
+    assert tp.split("-")[2] == root["span_id"]  # the origin's parent is verge's request span
+    up = next(s for s in t["spans"] if s["name"] == "upstream")
+    assert up["detail"] == "127.0.0.1:%d" % o.port
+    assert all(s["start_us"] + s["duration_us"] <= root["duration_us"] + 1 for s in t["spans"])
+    assert wait_for(lambda: any(l.get("path") == "/api/x" for l in v.access_log()), 5)  # flushed on a tick
+    line = next(l for l in v.access_log() if l.get("path") == "/api/x")
+    assert line["trace_id"] == TRACE
+
+
+def test_keep_rules_errors_and_slow_requests_are_kept_unsampled(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "0", "--trace-slow", "150ms"] + TOKEN)
+    fine = "00-%s-00f067aa0ba902b7-00" % ("1" * 32)
+    failed = "00-%s-00f067aa0ba902b7-00" % ("2" * 32)
+    slow = "00-%s-00f067aa0ba902b7-00" % ("3" * 32)
+    assert v.get("/ok", headers={"traceparent": fine}).status == 200
+    assert v.get("/boom", headers={"traceparent": failed}).status == 500
+    assert v.get("/api/slow?delay=0.3", headers={"traceparent": slow}).status == 200
+    assert spans_of(v, "1" * 32)[0] == 404  # not sampled, fine, fast: forgotten
+    status, recs = spans_of(v, "2" * 32)
+    assert status == 200 and recs[0]["error"] and recs[0]["status"] == 500
+    handler = next(s for s in recs[0]["spans"] if s["name"] == "handler")
+    assert handler["error"]
+    status, recs = spans_of(v, "3" * 32)
+    assert status == 200 and recs[0]["spans"][0]["duration_us"] >= 150000
+    kept = metric_sum(v.metrics(), "verge_traces_kept_total")
+    assert kept == 2, kept
+
+
+def test_head_sampling_at_zero_keeps_no_fine_request(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "0"])
+    for _ in range(50):
+        assert v.get("/ok").status == 200
+    assert metric_sum(v.metrics(), "verge_traces_kept_total") == 0
+
+
+def test_server_timing_for_developers_only(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--admin-token", "s3cret"])
+    plain = v.get("/api/x")
+    assert "server-timing" not in plain.headers and "traceresponse" not in plain.headers
+    dbg = v.get("/api/x", headers={"X-Verge-Debug": "s3cret"})
+    st = dbg.headers.get("server-timing")
+    assert st and "upstream_first_byte;dur=" in st and "total;dur=" in st, st
+    assert dbg.headers.get("traceresponse", "").startswith("00-")
+    wrong = v.get("/api/x", headers={"X-Verge-Debug": "guess"})
+    assert "server-timing" not in wrong.headers
+    dev = verge(app(o.port), {"edge.lua": EDGE}, args=["--dev"])
+    assert "server-timing" in dev.get("/ok").headers
+
+
+def test_trace_lookup_needs_the_admin_token(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--admin-token", "s3cret", "--trace-sample", "1"])
+    v.get("/api/x", headers={"traceparent": PARENT})
+    assert spans_of(v, TRACE)[0] == 401
+    assert spans_of(v, TRACE, headers={"Authorization": "Bearer nope"})[0] == 401
+    assert spans_of(v, TRACE, headers={"Authorization": "Bearer s3cret"})[0] == 200
+    assert spans_of(v, "xyz", headers={"Authorization": "Bearer s3cret"})[0] == 400
+
+
+class Collector:
+    """An OTLP/HTTP collector stand-in: records bodies, answers `status`."""
+
+    def __init__(self, status=200):
+        self.status = status
+        self.bodies = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(n)
+                with outer.lock:
+                    outer.bodies.append((self.path, self.headers.get("Content-Type"), body))
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self):
+        with self.lock:
+            out = []
+            for path, ctype, body in self.bodies:
+                assert path == "/v1/traces" and ctype == "application/json"
+                doc = json.loads(body)
+                for rs in doc["resourceSpans"]:
+                    for ss in rs["scopeSpans"]:
+                        out += ss["spans"]
+            return out
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_export_to_a_collector(verge, origin):
+    o = origin("a")
+    c = Collector()
+    try:
+        v = verge(app(o.port), {"edge.lua": EDGE},
+                  args=["--trace-sample", "1", "--trace-export", "http://127.0.0.1:%d/v1/traces" % c.port])
+        v.get("/api/x", headers={"traceparent": PARENT})
+        assert wait_for(lambda: any(s["traceId"] == TRACE for s in c.spans()), 5)
+        mine = [s for s in c.spans() if s["traceId"] == TRACE]
+        root = next(s for s in mine if s["kind"] == 2)
+        assert root["parentSpanId"] == "00f067aa0ba902b7"
+        assert int(root["endTimeUnixNano"]) >= int(root["startTimeUnixNano"]) > 1.6e18
+        assert {"upstream", "route"} <= {s["name"] for s in mine}
+        assert wait_for(lambda: metric_sum(v.metrics(), "verge_trace_export_spans_total", result="exported") >= 1, 5)
+    finally:
+        c.close()
+
+
+def test_a_failing_or_dead_collector_never_slows_requests(verge, origin):
+    o = origin("a")
+    c = Collector(status=500)
+    dead = free_port()
+    try:
+        v = verge(app(o.port), {"edge.lua": EDGE},
+                  args=["--trace-sample", "1", "--trace-export", "http://127.0.0.1:%d/v1/traces" % c.port])
+        w = verge(app(o.port), {"edge.lua": EDGE},
+                  args=["--trace-sample", "1", "--trace-export", "http://127.0.0.1:%d/v1/traces" % dead])
+        for node in (v, w):
+            for _ in range(20):
+                assert node.get("/ok").status == 200
+        # each batch is tried 1 + 3 times (0.2 s, 0.4 s, 0.8 s apart), then dropped and counted
+        for node in (v, w):
+            assert wait_for(lambda: metric_sum(node.metrics(), "verge_trace_export_spans_total",
+                                                   result="dropped_failed") >= 1, 10), node.metrics()
+            assert metric_sum(node.metrics(), "verge_trace_export_failures_total") >= 4
+        assert len(c.bodies) >= 4  # the failing collector was asked, and asked again
+        assert v.get("/ok").status == 200
+    finally:
+        c.close()
+
+
+def test_verge_trace_finds_a_trace_across_nodes_over_nats(verge, verge_bin, nats_server, origin):
+    """A request through node A, proxied to node B, proxied to an origin:
+    one trace, a record on each node; `verge trace` gathers both over NATS
+    and nests B's request under A's."""
+    import subprocess
+    n = nats_server()
+    o = origin("a")
+    b = verge(app(o.port), {"edge.lua": EDGE}, args=["--nats", n.url, "--node-id", "node-b"])
+    a = verge(app(b.port).replace("strip_prefix: /api", "strip_prefix: /nothing"), {"edge.lua": EDGE},
+              args=["--nats", n.url, "--node-id", "node-a", "--trace-sample", "1"])
+    r = a.get("/api/x", headers={"traceparent": PARENT})
+    assert r.status == 200, r
+    out = subprocess.run([verge_bin, "trace", TRACE, "--nats", n.url, "--json"], capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    recs = json.loads(out.stdout)
+    assert sorted(x["node"] for x in recs) == ["node-a", "node-b"], recs
+    ra = next(x for x in recs if x["node"] == "node-a")
+    rb = next(x for x in recs if x["node"] == "node-b")
+    assert rb["spans"][0]["parent_id"] == ra["spans"][0]["span_id"]  # B continues A's trace (sampled flag too)
+    human = subprocess.run([verge_bin, "trace", TRACE, "--nats", n.url], capture_output=True, timeout=20, text=True)
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0].startswith("trace %s: " % TRACE)
+    b_root = next(l for l in lines if "node-b" in l and l.lstrip().startswith("request"))
+    assert b_root.startswith("  ")  # nested under node A's request
+    missing = subprocess.run([verge_bin, "trace", "f" * 32, "--nats", n.url, "--wait", "200ms"],
+                             capture_output=True, timeout=20, text=True)
+    assert missing.returncode == 1 and "no node holds" in missing.stderr
