@@ -35,7 +35,7 @@ static void node_usage(FILE *f)
                "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n"
                "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n"
                "  --trace-sample R     share of traces kept by head sampling, 0..1 (default 0.01); traces that\n"
-               "                       errored or were slow are kept whatever R is\n"
+               "                       errored or were slow are kept whatever R is; off: no traces at all\n"
                "  --trace-slow DUR     keep the trace of any request slower than DUR (default 500ms; 0: off)\n"
                "  --trace-ring N       kept traces per worker for `verge trace` (default 1024)\n"
                "  --trace-export URL   send kept traces to an OTLP/HTTP collector (http://HOST:PORT/v1/traces)\n\n"
@@ -113,6 +113,8 @@ static int trace_arg(int c, const char *arg, struct vg_node_options *o)
     char *end;
     switch (c) {
     case 1001:
+        if ((o->trace_off = strcmp(arg, "off") == 0))
+            return -1;
         o->trace_sample = strtod(arg, &end);
         if (*end || end == arg || !(o->trace_sample >= 0 && o->trace_sample <= 1))
             return bad("--trace-sample takes a number from 0 to 1, like 0.01", arg);

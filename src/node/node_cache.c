@@ -65,7 +65,7 @@ struct creq {
     h2o_headers_t client_headers; /* as the client sent them (revalidation adds its own conditionals) */
     struct vg_cache_req q;
     int64_t request_time;
-    uint64_t lookup_ns;                     /* when the lookup began (the trace's cache span) */
+    uint64_t lookup_at;                     /* when the lookup began (trace clock: the cache span) */
     bool key_known;                         /* the key had some variant: a vary-miss, not a uri-miss */
     bool leader;                            /* holds the key's slot (vg_cache_join) until leave */
     bool joined;                            /* asked once already: a woken waiter does not queue again */
@@ -128,7 +128,7 @@ static void count(struct creq *cq, enum vg__node_cache_result r)
     if (!cq->refresh && cq->counters)
         vg_obs_counter_add(cq->counters[r], 1);
     if (cq->fwd.trace) {
-        vg_span_t s = vg_trace_add(cq->fwd.trace, "cache", cq->fwd.trace_parent, cq->lookup_ns, vg_trace_now_ns());
+        vg_span_t s = vg_trace_add(cq->fwd.trace, "cache", cq->fwd.trace_parent, cq->lookup_at, vg_trace_clock());
         vg_trace_detail(cq->fwd.trace, s, names[r], strlen(names[r]));
     }
 }
@@ -758,7 +758,7 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
     cq->client_headers = req->headers; /* the vector is copied: revalidation replaces req->headers */
     cq->q = (struct vg_cache_req){.method = req->method, .headers = &cq->client_headers};
     cq->request_time = time(NULL);
-    cq->lookup_ns = fwd->trace ? vg_trace_now_ns() : 0;
+    cq->lookup_at = fwd->trace ? vg_trace_clock() : 0;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     if (!get) { /* not for the cache; an unsafe one invalidates on success */

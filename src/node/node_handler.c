@@ -531,30 +531,35 @@ static void on_upstream_event(void *data, enum vg_proxy_event ev, int server)
 {
     struct reqstate *rs = data;
     struct vg_trace *t = rs->trace;
-    vg_trace_end(t, rs->sp_phase);
+    if (ev == VG_PROXY_ATTEMPT)
+        rs->server = server;
+    if (!t)
+        return;
     switch (ev) {
     case VG_PROXY_ATTEMPT: {
-        rs->server = server;
         if (rs->sp_upstream != VG_SPAN_NONE) { /* the previous attempt failed: this is a retry */
             vg_trace_fail(t, rs->sp_upstream);
-            vg_trace_end(t, rs->sp_upstream);
+            vg_trace_end(t, rs->sp_phase);
         }
-        rs->sp_upstream = vg_trace_begin(t, "upstream", 0);
+        rs->sp_upstream = vg_trace_next(t, rs->sp_upstream, "upstream", 0);
         const char *a = rs->origin->authority[server];
         vg_trace_detail(t, rs->sp_upstream, a, strlen(a));
-        rs->sp_phase = vg_trace_begin(t, "upstream_connect", rs->sp_upstream);
+        rs->sp_phase = vg_trace_add(t, "upstream_connect", rs->sp_upstream, vg_trace_span_start(t, rs->sp_upstream), 0);
         return;
     }
     case VG_PROXY_CONNECTED:
-        rs->sp_phase = vg_trace_begin(t, "upstream_first_byte", rs->sp_upstream);
+        rs->sp_phase = vg_trace_next(t, rs->sp_phase, "upstream_first_byte", rs->sp_upstream);
         return;
     case VG_PROXY_HEAD:
-        rs->sp_phase = vg_trace_begin(t, "upstream_body", rs->sp_upstream);
+        rs->sp_phase = vg_trace_next(t, rs->sp_phase, "upstream_body", rs->sp_upstream);
         return;
-    case VG_PROXY_END:
+    case VG_PROXY_END: {
+        uint64_t now = vg_trace_clock();
+        vg_trace_end_at(t, rs->sp_phase, now);
+        vg_trace_end_at(t, rs->sp_upstream, now);
         rs->sp_phase = VG_SPAN_NONE;
-        vg_trace_end(t, rs->sp_upstream);
         return;
+    }
     }
 }
 

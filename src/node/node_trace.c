@@ -28,6 +28,8 @@ static const h2o_iovec_t env_trace = {H2O_STRLIT("verge.trace")};
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
 {
     struct vg_node *node = w->node;
+    if (node->opt.trace_off)
+        return NULL;
     struct vg_trace_parent parent, *pp = NULL;
     ssize_t i = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
     if (i >= 0 &&
@@ -53,6 +55,8 @@ struct vg_trace *vg__node_trace_of(h2o_req_t *req)
 
 void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req)
 {
+    if (!t)
+        return; /* tracing off: an incoming traceparent passes through */
     /* the callee's parent is our span; tracestate passes through untouched */
     char *tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
     vg_trace_child_header(t, from, tp);
@@ -174,6 +178,7 @@ static void collect_traces(void *data, struct vg_obs_buf *buf)
 
 int vg__node_trace_init(struct vg_node *node)
 {
+    vg_trace_clock_init(); /* its 2 ms calibration now, not in a request */
     node->m_traces_kept =
         vg_obs_counter_get(node->metrics, "verge_traces_kept_total",
                            "Traces kept (head-sampled, errored or slow) in the rings and for export.", "");

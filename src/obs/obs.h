@@ -95,11 +95,19 @@ struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, 
 
 /* Starts a span (name: a static string) under parent; VG_SPAN_NONE when
  * the trace is full (counted in the record as dropped spans), which every
- * other call accepts and ignores. */
+ * other call accepts and ignores. The span calls also accept a NULL trace
+ * (tracing off) and do nothing. */
 vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent);
 void vg_trace_end(struct vg_trace *t, vg_span_t s);
-/* A span that already happened (start and end in CLOCK_MONOTONIC ns). */
-vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start_ns, uint64_t end_ns);
+/* Ends s (when open) at a vg_trace_clock reading already taken. */
+void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at);
+/* s's start (a vg_trace_clock reading; 0 for VG_SPAN_NONE). */
+uint64_t vg_trace_span_start(const struct vg_trace *t, vg_span_t s);
+/* Ends ending (when open) and starts the next stage at the same instant:
+ * one clock reading for both. */
+vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent);
+/* A span that already happened, between two vg_trace_clock readings. */
+vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end);
 /* A short detail shown with the span ("hit", "10.0.0.1:80"): copied, at
  * most 63 bytes kept. */
 void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t len);
@@ -115,7 +123,13 @@ uint64_t vg_trace_elapsed_us(const struct vg_trace *t);
  * has ended, then `total;dur=MS` (the request so far). Returns the length
  * written to buf (NUL-terminated; spans that do not fit are left out). */
 size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap);
-uint64_t vg_trace_now_ns(void); /* CLOCK_MONOTONIC */
+/* The trace clock: cheap readings in private units (the TSC where the
+ * kernel trusts it), for spans; vg_trace_clock_ns converts a difference.
+ * vg_trace_clock_init measures the TSC's rate (2 ms, once; vg_trace_init
+ * calls it, call it at start-up to keep that off a request). */
+void vg_trace_clock_init(void);
+uint64_t vg_trace_clock(void);
+uint64_t vg_trace_clock_ns(uint64_t from, uint64_t to);
 
 /* Head sampling, the same on every node for a trace: a parent's sampled
  * flag wins; otherwise a deterministic function of the trace id's random

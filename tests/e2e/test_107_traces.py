@@ -238,3 +238,14 @@ def test_verge_trace_finds_a_trace_across_nodes_over_nats(verge, verge_bin, nats
     missing = subprocess.run([verge_bin, "trace", "f" * 32, "--nats", n.url, "--wait", "200ms"],
                              capture_output=True, timeout=20, text=True)
     assert missing.returncode == 1 and "no node holds" in missing.stderr
+
+
+def test_tracing_off_records_nothing_and_passes_traceparent_through(verge, origin):
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "off", "--dev"])
+    r = v.get("/api/x", headers={"traceparent": PARENT})
+    assert r.status == 200 and "server-timing" not in r.headers
+    assert o.requests[0].headers.get("traceparent") == PARENT  # untouched: verge is not in the trace
+    assert v.get("/boom").status == 500
+    assert spans_of(v, TRACE)[0] == 404
+    assert metric_sum(v.metrics(), "verge_traces_kept_total") == 0
