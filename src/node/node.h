@@ -49,11 +49,15 @@ struct vg_node_options {
     uint64_t trace_slow_ms;
     size_t trace_ring;
     const char *trace_export;
+    size_t log_ring_bytes; /* recent log lines kept for `verge logs` (default 8 MiB) */
 };
 
 /* Trace lookups over the bus: a request carrying a trace id (32 hex); every
  * node holding records of it answers with their JSON array. */
 #define VG_NODE_TRACE_SUBJECT "verge.trace.get"
+
+/* Log queries over the bus (see node_logs.c): every node answers. */
+#define VG_NODE_LOGS_SUBJECT "verge.logs.query"
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a
  * clean drain, 1 when start-up failed — the reason is logged). */

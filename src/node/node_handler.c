@@ -31,6 +31,7 @@ struct reqstate {
     /* the trace: its stages' spans while they run */
     struct vg_trace *trace;
     vg_span_t sp_lua, sp_upstream, sp_phase;
+    bool internal; /* /_verge/...: not in the log ring (a `verge logs -f` would see its own polls) */
 };
 
 static const h2o_iovec_t hdr_reqid = {H2O_STRLIT("x-request-id")};
@@ -88,12 +89,10 @@ static void access_log_text(struct reqstate *rs, int status, uint64_t dur_us)
         log_append(rs->worker, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+/* The JSON line goes to the node's log ring (verge logs) and, in JSON
+ * mode, to stdout; --log-format text prints the short form instead. */
 static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
 {
-    if (!vg_log_is_json()) {
-        access_log_text(rs, status, dur_us);
-        return;
-    }
     h2o_req_t *req = rs->req;
     char line[3072];
     size_t cap = sizeof(line), o = 0;
@@ -124,8 +123,13 @@ static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
     if (o + 2 >= cap)
         return; /* cannot happen with the bounds above; never log a torn line */
     line[o++] = '}';
+    if (!rs->internal)
+        vg_log_ring_append(rs->worker->node->log_ring, vg_wall_us(), line, o);
     line[o++] = '\n';
-    log_append(rs->worker, line, o);
+    if (vg_log_is_json())
+        log_append(rs->worker, line, o);
+    else
+        access_log_text(rs, status, dur_us);
 }
 
 /* ---- metrics ----------------------------------------------------------------- */
@@ -259,6 +263,7 @@ static bool internal_endpoint(struct reqstate *rs)
 {
     h2o_req_t *req = rs->req;
     h2o_iovec_t p = req->path_normalized;
+    rs->internal = p.len >= 8 && memcmp(p.base, "/_verge/", 8) == 0;
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/health"))) {
         if (!vg__node_state_ready(rs->worker->node)) /* a global replica is still loading */
             vg_http_send_text(req, 503, "text/plain; charset=utf-8", H2O_STRLIT("not ready: loading global state\n"));
@@ -273,6 +278,10 @@ static bool internal_endpoint(struct reqstate *rs)
     static const h2o_iovec_t traces = {H2O_STRLIT("/_verge/traces/")};
     if (p.len > traces.len && memcmp(p.base, traces.base, traces.len) == 0) {
         vg__node_trace_endpoint(rs->worker, req, h2o_iovec_init(p.base + traces.len, p.len - traces.len));
+        return true;
+    }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/logs"))) {
+        vg__node_logs_endpoint(rs->worker, req);
         return true;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {

@@ -234,6 +234,9 @@ struct vg_node {
     struct vg_obs_histogram *m_kv_propagation;
     struct vg__node_exporter *trace_exporter; /* --trace-export, else NULL */
     struct vg_bus_sub *trace_sub;             /* lookups from `verge trace` */
+    struct vg_log_ring *log_ring;             /* recent lines for `verge logs` */
+    struct vg_bus_sub *logs_sub;              /* queries from `verge logs` */
+    char boot_id[17];                         /* this process's: cursors of another one start over */
     struct vg_obs_counter *m_traces_kept;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
@@ -324,6 +327,17 @@ void vg__node_access_log_flush(struct vg_worker *w);
  * constant time in the token's length (node_cache.c). token NULL: no. */
 bool vg__node_token_equal(h2o_iovec_t v, const char *token);
 bool vg__node_token_ok(h2o_req_t *req, const char *token);
+
+/* ---- logs (node_logs.c) ---- */
+
+/* The ring every log line also goes to (init first thing, fini last). */
+void vg__node_logs_init(struct vg_node *node);
+void vg__node_logs_fini(struct vg_node *node);
+/* Answers "verge.logs.query" on the bus (after the bus is up). */
+void vg__node_logs_subscribe(struct vg_node *node);
+void vg__node_logs_unsubscribe(struct vg_node *node);
+/* GET /_verge/logs. */
+void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
 
 /* ---- traces (node_trace.c, node_trace_export.c) ---- */
 

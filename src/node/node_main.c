@@ -460,6 +460,7 @@ int vg_node_run(const struct vg_node_options *opt)
     pthread_mutex_init(&node.mu, NULL);
     pthread_mutex_init(&node.stats_mu, NULL);
     signal(SIGPIPE, SIG_IGN);
+    vg__node_logs_init(&node); /* from the first line on */
 
     struct vg_conf_app **apps;
     struct dirs d;
@@ -485,6 +486,7 @@ int vg_node_run(const struct vg_node_options *opt)
     metrics_init(&node);
     if (cache_init(&node) != 0 || bus_init(&node) != 0 || vg__node_state_init(&node) != 0)
         return 1;
+    vg__node_logs_subscribe(&node);
     vg_obs_collector_add(node.metrics, collect_bus, &node);
     gconf_init(&node);
     apply_limits(&node, apps, n_apps);
@@ -540,6 +542,7 @@ int vg_node_run(const struct vg_node_options *opt)
     free(node.appstats);
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
+    vg__node_logs_unsubscribe(&node);
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
@@ -549,5 +552,6 @@ int vg_node_run(const struct vg_node_options *opt)
     node.cache = NULL;
     uv_loop_close(&m.loop);
     vg_log(VG_LOG_INFO, "stopped", NULL);
+    vg__node_logs_fini(&node);
     return 0;
 }

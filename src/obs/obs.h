@@ -180,4 +180,45 @@ size_t vg_trace_ring_find(struct vg_trace_ring *g, const uint8_t id[16], struct 
 char *vg_trace_otlp_json(struct vg_trace_rec *const *recs, size_t n, const char *service, const char *node,
                          const char *location);
 
+/* ---- logs ---------------------------------------------------------------------------- */
+
+/* A node's recent log lines (node log, access log, Lua's verge.log: one
+ * JSON object per line) in a fixed byte budget, oldest out first; every
+ * line gets a sequence number, so a reader keeps a cursor and asks for
+ * what came after it. Any thread; writers hold the lock for a memcpy. */
+struct vg_log_ring;
+struct vg_log_ring *vg_log_ring_create(size_t bytes);
+void vg_log_ring_destroy(struct vg_log_ring *g);
+/* Lines longer than a quarter of the budget are cut. */
+void vg_log_ring_append(struct vg_log_ring *g, uint64_t time_us, const char *line, size_t len);
+
+struct vg_log_line {
+    uint64_t seq, time_us;
+    const char *text; /* into the batch's memory, not NUL-terminated */
+    size_t len;
+};
+struct vg_log_batch {
+    struct vg_log_line *lines;
+    size_t n;
+    uint64_t next;   /* the cursor to ask with next time */
+    uint64_t missed; /* lines after the cursor that were overwritten before this read */
+    char *mem;
+};
+/* Copies the lines after cursor `after` with time >= since_us, oldest
+ * first; free with vg_log_batch_free. */
+void vg_log_ring_read(struct vg_log_ring *g, uint64_t after, uint64_t since_us, struct vg_log_batch *out);
+void vg_log_batch_free(struct vg_log_batch *b);
+
+/* Log filters: terms separated by ',' (all must hold), each FIELD OP VALUE
+ * with OP one of = != > >= < <= ~ (contains); numbers compare as numbers,
+ * anything else as strings; a field a line lacks fails the term (!= holds).
+ * E.g. "status>=500,app=shop", "msg~timeout". Untrusted (it comes over the
+ * network): fuzzed. NULL with a reason when it does not parse. */
+struct vg_log_filter;
+struct vg_log_filter *vg_log_filter_parse(const char *expr, const char **why);
+void vg_log_filter_free(struct vg_log_filter *f);
+/* Whether a line (a JSON object) passes; a line that is not JSON never does. */
+bool vg_log_filter_match(const struct vg_log_filter *f, const char *line, size_t len);
+bool vg_log_filter_match_json(const struct vg_log_filter *f, const struct json_t *obj);
+
 #endif
