@@ -372,3 +372,48 @@ def test_check_refuses_bad_subscriptions_with_file_line_col(verge_bin, tmp_path)
     assert rc != 0 and out[:2] == (6, 14) and "no function 'missing'" in out[2], out
     rc, out = check(verge_bin, tmp_path, BASE + "  - subject: a\n    handler: edge.lua:on_order\n    deliver: many\n")
     assert rc != 0 and out[:2] == (7, 14) and "deliver" in out[2], out
+
+
+# ---- back pressure ----------------------------------------------------------------------
+
+BUSY = """\
+name: busy
+limits:
+  lua_instructions: 10000000000
+subscriptions:
+  - subject: jobs
+    handler: edge.lua:job
+routes:
+  - exact: /n
+    handler: edge.lua:n
+"""
+BUSY_LUA = """\
+function job(msg)
+  if msg.data == "spin" then local t = os.clock() while os.clock() - t < 1.5 do end end
+  verge.shared.incr("n", 1)
+end
+function n(req) return {body = tostring(verge.shared.get("n") or 0)} end
+"""
+
+
+def test_a_full_worker_queue_drops_counted_and_logged(verge, nats_server):
+    n = nats_server()
+    v = verge(BUSY, {"edge.lua": BUSY_LUA}, args=["--nats", n.url], workers=1)
+    c = Client(n.port)
+    c.pub("verge.app.busy.jobs", b"spin")  # holds the only worker's loop for 1.5 s
+    c.flush()
+    time.sleep(0.2)
+    total = 6000
+    for i in range(total):
+        c.pub("verge.app.busy.jobs", b"x")
+    c.flush()
+
+    def accounted():
+        return messages(v, "jobs", "ok") + messages(v, "jobs", "dropped")
+
+    wait_for(lambda: accounted() == total + 1, 20)
+    dropped = messages(v, "jobs", "dropped")
+    assert 0 < dropped <= total - 4096, dropped  # the queue holds 4096 per worker
+    assert int(v.get("/n").body) == total + 1 - dropped
+    assert any(r.get("msg") == "message dropped" and r.get("reason") == "the worker's queue is full"
+               for r in v.log_records())
