@@ -162,7 +162,7 @@ def test_deliver_one_and_all_across_two_nodes(verge, nats_server):
     def counts():
         return [tuple(int(x) for x in v.get("/n").body.split()) for v in (a, b)]
 
-    wait_for(lambda: sum(w for w, _ in counts()) >= 40 and all(nw >= 5 for _, nw in counts()), 10)
+    assert wait_for(lambda: sum(w for w, _ in counts()) >= 40 and all(nw >= 5 for _, nw in counts()), 10)
     time.sleep(0.3)
     (wa, na), (wb, nb) = counts()
     assert wa + wb == 40, counts()  # each "one" message handled once, by one node
@@ -213,12 +213,12 @@ def test_handlers_over_a_limit_are_stopped_counted_and_the_next_message_runs(ver
     for i, (d, limit) in enumerate(expect.items()):
         assert v.get("/pub?d=" + d).body == b"true\n"
         assert v.get("/pub?d=ok%d" % i).body == b"true\n"
-        wait_for(lambda: v.get("/done").body == b"ok%d" % i, 10)
-        wait_for(lambda: any(r.get("msg") == "function stopped at a limit" and r.get("limit") == limit
+        assert wait_for(lambda: v.get("/done").body == b"ok%d" % i, 10)
+        assert wait_for(lambda: any(r.get("msg") == "function stopped at a limit" and r.get("limit") == limit
                              and r.get("function") == "job" for r in v.log_records()), 5)
     assert v.get("/pub?d=error").body == b"true\n"
     assert v.get("/pub?d=after").body == b"true\n"
-    wait_for(lambda: v.get("/done").body == b"after", 10)
+    assert wait_for(lambda: v.get("/done").body == b"after", 10)
     assert messages(v, "jobs", "limit") == 5
     assert messages(v, "jobs", "error") == 1
     assert messages(v, "jobs", "ok") == 6
@@ -275,7 +275,7 @@ def test_request_to_the_apps_own_subscription_in_process(verge):
     assert r.startswith("false") and "not available in message handlers" in r, r
     assert v.get("/ask?s=a..b").status == 500  # a script error, logged
     assert any("verge.request: invalid subject 'a..b'" in r.get("error", "") for r in v.log_records())
-    wait_for(lambda: messages(v, "svc.*", "error") == 1, 5)
+    assert wait_for(lambda: messages(v, "svc.*", "error") == 1, 5)
 
 
 def test_request_across_two_nodes_over_nats(verge, nats_server):
@@ -293,7 +293,7 @@ def test_request_across_two_nodes_over_nats(verge, nats_server):
     c = Client(n.port, headers=True)
     assert c.request("verge.app.rr.svc.x", b"q")[1] == b"echo:q:svc.x:b"
     b.stop()
-    wait_for(lambda: ask(a, "svc.echo", t=300)[1] == "no responders", 5)
+    assert wait_for(lambda: ask(a, "svc.echo", t=300)[1] == "no responders", 5)
 
 
 # ---- reload ------------------------------------------------------------------------
@@ -321,20 +321,20 @@ def test_reload_new_messages_run_the_new_version_in_flight_ones_finish(verge, tm
     routes_pub = "  - exact: /pub\n    handler: edge.lua:pub\n"
     v = verge(RELOAD + routes_pub, {"edge.lua": "VERSION = 'v1'\n" + RELOAD_LUA})
     assert v.get("/pub?d=first").body == b"true"
-    wait_for(lambda: v.get("/get?k=first").body == b"v1", 5)
+    assert wait_for(lambda: v.get("/get?k=first").body == b"v1", 5)
     assert v.get("/pub?d=slow").body == b"true"
     time.sleep(0.1)  # the slow call is waiting on v1
     write_app(v.app_dirs[0], RELOAD + routes_pub, {"edge.lua": "VERSION = 'v2'\n" + RELOAD_LUA})
     v.reload()
-    wait_for(lambda: any(r.get("msg") == "reloaded" for r in v.log_records()), 5)
+    assert wait_for(lambda: any(r.get("msg") == "reloaded" for r in v.log_records()), 5)
     assert v.get("/pub?d=second").body == b"true"
-    wait_for(lambda: v.get("/get?k=second").body == b"v2", 5)
-    wait_for(lambda: v.get("/get?k=slow").body == b"v1", 5)  # finished on the old version
+    assert wait_for(lambda: v.get("/get?k=second").body == b"v2", 5)
+    assert wait_for(lambda: v.get("/get?k=slow").body == b"v1", 5)  # finished on the old version
     # the subscription goes away with the manifest's entry
     write_app(v.app_dirs[0], "name: up\nroutes:\n  - exact: /get\n    handler: edge.lua:get\n" + routes_pub,
               {"edge.lua": "VERSION = 'v3'\n" + RELOAD_LUA})
     v.reload()
-    wait_for(lambda: sum(1 for r in v.log_records() if r.get("msg") == "reloaded") == 2, 5)
+    assert wait_for(lambda: sum(1 for r in v.log_records() if r.get("msg") == "reloaded") == 2, 5)
     assert v.get("/pub?d=third").body == b"true"
     time.sleep(0.3)
     assert v.get("/get?k=third").body == b"nil"
@@ -411,9 +411,52 @@ def test_a_full_worker_queue_drops_counted_and_logged(verge, nats_server):
     def accounted():
         return messages(v, "jobs", "ok") + messages(v, "jobs", "dropped")
 
-    wait_for(lambda: accounted() == total + 1, 20)
+    assert wait_for(lambda: accounted() == total + 1, 20)
     dropped = messages(v, "jobs", "dropped")
     assert 0 < dropped <= total - 4096, dropped  # the queue holds 4096 per worker
     assert int(v.get("/n").body) == total + 1 - dropped
     assert any(r.get("msg") == "message dropped" and r.get("reason") == "the worker's queue is full"
                for r in v.log_records())
+
+
+def test_removing_an_app_while_its_handler_waits(verge):
+    """The app goes away (its directory now holds another app) while a
+    handler sleeps and another waits in verge.request: both finish on the
+    old version, then its Lua states go (run under ASan: no use after
+    free)."""
+    gone = """\
+name: gone
+subscriptions:
+  - subject: ev
+    handler: edge.lua:ev
+  - subject: svc
+    handler: edge.lua:svc
+routes:
+  - exact: /pub
+    handler: edge.lua:pub
+"""
+    lua = """\
+function ev(msg)
+  if msg.data == "ask" then
+    local r, err = verge.request("svc", "x", {timeout = 300})
+    verge.log.info("asked", {answer = tostring(r), err = tostring(err)})
+  else
+    verge.sleep(300)
+    verge.log.info("slept", {data = msg.data})
+  end
+end
+function svc(msg) verge.sleep(1000) return "late" end
+function pub(req) return {body = tostring(verge.publish("ev", req.query.d))} end
+"""
+    v = verge(gone, {"edge.lua": lua}, workers=2)
+    assert v.get("/pub?d=a").body == b"true"
+    assert v.get("/pub?d=ask").body == b"true"
+    time.sleep(0.1)
+    write_app(v.app_dirs[0], "name: other\nroutes:\n  - respond: ok\n", {})
+    v.reload()
+    assert wait_for(lambda: any(r.get("msg") == "reloaded" for r in v.log_records()), 5)
+    assert wait_for(lambda: any(r.get("msg") == "slept" and r.get("app") == "gone" for r in v.log_records()), 5)
+    assert wait_for(lambda: any(r.get("msg") == "asked" and r.get("err") == "timeout" for r in v.log_records()), 5)
+    time.sleep(1.2)  # the late answer finds no call waiting
+    assert v.get("/").body == b"ok"
+    assert v.alive()
