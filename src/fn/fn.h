@@ -193,8 +193,8 @@ typedef void (*vg_fn_msg_done_cb)(void *data, enum vg_fn_msg_result r);
  * m in a coroutine of its own, with the limits of a request: it may wait
  * (verge.sleep, verge.kv, verge.request) while the worker serves others.
  * The handler gets {subject=, data=, reply=bool}; when m has a reply
- * subject and the handler returns a string, that is published as the
- * answer. done runs once, from the loop, after the call has let go of
+ * subject and the handler returns a string (or a table: as JSON), that
+ * is published as the answer. done runs once, from the loop, after the call has let go of
  * everything (a's state may be destroyed in it); id names the call in
  * logs. Needs env.loop and env.bus. */
 void vg_fn_msg_run(struct vg_fn_app *a, size_t sub, const struct vg_fn_msg *m, const char *id, vg_fn_msg_done_cb done,

@@ -33,6 +33,26 @@ static void end(struct msg_run *run, enum vg_fn_msg_result r)
     uv_close((uv_handle_t *)&run->closer, on_closed);
 }
 
+/* A table answer becomes JSON through verge.json.encode, on the finished
+ * coroutine (no call is current: the hook only counts nothing, the memory
+ * cap still holds and a failure is an error of the call). */
+static bool encode_table(struct vg__fn_call *c)
+{
+    lua_State *co = c->co;
+    lua_settop(co, 2);
+    lua_getfield(co, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(co, -1, "verge.json");
+    lua_getfield(co, -1, "encode");
+    lua_pushvalue(co, 2);
+    if (lua_pcall(co, 1, 1, 0) != LUA_OK) {
+        lua_pushfstring(co, "bad result: the answer table cannot be JSON: %s", lua_tostring(co, -1));
+        return false;
+    }
+    lua_replace(co, 2);
+    lua_settop(co, 2);
+    return true;
+}
+
 /* The handler returned: its first result (index 2) answers a request. */
 static void msg_result(struct vg__fn_call *c)
 {
@@ -40,8 +60,12 @@ static void msg_result(struct vg__fn_call *c)
     lua_State *co = c->co;
     bool has = lua_gettop(co) >= 2 && !lua_isnil(co, 2);
     if (run->reply && has) {
+        if (lua_type(co, 2) == LUA_TTABLE && !encode_table(c)) {
+            vg__fn_call_bad_result(c, lua_tostring(co, -1));
+            return;
+        }
         if (lua_type(co, 2) != LUA_TSTRING) {
-            vg__fn_call_bad_result(c, "expected a string (the answer) or nil; verge.json.encode(t) makes one");
+            vg__fn_call_bad_result(c, "expected a string or a table (the answer, sent as JSON) or nil");
             return;
         }
         size_t n;

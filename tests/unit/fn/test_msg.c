@@ -29,14 +29,15 @@ static const char EDGE[] = "function echo(msg) return 'got ' .. msg.data .. ' on
                            "tostring(msg.reply) end\n"
                            "function spin(msg) while true do end end\n"
                            "function fail(msg) error('boom') end\n"
-                           "function tbl(msg) return {1} end\n"
+                           "function tbl(msg) return {ok = true, n = {1, 2}} end\n"
+                           "function bad(msg) return msg.data == 'f' and function() end or {f = print} end\n"
                            "function ask(msg) local r, err = verge.request(msg.data, 'q', {timeout = 100})\n"
                            "  return tostring(r) .. ' ' .. tostring(err) end\n"
                            "function nap(msg) verge.sleep(20) return 'slept' end\n"
                            "function fetch(msg) local ok, err = pcall(verge.fetch, 'http://127.0.0.1:1/')\n"
                            "  return tostring(err) end\n";
-static const char *const SUBS[] = {"echo", "spin", "fail", "tbl", "ask", "nap", "fetch"};
-enum { S_ECHO, S_SPIN, S_FAIL, S_TBL, S_ASK, S_NAP, S_FETCH };
+static const char *const SUBS[] = {"echo", "spin", "fail", "tbl", "ask", "nap", "fetch", "bad"};
+enum { S_ECHO, S_SPIN, S_FAIL, S_TBL, S_ASK, S_NAP, S_FETCH, S_BAD };
 
 /* ---- the other side of the bus ---- */
 
@@ -188,9 +189,13 @@ static void test_limits_and_errors(void **state)
     char answer[256];
     assert_int_equal(run(S_SPIN, "", NULL), VG_FN_MSG_LIMIT);
     assert_int_equal(run(S_FAIL, "", NULL), VG_FN_MSG_ERROR);
-    assert_int_equal(run_answered(S_TBL, "", answer, sizeof(answer)), VG_FN_MSG_ERROR); /* not a string */
+    assert_int_equal(run_answered(S_TBL, "", answer, sizeof(answer)), VG_FN_MSG_OK); /* a table: JSON */
+    assert_true(strcmp(answer, "{\"ok\":true,\"n\":[1,2]}") == 0 || strcmp(answer, "{\"n\":[1,2],\"ok\":true}") == 0);
+    assert_int_equal(run_answered(S_BAD, "f", answer, sizeof(answer)), VG_FN_MSG_ERROR); /* a function */
     assert_string_equal(answer, "");
-    assert_int_equal(run(S_TBL, "", NULL), VG_FN_MSG_OK); /* nobody asked: the result is ignored */
+    assert_int_equal(run_answered(S_BAD, "t", answer, sizeof(answer)), VG_FN_MSG_ERROR); /* not JSON */
+    assert_string_equal(answer, "");
+    assert_int_equal(run(S_BAD, "f", NULL), VG_FN_MSG_OK); /* nobody asked: the result is ignored */
     assert_int_equal(run_answered(S_FETCH, "", answer, sizeof(answer)), VG_FN_MSG_OK);
     assert_non_null(strstr(answer, "not available in message handlers"));
     assert_int_equal(run_answered(S_ECHO, "after", answer, sizeof(answer)), VG_FN_MSG_OK);
