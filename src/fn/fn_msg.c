@@ -45,7 +45,7 @@ static bool encode_table(struct vg__fn_call *c)
     lua_getfield(co, -1, "encode");
     lua_pushvalue(co, 2);
     if (lua_pcall(co, 1, 1, 0) != LUA_OK) {
-        lua_pushfstring(co, "bad result: the answer table cannot be JSON: %s", lua_tostring(co, -1));
+        lua_pushfstring(co, "the answer table cannot be JSON: %s", lua_tostring(co, -1));
         return false;
     }
     lua_replace(co, 2);
