@@ -250,6 +250,17 @@ static int ip_request(struct vg_bus *b, const char *subject, const void *data, s
     return rc;
 }
 
+static bool ip_listened(struct vg_bus *b, const char *subject)
+{
+    return has_listener(of(b), subject);
+}
+
+static void ip_inbox(struct vg_bus *b, char *buf, size_t cap)
+{
+    static uint64_t seq; /* several in-process buses in one process (tests) */
+    snprintf(buf, cap, "_INBOX.ip%llu", (unsigned long long)__atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+}
+
 static void ip_destroy(struct vg_bus *b)
 {
     struct inproc *ip = of(b);
@@ -270,6 +281,8 @@ static const struct vg_bus_ops inproc_ops = {
     .unsubscribe = ip_unsubscribe,
     .request = ip_request,
     .destroy = ip_destroy,
+    .inbox = ip_inbox,
+    .listened = ip_listened,
 };
 
 int vg_bus_inproc_create(struct vg_bus **out)
@@ -283,6 +296,7 @@ int vg_bus_inproc_create(struct vg_bus **out)
     if (pthread_create(&ip->thread, NULL, dispatch_main, ip) != 0) {
         pthread_mutex_destroy(&ip->mu);
         pthread_cond_destroy(&ip->cv);
+        vg__bus_fini(&ip->super);
         free(ip);
         return VG_ENOMEM;
     }

@@ -96,7 +96,8 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     struct vg_bus_msg m = {.subject = natsMsg_GetSubject(msg),
                            .reply = natsMsg_GetReply(msg),
                            .data = natsMsg_GetData(msg),
-                           .len = (size_t)natsMsg_GetDataLength(msg)};
+                           .len = (size_t)natsMsg_GetDataLength(msg),
+                           .no_responders = natsMsg_IsNoResponders(msg)};
     vg__bus_sub_deliver(arg, &m);
     natsMsg_Destroy(msg);
 }
@@ -159,6 +160,16 @@ static int nb_request(struct vg_bus *b, const char *subject, const void *data, s
     return 0;
 }
 
+static void nb_inbox(struct vg_bus *b, char *buf, size_t cap)
+{
+    natsInbox *in = NULL;
+    if (natsInbox_Create(&in) == NATS_OK) /* "_INBOX.<nuid>": unique across nodes */
+        snprintf(buf, cap, "%s", (const char *)in);
+    else
+        snprintf(buf, cap, "_INBOX.vg%p%llu", (void *)b, (unsigned long long)vg_wall_us());
+    natsInbox_Destroy(in);
+}
+
 static void nb_destroy(struct vg_bus *b)
 {
     struct nbus *n = of(b);
@@ -177,6 +188,7 @@ static const struct vg_bus_ops nats_ops = {
     .unsubscribe = nb_unsubscribe,
     .request = nb_request,
     .destroy = nb_destroy,
+    .inbox = nb_inbox,
 };
 
 static natsStatus set_options(struct nbus *n, const struct vg_bus_options *o)
@@ -223,6 +235,7 @@ int vg_bus_nats_create(const struct vg_bus_options *o, struct vg_bus **out, char
         snprintf(err, errcap, "%s: %s", o->urls[0], natsStatus_GetText(s));
         natsOptions_Destroy(n->opts);
         pthread_mutex_destroy(&n->mu);
+        vg__bus_fini(&n->super);
         free(n);
         return VG_ENET;
     }

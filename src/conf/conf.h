@@ -177,6 +177,16 @@ struct vg_conf_rollout {
 
 void vg_conf_rollout_default(struct vg_conf_rollout *r);
 
+/* A `subscriptions:` entry: messages on verge.app.<name>.<subject> run
+ * handler. Wildcards as NATS: '*' one token, a final '>' one or more. */
+#define VG_CONF_SUB_SUBJECT_MAX 180 /* with the prefix, within a bus subject's 256 bytes */
+struct vg_conf_sub {
+    char *subject; /* relative to the app's prefix */
+    struct vg_conf_fnref handler;
+    bool deliver_all; /* every node handles each message; default: one node (a queue group) */
+    int line, col;
+};
+
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
     char *tls_cert; /* absolute path or NULL */
@@ -199,6 +209,8 @@ struct vg_conf_app {
     struct vg_conf_listen *listen;
     size_t n_listen;
     struct vg_conf_rollout rollout;
+    struct vg_conf_sub *subs; /* `subscriptions:` */
+    size_t n_subs;
 };
 
 /* A diagnostic: "file:line:col: message". */

@@ -234,6 +234,7 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"origins", vg__conf_origins_parse, false},
         {"routes", vg__conf_routes_parse, true},
         {"rollout", vg__conf_rollout_parse, false},
+        {"subscriptions", vg__conf_subs_parse, false},
     };
     vg_conf_limits_default(&ld->app->limits);
     vg_conf_rollout_default(&ld->app->rollout);

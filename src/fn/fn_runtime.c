@@ -419,7 +419,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
 
 bool vg_fn_app_needed(const struct vg_conf_app *conf)
 {
-    if (conf->on_request.file || conf->on_response.file)
+    if (conf->on_request.file || conf->on_response.file || conf->n_subs)
         return true;
     for (size_t i = 0; i < conf->n_routes; i++)
         if (conf->routes[i].action == VG_CONF_ACTION_HANDLER)
@@ -538,6 +538,12 @@ static int load_functions(struct vg_fn_app *a, char *err, size_t errcap)
         return -1;
     if (conf->on_response.file && find_function(a, &conf->on_response, &a->on_response_ref, err, errcap) != 0)
         return -1;
+    a->sub_ref = vg_xmalloc(sizeof(int) * (conf->n_subs ? conf->n_subs : 1));
+    for (size_t i = 0; i < conf->n_subs; i++)
+        a->sub_ref[i] = LUA_NOREF;
+    for (size_t i = 0; i < conf->n_subs; i++)
+        if (find_function(a, &conf->subs[i].handler, &a->sub_ref[i], err, errcap) != 0)
+            return -1;
     return 0;
 }
 
@@ -551,6 +557,7 @@ struct vg_fn_app *vg_fn_app_create(const struct vg_conf_app *conf, const struct 
     if (!a->env.shared)
         a->env.shared = a->own_shared = vg_fn_shared_create(1 << 20);
     vg__fn_kv_app_init(a);
+    vg__fn_bus_app_init(a);
     a->L = lua_newstate(l_alloc, a);
     if (!a->L) {
         snprintf(err, errcap, "cannot create a Lua state within limits.lua_memory");
@@ -578,10 +585,12 @@ void vg_fn_app_destroy(struct vg_fn_app *a)
     if (a->L)
         lua_close(a->L);
     vg__fn_kv_app_fini(a);
+    vg__fn_bus_app_fini(a);
     small_lists_free(a);
     if (a->own_shared)
         vg_fn_shared_destroy(a->own_shared);
     free(a->route_ref);
+    free(a->sub_ref);
     free(a->free_threads);
     free(a);
 }
@@ -664,7 +673,7 @@ static void finish_error(struct vg__fn_call *c)
     const char *tb = lua_tostring(L, -1);
     log_call(c, VG_LOG_ERROR, "function failed", "error", tb);
     const char *body = "function failed (see the node log)\n";
-    if (c->app->env.dev) {
+    if (c->app->env.dev && c->req) {
         size_t n = strlen(tb);
         char *b = h2o_mem_alloc_pool(&c->req->pool, n + 2);
         memcpy(b, tb, n);
@@ -746,6 +755,7 @@ static void on_call_dispose(void *p)
     vg__fn_call_stop_timer(c);
     vg__fn_fetch_abort(c);
     vg__fn_kv_abort(c);
+    vg__fn_bus_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
     if (c->body_ref != LUA_NOREF) /* the response is out: the request's pool is going */
@@ -804,14 +814,14 @@ static void push_request(struct vg__fn_call *c, struct vg_fn_req **slot)
     *(struct vg__fn_call **)lua_touserdata(c->co, -1) = c;
 }
 
-struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
-                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
-                                    void *data)
+struct vg__fn_call *vg__fn_call_alloc(struct vg_fn_app *a, const char *fname, h2o_mem_pool_t *pool, h2o_req_t *req,
+                                      h2o_iovec_t reqid, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                      void *data)
 {
-    VG_ASSERT(ref != LUA_NOREF);
-    struct vg__fn_call *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
+    struct vg__fn_call *c = h2o_mem_alloc_shared(pool, sizeof(*c), on_call_dispose);
     *c = (struct vg__fn_call){.app = a,
                               .req = req,
+                              .pool = pool,
                               .reqid = reqid,
                               .fname = fname,
                               .ops = ops,
@@ -822,10 +832,25 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
     a->building = true;
     c->co = take_thread(a, &c->co_ref);
     VG_AN(lua_checkstack(c->co, 8));
-    push_request(c, shared); /* index 1: stays for the call's life */
+    return c;
+}
+
+void vg__fn_call_push_fn(struct vg__fn_call *c, int ref)
+{
+    VG_ASSERT(ref != LUA_NOREF && lua_gettop(c->co) == 1);
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, ref);
     lua_pushvalue(c->co, 1);
-    a->building = false;
+    c->app->building = false;
+}
+
+struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
+                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                    void *data)
+{
+    VG_ASSERT(ref != LUA_NOREF);
+    struct vg__fn_call *c = vg__fn_call_alloc(a, fname, &req->pool, req, reqid, ops, done, data);
+    push_request(c, shared); /* index 1: stays for the call's life */
+    vg__fn_call_push_fn(c, ref);
     return c;
 }
 

@@ -192,6 +192,7 @@ struct vg_worker {
     bool delay_ready;
     h2o_req_t *delay_resuming;    /* the request being handed back, during that call */
     struct vg_trace_ring *traces; /* kept traces of this worker's requests */
+    struct vg__node_msgq *msgq;   /* messages for the apps' subscription handlers (node_msg.c) */
 };
 
 struct vg_node {
@@ -252,6 +253,7 @@ struct vg_node {
     bool agent_done; /* under agent_mu: the answer */
     int agent_rc;
     char agent_err[1200];
+    struct vg__node_msg *msg; /* the apps' subscriptions (node_msg.c) */
 };
 
 /* The app's figures (created on first use; main thread). */
@@ -287,7 +289,17 @@ bool vg__node_state_ready(struct vg_node *node);
 /* The app's shared dictionary, created on first use (main thread). */
 struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app);
 
+/* node_msg.c: the apps' subscriptions, a Lua handler per bus message. */
+void vg__node_msg_worker_init(struct vg_worker *w);  /* main thread, before the worker runs */
+void vg__node_msg_worker_close(struct vg_worker *w); /* the worker, as it stops: later messages are dropped */
+/* Subscribes to what site's apps declare and unsubscribes the rest (site
+ * NULL: everything); main thread, after the workers were told of site. */
+void vg__node_msg_sync(struct vg_node *node, struct vg_site *site);
+void vg__node_msg_fini(struct vg_node *node); /* the workers are joined; before the bus goes */
+
 int vg__node_worker_start(struct vg_node *node, struct vg_worker *w);
+/* Reads the main thread's commands (a new site, shutdown) now. */
+void vg__node_worker_commands(struct vg_worker *w);
 void vg__node_worker_post(struct vg_worker *w); /* wake it to read commands */
 void vg__node_worker_request_done(struct vg_worker *w, struct vg_site *site);
 /* free(ptr) once libuv has finished closing the handles inside it. */

@@ -194,6 +194,7 @@ static int reload(struct main_ctx *m, const struct dirs *d, char *err, size_t er
     pthread_mutex_unlock(&node->mu);
     for (unsigned i = 0; i < node->n_workers; i++)
         vg__node_worker_post(&node->workers[i]);
+    vg__node_msg_sync(node, site); /* after the workers were told: a message finds the new site */
     vg__node_site_stop_health(old);
     vg__node_site_unref(old);
     vg_obs_counter_add(node->m_reload_ok, 1);
@@ -257,6 +258,7 @@ static void on_signal(uv_signal_t *s, int signum)
         uv_close((uv_handle_t *)&m->node->agent_async, NULL);
     }
     vg__node_site_stop_health(m->node->site);
+    vg__node_msg_sync(m->node, NULL); /* other nodes of a queue group take the messages now */
 }
 
 /* Binds every listener once per worker (SO_REUSEPORT). ":0" resolves to a
@@ -509,6 +511,7 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++)
         if (vg__node_worker_start(&node, &node.workers[i]) != 0)
             return 1;
+    vg__node_msg_sync(&node, node.site);
     uv_signal_init(&m.loop, &m.sighup);
     uv_signal_init(&m.loop, &m.sigterm);
     uv_signal_init(&m.loop, &m.sigint);
@@ -528,6 +531,7 @@ int vg_node_run(const struct vg_node_options *opt)
     uv_run(&m.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
+    vg__node_msg_fini(&node); /* no message reaches a worker that is gone */
     vg__node_site_unref(node.site);
     vg__node_trace_fini(&node); /* what is queued for the collector goes out */
     for (size_t i = 0; i < node.n_shared; i++) {

@@ -359,7 +359,7 @@ static void test_unknown_keys(void **state)
         {"nmae: t\n" ROUTES, 1, 1, "unknown key 'nmae' in the manifest; did you mean 'name'?"},
         {MIN "xyzzy: 1\n", 4, 1,
          "unknown key 'xyzzy' in the manifest (expected one of: name, hosts, listen, limits, "
-         "hooks, origins, routes, rollout)"},
+         "hooks, origins, routes, rollout, subscriptions)"},
         {MIN "limits:\n  header_sise: 1k\n", 5, 3,
          "unknown key 'header_sise' in 'limits'; did you mean 'header_size'?"},
         {NAME "routes:\n  - pth: /x\n    respond: ok\n", 3, 5, "unknown key 'pth' in a route; did you mean 'path'?"},
@@ -1322,6 +1322,45 @@ static void test_rollout(void **state)
     expect_errs(bad, VG_ARRAY_LEN(bad));
 }
 
+static void test_subscriptions(void **state)
+{
+    struct vg_conf_app *app = load_ok(MIN "subscriptions:\n"
+                                          "  - subject: orders.*\n"
+                                          "    handler: edge.lua:on_order\n"
+                                          "  - subject: 'audit.>'\n"
+                                          "    handler: edge.lua\n"
+                                          "    deliver: all\n");
+    assert_int_equal(app->n_subs, 2);
+    assert_string_equal(app->subs[0].subject, "orders.*");
+    assert_string_equal(app->subs[0].handler.func, "on_order");
+    assert_false(app->subs[0].deliver_all);
+    assert_int_equal(app->subs[0].line, 5);
+    assert_string_equal(app->subs[1].subject, "audit.>");
+    assert_string_equal(app->subs[1].handler.func, "handle");
+    assert_true(app->subs[1].deliver_all);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "subscriptions: []\n");
+    assert_int_equal(app->n_subs, 0);
+    vg_conf_app_destroy(app);
+    static const struct err_case bad[] = {
+        {MIN "subscriptions:\n  - subject: a\n    handler: edge.lua\n    delivr: all\n", 7, 5,
+         "did you mean 'deliver'"},
+        {MIN "subscriptions:\n  - subject: a\n    handler: edge.lua\n    deliver: al\n", 7, 14, "did you mean 'all'"},
+        {MIN "subscriptions:\n  - subject: a..b\n    handler: edge.lua\n", 5, 14, "empty token"},
+        {MIN "subscriptions:\n  - subject: .a\n    handler: edge.lua\n", 5, 14, "invalid subject"},
+        {MIN "subscriptions:\n  - subject: 'a.>.b'\n    handler: edge.lua\n", 5, 14, "'>' may only be the last"},
+        {MIN "subscriptions:\n  - subject: 'a*'\n    handler: edge.lua\n", 5, 14, "whole token"},
+        {MIN "subscriptions:\n  - subject: 'a b'\n    handler: edge.lua\n", 5, 14, "space"},
+        {MIN "subscriptions:\n  - subject: a\n", 5, 5, "handler"},
+        {MIN "subscriptions:\n  - subject: a\n    handler: missing.lua:x\n", 6, 14, "does not exist"},
+        {MIN "subscriptions:\n  - {subject: a, handler: edge.lua}\n  - {subject: a, handler: edge.lua:x}\n", 6, 15,
+         "already subscribed"},
+        {MIN "subscriptions: {subject: a}\n", 4, 16, "a list of subscriptions"},
+        {MIN "subscription:\n  - subject: a\n", 4, 1, "did you mean 'subscriptions'"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1362,6 +1401,7 @@ int main(void)
         cmocka_unit_test(test_error_format_and_helpers),
         cmocka_unit_test(test_messages_are_safe),
         cmocka_unit_test(test_rollout),
+        cmocka_unit_test(test_subscriptions),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
