@@ -41,13 +41,19 @@ void vg_bus_destroy(struct vg_bus *b)
 
 int vg_bus_publish_reply(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
 {
+    return vg_bus_publish_traced(b, subject, reply, NULL, data, len);
+}
+
+int vg_bus_publish_traced(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                          const void *data, size_t len)
+{
     int rc = 0;
     if (!vg_bus_subject_valid(subject, false) || (reply && !vg_bus_subject_valid(reply, false)))
         rc = VG_EINVAL;
     else if (len > VG_BUS_PAYLOAD_MAX)
         rc = VG_ELIMIT;
     else
-        rc = b->ops->publish(b, subject, reply, data, len);
+        rc = b->ops->publish(b, subject, reply, traceparent, data, len);
     vg__bus_count(rc ? &b->publish_failed : &b->published, 1);
     return rc;
 }
@@ -180,6 +186,12 @@ static int inbox_open(struct vg_bus *b)
 int vg_bus_request_start(struct vg_bus *b, const char *subject, const void *data, size_t len, vg_bus_reply_fn fn,
                          void *arg, uint64_t *token)
 {
+    return vg_bus_request_start_traced(b, subject, NULL, data, len, fn, arg, token);
+}
+
+int vg_bus_request_start_traced(struct vg_bus *b, const char *subject, const char *traceparent, const void *data,
+                                size_t len, vg_bus_reply_fn fn, void *arg, uint64_t *token)
+{
     if (!vg_bus_subject_valid(subject, false))
         return VG_EINVAL;
     if (len > VG_BUS_PAYLOAD_MAX)
@@ -204,7 +216,7 @@ int vg_bus_request_start(struct vg_bus *b, const char *subject, const void *data
         return rc;
     }
     uint64_t t = r->token; /* r may be gone as soon as the publish is out */
-    rc = vg_bus_publish_reply(b, subject, reply, data, len);
+    rc = vg_bus_publish_traced(b, subject, reply, traceparent, data, len);
     if (rc) {
         (void)vg_bus_request_cancel(b, t);
         return rc;

@@ -32,7 +32,8 @@ struct vg_bus_msg {
     const char *reply; /* where an answer goes (request/reply), or NULL */
     const void *data;
     size_t len;
-    bool no_responders; /* NATS: the server's answer to a request nobody listens to */
+    const char *traceparent; /* the W3C trace context it was published in (a header), or NULL */
+    bool no_responders;      /* NATS: the server's answer to a request nobody listens to */
 };
 
 /* The message and its fields are valid during the call only. */
@@ -76,6 +77,11 @@ int vg_bus_publish(struct vg_bus *b, const char *subject, const void *data, size
 /* The same with a reply subject (answers to a request). */
 int vg_bus_publish_reply(struct vg_bus *b, const char *subject, const char *reply, const void *data,
                          size_t len) VG_MUST_CHECK;
+/* The same in a trace: traceparent (NULL: none) travels as a message
+ * header (NATS headers; a field in-process), so the receiver's spans join
+ * the publisher's trace. */
+int vg_bus_publish_traced(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                          const void *data, size_t len) VG_MUST_CHECK;
 
 /* Calls fn(arg, msg) for messages on subjects matching pattern. With a
  * queue group, each message goes to one member of the group only. */
@@ -103,6 +109,9 @@ int vg_bus_request(struct vg_bus *b, const char *subject, const void *data, size
 typedef void (*vg_bus_reply_fn)(void *arg, int rc, const void *data, size_t len);
 int vg_bus_request_start(struct vg_bus *b, const char *subject, const void *data, size_t len, vg_bus_reply_fn fn,
                          void *arg, uint64_t *token) VG_MUST_CHECK;
+/* The same in a trace (see vg_bus_publish_traced). */
+int vg_bus_request_start_traced(struct vg_bus *b, const char *subject, const char *traceparent, const void *data,
+                                size_t len, vg_bus_reply_fn fn, void *arg, uint64_t *token) VG_MUST_CHECK;
 /* After this returns, fn of token is not running and never will: true
  * when it had not run (the request is forgotten), false when it already
  * ran (or the token is unknown). Not from inside a reply callback. */

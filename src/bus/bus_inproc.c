@@ -11,7 +11,7 @@
 
 struct qmsg {
     struct qmsg *next;
-    char *subject, *reply;
+    char *subject, *reply, *traceparent;
     size_t len;
     char data[];
 };
@@ -35,13 +35,15 @@ static struct inproc *of(struct vg_bus *b)
     return (struct inproc *)b;
 }
 
-static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
+static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                      const void *data, size_t len)
 {
     struct inproc *ip = of(b);
     struct qmsg *m = vg_xmalloc(sizeof(*m) + len + 1);
     m->next = NULL;
     m->subject = vg_xstrdup(subject);
     m->reply = reply ? vg_xstrdup(reply) : NULL;
+    m->traceparent = traceparent ? vg_xstrdup(traceparent) : NULL;
     m->len = len;
     if (len)
         memcpy(m->data, data, len);
@@ -51,6 +53,7 @@ static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, 
         pthread_mutex_unlock(&ip->mu);
         free(m->subject);
         free(m->reply);
+        free(m->traceparent);
         free(m);
         vg_log(VG_LOG_WARN, "bus: in-process queue full, publish refused", "subject", subject, NULL);
         return VG_ELIMIT;
@@ -109,7 +112,8 @@ static void *dispatch_main(void *arg)
         ip->queued_bytes -= m->len;
         struct vg_bus_sub **to = vg_xcalloc(ip->n_subs + 1, sizeof(*to));
         size_t n = targets(ip, m->subject, to);
-        struct vg_bus_msg msg = {.subject = m->subject, .reply = m->reply, .data = m->data, .len = m->len};
+        struct vg_bus_msg msg = {
+            .subject = m->subject, .reply = m->reply, .data = m->data, .len = m->len, .traceparent = m->traceparent};
         for (size_t i = 0; i < n; i++) {
             /* still subscribed? (checked by address, never dereferenced
              * otherwise); claimed under mu, so an unsubscribe waits for us */
@@ -138,6 +142,7 @@ static void *dispatch_main(void *arg)
         free(to);
         free(m->subject);
         free(m->reply);
+        free(m->traceparent);
         free(m);
     }
     pthread_mutex_unlock(&ip->mu);

@@ -7,7 +7,8 @@
 #include <pthread.h>
 
 struct vg_bus_ops {
-    int (*publish)(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len);
+    int (*publish)(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent, const void *data,
+                   size_t len);
     int (*subscribe)(struct vg_bus *b, struct vg_bus_sub *s, const char *pattern, const char *queue);
     void (*unsubscribe)(struct vg_bus_sub *s); /* after vg__bus_sub_close: no more callbacks are running */
     int (*request)(struct vg_bus *b, const char *subject, const void *data, size_t len, uint32_t timeout_ms,

@@ -84,10 +84,27 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
     vg_log(VG_LOG_WARN, "bus: NATS reported an error", "error", natsStatus_GetText(err), "subject", subject, NULL);
 }
 
-static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
+/* A message with a traceparent header (NATS 2.2+ headers). */
+static natsStatus publish_traced(natsConnection *nc, const char *subject, const char *reply, const char *tp,
+                                 const void *data, size_t len)
 {
-    natsStatus s = reply ? natsConnection_PublishRequest(of(b)->nc, subject, reply, data, (int)len)
-                         : natsConnection_Publish(of(b)->nc, subject, data, (int)len);
+    natsMsg *msg = NULL;
+    natsStatus s = natsMsg_Create(&msg, subject, reply, data, (int)len);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(msg, "traceparent", tp);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(nc, msg);
+    natsMsg_Destroy(msg);
+    return s;
+}
+
+static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                      const void *data, size_t len)
+{
+    natsConnection *nc = of(b)->nc;
+    natsStatus s = traceparent ? publish_traced(nc, subject, reply, traceparent, data, len)
+                   : reply     ? natsConnection_PublishRequest(nc, subject, reply, data, (int)len)
+                               : natsConnection_Publish(nc, subject, data, (int)len);
     return from_status(s);
 }
 
@@ -98,6 +115,8 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
                            .data = natsMsg_GetData(msg),
                            .len = (size_t)natsMsg_GetDataLength(msg),
                            .no_responders = natsMsg_IsNoResponders(msg)};
+    if (natsMsgHeader_Get(msg, "traceparent", &m.traceparent) != NATS_OK)
+        m.traceparent = NULL;
     vg__bus_sub_deliver(arg, &m);
     natsMsg_Destroy(msg);
 }

@@ -111,6 +111,8 @@ struct vg_conf_cache {
     char **cookies;           /* NULL-terminated cookie names, or NULL */
 };
 
+#define VG_CONF_NAME_MAX 63 /* bytes of an app name: lowercase letters, digits, '-' */
+
 struct vg_conf_route {
     char *host; /* NULL = any; "api.example.com" or "*.example.com" */
     enum vg_conf_match_kind match;

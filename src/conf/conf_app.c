@@ -6,7 +6,7 @@
 
 static bool valid_app_name(const char *s, size_t len)
 {
-    if (len < 1 || len > 63 || s[0] == '-')
+    if (len < 1 || len > VG_CONF_NAME_MAX || s[0] == '-')
         return false;
     for (size_t i = 0; i < len; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))

@@ -178,7 +178,8 @@ struct vg_fn_msg {
     const char *subject; /* relative to the app's prefix verge.app.APP. */
     const void *data;
     size_t len;
-    const char *reply; /* where the answer goes (a request), or NULL */
+    const char *reply;       /* where the answer goes (a request), or NULL */
+    const char *traceparent; /* the handler's trace context: what verge.publish/request pass on, or NULL */
 };
 
 enum vg_fn_msg_result {

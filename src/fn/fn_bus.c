@@ -39,6 +39,22 @@ static void app_subject(lua_State *L, int idx, const char *fn, char *full, size_
                    fn, subject, VG_BUS_SUBJECT_MAX);
 }
 
+/* The trace context a message from the running call carries: a message
+ * handler's own, or the request's traceparent header (the node sets it to
+ * the Lua span's before the call). */
+static const char *call_traceparent(struct vg_fn_app *app)
+{
+    struct vg__fn_call *c = app->current;
+    if (!c)
+        return NULL;
+    if (c->traceparent || !c->req)
+        return c->traceparent;
+    ssize_t i = h2o_find_header_by_str(&c->req->headers, H2O_STRLIT("traceparent"), -1);
+    return i < 0
+               ? NULL
+               : h2o_strdup(c->pool, c->req->headers.entries[i].value.base, c->req->headers.entries[i].value.len).base;
+}
+
 static int l_publish(lua_State *L)
 {
     struct vg_fn_app *app = vg__fn_app_of(L);
@@ -51,7 +67,7 @@ static int l_publish(lua_State *L)
     app_subject(L, 1, "verge.publish", full, sizeof(full));
     if (pl > VG_BUS_PAYLOAD_MAX)
         return luaL_error(L, "verge.publish: payload over %d bytes", VG_BUS_PAYLOAD_MAX);
-    int rc = vg_bus_publish(app->env.bus, full, payload, pl);
+    int rc = vg_bus_publish_traced(app->env.bus, full, NULL, call_traceparent(app), payload, pl);
     if (rc) {
         lua_pushnil(L);
         lua_pushstring(L, rc == VG_ELIMIT ? "the bus is disconnected and its buffer is full" : vg_strerror(rc));
@@ -204,7 +220,7 @@ static int l_request(lua_State *L)
     struct vg__fn_breq *r = vg_xcalloc(1, sizeof(*r));
     r->box = a->bus_box;
     r->call = c;
-    int rc = vg_bus_request_start(a->env.bus, full, payload, pl, on_answer, r, &r->token);
+    int rc = vg_bus_request_start_traced(a->env.bus, full, call_traceparent(a), payload, pl, on_answer, r, &r->token);
     if (rc) {
         free(r);
         lua_pushnil(L);

@@ -67,6 +67,7 @@ struct vg__fn_call {
     struct kv_op *kv;                 /* a verge.kv write in flight */
     struct vg__fn_breq *breq;         /* a verge.request waiting for its answer */
     h2o_mem_pool_t *pool;             /* the call lives here: the request's, or a message's own */
+    const char *traceparent;          /* a message call's trace context (requests: their header), or NULL */
     size_t body_max;
     bool finished;
     bool past_deadline; /* the timer below ends the call at its deadline */

@@ -114,6 +114,8 @@ void vg_fn_msg_run(struct vg_fn_app *a, size_t sub, const struct vg_fn_msg *m, c
     h2o_iovec_t reqid = h2o_strdup(&run->pool, id, SIZE_MAX);
     struct vg__fn_call *c =
         vg__fn_call_alloc(a, a->conf->subs[sub].handler.func, &run->pool, NULL, reqid, &msg_ops, NULL, run);
+    if (m->traceparent)
+        c->traceparent = h2o_strdup(&run->pool, m->traceparent, SIZE_MAX).base;
     push_msg(c->co, m);
     vg__fn_call_push_fn(c, a->sub_ref[sub]);
     vg__fn_call_start(c, 1);

@@ -629,6 +629,7 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
 static void lua_span_begin(struct reqstate *rs, const char *name)
 {
     rs->sp_lua = vg_trace_begin(rs->trace, name, 0);
+    vg__node_trace_propagate(rs->trace, rs->sp_lua, rs->req); /* what verge.publish/request pass on */
 }
 
 static void lua_span_end(struct reqstate *rs)

@@ -45,6 +45,8 @@ struct qmsg {
     bool all;
     char *subject; /* relative to the app's prefix */
     char *reply;
+    bool traced;
+    struct vg_trace_parent parent; /* the publisher's trace context (traced) */
     struct vg_obs_counter *m[M_RESULTS];
     size_t len;
     char data[];
@@ -72,6 +74,10 @@ struct run {
     struct vg_worker *w;
     struct vg_site *site;
     struct vg_obs_counter *m[M_RESULTS];
+    char app[VG_CONF_NAME_MAX + 1], sub[96]; /* for the trace record */
+    struct vg_trace *trace;                  /* in tmem; NULL: tracing off */
+    vg_span_t handler;
+    _Alignas(16) char tmem[]; /* vg_trace_size() bytes */
 };
 
 static void qmsg_free(struct qmsg *q)
@@ -110,6 +116,7 @@ static struct qmsg *qmsg_make(struct msub *s, const struct vg_bus_msg *m)
     size_t sl = strlen(m->subject);
     q->subject = vg_xstrdup(sl > s->prefix_len ? m->subject + s->prefix_len : m->subject);
     q->reply = m->reply ? vg_xstrdup(m->reply) : NULL;
+    q->traced = m->traceparent && vg_trace_parse_traceparent(m->traceparent, strlen(m->traceparent), &q->parent);
     memcpy(q->m, s->m, sizeof(q->m));
     q->len = m->len;
     if (m->len)
@@ -148,6 +155,17 @@ static void on_done(void *data, enum vg_fn_msg_result r)
     struct run *run = data;
     static const int map[VG_FN_MSG_RESULTS] = {M_OK, M_ERROR, M_LIMIT};
     vg_obs_counter_add(run->m[map[r]], 1);
+    if (run->trace) {
+        if (r != VG_FN_MSG_OK)
+            vg_trace_fail(run->trace, run->handler);
+        vg_trace_end(run->trace, run->handler);
+        struct vg_trace_meta meta = {.app = run->app,
+                                     .route = run->sub,
+                                     .node = run->w->node->node_id,
+                                     .location = run->w->node->opt.location,
+                                     .status = r == VG_FN_MSG_OK ? 200 : 500};
+        vg__node_trace_end(run->w, run->trace, &meta);
+    }
     vg__node_worker_request_done(run->w, run->site); /* may retire the site, and its Lua state */
     free(run);
 }
@@ -183,14 +201,28 @@ static void run_one(struct vg_worker *w, struct qmsg *q)
         vg_obs_counter_add(q->m[M_ERROR], 1);
         return;
     }
-    struct run *run = vg_xmalloc(sizeof(*run));
+    struct run *run = vg_xmalloc(sizeof(*run) + vg_trace_size());
     run->w = w;
     run->site = site;
     memcpy(run->m, q->m, sizeof(run->m));
+    snprintf(run->app, sizeof(run->app), "%s", q->app);
+    snprintf(run->sub, sizeof(run->sub), "sub:%s", q->sub_subject);
     sw->inflight++;
-    char id[48];
+    char id[48], tp[VG_TRACEPARENT_LEN + 1];
     snprintf(id, sizeof(id), "msg-%s-%llu", w->reqid_prefix, (unsigned long long)++w->msgq->seq);
-    struct vg_fn_msg m = {.subject = q->subject, .data = q->data, .len = q->len, .reply = q->reply};
+    /* a trace per message: a child of the publisher's when it sent one */
+    run->trace = w->node->opt.trace_off
+                     ? NULL
+                     : vg_trace_init(run->tmem, q->traced ? &q->parent : NULL, w->node->opt.trace_sample, "message");
+    vg_trace_detail(run->trace, 0, q->subject, strlen(q->subject));
+    run->handler = vg_trace_begin(run->trace, "handler", 0);
+    if (run->trace)
+        vg_trace_child_header(run->trace, run->handler, tp);
+    struct vg_fn_msg m = {.subject = q->subject,
+                          .data = q->data,
+                          .len = q->len,
+                          .reply = q->reply,
+                          .traceparent = run->trace ? tp : NULL};
     vg_fn_msg_run(sw->fn[a], k, &m, id, on_done, run);
 }
 

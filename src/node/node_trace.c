@@ -21,8 +21,8 @@ static const h2o_iovec_t hdr_debug = {H2O_STRLIT("x-verge-debug")};
 static bool wants_timing(struct vg_node *node, h2o_req_t *req);
 
 /* h2o's per-request key/value list (req->env, otherwise unused here)
- * carries the trace to the response filter, for requests that asked for
- * Server-Timing only. */
+ * carries the trace to the places that only see the request: the response
+ * filter (Server-Timing) and verge.fetch's subrequests. */
 static const h2o_iovec_t env_trace = {H2O_STRLIT("verge.trace")};
 
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
@@ -37,11 +37,9 @@ struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
         pp = &parent;
     struct vg_trace *t =
         vg_trace_init(h2o_mem_alloc_pool(&req->pool, vg_trace_size()), pp, node->opt.trace_sample, "request");
-    if (wants_timing(node, req)) {
-        h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
-        req->env.entries[req->env.size++] = env_trace;
-        req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
-    }
+    h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
+    req->env.entries[req->env.size++] = env_trace;
+    req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
     return t;
 }
 
@@ -91,8 +89,8 @@ static bool wants_timing(struct vg_node *node, h2o_req_t *req)
 
 void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
 {
-    if (!t)
-        return; /* it did not ask (vg__node_trace_start) */
+    if (!t || !wants_timing(w->node, req))
+        return;
     char *buf = h2o_mem_alloc_pool(&req->pool, 1024);
     size_t n = vg_trace_server_timing(t, buf, 1024);
     if (n)

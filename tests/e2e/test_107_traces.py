@@ -249,3 +249,90 @@ def test_tracing_off_records_nothing_and_passes_traceparent_through(verge, origi
     assert v.get("/boom").status == 500
     assert spans_of(v, TRACE)[0] == 404
     assert metric_sum(v.metrics(), "verge_traces_kept_total") == 0
+
+
+CHAIN = """\
+name: chain
+origins:
+  api:
+    servers: ["http://127.0.0.1:%d"]
+subscriptions:
+  - subject: orders.*
+    handler: edge.lua:on_order
+routes:
+  - exact: /order
+    handler: edge.lua:order
+  - exact: /ask
+    handler: edge.lua:ask
+  - exact: /f
+    handler: edge.lua:f
+"""
+CHAIN_LUA = """\
+function order(req)
+  verge.publish("orders.new", "1")
+  return {body = "queued\\n"}
+end
+function ask(req)
+  local answer, err = verge.request("orders.ask", "2", {timeout = 2000})
+  return {body = tostring(answer) .. "\\n"}
+end
+function on_order(msg)
+  return "done"
+end
+function f(req)
+  local r = verge.fetch("api", {path = "/x"})
+  return {status = r.status, body = "fetched\\n"}
+end
+"""
+
+
+def by_name(rec, name):
+    return next(s for s in rec["spans"] if s["name"] == name)
+
+
+def test_a_message_handler_joins_the_trace_that_published(verge, origin):
+    o = origin("a")
+    v = verge(CHAIN % o.port, {"edge.lua": CHAIN_LUA}, args=["--trace-sample", "1"] + TOKEN)
+    assert v.get("/order", headers={"traceparent": PARENT}).body == b"queued\n"
+    assert wait_for(lambda: spans_of(v, TRACE)[0] == 200 and len(spans_of(v, TRACE)[1]) == 2, 5)
+    recs = spans_of(v, TRACE)[1]
+    req = next(r for r in recs if r["route"] == "/order")
+    msg = next(r for r in recs if r["route"] == "sub:orders.*")
+    assert msg["spans"][0]["name"] == "message" and msg["spans"][0]["detail"] == "orders.new"
+    assert msg["spans"][0]["parent_id"] == by_name(req, "handler")["span_id"]  # across the bus
+    assert by_name(msg, "handler")["parent_id"] == msg["spans"][0]["span_id"]
+    # request/reply too: the answering handler is in the asker's trace
+    tp2 = "00-%s-00f067aa0ba902b7-01" % ("5" * 32)
+    assert v.get("/ask", headers={"traceparent": tp2}).body == b"done\n"
+    assert wait_for(lambda: spans_of(v, "5" * 32)[0] == 200 and len(spans_of(v, "5" * 32)[1]) == 2, 5)
+
+
+def test_fetch_subrequests_are_spans_and_origins_join(verge, origin):
+    o = origin("a")
+    v = verge(CHAIN % o.port, {"edge.lua": CHAIN_LUA}, args=["--trace-sample", "1"] + TOKEN)
+    assert v.get("/f", headers={"traceparent": PARENT}).body == b"fetched\n"
+    (rec,) = spans_of(v, TRACE)[1]
+    fetch = by_name(rec, "fetch")
+    assert fetch["detail"] == "api" and fetch["duration_us"] > 0
+    tp = o.requests[0].headers.get("traceparent")
+    assert tp == "00-%s-%s-01" % (TRACE, fetch["span_id"]), tp
+
+
+def test_trace_context_crosses_nats_in_a_message_header(verge, verge_bin, nats_server, origin):
+    import subprocess
+    n = nats_server()
+    o = origin("a")
+    a = verge(CHAIN % o.port, {"edge.lua": CHAIN_LUA}, args=["--nats", n.url, "--trace-sample", "1"])
+    b = verge(CHAIN % o.port, {"edge.lua": CHAIN_LUA}, args=["--nats", n.url, "--trace-sample", "1"])
+    assert a.get("/ask", headers={"traceparent": PARENT}).body == b"done\n"  # answered by a or b, over NATS
+
+    def records():
+        out = subprocess.run([verge_bin, "trace", TRACE, "--nats", n.url, "--json", "--wait", "300ms"],
+                             capture_output=True, timeout=20)
+        return json.loads(out.stdout) if out.returncode == 0 else []
+    assert wait_for(lambda: len(records()) == 2, 5)
+    recs = records()
+    req = next(r for r in recs if r["route"] == "/ask")
+    msg = next(r for r in recs if r["route"] == "sub:orders.*")
+    assert msg["spans"][0]["parent_id"] == by_name(req, "handler")["span_id"]
+    assert b.alive()
