@@ -15,6 +15,7 @@ int vg_cli_rollback(int argc, char **argv);
 int vg_cli_status(int argc, char **argv);
 int vg_cli_trace(int argc, char **argv);
 int vg_cli_logs(int argc, char **argv);
+int vg_cli_top(int argc, char **argv);
 int vg_cli_dev(int argc, char **argv);
 int vg_cli_init(int argc, char **argv);
 

@@ -6,9 +6,8 @@
  * note on stderr says how many it sampled. Human lines by default, the
  * nodes' JSON objects with --json. */
 #include "base/base.h"
-#include "bus/bus.h"
 #include "cli.h"
-#include "http/http.h"
+#include "cli_int.h"
 #include "node/node.h"
 #include "obs/obs.h"
 
@@ -37,9 +36,8 @@ static void logs_usage(FILE *f)
 }
 
 struct logs_args {
-    const char **nodes, **nats;
-    size_t n_nodes, n_nats;
-    const char *token, *app, *location, *filter;
+    struct vg__cli_fleet fleet;
+    const char *app, *location, *filter;
     uint64_t since_ms, limit;
     bool follow, json;
 };
@@ -134,7 +132,7 @@ static void print_answers(const struct logs_args *a, json_t *answers, struct cur
             all[n++] = line;
         }
         /* over HTTP by the URL asked (one node may sit behind several), else by node id */
-        const char *key = json_object_get(ans, "cursor_key") ? s(ans, "cursor_key") : node;
+        const char *key = json_object_get(ans, "node_url") ? s(ans, "node_url") : node;
         json_object_set_new(c->map, key,
                             json_pack("{s:s, s:O}", "boot", s(ans, "boot"), "after", json_object_get(ans, "next")));
     }
@@ -154,16 +152,20 @@ static void print_answers(const struct logs_args *a, json_t *answers, struct cur
 
 /* ---- asking ---------------------------------------------------------------------------- */
 
-static json_t *query_json(const struct logs_args *a, const struct cursors *c, uint64_t since_us)
+struct poll {
+    const struct logs_args *a;
+    const struct cursors *c;
+    uint64_t since_us;
+};
+
+static json_t *query_json(const struct poll *p)
 {
-    json_t *q = json_pack("{s:O, s:I, s:I}", "cursors", c->map, "since_us", (json_int_t)since_us, "limit",
-                          (json_int_t)a->limit);
-    if (a->app)
-        json_object_set_new(q, "app", json_string(a->app));
-    if (a->location)
-        json_object_set_new(q, "location", json_string(a->location));
-    if (a->filter)
-        json_object_set_new(q, "filter", json_string(a->filter));
+    json_t *q = json_pack("{s:O, s:I, s:I}", "cursors", p->c->map, "since_us", (json_int_t)p->since_us, "limit",
+                          (json_int_t)p->a->limit);
+    const char *opt[][2] = {{"app", p->a->app}, {"location", p->a->location}, {"filter", p->a->filter}};
+    for (size_t k = 0; k < 3; k++)
+        if (opt[k][1])
+            json_object_set_new(q, opt[k][0], json_string(opt[k][1]));
     return q;
 }
 
@@ -176,107 +178,35 @@ static void add_param(char *path, size_t cap, const char *k, const char *v)
                               (unsigned char)*v);
 }
 
-static json_t *ask_http(const struct logs_args *a, const struct cursors *c, uint64_t since_us)
+/* HTTP: the query in the URL, the cursor kept by the URL asked. */
+static void logs_path(void *arg, const char *url, char *path, size_t cap)
 {
-    json_t *answers = json_array();
-    for (size_t i = 0; i < a->n_nodes; i++) {
-        json_t *cur = json_object_get(c->map, a->nodes[i]);
-        char path[2048];
-        snprintf(path, sizeof(path), "/_verge/logs?after=%lld&since_us=%llu&limit=%llu",
-                 (long long)json_integer_value(json_object_get(cur, "after")), (unsigned long long)since_us,
-                 (unsigned long long)a->limit);
-        const char *boot = json_string_value(json_object_get(cur, "boot"));
-        const char *opt[][2] = {{"boot", boot}, {"app", a->app}, {"location", a->location}, {"filter", a->filter}};
-        for (size_t k = 0; k < 4; k++)
-            if (opt[k][1])
-                add_param(path, sizeof(path), opt[k][0], opt[k][1]);
-        struct vg_http_sync_req q = {
-            .method = "GET", .url = a->nodes[i], .path_suffix = path, .token = a->token, .timeout_ms = 5000};
-        struct vg_http_sync_res res;
-        char err[256];
-        if (vg_http_sync_request(&q, &res, err, sizeof(err)) != 0) {
-            fprintf(stderr, "verge logs: %s: %s\n", a->nodes[i], err);
-            continue;
-        }
-        json_t *ans = res.status == 200 ? json_loadb(res.body, res.body_len, 0, NULL) : NULL;
-        if (!ans)
-            fprintf(stderr, "verge logs: %s answered %d: %.*s", a->nodes[i], res.status, (int)res.body_len, res.body);
-        else
-            json_object_set_new(ans, "cursor_key", json_string(a->nodes[i]));
-        if (ans)
-            json_array_append_new(answers, ans);
-        vg_http_sync_res_free(&res);
-    }
-    return answers;
+    const struct poll *p = arg;
+    json_t *cur = json_object_get(p->c->map, url);
+    snprintf(path, cap, "/_verge/logs?after=%lld&since_us=%llu&limit=%llu",
+             (long long)json_integer_value(json_object_get(cur, "after")), (unsigned long long)p->since_us,
+             (unsigned long long)p->a->limit);
+    const char *opt[][2] = {{"boot", json_string_value(json_object_get(cur, "boot"))},
+                            {"app", p->a->app},
+                            {"location", p->a->location},
+                            {"filter", p->a->filter}};
+    for (size_t k = 0; k < 4; k++)
+        if (opt[k][1])
+            add_param(path, cap, opt[k][0], opt[k][1]);
 }
 
-struct gather {
-    pthread_mutex_t mu;
-    json_t *answers;
-};
-
-static void on_answer(void *arg, const struct vg_bus_msg *m)
-{
-    struct gather *g = arg;
-    json_t *ans = json_loadb(m->data, m->len, 0, NULL);
-    pthread_mutex_lock(&g->mu);
-    if (json_is_object(ans))
-        json_array_append(g->answers, ans);
-    pthread_mutex_unlock(&g->mu);
-    json_decref(ans);
-}
-
-static json_t *ask_bus(struct vg_bus *bus, const char *inbox, struct gather *g, const struct logs_args *a,
-                       const struct cursors *c, uint64_t since_us)
-{
-    json_t *q = query_json(a, c, since_us);
-    char *text = json_dumps(q, JSON_COMPACT);
-    json_decref(q);
-    pthread_mutex_lock(&g->mu);
-    g->answers = json_array();
-    pthread_mutex_unlock(&g->mu);
-    if (vg_bus_publish_reply(bus, VG_NODE_LOGS_SUBJECT, inbox, text, strlen(text)) != 0)
-        fprintf(stderr, "verge logs: cannot ask over NATS\n");
-    free(text);
-    usleep(400000); /* every node answers once; how many there are is not known */
-    pthread_mutex_lock(&g->mu);
-    json_t *out = g->answers;
-    g->answers = json_array();
-    pthread_mutex_unlock(&g->mu);
-    return out;
-}
-
-static int run(const struct logs_args *a)
+static int run(struct logs_args *a)
 {
     struct cursors c = {.map = json_object()};
-    struct vg_bus *bus = NULL;
-    struct vg_bus_sub *sub = NULL;
-    struct gather g = {.answers = json_array()};
-    pthread_mutex_init(&g.mu, NULL);
-    char inbox[64];
-    if (a->n_nats) {
-        struct vg_bus_options o = {.urls = a->nats, .n_urls = a->n_nats, .name = "verge logs"};
-        char err[256];
-        if (vg_bus_nats_create(&o, &bus, err, sizeof(err)) != 0) {
-            fprintf(stderr, "verge logs: %s\n", err);
-            return 1;
-        }
-        uint8_t rnd[16];
-        char hex[33];
-        vg_trace_new_id(rnd);
-        vg_trace_hex(rnd, 8, hex);
-        snprintf(inbox, sizeof(inbox), "_INBOX.verge.logs.%s", hex);
-        if (vg_bus_subscribe(bus, inbox, NULL, on_answer, &g, &sub) != 0) {
-            fprintf(stderr, "verge logs: cannot subscribe on NATS\n");
-            vg_bus_destroy(bus);
-            return 1;
-        }
-    }
-    uint64_t since_us = vg_wall_us() - a->since_ms * 1000;
+    struct poll p = {.a = a, .c = &c, .since_us = vg_wall_us() - a->since_ms * 1000};
+    int rc = vg__cli_fleet_open(&a->fleet, "verge logs");
     signal(SIGINT, on_sigint);
-    int rc = 0;
-    do {
-        json_t *answers = bus ? ask_bus(bus, inbox, &g, a, &c, since_us) : ask_http(a, &c, since_us);
+    while (rc == 0) {
+        json_t *q = query_json(&p);
+        char *payload = json_dumps(q, JSON_COMPACT);
+        json_decref(q);
+        json_t *answers = vg__cli_fleet_ask(&a->fleet, VG_NODE_LOGS_SUBJECT, payload, 400, logs_path, &p);
+        free(payload);
         if (!json_array_size(answers) && !a->follow) {
             fprintf(stderr, "verge logs: no node answered\n");
             rc = 1;
@@ -285,24 +215,14 @@ static int run(const struct logs_args *a)
         json_decref(answers);
         for (int t = 0; a->follow && t < 5 && !stop; t++)
             usleep(100000);
-    } while (a->follow && !stop);
-    if (sub)
-        vg_bus_unsubscribe(sub);
-    vg_bus_destroy(bus);
-    json_decref(g.answers);
-    pthread_mutex_destroy(&g.mu);
+        if (!a->follow || stop)
+            break;
+    }
     json_decref(c.map);
     return rc;
 }
 
 /* ---- command ----------------------------------------------------------------------------- */
-
-static bool push(const char ***list, size_t *n, const char *v)
-{
-    *list = vg_xrealloc(*list, (*n + 1) * sizeof(**list));
-    (*list)[(*n)++] = v;
-    return true;
-}
 
 static int parse(int argc, char **argv, struct logs_args *a)
 {
@@ -316,6 +236,8 @@ static int parse(int argc, char **argv, struct logs_args *a)
     int c;
     const char *why;
     while ((c = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
+        if (vg__cli_fleet_arg(&a->fleet, c, optarg))
+            continue;
         switch (c) {
         case 'f':
             a->follow = true;
@@ -349,15 +271,6 @@ static int parse(int argc, char **argv, struct logs_args *a)
                 return 2;
             }
             break;
-        case 'N':
-            push(&a->nodes, &a->n_nodes, optarg);
-            break;
-        case 'b':
-            push(&a->nats, &a->n_nats, optarg);
-            break;
-        case 't':
-            a->token = optarg;
-            break;
         case 'j':
             a->json = true;
             break;
@@ -378,14 +291,13 @@ static int parse(int argc, char **argv, struct logs_args *a)
 
 int vg_cli_logs(int argc, char **argv)
 {
-    struct logs_args a = {.token = getenv("VERGE_ADMIN_TOKEN"), .since_ms = 600000, .limit = 500};
+    struct logs_args a = {.since_ms = 600000, .limit = 500};
     int rc = parse(argc, argv, &a);
     if (rc < 0) {
-        if (!a.n_nodes && !a.n_nats)
-            push(&a.nodes, &a.n_nodes, "http://127.0.0.1:8080");
+        vg__cli_fleet_defaults(&a.fleet);
         rc = run(&a);
+        vg__cli_fleet_close(&a.fleet);
     }
-    free(a.nodes);
-    free(a.nats);
+    vg__cli_fleet_free_args(&a.fleet);
     return rc;
 }

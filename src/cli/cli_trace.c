@@ -4,18 +4,15 @@
  * stage, node, location, start offset, duration and a bar, spans nested
  * under their parents across nodes. --json prints the records. */
 #include "base/base.h"
-#include "bus/bus.h"
 #include "cli.h"
-#include "http/http.h"
+#include "cli_int.h"
 #include "node/node.h"
 #include "obs/obs.h"
 
 #include <getopt.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define BAR 32
 
@@ -30,91 +27,10 @@ static void trace_usage(FILE *f)
 }
 
 struct trace_args {
-    const char **nodes, **nats;
-    size_t n_nodes, n_nats;
-    const char *token;
+    struct vg__cli_fleet fleet;
     uint64_t wait_ms;
     bool json;
 };
-
-/* ---- gathering -------------------------------------------------------------------- */
-
-static void append_records(json_t *all, const char *text, size_t len)
-{
-    json_t *arr = json_loadb(text, len, 0, NULL);
-    if (json_is_array(arr))
-        json_array_extend(all, arr);
-    json_decref(arr);
-}
-
-static int from_nodes(const struct trace_args *a, const char *id, json_t *all)
-{
-    int reached = 0;
-    for (size_t i = 0; i < a->n_nodes; i++) {
-        struct vg_http_sync_req q = {
-            .method = "GET", .url = a->nodes[i], .path_suffix = NULL, .token = a->token, .timeout_ms = 5000};
-        char path[128], err[256];
-        snprintf(path, sizeof(path), "/_verge/traces/%s", id);
-        q.path_suffix = path;
-        struct vg_http_sync_res res;
-        if (vg_http_sync_request(&q, &res, err, sizeof(err)) != 0) {
-            fprintf(stderr, "verge trace: %s: %s\n", a->nodes[i], err);
-            continue;
-        }
-        reached++;
-        if (res.status == 200)
-            append_records(all, res.body, res.body_len);
-        else if (res.status != 404)
-            fprintf(stderr, "verge trace: %s answered %d: %.*s", a->nodes[i], res.status, (int)res.body_len, res.body);
-        vg_http_sync_res_free(&res);
-    }
-    return reached;
-}
-
-struct gather {
-    pthread_mutex_t mu;
-    json_t *all;
-    int answers;
-};
-
-static void on_answer(void *arg, const struct vg_bus_msg *m)
-{
-    struct gather *g = arg;
-    pthread_mutex_lock(&g->mu);
-    append_records(g->all, m->data, m->len);
-    g->answers++;
-    pthread_mutex_unlock(&g->mu);
-}
-
-static int from_bus(const struct trace_args *a, const char *id, json_t *all)
-{
-    struct vg_bus_options o = {.urls = a->nats, .n_urls = a->n_nats, .name = "verge trace"};
-    struct vg_bus *bus;
-    char err[256], inbox[64];
-    if (vg_bus_nats_create(&o, &bus, err, sizeof(err)) != 0) {
-        fprintf(stderr, "verge trace: %s\n", err);
-        return -1;
-    }
-    uint8_t rnd[16];
-    vg_trace_new_id(rnd);
-    char hex[33];
-    vg_trace_hex(rnd, 8, hex);
-    snprintf(inbox, sizeof(inbox), "_INBOX.verge.trace.%s", hex);
-    struct gather g = {.all = all};
-    pthread_mutex_init(&g.mu, NULL);
-    struct vg_bus_sub *sub;
-    int rc = vg_bus_subscribe(bus, inbox, NULL, on_answer, &g, &sub);
-    if (rc == 0) {
-        rc = vg_bus_publish_reply(bus, VG_NODE_TRACE_SUBJECT, inbox, id, strlen(id));
-        usleep((useconds_t)(a->wait_ms * 1000)); /* every holder answers once; we cannot know how many */
-        vg_bus_unsubscribe(sub);
-    }
-    vg_bus_destroy(bus);
-    pthread_mutex_destroy(&g.mu);
-    if (rc != 0)
-        fprintf(stderr, "verge trace: cannot ask over NATS: %s\n", vg_strerror(rc));
-    return rc ? -1 : g.answers;
-}
 
 /* ---- the waterfall ---------------------------------------------------------------- */
 
@@ -122,7 +38,6 @@ struct row {
     json_t *span, *rec;
     int64_t start_us; /* unix */
     int64_t dur_us;
-    int depth;
     int parent; /* row index, -1 */
 };
 
@@ -144,12 +59,8 @@ static size_t collect_rows(json_t *recs, struct row **out)
         {
             if (n == cap)
                 rows = vg_xrealloc(rows, (cap = cap ? cap * 2 : 64) * sizeof(*rows));
-            rows[n++] = (struct row){span,
-                                     rec,
-                                     t0 + json_integer_value(json_object_get(span, "start_us")),
-                                     json_integer_value(json_object_get(span, "duration_us")),
-                                     0,
-                                     -1};
+            rows[n++] = (struct row){span, rec, t0 + json_integer_value(json_object_get(span, "start_us")),
+                                     json_integer_value(json_object_get(span, "duration_us")), -1};
         }
     }
     *out = rows;
@@ -162,12 +73,10 @@ static void link_rows(struct row *rows, size_t n)
         for (size_t j = 0; j < n; j++)
             if (i != j && strcmp(str(rows[i].span, "parent_id"), str(rows[j].span, "span_id")) == 0)
                 rows[i].parent = (int)j;
-    for (size_t i = 0; i < n; i++) /* bounded: a cycle (bad input) cannot loop forever */
-        for (int p = rows[i].parent, hops = 0; p >= 0 && hops < (int)n; p = rows[p].parent, hops++)
-            rows[i].depth++;
 }
 
-/* Depth-first order: children after their parent, by start time. */
+/* Depth-first: children after their parent, by start time. A cycle (bad
+ * input) ends at depth 32. */
 static void emit(const struct row *rows, size_t n, int parent, int64_t t0, int64_t total, int depth)
 {
     bool *done = vg_xcalloc(n ? n : 1, sizeof(bool));
@@ -209,8 +118,7 @@ static void draw(const char *id, json_t *recs)
     printf("trace %s: %zu spans in %zu records, %.3f ms\n\n", id, n, json_array_size(recs),
            n ? (double)(end - t0) / 1000.0 : 0.0);
     printf("%-38s %-12s %-8s %9s %9s\n", "STAGE", "NODE", "LOCATION", "START ms", "DUR ms");
-    /* roots: spans whose parent is not among the records (the caller's) */
-    emit(rows, n, -1, t0, end - t0, 0);
+    emit(rows, n, -1, t0, end - t0, 0); /* roots: spans whose parent is not here (the caller's) */
     free(rows);
 }
 
@@ -218,32 +126,21 @@ static void draw(const char *id, json_t *recs)
 
 static int parse(int argc, char **argv, struct trace_args *a)
 {
-    static const struct option opts[] = {{"node", required_argument, NULL, 'n'},
-                                         {"nats", required_argument, NULL, 'b'},
+    static const struct option opts[] = {VG__CLI_FLEET_OPTIONS,
                                          {"wait", required_argument, NULL, 'w'},
-                                         {"token", required_argument, NULL, 't'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (vg__cli_fleet_arg(&a->fleet, c, optarg))
+            continue;
         switch (c) {
-        case 'n':
-            a->nodes = vg_xrealloc(a->nodes, (a->n_nodes + 1) * sizeof(*a->nodes));
-            a->nodes[a->n_nodes++] = optarg;
-            break;
-        case 'b':
-            a->nats = vg_xrealloc(a->nats, (a->n_nats + 1) * sizeof(*a->nats));
-            a->nats[a->n_nats++] = optarg;
-            break;
         case 'w':
             if (vg_parse_duration_ms(optarg, &a->wait_ms) != 0 || a->wait_ms > 60000) {
                 fprintf(stderr, "verge trace: --wait takes a duration up to 60s, like 500ms: %s\n", optarg);
                 return 2;
             }
-            break;
-        case 't':
-            a->token = optarg;
             break;
         case 'j':
             a->json = true;
@@ -256,22 +153,44 @@ static int parse(int argc, char **argv, struct trace_args *a)
             return 2;
         }
     }
+    if (optind != argc - 1) {
+        trace_usage(stderr);
+        return 2;
+    }
     return -1;
 }
 
-static int run(const struct trace_args *a, const char *id)
+static void trace_path(void *arg, const char *url, char *path, size_t cap)
+{
+    (void)url;
+    snprintf(path, cap, "/_verge/traces/%s", (const char *)arg);
+}
+
+/* Every node's records of the trace in one array. */
+static json_t *gather(struct trace_args *a, const char *id)
+{
+    json_t *all = json_array(), *answers, *ans;
+    answers = vg__cli_fleet_ask(&a->fleet, VG_NODE_TRACE_SUBJECT, id, (uint32_t)a->wait_ms, trace_path, (void *)id);
+    size_t i;
+    json_array_foreach(answers, i, ans) if (json_is_array(ans)) json_array_extend(all, ans);
+    json_decref(answers);
+    return all;
+}
+
+static int run(struct trace_args *a, const char *id)
 {
     uint8_t bin[16];
+    char lower[33];
     if (!vg_trace_id_parse(id, strlen(id), bin)) {
         fprintf(stderr, "verge trace: a trace id is 32 hex digits, not '%s'\n", id);
         return 2;
     }
-    char lower[33];
     vg_trace_hex(bin, 16, lower);
-    json_t *all = json_array();
-    int reached = a->n_nats ? from_bus(a, lower, all) : from_nodes(a, lower, all);
+    if (vg__cli_fleet_open(&a->fleet, "verge trace") != 0)
+        return 1;
+    json_t *all = gather(a, lower);
     int rc = 0;
-    if (reached < 0 || (!a->n_nats && reached == 0)) {
+    if (!a->fleet.bus && a->fleet.http_reached == 0) {
         rc = 1;
     } else if (json_array_size(all) == 0) {
         fprintf(stderr, "verge trace: no node holds trace %s (not kept, or aged out of the rings)\n", lower);
@@ -289,21 +208,13 @@ static int run(const struct trace_args *a, const char *id)
 
 int vg_cli_trace(int argc, char **argv)
 {
-    struct trace_args a = {.token = getenv("VERGE_ADMIN_TOKEN"), .wait_ms = 500};
+    struct trace_args a = {.wait_ms = 500};
     int rc = parse(argc, argv, &a);
-    if (rc < 0 && optind != argc - 1) {
-        trace_usage(stderr);
-        rc = 2;
-    }
     if (rc < 0) {
-        static const char *def = "http://127.0.0.1:8080";
-        if (!a.n_nodes && !a.n_nats) {
-            a.nodes = vg_xmalloc(sizeof(*a.nodes));
-            a.nodes[a.n_nodes++] = def;
-        }
+        vg__cli_fleet_defaults(&a.fleet);
         rc = run(&a, argv[optind]);
+        vg__cli_fleet_close(&a.fleet);
     }
-    free(a.nodes);
-    free(a.nats);
+    vg__cli_fleet_free_args(&a.fleet);
     return rc;
 }

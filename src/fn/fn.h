@@ -111,6 +111,11 @@ struct vg_fn_fetcher {
     void *ctx;
 };
 
+/* The limits a call can stop at, for counting. */
+enum { VG_FN_LIMIT_MEMORY, VG_FN_LIMIT_INSTRUCTIONS, VG_FN_LIMIT_TIMEOUT, VG_FN_LIMITS };
+extern const char *const VG_FN_LIMIT_NAMES[VG_FN_LIMITS]; /* "lua_memory", ... */
+struct vg_obs_counter;
+
 struct vg_fn_env {
     uv_loop_t *loop;                /* the worker's loop (verge.sleep); NULL when only checking code */
     struct vg_fn_fetcher fetch;     /* verge.fetch; start NULL: not available */
@@ -120,6 +125,10 @@ struct vg_fn_env {
     const char *kv_global_off;      /* with kv_global NULL on a node with --nats: why (static) */
     struct vg_bus *bus;             /* verge.publish; NULL: not available */
     bool dev;                       /* script errors show their traceback in the response body */
+    /* counted when a call fails with a script error / stops at a limit
+     * (memory, instructions, timeout); NULL: not counted */
+    struct vg_obs_counter *errors;
+    struct vg_obs_counter *limits[VG_FN_LIMITS];
 };
 
 /* One app's Lua state on one worker: a sandbox (no io, os.execute,

@@ -29,12 +29,13 @@ struct vg_fn_shared *vg__fn_shared_create_ex(size_t max_bytes, unsigned n_shards
 /* What one entry is charged against max_bytes. */
 size_t vg__fn_shared_entry_cost(size_t klen, size_t vlen);
 
-enum vg__fn_kill {
-    VG__FN_KILL_NONE,
-    VG__FN_KILL_MEMORY,       /* limits.lua_memory */
-    VG__FN_KILL_INSTRUCTIONS, /* limits.lua_instructions */
-    VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
+enum vg__fn_kill { /* MEMORY..TIMEOUT in the order of VG_FN_LIMIT_* (counted by that index) */
+                   VG__FN_KILL_NONE,
+                   VG__FN_KILL_MEMORY,       /* limits.lua_memory */
+                   VG__FN_KILL_INSTRUCTIONS, /* limits.lua_instructions */
+                   VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
 };
+_Static_assert(VG__FN_KILL_TIMEOUT - VG__FN_KILL_MEMORY == VG_FN_LIMIT_TIMEOUT, "kill kinds follow VG_FN_LIMIT_*");
 
 struct vg__fn_call;
 

@@ -14,6 +14,7 @@
  * the cap and marks the running call killed, so a script that catches "not enough memory" still ends. */
 #include "fn_int.h"
 #include "http/http.h"
+#include "obs/obs.h"
 
 #include <string.h>
 
@@ -654,8 +655,13 @@ void vg__fn_release_thread(struct vg__fn_call *c, bool reusable)
     luaL_unref(a->L, LUA_REGISTRYINDEX, c->co_ref);
 }
 
+const char *const VG_FN_LIMIT_NAMES[VG_FN_LIMITS] = {"lua_memory", "lua_instructions", "lua_timeout"};
+
 static void finish_killed(struct vg__fn_call *c)
 {
+    struct vg_obs_counter *m = c->app->env.limits[c->kill - VG__FN_KILL_MEMORY]; /* the same order */
+    if (m)
+        vg_obs_counter_add(m, 1);
     log_call(c, VG_LOG_WARN, "function stopped at a limit", "limit", kill_reason(c->kill));
     vg__fn_release_thread(c, false);
     if (c->kill == VG__FN_KILL_MEMORY)
@@ -672,6 +678,8 @@ static void finish_error(struct vg__fn_call *c)
     luaL_traceback(L, c->co, msg ? msg : "(error object is not a string)", 0);
     const char *tb = lua_tostring(L, -1);
     log_call(c, VG_LOG_ERROR, "function failed", "error", tb);
+    if (c->app->env.errors)
+        vg_obs_counter_add(c->app->env.errors, 1);
     const char *body = "function failed (see the node log)\n";
     if (c->app->env.dev && c->req) {
         size_t n = strlen(tb);

@@ -56,6 +56,9 @@ struct vg_node_options {
  * node holding records of it answers with their JSON array. */
 #define VG_NODE_TRACE_SUBJECT "verge.trace.get"
 
+/* Live figures over the bus (node_stats.c): every node answers. */
+#define VG_NODE_STATS_SUBJECT "verge.stats.query"
+
 /* Log queries over the bus (see node_logs.c): every node answers. */
 #define VG_NODE_LOGS_SUBJECT "verge.logs.query"
 

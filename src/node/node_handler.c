@@ -280,6 +280,10 @@ static bool internal_endpoint(struct reqstate *rs)
         vg__node_trace_endpoint(rs->worker, req, h2o_iovec_init(p.base + traces.len, p.len - traces.len));
         return true;
     }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/stats"))) {
+        vg__node_stats_endpoint(rs->worker, req);
+        return true;
+    }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/logs"))) {
         vg__node_logs_endpoint(rs->worker, req);
         return true;

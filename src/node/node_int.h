@@ -84,6 +84,7 @@ struct vg_node_appstats {
     char *app;
     uint64_t requests, errors_5xx;
     uint64_t lat[VG_NODE_LAT_BUCKETS];
+    struct vg_obs_counter *cache[4]; /* the app's verge_cache_requests_total by result, once a route caches */
 };
 
 struct vg_app_rt {
@@ -237,6 +238,7 @@ struct vg_node {
     struct vg_bus_sub *trace_sub;             /* lookups from `verge trace` */
     struct vg_log_ring *log_ring;             /* recent lines for `verge logs` */
     struct vg_bus_sub *logs_sub;              /* queries from `verge logs` */
+    struct vg_bus_sub *stats_sub;             /* queries from `verge top` */
     char boot_id[17];                         /* this process's: cursors of another one start over */
     struct vg_obs_counter *m_traces_kept;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
@@ -339,6 +341,15 @@ void vg__node_access_log_flush(struct vg_worker *w);
  * constant time in the token's length (node_cache.c). token NULL: no. */
 bool vg__node_token_equal(h2o_iovec_t v, const char *token);
 bool vg__node_token_ok(h2o_req_t *req, const char *token);
+
+/* ---- live figures (node_stats.c) ---- */
+
+/* GET /_verge/stats and "verge.stats.query" on the bus: every app's
+ * counters (requests, 5xx, latency buckets, cache results) for `verge top`,
+ * which turns two snapshots into rates. */
+void vg__node_stats_endpoint(struct vg_worker *w, h2o_req_t *req);
+void vg__node_stats_subscribe(struct vg_node *node);
+void vg__node_stats_unsubscribe(struct vg_node *node);
 
 /* ---- logs (node_logs.c) ---- */
 

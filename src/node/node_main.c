@@ -489,6 +489,7 @@ int vg_node_run(const struct vg_node_options *opt)
     if (cache_init(&node) != 0 || bus_init(&node) != 0 || vg__node_state_init(&node) != 0)
         return 1;
     vg__node_logs_subscribe(&node);
+    vg__node_stats_subscribe(&node);
     vg_obs_collector_add(node.metrics, collect_bus, &node);
     gconf_init(&node);
     apply_limits(&node, apps, n_apps);
@@ -547,6 +548,7 @@ int vg_node_run(const struct vg_node_options *opt)
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg__node_logs_unsubscribe(&node);
+    vg__node_stats_unsubscribe(&node);
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
