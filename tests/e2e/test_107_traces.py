@@ -7,6 +7,7 @@ or is down."""
 import http.server
 import json
 import threading
+import time
 
 from harness import free_port, metric_sum, wait_for
 
@@ -130,8 +131,9 @@ def test_trace_lookup_needs_the_admin_token(verge, origin):
 class Collector:
     """An OTLP/HTTP collector stand-in: records bodies, answers `status`."""
 
-    def __init__(self, status=200):
+    def __init__(self, status=200, delay=0.0):
         self.status = status
+        self.delay = delay
         self.bodies = []
         self.lock = threading.Lock()
         outer = self
@@ -140,6 +142,7 @@ class Collector:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(n)
+                time.sleep(outer.delay)
                 with outer.lock:
                     outer.bodies.append((self.path, self.headers.get("Content-Type"), body))
                 self.send_response(outer.status)
@@ -336,3 +339,20 @@ def test_trace_context_crosses_nats_in_a_message_header(verge, verge_bin, nats_s
     msg = next(r for r in recs if r["route"] == "sub:orders.*")
     assert msg["spans"][0]["parent_id"] == by_name(req, "handler")["span_id"]
     assert b.alive()
+
+
+def test_a_slow_collector_costs_the_exporter_not_the_requests(verge, origin):
+    o = origin("a")
+    c = Collector(delay=3.0)  # longer than the export timeout (2 s): every post fails, slowly
+    try:
+        v = verge(app(o.port), {"edge.lua": EDGE},
+                  args=["--trace-sample", "1", "--trace-export", "http://127.0.0.1:%d/v1/traces" % c.port])
+        worst = 0.0
+        for _ in range(100):
+            t0 = time.monotonic()
+            assert v.get("/ok").status == 200
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 0.5, worst  # requests never wait for the exporter
+        assert wait_for(lambda: metric_sum(v.metrics(), "verge_trace_export_failures_total") >= 1, 10)
+    finally:
+        c.close()
