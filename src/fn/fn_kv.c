@@ -13,6 +13,8 @@
  * flight) and closed by the app; a result arriving at a closed mailbox is
  * dropped (the write itself happened). */
 #include "fn_int.h"
+#include "http/http.h"
+#include "obs/obs.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -257,8 +259,14 @@ static int kv_get(lua_State *L)
     struct vg_state_value v;
     char *mem = NULL;
     uint64_t rev = 0;
+    struct vg_trace *t = app->current && app->current->req ? vg_http_req_trace(app->current->req) : NULL;
+    uint64_t t0 = t ? vg_trace_clock() : 0;
     int rc = a.global ? vg_state_global_get(app->env.kv_global, a.key, a.klen, &v, &mem, &rev)
                       : vg_state_local_get(app->env.kv_local, a.key, a.klen, &v, &mem);
+    if (t) { /* a lookup (a WAF's block list, a counter) is a span of the Lua call */
+        vg_span_t s = vg_trace_add(t, "kv.get", vg_trace_current(t), t0, vg_trace_clock());
+        vg_trace_detail(t, s, a.global ? "global" : "local", a.global ? 6 : 5);
+    }
     if (rc == VG_EIO)
         return luaL_error(L, "verge.kv.get: the node's state store failed");
     if (rc != 0) {

@@ -255,6 +255,22 @@ static void build_sandbox(lua_State *L)
 
 /* ---- verge.log, verge.now, verge.sleep -------------------------------------------------------------- */
 
+/* The trace id of a call (32 hex digits into out), or false: a request's
+ * trace, else a message handler's context. */
+static bool call_trace_id(const struct vg__fn_call *c, char out[VG_TRACE_ID_HEX + 1])
+{
+    struct vg_trace *t = c->req ? vg_http_req_trace(c->req) : NULL;
+    if (t) {
+        vg_trace_hex(vg_trace_id(t), 16, out);
+        return true;
+    }
+    if (!c->traceparent || strlen(c->traceparent) < 35)
+        return false;
+    memcpy(out, c->traceparent + 3, VG_TRACE_ID_HEX); /* "00-" TRACE "-" SPAN "-" FLAGS */
+    out[VG_TRACE_ID_HEX] = '\0';
+    return true;
+}
+
 static void log_from_lua(lua_State *L, enum vg_log_level lvl)
 {
     struct vg_fn_app *a = vg__fn_app_of(L);
@@ -263,9 +279,14 @@ static void log_from_lua(lua_State *L, enum vg_log_level lvl)
     size_t n = 0;
     kv[n++] = "app";
     kv[n++] = a->conf->name;
+    char tid[VG_TRACE_ID_HEX + 1];
     if (a->current) {
         kv[n++] = "request_id";
         kv[n++] = lua_pushlstring(L, a->current->reqid.base, a->current->reqid.len);
+        if (call_trace_id(a->current, tid)) { /* the line joins the request's trace and access line */
+            kv[n++] = "trace_id";
+            kv[n++] = tid;
+        }
     }
     if (lua_istable(L, 2)) {
         /* string copies of each field stay on the stack until the line is out */
@@ -615,9 +636,10 @@ static const char *kill_reason(enum vg__fn_kill k)
 
 static void log_call(struct vg__fn_call *c, enum vg_log_level lvl, const char *msg, const char *k, const char *v)
 {
-    char id[80];
+    char id[80], tid[VG_TRACE_ID_HEX + 1] = "";
     snprintf(id, sizeof(id), "%.*s", (int)(c->reqid.len > 64 ? 64 : c->reqid.len), c->reqid.base);
-    vg_log(lvl, msg, "app", c->app->conf->name, "function", c->fname, "request_id", id, k, v, NULL);
+    call_trace_id(c, tid);
+    vg_log(lvl, msg, "app", c->app->conf->name, "function", c->fname, "request_id", id, "trace_id", tid, k, v, NULL);
 }
 
 /* Handlers and on_request answer errors themselves: nothing went out yet. */

@@ -177,7 +177,7 @@ static void *fetch_start(void *vctx, h2o_req_t *parent, const struct vg_fn_fetch
     s->max_body = f->max_body;
     s->ostr.do_send = capture;
     fill_request(s, parent, f);
-    s->trace = vg__node_trace_of(parent);
+    s->trace = vg_http_req_trace(parent);
     s->span = vg_trace_begin(s->trace, "fetch", 0);
     vg_trace_detail(s->trace, s->span, f->target.base, f->target.len);
     if (h2o_find_header_by_str(&s->req.headers, H2O_STRLIT("traceparent"), -1) < 0)

@@ -633,6 +633,7 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
 static void lua_span_begin(struct reqstate *rs, const char *name)
 {
     rs->sp_lua = vg_trace_begin(rs->trace, name, 0);
+    vg_trace_set_current(rs->trace, rs->sp_lua);              /* its kv lookups nest under it */
     vg__node_trace_propagate(rs->trace, rs->sp_lua, rs->req); /* what verge.publish/request pass on */
 }
 
@@ -641,6 +642,7 @@ static void lua_span_end(struct reqstate *rs)
     if (rs->req->res.status >= 500)
         vg_trace_fail(rs->trace, rs->sp_lua);
     vg_trace_end(rs->trace, rs->sp_lua);
+    vg_trace_set_current(rs->trace, 0);
     rs->sp_lua = VG_SPAN_NONE;
 }
 
@@ -837,7 +839,9 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         h2o_set_header_by_str(&req->pool, &req->res.headers, hdr_reqid.base, hdr_reqid.len, 0,
                               req->headers.entries[i].value.base, req->headers.entries[i].value.len, 1);
     struct vg_worker *w = vg__node_worker_of(req->conn->ctx);
-    vg__node_trace_timing(w, vg__node_trace_of(req), req);
+    struct vg_trace *t = vg_http_req_trace(req);
+    vg__node_trace_timing(w, t, req);
+    vg_trace_begin(t, "send", 0); /* the response going out: ends with the request */
     h2o_setup_next_ostream(req, slot);
 }
 

@@ -368,8 +368,6 @@ void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req);
 /* Sets req's traceparent to span from's (before forwarding it). */
 void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
-/* The request's trace (NULL: tracing off). */
-struct vg_trace *vg__node_trace_of(h2o_req_t *req);
 /* Finishes it; a kept one goes to the worker's ring and the exporter. */
 void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m);
 /* Server-Timing and traceresponse on the response, when asked for. */

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 static const h2o_iovec_t hdr_traceparent = {H2O_STRLIT("traceparent")};
 static const h2o_iovec_t hdr_debug = {H2O_STRLIT("x-verge-debug")};
@@ -20,10 +21,18 @@ static const h2o_iovec_t hdr_debug = {H2O_STRLIT("x-verge-debug")};
 
 static bool wants_timing(struct vg_node *node, h2o_req_t *req);
 
-/* h2o's per-request key/value list (req->env, otherwise unused here)
- * carries the trace to the places that only see the request: the response
- * filter (Server-Timing) and verge.fetch's subrequests. */
-static const h2o_iovec_t env_trace = {H2O_STRLIT("verge.trace")};
+static void accept_span(struct vg_trace *t, h2o_req_t *req)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    int64_t ago_us = (int64_t)(now.tv_sec - req->conn->connected_at.tv_sec) * 1000000 +
+                     (now.tv_usec - req->conn->connected_at.tv_usec);
+    if (ago_us < 0 || ago_us > 3600 * 1000000LL)
+        return;
+    vg_span_t s = vg_trace_add(t, "accept", 0, vg_trace_clock_ago((uint64_t)ago_us * 1000), vg_trace_span_start(t, 0));
+    if (req->scheme == &H2O_URL_SCHEME_HTTPS)
+        vg_trace_detail(t, s, "tls", 3);
+}
 
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
 {
@@ -37,18 +46,10 @@ struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
         pp = &parent;
     struct vg_trace *t =
         vg_trace_init(h2o_mem_alloc_pool(&req->pool, vg_trace_size()), pp, node->opt.trace_sample, "request");
-    h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
-    req->env.entries[req->env.size++] = env_trace;
-    req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
+    vg_http_req_set_trace(req, t);
+    if (vg_http_req_first_on_conn(req)) /* the connection's setup (accept, a TLS handshake) came first */
+        accept_span(t, req);
     return t;
-}
-
-struct vg_trace *vg__node_trace_of(h2o_req_t *req)
-{
-    for (size_t i = 0; i + 1 < req->env.size; i += 2)
-        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, env_trace.base, env_trace.len))
-            return (struct vg_trace *)req->env.entries[i + 1].base;
-    return NULL;
 }
 
 void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req)

@@ -130,6 +130,14 @@ size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap);
 void vg_trace_clock_init(void);
 uint64_t vg_trace_clock(void);
 uint64_t vg_trace_clock_ns(uint64_t from, uint64_t to);
+/* The trace clock's reading ns nanoseconds ago (events timed on another
+ * clock, e.g. a connection's accept). */
+uint64_t vg_trace_clock_ago(uint64_t ns);
+
+/* The span stages running now nest under (e.g. the Lua call's, for its
+ * kv lookups); 0, the request, unless set. */
+void vg_trace_set_current(struct vg_trace *t, vg_span_t s);
+vg_span_t vg_trace_current(const struct vg_trace *t);
 
 /* Head sampling, the same on every node for a trace: a parent's sampled
  * flag wins; otherwise a deterministic function of the trace id's random

@@ -34,6 +34,7 @@ struct vg_trace {
     bool has_parent, sampled, failed;
     uint64_t span_base; /* span i's id is span_base + i: unique within the trace */
     uint16_t n, dropped;
+    int16_t current;
     struct span spans[VG_TRACE_MAX_SPANS];
 };
 
@@ -218,6 +219,12 @@ uint64_t vg_trace_clock(void)
     return mono_ns();
 }
 
+uint64_t vg_trace_clock_ago(uint64_t ns)
+{
+    uint64_t now = vg_trace_clock(), ticks = (uint64_t)((double)ns / ns_per_tick);
+    return ticks < now ? now - ticks : 1;
+}
+
 uint64_t vg_trace_clock_ns(uint64_t from, uint64_t to)
 {
     return to > from ? (uint64_t)((double)(to - from) * ns_per_tick) : 0;
@@ -244,6 +251,7 @@ struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, 
     t->span_base = rng_next() & ~0xffULL; /* + index: never zero, unique per trace */
     t->span_base |= 0x100;
     t->n = t->dropped = 0;
+    t->current = 0;
     vg_trace_begin(t, root, VG_SPAN_NONE);
     return t;
 }
@@ -313,6 +321,17 @@ void vg_trace_fail(struct vg_trace *t, vg_span_t s)
         return;
     t->spans[s].error = true;
     t->failed = true;
+}
+
+void vg_trace_set_current(struct vg_trace *t, vg_span_t s)
+{
+    if (t)
+        t->current = (int16_t)(s < 0 ? 0 : s);
+}
+
+vg_span_t vg_trace_current(const struct vg_trace *t)
+{
+    return t ? t->current : VG_SPAN_NONE;
 }
 
 bool vg_trace_sampled(const struct vg_trace *t)

@@ -356,3 +356,48 @@ def test_a_slow_collector_costs_the_exporter_not_the_requests(verge, origin):
         assert wait_for(lambda: metric_sum(v.metrics(), "verge_trace_export_failures_total") >= 1, 10)
     finally:
         c.close()
+
+
+STAGES = """\
+name: stages
+hooks: {on_response: edge.lua:after}
+routes:
+  - exact: /waf
+    handler: edge.lua:waf
+"""
+STAGES_LUA = """\
+function waf(req)
+  local blocked = verge.kv.get("block/" .. req.client_ip)
+  verge.log.info("checked", {blocked = tostring(blocked)})
+  return {body = "ok\\n"}
+end
+function after(req, res)
+  res.headers["x-after"] = "1"
+  return res
+end
+"""
+
+
+def test_every_stage_is_a_span(verge):
+    v = verge(STAGES, {"edge.lua": STAGES_LUA}, args=["--trace-sample", "1"] + TOKEN)
+    conn = v.conn()
+    conn.request("GET", "/waf", headers={"traceparent": PARENT})
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("x-after") == "1"
+    r.read()
+    second = "00-%s-00f067aa0ba902b7-01" % ("6" * 32)
+    conn.request("GET", "/waf", headers={"traceparent": second})
+    conn.getresponse().read()
+    (rec,) = spans_of(v, TRACE)[1]
+    names = [s["name"] for s in rec["spans"]]
+    for stage in ("request", "accept", "route", "handler", "kv.get", "on_response", "send"):
+        assert stage in names, names
+    assert by_name(rec, "kv.get")["parent_id"] == by_name(rec, "handler")["span_id"]  # the lookup is the Lua call's
+    assert by_name(rec, "kv.get")["detail"] == "local"
+    accept = by_name(rec, "accept")
+    assert accept["start_us"] <= 0 or accept["start_us"] < by_name(rec, "route")["start_us"]
+    (again,) = spans_of(v, "6" * 32)[1]
+    assert "accept" not in [s["name"] for s in again["spans"]]  # the connection was set up once
+    assert wait_for(lambda: any(l.get("msg") == "checked" for l in v.log_records()), 5)
+    line = next(l for l in v.log_records() if l.get("msg") == "checked")
+    assert line["trace_id"] == TRACE  # Lua's log line joins the trace
