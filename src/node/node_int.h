@@ -229,6 +229,7 @@ struct vg_node {
     struct vg_state_global *state_global; /* with --nats only */
     bool state_failed;                    /* the local store could not open (logged once) */
     struct vg_obs_histogram *m_kv_propagation;
+    struct vg_obs_histogram *m_kv_visible;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
