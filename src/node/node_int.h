@@ -302,6 +302,19 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 /* POST /_verge/purge (node_cache.c). */
 void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req);
 
+/* node_admin.c: what the admin endpoints share. */
+/* {"error": why} with status (401 adds WWW-Authenticate: Bearer). */
+void vg__node_admin_error(h2o_req_t *req, int status, const char *why);
+/* Whether req carries "Authorization: Bearer <token>" (constant time;
+ * false when the node has no token). */
+bool vg__node_admin_token_ok(h2o_req_t *req, const char *token);
+/* The app named (name, len), or the node's only app when name is NULL;
+ * NULL with *why ("no such app…" for an unknown name) otherwise. */
+const struct vg_app_rt *vg__node_admin_app(struct vg_site *site, const char *name, size_t len, const char **why);
+
+/* node_publish.c: POST /_verge/publish/SUBJECT. */
+void vg__node_publish_endpoint(struct vg_worker *w, h2o_req_t *req);
+
 /* Purges travel between nodes on "verge.purge.APP" as
  * {"node": ID, "soft": bool, "purges": [{"kind": "url"|"prefix"|"tag", "value": V}]}
  * where every V belongs to APP (starts with "APP " or, for a tag, "APP\n").
