@@ -228,3 +228,17 @@ def test_publish_endpoint_without_a_token_configured(verge, tmp_path, nats_serve
     a = verge(apps=[app("shop")], args=["--nats", n.url])
     assert post(a, "/_verge/publish/x").status == 401
     assert "no --admin-token" in a.logs()
+
+
+def test_publish_endpoint_with_the_bus_down_past_its_buffer(verge, tmp_path, nats_server):
+    n = nats_server()
+    a = verge(apps=[app("shop")], args=["--nats", n.url, "--admin-token", TOKEN])
+    n.stop()
+    assert wait_for(lambda: metric_sum(a.metrics(), "verge_bus_connected") == 0, 5)
+    # the bus keeps 8 MiB for the outage; past it the endpoint says so
+    mib = b"m" * (1 << 20)
+    statuses = [post(a, "/_verge/publish/fill", body=mib).status for _ in range(10)]
+    assert statuses[0] == 202 and statuses[-1] == 503, statuses
+    r = post(a, "/_verge/publish/fill", body=mib)
+    assert r.status == 503 and "buffer is full" in r.json()["error"], r
+    assert "buffer is full" in a.logs()
