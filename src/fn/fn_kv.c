@@ -267,8 +267,7 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
                                fn);
                 a->has_rev = true;
                 a->rev = (uint64_t)lua_tointeger(L, -1);
-            } else if ((allowed & OPT_VISIBLE) && parse_visible(L, fn, k, a)) {
-            } else {
+            } else if (!((allowed & OPT_VISIBLE) && parse_visible(L, fn, k, a))) {
                 luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
             }
             lua_pop(L, 1);

@@ -23,9 +23,11 @@
  *   an ack request (await_visible >= 2) makes a watcher publish one, to
  *   the writer's inbox subject, and only while the record is younger than
  *   VG_STATE_VISIBLE_TIMEOUT_MAX (a node loading the bucket does not ack
- *   old writes). The writer counts distinct nodes per write id in a
- *   bounded table of waiters (MAX_WAITERS); a waiter ends at K nodes or at
- *   its deadline, whichever first, and its done runs exactly once. */
+ *   old writes). The writer counts distinct nodes per write id (not per
+ *   revision: a fast node's ack can arrive before JetStream's
+ *   acknowledgement tells the writer the revision) in a bounded table of
+ *   waiters (MAX_WAITERS); a waiter ends at K nodes or at its deadline,
+ *   whichever first, and its done runs exactly once. */
 #include "state_int.h"
 
 #include "obs/obs.h"
