@@ -146,6 +146,9 @@ struct vg_conf_route {
 /* The largest sizes a manifest may ask for. */
 #define VG_CONF_HEADER_SIZE_MAX (256u << 10)
 #define VG_CONF_BODY_SIZE_MAX (64ull << 30)
+/* The app's global verge.kv bucket: every node holds all of it in memory. */
+#define VG_CONF_KV_GLOBAL_SIZE_MIN (16u << 10)
+#define VG_CONF_KV_GLOBAL_SIZE_MAX (8ull << 30)
 
 struct vg_conf_limits {
     uint64_t header_size;       /* max bytes of request line + headers, default 16 KiB (431 above) */
@@ -156,6 +159,8 @@ struct vg_conf_limits {
     uint64_t lua_memory;        /* bytes per app per worker Lua state, default 64 MiB (503 above) */
     uint64_t lua_instructions;  /* Lua VM instructions per request, default 100M (503 above) */
     uint64_t lua_timeout_ms;    /* wall clock per request while Lua runs or waits, default 30000 (503) */
+    uint64_t kv_global_size;    /* bytes of the app's global verge.kv bucket, and so of each node's
+                                   replica of it, default 64 MiB (writes past it: "global store full") */
 };
 
 /* The defaults above (what an app without a 'limits' key gets). */

@@ -773,39 +773,6 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 
 /* ---- purge API ------------------------------------------------------------------------------------ */
 
-static void reply_error(h2o_req_t *req, int status, const char *why)
-{
-    char buf[300];
-    char esc[200];
-    vg_json_escape(esc, sizeof(esc), why, strlen(why));
-    snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}\n", esc);
-    if (status == 401)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-    vg_http_send_text(req, status, "application/json", buf, strlen(buf));
-}
-
-bool vg__node_token_equal(h2o_iovec_t v, const char *token)
-{
-    size_t tl = strlen(token);
-    if (v.len != tl)
-        return false;
-    unsigned char diff = 0;
-    for (size_t k = 0; k < tl; k++)
-        diff |= (unsigned char)(v.base[k] ^ token[k]);
-    return diff == 0;
-}
-
-bool vg__node_token_ok(h2o_req_t *req, const char *token)
-{
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (!token || i < 0)
-        return false;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
-        return false;
-    return vg__node_token_equal(h2o_iovec_init(v.base + 7, v.len - 7), token);
-}
-
 /* "http://host/path?q" (or https) -> host and path ("/" when absent). */
 static bool split_url(h2o_mem_pool_t *pool, const char *url, h2o_iovec_t *host, h2o_iovec_t *path)
 {
@@ -828,18 +795,9 @@ static bool split_url(h2o_mem_pool_t *pool, const char *url, h2o_iovec_t *host, 
 /* The app a purge names ("app"), or the only one. */
 static const struct vg_app_rt *purge_app(struct vg_site *site, json_t *j, const char **why)
 {
-    const char *name = json_string_value(json_object_get(j, "app"));
-    if (!name && site->n_apps == 1)
-        return &site->apps[0];
-    if (!name) {
-        *why = "this node serves several apps: name one with \"app\"";
-        return NULL;
-    }
-    for (size_t a = 0; a < site->n_apps; a++)
-        if (strcmp(site->apps[a].conf->name, name) == 0)
-            return &site->apps[a];
-    *why = "no such app on this node";
-    return NULL;
+    json_t *name = json_object_get(j, "app");
+    const char *s = json_string_value(name);
+    return vg__node_admin_app(site, s, s ? json_string_length(name) : 0, why);
 }
 
 /* The purges one API call made, to send to the other nodes. */
@@ -1030,24 +988,24 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
 {
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
-        reply_error(req, 405, "POST a purge request");
+        vg__node_admin_error(req, 405, "POST a purge request");
         return;
     }
-    if (!vg__node_token_ok(req, w->node->opt.admin_token)) {
+    if (!vg__node_admin_token_ok(req, w->node->opt.admin_token)) {
         vg_log(VG_LOG_WARN, "purge refused", "reason",
                w->node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
-        reply_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");
+        vg__node_admin_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");
         return;
     }
     if (vg_http_body_is_streamed(req)) {
-        reply_error(req, 413, "a purge request is a small JSON object");
+        vg__node_admin_error(req, 413, "a purge request is a small JSON object");
         return;
     }
     json_error_t jerr;
     json_t *j = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &jerr);
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        reply_error(req, 400, "the body is a JSON object: {\"url\"|\"prefix\"|\"tag\": ..., \"soft\": bool}");
+        vg__node_admin_error(req, 400, "the body is a JSON object: {\"url\"|\"prefix\"|\"tag\": ..., \"soft\": bool}");
         return;
     }
     size_t n = 0;
@@ -1060,7 +1018,7 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
     bool sent = status == 200 && log.n && purge_publish(w->node, app->conf->name, &log, soft);
     json_decref(j);
     if (status != 200) {
-        reply_error(req, status, why);
+        vg__node_admin_error(req, status, why);
         return;
     }
     char buf[80];

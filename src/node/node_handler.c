@@ -288,6 +288,10 @@ static bool internal_endpoint(struct reqstate *rs)
         vg__node_logs_endpoint(rs->worker, req);
         return true;
     }
+    if (p.len >= 15 && memcmp(p.base, "/_verge/publish", 15) == 0 && (p.len == 15 || p.base[15] == '/')) {
+        vg__node_publish_endpoint(rs->worker, req);
+        return true;
+    }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {
         size_t len;
         char *text = vg_obs_registry_render(rs->worker->node->metrics, &len);

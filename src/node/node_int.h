@@ -241,6 +241,7 @@ struct vg_node {
     struct vg_bus_sub *stats_sub;             /* queries from `verge top` */
     char boot_id[17];                         /* this process's: cursors of another one start over */
     struct vg_obs_counter *m_traces_kept;
+    struct vg_obs_histogram *m_kv_visible;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
@@ -324,6 +325,22 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 /* POST /_verge/purge (node_cache.c). */
 void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req);
 
+/* node_admin.c: what the admin endpoints share. */
+/* {"error": why} with status (401 adds WWW-Authenticate: Bearer). */
+void vg__node_admin_error(h2o_req_t *req, int status, const char *why);
+/* Whether req carries "Authorization: Bearer <token>" (constant time;
+ * false when the node has no token). */
+bool vg__node_admin_token_ok(h2o_req_t *req, const char *token);
+/* Whether v is token, in constant time in the token's length (the
+ * X-Verge-Debug header's check). */
+bool vg__node_admin_token_equal(h2o_iovec_t v, const char *token);
+/* The app named (name, len), or the node's only app when name is NULL;
+ * NULL with *why ("no such app…" for an unknown name) otherwise. */
+const struct vg_app_rt *vg__node_admin_app(struct vg_site *site, const char *name, size_t len, const char **why);
+
+/* node_publish.c: POST /_verge/publish/SUBJECT. */
+void vg__node_publish_endpoint(struct vg_worker *w, h2o_req_t *req);
+
 /* Purges travel between nodes on "verge.purge.APP" as
  * {"node": ID, "soft": bool, "purges": [{"kind": "url"|"prefix"|"tag", "value": V}]}
  * where every V belongs to APP (starts with "APP " or, for a tag, "APP\n").
@@ -337,10 +354,6 @@ int vg__node_purge_fanout_start(struct vg_node *node);
 void vg__node_cache_worker_init(struct vg_worker *w);
 void vg__node_cache_worker_close(struct vg_worker *w);
 void vg__node_access_log_flush(struct vg_worker *w);
-/* Whether v is token / the request's "Authorization: Bearer" is token:
- * constant time in the token's length (node_cache.c). token NULL: no. */
-bool vg__node_token_equal(h2o_iovec_t v, const char *token);
-bool vg__node_token_ok(h2o_req_t *req, const char *token);
 
 /* ---- live figures (node_stats.c) ---- */
 

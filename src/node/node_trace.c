@@ -85,7 +85,7 @@ static bool wants_timing(struct vg_node *node, h2o_req_t *req)
         return true;
     const char *tok = node->opt.admin_token;
     ssize_t i = h2o_find_header_by_str(&req->headers, hdr_debug.base, hdr_debug.len, -1);
-    return tok && i >= 0 && vg__node_token_equal(req->headers.entries[i].value, tok);
+    return tok && i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
 }
 
 void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
@@ -106,7 +106,7 @@ void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *r
 void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex)
 {
     struct vg_node *node = w->node;
-    if (!node->opt.dev && !vg__node_token_ok(req, node->opt.admin_token)) {
+    if (!node->opt.dev && !vg__node_admin_token_ok(req, node->opt.admin_token)) {
         vg_log(VG_LOG_WARN, "trace lookup refused", "reason",
                node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
         vg_http_send_text(req, 401, "text/plain; charset=utf-8",

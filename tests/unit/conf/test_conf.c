@@ -275,6 +275,7 @@ static void test_defaults(void **state)
     assert_int_equal(app->limits.header_timeout_ms, 10000);
     assert_int_equal(app->limits.idle_timeout_ms, 60000);
     assert_int_equal(app->limits.max_connections, 10000);
+    assert_int_equal(app->limits.kv_global_size, 64u << 20);
     assert_int_equal(app->n_routes, 1);
     struct vg_conf_route *r = &app->routes[0];
     assert_null(r->host);
@@ -419,6 +420,7 @@ static void test_limits_bounds(void **state)
         MIN "limits: {body_size: 64g}\n",      MIN "limits: {header_timeout: 1ms}\n",
         MIN "limits: {header_timeout: 24h}\n", MIN "limits: {idle_timeout: 1}\n",
         MIN "limits: {max_connections: 1}\n",  MIN "limits: {max_connections: 1000000}\n",
+        MIN "limits: {kv_global_size: 16k}\n", MIN "limits: {kv_global_size: 8g}\n",
     };
     static const struct err_case bad[] = {
         {MIN "limits: {header_size: 1023}\n", 4, 23,
@@ -433,12 +435,17 @@ static void test_limits_bounds(void **state)
         {MIN "limits: {max_connections: 1000001}\n", 4, 27, "between 1 and 1000000"},
         {MIN "limits: {max_connections: -1}\n", 4, 27, "between 1 and 1000000"},
         {MIN "limits: {max_connections: 99999999999999999999999}\n", 4, 27, "between 1 and 1000000"},
+        {MIN "limits: {kv_global_size: 16383}\n", 4, 26, "a size between 16k and 8g for 'kv_global_size'"},
+        {MIN "limits: {kv_global_size: 9g}\n", 4, 26, "between 16k and 8g"},
     };
     expect_oks(ok, VG_ARRAY_LEN(ok));
     expect_errs(bad, VG_ARRAY_LEN(bad));
     struct vg_conf_app *app = load_ok(MIN "limits: {header_size: 256k, body_size: 64g}\n");
     assert_int_equal(app->limits.header_size, 256 * 1024);
     assert_int_equal(app->limits.body_size, 64ull << 30);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "limits: {kv_global_size: 1m}\n");
+    assert_int_equal(app->limits.kv_global_size, 1u << 20);
     vg_conf_app_destroy(app);
 }
 
