@@ -423,7 +423,9 @@ static struct vg_trace_rec *make_record(const struct vg_trace *t, const struct v
     r->dropped = t->dropped;
     for (uint16_t i = 0; i < t->n; i++) {
         r->spans[i] = t->spans[i];
-        uint64_t end = t->spans[i].end ? t->spans[i].end : now; /* still open: ends with the request */
+        uint64_t end = t->spans[i].end   ? t->spans[i].end
+                       : t->spans[0].end ? t->spans[0].end
+                                         : now; /* open: ends with the request */
         r->spans[i].start = vg_trace_clock_ns(t0, t->spans[i].start);
         r->spans[i].end = vg_trace_clock_ns(t0, end);
     }
