@@ -194,8 +194,13 @@ static void on_entry(struct vg_state_gdb *db, kvEntry *e)
     uint64_t max = atomic_load(&db->max_rev);
     while (rev > max && !atomic_compare_exchange_weak(&db->max_rev, &max, rev))
         ;
-    if (!vg_state_key_valid(key, klen, NULL)) {
+    const char *why = NULL;
+    if (!vg_state_key_valid(key, klen, &why)) {
+        char shown[128]; /* a key may be as long as a subject */
+        snprintf(shown, sizeof(shown), "%.*s%s", klen > 100 ? 100 : (int)klen, key, klen > 100 ? "..." : "");
         atomic_fetch_add(&g->bad, 1);
+        vg_log(VG_LOG_WARN, "state: an entry with an invalid key in a global bucket, ignored", "bucket", db->bucket,
+               "key", shown, "reason", why, NULL);
         return;
     }
     if (kvEntry_Operation(e) != kvOp_Put) {
@@ -209,6 +214,9 @@ static void on_entry(struct vg_state_gdb *db, kvEntry *e)
     if (!vg__state_rec_decode(p, len, true, &r) || r.tail_klen) {
         atomic_fetch_add(&g->bad, 1);
         vg_log(VG_LOG_WARN, "state: a malformed value in a global bucket, ignored", "bucket", db->bucket, "key", key,
+               "reason",
+               r.tail_klen ? "a record with a stored key (local records only)"
+                           : "not a verge value record (bad header, type or length)",
                NULL);
         return;
     }
