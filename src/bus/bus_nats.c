@@ -42,6 +42,7 @@ struct nbus {
     size_t ubytes, ucap;
     uint64_t epoch; /* connections lost so far (on_disconnected) */
     bool ustop;
+    bool closed; /* on_closed ran: libnats calls nothing of ours after it */
     pthread_t confirmer;
     natsStatistics *stats; /* the confirmer's */
 };
@@ -82,6 +83,18 @@ static void on_disconnected(natsConnection *nc, void *arg)
     __atomic_store_n(&n->super.connected, false, __ATOMIC_RELAXED);
     vg__bus_count(&n->super.disconnects, 1);
     vg_log(VG_LOG_WARN, "bus: disconnected from NATS, publishes are buffered until it is back", NULL);
+}
+
+/* The last callback libnats makes (its callbacks run in order on its
+ * own thread, after natsConnection_Close has returned): nb_destroy waits
+ * for it before freeing what the others use. */
+static void on_closed(natsConnection *nc, void *arg)
+{
+    struct nbus *n = arg;
+    pthread_mutex_lock(&n->umu);
+    n->closed = true;
+    pthread_cond_broadcast(&n->ucv);
+    pthread_mutex_unlock(&n->umu);
 }
 
 static natsStatus send_one(natsConnection *nc, const char *subject, const char *reply, const void *data, size_t len)
@@ -324,6 +337,10 @@ static void nb_destroy(struct vg_bus *b)
     pthread_join(n->confirmer, NULL);
     natsConnection_FlushTimeout(n->nc, 1000);
     natsConnection_Close(n->nc);
+    pthread_mutex_lock(&n->umu);
+    while (!n->closed)
+        pthread_cond_wait(&n->ucv, &n->umu);
+    pthread_mutex_unlock(&n->umu);
     for (struct unconf *u = n->uhead, *next; u; u = next) {
         next = u->next;
         free(u);
@@ -371,6 +388,8 @@ static natsStatus set_options(struct nbus *n, const struct vg_bus_options *o)
         s = natsOptions_SetReconnectedCB(n->opts, on_reconnected, n);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(n->opts, on_error, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(n->opts, on_closed, n);
     return s;
 }
 

@@ -70,6 +70,7 @@ struct vg_state_global {
     bool stop;
     struct vg_obs_histogram *propagation;
     _Atomic bool connected;
+    bool closed; /* under mu: on_closed ran, libnats calls nothing of ours after it */
     _Atomic uint64_t applied, bad;
     _Atomic uint64_t counts[VG_STATE_C_OPS][VG_STATE_R_RESULTS];
 };
@@ -480,6 +481,18 @@ static void on_reconnected(natsConnection *nc, void *arg)
     }
 }
 
+/* libnats' last callback (in order after on_disconnected, on its own
+ * thread, possibly after natsConnection_Close returned): destroy waits for
+ * it before freeing g. */
+static void on_closed(natsConnection *nc, void *arg)
+{
+    struct vg_state_global *g = arg;
+    pthread_mutex_lock(&g->mu);
+    g->closed = true;
+    pthread_cond_broadcast(&g->more);
+    pthread_mutex_unlock(&g->mu);
+}
+
 int vg_state_global_create(const struct vg_state_global_options *o, struct vg_state_global **out, char *err,
                            size_t errcap)
 {
@@ -501,6 +514,10 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(g->opts, on_reconnected, g);
     if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(g->opts, on_closed, g);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->more, NULL);
+    if (s == NATS_OK)
         s = natsConnection_Connect(&g->nc, g->opts);
     jsOptions jo;
     if (s == NATS_OK)
@@ -515,15 +532,22 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
     if (s != NATS_OK) {
         snprintf(err, errcap, "state: cannot connect to NATS JetStream: %s", nats_GetLastError(NULL));
         jsCtx_Destroy(g->js);
+        if (g->nc) { /* connected, then failed: wait for its callbacks */
+            natsConnection_Close(g->nc);
+            pthread_mutex_lock(&g->mu);
+            while (!g->closed)
+                pthread_cond_wait(&g->more, &g->mu);
+            pthread_mutex_unlock(&g->mu);
+        }
         natsConnection_Destroy(g->nc);
         natsOptions_Destroy(g->opts);
+        pthread_mutex_destroy(&g->mu);
+        pthread_cond_destroy(&g->more);
         free(g);
         return VG_ENET;
     }
     atomic_store(&g->connected, true);
-    pthread_mutex_init(&g->mu, NULL);
     pthread_mutex_init(&g->dbs_mu, NULL);
-    pthread_cond_init(&g->more, NULL);
     g->tail = &g->head;
     VG_AZ(pthread_create(&g->writer, NULL, writer_main, g));
     *out = g;
@@ -563,6 +587,10 @@ void vg_state_global_destroy(struct vg_state_global *g)
     for (size_t i = 0; i < g->n_dbs; i++)
         atomic_store(&g->dbs[i]->stop, true);
     natsConnection_Close(g->nc);
+    pthread_mutex_lock(&g->mu);
+    while (!g->closed)
+        pthread_cond_wait(&g->more, &g->mu);
+    pthread_mutex_unlock(&g->mu);
     for (size_t i = 0; i < g->n_dbs; i++)
         gdb_destroy(g->dbs[i]);
     jsCtx_Destroy(g->js);
