@@ -509,6 +509,13 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
         s = natsOptions_SetMaxReconnect(g->opts, -1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectWait(g->opts, 250);
+    /* a write goes out from the writer thread itself instead of waking
+     * libnats' flusher thread: one thread hop less per write, which on a
+     * busy core cost the whole fan-out a scheduling delay of milliseconds
+     * (bench/propagation.py); nothing is lost by not batching, since the
+     * writer waits for each acknowledgement anyway */
+    if (s == NATS_OK)
+        s = natsOptions_SetSendAsap(g->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(g->opts, on_disconnected, g);
     if (s == NATS_OK)
