@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-propagation cache-sim fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-propagation cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -113,6 +113,15 @@ $(BUILD)/bench/cache_sim: bench/cache_sim.c $(BUILD)/libverge.a
 
 cache-sim: $(BUILD)/bench/cache_sim
 	@$(BUILD)/bench/cache_sim
+
+# The cost of a trace span and of a request's whole trace (bench/trace_span.c).
+$(BUILD)/bench/trace_span: bench/trace_span.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
+
+bench-trace: $(BUILD)/bench/trace_span
+	@taskset -c 1 $(BUILD)/bench/trace_span
 
 fmt:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)

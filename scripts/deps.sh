@@ -7,6 +7,7 @@ PKGS=(
   libh2o-evloop-dev libuv1-dev libssl-dev zlib1g-dev liblua5.4-dev libfyaml-dev libjansson-dev
   liblmdb-dev libsqlite3-dev libarchive-dev libnats-dev libcmocka-dev libnghttp2-dev
   nats-server nginx libnginx-mod-http-lua varnish wrk nghttp2-client curl openssl python3 python3-pytest python3-h2 procps util-linux
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -22,6 +23,9 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # own instances, so stop only the packaged one (by its pid file).
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
 if [ -s /run/nginx.pid ]; then $SUDO kill "$(cat /run/nginx.pid)" >/dev/null 2>&1 || true; fi
-# the same for varnish (bench/run.sh starts its own varnishd -F)
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now varnish >/dev/null 2>&1 || true; fi
+# the same for varnish (bench/run.sh starts its own varnishd -F) and
+# prometheus (tests/e2e/test_110_prometheus.py starts its own)
+for svc in varnish prometheus; do
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+done
 echo "deps: done" >&2

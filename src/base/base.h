@@ -70,6 +70,11 @@ void vg_log(enum vg_log_level lvl, const char *msg, ...) __attribute__((sentinel
 #define VG_LOG_MAX_FIELDS 32
 void vg_log_fields(enum vg_log_level lvl, const char *msg, const char *const *kv, size_t n);
 void vg_log_raw_line(const char *line, size_t len); /* writes line + '\n' atomically */
+/* A copy of every line logged (its JSON form, whatever the format on
+ * stderr, with its wall-clock time in µs) goes to fn, on the logging
+ * thread: e.g. the node's log ring. NULL stops it. */
+typedef void (*vg_log_tap_fn)(void *arg, uint64_t time_us, const char *json, size_t len);
+void vg_log_set_tap(vg_log_tap_fn fn, void *arg);
 
 /* JSON string escaping into a caller buffer; returns bytes that would be
  * written (like snprintf), never writes more than cap (NUL-terminated when cap>0). */

@@ -8,6 +8,14 @@
 
 static enum vg_log_level g_level = VG_LOG_INFO;
 static bool g_json = true;
+static vg_log_tap_fn g_tap;
+static void *g_tap_arg;
+
+void vg_log_set_tap(vg_log_tap_fn fn, void *arg)
+{
+    g_tap_arg = arg;
+    __atomic_store_n(&g_tap, fn, __ATOMIC_RELEASE);
+}
 
 void vg_log_set_level(enum vg_log_level lvl)
 {
@@ -96,6 +104,33 @@ void vg_log(enum vg_log_level lvl, const char *msg, ...)
     vg_log_fields(lvl, msg, kv, n);
 }
 
+/* The JSON form of a line: {"time", "level", "msg", fields...}. */
+static size_t format_json(char *line, size_t cap, const char *ts, enum vg_log_level lvl, const char *msg,
+                          const char *const *kv, size_t n)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(line + o, cap - o, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(lvl));
+    o += vg_json_escape(line + o, o < cap ? cap - o : 0, msg, strlen(msg));
+    if (o < cap)
+        o += (size_t)snprintf(line + o, cap - o, "\"");
+    for (size_t i = 0; i < n; i++) {
+        const char *v = kv[2 * i + 1] ? kv[2 * i + 1] : "";
+        if (o < cap)
+            o += (size_t)snprintf(line + o, cap - o, ",\"");
+        if (o < cap)
+            o += vg_json_escape(line + o, cap - o, kv[2 * i], strlen(kv[2 * i]));
+        if (o < cap)
+            o += (size_t)snprintf(line + o, cap - o, "\":\"");
+        if (o < cap)
+            o += vg_json_escape(line + o, cap - o, v, strlen(v));
+        if (o < cap)
+            o += (size_t)snprintf(line + o, cap - o, "\"");
+    }
+    if (o < cap)
+        o += (size_t)snprintf(line + o, cap - o, "}");
+    return o > cap ? cap : o;
+}
+
 void vg_log_fields(enum vg_log_level lvl, const char *msg, const char *const *kv, size_t n)
 {
     if (lvl < g_level)
@@ -109,32 +144,17 @@ void vg_log_fields(enum vg_log_level lvl, const char *msg, const char *const *kv
     char ts[64];
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
              tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(now % 1000000u));
-    if (g_json) {
-        o += (size_t)snprintf(line + o, cap - o, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(lvl));
-        o += vg_json_escape(line + o, o < cap ? cap - o : 0, msg, strlen(msg));
-        if (o < cap)
-            o += (size_t)snprintf(line + o, cap - o, "\"");
-        for (size_t i = 0; i < n; i++) {
-            const char *v = kv[2 * i + 1] ? kv[2 * i + 1] : "";
-            if (o < cap)
-                o += (size_t)snprintf(line + o, cap - o, ",\"");
-            if (o < cap)
-                o += vg_json_escape(line + o, cap - o, kv[2 * i], strlen(kv[2 * i]));
-            if (o < cap)
-                o += (size_t)snprintf(line + o, cap - o, "\":\"");
-            if (o < cap)
-                o += vg_json_escape(line + o, cap - o, v, strlen(v));
-            if (o < cap)
-                o += (size_t)snprintf(line + o, cap - o, "\"");
-        }
-        if (o < cap)
-            o += (size_t)snprintf(line + o, cap - o, "}");
-    } else {
-        o += (size_t)snprintf(line + o, cap - o, "%s %-5s %s", ts + 11, level_name(lvl), msg);
+    vg_log_tap_fn tap = __atomic_load_n(&g_tap, __ATOMIC_ACQUIRE);
+    if (g_json || tap)
+        o = format_json(line, cap, ts, lvl, msg, kv, n);
+    if (tap)
+        tap(g_tap_arg, now, line, o); /* the JSON form, whatever goes to stderr */
+    if (!g_json) {
+        o = (size_t)snprintf(line, cap, "%s %-5s %s", ts + 11, level_name(lvl), msg);
         for (size_t i = 0; i < n && o < cap; i++)
             o += (size_t)snprintf(line + o, cap - o, " %s=%s", kv[2 * i], kv[2 * i + 1] ? kv[2 * i + 1] : "");
+        if (o > cap)
+            o = cap;
     }
-    if (o > cap)
-        o = cap;
     vg_log_raw_line(line, o);
 }

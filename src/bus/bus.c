@@ -1,21 +1,51 @@
 /* bus: the interface's checks and counts; the backends do the moving. */
 #include "bus_int.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+struct vg__bus_rq {
+    struct vg__bus_rq *next;
+    uint64_t token;
+    vg_bus_reply_fn fn;
+    void *arg;
+};
 
 void vg__bus_init(struct vg_bus *b, const struct vg_bus_ops *ops)
 {
     memset(b, 0, sizeof(*b));
     b->ops = ops;
+    pthread_mutex_init(&b->rq_mu, NULL);
+    pthread_cond_init(&b->rq_cv, NULL);
+}
+
+void vg__bus_fini(struct vg_bus *b)
+{
+    pthread_mutex_destroy(&b->rq_mu);
+    pthread_cond_destroy(&b->rq_cv);
 }
 
 void vg_bus_destroy(struct vg_bus *b)
 {
-    if (b)
-        b->ops->destroy(b);
+    if (!b)
+        return;
+    vg_bus_unsubscribe(b->rq_sub); /* no answer arrives after this */
+    while (b->rq_list) {           /* requests nobody cancelled: their callbacks never run */
+        struct vg__bus_rq *r = b->rq_list;
+        b->rq_list = r->next;
+        free(r);
+    }
+    vg__bus_fini(b);
+    b->ops->destroy(b);
 }
 
 int vg_bus_publish_reply(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
+{
+    return vg_bus_publish_traced(b, subject, reply, NULL, data, len);
+}
+
+int vg_bus_publish_traced(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                          const void *data, size_t len)
 {
     int rc = 0;
     if (!vg_bus_subject_valid(subject, false) || (reply && !vg_bus_subject_valid(reply, false)))
@@ -23,7 +53,7 @@ int vg_bus_publish_reply(struct vg_bus *b, const char *subject, const char *repl
     else if (len > VG_BUS_PAYLOAD_MAX)
         rc = VG_ELIMIT;
     else
-        rc = b->ops->publish(b, subject, reply, data, len);
+        rc = b->ops->publish(b, subject, reply, traceparent, data, len);
     vg__bus_count(rc ? &b->publish_failed : &b->published, 1);
     return rc;
 }
@@ -109,6 +139,110 @@ int vg_bus_request(struct vg_bus *b, const char *subject, const void *data, size
     if (len > VG_BUS_PAYLOAD_MAX)
         return VG_ELIMIT;
     return b->ops->request(b, subject, data, len, timeout_ms, reply, reply_len);
+}
+
+/* ---- asynchronous requests ---- */
+
+/* An answer on the inbox: its token is the subject's last token. The
+ * request leaves the list before its callback runs, so a cancel that
+ * finds it gone waits for rq_running to change instead. */
+static void on_inbox(void *arg, const struct vg_bus_msg *m)
+{
+    struct vg_bus *b = arg;
+    const char *dot = strrchr(m->subject, '.');
+    uint64_t token = dot ? strtoull(dot + 1, NULL, 10) : 0;
+    pthread_mutex_lock(&b->rq_mu);
+    struct vg__bus_rq **pp = &b->rq_list, *r = NULL;
+    while (*pp && (*pp)->token != token)
+        pp = &(*pp)->next;
+    if (token && *pp) {
+        r = *pp;
+        *pp = r->next;
+        b->rq_running = token;
+        b->rq_thread = pthread_self();
+    }
+    pthread_mutex_unlock(&b->rq_mu);
+    if (!r)
+        return; /* cancelled, or a second answer to the same request */
+    r->fn(r->arg, m->no_responders ? VG_ENOENT : 0, m->data, m->len);
+    free(r);
+    pthread_mutex_lock(&b->rq_mu);
+    b->rq_running = 0;
+    pthread_cond_broadcast(&b->rq_cv);
+    pthread_mutex_unlock(&b->rq_mu);
+}
+
+/* Under rq_mu. */
+static int inbox_open(struct vg_bus *b)
+{
+    if (b->rq_sub)
+        return 0;
+    char pattern[sizeof(b->rq_prefix) + 4];
+    b->ops->inbox(b, b->rq_prefix, sizeof(b->rq_prefix));
+    snprintf(pattern, sizeof(pattern), "%s.*", b->rq_prefix);
+    return vg_bus_subscribe(b, pattern, NULL, on_inbox, b, &b->rq_sub);
+}
+
+int vg_bus_request_start(struct vg_bus *b, const char *subject, const void *data, size_t len, vg_bus_reply_fn fn,
+                         void *arg, uint64_t *token)
+{
+    return vg_bus_request_start_traced(b, subject, NULL, data, len, fn, arg, token);
+}
+
+int vg_bus_request_start_traced(struct vg_bus *b, const char *subject, const char *traceparent, const void *data,
+                                size_t len, vg_bus_reply_fn fn, void *arg, uint64_t *token)
+{
+    if (!vg_bus_subject_valid(subject, false))
+        return VG_EINVAL;
+    if (len > VG_BUS_PAYLOAD_MAX)
+        return VG_ELIMIT;
+    if (b->ops->listened && !b->ops->listened(b, subject))
+        return VG_ENOENT;
+    struct vg__bus_rq *r = vg_xcalloc(1, sizeof(*r));
+    r->fn = fn;
+    r->arg = arg;
+    char reply[sizeof(b->rq_prefix) + 24];
+    pthread_mutex_lock(&b->rq_mu);
+    int rc = inbox_open(b);
+    if (rc == 0) {
+        r->token = ++b->rq_seq;
+        r->next = b->rq_list;
+        b->rq_list = r;
+        snprintf(reply, sizeof(reply), "%s.%llu", b->rq_prefix, (unsigned long long)r->token);
+    }
+    pthread_mutex_unlock(&b->rq_mu);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    uint64_t t = r->token; /* r may be gone as soon as the publish is out */
+    rc = vg_bus_publish_traced(b, subject, reply, traceparent, data, len);
+    if (rc) {
+        (void)vg_bus_request_cancel(b, t);
+        return rc;
+    }
+    *token = t;
+    return 0;
+}
+
+bool vg_bus_request_cancel(struct vg_bus *b, uint64_t token)
+{
+    pthread_mutex_lock(&b->rq_mu);
+    struct vg__bus_rq **pp = &b->rq_list;
+    while (*pp && (*pp)->token != token)
+        pp = &(*pp)->next;
+    struct vg__bus_rq *r = *pp;
+    if (r)
+        *pp = r->next;
+    else
+        while (b->rq_running == token) {
+            VG_ASSERT(!pthread_equal(b->rq_thread, pthread_self())); /* from inside its own callback */
+            pthread_cond_wait(&b->rq_cv, &b->rq_mu);
+        }
+    pthread_mutex_unlock(&b->rq_mu);
+    bool found = r != NULL;
+    free(r);
+    return found;
 }
 
 void vg_bus_stats(struct vg_bus *b, struct vg_bus_stats *out)

@@ -34,6 +34,8 @@ struct vg_bus_msg {
     const char *reply; /* where an answer goes (request/reply), or NULL */
     const void *data;
     size_t len;
+    const char *traceparent; /* the W3C trace context it was published in (a header), or NULL */
+    bool no_responders;      /* NATS: the server's answer to a request nobody listens to */
 };
 
 /* The message and its fields are valid during the call only. */
@@ -77,6 +79,11 @@ int vg_bus_publish(struct vg_bus *b, const char *subject, const void *data, size
 /* The same with a reply subject (answers to a request). */
 int vg_bus_publish_reply(struct vg_bus *b, const char *subject, const char *reply, const void *data,
                          size_t len) VG_MUST_CHECK;
+/* The same in a trace: traceparent (NULL: none) travels as a message
+ * header (NATS headers; a field in-process), so the receiver's spans join
+ * the publisher's trace. */
+int vg_bus_publish_traced(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                          const void *data, size_t len) VG_MUST_CHECK;
 
 /* Calls fn(arg, msg) for messages on subjects matching pattern. With a
  * queue group, each message goes to one member of the group only. */
@@ -92,6 +99,25 @@ void vg_bus_unsubscribe(struct vg_bus_sub *s);
  * listens), VG_ENET. */
 int vg_bus_request(struct vg_bus *b, const char *subject, const void *data, size_t len, uint32_t timeout_ms,
                    void **reply, size_t *reply_len) VG_MUST_CHECK;
+
+/* Asynchronous request/reply, for event loops. fn runs once on a bus
+ * thread with rc 0 and the first answer (valid during the call), or with
+ * VG_ENOENT when NATS reports that nobody listens — unless cancelled
+ * first. The bus has no timeout of its own: the caller's loop keeps one
+ * and cancels. Answers come back on one inbox subscription per bus
+ * (made on the first request), told apart by token. Returns 0 and the
+ * token, or VG_EINVAL, VG_ELIMIT, VG_ENET, and VG_ENOENT at once when the
+ * backend knows nobody listens (in-process); fn does not run then. */
+typedef void (*vg_bus_reply_fn)(void *arg, int rc, const void *data, size_t len);
+int vg_bus_request_start(struct vg_bus *b, const char *subject, const void *data, size_t len, vg_bus_reply_fn fn,
+                         void *arg, uint64_t *token) VG_MUST_CHECK;
+/* The same in a trace (see vg_bus_publish_traced). */
+int vg_bus_request_start_traced(struct vg_bus *b, const char *subject, const char *traceparent, const void *data,
+                                size_t len, vg_bus_reply_fn fn, void *arg, uint64_t *token) VG_MUST_CHECK;
+/* After this returns, fn of token is not running and never will: true
+ * when it had not run (the request is forgotten), false when it already
+ * ran (or the token is unknown). Not from inside a reply callback. */
+bool vg_bus_request_cancel(struct vg_bus *b, uint64_t token);
 
 void vg_bus_stats(struct vg_bus *b, struct vg_bus_stats *out);
 

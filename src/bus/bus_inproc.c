@@ -11,7 +11,7 @@
 
 struct qmsg {
     struct qmsg *next;
-    char *subject, *reply;
+    char *subject, *reply, *traceparent;
     size_t len;
     char data[];
 };
@@ -35,13 +35,15 @@ static struct inproc *of(struct vg_bus *b)
     return (struct inproc *)b;
 }
 
-static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
+static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                      const void *data, size_t len)
 {
     struct inproc *ip = of(b);
     struct qmsg *m = vg_xmalloc(sizeof(*m) + len + 1);
     m->next = NULL;
     m->subject = vg_xstrdup(subject);
     m->reply = reply ? vg_xstrdup(reply) : NULL;
+    m->traceparent = traceparent ? vg_xstrdup(traceparent) : NULL;
     m->len = len;
     if (len)
         memcpy(m->data, data, len);
@@ -51,6 +53,7 @@ static int ip_publish(struct vg_bus *b, const char *subject, const char *reply, 
         pthread_mutex_unlock(&ip->mu);
         free(m->subject);
         free(m->reply);
+        free(m->traceparent);
         free(m);
         vg_log(VG_LOG_WARN, "bus: in-process queue full, publish refused", "subject", subject, NULL);
         return VG_ELIMIT;
@@ -109,7 +112,8 @@ static void *dispatch_main(void *arg)
         ip->queued_bytes -= m->len;
         struct vg_bus_sub **to = vg_xcalloc(ip->n_subs + 1, sizeof(*to));
         size_t n = targets(ip, m->subject, to);
-        struct vg_bus_msg msg = {.subject = m->subject, .reply = m->reply, .data = m->data, .len = m->len};
+        struct vg_bus_msg msg = {
+            .subject = m->subject, .reply = m->reply, .data = m->data, .len = m->len, .traceparent = m->traceparent};
         for (size_t i = 0; i < n; i++) {
             /* still subscribed? (checked by address, never dereferenced
              * otherwise); claimed under mu, so an unsubscribe waits for us */
@@ -138,6 +142,7 @@ static void *dispatch_main(void *arg)
         free(to);
         free(m->subject);
         free(m->reply);
+        free(m->traceparent);
         free(m);
     }
     pthread_mutex_unlock(&ip->mu);
@@ -250,6 +255,17 @@ static int ip_request(struct vg_bus *b, const char *subject, const void *data, s
     return rc;
 }
 
+static bool ip_listened(struct vg_bus *b, const char *subject)
+{
+    return has_listener(of(b), subject);
+}
+
+static void ip_inbox(struct vg_bus *b, char *buf, size_t cap)
+{
+    static uint64_t seq; /* several in-process buses in one process (tests) */
+    snprintf(buf, cap, "_INBOX.ip%llu", (unsigned long long)__atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+}
+
 static void ip_destroy(struct vg_bus *b)
 {
     struct inproc *ip = of(b);
@@ -270,6 +286,8 @@ static const struct vg_bus_ops inproc_ops = {
     .unsubscribe = ip_unsubscribe,
     .request = ip_request,
     .destroy = ip_destroy,
+    .inbox = ip_inbox,
+    .listened = ip_listened,
 };
 
 int vg_bus_inproc_create(struct vg_bus **out)
@@ -283,6 +301,7 @@ int vg_bus_inproc_create(struct vg_bus **out)
     if (pthread_create(&ip->thread, NULL, dispatch_main, ip) != 0) {
         pthread_mutex_destroy(&ip->mu);
         pthread_cond_destroy(&ip->cv);
+        vg__bus_fini(&ip->super);
         free(ip);
         return VG_ENOMEM;
     }

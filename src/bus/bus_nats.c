@@ -20,11 +20,11 @@
 /* A publish the server has not confirmed yet. */
 struct unconf {
     struct unconf *next;
-    uint64_t epoch; /* nbus.epoch when it was (re)sent */
-    size_t bytes;   /* what it counts against nbus.ucap */
-    const char *subject, *reply;
+    uint64_t epoch;                   /* nbus.epoch when it was (re)sent */
+    size_t bytes;                     /* what it counts against nbus.ucap */
+    const char *subject, *reply, *tp; /* tp: a traceparent, or NULL */
     size_t len;
-    char mem[]; /* subject, reply, data */
+    char mem[]; /* subject, reply, traceparent, data */
 };
 
 struct nbus {
@@ -97,10 +97,15 @@ static void on_closed(natsConnection *nc, void *arg)
     pthread_mutex_unlock(&n->umu);
 }
 
-static natsStatus send_one(natsConnection *nc, const char *subject, const char *reply, const void *data, size_t len)
+static natsStatus publish_traced(natsConnection *nc, const char *subject, const char *reply, const char *tp,
+                                 const void *data, size_t len);
+
+static natsStatus send_one(natsConnection *nc, const char *subject, const char *reply, const char *tp, const void *data,
+                           size_t len)
 {
-    return reply ? natsConnection_PublishRequest(nc, subject, reply, data, (int)len)
-                 : natsConnection_Publish(nc, subject, data, (int)len);
+    return tp      ? publish_traced(nc, subject, reply, tp, data, len)
+           : reply ? natsConnection_PublishRequest(nc, subject, reply, data, (int)len)
+                   : natsConnection_Publish(nc, subject, data, (int)len);
 }
 
 /* Sends again what was written to a connection that broke before the
@@ -114,7 +119,7 @@ static void resend_unconfirmed(struct nbus *n)
         if (u->epoch >= n->epoch)
             continue;
         u->epoch = n->epoch;
-        if (send_one(n->nc, u->subject, u->reply, u->mem + (u->bytes - sizeof(*u) - u->len), u->len) == NATS_OK)
+        if (send_one(n->nc, u->subject, u->reply, u->tp, u->mem + (u->bytes - sizeof(*u) - u->len), u->len) == NATS_OK)
             resent++;
     }
     pthread_cond_signal(&n->ucv);
@@ -161,17 +166,32 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
     vg_log(VG_LOG_WARN, "bus: NATS reported an error", "error", natsStatus_GetText(err), "subject", subject, NULL);
 }
 
-static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, const void *data, size_t len)
+/* A message with a traceparent header (NATS 2.2+ headers). */
+static natsStatus publish_traced(natsConnection *nc, const char *subject, const char *reply, const char *tp,
+                                 const void *data, size_t len)
+{
+    natsMsg *msg = NULL;
+    natsStatus s = natsMsg_Create(&msg, subject, reply, data, (int)len);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(msg, "traceparent", tp);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(nc, msg);
+    natsMsg_Destroy(msg);
+    return s;
+}
+
+static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
+                      const void *data, size_t len)
 {
     struct nbus *n = of(b);
-    size_t sl = strlen(subject) + 1, rl = reply ? strlen(reply) + 1 : 0;
-    size_t bytes = sizeof(struct unconf) + sl + rl + len;
+    size_t sl = strlen(subject) + 1, rl = reply ? strlen(reply) + 1 : 0, tl = traceparent ? strlen(traceparent) + 1 : 0;
+    size_t bytes = sizeof(struct unconf) + sl + rl + tl + len;
     pthread_mutex_lock(&n->umu);
     if (n->ubytes + bytes > n->ucap) { /* the server confirms slower than we publish */
         pthread_mutex_unlock(&n->umu);
         return VG_ELIMIT;
     }
-    natsStatus s = send_one(n->nc, subject, reply, data, len);
+    natsStatus s = send_one(n->nc, subject, reply, traceparent, data, len);
     if (s != NATS_OK) {
         pthread_mutex_unlock(&n->umu);
         return from_status(s);
@@ -188,8 +208,13 @@ static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, 
         memcpy(u->mem + sl, reply, rl);
         u->reply = u->mem + sl;
     }
+    u->tp = NULL;
+    if (traceparent) {
+        memcpy(u->mem + sl + rl, traceparent, tl);
+        u->tp = u->mem + sl + rl;
+    }
     if (len)
-        memcpy(u->mem + sl + rl, data, len);
+        memcpy(u->mem + sl + rl + tl, data, len);
     if (n->ulast)
         n->ulast->next = u;
     else
@@ -264,7 +289,10 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     struct vg_bus_msg m = {.subject = natsMsg_GetSubject(msg),
                            .reply = natsMsg_GetReply(msg),
                            .data = natsMsg_GetData(msg),
-                           .len = (size_t)natsMsg_GetDataLength(msg)};
+                           .len = (size_t)natsMsg_GetDataLength(msg),
+                           .no_responders = natsMsg_IsNoResponders(msg)};
+    if (natsMsgHeader_Get(msg, "traceparent", &m.traceparent) != NATS_OK)
+        m.traceparent = NULL;
     vg__bus_sub_deliver(arg, &m);
     natsMsg_Destroy(msg);
 }
@@ -327,6 +355,16 @@ static int nb_request(struct vg_bus *b, const char *subject, const void *data, s
     return 0;
 }
 
+static void nb_inbox(struct vg_bus *b, char *buf, size_t cap)
+{
+    natsInbox *in = NULL;
+    if (natsInbox_Create(&in) == NATS_OK) /* "_INBOX.<nuid>": unique across nodes */
+        snprintf(buf, cap, "%s", (const char *)in);
+    else
+        snprintf(buf, cap, "_INBOX.vg%p%llu", (void *)b, (unsigned long long)vg_wall_us());
+    natsInbox_Destroy(in);
+}
+
 static void nb_destroy(struct vg_bus *b)
 {
     struct nbus *n = of(b);
@@ -361,6 +399,7 @@ static const struct vg_bus_ops nats_ops = {
     .unsubscribe = nb_unsubscribe,
     .request = nb_request,
     .destroy = nb_destroy,
+    .inbox = nb_inbox,
 };
 
 static natsStatus set_options(struct nbus *n, const struct vg_bus_options *o)
@@ -418,6 +457,7 @@ int vg_bus_nats_create(const struct vg_bus_options *o, struct vg_bus **out, char
         pthread_mutex_destroy(&n->mu);
         pthread_mutex_destroy(&n->umu);
         pthread_cond_destroy(&n->ucv);
+        vg__bus_fini(&n->super);
         free(n);
         return VG_ENET;
     }

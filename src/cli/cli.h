@@ -13,6 +13,9 @@ int vg_cli_bundle(int argc, char **argv);
 int vg_cli_deploy(int argc, char **argv);
 int vg_cli_rollback(int argc, char **argv);
 int vg_cli_status(int argc, char **argv);
+int vg_cli_trace(int argc, char **argv);
+int vg_cli_logs(int argc, char **argv);
+int vg_cli_top(int argc, char **argv);
 int vg_cli_dev(int argc, char **argv);
 int vg_cli_init(int argc, char **argv);
 

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,5 +79,51 @@ struct vg__cli_client_args {
  * success. */
 int vg__cli_call_json(const char *cmd, const struct vg__cli_client_args *a, const char *method, const char *path,
                       json_t *body, json_t **out);
+
+/* ---- asking every node (cli_fleet.c): verge trace, logs, top ---- */
+
+struct vg_bus;
+struct vg_bus_sub;
+
+/* The nodes: --nats URL (every node answers on the bus) or --node URL
+ * (HTTP, one by one; default http://127.0.0.1:8080), --token for HTTP. */
+struct vg__cli_fleet {
+    const char **nodes, **nats;
+    size_t n_nodes, n_nats;
+    const char *token;
+    size_t http_reached; /* nodes that answered at all over HTTP */
+    bool opened;
+    /* NATS */
+    struct vg_bus *bus;
+    struct vg_bus_sub *sub;
+    char inbox[64];
+    pthread_mutex_t mu;
+    json_t *answers; /* under mu */
+};
+
+/* Long options shared by the commands: 'N' --node, 'b' --nats, 't' --token.
+ * Takes opt's argument when it is one of those. */
+bool vg__cli_fleet_arg(struct vg__cli_fleet *f, int opt, const char *arg);
+#define VG__CLI_FLEET_OPTIONS                                                                                          \
+    {"node", required_argument, NULL, 'N'}, {"nats", required_argument, NULL, 'b'},                                    \
+    {                                                                                                                  \
+        "token", required_argument, NULL, 't'                                                                          \
+    }
+/* $VERGE_ADMIN_TOKEN and the default node when none was named. */
+void vg__cli_fleet_defaults(struct vg__cli_fleet *f);
+void vg__cli_fleet_free_args(struct vg__cli_fleet *f);
+
+/* Connects (NATS) and listens on a reply inbox; prints why not (cmd: the
+ * prefix) and returns 1 on failure. Close it in any case. */
+int vg__cli_fleet_open(struct vg__cli_fleet *f, const char *cmd);
+void vg__cli_fleet_close(struct vg__cli_fleet *f);
+
+/* HTTP: the path to GET on the node at url. */
+typedef void (*vg__cli_fleet_path_fn)(void *arg, const char *url, char *path, size_t cap);
+/* Asks every node; returns a JSON array of their parsed answers (HTTP
+ * objects get "node_url"). NATS: payload on subject, answers gathered for
+ * wait_ms; HTTP: path_for(arg, url) on each node. The caller owns it. */
+json_t *vg__cli_fleet_ask(struct vg__cli_fleet *f, const char *subject, const char *payload, uint32_t wait_ms,
+                          vg__cli_fleet_path_fn path_for, void *arg);
 
 #endif

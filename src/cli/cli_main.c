@@ -22,6 +22,9 @@ static void usage(FILE *f)
                "  deploy   bundle, upload and roll out an app to every node (verge deploy [DIR] --wait)\n"
                "  rollback make an app's previous version live again at once (verge rollback APP)\n"
                "  status   apps x nodes: versions, health (verge status)\n"
+               "  trace    find a trace on the nodes and draw its waterfall (verge trace ID)\n"
+               "  top      apps x locations, live: rps, p50/p99, 5xx rate, cache hit ratio (verge top --nats URL)\n"
+               "  logs     recent and live log lines of every node, merged (verge logs -f --filter 'status>=500')\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
@@ -59,6 +62,12 @@ int main(int argc, char **argv)
         return vg_cli_rollback(argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0)
         return vg_cli_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "trace") == 0)
+        return vg_cli_trace(argc - 1, argv + 1);
+    if (strcmp(cmd, "logs") == 0)
+        return vg_cli_logs(argc - 1, argv + 1);
+    if (strcmp(cmd, "top") == 0)
+        return vg_cli_top(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

@@ -3,6 +3,7 @@
 #include "node/node.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -32,7 +33,12 @@ static void node_usage(FILE *f)
                "  --node-id ID         this node's id (default: the host name)\n"
                "  --location ID        its location id (default: local)\n"
                "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n"
-               "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n\n"
+               "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n"
+               "  --trace-sample R     share of traces kept by head sampling, 0..1 (default 0.01); traces that\n"
+               "                       errored or were slow are kept whatever R is; off: no traces at all\n"
+               "  --trace-slow DUR     keep the trace of any request slower than DUR (default 500ms; 0: off)\n"
+               "  --trace-ring N       kept traces per worker for `verge trace` (default 1024)\n"
+               "  --trace-export URL   send kept traces to an OTLP/HTTP collector (http://HOST:PORT/v1/traces)\n\n"
                "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
                "exits.\n");
 }
@@ -60,7 +66,10 @@ int vg_cli_node(int argc, char **argv)
                                 .drain_timeout_ms = 30000,
                                 .cache_memory = 256ull << 20,
                                 .cache_disk = 1ull << 30,
-                                .admin_token = getenv("VERGE_ADMIN_TOKEN")};
+                                .admin_token = getenv("VERGE_ADMIN_TOKEN"),
+                                .trace_sample = 0.01,
+                                .trace_slow_ms = 500,
+                                .trace_ring = 1024};
     int rc = parse_args(argc, argv, &o);
     if (rc < 0)
         rc = vg_node_run(&o);
@@ -98,6 +107,37 @@ static int agent_args(struct vg_node_options *o)
     return -1;
 }
 
+/* The --trace-* options: -1 when fine, else the exit status. */
+static int trace_arg(int c, const char *arg, struct vg_node_options *o)
+{
+    char *end;
+    switch (c) {
+    case 1001:
+        if ((o->trace_off = strcmp(arg, "off") == 0))
+            return -1;
+        o->trace_sample = strtod(arg, &end);
+        if (*end || end == arg || !(o->trace_sample >= 0 && o->trace_sample <= 1))
+            return bad("--trace-sample takes a number from 0 to 1, like 0.01", arg);
+        return -1;
+    case 1002:
+        if (vg_parse_duration_ms(arg, &o->trace_slow_ms) != 0)
+            return bad("--trace-slow takes a duration like 500ms (0: off)", arg);
+        return -1;
+    case 1003: {
+        unsigned long n = strtoul(arg, &end, 10);
+        if (*end || end == arg || n < 1 || n > 1000000)
+            return bad("--trace-ring takes a number from 1 to 1000000", arg);
+        o->trace_ring = n;
+        return -1;
+    }
+    default:
+        if (strncmp(arg, "http://", 7) != 0)
+            return bad("--trace-export takes an OTLP/HTTP collector URL, http://HOST:PORT/v1/traces", arg);
+        o->trace_export = arg;
+        return -1;
+    }
+}
+
 static int parse_args(int argc, char **argv, struct vg_node_options *op)
 {
     static const struct option longopts[] = {
@@ -124,6 +164,10 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"data", required_argument, NULL, 'G'},
         {"add-latency", required_argument, NULL, 'Y'},
         {"state-dir", required_argument, NULL, 'S'},
+        {"trace-sample", required_argument, NULL, 1001},
+        {"trace-slow", required_argument, NULL, 1002},
+        {"trace-ring", required_argument, NULL, 1003},
+        {"trace-export", required_argument, NULL, 1004},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -240,6 +284,12 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
             break;
         case 'd':
             o.dev = true;
+            break;
+        case 1001:
+        case 1002:
+        case 1003:
+        case 1004:
+            rc = trace_arg(c, optarg, &o);
             break;
         case 'h':
             node_usage(stdout);

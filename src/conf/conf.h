@@ -111,6 +111,8 @@ struct vg_conf_cache {
     char **cookies;           /* NULL-terminated cookie names, or NULL */
 };
 
+#define VG_CONF_NAME_MAX 63 /* bytes of an app name: lowercase letters, digits, '-' */
+
 struct vg_conf_route {
     char *host; /* NULL = any; "api.example.com" or "*.example.com" */
     enum vg_conf_match_kind match;
@@ -144,6 +146,9 @@ struct vg_conf_route {
 /* The largest sizes a manifest may ask for. */
 #define VG_CONF_HEADER_SIZE_MAX (256u << 10)
 #define VG_CONF_BODY_SIZE_MAX (64ull << 30)
+/* The app's global verge.kv bucket: every node holds all of it in memory. */
+#define VG_CONF_KV_GLOBAL_SIZE_MIN (16u << 10)
+#define VG_CONF_KV_GLOBAL_SIZE_MAX (8ull << 30)
 
 struct vg_conf_limits {
     uint64_t header_size;       /* max bytes of request line + headers, default 16 KiB (431 above) */
@@ -154,6 +159,8 @@ struct vg_conf_limits {
     uint64_t lua_memory;        /* bytes per app per worker Lua state, default 64 MiB (503 above) */
     uint64_t lua_instructions;  /* Lua VM instructions per request, default 100M (503 above) */
     uint64_t lua_timeout_ms;    /* wall clock per request while Lua runs or waits, default 30000 (503) */
+    uint64_t kv_global_size;    /* bytes of the app's global verge.kv bucket, and so of each node's
+                                   replica of it, default 64 MiB (writes past it: "global store full") */
 };
 
 /* The defaults above (what an app without a 'limits' key gets). */
@@ -177,6 +184,16 @@ struct vg_conf_rollout {
 
 void vg_conf_rollout_default(struct vg_conf_rollout *r);
 
+/* A `subscriptions:` entry: messages on verge.app.<name>.<subject> run
+ * handler. Wildcards as NATS: '*' one token, a final '>' one or more. */
+#define VG_CONF_SUB_SUBJECT_MAX 180 /* with the prefix, within a bus subject's 256 bytes */
+struct vg_conf_sub {
+    char *subject; /* relative to the app's prefix */
+    struct vg_conf_fnref handler;
+    bool deliver_all; /* every node handles each message; default: one node (a queue group) */
+    int line, col;
+};
+
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
     char *tls_cert; /* absolute path or NULL */
@@ -199,6 +216,8 @@ struct vg_conf_app {
     struct vg_conf_listen *listen;
     size_t n_listen;
     struct vg_conf_rollout rollout;
+    struct vg_conf_sub *subs; /* `subscriptions:` */
+    size_t n_subs;
 };
 
 /* A diagnostic: "file:line:col: message". */

@@ -6,7 +6,7 @@
 
 static bool valid_app_name(const char *s, size_t len)
 {
-    if (len < 1 || len > 63 || s[0] == '-')
+    if (len < 1 || len > VG_CONF_NAME_MAX || s[0] == '-')
         return false;
     for (size_t i = 0; i < len; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
@@ -175,6 +175,13 @@ static int parse_lua_timeout(struct vg__conf_ld *ld, const struct vg__conf_node 
     return vg__conf_want_duration(ld, key, val, 1, VG__CONF_MAX_DURATION_MS, &ld->app->limits.lua_timeout_ms);
 }
 
+static int parse_kv_global_size(struct vg__conf_ld *ld, const struct vg__conf_node *key,
+                                const struct vg__conf_node *val, void *obj)
+{
+    return vg__conf_want_size(ld, key, val, VG_CONF_KV_GLOBAL_SIZE_MIN, VG_CONF_KV_GLOBAL_SIZE_MAX,
+                              &ld->app->limits.kv_global_size);
+}
+
 static int parse_limits(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                         void *obj)
 {
@@ -183,6 +190,7 @@ static int parse_limits(struct vg__conf_ld *ld, const struct vg__conf_node *key,
         {"header_timeout", parse_header_timeout, false},     {"idle_timeout", parse_idle_timeout, false},
         {"max_connections", parse_max_connections, false},   {"lua_memory", parse_lua_memory, false},
         {"lua_instructions", parse_lua_instructions, false}, {"lua_timeout", parse_lua_timeout, false},
+        {"kv_global_size", parse_kv_global_size, false},
     };
     return vg__conf_map_walk(ld, val, "'limits'", keys, VG_ARRAY_LEN(keys), NULL);
 }
@@ -197,6 +205,7 @@ void vg_conf_limits_default(struct vg_conf_limits *l)
     l->lua_memory = 64u << 20;
     l->lua_instructions = 100000000;
     l->lua_timeout_ms = 30000;
+    l->kv_global_size = 64u << 20;
 }
 
 /* --- hooks ---------------------------------------------------------------- */
@@ -234,6 +243,7 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"origins", vg__conf_origins_parse, false},
         {"routes", vg__conf_routes_parse, true},
         {"rollout", vg__conf_rollout_parse, false},
+        {"subscriptions", vg__conf_subs_parse, false},
     };
     vg_conf_limits_default(&ld->app->limits);
     vg_conf_rollout_default(&ld->app->rollout);

@@ -179,6 +179,10 @@ int vg__conf_cache_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key
 int vg__conf_rollout_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                            void *obj);
 
+/* conf_sub.c: the `subscriptions:` section. */
+int vg__conf_subs_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                        void *obj);
+
 /* conf_route.c */
 int vg__conf_routes_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                           void *obj);

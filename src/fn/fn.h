@@ -111,6 +111,11 @@ struct vg_fn_fetcher {
     void *ctx;
 };
 
+/* The limits a call can stop at, for counting. */
+enum { VG_FN_LIMIT_MEMORY, VG_FN_LIMIT_INSTRUCTIONS, VG_FN_LIMIT_TIMEOUT, VG_FN_LIMITS };
+extern const char *const VG_FN_LIMIT_NAMES[VG_FN_LIMITS]; /* "lua_memory", ... */
+struct vg_obs_counter;
+
 struct vg_fn_env {
     uv_loop_t *loop;                /* the worker's loop (verge.sleep); NULL when only checking code */
     struct vg_fn_fetcher fetch;     /* verge.fetch; start NULL: not available */
@@ -120,6 +125,10 @@ struct vg_fn_env {
     const char *kv_global_off;      /* with kv_global NULL on a node with --nats: why (static) */
     struct vg_bus *bus;             /* verge.publish; NULL: not available */
     bool dev;                       /* script errors show their traceback in the response body */
+    /* counted when a call fails with a script error / stops at a limit
+     * (memory, instructions, timeout); NULL: not counted */
+    struct vg_obs_counter *errors;
+    struct vg_obs_counter *limits[VG_FN_LIMITS];
 };
 
 /* One app's Lua state on one worker: a sandbox (no io, os.execute,
@@ -171,5 +180,34 @@ struct vg_fn_req;
  * its traceback in the log. */
 void vg_fn_run(struct vg_fn_app *a, int which, h2o_req_t *req, h2o_iovec_t reqid, struct vg_fn_req **shared,
                vg_fn_done_cb done, void *data);
+
+/* ---- message handlers (the app's `subscriptions:`) -------------------------------- */
+
+struct vg_fn_msg {
+    const char *subject; /* relative to the app's prefix verge.app.APP. */
+    const void *data;
+    size_t len;
+    const char *reply;       /* where the answer goes (a request), or NULL */
+    const char *traceparent; /* the handler's trace context: what verge.publish/request pass on, or NULL */
+};
+
+enum vg_fn_msg_result {
+    VG_FN_MSG_OK,
+    VG_FN_MSG_ERROR, /* a script error or a result of the wrong kind (logged) */
+    VG_FN_MSG_LIMIT, /* stopped at lua_instructions, lua_timeout or lua_memory (logged) */
+    VG_FN_MSG_RESULTS
+};
+typedef void (*vg_fn_msg_done_cb)(void *data, enum vg_fn_msg_result r);
+
+/* Runs subscription sub's handler (its index in conf->subs) on a copy of
+ * m in a coroutine of its own, with the limits of a request: it may wait
+ * (verge.sleep, verge.kv, verge.request) while the worker serves others.
+ * The handler gets {subject=, data=, reply=bool}; when m has a reply
+ * subject and the handler returns a string (or a table: as JSON), that
+ * is published as the answer. done runs once, from the loop, after the call has let go of
+ * everything (a's state may be destroyed in it); id names the call in
+ * logs. Needs env.loop and env.bus. */
+void vg_fn_msg_run(struct vg_fn_app *a, size_t sub, const struct vg_fn_msg *m, const char *id, vg_fn_msg_done_cb done,
+                   void *data);
 
 #endif

@@ -271,6 +271,8 @@ static struct vg__fn_call *fetch_call(lua_State *L, const char *what)
     struct vg__fn_call *c = vg__fn_call_checked(L, what);
     if (!c->app->env.fetch.start)
         luaL_error(L, "%s is not available here", what);
+    if (!c->req) /* fetches run as subrequests of the call's HTTP request */
+        luaL_error(L, "%s is not available in message handlers (only while handling an HTTP request)", what);
     if (c->fetch)
         luaL_error(L, "%s: a fetch is already running", what);
     return c;

@@ -29,12 +29,13 @@ struct vg_fn_shared *vg__fn_shared_create_ex(size_t max_bytes, unsigned n_shards
 /* What one entry is charged against max_bytes. */
 size_t vg__fn_shared_entry_cost(size_t klen, size_t vlen);
 
-enum vg__fn_kill {
-    VG__FN_KILL_NONE,
-    VG__FN_KILL_MEMORY,       /* limits.lua_memory */
-    VG__FN_KILL_INSTRUCTIONS, /* limits.lua_instructions */
-    VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
+enum vg__fn_kill { /* MEMORY..TIMEOUT in the order of VG_FN_LIMIT_* (counted by that index) */
+                   VG__FN_KILL_NONE,
+                   VG__FN_KILL_MEMORY,       /* limits.lua_memory */
+                   VG__FN_KILL_INSTRUCTIONS, /* limits.lua_instructions */
+                   VG__FN_KILL_TIMEOUT,      /* limits.lua_timeout */
 };
+_Static_assert(VG__FN_KILL_TIMEOUT - VG__FN_KILL_MEMORY == VG_FN_LIMIT_TIMEOUT, "kill kinds follow VG_FN_LIMIT_*");
 
 struct vg__fn_call;
 
@@ -65,6 +66,9 @@ struct vg__fn_call {
     h2o_buffer_t *body;               /* req:read_body() collecting a streamed body */
     struct vg__fn_fetch_batch *fetch; /* verge.fetch(_all) in flight */
     struct kv_op *kv;                 /* a verge.kv write in flight */
+    struct vg__fn_breq *breq;         /* a verge.request waiting for its answer */
+    h2o_mem_pool_t *pool;             /* the call lives here: the request's, or a message's own */
+    const char *traceparent;          /* a message call's trace context (requests: their header), or NULL */
     size_t body_max;
     bool finished;
     bool past_deadline; /* the timer below ends the call at its deadline */
@@ -88,6 +92,7 @@ struct vg_fn_app {
     struct vg_fn_env env;
     struct vg_fn_shared *own_shared; /* when env.shared was NULL */
     struct vg__fn_kv_box *kv_box;    /* verge.kv write results come back here (fn_kv.c) */
+    struct vg__fn_bus_box *bus_box;  /* verge.request answers come back here (fn_bus.c) */
     size_t used, cap;                /* allocator accounting */
     struct vg__fn_call *current;     /* the call running now, for the allocator and the hook */
     bool loading;                    /* files are being run: limits apply to the load */
@@ -96,6 +101,7 @@ struct vg_fn_app {
     int *route_ref; /* per route: registry ref of its handler, or LUA_NOREF */
     int on_request_ref;
     int on_response_ref;
+    int *sub_ref;      /* per subscription: registry ref of its handler */
     int sandbox_ref;   /* the read-only base every file's environment inherits */
     int *free_threads; /* finished coroutines kept for reuse */
     size_t n_free_threads;
@@ -119,6 +125,14 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
                                     struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
                                     void *data);
 void vg__fn_call_start(struct vg__fn_call *c, int nargs);
+/* The general form: a call on pool (req NULL: not for a request) whose
+ * coroutine is empty and c->app->building set; push its first argument,
+ * then vg__fn_call_push_fn, then start it. */
+struct vg__fn_call *vg__fn_call_alloc(struct vg_fn_app *a, const char *fname, h2o_mem_pool_t *pool, h2o_req_t *req,
+                                      h2o_iovec_t reqid, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                      void *data);
+/* Pushes the function at ref and a copy of the first argument; ends building. */
+void vg__fn_call_push_fn(struct vg__fn_call *c, int ref);
 /* An async operation the call waits for (c->waiting) is done: with
  * c->app->building set, push its nres results onto c->co, then wake it. */
 void vg__fn_call_wake(struct vg__fn_call *c, int nres);
@@ -132,7 +146,12 @@ void vg__fn_call_bad_result(struct vg__fn_call *c, const char *why);
 void vg__fn_fetch_abort(struct vg__fn_call *c);
 /* verge.kv (fn_kv.c): the app's result mailbox, made when env has a loop
  * and a store; a write whose call is over has its result dropped. */
-void vg__fn_open_bus(lua_State *L); /* verge.publish (fn_bus.c) */
+void vg__fn_open_bus(lua_State *L); /* verge.publish, verge.request (fn_bus.c) */
+/* verge.request's mailbox (fn_bus.c), made when env has a loop and a bus. */
+void vg__fn_bus_app_init(struct vg_fn_app *a);
+void vg__fn_bus_app_fini(struct vg_fn_app *a);
+/* Cancels the call's verge.request (the call is over): no answer reaches it. */
+void vg__fn_bus_abort(struct vg__fn_call *c);
 /* Typed values (verge.shared and verge.kv) to and from Lua (fn_shared.c). */
 void vg__fn_push_value(lua_State *L, const struct vg_state_value *v);
 void vg__fn_to_number(lua_State *L, int idx, struct vg_state_value *v);

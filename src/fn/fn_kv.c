@@ -13,6 +13,8 @@
  * flight) and closed by the app; a result arriving at a closed mailbox is
  * dropped (the write itself happened). */
 #include "fn_int.h"
+#include "http/http.h"
+#include "obs/obs.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +37,8 @@ struct kv_op {
     struct vg__fn_call *call; /* NULL once abandoned (loop thread only) */
     enum vg_state_op op;
     bool global;
+    uint32_t await_visible; /* what the call asked (0: nothing) */
+    uint32_t timeout_ms;    /* its visibility timeout */
     struct vg_state_result res;
     char err[200];
 };
@@ -74,7 +78,19 @@ static void on_state_done(void *arg, const struct vg_state_result *r)
     pthread_mutex_unlock(&b->mu);
 }
 
-/* set/delete: true [, rev] | nil, reason;  incr: value [, rev] | nil, reason */
+/* await_visible: n [, reason] after the write's own results. */
+static int push_visible(lua_State *co, const struct kv_op *op)
+{
+    lua_pushinteger(co, (lua_Integer)op->res.visible);
+    if (!op->res.visible_timeout)
+        return 1;
+    lua_pushfstring(co, "visible on %d of %d nodes within %d ms", (int)op->res.visible, (int)op->await_visible,
+                    (int)op->timeout_ms);
+    return 2;
+}
+
+/* set/delete: true [, rev [, visible [, reason]]] | nil, reason;
+ * incr: value [, rev [, visible [, reason]]] | nil, reason */
 static void wake(struct kv_op *op)
 {
     struct vg__fn_call *c = op->call;
@@ -95,6 +111,8 @@ static void wake(struct kv_op *op)
             lua_pushinteger(co, (lua_Integer)op->res.rev);
         else
             n = 1;
+        if (op->await_visible)
+            n += push_visible(co, op);
     }
     vg__fn_call_wake(c, n);
 }
@@ -182,7 +200,9 @@ static void on_deadline(uv_timer_t *t)
 
 /* ---- arguments ---------------------------------------------------------------------- */
 
-enum { OPT_TTL = 1, OPT_INIT = 2, OPT_REV = 4 };
+enum { OPT_TTL = 1, OPT_INIT = 2, OPT_REV = 4, OPT_VISIBLE = 8 };
+
+#define VISIBLE_TIMEOUT_DEFAULT 5000 /* ms */
 
 struct kv_args {
     bool global;
@@ -192,7 +212,28 @@ struct kv_args {
     struct vg_state_value init;
     bool has_rev;
     uint64_t rev;
+    uint32_t await_visible; /* 0: not asked */
+    uint32_t timeout_ms;    /* 0: not given */
 };
+
+/* await_visible = K and timeout = ms (global set and incr). */
+static bool parse_visible(lua_State *L, const char *fn, const char *k, struct kv_args *a)
+{
+    if (strcmp(k, "await_visible") == 0) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > VG_STATE_MAX_VISIBLE)
+            luaL_error(L, "%s: await_visible must be an integer from 1 to %d (nodes, this one included)", fn,
+                       VG_STATE_MAX_VISIBLE);
+        a->await_visible = (uint32_t)lua_tointeger(L, -1);
+        return true;
+    }
+    if (strcmp(k, "timeout") == 0) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > VG_STATE_VISIBLE_TIMEOUT_MAX)
+            luaL_error(L, "%s: timeout must be an integer number of ms from 1 to %d", fn, VG_STATE_VISIBLE_TIMEOUT_MAX);
+        a->timeout_ms = (uint32_t)lua_tointeger(L, -1);
+        return true;
+    }
+    return false;
+}
 
 /* Key at 1, options at opts (checked strictly, as verge.shared's). */
 static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, struct kv_args *a)
@@ -228,7 +269,7 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
                                fn);
                 a->has_rev = true;
                 a->rev = (uint64_t)lua_tointeger(L, -1);
-            } else {
+            } else if (!((allowed & OPT_VISIBLE) && parse_visible(L, fn, k, a))) {
                 luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
             }
             lua_pop(L, 1);
@@ -236,6 +277,10 @@ static void parse(lua_State *L, const char *fn, int opts, unsigned allowed, stru
     }
     if (a->has_rev && !a->global)
         luaL_error(L, "%s: rev (compare-and-set) needs scope=\"global\"", fn);
+    if ((a->await_visible || a->timeout_ms) && !a->global)
+        luaL_error(L, "%s: await_visible needs scope=\"global\" (a local write is on this node only)", fn);
+    if (a->timeout_ms && !a->await_visible)
+        luaL_error(L, "%s: timeout goes with await_visible", fn);
     struct vg_fn_app *app = vg__fn_app_of(L);
     if (a->global && !app->env.kv_global && app->env.kv_global_off)
         luaL_error(L, "%s: scope=\"global\" is not available: %s", fn, app->env.kv_global_off);
@@ -257,8 +302,14 @@ static int kv_get(lua_State *L)
     struct vg_state_value v;
     char *mem = NULL;
     uint64_t rev = 0;
+    struct vg_trace *t = app->current && app->current->req ? vg_http_req_trace(app->current->req) : NULL;
+    uint64_t t0 = t ? vg_trace_clock() : 0;
     int rc = a.global ? vg_state_global_get(app->env.kv_global, a.key, a.klen, &v, &mem, &rev)
                       : vg_state_local_get(app->env.kv_local, a.key, a.klen, &v, &mem);
+    if (t) { /* a lookup (a WAF's block list, a counter) is a span of the Lua call */
+        vg_span_t s = vg_trace_add(t, "kv.get", vg_trace_current(t), t0, vg_trace_clock());
+        vg_trace_detail(t, s, a.global ? "global" : "local", a.global ? 6 : 5);
+    }
     if (rc == VG_EIO)
         return luaL_error(L, "verge.kv.get: the node's state store failed");
     if (rc != 0) {
@@ -290,11 +341,22 @@ static int start_write(lua_State *L, const char *fn, const struct kv_args *a, st
     w->key = a->key;
     w->klen = a->klen;
     w->ttl_ms = a->ttl_ms;
+    uint64_t now = vg_now_ms(), left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+    if (a->await_visible) {
+        /* the wait ends before the request's lua_timeout does, so that the
+         * handler gets its answer rather than a 503 */
+        uint64_t t = a->timeout_ms ? a->timeout_ms : VISIBLE_TIMEOUT_DEFAULT;
+        uint64_t room = left > 200 ? left - 100 : left / 2;
+        w->await_visible = a->await_visible;
+        w->visible_timeout_ms = (uint32_t)(t < room ? t : room ? room : 1);
+    }
     struct kv_op *op = vg_xcalloc(1, sizeof(*op));
     op->box = app->kv_box;
     op->call = c;
     op->op = w->op;
     op->global = a->global;
+    op->await_visible = w->await_visible;
+    op->timeout_ms = w->visible_timeout_ms;
     pthread_mutex_lock(&op->box->mu);
     op->box->refs++;
     pthread_mutex_unlock(&op->box->mu);
@@ -307,7 +369,6 @@ static int start_write(lua_State *L, const char *fn, const struct kv_args *a, st
     }
     c->kv = op;
     c->waiting = true;
-    uint64_t now = vg_now_ms(), left = c->deadline_ms > now ? c->deadline_ms - now : 0;
     c->timer = vg_xmalloc(sizeof(*c->timer));
     uv_timer_init(app->env.loop, c->timer);
     c->timer->data = c;
@@ -315,18 +376,21 @@ static int start_write(lua_State *L, const char *fn, const struct kv_args *a, st
     return lua_yield(L, 0);
 }
 
-/* verge.kv.set(key, value [, {scope, ttl, rev}]) -> true [, rev] | nil, reason */
+/* verge.kv.set(key, value [, {scope, ttl, rev, await_visible, timeout}])
+ *   -> true [, rev [, visible [, reason]]] | nil, reason */
 static int kv_set(lua_State *L)
 {
     static const char fn[] = "verge.kv.set";
     struct kv_args a;
     luaL_checkany(L, 2);
-    parse(L, fn, 3, OPT_TTL | OPT_REV, &a);
+    parse(L, fn, 3, OPT_TTL | OPT_REV | OPT_VISIBLE, &a);
     struct vg_state_write w = {.op = VG_STATE_SET, .cas = a.has_rev, .rev = a.rev};
     switch (lua_type(L, 2)) {
     case LUA_TNIL:
         if (a.has_rev)
             return luaL_error(L, "%s: rev with a nil value: delete has no compare-and-set", fn);
+        if (a.await_visible)
+            return luaL_error(L, "%s: await_visible with a nil value: a delete carries no ack request", fn);
         w.op = VG_STATE_DELETE;
         break;
     case LUA_TSTRING:
@@ -358,13 +422,14 @@ static int kv_delete(lua_State *L)
     return start_write(L, fn, &a, &w);
 }
 
-/* verge.kv.incr(key, delta [, {scope, ttl, init}]) -> value [, rev] | nil, reason */
+/* verge.kv.incr(key, delta [, {scope, ttl, init, await_visible, timeout}])
+ *   -> value [, rev [, visible [, reason]]] | nil, reason */
 static int kv_incr(lua_State *L)
 {
     static const char fn[] = "verge.kv.incr";
     struct kv_args a;
     luaL_checktype(L, 2, LUA_TNUMBER);
-    parse(L, fn, 3, OPT_TTL | OPT_INIT, &a);
+    parse(L, fn, 3, OPT_TTL | OPT_INIT | OPT_VISIBLE, &a);
     struct vg_state_write w = {.op = VG_STATE_INCR, .init = a.init};
     vg__fn_to_number(L, 2, &w.value);
     return start_write(L, fn, &a, &w);

@@ -45,31 +45,12 @@ void vg__fn_request_push(lua_State *L, struct vg__fn_call *call)
 
 /* ---- lazily built fields ---------------------------------------------------------- */
 
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* application/x-www-form-urlencoded decoding of one key or value. */
 static void push_decoded(lua_State *L, const char *s, size_t n)
 {
     luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (size_t i = 0; i < n; i++) {
-        int h, l;
-        if (s[i] == '+')
-            luaL_addchar(&b, ' ');
-        else if (s[i] == '%' && i + 2 < n && (h = hexval((unsigned char)s[i + 1])) >= 0 &&
-                 (l = hexval((unsigned char)s[i + 2])) >= 0) {
-            luaL_addchar(&b, (char)(h * 16 + l));
-            i += 2;
-        } else
-            luaL_addchar(&b, s[i]);
-    }
-    luaL_pushresult(&b);
+    char *out = luaL_buffinitsize(L, &b, n ? n : 1);
+    luaL_pushresultsize(&b, vg_http_form_decode(s, n, out));
 }
 
 /* query: key -> value; a key given several times -> a list of values. */

@@ -12,6 +12,7 @@
  * to the new body's). */
 #include "fn_int.h"
 #include "http/http.h"
+#include "obs/obs.h"
 
 #include <string.h>
 
@@ -31,6 +32,7 @@ struct resp_ostr {
     struct vg_fn_req **shared;
     h2o_req_t *req;
     h2o_buffer_t *body;
+    vg_span_t span;    /* "on_response" in the request's trace */
     bool passthrough;  /* too large: hook skipped */
     bool fixed_length; /* the response had a Content-Length when it started */
     h2o_timeout_entry_t proceed;
@@ -110,10 +112,21 @@ static void keep_framing_headers(h2o_req_t *req)
     req->res.headers = kept;
 }
 
+/* The hook is over: its span ends (failed when it did). */
+static void hook_span_end(struct resp_ostr *o, bool failed)
+{
+    struct vg_trace *t = vg_http_req_trace(o->req);
+    if (failed)
+        vg_trace_fail(t, o->span);
+    vg_trace_end(t, o->span);
+    vg_trace_set_current(t, 0);
+}
+
 static void resp_fail(struct vg__fn_call *c, int status, const char *text)
 {
     struct resp_ostr *o = c->ext;
     h2o_req_t *req = o->req;
+    hook_span_end(o, true);
     req->res.status = status;
     req->res.reason = vg_http_reason_phrase(status);
     keep_framing_headers(req);
@@ -135,6 +148,7 @@ static void resp_result(struct vg__fn_call *c)
         vg__fn_call_bad_result(c, "on_response returns nil or a response table");
         return;
     }
+    hook_span_end(o, false);
     lua_pushliteral(co, "status");
     int st_type = lua_rawget(co, idx);
     int isnum = 1;
@@ -179,6 +193,9 @@ static void run_hook(struct resp_ostr *o)
     struct vg__fn_call *c = vg__fn_call_new(a, a->on_response_ref, a->conf->on_response.func, o->req, o->reqid,
                                             o->shared, &resp_ops, on_hook_done, o);
     c->ext = o;
+    struct vg_trace *t = vg_http_req_trace(o->req);
+    o->span = vg_trace_begin(t, "on_response", 0);
+    vg_trace_set_current(t, o->span);
     push_res(c->co, o);       /* [req, fn, req, res] */
     lua_pushvalue(c->co, -1); /* a copy below the function outlives the call */
     lua_insert(c->co, 2);     /* [req, res, fn, req, res] */

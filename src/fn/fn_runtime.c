@@ -14,6 +14,7 @@
  * the cap and marks the running call killed, so a script that catches "not enough memory" still ends. */
 #include "fn_int.h"
 #include "http/http.h"
+#include "obs/obs.h"
 
 #include <string.h>
 
@@ -254,6 +255,22 @@ static void build_sandbox(lua_State *L)
 
 /* ---- verge.log, verge.now, verge.sleep -------------------------------------------------------------- */
 
+/* The trace id of a call (32 hex digits into out), or false: a request's
+ * trace, else a message handler's context. */
+static bool call_trace_id(const struct vg__fn_call *c, char out[VG_TRACE_ID_HEX + 1])
+{
+    struct vg_trace *t = c->req ? vg_http_req_trace(c->req) : NULL;
+    if (t) {
+        vg_trace_hex(vg_trace_id(t), 16, out);
+        return true;
+    }
+    if (!c->traceparent || strlen(c->traceparent) < 35)
+        return false;
+    memcpy(out, c->traceparent + 3, VG_TRACE_ID_HEX); /* "00-" TRACE "-" SPAN "-" FLAGS */
+    out[VG_TRACE_ID_HEX] = '\0';
+    return true;
+}
+
 static void log_from_lua(lua_State *L, enum vg_log_level lvl)
 {
     struct vg_fn_app *a = vg__fn_app_of(L);
@@ -262,9 +279,14 @@ static void log_from_lua(lua_State *L, enum vg_log_level lvl)
     size_t n = 0;
     kv[n++] = "app";
     kv[n++] = a->conf->name;
+    char tid[VG_TRACE_ID_HEX + 1];
     if (a->current) {
         kv[n++] = "request_id";
         kv[n++] = lua_pushlstring(L, a->current->reqid.base, a->current->reqid.len);
+        if (call_trace_id(a->current, tid)) { /* the line joins the request's trace and access line */
+            kv[n++] = "trace_id";
+            kv[n++] = tid;
+        }
     }
     if (lua_istable(L, 2)) {
         /* string copies of each field stay on the stack until the line is out */
@@ -419,7 +441,7 @@ static void open_verge(lua_State *L, struct vg_fn_app *a)
 
 bool vg_fn_app_needed(const struct vg_conf_app *conf)
 {
-    if (conf->on_request.file || conf->on_response.file)
+    if (conf->on_request.file || conf->on_response.file || conf->n_subs)
         return true;
     for (size_t i = 0; i < conf->n_routes; i++)
         if (conf->routes[i].action == VG_CONF_ACTION_HANDLER)
@@ -538,6 +560,12 @@ static int load_functions(struct vg_fn_app *a, char *err, size_t errcap)
         return -1;
     if (conf->on_response.file && find_function(a, &conf->on_response, &a->on_response_ref, err, errcap) != 0)
         return -1;
+    a->sub_ref = vg_xmalloc(sizeof(int) * (conf->n_subs ? conf->n_subs : 1));
+    for (size_t i = 0; i < conf->n_subs; i++)
+        a->sub_ref[i] = LUA_NOREF;
+    for (size_t i = 0; i < conf->n_subs; i++)
+        if (find_function(a, &conf->subs[i].handler, &a->sub_ref[i], err, errcap) != 0)
+            return -1;
     return 0;
 }
 
@@ -551,6 +579,7 @@ struct vg_fn_app *vg_fn_app_create(const struct vg_conf_app *conf, const struct 
     if (!a->env.shared)
         a->env.shared = a->own_shared = vg_fn_shared_create(1 << 20);
     vg__fn_kv_app_init(a);
+    vg__fn_bus_app_init(a);
     a->L = lua_newstate(l_alloc, a);
     if (!a->L) {
         snprintf(err, errcap, "cannot create a Lua state within limits.lua_memory");
@@ -578,10 +607,12 @@ void vg_fn_app_destroy(struct vg_fn_app *a)
     if (a->L)
         lua_close(a->L);
     vg__fn_kv_app_fini(a);
+    vg__fn_bus_app_fini(a);
     small_lists_free(a);
     if (a->own_shared)
         vg_fn_shared_destroy(a->own_shared);
     free(a->route_ref);
+    free(a->sub_ref);
     free(a->free_threads);
     free(a);
 }
@@ -605,9 +636,10 @@ static const char *kill_reason(enum vg__fn_kill k)
 
 static void log_call(struct vg__fn_call *c, enum vg_log_level lvl, const char *msg, const char *k, const char *v)
 {
-    char id[80];
+    char id[80], tid[VG_TRACE_ID_HEX + 1] = "";
     snprintf(id, sizeof(id), "%.*s", (int)(c->reqid.len > 64 ? 64 : c->reqid.len), c->reqid.base);
-    vg_log(lvl, msg, "app", c->app->conf->name, "function", c->fname, "request_id", id, k, v, NULL);
+    call_trace_id(c, tid);
+    vg_log(lvl, msg, "app", c->app->conf->name, "function", c->fname, "request_id", id, "trace_id", tid, k, v, NULL);
 }
 
 /* Handlers and on_request answer errors themselves: nothing went out yet. */
@@ -645,8 +677,13 @@ void vg__fn_release_thread(struct vg__fn_call *c, bool reusable)
     luaL_unref(a->L, LUA_REGISTRYINDEX, c->co_ref);
 }
 
+const char *const VG_FN_LIMIT_NAMES[VG_FN_LIMITS] = {"lua_memory", "lua_instructions", "lua_timeout"};
+
 static void finish_killed(struct vg__fn_call *c)
 {
+    struct vg_obs_counter *m = c->app->env.limits[c->kill - VG__FN_KILL_MEMORY]; /* the same order */
+    if (m)
+        vg_obs_counter_add(m, 1);
     log_call(c, VG_LOG_WARN, "function stopped at a limit", "limit", kill_reason(c->kill));
     vg__fn_release_thread(c, false);
     if (c->kill == VG__FN_KILL_MEMORY)
@@ -663,8 +700,10 @@ static void finish_error(struct vg__fn_call *c)
     luaL_traceback(L, c->co, msg ? msg : "(error object is not a string)", 0);
     const char *tb = lua_tostring(L, -1);
     log_call(c, VG_LOG_ERROR, "function failed", "error", tb);
+    if (c->app->env.errors)
+        vg_obs_counter_add(c->app->env.errors, 1);
     const char *body = "function failed (see the node log)\n";
-    if (c->app->env.dev) {
+    if (c->app->env.dev && c->req) {
         size_t n = strlen(tb);
         char *b = h2o_mem_alloc_pool(&c->req->pool, n + 2);
         memcpy(b, tb, n);
@@ -746,6 +785,7 @@ static void on_call_dispose(void *p)
     vg__fn_call_stop_timer(c);
     vg__fn_fetch_abort(c);
     vg__fn_kv_abort(c);
+    vg__fn_bus_abort(c);
     if (c->body)
         h2o_buffer_dispose(&c->body);
     if (c->body_ref != LUA_NOREF) /* the response is out: the request's pool is going */
@@ -804,14 +844,14 @@ static void push_request(struct vg__fn_call *c, struct vg_fn_req **slot)
     *(struct vg__fn_call **)lua_touserdata(c->co, -1) = c;
 }
 
-struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
-                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
-                                    void *data)
+struct vg__fn_call *vg__fn_call_alloc(struct vg_fn_app *a, const char *fname, h2o_mem_pool_t *pool, h2o_req_t *req,
+                                      h2o_iovec_t reqid, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                      void *data)
 {
-    VG_ASSERT(ref != LUA_NOREF);
-    struct vg__fn_call *c = h2o_mem_alloc_shared(&req->pool, sizeof(*c), on_call_dispose);
+    struct vg__fn_call *c = h2o_mem_alloc_shared(pool, sizeof(*c), on_call_dispose);
     *c = (struct vg__fn_call){.app = a,
                               .req = req,
+                              .pool = pool,
                               .reqid = reqid,
                               .fname = fname,
                               .ops = ops,
@@ -822,10 +862,25 @@ struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fn
     a->building = true;
     c->co = take_thread(a, &c->co_ref);
     VG_AN(lua_checkstack(c->co, 8));
-    push_request(c, shared); /* index 1: stays for the call's life */
+    return c;
+}
+
+void vg__fn_call_push_fn(struct vg__fn_call *c, int ref)
+{
+    VG_ASSERT(ref != LUA_NOREF && lua_gettop(c->co) == 1);
     lua_rawgeti(c->co, LUA_REGISTRYINDEX, ref);
     lua_pushvalue(c->co, 1);
-    a->building = false;
+    c->app->building = false;
+}
+
+struct vg__fn_call *vg__fn_call_new(struct vg_fn_app *a, int ref, const char *fname, h2o_req_t *req, h2o_iovec_t reqid,
+                                    struct vg_fn_req **shared, const struct vg__fn_call_ops *ops, vg_fn_done_cb done,
+                                    void *data)
+{
+    VG_ASSERT(ref != LUA_NOREF);
+    struct vg__fn_call *c = vg__fn_call_alloc(a, fname, &req->pool, req, reqid, ops, done, data);
+    push_request(c, shared); /* index 1: stays for the call's life */
+    vg__fn_call_push_fn(c, ref);
     return c;
 }
 

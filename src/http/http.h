@@ -75,6 +75,25 @@ int vg_http_guard_check(const struct vg_http_raw_header *h, size_t n, const char
  * for HTTP/2, where it is the decoded size). */
 size_t vg_http_req_header_bytes(h2o_req_t *req);
 
+/* Whether req is the first on its connection (its trace then shows the
+ * connection's setup: accept, TLS). */
+bool vg_http_req_first_on_conn(h2o_req_t *req);
+
+/* The request's trace (obs.h), carried in h2o's per-request env so that
+ * whatever sees only the request (filters, verge.fetch, the Lua runtime)
+ * can add spans; NULL when tracing is off. Set once, by the node. */
+struct vg_trace;
+void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t);
+struct vg_trace *vg_http_req_trace(h2o_req_t *req);
+
+/* application/x-www-form-urlencoded decoding ('+' is a space, %XX a byte;
+ * a malformed escape stays as it is) of n bytes into out (n bytes are
+ * always enough); returns the decoded length. */
+size_t vg_http_form_decode(const char *s, size_t n, char *out);
+/* The first query parameter called name, decoded, on req's pool; false
+ * when there is none. */
+bool vg_http_query_param(h2o_req_t *req, const char *name, h2o_iovec_t *value);
+
 /* ---- server connections ------------------------------------------------------ */
 
 /* verge serves HTTP/1.x (http1.c) and HTTP/2 (http2.c, on libnghttp2;

@@ -1252,3 +1252,10 @@ static const h2o_conn_callbacks_t callbacks = {
     .get_peername = get_peername,
     .get_socket = get_socket,
 };
+
+bool vg_http_req_first_on_conn(h2o_req_t *req)
+{
+    if (req->conn->callbacks == &callbacks)
+        return ((struct conn *)req->conn)->requests == 0; /* counted when a request ends */
+    return vg__http2_first_stream(req);
+}

@@ -396,6 +396,12 @@ static struct h2s *stream_of(h2o_req_t *req)
     return s;
 }
 
+bool vg__http2_first_stream(h2o_req_t *req)
+{
+    struct h2s *s = stream_of(req);
+    return s && s->id == 1;
+}
+
 bool vg__http2_owns(h2o_req_t *req)
 {
     /* a subrequest made on this connection (verge.fetch's) is not a stream */

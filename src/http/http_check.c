@@ -89,3 +89,73 @@ size_t vg_http_req_header_bytes(h2o_req_t *req)
         n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
     return n;
 }
+
+/* ---- query strings ------------------------------------------------------------------- */
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+size_t vg_http_form_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int h, l;
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%' && i + 2 < n && (h = hexval((unsigned char)s[i + 1])) >= 0 &&
+                   (l = hexval((unsigned char)s[i + 2])) >= 0) {
+            out[o++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return o;
+}
+
+bool vg_http_query_param(h2o_req_t *req, const char *name, h2o_iovec_t *value)
+{
+    if (req->query_at == SIZE_MAX)
+        return false;
+    size_t nl = strlen(name);
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+            const char *v = eq ? eq + 1 : stop;
+            char *buf = h2o_mem_alloc_pool(&req->pool, (size_t)(stop - v) + 1);
+            size_t len = vg_http_form_decode(v, (size_t)(stop - v), buf);
+            buf[len] = '\0';
+            *value = h2o_iovec_init(buf, len);
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}
+
+/* ---- the request's trace ------------------------------------------------------------ */
+
+static const h2o_iovec_t env_trace = {H2O_STRLIT("verge.trace")};
+
+void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t)
+{
+    h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
+    req->env.entries[req->env.size++] = env_trace;
+    req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
+}
+
+struct vg_trace *vg_http_req_trace(h2o_req_t *req)
+{
+    for (size_t i = 0; i + 1 < req->env.size; i += 2)
+        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, env_trace.base, env_trace.len))
+            return (struct vg_trace *)req->env.entries[i + 1].base;
+    return NULL;
+}

@@ -28,6 +28,8 @@ void vg__http2_shutdown(struct vg_http1_ctx *hc);
 /* The request bodies of HTTP/2 streams (vg_http_body_* dispatch here when
  * req is a stream's request; false/SIZE_MAX otherwise). */
 bool vg__http2_owns(h2o_req_t *req);
+/* Whether req is its HTTP/2 connection's first stream. */
+bool vg__http2_first_stream(h2o_req_t *req);
 bool vg__http2_body_is_streamed(h2o_req_t *req);
 size_t vg__http2_body_length(h2o_req_t *req);
 void vg__http2_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *data);

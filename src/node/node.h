@@ -41,7 +41,26 @@ struct vg_node_options {
     /* verge.kv scope "local": the LMDB directory (default verge-state, in
      * agent mode DATA/state), opened when an app has Lua code */
     const char *state_dir;
+    /* traces: head sampling rate (0..1), the threshold over which a
+     * request's trace is kept anyway (0: none), kept traces per worker,
+     * and an OTLP/HTTP collector (http://host:port/v1/traces) or NULL */
+    bool trace_off; /* no traces at all (the overhead benchmark's baseline) */
+    double trace_sample;
+    uint64_t trace_slow_ms;
+    size_t trace_ring;
+    const char *trace_export;
+    size_t log_ring_bytes; /* recent log lines kept for `verge logs` (default 8 MiB) */
 };
+
+/* Trace lookups over the bus: a request carrying a trace id (32 hex); every
+ * node holding records of it answers with their JSON array. */
+#define VG_NODE_TRACE_SUBJECT "verge.trace.get"
+
+/* Live figures over the bus (node_stats.c): every node answers. */
+#define VG_NODE_STATS_SUBJECT "verge.stats.query"
+
+/* Log queries over the bus (see node_logs.c): every node answers. */
+#define VG_NODE_LOGS_SUBJECT "verge.logs.query"
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status (0 after a
  * clean drain, 1 when start-up failed — the reason is logged). */

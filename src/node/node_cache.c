@@ -65,6 +65,7 @@ struct creq {
     h2o_headers_t client_headers; /* as the client sent them (revalidation adds its own conditionals) */
     struct vg_cache_req q;
     int64_t request_time;
+    uint64_t lookup_at;                     /* when the lookup began (trace clock: the cache span) */
     bool key_known;                         /* the key had some variant: a vary-miss, not a uri-miss */
     bool leader;                            /* holds the key's slot (vg_cache_join) until leave */
     bool joined;                            /* asked once already: a woken waiter does not queue again */
@@ -123,8 +124,13 @@ void vg__node_cache_route_init(struct vg__node_cache_route *cr, const struct vg_
 
 static void count(struct creq *cq, enum vg__node_cache_result r)
 {
+    static const char *const names[VG__NODE_CACHE_RESULTS] = {"hit", "miss", "stale", "bypass"};
     if (!cq->refresh && cq->counters)
         vg_obs_counter_add(cq->counters[r], 1);
+    if (cq->fwd.trace) {
+        vg_span_t s = vg_trace_add(cq->fwd.trace, "cache", cq->fwd.trace_parent, cq->lookup_at, vg_trace_clock());
+        vg_trace_detail(cq->fwd.trace, s, names[r], strlen(names[r]));
+    }
 }
 
 /* ---- answering from an object ------------------------------------------------------- */
@@ -445,7 +451,7 @@ static void forward(struct creq *cq, enum mode mode)
     f->super.on_setup_ostream = on_setup_ostream;
     f->cq = cq;
     f->mode = mode;
-    vg_proxy_forward(req, &cq->fwd.t, cq->fwd.path, cq->fwd.hash_key, cq->fwd.on_attempt, cq->fwd.attempt_data);
+    vg_proxy_forward(req, &cq->fwd.t, cq->fwd.path, cq->fwd.hash_key, cq->fwd.on_event, cq->fwd.event_data);
 }
 
 /* Asks the origin whether the stale object still holds: its validators
@@ -567,8 +573,8 @@ static void refresh_start(struct creq *cq)
                         .refresh = true};
     rq->fwd.path = h2o_strdup(&req->pool, cq->fwd.path.base, cq->fwd.path.len);
     rq->fwd.hash_key = h2o_strdup(&req->pool, cq->fwd.hash_key.base, cq->fwd.hash_key.len);
-    rq->fwd.on_attempt = NULL; /* the client's request (its access log line) is not this one */
-    rq->fwd.attempt_data = NULL;
+    rq->fwd.on_event = NULL; /* the client's request (its access log line, its trace) is not this one */
+    rq->fwd.trace = NULL;
     rq->q = (struct vg_cache_req){.method = req->method, .headers = &rq->client_headers};
     cq->leader = false; /* the refresh leaves the slot */
     forward(rq, MODE_STORE);
@@ -752,6 +758,7 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
     cq->client_headers = req->headers; /* the vector is copied: revalidation replaces req->headers */
     cq->q = (struct vg_cache_req){.method = req->method, .headers = &cq->client_headers};
     cq->request_time = time(NULL);
+    cq->lookup_at = fwd->trace ? vg_trace_clock() : 0;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     if (!get) { /* not for the cache; an unsafe one invalidates on success */
@@ -765,34 +772,6 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 }
 
 /* ---- purge API ------------------------------------------------------------------------------------ */
-
-static void reply_error(h2o_req_t *req, int status, const char *why)
-{
-    char buf[300];
-    char esc[200];
-    vg_json_escape(esc, sizeof(esc), why, strlen(why));
-    snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}\n", esc);
-    if (status == 401)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
-    vg_http_send_text(req, status, "application/json", buf, strlen(buf));
-}
-
-/* Constant time in the token's length: the comparison does not tell how
- * much of a guess was right. */
-static bool token_ok(h2o_req_t *req, const char *token)
-{
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (!token || i < 0)
-        return false;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    size_t tl = strlen(token);
-    if (v.len != 7 + tl || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
-        return false;
-    unsigned char diff = 0;
-    for (size_t k = 0; k < tl; k++)
-        diff |= (unsigned char)(v.base[7 + k] ^ token[k]);
-    return diff == 0;
-}
 
 /* "http://host/path?q" (or https) -> host and path ("/" when absent). */
 static bool split_url(h2o_mem_pool_t *pool, const char *url, h2o_iovec_t *host, h2o_iovec_t *path)
@@ -816,18 +795,9 @@ static bool split_url(h2o_mem_pool_t *pool, const char *url, h2o_iovec_t *host, 
 /* The app a purge names ("app"), or the only one. */
 static const struct vg_app_rt *purge_app(struct vg_site *site, json_t *j, const char **why)
 {
-    const char *name = json_string_value(json_object_get(j, "app"));
-    if (!name && site->n_apps == 1)
-        return &site->apps[0];
-    if (!name) {
-        *why = "this node serves several apps: name one with \"app\"";
-        return NULL;
-    }
-    for (size_t a = 0; a < site->n_apps; a++)
-        if (strcmp(site->apps[a].conf->name, name) == 0)
-            return &site->apps[a];
-    *why = "no such app on this node";
-    return NULL;
+    json_t *name = json_object_get(j, "app");
+    const char *s = json_string_value(name);
+    return vg__node_admin_app(site, s, s ? json_string_length(name) : 0, why);
 }
 
 /* The purges one API call made, to send to the other nodes. */
@@ -1018,24 +988,24 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
 {
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
-        reply_error(req, 405, "POST a purge request");
+        vg__node_admin_error(req, 405, "POST a purge request");
         return;
     }
-    if (!token_ok(req, w->node->opt.admin_token)) {
+    if (!vg__node_admin_token_ok(req, w->node->opt.admin_token)) {
         vg_log(VG_LOG_WARN, "purge refused", "reason",
                w->node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
-        reply_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");
+        vg__node_admin_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");
         return;
     }
     if (vg_http_body_is_streamed(req)) {
-        reply_error(req, 413, "a purge request is a small JSON object");
+        vg__node_admin_error(req, 413, "a purge request is a small JSON object");
         return;
     }
     json_error_t jerr;
     json_t *j = json_loadb(req->entity.base ? req->entity.base : "", req->entity.len, 0, &jerr);
     if (!j || !json_is_object(j)) {
         json_decref(j);
-        reply_error(req, 400, "the body is a JSON object: {\"url\"|\"prefix\"|\"tag\": ..., \"soft\": bool}");
+        vg__node_admin_error(req, 400, "the body is a JSON object: {\"url\"|\"prefix\"|\"tag\": ..., \"soft\": bool}");
         return;
     }
     size_t n = 0;
@@ -1048,7 +1018,7 @@ void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req)
     bool sent = status == 200 && log.n && purge_publish(w->node, app->conf->name, &log, soft);
     json_decref(j);
     if (status != 200) {
-        reply_error(req, status, why);
+        vg__node_admin_error(req, status, why);
         return;
     }
     char buf[80];

@@ -31,6 +31,8 @@ struct subreq {
     vg_fn_fetch_done done;
     void *data;
     h2o_timeout_entry_t te; /* proceed (more body) or complete: never both pending */
+    struct vg_trace *trace; /* the parent request's (its pool outlives us: we are cancelled first) */
+    vg_span_t span;         /* "fetch" in it */
     const char *err;        /* failure before or instead of a response */
     bool finished;          /* the response is complete or failed: complete() is scheduled */
 };
@@ -47,6 +49,9 @@ static void on_complete(h2o_timeout_entry_t *te)
 {
     struct subreq *s = H2O_STRUCT_FROM_MEMBER(struct subreq, te, te);
     struct vg_fn_fetch_res res = {.err = s->err};
+    if (s->err || s->req.res.status >= 500)
+        vg_trace_fail(s->trace, s->span);
+    vg_trace_end(s->trace, s->span);
     if (!s->err) {
         res.status = s->req.res.status;
         res.headers = s->req.res.headers.entries;
@@ -172,6 +177,11 @@ static void *fetch_start(void *vctx, h2o_req_t *parent, const struct vg_fn_fetch
     s->max_body = f->max_body;
     s->ostr.do_send = capture;
     fill_request(s, parent, f);
+    s->trace = vg_http_req_trace(parent);
+    s->span = vg_trace_begin(s->trace, "fetch", 0);
+    vg_trace_detail(s->trace, s->span, f->target.base, f->target.len);
+    if (h2o_find_header_by_str(&s->req.headers, H2O_STRLIT("traceparent"), -1) < 0)
+        vg__node_trace_propagate(s->trace, s->span, &s->req); /* the origin joins the trace */
     struct vg_app_rt *app = &ctx->site->apps[ctx->app];
     int o = find_origin(app->conf, f->target);
     if (o < 0) {

@@ -28,6 +28,10 @@ struct reqstate {
     struct vg_fn_req *fn; /* shared by the request's Lua calls */
     uint64_t start_us;
     h2o_iovec_t reqid;
+    /* the trace: its stages' spans while they run */
+    struct vg_trace *trace;
+    vg_span_t sp_lua, sp_upstream, sp_phase;
+    bool internal; /* /_verge/...: not in the log ring (a `verge logs -f` would see its own polls) */
 };
 
 static const h2o_iovec_t hdr_reqid = {H2O_STRLIT("x-request-id")};
@@ -85,12 +89,10 @@ static void access_log_text(struct reqstate *rs, int status, uint64_t dur_us)
         log_append(rs->worker, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+/* The JSON line goes to the node's log ring (verge logs) and, in JSON
+ * mode, to stdout; --log-format text prints the short form instead. */
 static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
 {
-    if (!vg_log_is_json()) {
-        access_log_text(rs, status, dur_us);
-        return;
-    }
     h2o_req_t *req = rs->req;
     char line[3072];
     size_t cap = sizeof(line), o = 0;
@@ -113,11 +115,21 @@ static void access_log(struct reqstate *rs, int status, uint64_t dur_us)
         o += json_str(line + o, cap - o, "upstream", up, strlen(up));
     if (o < cap)
         o += json_str(line + o, cap - o, "request_id", rs->reqid.base, rs->reqid.len);
+    if (o < cap && rs->trace) {
+        char id[VG_TRACE_ID_HEX + 1];
+        vg_trace_hex(vg_trace_id(rs->trace), 16, id);
+        o += json_str(line + o, cap - o, "trace_id", id, VG_TRACE_ID_HEX);
+    }
     if (o + 2 >= cap)
         return; /* cannot happen with the bounds above; never log a torn line */
     line[o++] = '}';
+    if (!rs->internal)
+        vg_log_ring_append(rs->worker->node->log_ring, vg_wall_us(), line, o);
     line[o++] = '\n';
-    log_append(rs->worker, line, o);
+    if (vg_log_is_json())
+        log_append(rs->worker, line, o);
+    else
+        access_log_text(rs, status, dur_us);
 }
 
 /* ---- metrics ----------------------------------------------------------------- */
@@ -180,6 +192,14 @@ static void on_request_end(void *p)
     count_request(rs, status, dur);
     if (rs->worker->node->opt.access_log)
         access_log(rs, status, dur);
+    if (rs->trace) {
+        struct vg_trace_meta m = {.app = rs->app ? rs->app->conf->name : NULL,
+                                  .route = rs->route ? rs->route->conf->path : NULL,
+                                  .node = rs->worker->node->node_id,
+                                  .location = rs->worker->node->opt.location,
+                                  .status = status};
+        vg__node_trace_end(rs->worker, rs->trace, &m);
+    }
     vg__node_worker_request_done(rs->worker, rs->site);
 }
 
@@ -243,6 +263,7 @@ static bool internal_endpoint(struct reqstate *rs)
 {
     h2o_req_t *req = rs->req;
     h2o_iovec_t p = req->path_normalized;
+    rs->internal = p.len >= 8 && memcmp(p.base, "/_verge/", 8) == 0;
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/health"))) {
         if (!vg__node_state_ready(rs->worker->node)) /* a global replica is still loading */
             vg_http_send_text(req, 503, "text/plain; charset=utf-8", H2O_STRLIT("not ready: loading global state\n"));
@@ -252,6 +273,23 @@ static bool internal_endpoint(struct reqstate *rs)
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/purge"))) {
         vg__node_cache_purge_endpoint(rs->worker, req);
+        return true;
+    }
+    static const h2o_iovec_t traces = {H2O_STRLIT("/_verge/traces/")};
+    if (p.len > traces.len && memcmp(p.base, traces.base, traces.len) == 0) {
+        vg__node_trace_endpoint(rs->worker, req, h2o_iovec_init(p.base + traces.len, p.len - traces.len));
+        return true;
+    }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/stats"))) {
+        vg__node_stats_endpoint(rs->worker, req);
+        return true;
+    }
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/logs"))) {
+        vg__node_logs_endpoint(rs->worker, req);
+        return true;
+    }
+    if (p.len >= 15 && memcmp(p.base, "/_verge/publish", 15) == 0 && (p.len == 15 || p.base[15] == '/')) {
+        vg__node_publish_endpoint(rs->worker, req);
         return true;
     }
     if (h2o_memis(p.base, p.len, H2O_STRLIT("/_verge/metrics"))) {
@@ -504,11 +542,42 @@ static void add_forwarded(h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->headers, H2O_STRLIT("forwarded"), 0, NULL, buf, (size_t)n);
 }
 
-/* The access log names the server of the last attempt. */
-static void on_upstream_attempt(void *data, int server)
+/* The access log names the server of the last attempt; the trace gets an
+ * "upstream" span per attempt with its phases under it. */
+static void on_upstream_event(void *data, enum vg_proxy_event ev, int server)
 {
     struct reqstate *rs = data;
-    rs->server = server;
+    struct vg_trace *t = rs->trace;
+    if (ev == VG_PROXY_ATTEMPT)
+        rs->server = server;
+    if (!t)
+        return;
+    switch (ev) {
+    case VG_PROXY_ATTEMPT: {
+        if (rs->sp_upstream != VG_SPAN_NONE) { /* the previous attempt failed: this is a retry */
+            vg_trace_fail(t, rs->sp_upstream);
+            vg_trace_end(t, rs->sp_phase);
+        }
+        rs->sp_upstream = vg_trace_next(t, rs->sp_upstream, "upstream", 0);
+        const char *a = rs->origin->authority[server];
+        vg_trace_detail(t, rs->sp_upstream, a, strlen(a));
+        rs->sp_phase = vg_trace_add(t, "upstream_connect", rs->sp_upstream, vg_trace_span_start(t, rs->sp_upstream), 0);
+        return;
+    }
+    case VG_PROXY_CONNECTED:
+        rs->sp_phase = vg_trace_next(t, rs->sp_phase, "upstream_first_byte", rs->sp_upstream);
+        return;
+    case VG_PROXY_HEAD:
+        rs->sp_phase = vg_trace_next(t, rs->sp_phase, "upstream_body", rs->sp_upstream);
+        return;
+    case VG_PROXY_END: {
+        uint64_t now = vg_trace_clock();
+        vg_trace_end_at(t, rs->sp_phase, now);
+        vg_trace_end_at(t, rs->sp_upstream, now);
+        rs->sp_phase = VG_SPAN_NONE;
+        return;
+    }
+    }
 }
 
 static void do_proxy(struct reqstate *rs, size_t app_idx)
@@ -532,6 +601,7 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
         }
     }
     add_forwarded(req);
+    vg__node_trace_propagate(rs->trace, 0, req);
     struct vg_proxy_target t = {
         .conf = o,
         .state = rs->origin->state,
@@ -545,17 +615,40 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
     /* the forwarder's state goes on the pool after rs: it is torn down
      * first, while the site it points into is still held */
     if (rs->route->cache.enabled && rs->worker->node->cache) {
-        struct vg__node_cache_fwd fwd = {
-            .t = t, .path = path, .hash_key = key, .on_attempt = on_upstream_attempt, .attempt_data = rs};
+        struct vg__node_cache_fwd fwd = {.t = t,
+                                         .path = path,
+                                         .hash_key = key,
+                                         .on_event = on_upstream_event,
+                                         .event_data = rs,
+                                         .trace = rs->trace,
+                                         .trace_parent = 0};
         vg__node_cache_proxy(rs->worker, rs->site, req,
                              h2o_iovec_init(rs->app->conf->name, strlen(rs->app->conf->name)), rs->app->cache_counters,
                              &rs->route->cache, &fwd);
         return;
     }
-    vg_proxy_forward(req, &t, path, key, on_upstream_attempt, rs);
+    vg_proxy_forward(req, &t, path, key, on_upstream_event, rs);
 }
 
 /* ---- Lua ------------------------------------------------------------------------- */
+
+/* A Lua call's span: ended when the call is; a 5xx it answers marks it
+ * failed (the trace is then kept whatever the sampling said). */
+static void lua_span_begin(struct reqstate *rs, const char *name)
+{
+    rs->sp_lua = vg_trace_begin(rs->trace, name, 0);
+    vg_trace_set_current(rs->trace, rs->sp_lua);              /* its kv lookups nest under it */
+    vg__node_trace_propagate(rs->trace, rs->sp_lua, rs->req); /* what verge.publish/request pass on */
+}
+
+static void lua_span_end(struct reqstate *rs)
+{
+    if (rs->req->res.status >= 500)
+        vg_trace_fail(rs->trace, rs->sp_lua);
+    vg_trace_end(rs->trace, rs->sp_lua);
+    vg_trace_set_current(rs->trace, 0);
+    rs->sp_lua = VG_SPAN_NONE;
+}
 
 static struct vg_fn_app *fn_of(struct reqstate *rs, size_t app_idx)
 {
@@ -565,6 +658,7 @@ static struct vg_fn_app *fn_of(struct reqstate *rs, size_t app_idx)
 static void on_handler_done(void *data, enum vg_fn_outcome o)
 {
     struct reqstate *rs = data;
+    lua_span_end(rs);
     if (o == VG_FN_PASS)
         h2o_send_error_404(rs->req, "Not Found", "the handler returned no response", 0);
 }
@@ -576,6 +670,7 @@ static void do_handler(struct reqstate *rs, size_t app_idx, int route)
         reject(rs, 503, "Service Unavailable", "the app's Lua code is not loaded on this worker");
         return;
     }
+    lua_span_begin(rs, "handler");
     vg_fn_run(fa, route, rs->req, rs->reqid, &rs->fn, on_handler_done, rs);
 }
 
@@ -602,8 +697,10 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
     h2o_req_t *req = rs->req;
     uint32_t m = vg_conf_method_from_str(req->method.base, req->method.len);
     uint32_t allow;
+    vg_span_t sp = vg_trace_begin(rs->trace, "route", 0);
     int r = vg_http_route_find(rs->app->conf, req->authority.base, req->authority.len, req->path_normalized.base,
                                req->path_normalized.len, m, &allow);
+    vg_trace_end(rs->trace, sp);
     if (r == VG_HTTP_ROUTE_NONE) {
         h2o_send_error_404(req, "Not Found", "no route matches", 0);
         return;
@@ -639,6 +736,7 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
 static void on_hook_done(void *data, enum vg_fn_outcome o)
 {
     struct reqstate *rs = data;
+    lua_span_end(rs);
     if (o == VG_FN_PASS)
         dispatch(rs, rs->app_idx);
 }
@@ -656,6 +754,7 @@ static void run_on_request(struct reqstate *rs)
         reject(rs, 503, "Service Unavailable", "the app's Lua code is not loaded on this worker");
         return;
     }
+    lua_span_begin(rs, "on_request");
     vg_fn_run(fa, VG_FN_ON_REQUEST, rs->req, rs->reqid, &rs->fn, on_hook_done, rs);
 }
 
@@ -683,9 +782,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0; /* --add-latency: comes back here later */
     struct vg_site *site = w->site;
     struct reqstate *rs = h2o_mem_alloc_shared(&req->pool, sizeof(*rs), on_request_end);
-    *rs = (struct reqstate){.req = req, .worker = w, .site = site, .server = -1, .start_us = vg_now_us()};
+    *rs = (struct reqstate){.req = req,
+                            .worker = w,
+                            .site = site,
+                            .server = -1,
+                            .start_us = vg_now_us(),
+                            .sp_lua = VG_SPAN_NONE,
+                            .sp_upstream = VG_SPAN_NONE,
+                            .sp_phase = VG_SPAN_NONE};
     site->workers[w->id].inflight++;
     assign_request_id(rs);
+    rs->trace = vg__node_trace_start(w, req);
 
     const char *why;
     /* HTTP/1 heads were checked raw, before parsing (http1.c: the guard and
@@ -735,6 +842,10 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
     if (i >= 0)
         h2o_set_header_by_str(&req->pool, &req->res.headers, hdr_reqid.base, hdr_reqid.len, 0,
                               req->headers.entries[i].value.base, req->headers.entries[i].value.len, 1);
+    struct vg_worker *w = vg__node_worker_of(req->conn->ctx);
+    struct vg_trace *t = vg_http_req_trace(req);
+    vg__node_trace_timing(w, t, req);
+    vg_trace_begin(t, "send", 0); /* the response going out: ends with the request */
     h2o_setup_next_ostream(req, slot);
 }
 

@@ -47,8 +47,10 @@ enum vg__node_cache_result {
 struct vg__node_cache_fwd {
     struct vg_proxy_target t;
     h2o_iovec_t path, hash_key;
-    vg_proxy_attempt_fn on_attempt;
-    void *attempt_data;
+    vg_proxy_event_fn on_event;
+    void *event_data;
+    struct vg_trace *trace; /* the request's, for the cache span (NULL: none) */
+    vg_span_t trace_parent;
 };
 
 struct vg_route_rt {
@@ -82,6 +84,7 @@ struct vg_node_appstats {
     char *app;
     uint64_t requests, errors_5xx;
     uint64_t lat[VG_NODE_LAT_BUCKETS];
+    struct vg_obs_counter *cache[4]; /* the app's verge_cache_requests_total by result, once a route caches */
 };
 
 struct vg_app_rt {
@@ -188,7 +191,9 @@ struct vg_worker {
     /* --add-latency (node_delay.c) */
     h2o_timeout_t delay_timeout;
     bool delay_ready;
-    h2o_req_t *delay_resuming; /* the request being handed back, during that call */
+    h2o_req_t *delay_resuming;    /* the request being handed back, during that call */
+    struct vg_trace_ring *traces; /* kept traces of this worker's requests */
+    struct vg__node_msgq *msgq;   /* messages for the apps' subscription handlers (node_msg.c) */
 };
 
 struct vg_node {
@@ -229,6 +234,14 @@ struct vg_node {
     struct vg_state_global *state_global; /* with --nats only */
     bool state_failed;                    /* the local store could not open (logged once) */
     struct vg_obs_histogram *m_kv_propagation;
+    struct vg__node_exporter *trace_exporter; /* --trace-export, else NULL */
+    struct vg_bus_sub *trace_sub;             /* lookups from `verge trace` */
+    struct vg_log_ring *log_ring;             /* recent lines for `verge logs` */
+    struct vg_bus_sub *logs_sub;              /* queries from `verge logs` */
+    struct vg_bus_sub *stats_sub;             /* queries from `verge top` */
+    char boot_id[17];                         /* this process's: cursors of another one start over */
+    struct vg_obs_counter *m_traces_kept;
+    struct vg_obs_histogram *m_kv_visible;
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
@@ -243,6 +256,7 @@ struct vg_node {
     bool agent_done; /* under agent_mu: the answer */
     int agent_rc;
     char agent_err[1200];
+    struct vg__node_msg *msg; /* the apps' subscriptions (node_msg.c) */
 };
 
 /* The app's figures (created on first use; main thread). */
@@ -278,7 +292,17 @@ bool vg__node_state_ready(struct vg_node *node);
 /* The app's shared dictionary, created on first use (main thread). */
 struct vg_fn_shared *vg__node_shared_for(struct vg_node *node, const char *app);
 
+/* node_msg.c: the apps' subscriptions, a Lua handler per bus message. */
+void vg__node_msg_worker_init(struct vg_worker *w);  /* main thread, before the worker runs */
+void vg__node_msg_worker_close(struct vg_worker *w); /* the worker, as it stops: later messages are dropped */
+/* Subscribes to what site's apps declare and unsubscribes the rest (site
+ * NULL: everything); main thread, after the workers were told of site. */
+void vg__node_msg_sync(struct vg_node *node, struct vg_site *site);
+void vg__node_msg_fini(struct vg_node *node); /* the workers are joined; before the bus goes */
+
 int vg__node_worker_start(struct vg_node *node, struct vg_worker *w);
+/* Reads the main thread's commands (a new site, shutdown) now. */
+void vg__node_worker_commands(struct vg_worker *w);
 void vg__node_worker_post(struct vg_worker *w); /* wake it to read commands */
 void vg__node_worker_request_done(struct vg_worker *w, struct vg_site *site);
 /* free(ptr) once libuv has finished closing the handles inside it. */
@@ -301,6 +325,22 @@ void vg__node_cache_proxy(struct vg_worker *w, struct vg_site *site, h2o_req_t *
 /* POST /_verge/purge (node_cache.c). */
 void vg__node_cache_purge_endpoint(struct vg_worker *w, h2o_req_t *req);
 
+/* node_admin.c: what the admin endpoints share. */
+/* {"error": why} with status (401 adds WWW-Authenticate: Bearer). */
+void vg__node_admin_error(h2o_req_t *req, int status, const char *why);
+/* Whether req carries "Authorization: Bearer <token>" (constant time;
+ * false when the node has no token). */
+bool vg__node_admin_token_ok(h2o_req_t *req, const char *token);
+/* Whether v is token, in constant time in the token's length (the
+ * X-Verge-Debug header's check). */
+bool vg__node_admin_token_equal(h2o_iovec_t v, const char *token);
+/* The app named (name, len), or the node's only app when name is NULL;
+ * NULL with *why ("no such app…" for an unknown name) otherwise. */
+const struct vg_app_rt *vg__node_admin_app(struct vg_site *site, const char *name, size_t len, const char **why);
+
+/* node_publish.c: POST /_verge/publish/SUBJECT. */
+void vg__node_publish_endpoint(struct vg_worker *w, h2o_req_t *req);
+
 /* Purges travel between nodes on "verge.purge.APP" as
  * {"node": ID, "soft": bool, "purges": [{"kind": "url"|"prefix"|"tag", "value": V}]}
  * where every V belongs to APP (starts with "APP " or, for a tag, "APP\n").
@@ -314,6 +354,63 @@ int vg__node_purge_fanout_start(struct vg_node *node);
 void vg__node_cache_worker_init(struct vg_worker *w);
 void vg__node_cache_worker_close(struct vg_worker *w);
 void vg__node_access_log_flush(struct vg_worker *w);
+
+/* ---- live figures (node_stats.c) ---- */
+
+/* GET /_verge/stats and "verge.stats.query" on the bus: every app's
+ * counters (requests, 5xx, latency buckets, cache results) for `verge top`,
+ * which turns two snapshots into rates. */
+void vg__node_stats_endpoint(struct vg_worker *w, h2o_req_t *req);
+void vg__node_stats_subscribe(struct vg_node *node);
+void vg__node_stats_unsubscribe(struct vg_node *node);
+
+/* ---- logs (node_logs.c) ---- */
+
+/* The ring every log line also goes to (init first thing, fini last). */
+void vg__node_logs_init(struct vg_node *node);
+void vg__node_logs_fini(struct vg_node *node);
+/* Answers "verge.logs.query" on the bus (after the bus is up). */
+void vg__node_logs_subscribe(struct vg_node *node);
+void vg__node_logs_unsubscribe(struct vg_node *node);
+/* GET /_verge/logs. */
+void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
+
+/* ---- traces (node_trace.c, node_trace_export.c) ---- */
+
+/* The request's trace (on its pool): continues an incoming traceparent. */
+struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req);
+/* Sets req's traceparent to span from's (before forwarding it). */
+void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
+/* Finishes it; a kept one goes to the worker's ring and the exporter. */
+void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m);
+/* Server-Timing and traceresponse on the response, when asked for. */
+void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req);
+/* GET /_verge/traces/ID. */
+void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex);
+int vg__node_trace_init(struct vg_node *node); /* after the workers' array exists */
+void vg__node_trace_fini(struct vg_node *node);
+
+/* OTLP/HTTP JSON export of kept traces: one thread, a bounded queue. */
+struct vg__node_exporter;
+struct vg__node_exporter_options {
+    const char *url; /* the collector: http://host:port/v1/traces */
+    const char *service, *node, *location;
+    size_t queue_max;    /* records (default 8192); past it dropped, counted */
+    size_t batch_max;    /* records per request (default 256) */
+    uint32_t flush_ms;   /* a partial batch waits at most this (default 1000) */
+    uint32_t timeout_ms; /* per request (default 2000) */
+    uint32_t retries;    /* per batch, with backoff (default 3); then dropped, counted */
+};
+struct vg__node_exporter_stats {
+    uint64_t exported, dropped_queue, dropped_failed, failed_requests;
+};
+int vg__node_exporter_create(const struct vg__node_exporter_options *o, struct vg__node_exporter **out, char *err,
+                             size_t errcap) VG_MUST_CHECK;
+/* Sends what is queued (one more try, bounded by the timeout), then stops. */
+void vg__node_exporter_destroy(struct vg__node_exporter *x);
+/* Takes a reference of its own, or drops r (counted) when the queue is full. */
+void vg__node_exporter_push(struct vg__node_exporter *x, struct vg_trace_rec *r);
+void vg__node_exporter_stats(struct vg__node_exporter *x, struct vg__node_exporter_stats *out);
 
 static inline struct vg_worker *vg__node_worker_of(h2o_context_t *ctx)
 {

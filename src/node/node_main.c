@@ -194,6 +194,7 @@ static int reload(struct main_ctx *m, const struct dirs *d, char *err, size_t er
     pthread_mutex_unlock(&node->mu);
     for (unsigned i = 0; i < node->n_workers; i++)
         vg__node_worker_post(&node->workers[i]);
+    vg__node_msg_sync(node, site); /* after the workers were told: a message finds the new site */
     vg__node_site_stop_health(old);
     vg__node_site_unref(old);
     vg_obs_counter_add(node->m_reload_ok, 1);
@@ -257,6 +258,7 @@ static void on_signal(uv_signal_t *s, int signum)
         uv_close((uv_handle_t *)&m->node->agent_async, NULL);
     }
     vg__node_site_stop_health(m->node->site);
+    vg__node_msg_sync(m->node, NULL); /* other nodes of a queue group take the messages now */
 }
 
 /* Binds every listener once per worker (SO_REUSEPORT). ":0" resolves to a
@@ -460,6 +462,7 @@ int vg_node_run(const struct vg_node_options *opt)
     pthread_mutex_init(&node.mu, NULL);
     pthread_mutex_init(&node.stats_mu, NULL);
     signal(SIGPIPE, SIG_IGN);
+    vg__node_logs_init(&node); /* from the first line on */
 
     struct vg_conf_app **apps;
     struct dirs d;
@@ -485,6 +488,8 @@ int vg_node_run(const struct vg_node_options *opt)
     metrics_init(&node);
     if (cache_init(&node) != 0 || bus_init(&node) != 0 || vg__node_state_init(&node) != 0)
         return 1;
+    vg__node_logs_subscribe(&node);
+    vg__node_stats_subscribe(&node);
     vg_obs_collector_add(node.metrics, collect_bus, &node);
     gconf_init(&node);
     apply_limits(&node, apps, n_apps);
@@ -501,9 +506,13 @@ int vg_node_run(const struct vg_node_options *opt)
     for (unsigned i = 0; i < node.n_workers; i++) {
         node.workers[i].id = i;
         node.workers[i].node = &node;
+    }
+    if (vg__node_trace_init(&node) != 0)
+        return 1;
+    for (unsigned i = 0; i < node.n_workers; i++)
         if (vg__node_worker_start(&node, &node.workers[i]) != 0)
             return 1;
-    }
+    vg__node_msg_sync(&node, node.site);
     uv_signal_init(&m.loop, &m.sighup);
     uv_signal_init(&m.loop, &m.sigterm);
     uv_signal_init(&m.loop, &m.sigint);
@@ -523,7 +532,9 @@ int vg_node_run(const struct vg_node_options *opt)
     uv_run(&m.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
+    vg__node_msg_fini(&node); /* no message reaches a worker that is gone */
     vg__node_site_unref(node.site);
+    vg__node_trace_fini(&node); /* what is queued for the collector goes out */
     for (size_t i = 0; i < node.n_shared; i++) {
         vg_fn_shared_destroy(node.shared[i].dict);
         free(node.shared[i].app);
@@ -536,6 +547,8 @@ int vg_node_run(const struct vg_node_options *opt)
     free(node.appstats);
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
+    vg__node_logs_unsubscribe(&node);
+    vg__node_stats_unsubscribe(&node);
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
@@ -545,5 +558,6 @@ int vg_node_run(const struct vg_node_options *opt)
     node.cache = NULL;
     uv_loop_close(&m.loop);
     vg_log(VG_LOG_INFO, "stopped", NULL);
+    vg__node_logs_fini(&node);
     return 0;
 }

@@ -101,6 +101,8 @@ struct vg_site *vg__node_site_create(struct vg_node *node, struct vg_conf_app **
             route_init(node, app, r);
         for (size_t o = 0; o < apps[a]->n_origins; o++)
             origin_init(app, o);
+        for (size_t k = 0; k < VG__NODE_CACHE_RESULTS && app->cache_counters[0]; k++) /* for `verge top` */
+            __atomic_store_n(&app->stats->cache[k], app->cache_counters[k], __ATOMIC_RELEASE);
         if (vg_fn_app_needed(apps[a])) {
             app->shared = vg__node_shared_for(node, apps[a]->name);
             vg__node_state_for(node, app);
@@ -184,6 +186,20 @@ static void worker_origin_init(struct vg_worker *w, struct vg_site_worker_origin
 /* Each app with Lua gets its own state on each worker. The code loaded
  * once already when the manifest was read; failing here (memory) leaves
  * the app's functions answering 503, logged. */
+/* verge_lua_errors_total{app} and verge_lua_limits_total{app,limit}. */
+static void fn_counters(struct vg_node *node, const struct vg_app_rt *app, struct vg_fn_env *env)
+{
+    char labels[200];
+    snprintf(labels, sizeof(labels), "app=\"%s\"", app->label);
+    env->errors =
+        vg_obs_counter_get(node->metrics, "verge_lua_errors_total", "Lua calls ended by a script error.", labels);
+    for (int k = 0; k < VG_FN_LIMITS; k++) {
+        snprintf(labels, sizeof(labels), "app=\"%s\",limit=\"%s\"", app->label, VG_FN_LIMIT_NAMES[k]);
+        env->limits[k] = vg_obs_counter_get(node->metrics, "verge_lua_limits_total",
+                                            "Lua calls stopped at a limit (memory, instructions, timeout).", labels);
+    }
+}
+
 static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_site_worker *sw)
 {
     sw->fn = vg_xcalloc(site->n_apps, sizeof(*sw->fn));
@@ -201,6 +217,7 @@ static void worker_fn_init(struct vg_site *site, struct vg_worker *w, struct vg_
                                 .kv_global_off = site->apps[a].kv_global_off,
                                 .bus = w->node->bus,
                                 .dev = w->node->opt.dev};
+        fn_counters(w->node, &site->apps[a], &env);
         char err[1024];
         sw->fn[a] = vg_fn_app_create(app, &env, err, sizeof(err));
         if (!sw->fn[a])

@@ -5,6 +5,30 @@
 
 #include <string.h>
 
+/* Each replica's memory against its bound (limits.kv_global_size). */
+static void collect_replicas(struct vg_node *node, struct vg_obs_buf *buf)
+{
+    struct vg_state_replica_stat rs[256];
+    size_t n = vg_state_global_replicas(node->state_global, rs, VG_ARRAY_LEN(rs));
+    if (n > VG_ARRAY_LEN(rs))
+        n = VG_ARRAY_LEN(rs);
+    vg_obs_buf_printf(buf, "# HELP verge_kv_replica_bytes Memory of this node's replica of an app's global bucket.\n"
+                           "# TYPE verge_kv_replica_bytes gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        char app[160];
+        vg_obs_label_escape(app, sizeof(app), rs[i].app);
+        vg_obs_buf_printf(buf, "verge_kv_replica_bytes{app=\"%s\"} %llu\n", app, (unsigned long long)rs[i].bytes);
+    }
+    vg_obs_buf_printf(buf, "# HELP verge_kv_replica_max_bytes The bound of an app's global bucket "
+                           "(limits.kv_global_size).\n# TYPE verge_kv_replica_max_bytes gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        char app[160];
+        vg_obs_label_escape(app, sizeof(app), rs[i].app);
+        vg_obs_buf_printf(buf, "verge_kv_replica_max_bytes{app=\"%s\"} %llu\n", app,
+                          (unsigned long long)rs[i].max_bytes);
+    }
+}
+
 static void collect_state(void *data, struct vg_obs_buf *buf)
 {
     struct vg_node *node = data;
@@ -40,6 +64,17 @@ static void collect_state(void *data, struct vg_obs_buf *buf)
                       "# TYPE verge_kv_connected gauge\nverge_kv_connected %d\n",
                       (unsigned long long)gs.keys, vg_state_global_ready(node->state_global),
                       (unsigned long long)gs.applied, (unsigned long long)gs.bad, gs.connected);
+    vg_obs_buf_printf(buf,
+                      "# HELP verge_kv_visible_acks_total Visibility acks (await_visible) by direction and outcome.\n"
+                      "# TYPE verge_kv_visible_acks_total counter\n"
+                      "verge_kv_visible_acks_total{dir=\"sent\"} %llu\n"
+                      "verge_kv_visible_acks_total{dir=\"received\"} %llu\n"
+                      "verge_kv_visible_acks_total{dir=\"malformed\"} %llu\n"
+                      "# HELP verge_kv_visible_timeouts_total await_visible writes that ended short of their nodes.\n"
+                      "# TYPE verge_kv_visible_timeouts_total counter\nverge_kv_visible_timeouts_total %llu\n",
+                      (unsigned long long)gs.acks_sent, (unsigned long long)gs.acks_received,
+                      (unsigned long long)gs.acks_bad, (unsigned long long)gs.visible_timeouts);
+    collect_replicas(node, buf);
 }
 
 int vg__node_state_init(struct vg_node *node)
@@ -50,10 +85,14 @@ int vg__node_state_init(struct vg_node *node)
     node->m_kv_propagation = vg_obs_histogram_get(
         node->metrics, "verge_kv_propagation_seconds",
         "Global writes: the writer's wall clock to this node's replica (live updates, any writer).", "");
+    node->m_kv_visible = vg_obs_histogram_get(
+        node->metrics, "verge_kv_visible_seconds",
+        "Global writes with await_visible: the call to K nodes confirming (writes that reached K).", "");
     struct vg_state_global_options go = {.urls = node->opt.nats_urls,
                                          .n_urls = node->opt.n_nats_urls,
                                          .name = node->node_id,
-                                         .propagation = node->m_kv_propagation};
+                                         .propagation = node->m_kv_propagation,
+                                         .visible = node->m_kv_visible};
     char err[512];
     int rc = vg_state_global_create(&go, &node->state_global, err, sizeof(err));
     if (rc != 0)
@@ -87,7 +126,8 @@ void vg__node_state_for(struct vg_node *node, struct vg_app_rt *app)
         app->kv_local = NULL;
     if (node->state_global) {
         char err[512];
-        if (vg_state_global_db(node->state_global, name, &app->kv_global, err, sizeof(err)) != 0) {
+        if (vg_state_global_db(node->state_global, name, app->conf->limits.kv_global_size, &app->kv_global, err,
+                               sizeof(err)) != 0) {
             vg_log(VG_LOG_ERROR, "cannot open the app's global state; verge.kv global is off for it", "app", name,
                    "reason", err, NULL);
             app->kv_global = NULL;

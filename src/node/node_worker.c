@@ -129,6 +129,7 @@ static void finish(struct vg_worker *w)
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
     vg__node_cache_worker_close(w);
+    vg__node_msg_worker_close(w);
     w->stop = true;
 }
 
@@ -170,9 +171,8 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static void on_async(uv_async_t *a)
+void vg__node_worker_commands(struct vg_worker *w)
 {
-    struct vg_worker *w = a->data;
     pthread_mutex_lock(&w->node->mu);
     struct vg_site *site = w->cmd_site;
     bool shutdown = w->cmd_shutdown;
@@ -189,6 +189,11 @@ static void on_async(uv_async_t *a)
         h2o_context_request_shutdown(&w->ctx);
         uv_timer_start(&w->tick, on_tick, 0, 50);
     }
+}
+
+static void on_async(uv_async_t *a)
+{
+    vg__node_worker_commands(a->data);
 }
 
 void vg__node_worker_post(struct vg_worker *w)
@@ -256,6 +261,7 @@ int vg__node_worker_start(struct vg_node *node, struct vg_worker *w)
     uv_async_init(&w->uv, &w->async, on_async);
     w->async.data = w;
     vg__node_cache_worker_init(w);
+    vg__node_msg_worker_init(w);
     uv_timer_init(&w->uv, &w->tick);
     w->tick.data = w;
     uv_timer_start(&w->tick, on_tick, 250, 250);

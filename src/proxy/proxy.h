@@ -132,9 +132,16 @@ struct vg_proxy_target {
     size_t body_limit;                   /* the app's limits.body_size, for streamed request bodies */
 };
 
-/* Called when an attempt on server `server` starts (first try and each
- * retry), e.g. to name the upstream in the access log. */
-typedef void (*vg_proxy_attempt_fn)(void *data, int server);
+/* What happens to a forwarded request, in order, per attempt (a retry
+ * starts again at ATTEMPT): for the access log's upstream and the trace's
+ * upstream spans. */
+enum vg_proxy_event {
+    VG_PROXY_ATTEMPT,   /* a server was picked: connecting, or taking a pooled connection */
+    VG_PROXY_CONNECTED, /* the connection is ready (at once for a pooled one); the request goes out */
+    VG_PROXY_HEAD,      /* the response head is in (the first byte came before) */
+    VG_PROXY_END,       /* the origin is done with the response (cleanly or not) */
+};
+typedef void (*vg_proxy_event_fn)(void *data, enum vg_proxy_event ev, int server);
 
 /* Forwards req to the origin and answers it: the response is streamed back
  * (a few hundred KiB of it held for the request at most: reading from the
@@ -168,7 +175,7 @@ typedef void (*vg_proxy_attempt_fn)(void *data, int server);
  *   path: what to ask the origin for (with the query), as it goes on the
  *         request line;
  *   hash_key: the balancer's key (empty unless the origin hashes);
- *   on_attempt, data: see vg_proxy_attempt_fn (on_attempt may be NULL).
+ *   on_event, data: see vg_proxy_event_fn (on_event may be NULL).
  *
  * A server is picked per attempt (healthy ones, not yet tried by this
  * request); failures before the response head are retried on another server
@@ -191,6 +198,6 @@ typedef void (*vg_proxy_attempt_fn)(void *data, int server);
  * and req's headers must stay valid for the request (pool memory is). t is
  * copied. The caller must not answer req itself after the call. */
 void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec_t path, h2o_iovec_t hash_key,
-                      vg_proxy_attempt_fn on_attempt, void *data);
+                      vg_proxy_event_fn on_event, void *data);
 
 #endif

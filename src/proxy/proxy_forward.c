@@ -88,7 +88,7 @@ struct fwd {
     h2o_req_t *req;
     struct vg_proxy_target t;
     h2o_iovec_t path, key;
-    vg_proxy_attempt_fn on_attempt;
+    vg_proxy_event_fn on_event;
     void *data;
     h2o_iovec_t client_ip;
     bool is_head, idempotent;
@@ -444,6 +444,12 @@ static bool usable(void *ctx, size_t i)
 
 static void exchange_start(struct fwd *f);
 
+static void tell(struct fwd *f, enum vg_proxy_event ev)
+{
+    if (f->on_event)
+        f->on_event(f->data, ev, f->server);
+}
+
 /* Gets the running attempt a connection to its server: a pooled one goes
  * to work at once, a new one once made. Streamed bodies take new ones
  * (see vg_proxy_forward), as does a request sent again after a pooled
@@ -495,8 +501,7 @@ static enum start start_attempt(struct fwd *f)
     f->server = f->last_server = s;
     f->reported = false;
     vg_proxy_balancer_acquire(f->t.balancer, (size_t)s);
-    if (f->on_attempt)
-        f->on_attempt(f->data, s);
+    tell(f, VG_PROXY_ATTEMPT);
     open_conn(f, false);
     return STARTED; /* the attempt may already have ended (and others started): touch nothing here */
 }
@@ -570,6 +575,7 @@ static void write_out(struct fwd *f, size_t n)
  * response is watched for from now on. */
 static void exchange_start(struct fwd *f)
 {
+    tell(f, VG_PROXY_CONNECTED);
     f->writing = f->sent = f->stop_sending = f->resp_any = f->head_in = false;
     f->head_seen = f->decoded = 0;
     h2o_socket_read_start(f->conn->sock, on_read);
@@ -762,6 +768,7 @@ static void upstream_finished(struct fwd *f, const char *err, enum outcome o)
     VG_ASSERT(f->conn == NULL);
     stop_timers(f);
     f->upstream_end = true;
+    tell(f, VG_PROXY_END);
     f->paused = false;
     f->stop_sending = true;
     end_attempt(f, o);
@@ -934,6 +941,7 @@ static void head_done(struct fwd *f, const struct vg__proxy_resp *r, size_t n)
     copy_head(f, r);
     h2o_buffer_consume(&f->conn->sock->input, n); /* r points into it: after the copy */
     f->head_in = true;
+    tell(f, VG_PROXY_HEAD);
     f->keepalive = r->keepalive;
     vg__proxy_body_init(&f->rbody, r);
     /* an origin that rejects the body before it has all of it does not
@@ -1106,7 +1114,7 @@ static void body_init(struct fwd *f)
 }
 
 void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec_t path, h2o_iovec_t hash_key,
-                      vg_proxy_attempt_fn on_attempt, void *data)
+                      vg_proxy_event_fn on_event, void *data)
 {
     struct fwd *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_dispose);
     *f = (struct fwd){
@@ -1115,7 +1123,7 @@ void vg_proxy_forward(h2o_req_t *req, const struct vg_proxy_target *t, h2o_iovec
         .t = *t,
         .path = path,
         .key = hash_key,
-        .on_attempt = on_attempt,
+        .on_event = on_event,
         .data = data,
         .server = -1,
         .last_server = -1,

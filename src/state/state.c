@@ -63,18 +63,18 @@ static size_t payload_size(const struct vg_state_value *v)
     return 0;
 }
 
-size_t vg__state_rec_size(const struct vg_state_value *v, size_t tail_klen)
+size_t vg__state_rec_size(const struct vg_state_value *v, size_t tail_klen, bool ack)
 {
-    return VG__STATE_HDR + payload_size(v) + tail_klen;
+    return VG__STATE_HDR + payload_size(v) + tail_klen + (ack ? VG__STATE_ACK_REQ : 0);
 }
 
 void vg__state_rec_encode(uint8_t *out, const struct vg_state_value *v, uint64_t expires_ms, uint64_t written_us,
-                          const char *tail_key, size_t tail_klen)
+                          const char *tail_key, size_t tail_klen, const struct vg__state_ackreq *ack)
 {
     VG_ASSERT(tail_klen <= 0xffff);
     memcpy(out, MAGIC, 4);
     out[4] = (uint8_t)v->type;
-    out[5] = 0;
+    out[5] = ack ? VG__STATE_F_ACK : 0;
     out[6] = (uint8_t)tail_klen;
     out[7] = (uint8_t)(tail_klen >> 8);
     put64(out + 8, expires_ms);
@@ -103,6 +103,11 @@ void vg__state_rec_encode(uint8_t *out, const struct vg_state_value *v, uint64_t
     }
     if (tail_klen)
         memcpy(p, tail_key, tail_klen);
+    p += tail_klen;
+    if (ack) {
+        put64(p, ack->inbox);
+        put64(p + 8, ack->id);
+    }
 }
 
 bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__state_rec *r)
@@ -122,9 +127,15 @@ bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__
     if (len < VG__STATE_HDR)
         return false;
     size_t tail = (size_t)p[6] | (size_t)p[7] << 8;
-    if (p[5] != 0 || len < VG__STATE_HDR + tail)
+    size_t areq = p[5] == VG__STATE_F_ACK ? VG__STATE_ACK_REQ : 0;
+    if ((p[5] & ~VG__STATE_F_ACK) != 0 || len < VG__STATE_HDR + tail + areq)
         return false;
-    size_t plen = len - VG__STATE_HDR - tail;
+    size_t plen = len - VG__STATE_HDR - tail - areq;
+    if (areq) {
+        r->ack = true;
+        r->ackreq.inbox = get64(p + len - areq);
+        r->ackreq.id = get64(p + len - areq + 8);
+    }
     const uint8_t *pl = p + VG__STATE_HDR;
     r->expires_ms = get64(p + 8);
     r->written_us = get64(p + 16);
@@ -157,6 +168,26 @@ bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__
         return true;
     }
     return false;
+}
+
+static const uint8_t ACK_MAGIC[4] = {0, 'v', 'g', 'a'};
+
+void vg__state_ack_encode(uint8_t out[VG__STATE_ACK_LEN], const struct vg__state_ack *a)
+{
+    memcpy(out, ACK_MAGIC, 4);
+    put64(out + 4, a->id);
+    put64(out + 12, a->rev);
+    put64(out + 20, a->node);
+}
+
+bool vg__state_ack_decode(const uint8_t *p, size_t len, struct vg__state_ack *a)
+{
+    if (len != VG__STATE_ACK_LEN || memcmp(p, ACK_MAGIC, 4) != 0)
+        return false;
+    a->id = get64(p + 4);
+    a->rev = get64(p + 12);
+    a->node = get64(p + 20);
+    return true;
 }
 
 static double as_double(const struct vg_state_value *v)

@@ -71,18 +71,30 @@ struct vg_state_write {
     uint64_t ttl_ms;             /* SET, and INCR of a missing key: 0 = no expiry */
     bool cas;                    /* global SET only: compare-and-set on rev */
     uint64_t rev;                /* cas: the revision the key must have (0: it must not exist) */
+    uint32_t await_visible;      /* global SET/INCR: done waits until this many nodes (the writer
+                                    included) applied the write, or visible_timeout_ms; 0/1: no wait */
+    uint32_t visible_timeout_ms; /* from the call, 1..VG_STATE_VISIBLE_TIMEOUT_MAX */
 };
+
+#define VG_STATE_MAX_VISIBLE 64                   /* await_visible at most */
+#define VG_STATE_VISIBLE_TIMEOUT_MAX 60000        /* ms; nodes ack writes no older than this */
+#define VG_STATE_GLOBAL_BYTES_DEFAULT (64u << 20) /* a bucket's MaxBytes */
 
 /* What a write did. rc: 0; VG_EEXIST (cas: the revision moved; for INCR
  * too many conflicting writers); VG_EINVAL (INCR: the value is not a
  * number; unchanged); VG_EIO (LMDB) / VG_ENET (JetStream) / VG_ELIMIT
  * (store full). err: a reason for people. value: INCR's new value. rev:
- * global, the key's new revision. Valid during the callback only. */
+ * global, the key's new revision. visible: with await_visible, the nodes
+ * (the writer included) that confirmed they applied it, and
+ * visible_timeout when that is fewer than asked (rc is still 0: the
+ * write itself is acknowledged). Valid during the callback only. */
 struct vg_state_result {
     int rc;
     const char *err;
     struct vg_state_value value;
     uint64_t rev;
+    uint32_t visible;
+    bool visible_timeout;
 };
 
 /* Runs on a state thread, once per write; must not block for long. */
@@ -138,6 +150,7 @@ struct vg_state_global_options {
     size_t n_urls;
     const char *name;                     /* the connection's name (connz) */
     struct vg_obs_histogram *propagation; /* writer's clock -> applied here, or NULL */
+    struct vg_obs_histogram *visible;     /* await_visible: the call -> K confirmations, or NULL */
 };
 
 /* Connects (its own NATS connection, reconnecting forever). VG_ENET with
@@ -150,9 +163,12 @@ void vg_state_global_destroy(struct vg_state_global *g);
 
 /* app's bucket, created on JetStream if missing, and its replica, loaded
  * by a watcher thread started here (blocking: the main thread at start-up
- * or reload). VG_ENET with the reason in err. */
-int vg_state_global_db(struct vg_state_global *g, const char *app, struct vg_state_gdb **out, char *err,
-                       size_t errcap) VG_MUST_CHECK;
+ * or reload). max_bytes (0: VG_STATE_GLOBAL_BYTES_DEFAULT) bounds the
+ * bucket, and so every node's replica: JetStream refuses writes past it
+ * (VG_ELIMIT, "global store full"); an existing bucket with another bound
+ * is updated to this one. VG_ENET with the reason in err. */
+int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_bytes, struct vg_state_gdb **out,
+                       char *err, size_t errcap) VG_MUST_CHECK;
 
 /* Whether every bucket's replica has loaded what JetStream held when its
  * watcher started (and caught up again after a reconnect). */
@@ -172,8 +188,19 @@ struct vg_state_global_stats {
     uint64_t keys;    /* keys in every replica (not deleted; expired ones until overwritten) */
     uint64_t applied; /* watcher entries applied */
     uint64_t bad;     /* watcher entries refused (malformed) */
+    uint64_t acks_sent, acks_received, acks_bad;
+    uint64_t visible_timeouts; /* await_visible writes that ended short of K */
     uint64_t counts[VG_STATE_C_OPS][VG_STATE_R_RESULTS];
 };
 void vg_state_global_stats(struct vg_state_global *g, struct vg_state_global_stats *out);
+
+/* One replica's size: its app, the bytes it holds (keys, records and
+ * entry overhead: what the bucket's bound keeps in check) and its bound. */
+struct vg_state_replica_stat {
+    const char *app; /* valid while g is */
+    uint64_t bytes, max_bytes;
+};
+/* Fills up to max entries; returns how many replicas there are. */
+size_t vg_state_global_replicas(struct vg_state_global *g, struct vg_state_replica_stat *out, size_t max);
 
 #endif

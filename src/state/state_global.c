@@ -18,7 +18,16 @@
  * - Ready means: the watcher delivered everything the bucket held when it
  *   started; after a reconnect, until the watcher has seen the stream's
  *   last sequence again. While disconnected the replica keeps serving
- *   (and stays ready): availability over freshness. */
+ *   (and stays ready): availability over freshness.
+ * - Visibility acks cost nothing unless asked for: only a record carrying
+ *   an ack request (await_visible >= 2) makes a watcher publish one, to
+ *   the writer's inbox subject, and only while the record is younger than
+ *   VG_STATE_VISIBLE_TIMEOUT_MAX (a node loading the bucket does not ack
+ *   old writes). The writer counts distinct nodes per write id (not per
+ *   revision: a fast node's ack can arrive before JetStream's
+ *   acknowledgement tells the writer the revision) in a bounded table of
+ *   waiters (MAX_WAITERS); a waiter ends at K nodes or at its deadline,
+ *   whichever first, and its done runs exactly once. */
 #include "state_int.h"
 
 #include "obs/obs.h"
@@ -28,11 +37,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_APPS 256
 #define INCR_TRIES 16
 #define MIN_BUCKETS 64
+#define MAX_WAITERS 4096 /* await_visible writes waiting for acks, per node */
+#define ACK_PREFIX "verge.kvack."
+/* MaxValueSize: the largest record (a 64 KiB string with an ack request) */
+#define MAX_RECORD (VG__STATE_HDR + VG_STATE_MAX_VALUE + VG__STATE_ACK_REQ)
 
 struct rentry {
     struct rentry *next;
@@ -48,6 +63,8 @@ struct vg_state_gdb {
     char app[64], bucket[80];
     kvStore *kv;
     kvWatcher *w;
+    _Atomic uint64_t max_bytes; /* the bucket's bound (what was asked last) */
+    size_t bytes;               /* under lock: the replica's memory (entries, keys, records) */
     pthread_t watcher;
     pthread_rwlock_t lock;
     struct rentry **tab; /* under lock */
@@ -56,6 +73,21 @@ struct vg_state_gdb {
     _Atomic bool need_target; /* after a reconnect: the stream's last sequence is to be fetched */
     uint64_t target;          /* the watcher's: that sequence, to be reached */
     _Atomic uint64_t max_rev; /* the highest revision the watcher delivered */
+};
+
+/* A write with await_visible, until K nodes confirmed or its deadline. */
+struct waiter {
+    struct waiter *next;
+    struct vg_state_gdb *db;
+    uint64_t id;
+    uint32_t want, have;
+    uint64_t nodes[VG_STATE_MAX_VISIBLE]; /* inbox ids that confirmed, the writer's first */
+    uint64_t start_us, reached_us;        /* the call; when have reached want */
+    uint64_t deadline_ms;                 /* vg_now_ms clock */
+    bool put_done;                        /* res is the write's outcome (rc 0) */
+    struct vg_state_result res;
+    vg_state_done_fn done;
+    void *arg;
 };
 
 struct vg_state_global {
@@ -70,10 +102,20 @@ struct vg_state_global {
     pthread_cond_t more;
     struct vg__state_wreq *head, **tail;
     bool stop;
-    struct vg_obs_histogram *propagation;
+    struct vg_obs_histogram *propagation, *visible;
+    uint64_t inbox;     /* this node's ack inbox id (random per process) */
+    char inbox_hex[17]; /* its subject token */
+    natsSubscription *ack_sub;
+    pthread_t vis_thread; /* ends waiters at their deadline */
+    pthread_mutex_t vis_mu;
+    pthread_cond_t vis_cond; /* CLOCK_MONOTONIC: a waiter's put is done, or stop */
+    struct waiter *waiters;  /* under vis_mu */
+    size_t n_waiters;        /* under vis_mu */
+    bool vis_stop;           /* under vis_mu */
+    uint64_t next_id;        /* under vis_mu */
     _Atomic bool connected;
     bool closed; /* under mu: on_closed ran, libnats calls nothing of ours after it */
-    _Atomic uint64_t applied, bad;
+    _Atomic uint64_t applied, bad, acks_sent, acks_received, acks_bad, visible_timeouts;
     _Atomic uint64_t counts[VG_STATE_C_OPS][VG_STATE_R_RESULTS];
 };
 
@@ -137,6 +179,7 @@ static bool replica_apply(struct vg_state_gdb *db, const char *key, size_t klen,
         if (db->n + 1 > db->cap)
             grow(db);
         e = vg_xcalloc(1, sizeof(*e) + klen);
+        db->bytes += sizeof(*e) + klen;
         e->hash = h;
         e->klen = klen;
         memcpy(e->key, key, klen);
@@ -149,6 +192,7 @@ static bool replica_apply(struct vg_state_gdb *db, const char *key, size_t klen,
         if (!e->deleted)
             db->live--;
         free(e->val);
+        db->bytes = db->bytes - e->vlen + vlen;
         e->val = val;
         e->vlen = vlen;
         e->deleted = val == NULL;
@@ -184,6 +228,212 @@ static void replica_read(struct vg_state_gdb *db, const char *key, size_t klen, 
         }
     }
     pthread_rwlock_unlock(&db->lock);
+}
+
+/* ---- visibility: waiters and acks ------------------------------------------------------ */
+
+static void waiter_unlink(struct vg_state_global *g, struct waiter *w)
+{
+    for (struct waiter **pp = &g->waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            g->n_waiters--;
+            return;
+        }
+    VG_ASSERT(!"waiter not in the list");
+}
+
+/* Ends w (unlinked, vis_mu not held): done with how many confirmed. */
+static void waiter_finish(struct vg_state_global *g, struct waiter *w)
+{
+    w->res.visible = w->have;
+    w->res.visible_timeout = w->have < w->want;
+    if (w->res.visible_timeout)
+        atomic_fetch_add(&g->visible_timeouts, 1);
+    else if (g->visible)
+        vg_obs_histogram_observe_us(g->visible, w->reached_us - w->start_us);
+    if (w->done)
+        w->done(w->arg, &w->res);
+    free(w);
+}
+
+/* Registers a waiter for a write about to be sent; NULL when MAX_WAITERS
+ * are waiting already (the write then goes without an ack request). */
+static struct waiter *waiter_add(struct vg_state_gdb *db, const struct vg__state_wreq *q)
+{
+    struct vg_state_global *g = db->g;
+    struct waiter *w = NULL;
+    pthread_mutex_lock(&g->vis_mu);
+    if (g->n_waiters < MAX_WAITERS) {
+        w = vg_xcalloc(1, sizeof(*w));
+        w->db = db;
+        w->id = ++g->next_id;
+        w->want = q->w.await_visible;
+        w->have = 1; /* the writer: its replica has it once the put is acknowledged */
+        w->nodes[0] = g->inbox;
+        w->start_us = vg_wall_us();
+        w->deadline_ms = vg_now_ms() + q->w.visible_timeout_ms;
+        w->done = q->done;
+        w->arg = q->arg;
+        w->next = g->waiters;
+        g->waiters = w;
+        g->n_waiters++;
+    }
+    pthread_mutex_unlock(&g->vis_mu);
+    return w;
+}
+
+/* The write behind w is over: failed (ends w with res, no visibility) or
+ * acknowledged (w waits on for acks unless it has them or its deadline
+ * passed meanwhile). */
+static void waiter_put_done(struct vg_state_global *g, struct waiter *w, const struct vg_state_result *res)
+{
+    pthread_mutex_lock(&g->vis_mu);
+    w->res = *res;
+    w->put_done = true;
+    bool end = res->rc != 0 || w->have >= w->want || vg_now_ms() >= w->deadline_ms;
+    if (end)
+        waiter_unlink(g, w);
+    else
+        pthread_cond_signal(&g->vis_cond);
+    pthread_mutex_unlock(&g->vis_mu);
+    if (!end)
+        return;
+    if (res->rc != 0) { /* no visibility to report on a failed write */
+        if (w->done)
+            w->done(w->arg, res);
+        free(w);
+        return;
+    }
+    waiter_finish(g, w);
+}
+
+/* An ack from a node (a libnats thread): counted once per node. */
+static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *arg)
+{
+    struct vg_state_global *g = arg;
+    struct vg__state_ack a;
+    const char *subj = natsMsg_GetSubject(m);
+    const char *app = subj + strlen(ACK_PREFIX);
+    const char *dot = strchr(app, '.');
+    if (!vg__state_ack_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &a) || !dot) {
+        atomic_fetch_add(&g->acks_bad, 1);
+        natsMsg_Destroy(m);
+        return;
+    }
+    atomic_fetch_add(&g->acks_received, 1);
+    struct waiter *done = NULL;
+    pthread_mutex_lock(&g->vis_mu);
+    struct waiter *w = g->waiters;
+    while (w && w->id != a.id)
+        w = w->next;
+    /* an ack names its app in the subject: another app's cannot count */
+    if (w && strlen(w->db->app) == (size_t)(dot - app) && memcmp(w->db->app, app, (size_t)(dot - app)) == 0) {
+        bool seen = false;
+        for (uint32_t i = 0; i < w->have && !seen; i++)
+            seen = w->nodes[i] == a.node;
+        if (!seen && w->have < w->want) {
+            w->nodes[w->have++] = a.node;
+            if (w->have == w->want)
+                w->reached_us = vg_wall_us();
+        }
+        if (w->put_done && w->have >= w->want) {
+            waiter_unlink(g, w);
+            done = w;
+        }
+    }
+    pthread_mutex_unlock(&g->vis_mu);
+    natsMsg_Destroy(m);
+    if (done)
+        waiter_finish(g, done);
+}
+
+/* The deadline keeper: ends acknowledged writes whose acks did not all
+ * come in time (a waiter whose put is still out ends when it returns). */
+static void *vis_main(void *arg)
+{
+    struct vg_state_global *g = arg;
+    pthread_mutex_lock(&g->vis_mu);
+    while (!g->vis_stop) {
+        uint64_t now = vg_now_ms(), next = UINT64_MAX;
+        struct waiter *expired = NULL;
+        for (struct waiter **pp = &g->waiters; *pp;) {
+            struct waiter *w = *pp;
+            if (w->put_done && now >= w->deadline_ms) {
+                *pp = w->next;
+                g->n_waiters--;
+                w->next = expired;
+                expired = w;
+                continue;
+            }
+            if (w->put_done && w->deadline_ms < next)
+                next = w->deadline_ms;
+            pp = &w->next;
+        }
+        if (expired) {
+            pthread_mutex_unlock(&g->vis_mu);
+            while (expired) {
+                struct waiter *w = expired;
+                expired = w->next;
+                waiter_finish(g, w);
+            }
+            pthread_mutex_lock(&g->vis_mu);
+            continue;
+        }
+        if (next == UINT64_MAX) {
+            pthread_cond_wait(&g->vis_cond, &g->vis_mu);
+            continue;
+        }
+        /* vg_now_ms is CLOCK_MONOTONIC's, as vis_cond's */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t wait = next - now;
+        ts.tv_sec += (time_t)(wait / 1000);
+        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->vis_cond, &g->vis_mu, &ts);
+    }
+    pthread_mutex_unlock(&g->vis_mu);
+    return NULL;
+}
+
+/* After the writer and the acks stopped: the waiters left end as they
+ * are (done runs once for every write). */
+static void vis_stop(struct vg_state_global *g)
+{
+    pthread_mutex_lock(&g->vis_mu);
+    g->vis_stop = true;
+    pthread_cond_signal(&g->vis_cond);
+    pthread_mutex_unlock(&g->vis_mu);
+    pthread_join(g->vis_thread, NULL);
+    while (g->waiters) {
+        struct waiter *w = g->waiters;
+        g->waiters = w->next;
+        VG_ASSERT(w->put_done); /* the writer finished every write */
+        waiter_finish(g, w);
+    }
+}
+
+/* The watcher applied a record with an ack request: tell its writer,
+ * unless it is this node (the writer counts itself) or the record is too
+ * old for anyone to be waiting. */
+static void send_ack(struct vg_state_gdb *db, const struct vg__state_rec *r, uint64_t rev)
+{
+    struct vg_state_global *g = db->g;
+    uint64_t now = vg_wall_us();
+    if (r->ackreq.inbox == g->inbox || now > r->written_us + (uint64_t)VG_STATE_VISIBLE_TIMEOUT_MAX * 1000 ||
+        r->written_us > now + (uint64_t)VG_STATE_VISIBLE_TIMEOUT_MAX * 1000)
+        return;
+    char subject[160];
+    snprintf(subject, sizeof(subject), ACK_PREFIX "%s.%016llx", db->app, (unsigned long long)r->ackreq.inbox);
+    uint8_t buf[VG__STATE_ACK_LEN];
+    struct vg__state_ack a = {.id = r->ackreq.id, .rev = rev, .node = g->inbox};
+    vg__state_ack_encode(buf, &a);
+    if (natsConnection_Publish(g->nc, subject, buf, sizeof(buf)) == NATS_OK)
+        atomic_fetch_add(&g->acks_sent, 1);
 }
 
 /* ---- the watcher ---------------------------------------------------------------------- */
@@ -227,6 +477,8 @@ static void on_entry(struct vg_state_gdb *db, kvEntry *e)
     memcpy(copy, p, len);
     bool fresh = replica_apply(db, key, klen, rev, copy, len, false);
     atomic_fetch_add(&g->applied, 1);
+    if (r.ack) /* applied, or a newer revision is here already: visible either way */
+        send_ack(db, &r, rev);
     /* the propagation time of live writes (not the initial load): the
      * writer's wall clock against ours; clocks of different hosts must be
      * in sync (NTP) for the figure to mean anything */
@@ -304,12 +556,14 @@ static bool is_conflict(void)
     return e && (strstr(e, "wrong last sequence") || strstr(e, "key exists"));
 }
 
-/* Encodes v as a record with an expiry and now as its write time. */
-static uint8_t *encode(const struct vg_state_value *v, uint64_t expires_ms, size_t *len)
+/* Encodes v as a record with an expiry, now as its write time and an
+ * ack request (or NULL). */
+static uint8_t *encode(const struct vg_state_value *v, uint64_t expires_ms, const struct vg__state_ackreq *ack,
+                       size_t *len)
 {
-    *len = vg__state_rec_size(v, 0);
+    *len = vg__state_rec_size(v, 0, ack != NULL);
     uint8_t *p = vg_xmalloc(*len);
-    vg__state_rec_encode(p, v, expires_ms, vg_wall_us(), NULL, 0);
+    vg__state_rec_encode(p, v, expires_ms, vg_wall_us(), NULL, 0, ack);
     return p;
 }
 
@@ -324,22 +578,36 @@ static natsStatus put(struct vg_state_gdb *db, const struct vg_state_write *w, b
     return kvStore_Update(rev, db->kv, w->key, rec, (int)len, last);
 }
 
-/* A write that failed for want of JetStream (the reason is the writer
- * thread's, valid during the done callback). */
+/* A write that JetStream refused for the bucket's bounds (MaxBytes,
+ * MaxValueSize): the server's words for it. */
+static bool is_full(const char *e)
+{
+    return e && (strstr(e, "maximum bytes") || strstr(e, "message size exceeds") || strstr(e, "resource limits"));
+}
+
+/* A write that failed for want of JetStream, or for room in the bucket
+ * (the reason is the writer thread's, valid during the done callback). */
 static void net_fail(struct vg_state_result *res, natsStatus s)
 {
     static __thread char why[300];
     const char *e = nats_GetLastError(NULL);
+    if (is_full(e)) {
+        snprintf(why, sizeof(why), "global store full (%s): the app's limits.kv_global_size is reached", e);
+        res->rc = VG_ELIMIT;
+        res->err = why;
+        return;
+    }
     snprintf(why, sizeof(why), "JetStream did not acknowledge the write (%s%s%s)", natsStatus_GetText(s),
              e && *e ? ": " : "", e && *e ? e : "");
     res->rc = VG_ENET;
     res->err = why;
 }
 
-static void do_set(struct vg_state_gdb *db, const struct vg_state_write *w, struct vg_state_result *res)
+static void do_set(struct vg_state_gdb *db, const struct vg_state_write *w, const struct vg__state_ackreq *ack,
+                   struct vg_state_result *res)
 {
     size_t len;
-    uint8_t *rec = encode(&w->value, w->ttl_ms ? now_ms() + w->ttl_ms : 0, &len);
+    uint8_t *rec = encode(&w->value, w->ttl_ms ? now_ms() + w->ttl_ms : 0, ack, &len);
     uint64_t rev = 0;
     natsStatus s = put(db, w, w->cas, w->rev, rec, len, &rev);
     if (s != NATS_OK) {
@@ -376,7 +644,8 @@ static natsStatus fetch(struct vg_state_gdb *db, const char *key, uint8_t **val,
     return NATS_OK;
 }
 
-static void do_incr(struct vg_state_gdb *db, const struct vg_state_write *w, struct vg_state_result *res)
+static void do_incr(struct vg_state_gdb *db, const struct vg_state_write *w, const struct vg__state_ackreq *ack,
+                    struct vg_state_result *res)
 {
     uint8_t *cur;
     size_t clen;
@@ -395,7 +664,7 @@ static void do_incr(struct vg_state_gdb *db, const struct vg_state_write *w, str
         bool exists = cur != NULL;
         free(cur);
         size_t len;
-        uint8_t *rec = encode(&res->value, exp, &len);
+        uint8_t *rec = encode(&res->value, exp, ack, &len);
         uint64_t rev = 0;
         /* absent (never written, or deleted): create; an expired value is
          * still there at its revision: update it */
@@ -424,9 +693,16 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
     struct vg_state_gdb *db = q->db;
     struct vg_state_result res = {0};
     int op = VG_STATE_C_SET;
+    /* await_visible: the waiter takes over done (after the acks) */
+    struct waiter *wt = NULL;
+    struct vg__state_ackreq ack;
+    if (q->w.await_visible >= 2 && q->w.op != VG_STATE_DELETE) {
+        wt = waiter_add(db, q);
+        ack = (struct vg__state_ackreq){.inbox = g->inbox, .id = wt ? wt->id : 0};
+    }
     switch (q->w.op) {
     case VG_STATE_SET:
-        do_set(db, &q->w, &res);
+        do_set(db, &q->w, wt ? &ack : NULL, &res);
         break;
     case VG_STATE_DELETE: {
         op = VG_STATE_C_DELETE;
@@ -439,12 +715,23 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
     }
     case VG_STATE_INCR:
         op = VG_STATE_C_INCR;
-        do_incr(db, &q->w, &res);
+        do_incr(db, &q->w, wt ? &ack : NULL, &res);
         break;
     }
     count(g, op, res.rc == 0 ? VG_STATE_R_OK : res.rc == VG_EEXIST ? VG_STATE_R_CONFLICT : VG_STATE_R_ERROR);
-    if (res.rc == VG_ENET)
+    if (res.rc == VG_ENET || res.rc == VG_ELIMIT)
         vg_log(VG_LOG_WARN, "state: a global write failed", "bucket", db->bucket, "reason", res.err, NULL);
+    if (wt) {
+        waiter_put_done(g, wt, &res);
+        return;
+    }
+    if (q->w.await_visible >= 2 && q->w.op != VG_STATE_DELETE && res.rc == 0) {
+        res.visible = 1; /* no room for one more waiter: the writer's own copy only */
+        res.visible_timeout = true;
+        atomic_fetch_add(&g->visible_timeouts, 1);
+    } else if (q->w.await_visible && res.rc == 0) {
+        res.visible = 1;
+    }
     if (q->done)
         q->done(q->arg, &res);
 }
@@ -508,6 +795,11 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
 {
     struct vg_state_global *g = vg_xcalloc(1, sizeof(*g));
     g->propagation = o->propagation;
+    g->visible = o->visible;
+    /* the inbox only has to differ between the nodes of a cluster */
+    if (getrandom(&g->inbox, sizeof(g->inbox), 0) != (ssize_t)sizeof(g->inbox))
+        g->inbox = vg_wall_us() ^ ((uint64_t)getpid() << 32);
+    snprintf(g->inbox_hex, sizeof(g->inbox_hex), "%016llx", (unsigned long long)g->inbox);
     natsStatus s = natsOptions_Create(&g->opts);
     if (s == NATS_OK)
         s = natsOptions_SetServers(g->opts, (const char **)o->urls, (int)o->n_urls);
@@ -546,8 +838,13 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
         jo.Wait = 2000;
         s = natsConnection_JetStream(&g->js, g->nc, &jo);
     }
+    char ack_subject[64];
+    snprintf(ack_subject, sizeof(ack_subject), ACK_PREFIX "*.%s", g->inbox_hex);
+    if (s == NATS_OK)
+        s = natsConnection_Subscribe(&g->ack_sub, g->nc, ack_subject, on_ack, g);
     if (s != NATS_OK) {
         snprintf(err, errcap, "state: cannot connect to NATS JetStream: %s", nats_GetLastError(NULL));
+        natsSubscription_Destroy(g->ack_sub);
         jsCtx_Destroy(g->js);
         if (g->nc) { /* connected, then failed: wait for its callbacks */
             natsConnection_Close(g->nc);
@@ -565,8 +862,15 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
     }
     atomic_store(&g->connected, true);
     pthread_mutex_init(&g->dbs_mu, NULL);
+    pthread_mutex_init(&g->vis_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->vis_cond, &ca);
+    pthread_condattr_destroy(&ca);
     g->tail = &g->head;
     VG_AZ(pthread_create(&g->writer, NULL, writer_main, g));
+    VG_AZ(pthread_create(&g->vis_thread, NULL, vis_main, g));
     *out = g;
     return 0;
 }
@@ -601,6 +905,10 @@ void vg_state_global_destroy(struct vg_state_global *g)
     pthread_cond_signal(&g->more);
     pthread_mutex_unlock(&g->mu);
     pthread_join(g->writer, NULL);
+    /* no ack callback runs past the drain: then the waiters can end */
+    if (natsSubscription_Drain(g->ack_sub) == NATS_OK)
+        natsSubscription_WaitForDrainCompletion(g->ack_sub, 1000);
+    vis_stop(g);
     for (size_t i = 0; i < g->n_dbs; i++)
         atomic_store(&g->dbs[i]->stop, true);
     natsConnection_Close(g->nc);
@@ -608,6 +916,7 @@ void vg_state_global_destroy(struct vg_state_global *g)
     while (!g->closed)
         pthread_cond_wait(&g->more, &g->mu);
     pthread_mutex_unlock(&g->mu);
+    natsSubscription_Destroy(g->ack_sub);
     for (size_t i = 0; i < g->n_dbs; i++)
         gdb_destroy(g->dbs[i]);
     jsCtx_Destroy(g->js);
@@ -616,15 +925,59 @@ void vg_state_global_destroy(struct vg_state_global *g)
     pthread_mutex_destroy(&g->mu);
     pthread_mutex_destroy(&g->dbs_mu);
     pthread_cond_destroy(&g->more);
+    pthread_mutex_destroy(&g->vis_mu);
+    pthread_cond_destroy(&g->vis_cond);
     free(g);
 }
 
-int vg_state_global_db(struct vg_state_global *g, const char *app, struct vg_state_gdb **out, char *err, size_t errcap)
+/* The largest record the bucket takes: a whole record, unless the bucket
+ * itself is smaller. */
+static int32_t max_value(uint64_t max_bytes)
 {
+    return (int32_t)(max_bytes < MAX_RECORD ? max_bytes : MAX_RECORD);
+}
+
+/* Makes the bucket's stream refuse what is over max_bytes (DiscardNew: a
+ * full bucket refuses new writes rather than dropping old keys), when it
+ * is not so already (a bucket made by an older verge, by hand, or bound
+ * differently by the app's previous version). */
+static natsStatus bucket_bound(struct vg_state_gdb *db, uint64_t max_bytes)
+{
+    char stream[96];
+    snprintf(stream, sizeof(stream), "KV_%s", db->bucket);
+    jsStreamInfo *si = NULL, *upd = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, db->g->js, stream, NULL, &jerr);
+    if (s != NATS_OK)
+        return s;
+    jsStreamConfig *c = si->Config;
+    if (c->MaxBytes != (int64_t)max_bytes || c->MaxMsgSize != max_value(max_bytes) || c->Discard != js_DiscardNew) {
+        c->MaxBytes = (int64_t)max_bytes;
+        c->MaxMsgSize = max_value(max_bytes);
+        c->Discard = js_DiscardNew;
+        s = js_UpdateStream(&upd, db->g->js, c, NULL, &jerr);
+        jsStreamInfo_Destroy(upd);
+    }
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_OK)
+        db->max_bytes = max_bytes;
+    return s;
+}
+
+int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_bytes, struct vg_state_gdb **out,
+                       char *err, size_t errcap)
+{
+    if (!max_bytes)
+        max_bytes = VG_STATE_GLOBAL_BYTES_DEFAULT;
     size_t n = atomic_load(&g->n_dbs);
     for (size_t i = 0; i < n; i++)
         if (strcmp(g->dbs[i]->app, app) == 0) {
-            *out = g->dbs[i];
+            struct vg_state_gdb *db = g->dbs[i];
+            /* a reload with another bound: the stream follows the manifest */
+            if (db->max_bytes != max_bytes && bucket_bound(db, max_bytes) != NATS_OK)
+                vg_log(VG_LOG_WARN, "state: cannot change the bound of a global bucket", "bucket", db->bucket, "reason",
+                       nats_GetLastError(NULL), NULL);
+            *out = db;
             return 0;
         }
     if (n == MAX_APPS || strlen(app) > 63) {
@@ -642,9 +995,12 @@ int vg_state_global_db(struct vg_state_global *g, const char *app, struct vg_sta
         kvConfig_Init(&cfg);
         cfg.Bucket = db->bucket;
         cfg.History = 1;
-        cfg.MaxValueSize = (int32_t)(VG__STATE_HDR + VG_STATE_MAX_VALUE);
+        cfg.MaxValueSize = max_value(max_bytes);
+        cfg.MaxBytes = (int64_t)max_bytes;
         s = js_CreateKeyValue(&db->kv, g->js, &cfg);
     }
+    if (s == NATS_OK)
+        s = bucket_bound(db, max_bytes);
     kvWatchOptions wo;
     if (s == NATS_OK)
         s = kvWatchOptions_Init(&wo);
@@ -715,6 +1071,10 @@ void vg_state_global_stats(struct vg_state_global *g, struct vg_state_global_sta
     out->connected = atomic_load(&g->connected);
     out->applied = atomic_load(&g->applied);
     out->bad = atomic_load(&g->bad);
+    out->acks_sent = atomic_load(&g->acks_sent);
+    out->acks_received = atomic_load(&g->acks_received);
+    out->acks_bad = atomic_load(&g->acks_bad);
+    out->visible_timeouts = atomic_load(&g->visible_timeouts);
     size_t n = atomic_load(&g->n_dbs);
     for (size_t i = 0; i < n; i++) {
         pthread_rwlock_rdlock(&g->dbs[i]->lock);
@@ -724,4 +1084,16 @@ void vg_state_global_stats(struct vg_state_global *g, struct vg_state_global_sta
     for (int o = 0; o < VG_STATE_C_OPS; o++)
         for (int r = 0; r < VG_STATE_R_RESULTS; r++)
             out->counts[o][r] = atomic_load_explicit(&g->counts[o][r], memory_order_relaxed);
+}
+
+size_t vg_state_global_replicas(struct vg_state_global *g, struct vg_state_replica_stat *out, size_t max)
+{
+    size_t n = atomic_load(&g->n_dbs);
+    for (size_t i = 0; i < n && i < max; i++) {
+        struct vg_state_gdb *db = g->dbs[i];
+        pthread_rwlock_rdlock(&db->lock);
+        out[i] = (struct vg_state_replica_stat){.app = db->app, .bytes = db->bytes, .max_bytes = db->max_bytes};
+        pthread_rwlock_unlock(&db->lock);
+    }
+    return n;
 }

@@ -114,10 +114,10 @@ static int put_rec(struct vg_state_db *db, MDB_txn *txn, const struct vg_state_w
     uint8_t kb[1 + SHA256_DIGEST_LENGTH];
     MDB_val k = db_key(s, w->key, w->klen, kb);
     size_t tail = w->klen > s->key_max ? w->klen : 0;
-    MDB_val val = {vg__state_rec_size(v, tail), NULL};
+    MDB_val val = {vg__state_rec_size(v, tail, false), NULL};
     int rc = mdb_put(txn, db->dbi, &k, &val, MDB_RESERVE);
     if (rc == 0)
-        vg__state_rec_encode(val.mv_data, v, expires_ms, vg_wall_us(), w->key, tail);
+        vg__state_rec_encode(val.mv_data, v, expires_ms, vg_wall_us(), w->key, tail, NULL);
     return rc;
 }
 

@@ -180,12 +180,125 @@ static void limits_and_stats(struct vg_bus *bus)
     free(big);
 }
 
+/* ---- asynchronous requests ---- */
+
+struct answer {
+    pthread_mutex_t mu;
+    int calls, rc;
+    char data[64];
+    int slow_ms; /* the callback takes this long */
+    bool finished;
+};
+
+static void on_answer(void *arg, int rc, const void *data, size_t len)
+{
+    struct answer *a = arg;
+    pthread_mutex_lock(&a->mu);
+    a->calls++;
+    a->rc = rc;
+    snprintf(a->data, sizeof(a->data), "%.*s", (int)len, (const char *)data);
+    pthread_mutex_unlock(&a->mu);
+    if (a->slow_ms)
+        usleep((useconds_t)a->slow_ms * 1000);
+    __atomic_store_n(&a->finished, true, __ATOMIC_SEQ_CST);
+}
+
+static int answer_wait(struct answer *a, int ms)
+{
+    for (int i = 0; i < ms / 10 && !__atomic_load_n(&a->finished, __ATOMIC_SEQ_CST); i++)
+        usleep(10000);
+    pthread_mutex_lock(&a->mu);
+    int n = a->calls;
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
+static void async_request(struct vg_bus *bus, bool nats)
+{
+    struct box echo, silent;
+    box_init(&echo);
+    box_init(&silent);
+    echo.echo = bus;
+    struct vg_bus_sub *se, *ss;
+    assert_int_equal(vg_bus_subscribe(bus, "svc.aecho", NULL, on_msg, &echo, &se), 0);
+    assert_int_equal(vg_bus_subscribe(bus, "svc.silent", NULL, on_msg, &silent, &ss), 0);
+    usleep(50000);
+    /* an answer */
+    struct answer a = {.rc = -1};
+    pthread_mutex_init(&a.mu, NULL);
+    uint64_t t1 = 0, t2 = 0;
+    assert_int_equal(vg_bus_request_start(bus, "svc.aecho", "hi", 2, on_answer, &a, &t1), 0);
+    assert_int_equal(answer_wait(&a, 3000), 1);
+    assert_int_equal(a.rc, 0);
+    assert_string_equal(a.data, "hi");
+    assert_false(vg_bus_request_cancel(bus, t1)); /* it ran already */
+    /* nobody listens: at once in-process, from the server with NATS */
+    struct answer nr = {.rc = -1};
+    pthread_mutex_init(&nr.mu, NULL);
+    int rc = vg_bus_request_start(bus, "svc.nobody", "x", 1, on_answer, &nr, &t2);
+    if (nats) {
+        assert_int_equal(rc, 0);
+        assert_int_equal(answer_wait(&nr, 3000), 1);
+        assert_int_equal(nr.rc, VG_ENOENT);
+    } else {
+        assert_int_equal(rc, VG_ENOENT);
+        assert_int_equal(answer_wait(&nr, 100), 0);
+    }
+    /* no answer: the caller times out and cancels; nothing runs after */
+    struct answer to = {.rc = -1};
+    pthread_mutex_init(&to.mu, NULL);
+    assert_int_equal(vg_bus_request_start(bus, "svc.silent", "x", 1, on_answer, &to, &t1), 0);
+    assert_int_equal(box_wait(&silent, 1), 1);
+    assert_true(vg_bus_request_cancel(bus, t1));
+    assert_false(vg_bus_request_cancel(bus, t1));
+    assert_int_equal(vg_bus_publish(bus, "svc.unrelated", "x", 1), 0);
+    assert_int_equal(answer_wait(&to, 200), 0);
+    /* a cancel while the callback runs waits for it to return */
+    struct answer sl = {.rc = -1, .slow_ms = 300};
+    pthread_mutex_init(&sl.mu, NULL);
+    assert_int_equal(vg_bus_request_start(bus, "svc.aecho", "slow", 4, on_answer, &sl, &t1), 0);
+    for (int i = 0; i < 300; i++) { /* until the callback has started */
+        pthread_mutex_lock(&sl.mu);
+        int c = sl.calls;
+        pthread_mutex_unlock(&sl.mu);
+        if (c)
+            break;
+        usleep(1000);
+    }
+    assert_false(vg_bus_request_cancel(bus, t1));
+    assert_true(__atomic_load_n(&sl.finished, __ATOMIC_SEQ_CST));
+    /* tokens are distinct and bad subjects refused */
+    assert_int_equal(vg_bus_request_start(bus, "svc.*", "x", 1, on_answer, &to, &t2), VG_EINVAL);
+    vg_bus_unsubscribe(se);
+    vg_bus_unsubscribe(ss);
+}
+
 static void behaviour(struct vg_bus *bus)
 {
     pubsub_and_wildcards(bus);
     queue_groups(bus);
     request_reply(bus);
     limits_and_stats(bus);
+}
+
+static void test_inproc_async_request(void **state)
+{
+    struct vg_bus *bus;
+    assert_int_equal(vg_bus_inproc_create(&bus), 0);
+    async_request(bus, false);
+    /* a request still waiting when the bus goes: its callback never runs */
+    struct box silent;
+    box_init(&silent);
+    struct vg_bus_sub *ss;
+    assert_int_equal(vg_bus_subscribe(bus, "svc.silent", NULL, on_msg, &silent, &ss), 0);
+    struct answer a = {.rc = -1};
+    pthread_mutex_init(&a.mu, NULL);
+    uint64_t t;
+    assert_int_equal(vg_bus_request_start(bus, "svc.silent", "x", 1, on_answer, &a, &t), 0);
+    assert_int_equal(box_wait(&silent, 1), 1);
+    vg_bus_unsubscribe(ss);
+    vg_bus_destroy(bus);
+    assert_int_equal(a.calls, 0);
 }
 
 static void test_inproc(void **state)
@@ -261,6 +374,7 @@ static void test_nats(void **state)
     pid_t srv = nats_start(port);
     struct vg_bus *bus = nats_bus(port);
     behaviour(bus);
+    async_request(bus, true);
     vg_bus_destroy(bus);
     nats_stop(srv);
 }
@@ -325,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_subject_valid),
         cmocka_unit_test(test_subject_match),
         cmocka_unit_test(test_inproc),
+        cmocka_unit_test(test_inproc_async_request),
         cmocka_unit_test(test_nats),
         cmocka_unit_test(test_nats_unreachable_fails_with_reason),
         cmocka_unit_test(test_nats_outage_buffers_and_reconnects),

@@ -275,6 +275,7 @@ static void test_defaults(void **state)
     assert_int_equal(app->limits.header_timeout_ms, 10000);
     assert_int_equal(app->limits.idle_timeout_ms, 60000);
     assert_int_equal(app->limits.max_connections, 10000);
+    assert_int_equal(app->limits.kv_global_size, 64u << 20);
     assert_int_equal(app->n_routes, 1);
     struct vg_conf_route *r = &app->routes[0];
     assert_null(r->host);
@@ -359,7 +360,7 @@ static void test_unknown_keys(void **state)
         {"nmae: t\n" ROUTES, 1, 1, "unknown key 'nmae' in the manifest; did you mean 'name'?"},
         {MIN "xyzzy: 1\n", 4, 1,
          "unknown key 'xyzzy' in the manifest (expected one of: name, hosts, listen, limits, "
-         "hooks, origins, routes, rollout)"},
+         "hooks, origins, routes, rollout, subscriptions)"},
         {MIN "limits:\n  header_sise: 1k\n", 5, 3,
          "unknown key 'header_sise' in 'limits'; did you mean 'header_size'?"},
         {NAME "routes:\n  - pth: /x\n    respond: ok\n", 3, 5, "unknown key 'pth' in a route; did you mean 'path'?"},
@@ -419,6 +420,7 @@ static void test_limits_bounds(void **state)
         MIN "limits: {body_size: 64g}\n",      MIN "limits: {header_timeout: 1ms}\n",
         MIN "limits: {header_timeout: 24h}\n", MIN "limits: {idle_timeout: 1}\n",
         MIN "limits: {max_connections: 1}\n",  MIN "limits: {max_connections: 1000000}\n",
+        MIN "limits: {kv_global_size: 16k}\n", MIN "limits: {kv_global_size: 8g}\n",
     };
     static const struct err_case bad[] = {
         {MIN "limits: {header_size: 1023}\n", 4, 23,
@@ -433,12 +435,17 @@ static void test_limits_bounds(void **state)
         {MIN "limits: {max_connections: 1000001}\n", 4, 27, "between 1 and 1000000"},
         {MIN "limits: {max_connections: -1}\n", 4, 27, "between 1 and 1000000"},
         {MIN "limits: {max_connections: 99999999999999999999999}\n", 4, 27, "between 1 and 1000000"},
+        {MIN "limits: {kv_global_size: 16383}\n", 4, 26, "a size between 16k and 8g for 'kv_global_size'"},
+        {MIN "limits: {kv_global_size: 9g}\n", 4, 26, "between 16k and 8g"},
     };
     expect_oks(ok, VG_ARRAY_LEN(ok));
     expect_errs(bad, VG_ARRAY_LEN(bad));
     struct vg_conf_app *app = load_ok(MIN "limits: {header_size: 256k, body_size: 64g}\n");
     assert_int_equal(app->limits.header_size, 256 * 1024);
     assert_int_equal(app->limits.body_size, 64ull << 30);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "limits: {kv_global_size: 1m}\n");
+    assert_int_equal(app->limits.kv_global_size, 1u << 20);
     vg_conf_app_destroy(app);
 }
 
@@ -1322,6 +1329,45 @@ static void test_rollout(void **state)
     expect_errs(bad, VG_ARRAY_LEN(bad));
 }
 
+static void test_subscriptions(void **state)
+{
+    struct vg_conf_app *app = load_ok(MIN "subscriptions:\n"
+                                          "  - subject: orders.*\n"
+                                          "    handler: edge.lua:on_order\n"
+                                          "  - subject: 'audit.>'\n"
+                                          "    handler: edge.lua\n"
+                                          "    deliver: all\n");
+    assert_int_equal(app->n_subs, 2);
+    assert_string_equal(app->subs[0].subject, "orders.*");
+    assert_string_equal(app->subs[0].handler.func, "on_order");
+    assert_false(app->subs[0].deliver_all);
+    assert_int_equal(app->subs[0].line, 5);
+    assert_string_equal(app->subs[1].subject, "audit.>");
+    assert_string_equal(app->subs[1].handler.func, "handle");
+    assert_true(app->subs[1].deliver_all);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "subscriptions: []\n");
+    assert_int_equal(app->n_subs, 0);
+    vg_conf_app_destroy(app);
+    static const struct err_case bad[] = {
+        {MIN "subscriptions:\n  - subject: a\n    handler: edge.lua\n    delivr: all\n", 7, 5,
+         "did you mean 'deliver'"},
+        {MIN "subscriptions:\n  - subject: a\n    handler: edge.lua\n    deliver: al\n", 7, 14, "did you mean 'all'"},
+        {MIN "subscriptions:\n  - subject: a..b\n    handler: edge.lua\n", 5, 14, "empty token"},
+        {MIN "subscriptions:\n  - subject: .a\n    handler: edge.lua\n", 5, 14, "invalid subject"},
+        {MIN "subscriptions:\n  - subject: 'a.>.b'\n    handler: edge.lua\n", 5, 14, "'>' may only be the last"},
+        {MIN "subscriptions:\n  - subject: 'a*'\n    handler: edge.lua\n", 5, 14, "whole token"},
+        {MIN "subscriptions:\n  - subject: 'a b'\n    handler: edge.lua\n", 5, 14, "space"},
+        {MIN "subscriptions:\n  - subject: a\n", 5, 5, "handler"},
+        {MIN "subscriptions:\n  - subject: a\n    handler: missing.lua:x\n", 6, 14, "does not exist"},
+        {MIN "subscriptions:\n  - {subject: a, handler: edge.lua}\n  - {subject: a, handler: edge.lua:x}\n", 6, 15,
+         "already subscribed"},
+        {MIN "subscriptions: {subject: a}\n", 4, 16, "a list of subscriptions"},
+        {MIN "subscription:\n  - subject: a\n", 4, 1, "did you mean 'subscriptions'"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1362,6 +1408,7 @@ int main(void)
         cmocka_unit_test(test_error_format_and_helpers),
         cmocka_unit_test(test_messages_are_safe),
         cmocka_unit_test(test_rollout),
+        cmocka_unit_test(test_subscriptions),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

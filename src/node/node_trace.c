@@ -1,0 +1,213 @@
+/* Traces on a node: each request's trace starts here (an incoming W3C
+ * traceparent continues, else a new trace), its outgoing traceparent goes
+ * to origins, the kept ones land in the worker's ring and the exporter's
+ * queue, `GET /_verge/traces/ID` answers from the rings, and dev mode or a
+ * debug token gets Server-Timing on the response.
+ *
+ * The exporter is one thread: records queue (bounded) and go out as
+ * OTLP/HTTP JSON batches; a failing collector costs retries on that thread
+ * only, and past the queue records are dropped and counted. */
+#include "node_int.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+static const h2o_iovec_t hdr_traceparent = {H2O_STRLIT("traceparent")};
+static const h2o_iovec_t hdr_debug = {H2O_STRLIT("x-verge-debug")};
+
+/* ---- per request ------------------------------------------------------------------ */
+
+static bool wants_timing(struct vg_node *node, h2o_req_t *req);
+
+static void accept_span(struct vg_trace *t, h2o_req_t *req)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    int64_t ago_us = (int64_t)(now.tv_sec - req->conn->connected_at.tv_sec) * 1000000 +
+                     (now.tv_usec - req->conn->connected_at.tv_usec);
+    if (ago_us < 0 || ago_us > 3600 * 1000000LL)
+        return;
+    vg_span_t s = vg_trace_add(t, "accept", 0, vg_trace_clock_ago((uint64_t)ago_us * 1000), vg_trace_span_start(t, 0));
+    if (req->scheme == &H2O_URL_SCHEME_HTTPS)
+        vg_trace_detail(t, s, "tls", 3);
+}
+
+struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
+{
+    struct vg_node *node = w->node;
+    if (node->opt.trace_off)
+        return NULL;
+    struct vg_trace_parent parent, *pp = NULL;
+    ssize_t i = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
+    if (i >= 0 &&
+        vg_trace_parse_traceparent(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &parent))
+        pp = &parent;
+    struct vg_trace *t =
+        vg_trace_init(h2o_mem_alloc_pool(&req->pool, vg_trace_size()), pp, node->opt.trace_sample, "request");
+    vg_http_req_set_trace(req, t);
+    if (vg_http_req_first_on_conn(req)) /* the connection's setup (accept, a TLS handshake) came first */
+        accept_span(t, req);
+    return t;
+}
+
+void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req)
+{
+    if (!t)
+        return; /* tracing off: an incoming traceparent passes through */
+    /* the callee's parent is our span; tracestate passes through untouched */
+    char *tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
+    vg_trace_child_header(t, from, tp);
+    h2o_set_header_by_str(&req->pool, &req->headers, hdr_traceparent.base, hdr_traceparent.len, 0, tp,
+                          VG_TRACEPARENT_LEN, 1);
+}
+
+void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m)
+{
+    struct vg_node *node = w->node;
+    struct vg_trace_rec *r = vg_trace_finish(t, m, node->opt.trace_slow_ms * 1000);
+    if (!r)
+        return;
+    vg_trace_ring_push(w->traces, r);
+    if (node->trace_exporter)
+        vg__node_exporter_push(node->trace_exporter, r);
+    vg_obs_counter_add(node->m_traces_kept, 1);
+    vg_trace_rec_unref(r);
+}
+
+/* Server-Timing (and the trace id, as W3C traceresponse) for a developer:
+ * always in dev mode, else when the request carries the admin token in
+ * X-Verge-Debug. */
+static bool wants_timing(struct vg_node *node, h2o_req_t *req)
+{
+    if (node->opt.dev)
+        return true;
+    const char *tok = node->opt.admin_token;
+    ssize_t i = h2o_find_header_by_str(&req->headers, hdr_debug.base, hdr_debug.len, -1);
+    return tok && i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
+}
+
+void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
+{
+    if (!t || !wants_timing(w->node, req))
+        return;
+    char *buf = h2o_mem_alloc_pool(&req->pool, 1024);
+    size_t n = vg_trace_server_timing(t, buf, 1024);
+    if (n)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("server-timing"), 0, NULL, buf, n);
+    char *tr = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
+    vg_trace_child_header(t, 0, tr);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("traceresponse"), 0, NULL, tr, VG_TRACEPARENT_LEN);
+}
+
+/* ---- GET /_verge/traces/ID ----------------------------------------------------------- */
+
+void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex)
+{
+    struct vg_node *node = w->node;
+    if (!node->opt.dev && !vg__node_admin_token_ok(req, node->opt.admin_token)) {
+        vg_log(VG_LOG_WARN, "trace lookup refused", "reason",
+               node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
+        vg_http_send_text(req, 401, "text/plain; charset=utf-8",
+                          H2O_STRLIT("a valid admin token is required (Authorization: Bearer TOKEN)\n"));
+        return;
+    }
+    uint8_t id[16];
+    if (!vg_trace_id_parse(id_hex.base, id_hex.len, id)) {
+        vg_http_send_text(req, 400, "text/plain; charset=utf-8", H2O_STRLIT("a trace id is 32 hex digits\n"));
+        return;
+    }
+    json_t *arr = json_array();
+    size_t found = 0;
+    for (unsigned k = 0; k < node->n_workers; k++)
+        found += vg_trace_ring_find(node->workers[k].traces, id, arr);
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    if (found)
+        vg_http_send_text(req, 200, "application/json", text, strlen(text));
+    else
+        vg_http_send_text(req, 404, "application/json", H2O_STRLIT("[]"));
+    free(text);
+}
+
+/* ---- lookups over the bus ------------------------------------------------------------ */
+
+/* "verge.trace.get" carries a trace id; every node holding records of it
+ * answers on the reply subject with their JSON array, the others stay
+ * silent (the asker gathers answers for a while: a trace may span nodes). */
+static void on_trace_get(void *arg, const struct vg_bus_msg *m)
+{
+    struct vg_node *node = arg;
+    uint8_t id[16];
+    if (!m->reply || !vg_trace_id_parse(m->data, m->len, id))
+        return;
+    json_t *arr = json_array();
+    size_t found = 0;
+    for (unsigned k = 0; k < node->n_workers; k++)
+        found += vg_trace_ring_find(node->workers[k].traces, id, arr);
+    char *text = found ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    if (text && vg_bus_publish(node->bus, m->reply, text, strlen(text)) != 0)
+        vg_log(VG_LOG_WARN, "cannot answer a trace lookup", "reason", "the bus refused the answer", NULL);
+    free(text);
+}
+
+/* ---- node-wide --------------------------------------------------------------------- */
+
+static void collect_traces(void *data, struct vg_obs_buf *buf)
+{
+    struct vg_node *node = data;
+    struct vg__node_exporter_stats s = {0};
+    if (!node->trace_exporter)
+        return;
+    vg__node_exporter_stats(node->trace_exporter, &s);
+    vg_obs_buf_printf(buf,
+                      "# HELP verge_trace_export_spans_total Trace records sent to the collector, or dropped.\n"
+                      "# TYPE verge_trace_export_spans_total counter\n"
+                      "verge_trace_export_spans_total{result=\"exported\"} %llu\n"
+                      "verge_trace_export_spans_total{result=\"dropped_queue_full\"} %llu\n"
+                      "verge_trace_export_spans_total{result=\"dropped_failed\"} %llu\n"
+                      "# HELP verge_trace_export_failures_total Export requests that failed.\n"
+                      "# TYPE verge_trace_export_failures_total counter\n"
+                      "verge_trace_export_failures_total %llu\n",
+                      (unsigned long long)s.exported, (unsigned long long)s.dropped_queue,
+                      (unsigned long long)s.dropped_failed, (unsigned long long)s.failed_requests);
+}
+
+int vg__node_trace_init(struct vg_node *node)
+{
+    vg_trace_clock_init(); /* its 2 ms calibration now, not in a request */
+    node->m_traces_kept =
+        vg_obs_counter_get(node->metrics, "verge_traces_kept_total",
+                           "Traces kept (head-sampled, errored or slow) in the rings and for export.", "");
+    for (unsigned k = 0; k < node->n_workers; k++)
+        node->workers[k].traces = vg_trace_ring_create(node->opt.trace_ring ? node->opt.trace_ring : 1024);
+    vg_obs_collector_add(node->metrics, collect_traces, node);
+    if (node->bus &&
+        vg_bus_subscribe(node->bus, VG_NODE_TRACE_SUBJECT, NULL, on_trace_get, node, &node->trace_sub) != 0)
+        vg_log(VG_LOG_WARN, "trace lookups over the bus are off", "reason", "cannot subscribe", NULL);
+    if (!node->opt.trace_export)
+        return 0;
+    struct vg__node_exporter_options o = {
+        .url = node->opt.trace_export, .service = "verge", .node = node->node_id, .location = node->opt.location};
+    char err[256];
+    int rc = vg__node_exporter_create(&o, &node->trace_exporter, err, sizeof(err));
+    if (rc)
+        vg_log(VG_LOG_ERROR, "cannot start the trace exporter", "reason", err, NULL);
+    return rc;
+}
+
+void vg__node_trace_fini(struct vg_node *node)
+{
+    if (node->trace_sub)
+        vg_bus_unsubscribe(node->trace_sub); /* no lookup runs into the rings below */
+    node->trace_sub = NULL;
+    vg_obs_collector_remove(node->metrics, collect_traces, node);
+    vg__node_exporter_destroy(node->trace_exporter);
+    node->trace_exporter = NULL;
+    for (unsigned k = 0; k < node->n_workers; k++) {
+        vg_trace_ring_destroy(node->workers[k].traces);
+        node->workers[k].traces = NULL;
+    }
+}

@@ -1,0 +1,510 @@
+/* Traces: W3C trace context, the live per-request recorder, the keep
+ * decision and the immutable records it produces.
+ *
+ * The recorder is built for the request path: a fixed array of spans in
+ * memory the caller gives (the request's pool), static span names, two
+ * vDSO clock reads per span and no locking. Only a kept trace costs an
+ * allocation (its record). */
+#include "obs.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+#define DETAIL_MAX 64
+
+struct span {
+    const char *name;
+    uint64_t start, end; /* live: trace clock readings (end 0: open); record: ns from the root's start */
+    int16_t parent;
+    bool error;
+    char detail[DETAIL_MAX];
+};
+
+struct vg_trace {
+    uint8_t trace_id[16];
+    uint8_t parent_span[8]; /* the caller's span (from traceparent) */
+    bool has_parent, sampled, failed;
+    uint64_t span_base; /* span i's id is span_base + i: unique within the trace */
+    uint16_t n, dropped;
+    int16_t current;
+    struct span spans[VG_TRACE_MAX_SPANS];
+};
+
+struct vg_trace_rec {
+    int refs; /* atomic */
+    uint8_t trace_id[16];
+    uint8_t parent_span[8];
+    bool has_parent, error;
+    uint64_t span_base, wall_start;
+    int status;
+    uint16_t n, dropped;
+    char *app, *route, *node, *location; /* inside this allocation */
+    struct span spans[];
+};
+
+/* ---- trace context --------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Lower-case hex only, as the W3C grammar says. */
+static bool unhex_lower(const char *s, size_t n, uint8_t *out)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+        nonzero |= out[i] != 0;
+    }
+    return nonzero;
+}
+
+bool vg_trace_parse_traceparent(const char *s, size_t len, struct vg_trace_parent *out)
+{
+    uint8_t version, flags;
+    if (len < VG_TRACEPARENT_LEN || s[2] != '-' || s[35] != '-' || s[52] != '-')
+        return false;
+    if (hexval(s[0]) < 0 || hexval(s[1]) < 0 || hexval(s[53]) < 0 || hexval(s[54]) < 0)
+        return false;
+    version = (uint8_t)(hexval(s[0]) << 4 | hexval(s[1]));
+    flags = (uint8_t)(hexval(s[53]) << 4 | hexval(s[54]));
+    if (version == 0xff || (version == 0 && len != VG_TRACEPARENT_LEN))
+        return false;
+    if (version > 0 && len > VG_TRACEPARENT_LEN && s[VG_TRACEPARENT_LEN] != '-')
+        return false; /* a later version may append fields, after a '-' */
+    if (!unhex_lower(s + 3, 16, out->trace_id) || !unhex_lower(s + 36, 8, out->span_id))
+        return false;
+    out->sampled = flags & 1;
+    return true;
+}
+
+void vg_trace_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+bool vg_trace_id_parse(const char *hex, size_t len, uint8_t out[16])
+{
+    char lower[32];
+    if (len != 32)
+        return false;
+    for (size_t i = 0; i < 32; i++)
+        lower[i] = (hex[i] >= 'A' && hex[i] <= 'F') ? (char)(hex[i] - 'A' + 'a') : hex[i];
+    return unhex_lower(lower, 16, out);
+}
+
+void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                 char out[VG_TRACEPARENT_LEN + 1])
+{
+    memcpy(out, "00-", 3);
+    vg_trace_hex(trace_id, 16, out + 3);
+    out[35] = '-';
+    vg_trace_hex(span_id, 8, out + 36);
+    memcpy(out + 52, sampled ? "-01" : "-00", 4);
+}
+
+/* ---- ids and sampling ------------------------------------------------------------ */
+
+/* wyrand: one multiply per 64 bits; ids need uniqueness, not secrecy. */
+static _Thread_local uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    if (rng_state == 0 && getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state))
+        rng_state = vg_wall_us() ^ (uint64_t)(uintptr_t)&rng_state;
+    rng_state += 0xa0761d6478bd642fULL;
+    __uint128_t m = (__uint128_t)rng_state * (rng_state ^ 0xe7037ed1a0b428dbULL);
+    return (uint64_t)(m >> 64) ^ (uint64_t)m;
+}
+
+void vg_trace_new_id(uint8_t out[16])
+{
+    do {
+        uint64_t a = rng_next(), b = rng_next();
+        memcpy(out, &a, 8);
+        memcpy(out + 8, &b, 8);
+    } while (!(out[0] | out[8])); /* never all zero (nearly impossible; cheap to rule out) */
+}
+
+bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t trace_id[16], double rate)
+{
+    if (parent)
+        return parent->sampled;
+    if (rate >= 1.0)
+        return true;
+    if (rate <= 0.0)
+        return false;
+    /* the last 7 bytes are random in W3C level 2 ids (as in OpenTelemetry's
+     * TraceIdRatioBased): every node decides the same for the same trace */
+    uint64_t x = 0;
+    for (int i = 9; i < 16; i++)
+        x = x << 8 | trace_id[i];
+    return (double)x < rate * (double)(1ULL << 56);
+}
+
+/* ---- the live recorder ----------------------------------------------------------- */
+
+/* The trace clock: the TSC where the kernel itself keeps time with it
+ * (an invariant TSC: ~15 ns a read here against ~35 ns for a vDSO
+ * clock_gettime), else CLOCK_MONOTONIC in ns. Readings are converted to ns
+ * only when a record is made. The TSC's rate is measured once, over 2 ms
+ * against CLOCK_MONOTONIC (error ~2e-5). */
+static bool use_tsc;
+static double ns_per_tick = 1.0;
+static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void clock_init(void)
+{
+#if defined(__x86_64__)
+    char src[32] = "";
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (f) {
+        if (!fgets(src, sizeof(src), f))
+            src[0] = '\0';
+        fclose(f);
+    }
+    if (strcmp(src, "tsc\n") != 0)
+        return;
+    uint64_t n0 = mono_ns(), t0 = __rdtsc(), n1, t1;
+    do {
+        n1 = mono_ns();
+        t1 = __rdtsc();
+    } while (n1 - n0 < 2000000);
+    if (t1 <= t0)
+        return;
+    ns_per_tick = (double)(n1 - n0) / (double)(t1 - t0);
+    use_tsc = true;
+#endif
+}
+
+void vg_trace_clock_init(void)
+{
+    pthread_once(&clock_once, clock_init);
+}
+
+uint64_t vg_trace_clock(void)
+{
+#if defined(__x86_64__)
+    if (use_tsc)
+        return __rdtsc();
+#endif
+    return mono_ns();
+}
+
+uint64_t vg_trace_clock_ago(uint64_t ns)
+{
+    uint64_t now = vg_trace_clock(), ticks = (uint64_t)((double)ns / ns_per_tick);
+    return ticks < now ? now - ticks : 1;
+}
+
+uint64_t vg_trace_clock_ns(uint64_t from, uint64_t to)
+{
+    return to > from ? (uint64_t)((double)(to - from) * ns_per_tick) : 0;
+}
+
+size_t vg_trace_size(void)
+{
+    return sizeof(struct vg_trace);
+}
+
+struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root)
+{
+    struct vg_trace *t = mem;
+    vg_trace_clock_init();
+    t->has_parent = parent != NULL;
+    if (parent) {
+        memcpy(t->trace_id, parent->trace_id, 16);
+        memcpy(t->parent_span, parent->span_id, 8);
+    } else {
+        vg_trace_new_id(t->trace_id);
+    }
+    t->sampled = vg_trace_head_sampled(parent, t->trace_id, rate);
+    t->failed = false;
+    t->span_base = rng_next() & ~0xffULL; /* + index: never zero, unique per trace */
+    t->span_base |= 0x100;
+    t->n = t->dropped = 0;
+    t->current = 0;
+    vg_trace_begin(t, root, VG_SPAN_NONE);
+    return t;
+}
+
+vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
+{
+    if (!t)
+        return VG_SPAN_NONE;
+    if (t->n == VG_TRACE_MAX_SPANS) {
+        t->dropped++;
+        return VG_SPAN_NONE;
+    }
+    struct span *s = &t->spans[t->n];
+    s->name = name;
+    s->start = start;
+    s->end = end;
+    s->parent = (int16_t)parent;
+    s->error = false;
+    s->detail[0] = '\0';
+    return t->n++;
+}
+
+vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
+{
+    return t ? vg_trace_add(t, name, parent, vg_trace_clock(), 0) : VG_SPAN_NONE;
+}
+
+vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
+{
+    if (!t)
+        return VG_SPAN_NONE;
+    uint64_t now = vg_trace_clock(); /* one reading: the next stage starts as the last one ends */
+    vg_trace_end_at(t, ending, now);
+    return vg_trace_add(t, name, parent, now, 0);
+}
+
+void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at)
+{
+    if (t && s >= 0 && t->spans[s].end == 0)
+        t->spans[s].end = at;
+}
+
+void vg_trace_end(struct vg_trace *t, vg_span_t s)
+{
+    if (t && s >= 0 && t->spans[s].end == 0)
+        t->spans[s].end = vg_trace_clock();
+}
+
+uint64_t vg_trace_span_start(const struct vg_trace *t, vg_span_t s)
+{
+    return t && s >= 0 ? t->spans[s].start : 0;
+}
+
+void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t len)
+{
+    if (!t || s < 0)
+        return;
+    if (len >= DETAIL_MAX)
+        len = DETAIL_MAX - 1;
+    memcpy(t->spans[s].detail, detail, len);
+    t->spans[s].detail[len] = '\0';
+}
+
+void vg_trace_fail(struct vg_trace *t, vg_span_t s)
+{
+    if (!t || s < 0)
+        return;
+    t->spans[s].error = true;
+    t->failed = true;
+}
+
+void vg_trace_set_current(struct vg_trace *t, vg_span_t s)
+{
+    if (t)
+        t->current = (int16_t)(s < 0 ? 0 : s);
+}
+
+vg_span_t vg_trace_current(const struct vg_trace *t)
+{
+    return t ? t->current : VG_SPAN_NONE;
+}
+
+bool vg_trace_sampled(const struct vg_trace *t)
+{
+    return t->sampled;
+}
+
+const uint8_t *vg_trace_id(const struct vg_trace *t)
+{
+    return t->trace_id;
+}
+
+static void span_id_of(uint64_t base, int i, uint8_t out[8])
+{
+    uint64_t id = base + (uint64_t)i;
+    for (int k = 7; k >= 0; k--, id >>= 8)
+        out[k] = (uint8_t)id;
+}
+
+void vg_trace_child_header(const struct vg_trace *t, vg_span_t s, char out[VG_TRACEPARENT_LEN + 1])
+{
+    uint8_t sid[8];
+    span_id_of(t->span_base, s < 0 ? 0 : s, sid);
+    vg_trace_format_traceparent(t->trace_id, sid, t->sampled, out);
+}
+
+uint64_t vg_trace_elapsed_us(const struct vg_trace *t)
+{
+    return vg_trace_clock_ns(t->spans[0].start, vg_trace_clock()) / 1000;
+}
+
+static bool quotable(const char *s)
+{
+    return !strpbrk(s, "\"\\");
+}
+
+size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (uint16_t i = 1; i < t->n; i++) {
+        const struct span *s = &t->spans[i];
+        if (!s->end)
+            continue;
+        char item[160];
+        double ms = (double)vg_trace_clock_ns(s->start, s->end) / 1e6;
+        int n = s->detail[0] && quotable(s->detail)
+                    ? snprintf(item, sizeof(item), "%s;desc=\"%s\";dur=%.3f, ", s->name, s->detail, ms)
+                    : snprintf(item, sizeof(item), "%s;dur=%.3f, ", s->name, ms);
+        if (n > 0 && (size_t)n < sizeof(item) && o + (size_t)n + 32 < cap) {
+            memcpy(buf + o, item, (size_t)n);
+            o += (size_t)n;
+        }
+    }
+    double total = (double)vg_trace_clock_ns(t->spans[0].start, vg_trace_clock()) / 1e6;
+    int n = snprintf(buf + o, cap - o, "total;dur=%.3f", total); /* fits: the loop kept 32 bytes */
+    return n > 0 ? o + (size_t)n : o;
+}
+
+/* ---- keep or forget -------------------------------------------------------------- */
+
+static char *put_str(char **at, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    char *r = *at;
+    memcpy(r, s ? s : "", n);
+    r[n] = '\0';
+    *at += n + 1;
+    return r;
+}
+
+static struct vg_trace_rec *make_record(const struct vg_trace *t, const struct vg_trace_meta *m)
+{
+    size_t strs = 4;
+    const char *s4[4] = {m->app, m->route, m->node, m->location};
+    for (int i = 0; i < 4; i++)
+        strs += s4[i] ? strlen(s4[i]) : 0;
+    size_t spans = sizeof(struct span) * t->n;
+    struct vg_trace_rec *r = vg_xmalloc(sizeof(*r) + spans + strs);
+    r->refs = 1;
+    memcpy(r->trace_id, t->trace_id, 16);
+    memcpy(r->parent_span, t->parent_span, 8);
+    r->has_parent = t->has_parent;
+    r->error = t->failed || m->status >= 500;
+    r->span_base = t->span_base;
+    uint64_t t0 = t->spans[0].start, now = vg_trace_clock();
+    r->wall_start = vg_wall_us() * 1000 - vg_trace_clock_ns(t0, now);
+    r->status = m->status;
+    r->n = t->n;
+    r->dropped = t->dropped;
+    for (uint16_t i = 0; i < t->n; i++) {
+        r->spans[i] = t->spans[i];
+        uint64_t end = t->spans[i].end ? t->spans[i].end : now; /* still open: ends with the request */
+        r->spans[i].start = vg_trace_clock_ns(t0, t->spans[i].start);
+        r->spans[i].end = vg_trace_clock_ns(t0, end);
+    }
+    char *at = (char *)r->spans + spans;
+    r->app = put_str(&at, m->app);
+    r->route = put_str(&at, m->route);
+    r->node = put_str(&at, m->node);
+    r->location = put_str(&at, m->location);
+    return r;
+}
+
+struct vg_trace_rec *vg_trace_finish(struct vg_trace *t, const struct vg_trace_meta *m, uint64_t slow_us)
+{
+    vg_trace_end(t, 0);
+    bool slow = slow_us && vg_trace_clock_ns(t->spans[0].start, t->spans[0].end) / 1000 >= slow_us;
+    if (!t->sampled && !t->failed && m->status < 500 && !slow)
+        return NULL;
+    return make_record(t, m);
+}
+
+void vg_trace_rec_ref(struct vg_trace_rec *r)
+{
+    __atomic_fetch_add(&r->refs, 1, __ATOMIC_RELAXED);
+}
+
+void vg_trace_rec_unref(struct vg_trace_rec *r)
+{
+    if (r && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(r);
+}
+
+const uint8_t *vg_trace_rec_id(const struct vg_trace_rec *r)
+{
+    return r->trace_id;
+}
+
+/* ---- JSON ---------------------------------------------------------------------------- */
+
+static json_t *hex_json(const uint8_t *b, size_t n)
+{
+    char buf[33];
+    vg_trace_hex(b, n, buf);
+    return json_string(buf);
+}
+
+static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
+{
+    const struct span *s = &r->spans[i];
+    uint8_t sid[8], pid[8];
+    span_id_of(r->span_base, i, sid);
+    json_t *o = json_object();
+    json_object_set_new(o, "span_id", hex_json(sid, 8));
+    if (s->parent >= 0) {
+        span_id_of(r->span_base, s->parent, pid);
+        json_object_set_new(o, "parent_id", hex_json(pid, 8));
+    } else {
+        json_object_set_new(o, "parent_id", r->has_parent ? hex_json(r->parent_span, 8) : json_null());
+    }
+    json_object_set_new(o, "name", json_string(s->name));
+    if (s->detail[0])
+        json_object_set_new(o, "detail", json_string(s->detail));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(s->start / 1000)));
+    json_object_set_new(o, "duration_us", json_integer((json_int_t)((s->end - s->start) / 1000)));
+    json_object_set_new(o, "error", json_boolean(s->error));
+    return o;
+}
+
+json_t *vg_trace_rec_json(const struct vg_trace_rec *r)
+{
+    json_t *o = json_object(), *spans = json_array();
+    json_object_set_new(o, "trace_id", hex_json(r->trace_id, 16));
+    json_object_set_new(o, "node", json_string(r->node));
+    json_object_set_new(o, "location", json_string(r->location));
+    json_object_set_new(o, "app", json_string(r->app));
+    json_object_set_new(o, "route", json_string(r->route));
+    json_object_set_new(o, "status", json_integer(r->status));
+    json_object_set_new(o, "error", json_boolean(r->error));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(r->wall_start / 1000)));
+    json_object_set_new(o, "dropped_spans", json_integer(r->dropped));
+    for (uint16_t i = 0; i < r->n; i++)
+        json_array_append_new(spans, span_json(r, i));
+    json_object_set_new(o, "spans", spans);
+    return o;
+}
