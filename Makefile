@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace cache-sim fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-propagation cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -93,6 +93,16 @@ dev: deps all
 
 bench: deps all
 	@bench/run.sh
+
+# verge.kv global propagation against raw NATS KV, 10 and 30 nodes
+# (bench/README.md "propagation"); the raw peer is a small libnats program.
+$(BUILD)/bench/kv_peer: bench/kv_peer.c
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $< $(shell pkg-config --libs libnats) -lpthread
+
+bench-propagation: all $(BUILD)/bench/kv_peer
+	@BUILD=$(BUILD) bench/propagation.sh
 
 # The cache store's eviction simulator and overhead measurement (not part
 # of `make test`: it runs for a minute). Numbers: docs/decisions.md.

@@ -60,6 +60,8 @@ char *vg_xasprintf(const char *fmt, ...) VG_PRINTF(1, 2);
  * in NULL; values are JSON-escaped. */
 enum vg_log_level { VG_LOG_DEBUG, VG_LOG_INFO, VG_LOG_WARN, VG_LOG_ERROR };
 void vg_log_set_level(enum vg_log_level lvl);
+/* Whether lines of lvl are written (to skip formatting fields otherwise). */
+bool vg_log_enabled(enum vg_log_level lvl);
 void vg_log_set_json(bool json);
 bool vg_log_is_json(void);
 void vg_log(enum vg_log_level lvl, const char *msg, ...) __attribute__((sentinel));

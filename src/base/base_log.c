@@ -81,6 +81,11 @@ static const char *level_name(enum vg_log_level l)
     return names[l];
 }
 
+bool vg_log_enabled(enum vg_log_level lvl)
+{
+    return lvl >= g_level;
+}
+
 void vg_log(enum vg_log_level lvl, const char *msg, ...)
 {
     if (lvl < g_level)

@@ -5,7 +5,9 @@
  *               dispatcher thread delivers from a bounded queue;
  *   NATS        libnats against nats-server (`--nats URL`, several URLs
  *               for a cluster): reconnects with backoff, buffers a bounded
- *               amount while disconnected.
+ *               amount while disconnected, and sends again after a
+ *               reconnect what the server had not confirmed when the
+ *               connection broke (at least once across reconnects).
  *
  * Subjects follow NATS: tokens separated by '.', '*' matches one token,
  * '>' (last) matches one or more. Namespacing per app is the callers'

@@ -1,11 +1,31 @@
 /* The NATS bus: libnats against nats-server. libnats delivers each
  * subscription's messages on its own thread, reconnects by itself
  * (forever, reconnect_wait apart) and keeps publishes made while
- * disconnected in a bounded buffer; we count and log what it reports. */
+ * disconnected in a bounded buffer; we count and log what it reports.
+ *
+ * A connection that breaks loses what was written to it but not yet read
+ * by the server (a server killed with our bytes in its socket buffer), and
+ * libnats cannot tell which publishes those were. So the bus keeps a copy
+ * of every publish until the server has confirmed it — a PING/PONG round
+ * trip after it on the same connection, made by a confirmer thread — and
+ * sends the unconfirmed ones again after a reconnect: delivery is at least
+ * once across a connection loss (a subscriber may see a message twice),
+ * at most once only for what the server itself drops. */
 #include "bus_int.h"
 
 #include <nats/nats.h>
 #include <string.h>
+#include <time.h>
+
+/* A publish the server has not confirmed yet. */
+struct unconf {
+    struct unconf *next;
+    uint64_t epoch;                   /* nbus.epoch when it was (re)sent */
+    size_t bytes;                     /* what it counts against nbus.ucap */
+    const char *subject, *reply, *tp; /* tp: a traceparent, or NULL */
+    size_t len;
+    char mem[]; /* subject, reply, traceparent, data */
+};
 
 struct nbus {
     struct vg_bus super;
@@ -14,6 +34,17 @@ struct nbus {
     pthread_mutex_t mu; /* subs: to count a slow subscription's drops */
     struct vg_bus_sub **subs;
     size_t n_subs;
+    /* unconfirmed publishes, in the order they were written (under umu,
+     * which publishes hold, so list order is wire order) */
+    pthread_mutex_t umu;
+    pthread_cond_t ucv;
+    struct unconf *uhead, *ulast;
+    size_t ubytes, ucap;
+    uint64_t epoch; /* connections lost so far (on_disconnected) */
+    bool ustop;
+    bool closed; /* on_closed ran: libnats calls nothing of ours after it */
+    pthread_t confirmer;
+    natsStatistics *stats; /* the confirmer's */
 };
 
 static struct nbus *of(struct vg_bus *b)
@@ -46,14 +77,65 @@ static int from_status(natsStatus s)
 static void on_disconnected(natsConnection *nc, void *arg)
 {
     struct nbus *n = arg;
+    pthread_mutex_lock(&n->umu);
+    n->epoch++; /* what is unconfirmed now may be lost with the connection */
+    pthread_mutex_unlock(&n->umu);
     __atomic_store_n(&n->super.connected, false, __ATOMIC_RELAXED);
     vg__bus_count(&n->super.disconnects, 1);
     vg_log(VG_LOG_WARN, "bus: disconnected from NATS, publishes are buffered until it is back", NULL);
 }
 
+/* The last callback libnats makes (its callbacks run in order on its
+ * own thread, after natsConnection_Close has returned): nb_destroy waits
+ * for it before freeing what the others use. */
+static void on_closed(natsConnection *nc, void *arg)
+{
+    struct nbus *n = arg;
+    pthread_mutex_lock(&n->umu);
+    n->closed = true;
+    pthread_cond_broadcast(&n->ucv);
+    pthread_mutex_unlock(&n->umu);
+}
+
+static natsStatus publish_traced(natsConnection *nc, const char *subject, const char *reply, const char *tp,
+                                 const void *data, size_t len);
+
+static natsStatus send_one(natsConnection *nc, const char *subject, const char *reply, const char *tp, const void *data,
+                           size_t len)
+{
+    return tp      ? publish_traced(nc, subject, reply, tp, data, len)
+           : reply ? natsConnection_PublishRequest(nc, subject, reply, data, (int)len)
+                   : natsConnection_Publish(nc, subject, data, (int)len);
+}
+
+/* Sends again what was written to a connection that broke before the
+ * server confirmed it (what was published since went to libnats' reconnect
+ * buffer and is flushed by libnats itself). */
+static void resend_unconfirmed(struct nbus *n)
+{
+    size_t resent = 0;
+    pthread_mutex_lock(&n->umu);
+    for (struct unconf *u = n->uhead; u; u = u->next) {
+        if (u->epoch >= n->epoch)
+            continue;
+        u->epoch = n->epoch;
+        if (send_one(n->nc, u->subject, u->reply, u->tp, u->mem + (u->bytes - sizeof(*u) - u->len), u->len) == NATS_OK)
+            resent++;
+    }
+    pthread_cond_signal(&n->ucv);
+    pthread_mutex_unlock(&n->umu);
+    if (resent) {
+        char c[24];
+        snprintf(c, sizeof(c), "%zu", resent);
+        vg_log(VG_LOG_INFO, "bus: publishes the server had not confirmed before the disconnect sent again", "count", c,
+               NULL);
+    }
+}
+
 static void on_reconnected(natsConnection *nc, void *arg)
 {
     struct nbus *n = arg;
+    resend_unconfirmed(n);
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
     __atomic_store_n(&n->super.connected, true, __ATOMIC_RELAXED);
@@ -101,11 +183,105 @@ static natsStatus publish_traced(natsConnection *nc, const char *subject, const 
 static int nb_publish(struct vg_bus *b, const char *subject, const char *reply, const char *traceparent,
                       const void *data, size_t len)
 {
-    natsConnection *nc = of(b)->nc;
-    natsStatus s = traceparent ? publish_traced(nc, subject, reply, traceparent, data, len)
-                   : reply     ? natsConnection_PublishRequest(nc, subject, reply, data, (int)len)
-                               : natsConnection_Publish(nc, subject, data, (int)len);
-    return from_status(s);
+    struct nbus *n = of(b);
+    size_t sl = strlen(subject) + 1, rl = reply ? strlen(reply) + 1 : 0, tl = traceparent ? strlen(traceparent) + 1 : 0;
+    size_t bytes = sizeof(struct unconf) + sl + rl + tl + len;
+    pthread_mutex_lock(&n->umu);
+    if (n->ubytes + bytes > n->ucap) { /* the server confirms slower than we publish */
+        pthread_mutex_unlock(&n->umu);
+        return VG_ELIMIT;
+    }
+    natsStatus s = send_one(n->nc, subject, reply, traceparent, data, len);
+    if (s != NATS_OK) {
+        pthread_mutex_unlock(&n->umu);
+        return from_status(s);
+    }
+    struct unconf *u = vg_xmalloc(bytes);
+    u->next = NULL;
+    u->epoch = n->epoch;
+    u->bytes = bytes;
+    u->len = len;
+    memcpy(u->mem, subject, sl);
+    u->subject = u->mem;
+    u->reply = NULL;
+    if (reply) {
+        memcpy(u->mem + sl, reply, rl);
+        u->reply = u->mem + sl;
+    }
+    u->tp = NULL;
+    if (traceparent) {
+        memcpy(u->mem + sl + rl, traceparent, tl);
+        u->tp = u->mem + sl + rl;
+    }
+    if (len)
+        memcpy(u->mem + sl + rl + tl, data, len);
+    if (n->ulast)
+        n->ulast->next = u;
+    else
+        n->uhead = u;
+    n->ulast = u;
+    n->ubytes += bytes;
+    pthread_cond_signal(&n->ucv);
+    pthread_mutex_unlock(&n->umu);
+    return 0;
+}
+
+static uint64_t reconnects(struct nbus *n)
+{
+    uint64_t r = 0;
+    if (natsConnection_GetStats(n->nc, n->stats) != NATS_OK ||
+        natsStatistics_GetCounts(n->stats, NULL, NULL, NULL, NULL, &r) != NATS_OK)
+        return UINT64_MAX;
+    return r;
+}
+
+/* Confirms publishes: a PONG answers a PING the server read after them on
+ * the same connection, so everything written before the PING arrived. A
+ * reconnect in between (libnats would send the PING on the new connection)
+ * confirms nothing. */
+static void *confirmer_main(void *arg)
+{
+    struct nbus *n = arg;
+    pthread_mutex_lock(&n->umu);
+    while (!n->ustop) {
+        if (!n->uhead) {
+            pthread_cond_wait(&n->ucv, &n->umu);
+            continue;
+        }
+        struct unconf *last = n->ulast;
+        uint64_t epoch = n->epoch;
+        pthread_mutex_unlock(&n->umu);
+        uint64_t r0 = reconnects(n);
+        bool ok = natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED && r0 != UINT64_MAX &&
+                  natsConnection_FlushTimeout(n->nc, 2000) == NATS_OK && reconnects(n) == r0;
+        pthread_mutex_lock(&n->umu);
+        if (!ok || n->epoch != epoch) {
+            struct timespec ts = {0, 20 * 1000 * 1000}; /* disconnected: wait for the reconnect */
+            pthread_mutex_unlock(&n->umu);
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&n->umu);
+            continue;
+        }
+        /* entries up to last were written before the PING; those of an
+         * older connection wait for resend_unconfirmed */
+        struct unconf **pp = &n->uhead, *prev = NULL;
+        for (bool more = true; more && *pp;) {
+            struct unconf *u = *pp;
+            more = u != last;
+            if (u->epoch == epoch) {
+                *pp = u->next;
+                n->ubytes -= u->bytes;
+                free(u);
+            } else {
+                prev = u;
+                pp = &u->next;
+            }
+        }
+        if (!*pp)
+            n->ulast = prev;
+    }
+    pthread_mutex_unlock(&n->umu);
+    return NULL;
 }
 
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *arg)
@@ -192,8 +368,24 @@ static void nb_inbox(struct vg_bus *b, char *buf, size_t cap)
 static void nb_destroy(struct vg_bus *b)
 {
     struct nbus *n = of(b);
+    pthread_mutex_lock(&n->umu);
+    n->ustop = true;
+    pthread_cond_signal(&n->ucv);
+    pthread_mutex_unlock(&n->umu);
+    pthread_join(n->confirmer, NULL);
     natsConnection_FlushTimeout(n->nc, 1000);
     natsConnection_Close(n->nc);
+    pthread_mutex_lock(&n->umu);
+    while (!n->closed)
+        pthread_cond_wait(&n->ucv, &n->umu);
+    pthread_mutex_unlock(&n->umu);
+    for (struct unconf *u = n->uhead, *next; u; u = next) {
+        next = u->next;
+        free(u);
+    }
+    natsStatistics_Destroy(n->stats);
+    pthread_mutex_destroy(&n->umu);
+    pthread_cond_destroy(&n->ucv);
     natsConnection_Destroy(n->nc);
     natsOptions_Destroy(n->opts);
     free(n->subs);
@@ -235,6 +427,8 @@ static natsStatus set_options(struct nbus *n, const struct vg_bus_options *o)
         s = natsOptions_SetReconnectedCB(n->opts, on_reconnected, n);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(n->opts, on_error, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(n->opts, on_closed, n);
     return s;
 }
 
@@ -247,17 +441,27 @@ int vg_bus_nats_create(const struct vg_bus_options *o, struct vg_bus **out, char
     struct nbus *n = vg_xcalloc(1, sizeof(*n));
     vg__bus_init(&n->super, &nats_ops);
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->umu, NULL);
+    pthread_cond_init(&n->ucv, NULL);
+    /* twice libnats' reconnect buffer: during an outage that one fills first */
+    n->ucap = 2 * (o->reconnect_buf_bytes ? o->reconnect_buf_bytes : 8u << 20);
     natsStatus s = set_options(n, o);
+    if (s == NATS_OK)
+        s = natsStatistics_Create(&n->stats);
     if (s == NATS_OK)
         s = natsConnection_Connect(&n->nc, n->opts);
     if (s != NATS_OK) {
         snprintf(err, errcap, "%s: %s", o->urls[0], natsStatus_GetText(s));
+        natsStatistics_Destroy(n->stats);
         natsOptions_Destroy(n->opts);
         pthread_mutex_destroy(&n->mu);
+        pthread_mutex_destroy(&n->umu);
+        pthread_cond_destroy(&n->ucv);
         vg__bus_fini(&n->super);
         free(n);
         return VG_ENET;
     }
+    VG_AZ(pthread_create(&n->confirmer, NULL, confirmer_main, n));
     n->super.connected = true;
     *out = &n->super;
     return 0;

@@ -113,7 +113,8 @@ void vg__state_rec_encode(uint8_t *out, const struct vg_state_value *v, uint64_t
 bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__state_rec *r)
 {
     memset(r, 0, sizeof(*r));
-    if (len < VG__STATE_HDR || memcmp(p, MAGIC, 4) != 0) {
+    bool magic = len >= 4 && memcmp(p, MAGIC, 4) == 0;
+    if (!magic) {
         if (!raw_ok || len > VG_STATE_MAX_VALUE)
             return false;
         r->v.type = VG_STATE_STRING;
@@ -121,6 +122,10 @@ bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__
         r->v.str.len = len;
         return true;
     }
+    /* the magic and less than a header: a record cut short, not a plain
+     * value (it would read as a string of verge's own header bytes) */
+    if (len < VG__STATE_HDR)
+        return false;
     size_t tail = (size_t)p[6] | (size_t)p[7] << 8;
     size_t areq = p[5] == VG__STATE_F_ACK ? VG__STATE_ACK_REQ : 0;
     if ((p[5] & ~VG__STATE_F_ACK) != 0 || len < VG__STATE_HDR + tail + areq)

@@ -50,7 +50,8 @@ size_t vg__state_rec_size(const struct vg_state_value *v, size_t tail_klen, bool
 void vg__state_rec_encode(uint8_t *out, const struct vg_state_value *v, uint64_t expires_ms, uint64_t written_us,
                           const char *tail_key, size_t tail_klen, const struct vg__state_ackreq *ack);
 /* false when p is not a well-formed record (no magic: see raw_ok). With
- * raw_ok, bytes without the magic decode as a string. */
+ * raw_ok, bytes without the magic decode as a string; bytes with it but
+ * shorter than a header are a record cut short (false). */
 bool vg__state_rec_decode(const uint8_t *p, size_t len, bool raw_ok, struct vg__state_rec *r);
 
 /* ---- the visibility ack (global) ----

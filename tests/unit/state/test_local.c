@@ -380,6 +380,11 @@ static void test_record(void **state)
     assert_true(vg__state_rec_decode((const uint8_t *)"plain", 5, true, &r));
     assert_int_equal(r.v.type, VG_STATE_STRING);
     assert_int_equal(r.v.str.len, 5);
+    /* the magic and less than a header: a record cut short, refused even
+     * where raw values are allowed */
+    assert_false(vg__state_rec_decode(buf, 5, true, &r));
+    assert_false(vg__state_rec_decode(buf, VG__STATE_HDR - 1, true, &r));
+    assert_true(vg__state_rec_decode(buf, 3, true, &r)); /* not the whole magic: a string */
 }
 
 /* A global record with an ack request (await_visible): the request rides
