@@ -697,10 +697,12 @@ static void dispatch(struct reqstate *rs, size_t app_idx)
     h2o_req_t *req = rs->req;
     uint32_t m = vg_conf_method_from_str(req->method.base, req->method.len);
     uint32_t allow;
-    vg_span_t sp = vg_trace_begin(rs->trace, "route", 0);
     int r = vg_http_route_find(rs->app->conf, req->authority.base, req->authority.len, req->path_normalized.base,
                                req->path_normalized.len, m, &allow);
-    vg_trace_end(rs->trace, sp);
+    if (rs->trace) { /* a lookup of ~100 ns: a mark (one clock reading), not a measured span */
+        uint64_t now = vg_trace_clock();
+        vg_trace_add(rs->trace, "route", 0, now, now);
+    }
     if (r == VG_HTTP_ROUTE_NONE) {
         h2o_send_error_404(req, "Not Found", "no route matches", 0);
         return;
