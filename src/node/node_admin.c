@@ -55,3 +55,13 @@ const struct vg_app_rt *vg__node_admin_app(struct vg_site *site, const char *nam
     *why = "no such app on this node";
     return NULL;
 }
+
+bool vg__node_admin_diag_ok(struct vg_node *node, h2o_req_t *req, const char *what)
+{
+    if (node->opt.dev || vg__node_admin_token_ok(req, node->opt.admin_token))
+        return true;
+    vg_log(VG_LOG_WARN, "diagnostics query refused", "endpoint", what, "reason",
+           node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
+    vg__node_admin_error(req, 401, "a valid admin token is required (Authorization: Bearer TOKEN)");
+    return false;
+}

@@ -334,6 +334,10 @@ bool vg__node_admin_token_ok(h2o_req_t *req, const char *token);
 /* Whether v is token, in constant time in the token's length (the
  * X-Verge-Debug header's check). */
 bool vg__node_admin_token_equal(h2o_iovec_t v, const char *token);
+/* The diagnostics endpoints (traces, logs, stats): open in --dev, else the
+ * admin token; false after answering 401 and logging why (what: the
+ * endpoint, for the log). */
+bool vg__node_admin_diag_ok(struct vg_node *node, h2o_req_t *req, const char *what);
 /* The app named (name, len), or the node's only app when name is NULL;
  * NULL with *why ("no such app…" for an unknown name) otherwise. */
 const struct vg_app_rt *vg__node_admin_app(struct vg_site *site, const char *name, size_t len, const char **why);

@@ -111,13 +111,8 @@ static uint64_t param_u64(h2o_req_t *req, const char *name, uint64_t def)
 void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req)
 {
     struct vg_node *node = w->node;
-    if (!node->opt.dev && !vg__node_admin_token_ok(req, node->opt.admin_token)) {
-        vg_log(VG_LOG_WARN, "log query refused", "reason",
-               node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
-        vg_http_send_text(req, 401, "text/plain; charset=utf-8",
-                          H2O_STRLIT("a valid admin token is required (Authorization: Bearer TOKEN)\n"));
+    if (!vg__node_admin_diag_ok(node, req, "/_verge/logs"))
         return;
-    }
     struct logs_query q = {.after = param_u64(req, "after", 0),
                            .since_us = param_u64(req, "since_us", 0),
                            .boot = param(req, "boot"),

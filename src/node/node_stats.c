@@ -45,13 +45,8 @@ static char *snapshot(struct vg_node *node)
 void vg__node_stats_endpoint(struct vg_worker *w, h2o_req_t *req)
 {
     struct vg_node *node = w->node;
-    if (!node->opt.dev && !vg__node_admin_token_ok(req, node->opt.admin_token)) {
-        vg_log(VG_LOG_WARN, "stats query refused", "reason",
-               node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
-        vg_http_send_text(req, 401, "text/plain; charset=utf-8",
-                          H2O_STRLIT("a valid admin token is required (Authorization: Bearer TOKEN)\n"));
+    if (!vg__node_admin_diag_ok(node, req, "/_verge/stats"))
         return;
-    }
     char *text = snapshot(node);
     vg_http_send_text(req, 200, "application/json", text, strlen(text));
     free(text);

@@ -106,13 +106,8 @@ void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *r
 void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex)
 {
     struct vg_node *node = w->node;
-    if (!node->opt.dev && !vg__node_admin_token_ok(req, node->opt.admin_token)) {
-        vg_log(VG_LOG_WARN, "trace lookup refused", "reason",
-               node->opt.admin_token ? "missing or wrong token" : "no --admin-token on this node", NULL);
-        vg_http_send_text(req, 401, "text/plain; charset=utf-8",
-                          H2O_STRLIT("a valid admin token is required (Authorization: Bearer TOKEN)\n"));
+    if (!vg__node_admin_diag_ok(node, req, "/_verge/traces"))
         return;
-    }
     uint8_t id[16];
     if (!vg_trace_id_parse(id_hex.base, id_hex.len, id)) {
         vg_http_send_text(req, 400, "text/plain; charset=utf-8", H2O_STRLIT("a trace id is 32 hex digits\n"));
