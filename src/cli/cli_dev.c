@@ -966,6 +966,7 @@ static void print_ready(struct dev *d, uint64_t took)
     printf("\n  control plane   %s   (VERGE_CONTROL=%s VERGE_TOKEN=%s verge status)\n", d->url, d->url, d->admin);
     if (d->nats_url[0])
         printf("  bus             %s   (nats-server with JetStream, linking the pops)\n", d->nats_url);
+    printf("\n  diagnostics     verge trace ID | verge logs -f | verge top   (they find this session)\n");
     printf("\nwatching %s for changes; Ctrl-C stops everything\n\n", d->dir);
     fflush(stdout);
 }
@@ -1233,6 +1234,35 @@ static void teardown(struct dev *d)
     vg_geo_set_destroy(d->geo);
 }
 
+/* What `verge trace`, `logs` and `top` read to find this session's nodes
+ * without options (vg__cli_dev_session_path). */
+static void session_write(const struct dev *d)
+{
+    json_t *nodes = json_array();
+    for (size_t i = 1; i <= d->pops; i++) {
+        char url[48];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", d->kids[i].port);
+        json_array_append_new(nodes, json_string(url));
+    }
+    json_t *j = json_pack("{s:I, s:o, s:s}", "pid", (json_int_t)getpid(), "nodes", nodes, "control", d->url);
+    json_object_set_new(j, "nats", d->nats_url[0] ? json_string(d->nats_url) : json_null());
+    char buf[96];
+    const char *path = vg__cli_dev_session_path(buf, sizeof(buf));
+    if (json_dump_file(j, path, JSON_COMPACT) != 0)
+        fprintf(stderr, "[dev] cannot write %s: verge trace/logs/top will need --node or --nats\n", path);
+    json_decref(j);
+}
+
+static void session_remove(void)
+{
+    char buf[96];
+    const char *path = vg__cli_dev_session_path(buf, sizeof(buf));
+    json_t *s = json_load_file(path, 0, NULL);
+    if (json_integer_value(json_object_get(s, "pid")) == (json_int_t)getpid())
+        unlink(path); /* ours, not a newer session's */
+    json_decref(s);
+}
+
 int vg_cli_dev(int argc, char **argv)
 {
     struct dev d = {.pops = 1, .base = DEV_DEFAULT_PORT, .sigfd = -1, .ino = -1};
@@ -1252,7 +1282,9 @@ int vg_cli_dev(int argc, char **argv)
         start_nats(&d) == 0 && start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
         memcpy(d.live, sha, sizeof(d.live));
         print_ready(&d, vg_now_ms() - t0);
+        session_write(&d);
         run(&d);
+        session_remove();
         rc = d.exit_code;
     } else if (d.stop) {
         rc = d.exit_code; /* Ctrl-C during start-up: 0; the control plane died: 1 */

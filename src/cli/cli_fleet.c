@@ -8,6 +8,7 @@
 #include "http/http.h"
 #include "obs/obs.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -122,11 +123,41 @@ bool vg__cli_fleet_arg(struct vg__cli_fleet *f, int opt, const char *arg)
     return true;
 }
 
+const char *vg__cli_dev_session_path(char *buf, size_t cap)
+{
+    const char *env = getenv("VERGE_DEV_FILE");
+    if (env && *env)
+        return env;
+    snprintf(buf, cap, "/tmp/verge-dev-%u.json", (unsigned)getuid());
+    return buf;
+}
+
+/* The running dev session's nodes, when there is one (its process alive). */
+static bool from_dev_session(struct vg__cli_fleet *f)
+{
+    char buf[96];
+    json_t *s = json_load_file(vg__cli_dev_session_path(buf, sizeof(buf)), 0, NULL);
+    json_int_t pid = json_integer_value(json_object_get(s, "pid"));
+    if (!s || pid <= 0 || kill((pid_t)pid, 0) != 0) {
+        json_decref(s);
+        return false;
+    }
+    f->session = s;
+    const char *nats = json_string_value(json_object_get(s, "nats"));
+    if (nats)
+        return vg__cli_fleet_arg(f, 'b', nats);
+    size_t i;
+    json_t *u;
+    json_array_foreach(json_object_get(s, "nodes"), i, u) if (json_is_string(u))
+        vg__cli_fleet_arg(f, 'N', json_string_value(u));
+    return f->n_nodes > 0;
+}
+
 void vg__cli_fleet_defaults(struct vg__cli_fleet *f)
 {
     if (!f->token)
         f->token = getenv("VERGE_ADMIN_TOKEN");
-    if (!f->n_nodes && !f->n_nats)
+    if (!f->n_nodes && !f->n_nats && !from_dev_session(f))
         vg__cli_fleet_arg(f, 'N', "http://127.0.0.1:8080");
 }
 
@@ -135,4 +166,6 @@ void vg__cli_fleet_free_args(struct vg__cli_fleet *f)
     free(f->nodes);
     free(f->nats);
     f->nodes = f->nats = NULL;
+    json_decref(f->session);
+    f->session = NULL;
 }

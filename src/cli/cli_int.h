@@ -93,6 +93,7 @@ struct vg__cli_fleet {
     const char *token;
     size_t http_reached; /* nodes that answered at all over HTTP */
     bool opened;
+    json_t *session; /* the dev session read by vg__cli_fleet_defaults (owns the strings used) */
     /* NATS */
     struct vg_bus *bus;
     struct vg_bus_sub *sub;
@@ -109,8 +110,15 @@ bool vg__cli_fleet_arg(struct vg__cli_fleet *f, int opt, const char *arg);
     {                                                                                                                  \
         "token", required_argument, NULL, 't'                                                                          \
     }
-/* $VERGE_ADMIN_TOKEN and the default node when none was named. */
+/* $VERGE_ADMIN_TOKEN, and when no node was named: the running `verge dev`
+ * session's nodes (its bus, or its pops' URLs; vg__cli_dev_session_path),
+ * else http://127.0.0.1:8080. */
 void vg__cli_fleet_defaults(struct vg__cli_fleet *f);
+
+/* Where `verge dev` says what it runs ({"pid", "nodes": [URL...], "nats",
+ * "control"}), so that `verge trace`, `logs` and `top` find a local session
+ * without options: $VERGE_DEV_FILE, else /tmp/verge-dev-UID.json. */
+const char *vg__cli_dev_session_path(char *buf, size_t cap);
 void vg__cli_fleet_free_args(struct vg__cli_fleet *f);
 
 /* Connects (NATS) and listens on a reply inbox; prints why not (cmd: the

@@ -159,8 +159,10 @@ class Dev:
 
 
 @pytest.fixture
-def dev(tmp_path, verge_bin):
+def dev(tmp_path, verge_bin, monkeypatch):
     started = []
+    # the session file `verge trace/logs/top` read: this test's, not the machine's
+    monkeypatch.setenv("VERGE_DEV_FILE", str(tmp_path / "dev-session.json"))
 
     def start(app_dir, pops=1, args=(), json_mode=True, wait=True):
         d = Dev(verge_bin, tmp_path, app_dir, pops, args, json_mode)
@@ -424,3 +426,27 @@ def test_bad_input_exits_non_zero_and_leaves_nothing_running(tmp_path, verge_bin
     leftovers = [cmdline(int(p.name)) for p in after - before
                  if running(int(p.name)) and b"dev" in b" ".join(cmdline(int(p.name)))]
     assert not [c for c in leftovers if str(verge_bin).encode() in c[0] or c[0] == b"verge"], leftovers
+
+
+def test_diagnostics_commands_find_the_dev_session(dev, tmp_path, verge_bin):
+    """verge logs / top / trace need no options next to a running `verge
+    dev`: it writes where its nodes are, and removes it when it stops."""
+    app = make_app(tmp_path)
+    d = dev(app, pops=1)
+    port = d.ports()[0]
+    tp = "00-%s-00f067aa0ba902b7-01" % ("7" * 32)
+    r = http_request(port, "GET", "/v", headers={"traceparent": tp})
+    assert r.status == 200
+    assert "server-timing" in [k.lower() for k, _ in r.headers.items]  # dev: always
+    session = json.loads((tmp_path / "dev-session.json").read_text())
+    assert session["nodes"] == ["http://127.0.0.1:%d" % port] and session["pid"] == d.proc.pid
+    assert wait_for(lambda: subprocess.run([str(verge_bin), "trace", "7" * 32], capture_output=True).returncode == 0,
+                    5)
+    logs = subprocess.run([str(verge_bin), "logs", "--filter", "path=/v", "--json"], capture_output=True, text=True,
+                          timeout=20)
+    assert logs.returncode == 0 and '"path":"/v"' in logs.stdout, logs.stderr
+    top = subprocess.run([str(verge_bin), "top", "--count", "1", "--interval", "300ms", "--json"],
+                         capture_output=True, text=True, timeout=20)
+    assert top.returncode == 0 and json.loads(top.stdout.splitlines()[-1])["nodes"] == 1, top.stderr
+    d.stop()
+    assert not (tmp_path / "dev-session.json").exists()
