@@ -12,7 +12,7 @@ CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc -I$(BUILD)/gen $(shel
 LDLIBS   += -lh2o-evloop -llmdb $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 SANITIZE ?=
 
-LIB_SRCS  := $(sort $(wildcard src/base/*.c src/geo/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/bus/*.c src/state/*.c src/fn/*.c src/node/*.c src/control/*.c))
+LIB_SRCS  := $(sort $(wildcard src/base/*.c src/geo/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/bus/*.c src/state/*.c src/fn/*.c src/node/*.c src/control/*.c src/sched/*.c))
 CLI_SRCS  := $(sort $(wildcard src/cli/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)

@@ -201,14 +201,19 @@ const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, cons
     return NULL;
 }
 
-double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
+double vg_geo_distance_km_ll(double lat1, double lon1, double lat2, double lon2)
 {
     const double r = 6371.0, rad = M_PI / 180.0;
-    double dlat = (b->lat - a->lat) * rad, dlon = (b->lon - a->lon) * rad;
-    double h = sin(dlat / 2) * sin(dlat / 2) + cos(a->lat * rad) * cos(b->lat * rad) * sin(dlon / 2) * sin(dlon / 2);
+    double dlat = (lat2 - lat1) * rad, dlon = (lon2 - lon1) * rad;
+    double h = sin(dlat / 2) * sin(dlat / 2) + cos(lat1 * rad) * cos(lat2 * rad) * sin(dlon / 2) * sin(dlon / 2);
     if (h > 1)
         h = 1;
     return 2 * r * asin(sqrt(h));
+}
+
+double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
+{
+    return vg_geo_distance_km_ll(a->lat, a->lon, b->lat, b->lon);
 }
 
 uint64_t vg_geo_rtt_us(double km)
