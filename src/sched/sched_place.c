@@ -15,7 +15,9 @@
 
 #include <string.h>
 
-#define SWAP_TRIES 4 /* alternatives tried per added location in the local search */
+#define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
+#define SWAP_ALL 32   /* pools this small try every alternative */
+#define SWAP_PASSES 3 /* local-search passes at most */
 
 struct cand {
     uint32_t loc;
@@ -492,53 +494,81 @@ static void greedy(struct ctx *x)
     }
 }
 
-/* One pass: each location the greedy added may be swapped for one of the
- * best rejected ones if that lowers the objective without losing the
- * target or the demand threshold. Previous (kept) locations never move:
- * that is the stability rule. */
-static void local_search(struct ctx *x, size_t n_areas)
+/* Swaps: each location the greedy added may be exchanged for one of the
+ * best rejected candidates if that lowers the objective without losing
+ * the target or the demand threshold; repeated while a pass improves, at
+ * most SWAP_PASSES. Small pools (SWAP_ALL candidates or fewer) try every
+ * exchange, larger ones the SWAP_TRIES best by gain: the work stays
+ * bounded per app. Previous (kept) locations never move: that is the
+ * stability rule. */
+static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
 {
-    uint32_t alt[SWAP_TRIES];
     size_t n_alt = 0;
-    for (size_t c = 0; c < x->nc; c++) { /* the best closed candidates by their last gain */
+    for (size_t c = 0; c < x->nc; c++) {
         struct cand *cd = &x->c[c];
-        if (cd->open || cd->kept || cd->gain == 0 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+        if (cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
             continue;
-        size_t i = n_alt < SWAP_TRIES ? n_alt++ : SWAP_TRIES;
+        size_t i = n_alt < max ? n_alt++ : max;
         while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
-            if (i < SWAP_TRIES)
+            if (i < max)
                 alt[i] = alt[i - 1];
             i--;
         }
-        if (i < SWAP_TRIES)
+        if (i < max)
             alt[i] = (uint32_t)c;
     }
-    if (n_alt == 0)
-        return;
-    uint64_t w0, s0, obj = eval_swap(x, n_areas, VG_SCHED_NONE, VG_SCHED_NONE, &w0, &s0);
-    bool met = w0 * 100 >= x->total * x->app->percentile;
+    return n_alt;
+}
+
+static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t n_alt, uint64_t *obj, bool met)
+{
+    bool improved = false;
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *out = &x->c[c];
-        if (!out->open || out->kept)
+        if (!out->open || out->kept || out->reason == VG_SCHED_R_STATIC)
             continue;
+        uint32_t best = VG_SCHED_NONE;
+        uint64_t best_obj = *obj;
         for (size_t k = 0; k < n_alt; k++) {
             struct cand *in = &x->c[alt[k]];
             if (in->open || in->dead == 2)
                 continue;
             uint64_t wi, si, o = eval_swap(x, n_areas, (uint32_t)c, alt[k], &wi, &si);
-            if (o >= obj || (met && wi * 100 < x->total * x->app->percentile) || si < x->app->min_demand_mrps)
+            if (o >= best_obj || (met && wi * 100 < x->total * x->app->percentile) || si < x->app->min_demand_mrps)
                 continue;
-            out->open = 0;
-            out->dead = 2;
-            out->reason = VG_SCHED_R_SWAPPED;
-            in->open = 1;
-            in->dead = 0;
-            in->reason = VG_SCHED_R_GAIN;
-            obj = o;
-            break;
+            best = alt[k];
+            best_obj = o;
         }
+        if (best == VG_SCHED_NONE)
+            continue;
+        struct cand *in = &x->c[best];
+        uint8_t was = out->reason;
+        out->open = 0;
+        out->dead = 2; /* never back: no cycles */
+        out->reason = VG_SCHED_R_SWAPPED;
+        in->open = 1;
+        in->dead = 0;
+        in->reason = was == VG_SCHED_R_MIN_COUNT ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        *obj = best_obj;
+        improved = true;
     }
-    recompute_cur(x, n_areas);
+    return improved;
+}
+
+static void local_search(struct ctx *x, size_t n_areas)
+{
+    size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
+    uint32_t alt[SWAP_ALL];
+    uint64_t w0, s0, obj = eval_swap(x, n_areas, VG_SCHED_NONE, VG_SCHED_NONE, &w0, &s0);
+    bool met = w0 * 100 >= x->total * x->app->percentile, any = false;
+    for (int pass = 0; pass < SWAP_PASSES; pass++) {
+        size_t n_alt = pick_alternatives(x, alt, max);
+        if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, &obj, met))
+            break;
+        any = true;
+    }
+    if (any)
+        recompute_cur(x, n_areas);
 }
 
 static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *below, size_t n_prev)
