@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace cache-sim fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-sched cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -112,6 +112,17 @@ $(BUILD)/bench/trace_span: bench/trace_span.c $(BUILD)/libverge.a
 
 bench-trace: $(BUILD)/bench/trace_span
 	@taskset -c 1 $(BUILD)/bench/trace_span
+
+# The placement engine: full placement of 1,000 apps over 10,000 locations,
+# one app's incremental update, placements/s, the optimality gap against
+# exhaustive search (bench/sched_bench.c; numbers: docs/decisions.md).
+$(BUILD)/bench/sched_bench: bench/sched_bench.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
+
+bench-sched: $(BUILD)/bench/sched_bench
+	@taskset -c 1 $(BUILD)/bench/sched_bench
 
 fmt:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)

@@ -211,6 +211,21 @@ double vg_geo_distance_km_ll(double lat1, double lon1, double lat2, double lon2)
     return 2 * r * asin(sqrt(h));
 }
 
+void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out)
+{
+    const double rad = M_PI / 180.0;
+    out->x = cos(lat * rad) * cos(lon * rad);
+    out->y = cos(lat * rad) * sin(lon * rad);
+    out->z = sin(lat * rad);
+}
+
+double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
+{
+    double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
+    double half = sqrt(dx * dx + dy * dy + dz * dz) / 2;
+    return 2 * 6371.0 * asin(half > 1 ? 1 : half);
+}
+
 double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
 {
     return vg_geo_distance_km_ll(a->lat, a->lon, b->lat, b->lon);

@@ -189,7 +189,7 @@ size_t vg_sched_plan_verify(const struct vg_sched_world *w, const struct vg_sche
                             const struct vg_sched_plan *p, char *why, size_t cap);
 
 /* A digest of the plan's decisions (locations, served areas, reasons):
- * two plans with equal digests decided the same. FNV-1a, 64 bits. */
+ * two plans with equal digests decided the same (64 bits, not a MAC). */
 uint64_t vg_sched_plan_digest(const struct vg_sched_plan *p);
 
 /* --- explanations --------------------------------------------------------- */

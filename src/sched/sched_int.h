@@ -2,6 +2,7 @@
 #ifndef VG_SCHED_INT_H
 #define VG_SCHED_INT_H
 
+#include "geo/geo.h"
 #include "sched/sched.h"
 
 #define VG__SCHED_WORLD_MAGIC 0x5c4ed001u
@@ -31,7 +32,8 @@ struct vg_sched_world {
     size_t n_regions;
     uint16_t *loc_country; /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
     uint8_t *loc_region, *area_region;
-    struct vg__sched_near *near; /* n_areas x VG_SCHED_NEAR, by rtt then loc */
+    struct vg_geo_xyz *loc_xyz, *area_xyz; /* for distances without trigonometry */
+    struct vg__sched_near *near;           /* n_areas x VG_SCHED_NEAR, by rtt then loc */
     uint8_t *n_near;
     uint32_t *id_slots; /* open addressing over location ids: index + 1, 0 empty */
     size_t id_cap;

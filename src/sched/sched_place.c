@@ -20,7 +20,7 @@
 #define SWAP_PASSES 3 /* local-search passes at most */
 
 struct cand {
-    uint32_t loc;
+    uint32_t loc, cost;
     uint32_t inv_start, inv_n;
     uint64_t gain, served;
     uint8_t open, kept, reason, dead;
@@ -57,6 +57,7 @@ struct ctx {
     uint32_t *area_start;
     uint64_t *wa;
     uint32_t *cur;
+    uint32_t *b1, *b2, *c1; /* local search: each area's best and second-best open latency, and its best */
     size_t ca;
     struct vg_sched_why *why;
     size_t nw, cw;
@@ -64,6 +65,9 @@ struct ctx {
     size_t nh, ch;
     uint64_t total, within;
     size_t n_open;
+    uint32_t *hubs; /* the hubs this app may use, found on the first far area */
+    size_t n_hubs;
+    bool hubs_known;
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -101,8 +105,12 @@ static void ctx_fini(struct ctx *x)
     free(x->area_start);
     free(x->wa);
     free(x->cur);
+    free(x->b1);
+    free(x->b2);
+    free(x->c1);
     free(x->why);
     free(x->heap);
+    free(x->hubs);
 }
 
 static void add_why(struct ctx *x, struct vg_sched_why y)
@@ -172,7 +180,7 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc};
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->locs[loc].cost};
     x->slot[loc] = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -189,14 +197,28 @@ static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
 }
 
 /* An area none of whose nearest locations the app may use: the nearest
- * usable hub (a few locations per country), checked without records. */
-static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
+ * usable hub (a few locations per country), checked without records. The
+ * usable hubs are listed once per app, on the first such area. */
+static void usable_hubs(struct ctx *x)
 {
-    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    x->hubs = vg_xrealloc(x->hubs, (x->w->n_hubs + 1) * sizeof(*x->hubs));
+    x->n_hubs = 0;
     for (size_t h = 0; h < x->w->n_hubs; h++) {
         uint32_t loc = x->w->hubs[h];
-        if (!residency_ok(x, area, loc) || !vg__sched_rules_allow(x->w, &x->rules, loc) ||
-            short_of(x, loc) != VG_SCHED_RES_NONE)
+        if (vg__sched_rules_allow(x->w, &x->rules, loc) && short_of(x, loc) == VG_SCHED_RES_NONE)
+            x->hubs[x->n_hubs++] = loc;
+    }
+    x->hubs_known = true;
+}
+
+static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
+{
+    if (!x->hubs_known)
+        usable_hubs(x);
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    for (size_t h = 0; h < x->n_hubs; h++) {
+        uint32_t loc = x->hubs[h];
+        if (!residency_ok(x, area, loc))
             continue;
         uint32_t r = vg_sched_rtt_us(x->w, area, loc);
         if (r < best_rtt || (r == best_rtt && loc < best))
@@ -213,6 +235,9 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->area_start = vg_xrealloc(x->area_start, x->ca * sizeof(*x->area_start));
         x->wa = vg_xrealloc(x->wa, x->ca * sizeof(*x->wa));
         x->cur = vg_xrealloc(x->cur, x->ca * sizeof(*x->cur));
+        x->b1 = vg_xrealloc(x->b1, x->ca * sizeof(*x->b1));
+        x->b2 = vg_xrealloc(x->b2, x->ca * sizeof(*x->b2));
+        x->c1 = vg_xrealloc(x->c1, x->ca * sizeof(*x->c1));
     }
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area;
@@ -322,29 +347,66 @@ static void assign_served(struct ctx *x, size_t n_areas)
     }
 }
 
-/* The objective with candidate out closed and in opened (either may be
- * VG_SCHED_NONE); *within the demand within target, *in_served what in
- * would serve. */
-static uint64_t eval_swap(struct ctx *x, size_t n_areas, uint32_t out, uint32_t in, uint64_t *within,
-                          uint64_t *in_served)
+/* Each area's best and second-best latency over the open candidates, the
+ * objective and the demand within target: what a swap is measured from,
+ * so that trying one costs the two candidates' lists, not every area. */
+static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
 {
     uint64_t obj = 0;
-    *within = *in_served = 0;
+    *within = 0;
     for (size_t i = 0; i < n_areas; i++) {
-        uint32_t best = VG_SCHED_UNSERVED_US, who = VG_SCHED_NONE;
+        uint32_t d1 = VG_SCHED_UNSERVED_US, d2 = VG_SCHED_UNSERVED_US, c1 = VG_SCHED_NONE;
         for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
-            uint32_t c = x->pr[k].cand;
-            bool open = c == in || (x->c[c].open && c != out);
-            if (open && x->pr[k].rtt < best)
-                best = x->pr[k].rtt, who = c;
+            const struct pair *pr = &x->pr[k];
+            if (!x->c[pr->cand].open)
+                continue;
+            if (pr->rtt < d1)
+                d2 = d1, d1 = pr->rtt, c1 = pr->cand;
+            else if (pr->rtt < d2)
+                d2 = pr->rtt;
         }
-        obj += x->wa[i] * best;
-        if (best <= x->app->target_us)
+        x->b1[i] = d1, x->b2[i] = d2, x->c1[i] = c1;
+        obj += x->wa[i] * d1;
+        if (d1 <= x->app->target_us)
             *within += x->wa[i];
-        if (who == in && in != VG_SCHED_NONE)
-            *in_served += x->wa[i];
     }
     return obj;
+}
+
+/* What closing out costs: the objective and the demand within target it
+ * loses (its areas fall back to their second best). */
+static void swap_loss(struct ctx *x, uint32_t out, uint64_t *loss, uint64_t *lost_within)
+{
+    const struct cand *c = &x->c[out];
+    *loss = *lost_within = 0;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        uint32_t a = x->inv[c->inv_start + k].area;
+        if (x->c1[a] != out)
+            continue;
+        *loss += x->wa[a] * (x->b2[a] - x->b1[a]);
+        if (x->b1[a] <= x->app->target_us && x->b2[a] > x->app->target_us)
+            *lost_within += x->wa[a];
+    }
+}
+
+/* What opening in gains once out is closed: objective, demand within
+ * target, and the demand it would serve. */
+static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *won_within, uint64_t *served)
+{
+    const struct cand *c = &x->c[in];
+    uint64_t gain = 0;
+    *won_within = *served = 0;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        const struct inv *v = &x->inv[c->inv_start + k];
+        uint32_t now = x->c1[v->area] == out ? x->b2[v->area] : x->b1[v->area];
+        if (v->rtt >= now)
+            continue;
+        gain += x->wa[v->area] * (now - v->rtt);
+        *served += x->wa[v->area];
+        if (now > x->app->target_us && v->rtt <= x->app->target_us)
+            *won_within += x->wa[v->area];
+    }
+    return gain;
 }
 
 /* --- the heap of candidates by gain --------------------------------------- */
@@ -354,9 +416,8 @@ static bool better(const struct ctx *x, uint32_t a, uint32_t b)
     const struct cand *ca = &x->c[a], *cb = &x->c[b];
     if (ca->gain != cb->gain)
         return ca->gain > cb->gain;
-    uint32_t ka = x->w->locs[ca->loc].cost, kb = x->w->locs[cb->loc].cost;
-    if (ka != kb)
-        return ka < kb;
+    if (ca->cost != cb->cost)
+        return ca->cost < cb->cost;
     return ca->loc < cb->loc;
 }
 
@@ -371,13 +432,12 @@ static void heap_push(struct ctx *x, uint32_t c)
     x->heap[i] = c;
 }
 
-static uint32_t heap_pop(struct ctx *x)
+static void sift_down(struct ctx *x, size_t i)
 {
-    uint32_t top = x->heap[0], last = x->heap[--x->nh];
-    size_t i = 0;
+    uint32_t v = x->heap[i];
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        uint32_t mv = last;
+        uint32_t mv = v;
         if (l < x->nh && better(x, x->heap[l], mv))
             m = l, mv = x->heap[l];
         if (r < x->nh && better(x, x->heap[r], mv))
@@ -387,8 +447,21 @@ static uint32_t heap_pop(struct ctx *x)
         x->heap[i] = x->heap[m];
         i = m;
     }
+    x->heap[i] = v;
+}
+
+static void heapify(struct ctx *x)
+{
+    for (size_t i = x->nh / 2; i-- > 0;)
+        sift_down(x, i);
+}
+
+static uint32_t heap_pop(struct ctx *x)
+{
+    uint32_t top = x->heap[0];
+    x->heap[0] = x->heap[--x->nh];
     if (x->nh)
-        x->heap[i] = last;
+        sift_down(x, 0);
     return top;
 }
 
@@ -448,12 +521,13 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
  * with its gain as of now. */
 static void reject_rest(struct ctx *x, uint8_t reason)
 {
-    while (x->nh) {
-        struct cand *c = &x->c[heap_pop(x)];
+    for (size_t i = 0; i < x->nh; i++) { /* order does not matter here: no pops */
+        struct cand *c = &x->c[x->heap[i]];
         eval_gain(x, c);
         c->dead = 1;
         c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
     }
+    x->nh = 0;
 }
 
 static void greedy(struct ctx *x)
@@ -463,8 +537,10 @@ static void greedy(struct ctx *x)
     for (size_t c = 0; c < x->nc; c++)
         if (!x->c[c].open && !x->c[c].dead) {
             eval_gain(x, &x->c[c]);
-            heap_push(x, (uint32_t)c);
+            GROW(x->heap, x->nh, x->ch);
+            x->heap[x->nh++] = (uint32_t)c;
         }
+    heapify(x);
     while (x->nh) {
         if (x->n_open >= app->max_locs)
             return reject_rest(x, VG_SCHED_R_MAX_REACHED);
@@ -520,24 +596,28 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
     return n_alt;
 }
 
-static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t n_alt, uint64_t *obj, bool met)
+static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t n_alt, bool met)
 {
+    uint64_t within, obj = best_two(x, n_areas, &within);
     bool improved = false;
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *out = &x->c[c];
         if (!out->open || out->kept || out->reason == VG_SCHED_R_STATIC)
             continue;
+        uint64_t loss, lost_within;
+        swap_loss(x, (uint32_t)c, &loss, &lost_within);
         uint32_t best = VG_SCHED_NONE;
-        uint64_t best_obj = *obj;
+        uint64_t best_gain = loss; /* a swap must gain more than closing out loses */
         for (size_t k = 0; k < n_alt; k++) {
             struct cand *in = &x->c[alt[k]];
             if (in->open || in->dead == 2)
                 continue;
-            uint64_t wi, si, o = eval_swap(x, n_areas, (uint32_t)c, alt[k], &wi, &si);
-            if (o >= best_obj || (met && wi * 100 < x->total * x->app->percentile) || si < x->app->min_demand_mrps)
+            uint64_t won, served, g = swap_gain(x, (uint32_t)c, alt[k], &won, &served);
+            uint64_t w2 = within - lost_within + won;
+            if (g <= best_gain || (met && w2 * 100 < x->total * x->app->percentile) || served < x->app->min_demand_mrps)
                 continue;
             best = alt[k];
-            best_obj = o;
+            best_gain = g;
         }
         if (best == VG_SCHED_NONE)
             continue;
@@ -549,9 +629,10 @@ static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t
         in->open = 1;
         in->dead = 0;
         in->reason = was == VG_SCHED_R_MIN_COUNT ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
-        *obj = best_obj;
+        obj = best_two(x, n_areas, &within); /* the lists changed: measure again */
         improved = true;
     }
+    (void)obj;
     return improved;
 }
 
@@ -559,11 +640,12 @@ static void local_search(struct ctx *x, size_t n_areas)
 {
     size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
     uint32_t alt[SWAP_ALL];
-    uint64_t w0, s0, obj = eval_swap(x, n_areas, VG_SCHED_NONE, VG_SCHED_NONE, &w0, &s0);
-    bool met = w0 * 100 >= x->total * x->app->percentile, any = false;
+    uint64_t within;
+    best_two(x, n_areas, &within);
+    bool met = within * 100 >= x->total * x->app->percentile, any = false;
     for (int pass = 0; pass < SWAP_PASSES; pass++) {
         size_t n_alt = pick_alternatives(x, alt, max);
-        if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, &obj, met))
+        if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, met))
             break;
         any = true;
     }
@@ -673,6 +755,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->app_idx = app;
     x->nc = x->np = x->nw = x->nh = x->n_open = 0;
     x->total = x->within = 0;
+    x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
     for (size_t k = 0; k < n_prev; k++) {
         x->pmark[prev[k]] = x->stamp;

@@ -97,6 +97,38 @@ static uint32_t weighted_quantile(const struct vg_sched_served *s, size_t n, uin
     return n ? s[n - 1].rtt_us : 0;
 }
 
+static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
+{
+    double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
+    return dx * dx + dy * dy + dz * dz;
+}
+
+/* The chosen location with the lowest latency from area a that the app
+ * may serve it from. Without measured RTTs latency grows with distance,
+ * and distance with the chord: the search compares squared chords and
+ * converts the winner only. */
+static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                        const struct vg__sched_app_plan *ap, uint32_t a)
+{
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    double best_c = 1e9;
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        uint32_t l = ap->locs[k];
+        if (app->enforce.residency && w->loc_region[l] != w->area_region[a])
+            continue;
+        if (w->n_ovr == 0) {
+            double c = chord2(&w->area_xyz[a], &w->loc_xyz[l]);
+            if (c < best_c)
+                best_c = c, best = l;
+            continue;
+        }
+        uint32_t r = vg_sched_rtt_us(w, a, l);
+        if (r < best_rtt)
+            best_rtt = r, best = l;
+    }
+    return best;
+}
+
 /* Each area goes to the nearest chosen location it may use (residency),
  * with exact latencies (not only the nearest lists the search used). */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
@@ -108,17 +140,9 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
     struct vg_sched_served *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
     size_t n_sorted = 0;
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
-        for (size_t k = 0; k < ap->n_locs; k++) {
-            uint32_t l = ap->locs[k];
-            if (app->enforce.residency && w->loc_region[l] != w->area_region[a])
-                continue;
-            uint32_t r = vg_sched_rtt_us(w, a, l);
-            if (r < best_rtt) {
-                best_rtt = r;
-                best = l;
-            }
-        }
+        uint32_t a = d->e[i].area, best = nearest(w, app, ap, a), best_rtt = 0;
+        if (best != VG_SCHED_NONE)
+            best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
         ap->served[i] = s;
         ap->stats.demand_mrps += s.mrps;
@@ -264,12 +288,13 @@ size_t vg_sched_plan_verify(const struct vg_sched_world *w, const struct vg_sche
     return bad;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
+/* splitmix64's finaliser over 64-bit words: a digest, not a MAC */
+static uint64_t mix(uint64_t h, uint64_t v)
 {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h;
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
 }
 
 uint64_t vg_sched_plan_digest(const struct vg_sched_plan *p)
@@ -277,15 +302,18 @@ uint64_t vg_sched_plan_digest(const struct vg_sched_plan *p)
     uint64_t h = 1469598103934665603ull;
     for (size_t a = 0; a < p->n_apps; a++) {
         const struct vg__sched_app_plan *ap = &p->apps[a];
-        h = fnv(h, &ap->n_locs, sizeof(ap->n_locs));
-        h = fnv(h, ap->locs, ap->n_locs * sizeof(*ap->locs));
-        h = fnv(h, ap->below, ap->n_locs * sizeof(*ap->below));
-        for (size_t i = 0; i < ap->n_served; i++)
-            h = fnv(h, &ap->served[i], sizeof(ap->served[i]));
+        h = mix(h, ap->n_locs);
+        for (size_t k = 0; k < ap->n_locs; k++)
+            h = mix(h, (uint64_t)ap->locs[k] << 16 | ap->below[k]);
+        for (size_t i = 0; i < ap->n_served; i++) {
+            const struct vg_sched_served *s = &ap->served[i];
+            h = mix(mix(h, (uint64_t)s->area << 32 | s->loc), (uint64_t)s->rtt_us << 32 | s->mrps);
+        }
         for (size_t i = 0; i < ap->n_why; i++) {
             const struct vg_sched_why *y = &ap->why[i];
-            uint64_t f[] = {y->loc, y->verdict, y->reason, y->resource, y->below, y->by_app, y->demand_mrps, y->gain};
-            h = fnv(h, f, sizeof(f));
+            h = mix(h, (uint64_t)y->loc << 32 | (uint64_t)y->verdict << 24 | (uint64_t)y->reason << 16 |
+                           (uint64_t)y->resource << 8);
+            h = mix(mix(mix(h, (uint64_t)y->below << 32 | y->by_app), y->demand_mrps), y->gain);
         }
     }
     return h;

@@ -9,6 +9,7 @@
 
 #define GRID_LAT 180
 #define GRID_LON 360
+#define BRUTE_MAX 512 /* locations: below this, every area measures every location */
 
 uint16_t vg__sched_country(const char *cc)
 {
@@ -77,9 +78,7 @@ static int index_ids(struct vg_sched_world *w)
 
 static uint32_t model_rtt(const struct vg_sched_world *w, uint32_t a, uint32_t l)
 {
-    const struct vg_sched_area *ar = &w->areas[a];
-    const struct vg_sched_location *lo = &w->locs[l];
-    uint64_t us = vg_geo_rtt_us(vg_geo_distance_km_ll(ar->lat, ar->lon, lo->lat, lo->lon));
+    uint64_t us = vg_geo_rtt_us(vg_geo_distance_km_xyz(&w->area_xyz[a], &w->loc_xyz[l]));
     return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
@@ -240,6 +239,8 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     w->loc_region = vg_xcalloc(n_locs + 1, 1);
     w->area_region = vg_xcalloc(n_areas + 1, 1);
     w->near = vg_xcalloc(n_areas * VG_SCHED_NEAR + 1, sizeof(*w->near));
+    w->loc_xyz = vg_xcalloc(n_locs + 1, sizeof(*w->loc_xyz));
+    w->area_xyz = vg_xcalloc(n_areas + 1, sizeof(*w->area_xyz));
     w->n_near = vg_xcalloc(n_areas + 1, 1);
     int rc = VG_EINVAL;
     for (size_t t = 0; t < n_tags; t++) {
@@ -250,12 +251,23 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     w->n_tags = n_tags;
     if ((rc = check_inputs(w)) != 0 || (rc = index_ids(w)) != 0)
         goto out;
-    struct grid g;
-    grid_build(w, &g);
+    for (size_t l = 0; l < n_locs; l++)
+        vg_geo_to_xyz(w->locs[l].lat, w->locs[l].lon, &w->loc_xyz[l]);
     for (size_t a = 0; a < n_areas; a++)
-        find_near(w, &g, (uint32_t)a);
-    free(g.start);
-    free(g.items);
+        vg_geo_to_xyz(w->areas[a].lat, w->areas[a].lon, &w->area_xyz[a]);
+    if (n_locs <= BRUTE_MAX) { /* a grid of empty cells costs more than it saves */
+        for (size_t a = 0; a < n_areas; a++)
+            for (size_t l = 0; l < n_locs; l++)
+                near_insert(&w->near[a * VG_SCHED_NEAR], &w->n_near[a],
+                            (struct vg__sched_near){(uint32_t)l, model_rtt(w, (uint32_t)a, (uint32_t)l)});
+    } else {
+        struct grid g;
+        grid_build(w, &g);
+        for (size_t a = 0; a < n_areas; a++)
+            find_near(w, &g, (uint32_t)a);
+        free(g.start);
+        free(g.items);
+    }
     pick_hubs(w);
     rc = 0;
 out:
@@ -279,6 +291,8 @@ void vg_sched_world_destroy(struct vg_sched_world *w)
     free(w->area_region);
     free(w->near);
     free(w->n_near);
+    free(w->loc_xyz);
+    free(w->area_xyz);
     free(w->id_slots);
     free(w->hubs);
     free(w->ovr);
