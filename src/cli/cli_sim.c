@@ -26,6 +26,7 @@ struct step_row {
     uint32_t step;
     double decision_ms, update_ms, p50_ms, p95_ms, within, cpu_use, slot_use;
     uint64_t churn, violations, placements, unserved_mrps;
+    uint64_t capacity_rejections, displaced; /* records: a candidate full, a location lost to a higher priority */
     uint64_t digest;
 };
 
@@ -157,6 +158,15 @@ static void latency_figures(const struct vg_sched_plan *p, const struct vg_sched
         }
     }
     row->within = dyn ? (double)within / (double)dyn : 1.0;
+    row->capacity_rejections = row->displaced = 0;
+    for (uint32_t a = 0; a < n_apps; a++) {
+        const struct vg_sched_why *y;
+        size_t ny = vg_sched_plan_explain(p, a, &y);
+        for (size_t i = 0; i < ny; i++) {
+            row->capacity_rejections += y[i].reason == VG_SCHED_R_CAPACITY;
+            row->displaced += y[i].reason == VG_SCHED_R_DISPLACED;
+        }
+    }
     row->unserved_mrps = unserved;
     free(v);
 }
@@ -182,11 +192,12 @@ static json_t *row_json(const struct step_row *r)
 {
     char dg[20];
     snprintf(dg, sizeof(dg), "%016llx", (unsigned long long)r->digest);
-    return json_pack("{s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:f,s:s}", "step", (int)r->step, "decision_ms",
-                     r->decision_ms, "update_ms", r->update_ms, "p50_ms", r->p50_ms, "p95_ms", r->p95_ms,
+    return json_pack("{s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:f,s:I,s:I,s:s}", "step", (int)r->step,
+                     "decision_ms", r->decision_ms, "update_ms", r->update_ms, "p50_ms", r->p50_ms, "p95_ms", r->p95_ms,
                      "within_target", r->within, "cpu_use", r->cpu_use, "slot_use", r->slot_use, "churn",
                      (json_int_t)r->churn, "violations", (json_int_t)r->violations, "placements",
-                     (json_int_t)r->placements, "unserved_rps", r->unserved_mrps / 1000.0, "digest", dg);
+                     (json_int_t)r->placements, "unserved_rps", r->unserved_mrps / 1000.0, "capacity_rejections",
+                     (json_int_t)r->capacity_rejections, "displaced", (json_int_t)r->displaced, "digest", dg);
 }
 
 /* One step: a full placement from the previous plan (hysteresis carries
@@ -236,12 +247,13 @@ static int write_csv(const char *path, const struct step_row *rows, size_t n)
         return 1;
     }
     fprintf(f, "step,decision_ms,update_ms,p50_ms,p95_ms,within_target,cpu_use,slot_use,churn,violations,placements,"
-               "unserved_rps\n");
+               "unserved_rps,capacity_rejections,displaced\n");
     for (size_t i = 0; i < n; i++) {
         const struct step_row *r = &rows[i];
-        fprintf(f, "%u,%.3f,%.4f,%.3f,%.3f,%.5f,%.5f,%.5f,%llu,%llu,%llu,%.3f\n", r->step, r->decision_ms, r->update_ms,
-                r->p50_ms, r->p95_ms, r->within, r->cpu_use, r->slot_use, (unsigned long long)r->churn,
-                (unsigned long long)r->violations, (unsigned long long)r->placements, r->unserved_mrps / 1000.0);
+        fprintf(f, "%u,%.3f,%.4f,%.3f,%.3f,%.5f,%.5f,%.5f,%llu,%llu,%llu,%.3f,%llu,%llu\n", r->step, r->decision_ms,
+                r->update_ms, r->p50_ms, r->p95_ms, r->within, r->cpu_use, r->slot_use, (unsigned long long)r->churn,
+                (unsigned long long)r->violations, (unsigned long long)r->placements, r->unserved_mrps / 1000.0,
+                (unsigned long long)r->capacity_rejections, (unsigned long long)r->displaced);
     }
     return fclose(f) == 0 ? 0 : 1;
 }

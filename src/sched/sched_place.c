@@ -35,6 +35,15 @@ struct inv {
     uint32_t area, rtt;
 };
 
+/* An app that lost a location to a higher-priority one during an update,
+ * with its placement as it was (its hysteresis counters carry on). */
+struct evicted {
+    uint32_t app;
+    uint32_t *locs;
+    uint16_t *below;
+    size_t n;
+};
+
 struct ctx {
     const struct vg_sched_world *w;
     const struct vg_sched_app *apps;
@@ -65,6 +74,9 @@ struct ctx {
     size_t nh, ch;
     uint64_t total, within;
     size_t n_open;
+    bool preempt; /* updates: lower-priority apps make room, and are placed again after */
+    struct evicted *evicted;
+    size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
     size_t n_hubs;
     bool hubs_known;
@@ -111,6 +123,11 @@ static void ctx_fini(struct ctx *x)
     free(x->why);
     free(x->heap);
     free(x->hubs);
+    for (size_t i = 0; i < x->n_evicted; i++) {
+        free(x->evicted[i].locs);
+        free(x->evicted[i].below);
+    }
+    free(x->evicted);
 }
 
 static void add_why(struct ctx *x, struct vg_sched_why y)
@@ -124,18 +141,65 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
     return (struct vg_sched_why){.loc = loc, .verdict = verdict, .reason = reason, .by_app = VG_SCHED_NONE};
 }
 
-/* The resource short at loc for the current app, or NONE. */
+/* The resource short at loc for the current app, or NONE. When updating,
+ * what lower-priority apps hold there counts as free: they make room. */
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
     const struct vg_sched_location *l = &x->w->locs[loc];
     const struct vg_sched_plan *p = x->plan;
-    if (p->slots_used[loc] + 1 > l->slots)
+    uint64_t cpu = p->cpu_used[loc], mem = p->mem_used[loc], slots = p->slots_used[loc];
+    if (x->preempt) {
+        const struct vg__sched_holders *h = &p->holders[loc];
+        for (uint32_t k = 0; k < h->n; k++) {
+            const struct vg_sched_app *o = &x->apps[h->apps[k]];
+            if (o->priority < x->app->priority)
+                cpu -= o->cpu_m, mem -= o->mem_mib, slots--;
+        }
+    }
+    if (slots + 1 > l->slots)
         return VG_SCHED_RES_SLOTS;
-    if ((uint64_t)p->cpu_used[loc] + x->app->cpu_m > l->cpu_m)
+    if (cpu + x->app->cpu_m > l->cpu_m)
         return VG_SCHED_RES_CPU;
-    if ((uint64_t)p->mem_used[loc] + x->app->mem_mib > l->mem_mib)
+    if (mem + x->app->mem_mib > l->mem_mib)
         return VG_SCHED_RES_MEM;
     return VG_SCHED_RES_NONE;
+}
+
+static bool fits_now(const struct ctx *x, uint32_t loc)
+{
+    const struct vg_sched_location *l = &x->w->locs[loc];
+    const struct vg_sched_plan *p = x->plan;
+    return p->slots_used[loc] + 1 <= l->slots && (uint64_t)p->cpu_used[loc] + x->app->cpu_m <= l->cpu_m &&
+           (uint64_t)p->mem_used[loc] + x->app->mem_mib <= l->mem_mib;
+}
+
+/* Takes the lowest-priority app (the last of equals) off every location
+ * it holds until the current app fits at loc; it is queued to be placed
+ * again from where it was. */
+static void make_room(struct ctx *x, uint32_t loc)
+{
+    while (!fits_now(x, loc)) {
+        const struct vg__sched_holders *h = &x->plan->holders[loc];
+        uint32_t victim = VG_SCHED_NONE;
+        for (uint32_t k = 0; k < h->n; k++) {
+            uint32_t a = h->apps[k];
+            if (x->apps[a].priority < x->app->priority &&
+                (victim == VG_SCHED_NONE || x->apps[a].priority < x->apps[victim].priority ||
+                 (x->apps[a].priority == x->apps[victim].priority && a > victim)))
+                victim = a;
+        }
+        VG_ASSERT(victim != VG_SCHED_NONE); /* short_of counted on it */
+        const struct vg__sched_app_plan *vp = &x->plan->apps[victim];
+        GROW(x->evicted, x->n_evicted, x->cap_evicted);
+        struct evicted *e = &x->evicted[x->n_evicted++];
+        e->app = victim;
+        e->n = vp->n_locs;
+        e->locs = vg_xmalloc((e->n + 1) * sizeof(*e->locs));
+        e->below = vg_xmalloc((e->n + 1) * sizeof(*e->below));
+        memcpy(e->locs, vp->locs, e->n * sizeof(*e->locs));
+        memcpy(e->below, vp->below, e->n * sizeof(*e->below));
+        vg__sched_plan_release(x->plan, x->apps, victim);
+    }
 }
 
 /* The highest-priority app holding loc, if its priority is above ours. */
@@ -714,6 +778,8 @@ static void commit(struct ctx *x)
     for (size_t k = 0; k < ap->n_locs; k++) {
         uint32_t c = x->slot[ap->locs[k]];
         ap->below[k] = x->c[c].below;
+        if (x->preempt)
+            make_room(x, ap->locs[k]);
         vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap);
@@ -871,7 +937,14 @@ int vg_sched_update(const struct vg_sched_world *w, const struct vg_sched_app *a
     vg__sched_plan_release(plan, apps, app);
     struct ctx x;
     ctx_init(&x, w, apps, n_apps, demand, plan);
+    x.preempt = true;
     rc = place_one(&x, app, prev, below, n_prev, err);
+    /* the apps that made room, each from where it was (a chain of strictly
+     * lower priorities: it ends) */
+    for (size_t i = 0; rc == 0 && i < x.n_evicted; i++) {
+        struct evicted e = x.evicted[i];
+        rc = place_one(&x, e.app, e.locs, e.below, e.n, err);
+    }
     ctx_fini(&x);
     free(prev);
     free(below);

@@ -134,9 +134,10 @@ static void make_locations(struct vg_sched_rng *r, const struct vg_sched_sim_poi
         memcpy(l->region, c->region, sizeof(l->region));
         scatter(r, c, 80, &l->lat, &l->lon);
         l->tags = (vg_sched_rng_below(r, 10) == 0 ? 1u : 0) | (vg_sched_rng_below(r, 20) == 0 ? 2u : 0);
-        l->cpu_m = 2000 + 1000 * (uint32_t)vg_sched_rng_below(r, 7);
-        l->mem_mib = 4096 * (1 + (uint32_t)vg_sched_rng_below(r, 4));
-        l->slots = 4 + (uint32_t)vg_sched_rng_below(r, 9);
+        /* cell-site compute is small: a few apps per tower */
+        l->cpu_m = 1000 + 500 * (uint32_t)vg_sched_rng_below(r, 7);
+        l->mem_mib = 2048 * (1 + (uint32_t)vg_sched_rng_below(r, 4));
+        l->slots = 2 + (uint32_t)vg_sched_rng_below(r, 5);
         l->cost = 1 + (uint32_t)vg_sched_rng_below(r, 10);
     }
 }

@@ -230,6 +230,78 @@ static void priority_wins_capacity(void **state)
     vg_sched_world_destroy(w);
 }
 
+static struct vg_sched_sim *sim_world(uint64_t seed, size_t n_locs, size_t n_apps);
+
+static void update_preempts_lower_priority(void **state)
+{
+    struct vg_sched_world *w = small_world(64, 1);
+    struct vg_sched_app apps[2] = {dyn_app("low"), dyn_app("high")};
+    apps[0].max_locs = apps[1].max_locs = 1;
+    apps[1].priority = 5;
+    uint32_t fra = loc(w, "fra");
+    struct vg_sched_demand_entry e[] = {{fra, 5000}};
+    struct vg_sched_demand d[2] = {{e, 1}, {NULL, 0}};
+    struct vg_sched_plan *p = NULL;
+    struct vg_sched_error err;
+    assert_int_equal(vg_sched_place(w, apps, 2, d, NULL, &p, &err), 0);
+    assert_true(has_loc(p, 0, fra));
+    /* demand for the high app appears: one update places it, the low app makes room */
+    d[1] = (struct vg_sched_demand){e, 1};
+    assert_int_equal(vg_sched_update(w, apps, 2, d, p, 1, &err), 0);
+    assert_true(has_loc(p, 1, fra));
+    assert_false(has_loc(p, 0, fra));
+    const uint32_t *locs;
+    assert_int_equal(vg_sched_plan_locations(p, 0, &locs), 1); /* moved, not dropped */
+    const struct vg_sched_why *y = why_for(p, 0, fra);
+    assert_int_equal(y->reason, VG_SCHED_R_DISPLACED);
+    assert_int_equal(y->by_app, 1);
+    char why[200];
+    assert_int_equal(vg_sched_plan_verify(w, apps, 2, p, why, sizeof(why)), 0);
+    /* and the low app's own update does not take it back */
+    assert_int_equal(vg_sched_update(w, apps, 2, d, p, 0, &err), 0);
+    assert_true(has_loc(p, 1, fra));
+    assert_int_equal(vg_sched_plan_verify(w, apps, 2, p, why, sizeof(why)), 0);
+    vg_sched_plan_destroy(p);
+    vg_sched_world_destroy(w);
+}
+
+/* A small change of demand moves few placements. */
+static void stability(void **state)
+{
+    struct vg_sched_sim *s = sim_world(9, 2000, 200);
+    size_t n_apps;
+    const struct vg_sched_app *apps = vg_sched_sim_apps(s, &n_apps);
+    const struct vg_sched_world *w = vg_sched_sim_world(s);
+    const struct vg_sched_demand *d = vg_sched_sim_demand(s, 30);
+    struct vg_sched_plan *p = NULL, *q = NULL;
+    struct vg_sched_error err;
+    assert_int_equal(vg_sched_place(w, apps, n_apps, d, NULL, &p, &err), 0);
+    /* +-5% on every area's demand */
+    struct vg_sched_demand *d2 = calloc(n_apps, sizeof(*d2));
+    struct vg_sched_rng r;
+    vg_sched_rng_seed(&r, 5);
+    for (size_t a = 0; a < n_apps; a++) {
+        struct vg_sched_demand_entry *e = calloc(d[a].n + 1, sizeof(*e));
+        for (size_t i = 0; i < d[a].n; i++)
+            e[i] = (struct vg_sched_demand_entry){d[a].e[i].area,
+                                                  (uint32_t)(d[a].e[i].mrps * (0.95 + 0.1 * vg_sched_rng_unit(&r)))};
+        d2[a] = (struct vg_sched_demand){e, d[a].n};
+    }
+    assert_int_equal(vg_sched_place(w, apps, n_apps, d2, p, &q, &err), 0);
+    struct vg_sched_use use;
+    vg_sched_plan_use(w, p, &use);
+    uint64_t churn = vg_sched_plan_churn(p, q);
+    printf("churn after +-5%% demand: %llu of %llu placements\n", (unsigned long long)churn,
+           (unsigned long long)use.placements);
+    assert_true(churn * 100 <= use.placements * 2);
+    for (size_t a = 0; a < n_apps; a++)
+        free((void *)d2[a].e);
+    free(d2);
+    vg_sched_plan_destroy(p);
+    vg_sched_plan_destroy(q);
+    vg_sched_sim_destroy(s);
+}
+
 static void hysteresis(void **state)
 {
     struct vg_sched_world *w = small_world(64, 10);
@@ -405,6 +477,8 @@ int main(void)
         cmocka_unit_test(dynamic_policy_follows_demand),
         cmocka_unit_test(enforcements),
         cmocka_unit_test(priority_wins_capacity),
+        cmocka_unit_test(update_preempts_lower_priority),
+        cmocka_unit_test(stability),
         cmocka_unit_test(hysteresis),
         cmocka_unit_test(measured_rtt_overrides_the_model),
         cmocka_unit_test(property_random_worlds),
