@@ -20,6 +20,7 @@ struct sim_opts {
     uint64_t seed;
     bool json;
     const char *csv;
+    const char *explain; /* an app's name: its explanation after the last step */
 };
 
 struct step_row {
@@ -55,7 +56,7 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
 
 static int parse_args(int argc, char **argv, struct sim_opts *o)
 {
-    *o = (struct sim_opts){10000, 1000, 100, 1, false, NULL};
+    *o = (struct sim_opts){10000, 1000, 100, 1, false, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long n;
@@ -64,6 +65,8 @@ static int parse_args(int argc, char **argv, struct sim_opts *o)
             return 1;
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
+        } else if (strcmp(a, "--explain") == 0 && v) {
+            o->explain = v, i++;
         } else if (strcmp(a, "--csv") == 0 && v) {
             o->csv = v, i++;
         } else if (strcmp(a, "--locations") == 0 && v && parse_ulong(v, 1, 100000, &n)) {
@@ -258,6 +261,29 @@ static int write_csv(const char *path, const struct step_row *rows, size_t n)
     return fclose(f) == 0 ? 0 : 1;
 }
 
+/* Why the app named runs where it does, in the last plan. */
+static int explain(const struct vg_sched_sim *sim, const struct vg_sched_plan *plan, const char *name, bool json,
+                   json_t *doc)
+{
+    size_t n_apps;
+    const struct vg_sched_app *apps = vg_sched_sim_apps(sim, &n_apps);
+    const struct vg_sched_world *w = vg_sched_sim_world(sim);
+    for (uint32_t a = 0; a < n_apps; a++) {
+        if (strcmp(apps[a].name, name) != 0)
+            continue;
+        if (json) {
+            json_object_set_new(doc, "explain", vg_sched_explain_json(w, apps, n_apps, plan, a));
+        } else {
+            char *text = vg_sched_explain_text(w, apps, n_apps, plan, a);
+            fputs(text, stdout);
+            free(text);
+        }
+        return 0;
+    }
+    fprintf(stderr, "verge sim: no app '%s' (the apps are app0000 to app%04zu)\n", name, n_apps - 1);
+    return 2;
+}
+
 static void print_summary(const struct sim_opts *o, const struct step_row *rows, size_t n, double build_ms,
                           uint64_t viol, uint64_t digest)
 {
@@ -317,12 +343,16 @@ int vg_cli_sim(int argc, char **argv)
                                 (int)o.locations, "apps", (int)o.apps, "steps", (int)o.steps, "step_minutes",
                                 VG_SCHED_SIM_STEP_MIN, "build_ms", build_ms, "violations", (json_int_t)viol, "digest",
                                 dg, "per_step", steps);
+        if (o.explain)
+            rc = explain(sim, plan, o.explain, true, doc);
         char *text = json_dumps(doc, JSON_INDENT(1));
         printf("%s\n", text);
         free(text);
         json_decref(doc);
     } else if (rc == 0) {
         print_summary(&o, rows, o.steps, build_ms, viol, digest);
+        if (o.explain)
+            rc = explain(sim, plan, o.explain, false, NULL);
     }
     if (rc == 0 && o.csv)
         rc = write_csv(o.csv, rows, o.steps);

@@ -151,6 +151,36 @@ static void detail(struct out *o, const struct vg_sched_world *w, const struct v
     (void)w;
 }
 
+/* The app's enforcements in one line ("" when it has none): the policy
+ * every chosen location satisfies. */
+static void enforce_line(const struct vg_sched_world *w, const struct vg_sched_enforce *e, char *buf, size_t cap)
+{
+    char list[160];
+    size_t at = 0;
+    buf[0] = '\0';
+    struct {
+        const char *name;
+        const char *const *items;
+        size_t n;
+    } lists[] = {
+        {"allow_countries", e->allow_countries, e->n_allow_countries},
+        {"deny_countries", e->deny_countries, e->n_deny_countries},
+        {"allow_regions", e->allow_regions, e->n_allow_regions},
+        {"deny_regions", e->deny_regions, e->n_deny_regions},
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(lists) && at < cap; i++) {
+        if (!lists[i].n)
+            continue;
+        list_into(list, sizeof(list), lists[i].items, lists[i].n);
+        at += (size_t)snprintf(buf + at, cap - at, " %s %s", lists[i].name, list);
+    }
+    for (unsigned bit = 0; bit < 32 && at < cap; bit++)
+        if (e->require_tags >> bit & 1)
+            at += (size_t)snprintf(buf + at, cap - at, " require_tags %s", vg_sched_world_tag_name(w, bit));
+    if (e->residency && at < cap)
+        snprintf(buf + at, cap - at, " residency");
+}
+
 char *vg_sched_explain_text(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
                             const struct vg_sched_plan *p, uint32_t app)
 {
@@ -169,6 +199,10 @@ char *vg_sched_explain_text(const struct vg_sched_world *w, const struct vg_sche
             st->demand_mrps ? 100.0 * (double)st->within_mrps / (double)st->demand_mrps : 100.0, ms(a->target_us),
             a->percentile);
     put(&o, "\n");
+    char rules[400];
+    enforce_line(w, &a->enforce, rules, sizeof(rules));
+    if (rules[0])
+        put(&o, "  enforce:%s (every chosen location satisfies it)\n", rules);
     if (st->served_mrps < st->demand_mrps)
         put(&o, "  unserved %.3f rps%s\n", (st->demand_mrps - st->served_mrps) / 1000.0,
             a->enforce.residency ? " (residency: no location chosen in its region)" : "");
@@ -222,8 +256,11 @@ json_t *vg_sched_explain_json(const struct vg_sched_world *w, const struct vg_sc
         json_array_append_new(locs, json_string(w->locs[ap->locs[k]].id));
     for (size_t i = 0; i < ap->n_why; i++)
         json_array_append_new(why, why_json(w, apps, n_apps, a, &ap->why[i]));
-    return json_pack("{s:s,s:i,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:o}", "app", a->name, "priority", a->priority, "mode",
-                     a->mode == VG_SCHED_STATIC ? "static" : "dynamic", "locations", locs, "demand_rps",
-                     st->demand_mrps / 1000.0, "served_rps", st->served_mrps / 1000.0, "within_target_rps",
-                     st->within_mrps / 1000.0, "p50_ms", ms(st->p50_us), "p95_ms", ms(st->p95_us), "decisions", why);
+    char rules[400];
+    enforce_line(w, &a->enforce, rules, sizeof(rules));
+    return json_pack("{s:s,s:i,s:s,s:s,s:o,s:f,s:f,s:f,s:f,s:f,s:o}", "app", a->name, "priority", a->priority, "mode",
+                     a->mode == VG_SCHED_STATIC ? "static" : "dynamic", "enforce", rules[0] ? rules + 1 : "",
+                     "locations", locs, "demand_rps", st->demand_mrps / 1000.0, "served_rps", st->served_mrps / 1000.0,
+                     "within_target_rps", st->within_mrps / 1000.0, "p50_ms", ms(st->p50_us), "p95_ms", ms(st->p95_us),
+                     "decisions", why);
 }

@@ -175,6 +175,8 @@ static void enforcements(void **state)
     char *text = vg_sched_explain_text(w, &app, 1, p, 0);
     assert_non_null(strstr(text, "region na is not in allow_regions [eu]"));
     assert_non_null(strstr(text, "unserved 5.000 rps (residency"));
+    assert_non_null(strstr(text, "enforce: allow_regions [eu] residency"));
+    assert_non_null(strstr(text, "+ fra             chosen DE/eu: largest latency gain: serves 5.000 rps"));
     free(text);
     vg_sched_plan_destroy(p);
     /* required tags: only pci locations */
