@@ -141,7 +141,7 @@ static void optimality_gap(int instances)
             lon = lon > 180 ? lon - 360 : lon < -180 ? lon + 360 : lon;
             if (i < 12) {
                 memset(&locs[i], 0, sizeof(locs[i]));
-                snprintf(locs[i].id, sizeof(locs[i].id), "l%zu", i);
+                snprintf(locs[i].id, sizeof(locs[i].id), "l%u", (unsigned)i);
                 memcpy(locs[i].country, c->country, 3);
                 memcpy(locs[i].region, c->region, sizeof(locs[i].region));
                 locs[i].lat = lat, locs[i].lon = lon;

@@ -129,7 +129,7 @@ static void make_locations(struct vg_sched_rng *r, const struct vg_sched_sim_poi
         const struct vg_sched_sim_point *c = &cities[pick_weighted(r, wt, n_cities, total)];
         struct vg_sched_location *l = &locs[i];
         memset(l, 0, sizeof(*l));
-        snprintf(l->id, sizeof(l->id), "t%05zu", i);
+        snprintf(l->id, sizeof(l->id), "t%05u", (unsigned)i);
         memcpy(l->country, c->country, 3);
         memcpy(l->region, c->region, sizeof(l->region));
         scatter(r, c, 80, &l->lat, &l->lon);
