@@ -190,8 +190,11 @@ static void optimality_gap(int instances)
 
 int main(int argc, char **argv)
 {
+    /* bench/sched.sh [LOCATIONS [APPS [GAP_INSTANCES]]] */
     size_t locs = argc > 1 ? strtoul(argv[1], NULL, 10) : 10000, apps = argc > 2 ? strtoul(argv[2], NULL, 10) : 1000;
+    int gap = argc > 3 ? atoi(argv[3]) : 300;
     full_and_incremental(locs, apps);
-    optimality_gap(300);
+    if (gap > 0)
+        optimality_gap(gap);
     return 0;
 }

@@ -44,6 +44,13 @@ struct evicted {
     size_t n;
 };
 
+/* A heap entry carries its own keys: comparisons stay in the heap's
+ * cache lines instead of chasing candidates. */
+struct hent {
+    uint64_t gain;
+    uint64_t key; /* cost << 32 | location: the tie-breaks, lower first */
+};
+
 struct ctx {
     const struct vg_sched_world *w;
     const struct vg_sched_app *apps;
@@ -70,7 +77,7 @@ struct ctx {
     size_t ca;
     struct vg_sched_why *why;
     size_t nw, cw;
-    uint32_t *heap;
+    struct hent *heap;
     size_t nh, ch;
     uint64_t total, within;
     size_t n_open;
@@ -485,26 +492,41 @@ static bool better(const struct ctx *x, uint32_t a, uint32_t b)
     return ca->loc < cb->loc;
 }
 
-static void heap_push(struct ctx *x, uint32_t c)
+static bool hent_better(struct hent a, struct hent b)
+{
+    return a.gain != b.gain ? a.gain > b.gain : a.key < b.key;
+}
+
+static struct hent hent_of(const struct cand *c)
+{
+    return (struct hent){c->gain, (uint64_t)c->cost << 32 | c->loc};
+}
+
+static uint32_t hent_cand(const struct ctx *x, struct hent e)
+{
+    return x->slot[(uint32_t)e.key];
+}
+
+static void heap_push(struct ctx *x, struct hent e)
 {
     GROW(x->heap, x->nh, x->ch);
     size_t i = x->nh++;
-    while (i > 0 && better(x, c, x->heap[(i - 1) / 2])) {
+    while (i > 0 && hent_better(e, x->heap[(i - 1) / 2])) {
         x->heap[i] = x->heap[(i - 1) / 2];
         i = (i - 1) / 2;
     }
-    x->heap[i] = c;
+    x->heap[i] = e;
 }
 
 static void sift_down(struct ctx *x, size_t i)
 {
-    uint32_t v = x->heap[i];
+    struct hent v = x->heap[i];
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        uint32_t mv = v;
-        if (l < x->nh && better(x, x->heap[l], mv))
+        struct hent mv = v;
+        if (l < x->nh && hent_better(x->heap[l], mv))
             m = l, mv = x->heap[l];
-        if (r < x->nh && better(x, x->heap[r], mv))
+        if (r < x->nh && hent_better(x->heap[r], mv))
             m = r;
         if (m == i)
             break;
@@ -520,9 +542,9 @@ static void heapify(struct ctx *x)
         sift_down(x, i);
 }
 
-static uint32_t heap_pop(struct ctx *x)
+static struct hent heap_pop(struct ctx *x)
 {
-    uint32_t top = x->heap[0];
+    struct hent top = x->heap[0];
     x->heap[0] = x->heap[--x->nh];
     if (x->nh)
         sift_down(x, 0);
@@ -586,7 +608,7 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
 static void reject_rest(struct ctx *x, uint8_t reason)
 {
     for (size_t i = 0; i < x->nh; i++) { /* order does not matter here: no pops */
-        struct cand *c = &x->c[x->heap[i]];
+        struct cand *c = &x->c[hent_cand(x, x->heap[i])];
         eval_gain(x, c);
         c->dead = 1;
         c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
@@ -602,7 +624,7 @@ static void greedy(struct ctx *x)
         if (!x->c[c].open && !x->c[c].dead) {
             eval_gain(x, &x->c[c]);
             GROW(x->heap, x->nh, x->ch);
-            x->heap[x->nh++] = (uint32_t)c;
+            x->heap[x->nh++] = hent_of(&x->c[c]);
         }
     heapify(x);
     while (x->nh) {
@@ -610,12 +632,12 @@ static void greedy(struct ctx *x)
             return reject_rest(x, VG_SCHED_R_MAX_REACHED);
         if (x->n_open >= app->min_locs && target_met(x))
             return reject_rest(x, VG_SCHED_R_TARGET_MET);
-        uint32_t top = heap_pop(x);
+        uint32_t top = hent_cand(x, heap_pop(x));
         struct cand *c = &x->c[top];
         uint64_t stale = c->gain;
         eval_gain(x, c);
-        if (c->gain < stale && x->nh && better(x, x->heap[0], top)) {
-            heap_push(x, top); /* lazy: only the top is re-evaluated */
+        if (c->gain < stale && x->nh && hent_better(x->heap[0], hent_of(c))) {
+            heap_push(x, hent_of(c)); /* lazy: only the top is re-evaluated */
             continue;
         }
         bool need = x->n_open < app->min_locs;
