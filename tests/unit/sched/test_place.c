@@ -409,12 +409,20 @@ static uint64_t run_sim(uint64_t seed, size_t steps)
         vg_sched_plan_destroy(prev);
         prev = p;
     }
-    /* explanations render for every app */
+    /* explanations render for every app, and their bytes join the digest:
+     * the same input must give the same output bytes */
     for (uint32_t a = 0; a < n_apps; a++) {
         char *t = vg_sched_explain_text(w, apps, n_apps, prev, a);
+        json_t *j = vg_sched_explain_json(w, apps, n_apps, prev, a);
+        char *js = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
         assert_non_null(strstr(t, apps[a].name));
+        for (const char *c = t; *c; c++)
+            digest = (digest ^ (unsigned char)*c) * 1099511628211ull;
+        for (const char *c = js; *c; c++)
+            digest = (digest ^ (unsigned char)*c) * 1099511628211ull;
         free(t);
-        json_decref(vg_sched_explain_json(w, apps, n_apps, prev, a));
+        free(js);
+        json_decref(j);
     }
     vg_sched_plan_destroy(prev);
     vg_sched_sim_destroy(s);
