@@ -328,8 +328,12 @@ int vg_cli_sim(int argc, char **argv)
         rc = run_step(sim, (uint32_t)s, &plan, &rows[s]);
         viol += rows[s].violations;
         digest = (digest ^ rows[s].digest) * 1099511628211ull;
-        if (rc == 0 && !o.json)
+        if (bar)
+            fprintf(stderr, "\r%*s\r", 72, ""); /* the bar's line, cleared before a row goes out */
+        if (rc == 0 && !o.json) {
             print_row(&rows[s]);
+            fflush(stdout);
+        }
         if (bar)
             progress(s + 1, o.steps);
     }
