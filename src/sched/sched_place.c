@@ -963,9 +963,11 @@ int vg_sched_update(const struct vg_sched_world *w, const struct vg_sched_app *a
     rc = place_one(&x, app, prev, below, n_prev, err);
     /* the apps that made room, each from where it was (a chain of strictly
      * lower priorities: it ends) */
-    for (size_t i = 0; rc == 0 && i < x.n_evicted; i++) {
+    for (size_t i = 0; i < x.n_evicted; i++) { /* each of them, whatever another's outcome */
         struct evicted e = x.evicted[i];
-        rc = place_one(&x, e.app, e.locs, e.below, e.n, err);
+        struct vg_sched_error e2;
+        int rc2 = place_one(&x, e.app, e.locs, e.below, e.n, rc ? &e2 : err);
+        rc = rc ? rc : rc2;
     }
     ctx_fini(&x);
     free(prev);
