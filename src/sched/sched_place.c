@@ -8,9 +8,13 @@
  * the candidate with the largest demand-weighted latency gain, evaluated
  * lazily from a max-heap (gains only shrink as locations open: the
  * objective is submodular), until the app has its minimum and its latency
- * target is met, or its maximum; then one local-search pass tries to swap
- * each added location for a better one. Every candidate leaves a record of
- * why it was chosen or not. */
+ * target is met, or its maximum; then a local search swaps added
+ * locations for better ones while that improves. Every candidate leaves a
+ * record of why it was chosen or not.
+ *
+ * Memory comes from vg_xmalloc (abort on exhaustion): what a placement
+ * uses is bounded by its inputs (candidates x demand areas), which the
+ * caller bounds. */
 #include "sched/sched_int.h"
 
 #include <string.h>
@@ -63,7 +67,6 @@ struct ctx {
     uint32_t stamp;
     uint32_t *mark, *slot; /* per location: seen for this app (mark == stamp), its candidate */
     uint32_t *pmark;       /* per location: in the app's previous placement (== stamp) */
-    uint16_t *pbelow;      /* ... and its counter there */
     struct cand *c;
     size_t nc, cc;
     struct pair *pr;
@@ -109,7 +112,6 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->mark = vg_xcalloc(w->n_locs + 1, sizeof(*x->mark));
     x->slot = vg_xcalloc(w->n_locs + 1, sizeof(*x->slot));
     x->pmark = vg_xcalloc(w->n_locs + 1, sizeof(*x->pmark));
-    x->pbelow = vg_xcalloc(w->n_locs + 1, sizeof(*x->pbelow));
 }
 
 static void ctx_fini(struct ctx *x)
@@ -117,7 +119,6 @@ static void ctx_fini(struct ctx *x)
     free(x->mark);
     free(x->slot);
     free(x->pmark);
-    free(x->pbelow);
     free(x->c);
     free(x->pr);
     free(x->inv);
@@ -594,10 +595,15 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
         }
         cd->below = cd->below < UINT16_MAX ? cd->below + 1 : cd->below;
         cd->reason = VG_SCHED_R_HYSTERESIS;
-        if (cd->below >= x->app->scale_in_steps) {
-            close_cand(x, cd, VG_SCHED_R_SCALED_IN);
-            closed = true;
+        if (cd->below < x->app->scale_in_steps)
+            continue;
+        if (x->n_open <= x->app->min_locs) { /* the minimum stays: swapping it would be churn for nothing */
+            cd->reason = VG_SCHED_R_MIN_COUNT;
+            continue;
         }
+        close_cand(x, cd, VG_SCHED_R_SCALED_IN);
+        x->n_open--;
+        closed = true;
     }
     if (closed)
         recompute_cur(x, n_areas);
@@ -845,10 +851,8 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
-    for (size_t k = 0; k < n_prev; k++) {
+    for (size_t k = 0; k < n_prev; k++)
         x->pmark[prev[k]] = x->stamp;
-        x->pbelow[prev[k]] = below[k];
-    }
     if (x->app->mode == VG_SCHED_STATIC) {
         int rc = place_static(x, err);
         if (rc)

@@ -335,6 +335,17 @@ static void hysteresis(void **state)
         vg_sched_plan_destroy(p);
         p = q;
     }
+    /* Frankfurt goes quiet too: the last location is the minimum, it stays */
+    e[0].mrps = 100;
+    uint32_t fra = loc(w, "fra");
+    for (int step = 1; step <= 5; step++) {
+        assert_int_equal(vg_sched_place(w, &app, 1, &d, p, &q, &err), 0);
+        assert_true(has_loc(q, 0, fra));
+        assert_int_equal(vg_sched_plan_churn(p, q), 0);
+        assert_int_equal(why_for(q, 0, fra)->reason, step < 3 ? VG_SCHED_R_HYSTERESIS : VG_SCHED_R_MIN_COUNT);
+        vg_sched_plan_destroy(p);
+        p = q;
+    }
     vg_sched_plan_destroy(p);
     vg_sched_world_destroy(w);
 }
