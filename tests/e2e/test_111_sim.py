@@ -150,3 +150,36 @@ def test_check_placement_ok(tmp_path):
         """)
     p = run(["check", str(d)])
     assert p.returncode == 0, p.stderr.decode()
+
+
+def test_sim_explain_and_counts():
+    doc = sim_json("--seed", "2", "--explain", "app0005")
+    ex = doc["explain"]
+    assert ex["app"] == "app0005" and ex["mode"] in ("static", "dynamic")
+    assert ex["decisions"], ex
+    for d in ex["decisions"]:
+        assert d["verdict"] in ("chosen", "kept", "rejected")
+        assert d["reason"]
+        if d["reason"] == "policy":
+            assert d["rule"]
+    chosen = [d["location"] for d in ex["decisions"] if d["verdict"] != "rejected"]
+    assert sorted(chosen) == sorted(ex["locations"])
+    assert all("capacity_rejections" in s and "displaced" in s for s in doc["per_step"])
+    p = run(["sim", "--locations", "800", "--apps", "60", "--steps", "2", "--explain", "app0001"])
+    assert p.returncode == 0, p.stderr.decode()
+    assert "app app0001 (priority" in p.stdout.decode()
+    p = run(["sim", "--locations", "800", "--apps", "60", "--steps", "1", "--explain", "nope"])
+    assert p.returncode == 2 and b"no app 'nope'" in p.stderr
+
+
+def test_sim_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal stderr carries a progress bar; the rows still reach stdout."""
+    script = subprocess.run(["which", "script"], capture_output=True)
+    if script.returncode != 0:
+        pytest.skip("no script(1) to give verge a terminal")
+    cmd = "%s sim --locations 800 --apps 60 --steps 4" % BIN
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    out = p.stdout.decode("utf-8", "replace")
+    assert p.returncode == 0, out
+    assert "] step 4/4" in out and "violations 0" in out
