@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-sched cache-sim fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -121,6 +121,7 @@ $(BUILD)/bench/sched_bench: bench/sched_bench.c $(BUILD)/libverge.a
 	@echo "  LD    $@"
 	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
 
+.PHONY: bench-sched
 bench-sched: $(BUILD)/bench/sched_bench
 	@taskset -c 1 $(BUILD)/bench/sched_bench
 
