@@ -147,7 +147,10 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
 
 /* Re-places one app whose demand (or policy) changed, in plan, leaving
  * every other app where it is: the work is that app's, not the world's.
- * Capacity freed or taken is the app's own; it does not preempt. */
+ * Lower-priority apps holding capacity it needs make room: each is placed
+ * again from where it was, the location it lost recorded as displaced.
+ * On an error (a static location breaking an enforcement) the app holds
+ * nothing in plan afterwards; every other app stays placed. */
 int vg_sched_update(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
                     const struct vg_sched_demand *demand, struct vg_sched_plan *plan, uint32_t app,
                     struct vg_sched_error *err) VG_MUST_CHECK;
