@@ -204,7 +204,10 @@ static json_t *row_json(const struct step_row *r)
 }
 
 /* One step: a full placement from the previous plan (hysteresis carries
- * over), then the figures, then one app re-placed incrementally (timed). */
+ * over), then the figures, then one app re-placed incrementally (timed):
+ * one whose flash crowd starts or ends now, else the step's turn. The
+ * update changes the plan the next step starts from, so it is part of the
+ * run's decisions (and digest). */
 static int run_step(struct vg_sched_sim *sim, uint32_t step, struct vg_sched_plan **prev, struct step_row *row)
 {
     const struct vg_sched_world *w = vg_sched_sim_world(sim);
@@ -234,9 +237,17 @@ static int run_step(struct vg_sched_sim *sim, uint32_t step, struct vg_sched_pla
     if (row->violations)
         fprintf(stderr, "verge sim: step %u: %llu violations, e.g. %s\n", step, (unsigned long long)row->violations,
                 why);
+    uint32_t flash[1], app = step % (uint32_t)n_apps; /* an app whose flash crowd starts or ends, if any */
+    if (vg_sched_sim_flash_apps(sim, step, flash, 1) == 1)
+        app = flash[0];
     t0 = now_ms();
-    rc = vg_sched_update(w, apps, n_apps, d, plan, step % (uint32_t)n_apps, &err);
+    rc = vg_sched_update(w, apps, n_apps, d, plan, app, &err);
     row->update_ms = now_ms() - t0;
+    size_t after = rc == 0 ? vg_sched_plan_verify(w, apps, n_apps, plan, why, sizeof(why)) : 0;
+    if (after)
+        fprintf(stderr, "verge sim: step %u: %zu violations after updating %s, e.g. %s\n", step, after, apps[app].name,
+                why);
+    row->violations += after;
     vg_sched_plan_destroy(*prev);
     *prev = plan;
     return rc;

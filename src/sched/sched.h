@@ -146,7 +146,8 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
                    struct vg_sched_error *err) VG_MUST_CHECK;
 
 /* Re-places one app whose demand (or policy) changed, in plan, leaving
- * every other app where it is: the work is that app's, not the world's.
+ * every other app where it is (but those that make room, below): the work
+ * is that app's, not the world's.
  * Lower-priority apps holding capacity it needs make room: each is placed
  * again from where it was, the location it lost recorded as displaced.
  * On an error (a static location breaking an enforcement) the app holds
@@ -289,8 +290,8 @@ const struct vg_sched_app *vg_sched_sim_apps(const struct vg_sched_sim *s, size_
  * simulated time); valid until the next call. */
 #define VG_SCHED_SIM_STEP_MIN 10
 const struct vg_sched_demand *vg_sched_sim_demand(struct vg_sched_sim *s, uint32_t step);
-/* Apps whose demand changed most since the last call (a flash crowd
- * started or ended): for incremental updates. */
+/* Apps whose flash crowd starts or ends at this step (their demand
+ * changes most): for incremental updates. */
 size_t vg_sched_sim_flash_apps(const struct vg_sched_sim *s, uint32_t step, uint32_t *apps, size_t cap);
 
 /* A small PRNG (xoshiro256**, seeded by splitmix64): the same numbers on
