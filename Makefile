@@ -12,7 +12,7 @@ CPPFLAGS += -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -Isrc -I$(BUILD)/gen $(shel
 LDLIBS   += -lh2o-evloop -llmdb $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 SANITIZE ?=
 
-LIB_SRCS  := $(sort $(wildcard src/base/*.c src/geo/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/bus/*.c src/state/*.c src/fn/*.c src/node/*.c src/control/*.c))
+LIB_SRCS  := $(sort $(wildcard src/base/*.c src/geo/*.c src/conf/*.c src/net/*.c src/obs/*.c src/http/*.c src/proxy/*.c src/cache/*.c src/bundle/*.c src/bus/*.c src/state/*.c src/fn/*.c src/node/*.c src/control/*.c src/sched/*.c))
 CLI_SRCS  := $(sort $(wildcard src/cli/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/%.o)
@@ -122,6 +122,18 @@ $(BUILD)/bench/trace_span: bench/trace_span.c $(BUILD)/libverge.a
 
 bench-trace: $(BUILD)/bench/trace_span
 	@taskset -c 1 $(BUILD)/bench/trace_span
+
+# The placement engine: full placement of 1,000 apps over 10,000 locations,
+# one app's incremental update, placements/s, the optimality gap against
+# exhaustive search (bench/sched_bench.c; numbers: docs/decisions.md).
+$(BUILD)/bench/sched_bench: bench/sched_bench.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
+
+.PHONY: bench-sched
+bench-sched: $(BUILD)/bench/sched_bench
+	@taskset -c 1 $(BUILD)/bench/sched_bench
 
 fmt:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)

@@ -25,6 +25,7 @@ static void usage(FILE *f)
                "  trace    find a trace on the nodes and draw its waterfall (verge trace ID)\n"
                "  top      apps x locations, live: rps, p50/p99, 5xx rate, cache hit ratio (verge top --nats URL)\n"
                "  logs     recent and live log lines of every node, merged (verge logs -f --filter 'status>=500')\n"
+               "  sim      simulate the scheduler at internet scale (verge sim --locations 10000 --apps 1000)\n"
                "  version  print the version\n\n"
                "'verge <command> --help' describes a command.\n");
 }
@@ -68,6 +69,8 @@ int main(int argc, char **argv)
         return vg_cli_logs(argc - 1, argv + 1);
     if (strcmp(cmd, "top") == 0)
         return vg_cli_top(argc - 1, argv + 1);
+    if (strcmp(cmd, "sim") == 0)
+        return vg_cli_sim(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("verge %s\n", VG_VERSION);
         return 0;

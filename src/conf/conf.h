@@ -194,6 +194,33 @@ struct vg_conf_sub {
     int line, col;
 };
 
+/* The `placement:` section: where the scheduler may and should run the app
+ * (docs/manifest.md "placement"). Plain data: src/sched takes its own
+ * structs, filled from these by whoever runs it. Lists are
+ * NULL-terminated-free arrays with counts. */
+enum vg_conf_placement_mode {
+    VG_CONF_PLACEMENT_NONE,    /* no section: every location, as before */
+    VG_CONF_PLACEMENT_STATIC,  /* static: [ids] */
+    VG_CONF_PLACEMENT_DYNAMIC, /* dynamic: {...} */
+};
+struct vg_conf_placement {
+    enum vg_conf_placement_mode mode;
+    char **static_locs; /* bundled location ids (src/geo) */
+    size_t n_static;
+    uint64_t target_us;         /* dynamic: latency target, default 50 ms */
+    uint32_t percentile;        /* ... for this share of demand, 1..100, default 95 */
+    uint64_t min_demand_mrps;   /* requests/s x 1000 a location must serve, default 1 rps */
+    uint32_t min, max;          /* locations, default 1 and 10 */
+    uint64_t scale_in_after_ms; /* hysteresis window, default 10 minutes */
+    char **allow_countries, **deny_countries, **allow_regions, **deny_regions, **require_tags;
+    size_t n_allow_countries, n_deny_countries, n_allow_regions, n_deny_regions, n_require_tags;
+    bool residency;   /* demand from a region is served inside it */
+    int32_t priority; /* higher wins capacity, default 0 */
+    uint64_t cpu_m;   /* millicores per location, default 100 */
+    uint64_t memory;  /* bytes per location, default 128 MiB */
+    int line, col;
+};
+
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
     char *tls_cert; /* absolute path or NULL */
@@ -218,6 +245,7 @@ struct vg_conf_app {
     struct vg_conf_rollout rollout;
     struct vg_conf_sub *subs; /* `subscriptions:` */
     size_t n_subs;
+    struct vg_conf_placement placement;
 };
 
 /* A diagnostic: "file:line:col: message". */

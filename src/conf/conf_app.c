@@ -244,9 +244,13 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
         {"routes", vg__conf_routes_parse, true},
         {"rollout", vg__conf_rollout_parse, false},
         {"subscriptions", vg__conf_subs_parse, false},
+        {"placement", vg__conf_placement_parse, false},
     };
     vg_conf_limits_default(&ld->app->limits);
     vg_conf_rollout_default(&ld->app->rollout);
+    vg__conf_placement_defaults(&ld->app->placement);
     int rc = vg__conf_map_walk(ld, root, "the manifest", keys, VG_ARRAY_LEN(keys), NULL);
-    return rc ? rc : vg__conf_routes_resolve(ld);
+    if (rc == 0)
+        rc = vg__conf_routes_resolve(ld);
+    return rc ? rc : vg__conf_placement_check(ld);
 }

@@ -62,6 +62,7 @@ struct vg__conf_ld {
      * targets are resolved once the whole document has been read. */
     struct vg__conf_proxy_ref *proxy_refs; /* one per route, tmp pool */
     size_t origins_cap;                    /* room in app->origins */
+    const struct vg__conf_node *placement; /* checked once the whole manifest is read */
 };
 
 /* Records the first error at node n (NULL: no position) and returns
@@ -182,6 +183,13 @@ int vg__conf_rollout_parse(struct vg__conf_ld *ld, const struct vg__conf_node *k
 /* conf_sub.c: the `subscriptions:` section. */
 int vg__conf_subs_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                         void *obj);
+
+/* conf_placement.c: the `placement:` section, and its checks against the
+ * bundled locations once the app's name is known. */
+void vg__conf_placement_defaults(struct vg_conf_placement *p);
+int vg__conf_placement_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
+                             void *obj);
+int vg__conf_placement_check(struct vg__conf_ld *ld);
 
 /* conf_route.c */
 int vg__conf_routes_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,

@@ -58,6 +58,19 @@ const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, cons
 
 /* Great-circle distance in km (haversine on a sphere of radius 6371 km). */
 double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b);
+/* The same between two points given in degrees (client areas, synthetic
+ * towers: points that are not locations of a set). */
+double vg_geo_distance_km_ll(double lat1, double lon1, double lat2, double lon2);
+
+/* A point as a unit vector: when one point is measured against many,
+ * the trigonometry is done once per point and a distance is a chord
+ * (a square root and an arcsine). Agrees with vg_geo_distance_km_ll to
+ * well under a metre. */
+struct vg_geo_xyz {
+    double x, y, z;
+};
+void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out);
+double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b);
 
 /* A round trip's network latency over km of great-circle distance, in µs:
  * light in fibre covers a km in about 4.9 µs (refractive index ~1.47),

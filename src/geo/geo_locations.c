@@ -201,14 +201,34 @@ const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, cons
     return NULL;
 }
 
-double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
+double vg_geo_distance_km_ll(double lat1, double lon1, double lat2, double lon2)
 {
     const double r = 6371.0, rad = M_PI / 180.0;
-    double dlat = (b->lat - a->lat) * rad, dlon = (b->lon - a->lon) * rad;
-    double h = sin(dlat / 2) * sin(dlat / 2) + cos(a->lat * rad) * cos(b->lat * rad) * sin(dlon / 2) * sin(dlon / 2);
+    double dlat = (lat2 - lat1) * rad, dlon = (lon2 - lon1) * rad;
+    double h = sin(dlat / 2) * sin(dlat / 2) + cos(lat1 * rad) * cos(lat2 * rad) * sin(dlon / 2) * sin(dlon / 2);
     if (h > 1)
         h = 1;
     return 2 * r * asin(sqrt(h));
+}
+
+void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out)
+{
+    const double rad = M_PI / 180.0;
+    out->x = cos(lat * rad) * cos(lon * rad);
+    out->y = cos(lat * rad) * sin(lon * rad);
+    out->z = sin(lat * rad);
+}
+
+double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
+{
+    double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
+    double half = sqrt(dx * dx + dy * dy + dz * dz) / 2;
+    return 2 * 6371.0 * asin(half > 1 ? 1 : half);
+}
+
+double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
+{
+    return vg_geo_distance_km_ll(a->lat, a->lon, b->lat, b->lon);
 }
 
 uint64_t vg_geo_rtt_us(double km)

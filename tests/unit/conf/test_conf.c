@@ -360,7 +360,7 @@ static void test_unknown_keys(void **state)
         {"nmae: t\n" ROUTES, 1, 1, "unknown key 'nmae' in the manifest; did you mean 'name'?"},
         {MIN "xyzzy: 1\n", 4, 1,
          "unknown key 'xyzzy' in the manifest (expected one of: name, hosts, listen, limits, "
-         "hooks, origins, routes, rollout, subscriptions)"},
+         "hooks, origins, routes, rollout, subscriptions, placement)"},
         {MIN "limits:\n  header_sise: 1k\n", 5, 3,
          "unknown key 'header_sise' in 'limits'; did you mean 'header_size'?"},
         {NAME "routes:\n  - pth: /x\n    respond: ok\n", 3, 5, "unknown key 'pth' in a route; did you mean 'path'?"},
@@ -1368,6 +1368,76 @@ static void test_subscriptions(void **state)
     expect_errs(bad, VG_ARRAY_LEN(bad));
 }
 
+/* --- placement ------------------------------------------------------------- */
+
+static void test_placement(void **state)
+{
+    struct vg_conf_app *app = load_ok(MIN);
+    assert_int_equal(app->placement.mode, VG_CONF_PLACEMENT_NONE);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "placement:\n  static: [fra, ams]\n  enforce: {allow_regions: [eu], residency: true}\n"
+                      "  priority: 10\n  resources: {cpu: 250m, memory: 128Mi}\n");
+    assert_int_equal(app->placement.mode, VG_CONF_PLACEMENT_STATIC);
+    assert_int_equal(app->placement.n_static, 2);
+    assert_string_equal(app->placement.static_locs[1], "ams");
+    assert_true(app->placement.residency);
+    assert_int_equal(app->placement.priority, 10);
+    assert_int_equal(app->placement.cpu_m, 250);
+    assert_int_equal(app->placement.memory, 128u << 20);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "placement:\n  dynamic: {target: 20ms, percentile: 99, min_demand: 0.5rps, min: 2, max: 8, "
+                      "scale_in_after: 10m}\n  enforce: {allow_countries: [DE, FR], require_tags: [pci]}\n"
+                      "  resources: {cpu: \"1.5\", memory: 1Gi}\n");
+    const struct vg_conf_placement *p = &app->placement;
+    assert_int_equal(p->mode, VG_CONF_PLACEMENT_DYNAMIC);
+    assert_int_equal(p->target_us, 20000);
+    assert_int_equal(p->percentile, 99);
+    assert_int_equal(p->min_demand_mrps, 500);
+    assert_int_equal(p->min, 2);
+    assert_int_equal(p->max, 8);
+    assert_int_equal(p->scale_in_after_ms, 600000);
+    assert_int_equal(p->n_allow_countries, 2);
+    assert_string_equal(p->require_tags[0], "pci");
+    assert_int_equal(p->cpu_m, 1500);
+    assert_int_equal(p->memory, 1u << 30);
+    vg_conf_app_destroy(app);
+    app = load_ok(MIN "placement:\n  dynamic:\n");
+    assert_int_equal(app->placement.target_us, 50000);
+    assert_int_equal(app->placement.max, 10);
+    vg_conf_app_destroy(app);
+}
+
+static void test_placement_errors(void **state)
+{
+    static const struct err_case bad[] = {
+        {MIN "placement:\n  static: [frx]\n", 5, 12,
+         "app t: placement.static: unknown location 'frx'; did you mean 'fra'?"},
+        {MIN "placement:\n  static: [fra, lhr]\n  enforce: {allow_countries: [DE, FR]}\n", 5, 17,
+         "app t: placement.static location lhr breaks an enforcement: country GB is not in enforce.allow_countries "
+         "[DE, FR]"},
+        {MIN "placement:\n  static: [lhr, ams]\n  enforce: {allow_countries: [DE, FR]}\n", 5, 11,
+         "app t: placement.static lies entirely outside the enforcements"},
+        {MIN "placement:\n  static: [fra]\n  enforce: {deny_regions: [eu]}\n", 5, 12,
+         "region eu is in enforce.deny_regions [eu]"},
+        {MIN "placement:\n  dynamic: {min: 4}\n  enforce: {allow_countries: [DE, FR]}\n", 5, 18,
+         "app t: placement.dynamic: min 4 is above the 3 known locations that placement.enforce allows"},
+        {MIN "placement:\n  dynamic: {min: 5, max: 2}\n", 5, 18, "app t: placement.dynamic: min 5 is above max 2"},
+        {MIN "placement:\n  enforce: {allow_countries: [XX]}\n", 5, 12, "allows none of the"},
+        {MIN "placement:\n  enforce: {allow_regions: [europe]}\n", 5, 29, "unknown region 'europe'"},
+        {MIN "placement:\n  enforce: {allow_regions: [euu]}\n", 5, 29, "did you mean 'eu'?"},
+        {MIN "placement:\n  enforce: {allow_countries: [de]}\n", 5, 31, "expected an ISO 3166-1 country code"},
+        {MIN "placement:\n  static: [fra]\n  dynamic: {}\n", 6, 12, "both 'static' and 'dynamic'"},
+        {MIN "placement:\n  dynamic: {target: 20 parsecs}\n", 5, 21, "'target'"},
+        {MIN "placement:\n  dynamic: {min_demand: 5qps}\n", 5, 25, "expected a request rate like 5rps"},
+        {MIN "placement:\n  dynamic: {percentile: 101}\n", 5, 25, "percentile"},
+        {MIN "placement:\n  resources: {cpu: 250x}\n", 5, 20, "expected CPU as millicores"},
+        {MIN "placement:\n  resources: {memory: 12Qi}\n", 5, 23, "expected a memory size like 128Mi"},
+        {MIN "placement:\n  dynamic: {targte: 20ms}\n", 5, 13, "did you mean 'target'?"},
+        {MIN "placement:\n  static: []\n", 5, 11, "'static' needs at least one location"},
+    };
+    expect_errs(bad, VG_ARRAY_LEN(bad));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1409,6 +1479,8 @@ int main(void)
         cmocka_unit_test(test_messages_are_safe),
         cmocka_unit_test(test_rollout),
         cmocka_unit_test(test_subscriptions),
+        cmocka_unit_test(test_placement),
+        cmocka_unit_test(test_placement_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

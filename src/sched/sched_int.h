@@ -1,0 +1,95 @@
+/* sched internals shared by the sched_*.c files. */
+#ifndef VG_SCHED_INT_H
+#define VG_SCHED_INT_H
+
+#include "geo/geo.h"
+#include "sched/sched.h"
+
+#define VG__SCHED_WORLD_MAGIC 0x5c4ed001u
+#define VG__SCHED_PLAN_MAGIC 0x5c4ed002u
+#define VG__SCHED_REGIONS_MAX 255
+#define VG__SCHED_HUBS_PER_COUNTRY 4
+
+/* One of an area's nearest locations. */
+struct vg__sched_near {
+    uint32_t loc, rtt_us;
+};
+
+struct vg__sched_rtt_ovr {
+    uint64_t key; /* area << 32 | loc, 0 = empty slot (key + 1 stored) */
+    uint32_t rtt_us;
+};
+
+struct vg_sched_world {
+    uint32_t magic;
+    struct vg_sched_location *locs;
+    size_t n_locs;
+    struct vg_sched_area *areas;
+    size_t n_areas;
+    char tags[VG_SCHED_TAGS_MAX][24];
+    size_t n_tags;
+    char regions[VG__SCHED_REGIONS_MAX][VG_SCHED_REGION_MAX];
+    size_t n_regions;
+    uint16_t *loc_country; /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
+    uint8_t *loc_region, *area_region;
+    struct vg_geo_xyz *loc_xyz, *area_xyz; /* for distances without trigonometry */
+    struct vg__sched_near *near;           /* n_areas x VG_SCHED_NEAR, by rtt then loc */
+    uint8_t *n_near;
+    uint32_t *id_slots; /* open addressing over location ids: index + 1, 0 empty */
+    size_t id_cap;
+    uint32_t *hubs; /* a few locations per country: fallbacks for far areas */
+    size_t n_hubs;
+    struct vg__sched_rtt_ovr *ovr;
+    size_t n_ovr, ovr_cap;
+};
+
+#define VG__SCHED_COUNTRIES (26 * 26)
+/* 0xffff for a code that is not two upper-case letters */
+uint16_t vg__sched_country(const char *cc);
+/* Region index in the world, or -1. */
+int vg__sched_region(const struct vg_sched_world *w, const char *name);
+
+/* A policy compiled against a world: O(1) checks per location. */
+struct vg__sched_rules {
+    uint8_t allow_c[VG__SCHED_COUNTRIES / 8 + 1], deny_c[VG__SCHED_COUNTRIES / 8 + 1];
+    uint8_t allow_r[32], deny_r[32];
+    bool any_allow_c, any_allow_r;
+    uint32_t tags;
+    bool residency;
+};
+void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r);
+bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc);
+
+/* One app's share of a plan. */
+struct vg__sched_app_plan {
+    uint32_t *locs; /* ascending */
+    uint16_t *below;
+    size_t n_locs;
+    struct vg_sched_why *why;
+    size_t n_why;
+    struct vg_sched_served *served;
+    size_t n_served;
+    struct vg_sched_app_stats stats;
+};
+
+struct vg__sched_holders {
+    uint32_t *apps;
+    uint32_t n, cap;
+};
+
+struct vg_sched_plan {
+    uint32_t magic;
+    size_t n_apps, n_locs;
+    struct vg__sched_app_plan *apps;
+    uint32_t *cpu_used, *mem_used, *slots_used;
+    struct vg__sched_holders *holders; /* which apps run at each location */
+};
+
+struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs);
+void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
+void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
+/* Computes where each area's demand goes and the app's stats. */
+void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap);
+
+#endif

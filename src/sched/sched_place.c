@@ -1,0 +1,980 @@
+/* Placement: one app at a time, higher priority first.
+ *
+ * Dynamic apps: the candidates are the locations near the app's demand
+ * (each area's VG_SCHED_NEAR nearest, filtered by the enforcements and the
+ * capacity left), which keeps the work proportional to the app's demand,
+ * not to the world. The previous locations are kept while they serve
+ * enough demand (hysteresis); then a greedy facility-location pass adds
+ * the candidate with the largest demand-weighted latency gain, evaluated
+ * lazily from a max-heap (gains only shrink as locations open: the
+ * objective is submodular), until the app has its minimum and its latency
+ * target is met, or its maximum; then a local search swaps added
+ * locations for better ones while that improves. Every candidate leaves a
+ * record of why it was chosen or not.
+ *
+ * Memory comes from vg_xmalloc (abort on exhaustion): what a placement
+ * uses is bounded by its inputs (candidates x demand areas), which the
+ * caller bounds. */
+#include "sched/sched_int.h"
+
+#include <string.h>
+
+#define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
+#define SWAP_ALL 32   /* pools this small try every alternative */
+#define SWAP_PASSES 3 /* local-search passes at most */
+
+struct cand {
+    uint32_t loc, cost;
+    uint32_t inv_start, inv_n;
+    uint64_t gain, served;
+    uint8_t open, kept, reason, dead;
+    uint16_t below;
+};
+
+struct pair {
+    uint32_t cand, area, rtt; /* area: index into the app's demand */
+};
+
+struct inv {
+    uint32_t area, rtt;
+};
+
+/* An app that lost a location to a higher-priority one during an update,
+ * with its placement as it was (its hysteresis counters carry on). */
+struct evicted {
+    uint32_t app;
+    uint32_t *locs;
+    uint16_t *below;
+    size_t n;
+};
+
+/* A heap entry carries its own keys: comparisons stay in the heap's
+ * cache lines instead of chasing candidates. */
+struct hent {
+    uint64_t gain;
+    uint64_t key; /* cost << 32 | location: the tie-breaks, lower first */
+};
+
+struct ctx {
+    const struct vg_sched_world *w;
+    const struct vg_sched_app *apps;
+    size_t n_apps;
+    const struct vg_sched_demand *demand;
+    struct vg_sched_plan *plan;
+    const struct vg_sched_app *app;
+    uint32_t app_idx;
+    struct vg__sched_rules rules;
+    uint32_t stamp;
+    uint32_t *mark, *slot; /* per location: seen for this app (mark == stamp), its candidate */
+    uint32_t *pmark;       /* per location: in the app's previous placement (== stamp) */
+    struct cand *c;
+    size_t nc, cc;
+    struct pair *pr;
+    size_t np, cp;
+    struct inv *inv;
+    size_t cinv;
+    uint32_t *area_start;
+    uint64_t *wa;
+    uint32_t *cur;
+    uint32_t *b1, *b2, *c1; /* local search: each area's best and second-best open latency, and its best */
+    size_t ca;
+    struct vg_sched_why *why;
+    size_t nw, cw;
+    struct hent *heap;
+    size_t nh, ch;
+    uint64_t total, within;
+    size_t n_open;
+    bool preempt; /* updates: lower-priority apps make room, and are placed again after */
+    struct evicted *evicted;
+    size_t n_evicted, cap_evicted;
+    uint32_t *hubs; /* the hubs this app may use, found on the first far area */
+    size_t n_hubs;
+    bool hubs_known;
+};
+
+#define GROW(ptr, n, cap)                                                                                              \
+    do {                                                                                                               \
+        if ((n) == (cap)) {                                                                                            \
+            (cap) = (cap) ? 2 * (cap) : 64;                                                                            \
+            (ptr) = vg_xrealloc((ptr), (cap) * sizeof(*(ptr)));                                                        \
+        }                                                                                                              \
+    } while (0)
+
+static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                     const struct vg_sched_demand *demand, struct vg_sched_plan *plan)
+{
+    memset(x, 0, sizeof(*x));
+    x->w = w;
+    x->apps = apps;
+    x->n_apps = n_apps;
+    x->demand = demand;
+    x->plan = plan;
+    x->mark = vg_xcalloc(w->n_locs + 1, sizeof(*x->mark));
+    x->slot = vg_xcalloc(w->n_locs + 1, sizeof(*x->slot));
+    x->pmark = vg_xcalloc(w->n_locs + 1, sizeof(*x->pmark));
+}
+
+static void ctx_fini(struct ctx *x)
+{
+    free(x->mark);
+    free(x->slot);
+    free(x->pmark);
+    free(x->c);
+    free(x->pr);
+    free(x->inv);
+    free(x->area_start);
+    free(x->wa);
+    free(x->cur);
+    free(x->b1);
+    free(x->b2);
+    free(x->c1);
+    free(x->why);
+    free(x->heap);
+    free(x->hubs);
+    for (size_t i = 0; i < x->n_evicted; i++) {
+        free(x->evicted[i].locs);
+        free(x->evicted[i].below);
+    }
+    free(x->evicted);
+}
+
+static void add_why(struct ctx *x, struct vg_sched_why y)
+{
+    GROW(x->why, x->nw, x->cw);
+    x->why[x->nw++] = y;
+}
+
+static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
+{
+    return (struct vg_sched_why){.loc = loc, .verdict = verdict, .reason = reason, .by_app = VG_SCHED_NONE};
+}
+
+/* The resource short at loc for the current app, or NONE. When updating,
+ * what lower-priority apps hold there counts as free: they make room. */
+static uint8_t short_of(const struct ctx *x, uint32_t loc)
+{
+    const struct vg_sched_location *l = &x->w->locs[loc];
+    const struct vg_sched_plan *p = x->plan;
+    uint64_t cpu = p->cpu_used[loc], mem = p->mem_used[loc], slots = p->slots_used[loc];
+    if (x->preempt) {
+        const struct vg__sched_holders *h = &p->holders[loc];
+        for (uint32_t k = 0; k < h->n; k++) {
+            const struct vg_sched_app *o = &x->apps[h->apps[k]];
+            if (o->priority < x->app->priority)
+                cpu -= o->cpu_m, mem -= o->mem_mib, slots--;
+        }
+    }
+    if (slots + 1 > l->slots)
+        return VG_SCHED_RES_SLOTS;
+    if (cpu + x->app->cpu_m > l->cpu_m)
+        return VG_SCHED_RES_CPU;
+    if (mem + x->app->mem_mib > l->mem_mib)
+        return VG_SCHED_RES_MEM;
+    return VG_SCHED_RES_NONE;
+}
+
+static bool fits_now(const struct ctx *x, uint32_t loc)
+{
+    const struct vg_sched_location *l = &x->w->locs[loc];
+    const struct vg_sched_plan *p = x->plan;
+    return p->slots_used[loc] + 1 <= l->slots && (uint64_t)p->cpu_used[loc] + x->app->cpu_m <= l->cpu_m &&
+           (uint64_t)p->mem_used[loc] + x->app->mem_mib <= l->mem_mib;
+}
+
+/* Takes the lowest-priority app (the last of equals) off every location
+ * it holds until the current app fits at loc; it is queued to be placed
+ * again from where it was. */
+static void make_room(struct ctx *x, uint32_t loc)
+{
+    while (!fits_now(x, loc)) {
+        const struct vg__sched_holders *h = &x->plan->holders[loc];
+        uint32_t victim = VG_SCHED_NONE;
+        for (uint32_t k = 0; k < h->n; k++) {
+            uint32_t a = h->apps[k];
+            if (x->apps[a].priority < x->app->priority &&
+                (victim == VG_SCHED_NONE || x->apps[a].priority < x->apps[victim].priority ||
+                 (x->apps[a].priority == x->apps[victim].priority && a > victim)))
+                victim = a;
+        }
+        VG_ASSERT(victim != VG_SCHED_NONE); /* short_of counted on it */
+        const struct vg__sched_app_plan *vp = &x->plan->apps[victim];
+        GROW(x->evicted, x->n_evicted, x->cap_evicted);
+        struct evicted *e = &x->evicted[x->n_evicted++];
+        e->app = victim;
+        e->n = vp->n_locs;
+        e->locs = vg_xmalloc((e->n + 1) * sizeof(*e->locs));
+        e->below = vg_xmalloc((e->n + 1) * sizeof(*e->below));
+        memcpy(e->locs, vp->locs, e->n * sizeof(*e->locs));
+        memcpy(e->below, vp->below, e->n * sizeof(*e->below));
+        vg__sched_plan_release(x->plan, x->apps, victim);
+    }
+}
+
+/* The highest-priority app holding loc, if its priority is above ours. */
+static uint32_t displacer(const struct ctx *x, uint32_t loc)
+{
+    const struct vg__sched_holders *h = &x->plan->holders[loc];
+    uint32_t best = VG_SCHED_NONE;
+    for (uint32_t k = 0; k < h->n; k++) {
+        uint32_t a = h->apps[k];
+        if (x->apps[a].priority > x->app->priority &&
+            (best == VG_SCHED_NONE || x->apps[a].priority > x->apps[best].priority))
+            best = a;
+    }
+    return best;
+}
+
+static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
+{
+    struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
+    y.resource = res;
+    y.by_app = displacer(x, loc);
+    if (x->pmark[loc] == x->stamp && y.by_app != VG_SCHED_NONE)
+        y.reason = VG_SCHED_R_DISPLACED;
+    add_why(x, y);
+}
+
+/* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
+ * of why) when the app may not or cannot run there. */
+static uint32_t consider(struct ctx *x, uint32_t loc)
+{
+    if (x->mark[loc] == x->stamp)
+        return x->slot[loc];
+    x->mark[loc] = x->stamp;
+    x->slot[loc] = VG_SCHED_NONE;
+    if (!vg__sched_rules_allow(x->w, &x->rules, loc)) {
+        add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
+        return VG_SCHED_NONE;
+    }
+    uint8_t res = short_of(x, loc);
+    if (res != VG_SCHED_RES_NONE) {
+        reject_capacity(x, loc, res);
+        return VG_SCHED_NONE;
+    }
+    GROW(x->c, x->nc, x->cc);
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->locs[loc].cost};
+    x->slot[loc] = (uint32_t)x->nc;
+    return (uint32_t)x->nc++;
+}
+
+static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
+{
+    GROW(x->pr, x->np, x->cp);
+    x->pr[x->np++] = (struct pair){cand, area, rtt};
+}
+
+static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
+{
+    return !x->rules.residency || x->w->loc_region[loc] == x->w->area_region[area];
+}
+
+/* An area none of whose nearest locations the app may use: the nearest
+ * usable hub (a few locations per country), checked without records. The
+ * usable hubs are listed once per app, on the first such area. */
+static void usable_hubs(struct ctx *x)
+{
+    x->hubs = vg_xrealloc(x->hubs, (x->w->n_hubs + 1) * sizeof(*x->hubs));
+    x->n_hubs = 0;
+    for (size_t h = 0; h < x->w->n_hubs; h++) {
+        uint32_t loc = x->w->hubs[h];
+        if (vg__sched_rules_allow(x->w, &x->rules, loc) && short_of(x, loc) == VG_SCHED_RES_NONE)
+            x->hubs[x->n_hubs++] = loc;
+    }
+    x->hubs_known = true;
+}
+
+static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
+{
+    if (!x->hubs_known)
+        usable_hubs(x);
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    for (size_t h = 0; h < x->n_hubs; h++) {
+        uint32_t loc = x->hubs[h];
+        if (!residency_ok(x, area, loc))
+            continue;
+        uint32_t r = vg_sched_rtt_us(x->w, area, loc);
+        if (r < best_rtt || (r == best_rtt && loc < best))
+            best = loc, best_rtt = r;
+    }
+    if (best != VG_SCHED_NONE)
+        add_pair(x, consider(x, best), i, best_rtt);
+}
+
+static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
+{
+    if (x->ca < d->n + 1) {
+        x->ca = d->n + 1;
+        x->area_start = vg_xrealloc(x->area_start, x->ca * sizeof(*x->area_start));
+        x->wa = vg_xrealloc(x->wa, x->ca * sizeof(*x->wa));
+        x->cur = vg_xrealloc(x->cur, x->ca * sizeof(*x->cur));
+        x->b1 = vg_xrealloc(x->b1, x->ca * sizeof(*x->b1));
+        x->b2 = vg_xrealloc(x->b2, x->ca * sizeof(*x->b2));
+        x->c1 = vg_xrealloc(x->c1, x->ca * sizeof(*x->c1));
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        uint32_t a = d->e[i].area;
+        x->wa[i] = d->e[i].mrps;
+        x->total += d->e[i].mrps;
+        x->cur[i] = VG_SCHED_UNSERVED_US;
+        x->area_start[i] = (uint32_t)x->np;
+        const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+        for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
+            if (!residency_ok(x, a, near[k].loc))
+                continue;
+            uint32_t c = consider(x, near[k].loc);
+            if (c != VG_SCHED_NONE)
+                add_pair(x, c, (uint32_t)i, near[k].rtt_us);
+        }
+        if (x->area_start[i] == x->np)
+            fallback_hub(x, (uint32_t)i, a);
+    }
+    x->area_start[d->n] = (uint32_t)x->np;
+}
+
+/* Candidate -> (area, rtt) lists, by counting sort of the pairs. */
+static void build_inverted(struct ctx *x)
+{
+    if (x->cinv < x->np + 1) {
+        x->cinv = x->np + 1;
+        x->inv = vg_xrealloc(x->inv, x->cinv * sizeof(*x->inv));
+    }
+    for (size_t c = 0; c < x->nc; c++)
+        x->c[c].inv_n = 0;
+    for (size_t i = 0; i < x->np; i++)
+        x->c[x->pr[i].cand].inv_n++;
+    uint32_t at = 0;
+    for (size_t c = 0; c < x->nc; c++) {
+        x->c[c].inv_start = at;
+        at += x->c[c].inv_n;
+        x->c[c].inv_n = 0;
+    }
+    for (size_t i = 0; i < x->np; i++) {
+        struct cand *c = &x->c[x->pr[i].cand];
+        x->inv[c->inv_start + c->inv_n++] = (struct inv){x->pr[i].area, x->pr[i].rtt};
+    }
+}
+
+/* --- the objective ---------------------------------------------------------- */
+
+static void eval_gain(struct ctx *x, struct cand *c)
+{
+    uint64_t g = 0, s = 0;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        const struct inv *v = &x->inv[c->inv_start + k];
+        if (v->rtt < x->cur[v->area]) {
+            g += x->wa[v->area] * (x->cur[v->area] - v->rtt);
+            s += x->wa[v->area];
+        }
+    }
+    c->gain = g;
+    c->served = s;
+}
+
+static void open_cand(struct ctx *x, struct cand *c)
+{
+    uint32_t target = x->app->target_us;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        const struct inv *v = &x->inv[c->inv_start + k];
+        if (v->rtt < x->cur[v->area]) {
+            if (x->cur[v->area] > target && v->rtt <= target)
+                x->within += x->wa[v->area];
+            x->cur[v->area] = v->rtt;
+        }
+    }
+    c->open = 1;
+    x->n_open++;
+}
+
+static void recompute_cur(struct ctx *x, size_t n_areas)
+{
+    x->within = 0;
+    x->n_open = 0;
+    for (size_t i = 0; i < n_areas; i++)
+        x->cur[i] = VG_SCHED_UNSERVED_US;
+    for (size_t c = 0; c < x->nc; c++)
+        if (x->c[c].open) {
+            x->c[c].open = 0;
+            open_cand(x, &x->c[c]);
+        }
+}
+
+static bool target_met(const struct ctx *x)
+{
+    return x->within * 100 >= x->total * x->app->percentile;
+}
+
+/* Demand each open candidate serves as the nearest open one (ties: the
+ * lower candidate). */
+static void assign_served(struct ctx *x, size_t n_areas)
+{
+    for (size_t c = 0; c < x->nc; c++)
+        x->c[c].served = 0;
+    for (size_t i = 0; i < n_areas; i++) {
+        uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+        for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
+            if (x->c[x->pr[k].cand].open && x->pr[k].rtt < best_rtt)
+                best = x->pr[k].cand, best_rtt = x->pr[k].rtt;
+        if (best != VG_SCHED_NONE)
+            x->c[best].served += x->wa[i];
+    }
+}
+
+/* Each area's best and second-best latency over the open candidates, the
+ * objective and the demand within target: what a swap is measured from,
+ * so that trying one costs the two candidates' lists, not every area. */
+static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
+{
+    uint64_t obj = 0;
+    *within = 0;
+    for (size_t i = 0; i < n_areas; i++) {
+        uint32_t d1 = VG_SCHED_UNSERVED_US, d2 = VG_SCHED_UNSERVED_US, c1 = VG_SCHED_NONE;
+        for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
+            const struct pair *pr = &x->pr[k];
+            if (!x->c[pr->cand].open)
+                continue;
+            if (pr->rtt < d1)
+                d2 = d1, d1 = pr->rtt, c1 = pr->cand;
+            else if (pr->rtt < d2)
+                d2 = pr->rtt;
+        }
+        x->b1[i] = d1, x->b2[i] = d2, x->c1[i] = c1;
+        obj += x->wa[i] * d1;
+        if (d1 <= x->app->target_us)
+            *within += x->wa[i];
+    }
+    return obj;
+}
+
+/* What closing out costs: the objective and the demand within target it
+ * loses (its areas fall back to their second best). */
+static void swap_loss(struct ctx *x, uint32_t out, uint64_t *loss, uint64_t *lost_within)
+{
+    const struct cand *c = &x->c[out];
+    *loss = *lost_within = 0;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        uint32_t a = x->inv[c->inv_start + k].area;
+        if (x->c1[a] != out)
+            continue;
+        *loss += x->wa[a] * (x->b2[a] - x->b1[a]);
+        if (x->b1[a] <= x->app->target_us && x->b2[a] > x->app->target_us)
+            *lost_within += x->wa[a];
+    }
+}
+
+/* What opening in gains once out is closed: objective, demand within
+ * target, and the demand it would serve. */
+static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *won_within, uint64_t *served)
+{
+    const struct cand *c = &x->c[in];
+    uint64_t gain = 0;
+    *won_within = *served = 0;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        const struct inv *v = &x->inv[c->inv_start + k];
+        uint32_t now = x->c1[v->area] == out ? x->b2[v->area] : x->b1[v->area];
+        if (v->rtt >= now)
+            continue;
+        gain += x->wa[v->area] * (now - v->rtt);
+        *served += x->wa[v->area];
+        if (now > x->app->target_us && v->rtt <= x->app->target_us)
+            *won_within += x->wa[v->area];
+    }
+    return gain;
+}
+
+/* --- the heap of candidates by gain --------------------------------------- */
+
+static bool better(const struct ctx *x, uint32_t a, uint32_t b)
+{
+    const struct cand *ca = &x->c[a], *cb = &x->c[b];
+    if (ca->gain != cb->gain)
+        return ca->gain > cb->gain;
+    if (ca->cost != cb->cost)
+        return ca->cost < cb->cost;
+    return ca->loc < cb->loc;
+}
+
+static bool hent_better(struct hent a, struct hent b)
+{
+    return a.gain != b.gain ? a.gain > b.gain : a.key < b.key;
+}
+
+static struct hent hent_of(const struct cand *c)
+{
+    return (struct hent){c->gain, (uint64_t)c->cost << 32 | c->loc};
+}
+
+static uint32_t hent_cand(const struct ctx *x, struct hent e)
+{
+    return x->slot[(uint32_t)e.key];
+}
+
+static void heap_push(struct ctx *x, struct hent e)
+{
+    GROW(x->heap, x->nh, x->ch);
+    size_t i = x->nh++;
+    while (i > 0 && hent_better(e, x->heap[(i - 1) / 2])) {
+        x->heap[i] = x->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    x->heap[i] = e;
+}
+
+static void sift_down(struct ctx *x, size_t i)
+{
+    struct hent v = x->heap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        struct hent mv = v;
+        if (l < x->nh && hent_better(x->heap[l], mv))
+            m = l, mv = x->heap[l];
+        if (r < x->nh && hent_better(x->heap[r], mv))
+            m = r;
+        if (m == i)
+            break;
+        x->heap[i] = x->heap[m];
+        i = m;
+    }
+    x->heap[i] = v;
+}
+
+static void heapify(struct ctx *x)
+{
+    for (size_t i = x->nh / 2; i-- > 0;)
+        sift_down(x, i);
+}
+
+static struct hent heap_pop(struct ctx *x)
+{
+    struct hent top = x->heap[0];
+    x->heap[0] = x->heap[--x->nh];
+    if (x->nh)
+        sift_down(x, 0);
+    return top;
+}
+
+/* --- the dynamic policy ------------------------------------------------------ */
+
+static void close_cand(struct ctx *x, struct cand *c, uint8_t reason)
+{
+    c->open = 0;
+    c->dead = 1;
+    c->reason = reason;
+}
+
+/* Previous locations the app may still use stay while they serve enough
+ * demand; below it, a counter runs, and at scale_in_steps they go. */
+static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, const uint16_t *below, size_t n_prev)
+{
+    for (size_t k = 0; k < n_prev; k++) {
+        uint32_t c = consider(x, prev[k]);
+        if (c == VG_SCHED_NONE || x->c[c].open)
+            continue;
+        x->c[c].kept = 1;
+        x->c[c].below = below[k];
+        open_cand(x, &x->c[c]);
+    }
+    assign_served(x, n_areas);
+    bool closed = false;
+    while (x->n_open > x->app->max_locs) { /* the maximum was lowered: the least useful go */
+        uint32_t worst = VG_SCHED_NONE;
+        for (size_t c = 0; c < x->nc; c++)
+            if (x->c[c].open && (worst == VG_SCHED_NONE || x->c[c].served < x->c[worst].served))
+                worst = (uint32_t)c;
+        close_cand(x, &x->c[worst], VG_SCHED_R_MAX_REACHED);
+        x->n_open--;
+        closed = true;
+    }
+    for (size_t c = 0; c < x->nc; c++) {
+        struct cand *cd = &x->c[c];
+        if (!cd->open)
+            continue;
+        if (cd->served >= x->app->min_demand_mrps) {
+            cd->below = 0;
+            cd->reason = VG_SCHED_R_DEMAND_HOLDS;
+            continue;
+        }
+        cd->below = cd->below < UINT16_MAX ? cd->below + 1 : cd->below;
+        cd->reason = VG_SCHED_R_HYSTERESIS;
+        if (cd->below < x->app->scale_in_steps)
+            continue;
+        if (x->n_open <= x->app->min_locs) { /* the minimum stays: swapping it would be churn for nothing */
+            cd->reason = VG_SCHED_R_MIN_COUNT;
+            continue;
+        }
+        close_cand(x, cd, VG_SCHED_R_SCALED_IN);
+        x->n_open--;
+        closed = true;
+    }
+    if (closed)
+        recompute_cur(x, n_areas);
+}
+
+/* What is left in the heap when the greedy stops is rejected for reason,
+ * with its gain as of now. */
+static void reject_rest(struct ctx *x, uint8_t reason)
+{
+    for (size_t i = 0; i < x->nh; i++) { /* order does not matter here: no pops */
+        struct cand *c = &x->c[hent_cand(x, x->heap[i])];
+        eval_gain(x, c);
+        c->dead = 1;
+        c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
+    }
+    x->nh = 0;
+}
+
+static void greedy(struct ctx *x)
+{
+    const struct vg_sched_app *app = x->app;
+    x->nh = 0;
+    for (size_t c = 0; c < x->nc; c++)
+        if (!x->c[c].open && !x->c[c].dead) {
+            eval_gain(x, &x->c[c]);
+            GROW(x->heap, x->nh, x->ch);
+            x->heap[x->nh++] = hent_of(&x->c[c]);
+        }
+    heapify(x);
+    while (x->nh) {
+        if (x->n_open >= app->max_locs)
+            return reject_rest(x, VG_SCHED_R_MAX_REACHED);
+        if (x->n_open >= app->min_locs && target_met(x))
+            return reject_rest(x, VG_SCHED_R_TARGET_MET);
+        uint32_t top = hent_cand(x, heap_pop(x));
+        struct cand *c = &x->c[top];
+        uint64_t stale = c->gain;
+        eval_gain(x, c);
+        if (c->gain < stale && x->nh && hent_better(x->heap[0], hent_of(c))) {
+            heap_push(x, hent_of(c)); /* lazy: only the top is re-evaluated */
+            continue;
+        }
+        bool need = x->n_open < app->min_locs;
+        if (c->gain == 0 && !need) {
+            c->dead = 1;
+            c->reason = VG_SCHED_R_NO_GAIN;
+            return reject_rest(x, VG_SCHED_R_NO_GAIN);
+        }
+        if (!need && c->served < app->min_demand_mrps) {
+            c->dead = 1; /* served only shrinks: it never comes back */
+            c->reason = VG_SCHED_R_BELOW_DEMAND;
+            continue;
+        }
+        c->reason = need && c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        open_cand(x, c);
+    }
+}
+
+/* Swaps: each location the greedy added may be exchanged for one of the
+ * best rejected candidates if that lowers the objective without losing
+ * the target or the demand threshold; repeated while a pass improves, at
+ * most SWAP_PASSES. Small pools (SWAP_ALL candidates or fewer) try every
+ * exchange, larger ones the SWAP_TRIES best by gain: the work stays
+ * bounded per app. Previous (kept) locations never move: that is the
+ * stability rule. */
+static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
+{
+    size_t n_alt = 0;
+    for (size_t c = 0; c < x->nc; c++) {
+        struct cand *cd = &x->c[c];
+        if (cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+            continue;
+        size_t i = n_alt < max ? n_alt++ : max;
+        while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
+            if (i < max)
+                alt[i] = alt[i - 1];
+            i--;
+        }
+        if (i < max)
+            alt[i] = (uint32_t)c;
+    }
+    return n_alt;
+}
+
+static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t n_alt, bool met)
+{
+    uint64_t within, obj = best_two(x, n_areas, &within);
+    bool improved = false;
+    for (size_t c = 0; c < x->nc; c++) {
+        struct cand *out = &x->c[c];
+        if (!out->open || out->kept || out->reason == VG_SCHED_R_STATIC)
+            continue;
+        uint64_t loss, lost_within;
+        swap_loss(x, (uint32_t)c, &loss, &lost_within);
+        uint32_t best = VG_SCHED_NONE;
+        uint64_t best_gain = loss; /* a swap must gain more than closing out loses */
+        for (size_t k = 0; k < n_alt; k++) {
+            struct cand *in = &x->c[alt[k]];
+            if (in->open || in->dead == 2)
+                continue;
+            uint64_t won, served, g = swap_gain(x, (uint32_t)c, alt[k], &won, &served);
+            uint64_t w2 = within - lost_within + won;
+            if (g <= best_gain || (met && w2 * 100 < x->total * x->app->percentile) || served < x->app->min_demand_mrps)
+                continue;
+            best = alt[k];
+            best_gain = g;
+        }
+        if (best == VG_SCHED_NONE)
+            continue;
+        struct cand *in = &x->c[best];
+        uint8_t was = out->reason;
+        out->open = 0;
+        out->dead = 2; /* never back: no cycles */
+        out->reason = VG_SCHED_R_SWAPPED;
+        in->open = 1;
+        in->dead = 0;
+        in->reason = was == VG_SCHED_R_MIN_COUNT ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        obj = best_two(x, n_areas, &within); /* the lists changed: measure again */
+        improved = true;
+    }
+    (void)obj;
+    return improved;
+}
+
+static void local_search(struct ctx *x, size_t n_areas)
+{
+    size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
+    uint32_t alt[SWAP_ALL];
+    uint64_t within;
+    best_two(x, n_areas, &within);
+    bool met = within * 100 >= x->total * x->app->percentile, any = false;
+    for (int pass = 0; pass < SWAP_PASSES; pass++) {
+        size_t n_alt = pick_alternatives(x, alt, max);
+        if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, met))
+            break;
+        any = true;
+    }
+    if (any)
+        recompute_cur(x, n_areas);
+}
+
+static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *below, size_t n_prev)
+{
+    const struct vg_sched_demand *d = &x->demand[x->app_idx];
+    build_pairs(x, d);
+    for (size_t k = 0; k < n_prev; k++) /* so that they are candidates, with their lists */
+        consider(x, prev[k]);
+    build_inverted(x);
+    keep_previous(x, d->n, prev, below, n_prev);
+    greedy(x);
+    local_search(x, d->n);
+}
+
+/* --- the static policy ------------------------------------------------------- */
+
+static int place_static(struct ctx *x, struct vg_sched_error *err)
+{
+    const struct vg_sched_app *app = x->app;
+    for (size_t k = 0; k < app->n_static; k++) {
+        uint32_t loc = app->static_locs[k];
+        char buf[200];
+        const char *why = loc < x->w->n_locs ? vg_sched_enforce_check(x->w, app, loc, buf, sizeof(buf)) : NULL;
+        if (loc >= x->w->n_locs || why) {
+            err->app = x->app_idx;
+            snprintf(err->msg, sizeof(err->msg), "app %s: static location %s: %s", app->name,
+                     loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
+            return VG_EINVAL;
+        }
+        if (x->mark[loc] == x->stamp)
+            continue; /* listed twice */
+        uint32_t c = consider(x, loc);
+        if (c == VG_SCHED_NONE)
+            continue; /* capacity: recorded */
+        x->c[c].reason = VG_SCHED_R_STATIC;
+        x->c[c].open = 1;
+        x->n_open++;
+    }
+    return 0;
+}
+
+/* --- results ----------------------------------------------------------------- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void commit(struct ctx *x)
+{
+    struct vg__sched_app_plan *ap = &x->plan->apps[x->app_idx];
+    memset(ap, 0, sizeof(*ap));
+    ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
+    ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
+    for (size_t c = 0; c < x->nc; c++)
+        if (x->c[c].open)
+            ap->locs[ap->n_locs++] = x->c[c].loc;
+    VG_ASSERT(ap->n_locs == x->n_open);
+    qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        uint32_t c = x->slot[ap->locs[k]];
+        ap->below[k] = x->c[c].below;
+        if (x->preempt)
+            make_room(x, ap->locs[k]);
+        vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
+    }
+    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap);
+    /* the records: chosen first (by location), then rejected as found */
+    ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        const struct cand *cd = &x->c[x->slot[ap->locs[k]]];
+        struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
+        y.below = cd->below;
+        y.gain = cd->gain;
+        for (size_t i = 0; i < ap->n_served; i++)
+            if (ap->served[i].loc == cd->loc)
+                y.demand_mrps += ap->served[i].mrps;
+        ap->why[ap->n_why++] = y;
+    }
+    for (size_t i = 0; i < x->nw; i++)
+        ap->why[ap->n_why++] = x->why[i];
+    for (size_t c = 0; c < x->nc; c++) {
+        const struct cand *cd = &x->c[c];
+        if (cd->open)
+            continue;
+        struct vg_sched_why y = why_of(cd->loc, VG_SCHED_REJECTED, cd->dead ? cd->reason : VG_SCHED_R_NO_GAIN);
+        y.below = cd->below;
+        y.gain = cd->gain;
+        y.demand_mrps = cd->served;
+        ap->why[ap->n_why++] = y;
+    }
+}
+
+static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
+                     struct vg_sched_error *err)
+{
+    if (++x->stamp == 0) {
+        memset(x->mark, 0, x->w->n_locs * sizeof(*x->mark));
+        memset(x->pmark, 0, x->w->n_locs * sizeof(*x->pmark));
+        x->stamp = 1;
+    }
+    x->app = &x->apps[app];
+    x->app_idx = app;
+    x->nc = x->np = x->nw = x->nh = x->n_open = 0;
+    x->total = x->within = 0;
+    x->hubs_known = false;
+    vg__sched_rules_compile(x->w, x->app, &x->rules);
+    for (size_t k = 0; k < n_prev; k++)
+        x->pmark[prev[k]] = x->stamp;
+    if (x->app->mode == VG_SCHED_STATIC) {
+        int rc = place_static(x, err);
+        if (rc)
+            return rc;
+    } else {
+        place_dynamic(x, prev, below, n_prev);
+    }
+    commit(x);
+    return 0;
+}
+
+/* --- entry points ------------------------------------------------------------ */
+
+static int check_app(const struct vg_sched_world *w, const struct vg_sched_app *apps, uint32_t a,
+                     const struct vg_sched_demand *d, struct vg_sched_error *err)
+{
+    const struct vg_sched_app *app = &apps[a];
+    const char *bad = NULL;
+    if (!app->name)
+        bad = "no name";
+    else if (app->mode == VG_SCHED_DYNAMIC && (app->percentile < 1 || app->percentile > 100))
+        bad = "percentile must be 1 to 100";
+    else if (app->mode == VG_SCHED_DYNAMIC && (app->max_locs < 1 || app->min_locs > app->max_locs))
+        bad = "min must not exceed max, and max must be at least 1";
+    else if (app->enforce.require_tags >> w->n_tags && w->n_tags < 32)
+        bad = "a required tag the world does not have";
+    for (size_t i = 0; !bad && i < d->n; i++)
+        if (d->e[i].area >= w->n_areas)
+            bad = "demand from an unknown area";
+    if (!bad)
+        return 0;
+    err->app = a;
+    snprintf(err->msg, sizeof(err->msg), "app %s: %s", app->name ? app->name : "?", bad);
+    return VG_EINVAL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Higher priority first, then index: keys (INT32_MAX - priority, index)
+ * packed into 64 bits, so that qsort needs no context. */
+static void priority_order(const struct vg_sched_app *apps, size_t n, uint32_t *order)
+{
+    uint64_t *keys = vg_xmalloc((n ? n : 1) * sizeof(*keys));
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (uint64_t)(uint32_t)((int64_t)INT32_MAX - apps[i].priority) << 32 | i;
+    qsort(keys, n, sizeof(*keys), cmp_u64);
+    for (size_t i = 0; i < n; i++)
+        order[i] = (uint32_t)keys[i];
+    free(keys);
+}
+
+int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                   const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, struct vg_sched_plan **out,
+                   struct vg_sched_error *err)
+{
+    VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
+    for (uint32_t a = 0; a < n_apps; a++) {
+        int rc = check_app(w, apps, a, &demand[a], err);
+        if (rc)
+            return rc;
+    }
+    if (prev && (prev->magic != VG__SCHED_PLAN_MAGIC || prev->n_apps != n_apps || prev->n_locs != w->n_locs))
+        prev = NULL; /* a plan of other apps or another world says nothing about this one */
+    struct vg_sched_plan *plan = vg__sched_plan_new(n_apps, w->n_locs);
+    uint32_t *order = vg_xmalloc((n_apps ? n_apps : 1) * sizeof(*order));
+    priority_order(apps, n_apps, order);
+    struct ctx x;
+    ctx_init(&x, w, apps, n_apps, demand, plan);
+    int rc = 0;
+    for (size_t i = 0; i < n_apps && rc == 0; i++) {
+        uint32_t a = order[i];
+        const struct vg__sched_app_plan *pp = prev ? &prev->apps[a] : NULL;
+        rc = place_one(&x, a, pp ? pp->locs : NULL, pp ? pp->below : NULL, pp ? pp->n_locs : 0, err);
+    }
+    ctx_fini(&x);
+    free(order);
+    if (rc) {
+        vg_sched_plan_destroy(plan);
+        return rc;
+    }
+    *out = plan;
+    return 0;
+}
+
+int vg_sched_update(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                    const struct vg_sched_demand *demand, struct vg_sched_plan *plan, uint32_t app,
+                    struct vg_sched_error *err)
+{
+    VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC && plan->magic == VG__SCHED_PLAN_MAGIC);
+    if (app >= n_apps || plan->n_apps != n_apps || plan->n_locs != w->n_locs) {
+        err->app = app;
+        snprintf(err->msg, sizeof(err->msg), "the plan is not of these apps and this world");
+        return VG_EINVAL;
+    }
+    int rc = check_app(w, apps, app, &demand[app], err);
+    if (rc)
+        return rc;
+    struct vg__sched_app_plan *ap = &plan->apps[app];
+    size_t n_prev = ap->n_locs;
+    uint32_t *prev = vg_xmalloc((n_prev ? n_prev : 1) * sizeof(*prev));
+    uint16_t *below = vg_xmalloc((n_prev ? n_prev : 1) * sizeof(*below));
+    memcpy(prev, ap->locs, n_prev * sizeof(*prev));
+    memcpy(below, ap->below, n_prev * sizeof(*below));
+    vg__sched_plan_release(plan, apps, app);
+    struct ctx x;
+    ctx_init(&x, w, apps, n_apps, demand, plan);
+    x.preempt = true;
+    rc = place_one(&x, app, prev, below, n_prev, err);
+    /* the apps that made room, each from where it was (a chain of strictly
+     * lower priorities: it ends) */
+    for (size_t i = 0; i < x.n_evicted; i++) { /* each of them, whatever another's outcome */
+        struct evicted e = x.evicted[i];
+        struct vg_sched_error e2;
+        int rc2 = place_one(&x, e.app, e.locs, e.below, e.n, rc ? &e2 : err);
+        rc = rc ? rc : rc2;
+    }
+    ctx_fini(&x);
+    free(prev);
+    free(below);
+    return rc;
+}

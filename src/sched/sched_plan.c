@@ -1,0 +1,320 @@
+/* Plans: capacity bookkeeping, where demand goes, figures, churn, the
+ * independent verifier and the digest. */
+#include "sched/sched_int.h"
+
+#include <string.h>
+
+struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs)
+{
+    struct vg_sched_plan *p = vg_xcalloc(1, sizeof(*p));
+    p->magic = VG__SCHED_PLAN_MAGIC;
+    p->n_apps = n_apps;
+    p->n_locs = n_locs;
+    p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
+    p->cpu_used = vg_xcalloc(n_locs + 1, sizeof(*p->cpu_used));
+    p->mem_used = vg_xcalloc(n_locs + 1, sizeof(*p->mem_used));
+    p->slots_used = vg_xcalloc(n_locs + 1, sizeof(*p->slots_used));
+    p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
+    return p;
+}
+
+static void app_plan_free(struct vg__sched_app_plan *ap)
+{
+    free(ap->locs);
+    free(ap->below);
+    free(ap->why);
+    free(ap->served);
+    memset(ap, 0, sizeof(*ap));
+}
+
+void vg_sched_plan_destroy(struct vg_sched_plan *p)
+{
+    if (!p)
+        return;
+    VG_ASSERT(p->magic == VG__SCHED_PLAN_MAGIC);
+    for (size_t a = 0; a < p->n_apps; a++)
+        app_plan_free(&p->apps[a]);
+    for (size_t l = 0; l < p->n_locs; l++)
+        free(p->holders[l].apps);
+    free(p->apps);
+    free(p->cpu_used);
+    free(p->mem_used);
+    free(p->slots_used);
+    free(p->holders);
+    p->magic = 0;
+    free(p);
+}
+
+void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc)
+{
+    p->cpu_used[loc] += apps[app].cpu_m;
+    p->mem_used[loc] += apps[app].mem_mib;
+    p->slots_used[loc]++;
+    struct vg__sched_holders *h = &p->holders[loc];
+    if (h->n == h->cap) {
+        h->cap = h->cap ? 2 * h->cap : 4;
+        h->apps = vg_xrealloc(h->apps, h->cap * sizeof(*h->apps));
+    }
+    h->apps[h->n++] = app;
+}
+
+/* Gives back what the app holds and forgets its placement. */
+void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app)
+{
+    struct vg__sched_app_plan *ap = &p->apps[app];
+    for (size_t i = 0; i < ap->n_locs; i++) {
+        uint32_t loc = ap->locs[i];
+        p->cpu_used[loc] -= apps[app].cpu_m;
+        p->mem_used[loc] -= apps[app].mem_mib;
+        p->slots_used[loc]--;
+        struct vg__sched_holders *h = &p->holders[loc];
+        for (uint32_t k = 0; k < h->n; k++)
+            if (h->apps[k] == app) {
+                memmove(&h->apps[k], &h->apps[k + 1], (h->n - k - 1) * sizeof(*h->apps));
+                h->n--;
+                break;
+            }
+    }
+    app_plan_free(ap);
+}
+
+static int cmp_served_rtt(const void *x, const void *y)
+{
+    const struct vg_sched_served *a = x, *b = y;
+    if (a->rtt_us != b->rtt_us)
+        return a->rtt_us < b->rtt_us ? -1 : 1;
+    return a->area < b->area ? -1 : a->area > b->area;
+}
+
+static uint32_t weighted_quantile(const struct vg_sched_served *s, size_t n, uint64_t total, unsigned pct)
+{
+    uint64_t want = (total * pct + 99) / 100, acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc += s[i].mrps;
+        if (acc >= want && acc > 0)
+            return s[i].rtt_us;
+    }
+    return n ? s[n - 1].rtt_us : 0;
+}
+
+static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
+{
+    double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
+    return dx * dx + dy * dy + dz * dz;
+}
+
+/* The chosen location with the lowest latency from area a that the app
+ * may serve it from. Without measured RTTs latency grows with distance,
+ * and distance with the chord: the search compares squared chords and
+ * converts the winner only. */
+static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                        const struct vg__sched_app_plan *ap, uint32_t a)
+{
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    double best_c = 1e9;
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        uint32_t l = ap->locs[k];
+        if (app->enforce.residency && w->loc_region[l] != w->area_region[a])
+            continue;
+        if (w->n_ovr == 0) {
+            double c = chord2(&w->area_xyz[a], &w->loc_xyz[l]);
+            if (c < best_c)
+                best_c = c, best = l;
+            continue;
+        }
+        uint32_t r = vg_sched_rtt_us(w, a, l);
+        if (r < best_rtt)
+            best_rtt = r, best = l;
+    }
+    return best;
+}
+
+/* Each area goes to the nearest chosen location it may use (residency),
+ * with exact latencies (not only the nearest lists the search used). */
+void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap)
+{
+    ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
+    ap->n_served = d->n;
+    memset(&ap->stats, 0, sizeof(ap->stats));
+    struct vg_sched_served *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
+    size_t n_sorted = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        uint32_t a = d->e[i].area, best = nearest(w, app, ap, a), best_rtt = 0;
+        if (best != VG_SCHED_NONE)
+            best_rtt = vg_sched_rtt_us(w, a, best);
+        struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
+        ap->served[i] = s;
+        ap->stats.demand_mrps += s.mrps;
+        if (best == VG_SCHED_NONE)
+            continue;
+        ap->stats.served_mrps += s.mrps;
+        ap->stats.latency_sum += (uint64_t)s.rtt_us * s.mrps;
+        if (app->mode == VG_SCHED_DYNAMIC && s.rtt_us <= app->target_us)
+            ap->stats.within_mrps += s.mrps;
+        sorted[n_sorted++] = s;
+    }
+    qsort(sorted, n_sorted, sizeof(*sorted), cmp_served_rtt);
+    ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
+    ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
+    free(sorted);
+}
+
+size_t vg_sched_plan_locations(const struct vg_sched_plan *p, uint32_t app, const uint32_t **locs)
+{
+    VG_ASSERT(app < p->n_apps);
+    *locs = p->apps[app].locs;
+    return p->apps[app].n_locs;
+}
+
+size_t vg_sched_plan_served(const struct vg_sched_plan *p, uint32_t app, const struct vg_sched_served **out)
+{
+    VG_ASSERT(app < p->n_apps);
+    *out = p->apps[app].served;
+    return p->apps[app].n_served;
+}
+
+void vg_sched_plan_app_stats(const struct vg_sched_plan *p, uint32_t app, struct vg_sched_app_stats *out)
+{
+    VG_ASSERT(app < p->n_apps);
+    *out = p->apps[app].stats;
+}
+
+size_t vg_sched_plan_explain(const struct vg_sched_plan *p, uint32_t app, const struct vg_sched_why **out)
+{
+    VG_ASSERT(app < p->n_apps);
+    *out = p->apps[app].why;
+    return p->apps[app].n_why;
+}
+
+void vg_sched_plan_use(const struct vg_sched_world *w, const struct vg_sched_plan *p, struct vg_sched_use *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t l = 0; l < w->n_locs; l++) {
+        out->cpu_used += p->cpu_used[l];
+        out->mem_used += p->mem_used[l];
+        out->slots_used += p->slots_used[l];
+        out->cpu_total += w->locs[l].cpu_m;
+        out->mem_total += w->locs[l].mem_mib;
+        out->slots_total += w->locs[l].slots;
+    }
+    for (size_t a = 0; a < p->n_apps; a++)
+        out->placements += p->apps[a].n_locs;
+}
+
+uint64_t vg_sched_plan_churn(const struct vg_sched_plan *prev, const struct vg_sched_plan *next)
+{
+    uint64_t churn = 0;
+    for (size_t a = 0; a < next->n_apps; a++) {
+        const struct vg__sched_app_plan *x = a < prev->n_apps ? &prev->apps[a] : NULL, *y = &next->apps[a];
+        size_t i = 0, j = 0, nx = x ? x->n_locs : 0;
+        while (i < nx || j < y->n_locs) { /* both ascending: a merge */
+            if (j == y->n_locs || (i < nx && x->locs[i] < y->locs[j]))
+                churn++, i++;
+            else if (i == nx || y->locs[j] < x->locs[i])
+                churn++, j++;
+            else
+                i++, j++;
+        }
+    }
+    return churn;
+}
+
+/* --- the verifier: its own reading of the rules, string by string ---------- */
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    return false;
+}
+
+static size_t note(size_t n, char *why, size_t cap, const char *fmt, const char *a, const char *b, const char *c)
+{
+    if (n == 0 && cap)
+        snprintf(why, cap, fmt, a, b, c);
+    return n + 1;
+}
+
+static size_t verify_app(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                         const struct vg__sched_app_plan *ap, size_t bad, char *why, size_t cap)
+{
+    const struct vg_sched_enforce *e = &app->enforce;
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        const struct vg_sched_location *l = &w->locs[ap->locs[k]];
+        bool ok = !in_list(l->country, e->deny_countries, e->n_deny_countries) &&
+                  !in_list(l->region, e->deny_regions, e->n_deny_regions) &&
+                  (!e->n_allow_countries || in_list(l->country, e->allow_countries, e->n_allow_countries)) &&
+                  (!e->n_allow_regions || in_list(l->region, e->allow_regions, e->n_allow_regions)) &&
+                  (l->tags & e->require_tags) == e->require_tags;
+        if (!ok)
+            bad = note(bad, why, cap, "app %s runs at %s, which its enforcements forbid%s", app->name, l->id, "");
+    }
+    for (size_t i = 0; i < ap->n_served; i++) {
+        const struct vg_sched_served *s = &ap->served[i];
+        if (s->loc == VG_SCHED_NONE || !e->residency)
+            continue;
+        if (strcmp(w->areas[s->area].region, w->locs[s->loc].region) != 0)
+            bad = note(bad, why, cap, "app %s serves demand from region %s at %s (residency)", app->name,
+                       w->areas[s->area].region, w->locs[s->loc].id);
+    }
+    return bad;
+}
+
+size_t vg_sched_plan_verify(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                            const struct vg_sched_plan *p, char *why, size_t cap)
+{
+    size_t bad = 0;
+    uint64_t *cpu = vg_xcalloc(w->n_locs + 1, sizeof(*cpu)), *mem = vg_xcalloc(w->n_locs + 1, sizeof(*mem));
+    uint64_t *slots = vg_xcalloc(w->n_locs + 1, sizeof(*slots));
+    if (cap)
+        why[0] = '\0';
+    for (size_t a = 0; a < n_apps && a < p->n_apps; a++) {
+        bad = verify_app(w, &apps[a], &p->apps[a], bad, why, cap);
+        for (size_t k = 0; k < p->apps[a].n_locs; k++) {
+            uint32_t l = p->apps[a].locs[k];
+            cpu[l] += apps[a].cpu_m;
+            mem[l] += apps[a].mem_mib;
+            slots[l]++;
+        }
+    }
+    for (size_t l = 0; l < w->n_locs; l++)
+        if (cpu[l] > w->locs[l].cpu_m || mem[l] > w->locs[l].mem_mib || slots[l] > w->locs[l].slots)
+            bad = note(bad, why, cap, "location %s is over capacity%s%s", w->locs[l].id, "", "");
+    free(cpu);
+    free(mem);
+    free(slots);
+    return bad;
+}
+
+/* splitmix64's finaliser over 64-bit words: a digest, not a MAC */
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
+uint64_t vg_sched_plan_digest(const struct vg_sched_plan *p)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t a = 0; a < p->n_apps; a++) {
+        const struct vg__sched_app_plan *ap = &p->apps[a];
+        h = mix(h, ap->n_locs);
+        for (size_t k = 0; k < ap->n_locs; k++)
+            h = mix(h, (uint64_t)ap->locs[k] << 16 | ap->below[k]);
+        for (size_t i = 0; i < ap->n_served; i++) {
+            const struct vg_sched_served *s = &ap->served[i];
+            h = mix(mix(h, (uint64_t)s->area << 32 | s->loc), (uint64_t)s->rtt_us << 32 | s->mrps);
+        }
+        for (size_t i = 0; i < ap->n_why; i++) {
+            const struct vg_sched_why *y = &ap->why[i];
+            h = mix(h, (uint64_t)y->loc << 32 | (uint64_t)y->verdict << 24 | (uint64_t)y->reason << 16 |
+                           (uint64_t)y->resource << 8);
+            h = mix(mix(mix(h, (uint64_t)y->below << 32 | y->by_app), y->demand_mrps), y->gain);
+        }
+    }
+    return h;
+}

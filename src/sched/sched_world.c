@@ -1,0 +1,457 @@
+/* The world: locations and client areas, indexed once — the nearest
+ * locations of every area (a 1-degree grid searched ring by ring), ids,
+ * regions, a few hub locations per country, measured RTTs. */
+#include "geo/geo.h"
+#include "sched/sched_int.h"
+
+#include <math.h>
+#include <string.h>
+
+#define GRID_LAT 180
+#define GRID_LON 360
+#define BRUTE_MAX 512 /* locations: below this, every area measures every location */
+
+uint16_t vg__sched_country(const char *cc)
+{
+    if (cc[0] < 'A' || cc[0] > 'Z' || cc[1] < 'A' || cc[1] > 'Z' || cc[2])
+        return 0xffff;
+    return (uint16_t)(26 * (cc[0] - 'A') + (cc[1] - 'A'));
+}
+
+int vg__sched_region(const struct vg_sched_world *w, const char *name)
+{
+    for (size_t i = 0; i < w->n_regions; i++)
+        if (strcmp(w->regions[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int intern_region(struct vg_sched_world *w, const char *name, uint8_t *out)
+{
+    int r = vg__sched_region(w, name);
+    if (r < 0) {
+        if (w->n_regions == VG__SCHED_REGIONS_MAX || !name[0] || strlen(name) >= VG_SCHED_REGION_MAX)
+            return VG_EINVAL;
+        strcpy(w->regions[w->n_regions], name);
+        r = (int)w->n_regions++;
+    }
+    *out = (uint8_t)r;
+    return 0;
+}
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+uint32_t vg_sched_world_find(const struct vg_sched_world *w, const char *id)
+{
+    for (size_t i = hash_id(id) & (w->id_cap - 1);; i = (i + 1) & (w->id_cap - 1)) {
+        uint32_t v = w->id_slots[i];
+        if (v == 0)
+            return VG_SCHED_NONE;
+        if (strcmp(w->locs[v - 1].id, id) == 0)
+            return v - 1;
+    }
+}
+
+static int index_ids(struct vg_sched_world *w)
+{
+    w->id_cap = 16;
+    while (w->id_cap < 2 * w->n_locs)
+        w->id_cap *= 2;
+    w->id_slots = vg_xcalloc(w->id_cap, sizeof(*w->id_slots));
+    for (size_t l = 0; l < w->n_locs; l++) {
+        const char *id = w->locs[l].id;
+        if (!id[0] || memchr(id, '\0', VG_SCHED_ID_MAX) == NULL || vg_sched_world_find(w, id) != VG_SCHED_NONE)
+            return VG_EINVAL;
+        size_t i = hash_id(id) & (w->id_cap - 1);
+        while (w->id_slots[i])
+            i = (i + 1) & (w->id_cap - 1);
+        w->id_slots[i] = (uint32_t)l + 1;
+    }
+    return 0;
+}
+
+static uint32_t model_rtt(const struct vg_sched_world *w, uint32_t a, uint32_t l)
+{
+    uint64_t us = vg_geo_rtt_us(vg_geo_distance_km_xyz(&w->area_xyz[a], &w->loc_xyz[l]));
+    return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+/* --- the grid and each area's nearest locations ---------------------------- */
+
+struct grid {
+    uint32_t *start; /* GRID_LAT * GRID_LON + 1 */
+    uint32_t *items;
+};
+
+static size_t cell_of(double lat, double lon)
+{
+    int i = (int)floor(lat + 90), j = (int)floor(lon + 180);
+    i = i < 0 ? 0 : i >= GRID_LAT ? GRID_LAT - 1 : i;
+    j = j < 0 ? 0 : j >= GRID_LON ? GRID_LON - 1 : j;
+    return (size_t)i * GRID_LON + (size_t)j;
+}
+
+static void grid_build(const struct vg_sched_world *w, struct grid *g)
+{
+    size_t nc = (size_t)GRID_LAT * GRID_LON;
+    g->start = vg_xcalloc(nc + 1, sizeof(*g->start));
+    g->items = vg_xmalloc((w->n_locs ? w->n_locs : 1) * sizeof(*g->items));
+    for (size_t l = 0; l < w->n_locs; l++)
+        g->start[cell_of(w->locs[l].lat, w->locs[l].lon) + 1]++;
+    for (size_t c = 0; c < nc; c++)
+        g->start[c + 1] += g->start[c];
+    uint32_t *fill = vg_xmalloc(nc * sizeof(*fill));
+    memcpy(fill, g->start, nc * sizeof(*fill));
+    for (size_t l = 0; l < w->n_locs; l++)
+        g->items[fill[cell_of(w->locs[l].lat, w->locs[l].lon)]++] = (uint32_t)l;
+    free(fill);
+}
+
+static bool near_less(struct vg__sched_near a, struct vg__sched_near b)
+{
+    return a.rtt_us < b.rtt_us || (a.rtt_us == b.rtt_us && a.loc < b.loc);
+}
+
+/* Inserts into a sorted list of at most VG_SCHED_NEAR. */
+static void near_insert(struct vg__sched_near *list, uint8_t *n, struct vg__sched_near x)
+{
+    size_t i = *n;
+    if (i == VG_SCHED_NEAR) {
+        if (!near_less(x, list[i - 1]))
+            return;
+        i--;
+    } else {
+        (*n)++;
+    }
+    while (i > 0 && near_less(x, list[i - 1])) {
+        list[i] = list[i - 1];
+        i--;
+    }
+    list[i] = x;
+}
+
+static void scan_cell(struct vg_sched_world *w, const struct grid *g, uint32_t a, int i, int j)
+{
+    if (i < 0 || i >= GRID_LAT)
+        return;
+    j = ((j % GRID_LON) + GRID_LON) % GRID_LON;
+    size_t c = (size_t)i * GRID_LON + (size_t)j;
+    for (uint32_t k = g->start[c]; k < g->start[c + 1]; k++) {
+        struct vg__sched_near x = {g->items[k], model_rtt(w, a, g->items[k])};
+        near_insert(&w->near[(size_t)a * VG_SCHED_NEAR], &w->n_near[a], x);
+    }
+}
+
+/* Rings of cells around the area until the nearest VG_SCHED_NEAR are
+ * found and the next ring cannot hold a nearer one (the bound is on the
+ * ring's latitude gap and its narrowest longitude gap: approximate near
+ * the poles, where nothing is). */
+static void find_near(struct vg_sched_world *w, const struct grid *g, uint32_t a)
+{
+    const struct vg_sched_area *ar = &w->areas[a];
+    size_t c = cell_of(ar->lat, ar->lon);
+    int ci = (int)(c / GRID_LON), cj = (int)(c % GRID_LON);
+    for (int r = 0; r <= GRID_LON / 2; r++) {
+        if (w->n_near[a] == VG_SCHED_NEAR && r >= 2) {
+            double shrink = cos(fmin(89.0, fabs(ar->lat) + r) * M_PI / 180.0);
+            double gap_km = (r - 1) * 111.19 * (shrink < 0.05 ? 0.05 : shrink);
+            if (vg_geo_rtt_us(gap_km) > w->near[(size_t)a * VG_SCHED_NEAR + VG_SCHED_NEAR - 1].rtt_us)
+                break;
+        }
+        if (r == 0) {
+            scan_cell(w, g, a, ci, cj);
+            continue;
+        }
+        for (int dj = -r; dj <= r; dj++) {
+            scan_cell(w, g, a, ci - r, cj + dj);
+            scan_cell(w, g, a, ci + r, cj + dj);
+        }
+        for (int di = -r + 1; di <= r - 1; di++) {
+            scan_cell(w, g, a, ci + di, cj - r);
+            if (2 * r != GRID_LON)
+                scan_cell(w, g, a, ci + di, cj + r);
+        }
+    }
+}
+
+/* Up to VG__SCHED_HUBS_PER_COUNTRY locations per country, spread over its
+ * list: where an area none of whose nearest locations an app may use
+ * looks for one. */
+static void pick_hubs(struct vg_sched_world *w)
+{
+    uint32_t *count = vg_xcalloc(VG__SCHED_COUNTRIES, sizeof(*count));
+    uint32_t *seen = vg_xcalloc(VG__SCHED_COUNTRIES, sizeof(*seen));
+    for (size_t l = 0; l < w->n_locs; l++)
+        count[w->loc_country[l]]++;
+    w->hubs = vg_xmalloc((w->n_locs ? w->n_locs : 1) * sizeof(*w->hubs));
+    for (size_t l = 0; l < w->n_locs; l++) {
+        uint16_t cc = w->loc_country[l];
+        uint32_t stride = count[cc] / VG__SCHED_HUBS_PER_COUNTRY + 1, k = seen[cc]++;
+        if (k % stride == 0)
+            w->hubs[w->n_hubs++] = (uint32_t)l;
+    }
+    free(count);
+    free(seen);
+}
+
+static int check_inputs(struct vg_sched_world *w)
+{
+    for (size_t l = 0; l < w->n_locs; l++) {
+        struct vg_sched_location *lo = &w->locs[l];
+        if ((w->loc_country[l] = vg__sched_country(lo->country)) == 0xffff)
+            return VG_EINVAL;
+        if (memchr(lo->region, '\0', VG_SCHED_REGION_MAX) == NULL || intern_region(w, lo->region, &w->loc_region[l]))
+            return VG_EINVAL;
+        if (!(lo->lat >= -90 && lo->lat <= 90 && lo->lon >= -180 && lo->lon <= 180))
+            return VG_EINVAL;
+    }
+    for (size_t a = 0; a < w->n_areas; a++) {
+        struct vg_sched_area *ar = &w->areas[a];
+        if (vg__sched_country(ar->country) == 0xffff || !(ar->lat >= -90 && ar->lat <= 90) ||
+            !(ar->lon >= -180 && ar->lon <= 180))
+            return VG_EINVAL;
+        if (memchr(ar->region, '\0', VG_SCHED_REGION_MAX) == NULL || intern_region(w, ar->region, &w->area_region[a]))
+            return VG_EINVAL;
+    }
+    return 0;
+}
+
+int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, const struct vg_sched_area *areas,
+                          size_t n_areas, const char *const *tag_names, size_t n_tags, struct vg_sched_world **out)
+{
+    if (n_tags > VG_SCHED_TAGS_MAX || n_locs >= UINT32_MAX || n_areas >= UINT32_MAX)
+        return VG_EINVAL;
+    struct vg_sched_world *w = vg_xcalloc(1, sizeof(*w));
+    w->magic = VG__SCHED_WORLD_MAGIC;
+    w->n_locs = n_locs;
+    w->n_areas = n_areas;
+    w->locs = vg_xmalloc((n_locs ? n_locs : 1) * sizeof(*locs));
+    memcpy(w->locs, locs, n_locs * sizeof(*locs));
+    w->areas = vg_xmalloc((n_areas ? n_areas : 1) * sizeof(*areas));
+    memcpy(w->areas, areas, n_areas * sizeof(*areas));
+    w->loc_country = vg_xcalloc(n_locs + 1, sizeof(*w->loc_country));
+    w->loc_region = vg_xcalloc(n_locs + 1, 1);
+    w->area_region = vg_xcalloc(n_areas + 1, 1);
+    w->near = vg_xcalloc(n_areas * VG_SCHED_NEAR + 1, sizeof(*w->near));
+    w->loc_xyz = vg_xcalloc(n_locs + 1, sizeof(*w->loc_xyz));
+    w->area_xyz = vg_xcalloc(n_areas + 1, sizeof(*w->area_xyz));
+    w->n_near = vg_xcalloc(n_areas + 1, 1);
+    int rc = VG_EINVAL;
+    for (size_t t = 0; t < n_tags; t++) {
+        if (!tag_names[t] || strlen(tag_names[t]) >= sizeof(w->tags[0]))
+            goto out;
+        strcpy(w->tags[t], tag_names[t]);
+    }
+    w->n_tags = n_tags;
+    if ((rc = check_inputs(w)) != 0 || (rc = index_ids(w)) != 0)
+        goto out;
+    for (size_t l = 0; l < n_locs; l++)
+        vg_geo_to_xyz(w->locs[l].lat, w->locs[l].lon, &w->loc_xyz[l]);
+    for (size_t a = 0; a < n_areas; a++)
+        vg_geo_to_xyz(w->areas[a].lat, w->areas[a].lon, &w->area_xyz[a]);
+    if (n_locs <= BRUTE_MAX) { /* a grid of empty cells costs more than it saves */
+        for (size_t a = 0; a < n_areas; a++)
+            for (size_t l = 0; l < n_locs; l++)
+                near_insert(&w->near[a * VG_SCHED_NEAR], &w->n_near[a],
+                            (struct vg__sched_near){(uint32_t)l, model_rtt(w, (uint32_t)a, (uint32_t)l)});
+    } else {
+        struct grid g;
+        grid_build(w, &g);
+        for (size_t a = 0; a < n_areas; a++)
+            find_near(w, &g, (uint32_t)a);
+        free(g.start);
+        free(g.items);
+    }
+    pick_hubs(w);
+    rc = 0;
+out:
+    if (rc) {
+        vg_sched_world_destroy(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void vg_sched_world_destroy(struct vg_sched_world *w)
+{
+    if (!w)
+        return;
+    VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
+    free(w->locs);
+    free(w->areas);
+    free(w->loc_country);
+    free(w->loc_region);
+    free(w->area_region);
+    free(w->near);
+    free(w->n_near);
+    free(w->loc_xyz);
+    free(w->area_xyz);
+    free(w->id_slots);
+    free(w->hubs);
+    free(w->ovr);
+    w->magic = 0;
+    free(w);
+}
+
+size_t vg_sched_world_n_locations(const struct vg_sched_world *w)
+{
+    return w->n_locs;
+}
+
+size_t vg_sched_world_n_areas(const struct vg_sched_world *w)
+{
+    return w->n_areas;
+}
+
+const struct vg_sched_location *vg_sched_world_location(const struct vg_sched_world *w, size_t i)
+{
+    VG_ASSERT(i < w->n_locs);
+    return &w->locs[i];
+}
+
+const struct vg_sched_area *vg_sched_world_area(const struct vg_sched_world *w, size_t i)
+{
+    VG_ASSERT(i < w->n_areas);
+    return &w->areas[i];
+}
+
+uint32_t vg_sched_world_tag(const struct vg_sched_world *w, const char *name)
+{
+    for (size_t t = 0; t < w->n_tags; t++)
+        if (strcmp(w->tags[t], name) == 0)
+            return 1u << t;
+    return 0;
+}
+
+const char *vg_sched_world_tag_name(const struct vg_sched_world *w, unsigned bit)
+{
+    return bit < w->n_tags ? w->tags[bit] : "?";
+}
+
+/* --- measured RTTs ---------------------------------------------------------- */
+
+static struct vg__sched_rtt_ovr *ovr_slot(const struct vg_sched_world *w, uint64_t key)
+{
+    if (!w->ovr_cap)
+        return NULL;
+    for (size_t i = (key * 0x9e3779b97f4a7c15ull) >> 40 & (w->ovr_cap - 1);; i = (i + 1) & (w->ovr_cap - 1))
+        if (w->ovr[i].key == key || w->ovr[i].key == 0)
+            return &w->ovr[i];
+}
+
+static void ovr_grow(struct vg_sched_world *w)
+{
+    struct vg__sched_rtt_ovr *old = w->ovr;
+    size_t old_cap = w->ovr_cap;
+    w->ovr_cap = old_cap ? old_cap * 2 : 64;
+    w->ovr = vg_xcalloc(w->ovr_cap, sizeof(*w->ovr));
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].key)
+            *ovr_slot(w, old[i].key) = old[i];
+    free(old);
+}
+
+int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc, uint32_t rtt_us)
+{
+    if (area >= w->n_areas || loc >= w->n_locs)
+        return VG_EINVAL;
+    if (2 * (w->n_ovr + 1) > w->ovr_cap)
+        ovr_grow(w);
+    uint64_t key = ((uint64_t)area << 32 | loc) + 1;
+    struct vg__sched_rtt_ovr *s = ovr_slot(w, key);
+    if (s->key == 0)
+        w->n_ovr++;
+    *s = (struct vg__sched_rtt_ovr){key, rtt_us};
+    /* the nearest list follows: the pair moves within it, enters it or leaves it */
+    struct vg__sched_near *list = &w->near[(size_t)area * VG_SCHED_NEAR];
+    uint8_t n = w->n_near[area], m = 0;
+    struct vg__sched_near keep[VG_SCHED_NEAR];
+    for (uint8_t i = 0; i < n; i++)
+        if (list[i].loc != loc)
+            keep[m++] = list[i];
+    bool was_in = m != n;
+    w->n_near[area] = 0;
+    for (uint8_t i = 0; i < m; i++)
+        near_insert(list, &w->n_near[area], keep[i]);
+    if (was_in || w->n_near[area] < VG_SCHED_NEAR || near_less((struct vg__sched_near){loc, rtt_us}, list[m - 1]))
+        near_insert(list, &w->n_near[area], (struct vg__sched_near){loc, rtt_us});
+    return 0;
+}
+
+uint32_t vg_sched_rtt_us(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
+{
+    VG_ASSERT(area < w->n_areas && loc < w->n_locs);
+    const struct vg__sched_rtt_ovr *s = ovr_slot(w, ((uint64_t)area << 32 | loc) + 1);
+    if (s && s->key)
+        return s->rtt_us;
+    const struct vg__sched_near *list = &w->near[(size_t)area * VG_SCHED_NEAR];
+    for (uint8_t i = 0; i < w->n_near[area]; i++)
+        if (list[i].loc == loc)
+            return list[i].rtt_us;
+    return model_rtt(w, area, loc);
+}
+
+/* --- compiled enforcements ---------------------------------------------------- */
+
+static void bit_set(uint8_t *b, unsigned i)
+{
+    b[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+static bool bit_get(const uint8_t *b, unsigned i)
+{
+    return b[i / 8] >> (i % 8) & 1;
+}
+
+static void compile_countries(const char *const *cc, size_t n, uint8_t *bits)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint16_t c = vg__sched_country(cc[i]);
+        if (c != 0xffff)
+            bit_set(bits, c);
+    }
+}
+
+/* A region the world does not know cannot match any location: an allow
+ * list naming only such regions allows nothing (any_allow stays true). */
+static void compile_regions(const struct vg_sched_world *w, const char *const *rr, size_t n, uint8_t *bits)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = vg__sched_region(w, rr[i]);
+        if (r >= 0)
+            bit_set(bits, (unsigned)r);
+    }
+}
+
+void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r)
+{
+    const struct vg_sched_enforce *e = &app->enforce;
+    memset(r, 0, sizeof(*r));
+    compile_countries(e->allow_countries, e->n_allow_countries, r->allow_c);
+    compile_countries(e->deny_countries, e->n_deny_countries, r->deny_c);
+    compile_regions(w, e->allow_regions, e->n_allow_regions, r->allow_r);
+    compile_regions(w, e->deny_regions, e->n_deny_regions, r->deny_r);
+    r->any_allow_c = e->n_allow_countries > 0;
+    r->any_allow_r = e->n_allow_regions > 0;
+    r->tags = e->require_tags;
+    r->residency = e->residency;
+}
+
+bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
+{
+    unsigned cc = w->loc_country[loc], rg = w->loc_region[loc];
+    if (bit_get(r->deny_c, cc) || bit_get(r->deny_r, rg))
+        return false;
+    if (r->any_allow_c && !bit_get(r->allow_c, cc))
+        return false;
+    if (r->any_allow_r && !bit_get(r->allow_r, rg))
+        return false;
+    return (w->locs[loc].tags & r->tags) == r->tags;
+}
