@@ -38,6 +38,9 @@ static void node_usage(FILE *f)
                "                       errored or were slow are kept whatever R is; off: no traces at all\n"
                "  --trace-slow DUR     keep the trace of any request slower than DUR (default 500ms; 0: off)\n"
                "  --trace-ring N       kept traces per worker for `verge trace` (default 1024)\n"
+               "  --trace-unsampled M  what a request that head sampling skipped records: root (its own span:\n"
+               "                       kept with status and duration when it errs or is slow; the default) or\n"
+               "                       stages (every stage, as a sampled one; about 1%% of a proxied request)\n"
                "  --trace-export URL   send kept traces to an OTLP/HTTP collector (http://HOST:PORT/v1/traces)\n\n"
                "signals: SIGHUP reloads the manifests (a bad one keeps the running config), SIGTERM drains and "
                "exits.\n");
@@ -130,6 +133,11 @@ static int trace_arg(int c, const char *arg, struct vg_node_options *o)
         o->trace_ring = n;
         return -1;
     }
+    case 1005:
+        if (strcmp(arg, "root") && strcmp(arg, "stages"))
+            return bad("--trace-unsampled takes root or stages", arg);
+        o->trace_stages = strcmp(arg, "stages") == 0;
+        return -1;
     default:
         if (strncmp(arg, "http://", 7) != 0)
             return bad("--trace-export takes an OTLP/HTTP collector URL, http://HOST:PORT/v1/traces", arg);
@@ -168,6 +176,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"trace-slow", required_argument, NULL, 1002},
         {"trace-ring", required_argument, NULL, 1003},
         {"trace-export", required_argument, NULL, 1004},
+        {"trace-unsampled", required_argument, NULL, 1005},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -289,6 +298,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         case 1002:
         case 1003:
         case 1004:
+        case 1005:
             rc = trace_arg(c, optarg, &o);
             break;
         case 'h':

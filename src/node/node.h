@@ -44,7 +44,8 @@ struct vg_node_options {
     /* traces: head sampling rate (0..1), the threshold over which a
      * request's trace is kept anyway (0: none), kept traces per worker,
      * and an OTLP/HTTP collector (http://host:port/v1/traces) or NULL */
-    bool trace_off; /* no traces at all (the overhead benchmark's baseline) */
+    bool trace_off;    /* no traces at all (the overhead benchmark's baseline) */
+    bool trace_stages; /* unsampled requests record every stage too (else only their own span) */
     double trace_sample;
     uint64_t trace_slow_ms;
     size_t trace_ring;

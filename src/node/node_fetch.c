@@ -180,8 +180,9 @@ static void *fetch_start(void *vctx, h2o_req_t *parent, const struct vg_fn_fetch
     s->trace = vg_http_req_trace(parent);
     s->span = vg_trace_begin(s->trace, "fetch", 0);
     vg_trace_detail(s->trace, s->span, f->target.base, f->target.len);
-    if (h2o_find_header_by_str(&s->req.headers, H2O_STRLIT("traceparent"), -1) < 0)
-        vg__node_trace_propagate(s->trace, s->span, &s->req); /* the origin joins the trace */
+    /* the origin joins the trace, unless the script set a traceparent itself */
+    bool own = h2o_find_header_by_str(&s->req.headers, H2O_STRLIT("traceparent"), -1) >= 0;
+    h2o_iovec_t tp = own ? h2o_iovec_init(NULL, 0) : vg__node_trace_header(s->trace, s->span, &s->req);
     struct vg_app_rt *app = &ctx->site->apps[ctx->app];
     int o = find_origin(app->conf, f->target);
     if (o < 0) {
@@ -199,6 +200,7 @@ static void *fetch_start(void *vctx, h2o_req_t *parent, const struct vg_fn_fetch
         .authority = ort->authority,
         .app = app->conf->name,
         .body_limit = app->conf->limits.body_size,
+        .traceparent = tp,
     };
     vg_proxy_forward(&s->req, &t, s->req.path, h2o_iovec_init(NULL, 0), NULL, NULL);
     return s;

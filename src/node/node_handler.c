@@ -31,7 +31,8 @@ struct reqstate {
     /* the trace: its stages' spans while they run */
     struct vg_trace *trace;
     vg_span_t sp_lua, sp_upstream, sp_phase;
-    bool internal; /* /_verge/...: not in the log ring (a `verge logs -f` would see its own polls) */
+    bool internal;  /* /_verge/...: not in the log ring (a `verge logs -f` would see its own polls) */
+    ssize_t tp_hdr; /* the traceparent header's index in req->headers, -1: none yet */
 };
 
 static const h2o_iovec_t hdr_reqid = {H2O_STRLIT("x-request-id")};
@@ -199,6 +200,8 @@ static void on_request_end(void *p)
                                   .location = rs->worker->node->opt.location,
                                   .status = status};
         vg__node_trace_end(rs->worker, rs->trace, &m);
+        vg__node_trace_release(rs->worker, rs->trace); /* the last of the request to use it */
+        rs->trace = NULL;
     }
     vg__node_worker_request_done(rs->worker, rs->site);
 }
@@ -550,7 +553,7 @@ static void on_upstream_event(void *data, enum vg_proxy_event ev, int server)
     struct vg_trace *t = rs->trace;
     if (ev == VG_PROXY_ATTEMPT)
         rs->server = server;
-    if (!t)
+    if (!vg_trace_recording(t))
         return;
     switch (ev) {
     case VG_PROXY_ATTEMPT: {
@@ -601,7 +604,6 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
         }
     }
     add_forwarded(req);
-    vg__node_trace_propagate(rs->trace, 0, req);
     struct vg_proxy_target t = {
         .conf = o,
         .state = rs->origin->state,
@@ -611,6 +613,7 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
         .authority = rs->origin->authority,
         .app = rs->app->conf->name,
         .body_limit = rs->app->conf->limits.body_size,
+        .traceparent = vg__node_trace_header(rs->trace, 0, req), /* the origin's parent: this request */
     };
     /* the forwarder's state goes on the pool after rs: it is torn down
      * first, while the site it points into is still held */
@@ -637,8 +640,8 @@ static void do_proxy(struct reqstate *rs, size_t app_idx)
 static void lua_span_begin(struct reqstate *rs, const char *name)
 {
     rs->sp_lua = vg_trace_begin(rs->trace, name, 0);
-    vg_trace_set_current(rs->trace, rs->sp_lua);              /* its kv lookups nest under it */
-    vg__node_trace_propagate(rs->trace, rs->sp_lua, rs->req); /* what verge.publish/request pass on */
+    vg_trace_set_current(rs->trace, rs->sp_lua);                           /* its kv lookups nest under it */
+    vg__node_trace_propagate(rs->trace, rs->sp_lua, rs->req, &rs->tp_hdr); /* what verge.publish/request pass on */
 }
 
 static void lua_span_end(struct reqstate *rs)
@@ -794,7 +797,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                             .sp_phase = VG_SPAN_NONE};
     site->workers[w->id].inflight++;
     assign_request_id(rs);
-    rs->trace = vg__node_trace_start(w, req);
+    rs->trace = vg__node_trace_start(w, req, &rs->tp_hdr);
 
     const char *why;
     /* HTTP/1 heads were checked raw, before parsing (http1.c: the guard and

@@ -193,7 +193,9 @@ struct vg_worker {
     bool delay_ready;
     h2o_req_t *delay_resuming;    /* the request being handed back, during that call */
     struct vg_trace_ring *traces; /* kept traces of this worker's requests */
-    struct vg__node_msgq *msgq;   /* messages for the apps' subscription handlers (node_msg.c) */
+    void *trace_free;             /* live traces' memory for reuse (node_trace.c) */
+    size_t n_trace_free;
+    struct vg__node_msgq *msgq; /* messages for the apps' subscription handlers (node_msg.c) */
 };
 
 struct vg_node {
@@ -381,12 +383,20 @@ void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
 
 /* ---- traces (node_trace.c, node_trace_export.c) ---- */
 
-/* The request's trace (on its pool): continues an incoming traceparent. */
-struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req);
-/* Sets req's traceparent to span from's (before forwarding it). */
-void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
+/* The request's trace: continues an incoming traceparent; *tp_hdr is the
+ * index of that header in req (-1: none), for vg__node_trace_propagate. */
+struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize_t *tp_hdr);
+/* Span from's traceparent for a callee (on req's pool), or empty when
+ * tracing is off: what a proxied request carries (vg_proxy_target). */
+h2o_iovec_t vg__node_trace_header(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
+/* Sets req's traceparent to span from's (before forwarding it): in place
+ * at *tp_hdr when it is still there, else found or added (and *tp_hdr
+ * updated). */
+void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req, ssize_t *tp_hdr);
 /* Finishes it; a kept one goes to the worker's ring and the exporter. */
 void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m);
+/* Gives a request's trace memory back (after vg__node_trace_end). */
+void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t);
 /* Server-Timing and traceresponse on the response, when asked for. */
 void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req);
 /* GET /_verge/traces/ID. */

@@ -34,33 +34,85 @@ static void accept_span(struct vg_trace *t, h2o_req_t *req)
         vg_trace_detail(t, s, "tls", 3);
 }
 
-struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req)
+/* A trace's memory comes from the worker's free list, not the request's
+ * pool: the pool's first chunk is mostly taken by then, and the trace
+ * (~1.4 KiB) cost a chunk malloc and free per request. */
+#define TRACE_FREE_MAX 256
+
+static void *trace_mem(struct vg_worker *w)
+{
+    if (!w->trace_free)
+        return vg_xmalloc(vg_trace_size());
+    void *p = w->trace_free;
+    w->trace_free = *(void **)p;
+    w->n_trace_free--;
+    return p;
+}
+
+void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t)
+{
+    if (!t)
+        return;
+    if (w->n_trace_free >= TRACE_FREE_MAX) {
+        free(t);
+        return;
+    }
+    *(void **)t = w->trace_free;
+    w->trace_free = t;
+    w->n_trace_free++;
+}
+
+struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize_t *tp_hdr)
 {
     struct vg_node *node = w->node;
+    *tp_hdr = -1;
     if (node->opt.trace_off)
         return NULL;
     struct vg_trace_parent parent, *pp = NULL;
-    ssize_t i = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
+    ssize_t i = *tp_hdr = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
     if (i >= 0 &&
         vg_trace_parse_traceparent(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &parent))
         pp = &parent;
-    struct vg_trace *t =
-        vg_trace_init(h2o_mem_alloc_pool(&req->pool, vg_trace_size()), pp, node->opt.trace_sample, "request");
+    struct vg_trace *t = vg_trace_init(trace_mem(w), pp, node->opt.trace_sample, "request");
+    if (!node->opt.trace_stages && !wants_timing(node, req)) /* dev and debug requests see every stage */
+        vg_trace_root_only(t);
     vg_http_req_set_trace(req, t);
     if (vg_http_req_first_on_conn(req)) /* the connection's setup (accept, a TLS handshake) came first */
         accept_span(t, req);
     return t;
 }
 
-void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req)
+h2o_iovec_t vg__node_trace_header(struct vg_trace *t, vg_span_t from, h2o_req_t *req)
+{
+    if (!t)
+        return h2o_iovec_init(NULL, 0);
+    char *tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
+    vg_trace_child_header(t, from, tp);
+    return h2o_iovec_init(tp, VG_TRACEPARENT_LEN);
+}
+
+void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req, ssize_t *tp_hdr)
 {
     if (!t)
         return; /* tracing off: an incoming traceparent passes through */
     /* the callee's parent is our span; tracestate passes through untouched */
     char *tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
     vg_trace_child_header(t, from, tp);
-    h2o_set_header_by_str(&req->pool, &req->headers, hdr_traceparent.base, hdr_traceparent.len, 0, tp,
-                          VG_TRACEPARENT_LEN, 1);
+    h2o_iovec_t v = h2o_iovec_init(tp, VG_TRACEPARENT_LEN);
+    ssize_t i = *tp_hdr;
+    if (i >= 0 && (size_t)i < req->headers.size && /* where it was, unless Lua rewrote the headers since */
+        h2o_memis(req->headers.entries[i].name->base, req->headers.entries[i].name->len, hdr_traceparent.base,
+                  hdr_traceparent.len)) {
+        req->headers.entries[i].value = v;
+        return;
+    }
+    i = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
+    if (i >= 0)
+        req->headers.entries[i].value = v;
+    else
+        h2o_add_header_by_str(&req->pool, &req->headers, hdr_traceparent.base, hdr_traceparent.len, 0, NULL, v.base,
+                              v.len);
+    *tp_hdr = i >= 0 ? i : (ssize_t)req->headers.size - 1;
 }
 
 void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m)
@@ -84,8 +136,10 @@ static bool wants_timing(struct vg_node *node, h2o_req_t *req)
     if (node->opt.dev)
         return true;
     const char *tok = node->opt.admin_token;
+    if (!tok)
+        return false;
     ssize_t i = h2o_find_header_by_str(&req->headers, hdr_debug.base, hdr_debug.len, -1);
-    return tok && i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
+    return i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
 }
 
 void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
@@ -202,7 +256,14 @@ void vg__node_trace_fini(struct vg_node *node)
     vg__node_exporter_destroy(node->trace_exporter);
     node->trace_exporter = NULL;
     for (unsigned k = 0; k < node->n_workers; k++) {
-        vg_trace_ring_destroy(node->workers[k].traces);
-        node->workers[k].traces = NULL;
+        struct vg_worker *w = &node->workers[k];
+        vg_trace_ring_destroy(w->traces);
+        w->traces = NULL;
+        while (w->trace_free) {
+            void *p = w->trace_free;
+            w->trace_free = *(void **)p;
+            free(p);
+        }
+        w->n_trace_free = 0;
     }
 }

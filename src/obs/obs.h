@@ -58,7 +58,7 @@ void vg_obs_label_escape(char *dst, size_t cap, const char *s);
  * ring per worker answers lookups (`verge trace ID`), the exporter sends
  * them as OTLP/HTTP JSON. */
 
-#define VG_TRACE_MAX_SPANS 40
+#define VG_TRACE_MAX_SPANS 24 /* a request uses 6-12; more are dropped, counted in the record */
 #define VG_TRACEPARENT_LEN 55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 #define VG_TRACE_ID_HEX 32
 
@@ -92,6 +92,15 @@ struct vg_trace;
  * (vg_trace_head_sampled); the root span named root starts now. */
 size_t vg_trace_size(void);
 struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root);
+
+/* A trace that was not head-sampled records only its root span from now
+ * on (the request's duration, status and failure: enough to keep it when
+ * it errs or is slow), so that the 99% of requests nobody looks at cost a
+ * few clock readings less; a sampled trace is unaffected. */
+void vg_trace_root_only(struct vg_trace *t);
+/* Whether stages are recorded (a trace, not root-only): callers skip
+ * preparing a span's detail otherwise. */
+bool vg_trace_recording(const struct vg_trace *t);
 
 /* Starts a span (name: a static string) under parent; VG_SPAN_NONE when
  * the trace is full (counted in the record as dropped spans), which every

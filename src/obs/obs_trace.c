@@ -18,8 +18,10 @@
 #include <x86intrin.h>
 #endif
 
-#define DETAIL_MAX 64
+#define DETAIL_MAX 24 /* "127.0.0.1:8080", "hit", a subject: longer ones are cut */
 
+/* 56 bytes: a trace's spans live in the request's pool, whose first chunk
+ * they should not outgrow (a bigger array cost a malloc per request). */
 struct span {
     const char *name;
     uint64_t start, end; /* live: trace clock readings (end 0: open); record: ns from the root's start */
@@ -32,6 +34,7 @@ struct vg_trace {
     uint8_t trace_id[16];
     uint8_t parent_span[8]; /* the caller's span (from traceparent) */
     bool has_parent, sampled, failed;
+    bool root_only;     /* not head-sampled and stages not wanted: only the request's own span is timed */
     uint64_t span_base; /* span i's id is span_base + i: unique within the trace */
     uint16_t n, dropped;
     int16_t current;
@@ -94,10 +97,30 @@ bool vg_trace_parse_traceparent(const char *s, size_t len, struct vg_trace_paren
     return true;
 }
 
+/* Every request formats a traceparent for its origin: 4 bytes into 8
+ * hex digits at a time, with integer arithmetic (SWAR) instead of a
+ * lookup per nibble. */
+static inline void hex4(const uint8_t *in, char *out)
+{
+    uint64_t x = (uint64_t)in[0] << 24 | (uint64_t)in[1] << 16 | (uint64_t)in[2] << 8 | in[3];
+    x = ((x & 0xffff0000u) << 16) | (x & 0xffffu); /* each nibble into a byte, first digit in the top byte */
+    x = ((x & 0x0000ff000000ff00ull) << 8) | (x & 0x000000ff000000ffull);
+    x = ((x & 0x00f000f000f000f0ull) << 4) | (x & 0x000f000f000f000full);
+    uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull; /* 1 where > 9 */
+    x += 0x3030303030303030ull + letters * ('a' - '0' - 10);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x); /* the first digit (the top byte) to the lowest address */
+#endif
+    memcpy(out, &x, 8);
+}
+
 void vg_trace_hex(const uint8_t *b, size_t n, char *out)
 {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        hex4(b + i, out + 2 * i);
     static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
+    for (; i < n; i++) {
         out[2 * i] = digits[b[i] >> 4];
         out[2 * i + 1] = digits[b[i] & 15];
     }
@@ -247,6 +270,7 @@ struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, 
         vg_trace_new_id(t->trace_id);
     }
     t->sampled = vg_trace_head_sampled(parent, t->trace_id, rate);
+    t->root_only = false;
     t->failed = false;
     t->span_base = rng_next() & ~0xffULL; /* + index: never zero, unique per trace */
     t->span_base |= 0x100;
@@ -256,9 +280,20 @@ struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, 
     return t;
 }
 
+bool vg_trace_recording(const struct vg_trace *t)
+{
+    return t && !t->root_only;
+}
+
+void vg_trace_root_only(struct vg_trace *t)
+{
+    if (t && !t->sampled)
+        t->root_only = true;
+}
+
 vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
 {
-    if (!t)
+    if (!t || (t->root_only && t->n))
         return VG_SPAN_NONE;
     if (t->n == VG_TRACE_MAX_SPANS) {
         t->dropped++;
@@ -276,12 +311,12 @@ vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, u
 
 vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
 {
-    return t ? vg_trace_add(t, name, parent, vg_trace_clock(), 0) : VG_SPAN_NONE;
+    return t && !(t->root_only && t->n) ? vg_trace_add(t, name, parent, vg_trace_clock(), 0) : VG_SPAN_NONE;
 }
 
 vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
 {
-    if (!t)
+    if (!t || t->root_only)
         return VG_SPAN_NONE;
     uint64_t now = vg_trace_clock(); /* one reading: the next stage starts as the last one ends */
     vg_trace_end_at(t, ending, now);
@@ -317,10 +352,11 @@ void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t
 
 void vg_trace_fail(struct vg_trace *t, vg_span_t s)
 {
-    if (!t || s < 0)
+    if (!t)
         return;
-    t->spans[s].error = true;
-    t->failed = true;
+    t->failed = true; /* even when s was not recorded: the trace is kept */
+    if (s >= 0)
+        t->spans[s].error = true;
 }
 
 void vg_trace_set_current(struct vg_trace *t, vg_span_t s)

@@ -130,6 +130,7 @@ struct vg_proxy_target {
     char *const *authority;              /* "host:port" per server: Host (unless conf->preserve_host) */
     const char *app;                     /* app name, for logs */
     size_t body_limit;                   /* the app's limits.body_size, for streamed request bodies */
+    h2o_iovec_t traceparent;             /* sent instead of the client's (W3C), or empty */
 };
 
 /* What happens to a forwarded request, in order, per attempt (a retry

@@ -314,7 +314,7 @@ static bool named_in_request_connection(const h2o_headers_t *hs, const h2o_iovec
 /* What happens to a client header on its way to the origin. */
 enum req_hdr { HDR_KEEP, HDR_DROP, HDR_COOKIE, HDR_XFF, HDR_VIA };
 
-static enum req_hdr classify(const h2o_headers_t *hs, const h2o_iovec_t *name)
+static enum req_hdr classify(const h2o_headers_t *hs, const h2o_iovec_t *name, bool has_connection, bool own_trace)
 {
     static const struct name ours[] = {{H2O_STRLIT("host")},
                                        {H2O_STRLIT("content-length")},
@@ -331,7 +331,24 @@ static enum req_hdr classify(const h2o_headers_t *hs, const h2o_iovec_t *name)
         return HDR_XFF;
     if (h2o_lcstris(name->base, name->len, H2O_STRLIT("via")))
         return HDR_VIA;
-    return named_in_request_connection(hs, name) ? HDR_DROP : HDR_KEEP;
+    if (own_trace && h2o_lcstris(name->base, name->len, H2O_STRLIT("traceparent")))
+        return HDR_DROP; /* ours replaces it */
+    return has_connection && named_in_request_connection(hs, name) ? HDR_DROP : HDR_KEEP;
+}
+
+/* Every header's fate, decided once: the head is written in four passes
+ * (kept headers, then the merged Cookie, X-Forwarded-For and Via lines),
+ * and classifying in each pass cost ~20% of the head's instructions. */
+static uint8_t *classify_all(h2o_mem_pool_t *pool, const h2o_headers_t *hs, bool own_trace, uint8_t *stack,
+                             size_t stack_len)
+{
+    uint8_t *kind = hs->size <= stack_len ? stack : h2o_mem_alloc_pool(pool, hs->size);
+    bool has_connection = false;
+    for (size_t i = 0; i < hs->size; i++)
+        has_connection |= h2o_lcstris(hs->entries[i].name->base, hs->entries[i].name->len, H2O_STRLIT("connection"));
+    for (size_t i = 0; i < hs->size; i++)
+        kind[i] = (uint8_t)classify(hs, hs->entries[i].name, has_connection, own_trace);
+    return kind;
 }
 
 struct out {
@@ -350,13 +367,13 @@ static void put(struct out *o, const char *s, size_t n)
 
 /* Writes "name: v1<sep>v2...[<sep>last]\r\n" for every header of kind k (and
  * `last` when given); nothing when there is nothing to write. */
-static void put_merged(struct out *o, const h2o_headers_t *hs, enum req_hdr k, const char *name, const char *sep,
-                       h2o_iovec_t last)
+static void put_merged(struct out *o, const h2o_headers_t *hs, const uint8_t *kind, enum req_hdr k, const char *name,
+                       const char *sep, h2o_iovec_t last)
 {
     bool any = false;
     for (size_t i = 0; i < hs->size; i++) {
         const h2o_header_t *h = &hs->entries[i];
-        if (classify(hs, h->name) != k)
+        if (kind[i] != k)
             continue;
         if (!any) {
             put(o, name, strlen(name));
@@ -389,7 +406,8 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
         return VG_EINVAL;
     /* every header is written at most once, with at most 4 bytes around it;
      * 256 covers the lines of our own */
-    size_t cap = in->method.len + in->path.len + in->host.len + in->client_ip.len + in->proto.len + 256;
+    size_t cap =
+        in->method.len + in->path.len + in->host.len + in->client_ip.len + in->proto.len + 256 + in->traceparent.len;
     for (size_t i = 0; i < hs->size; i++) {
         const h2o_header_t *h = &hs->entries[i];
         if (unsafe_name(h->name->base, h->name->len) || unsafe_bytes(h->value.base, h->value.len))
@@ -413,9 +431,11 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
         int n = snprintf(cl, sizeof(cl), "content-length: %zu\r\n", in->has_body ? in->body_len : 0);
         put(&o, cl, (size_t)n);
     }
+    uint8_t stack[64];
+    const uint8_t *kind = classify_all(pool, hs, in->traceparent.len != 0, stack, sizeof(stack));
     for (size_t i = 0; i < hs->size; i++) {
         const h2o_header_t *h = &hs->entries[i];
-        if (classify(hs, h->name) != HDR_KEEP)
+        if (kind[i] != HDR_KEEP)
             continue;
         put(&o, h->orig_name ? h->orig_name : h->name->base, h->name->len);
         PUT_LIT(&o, ": ");
@@ -423,12 +443,17 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
         PUT_LIT(&o, "\r\n");
     }
     /* one Cookie line: HTTP/2 clients may split it, HTTP/1.1 wants one (RFC 6265 5.4) */
-    put_merged(&o, hs, HDR_COOKIE, "cookie", "; ", h2o_iovec_init(NULL, 0));
-    put_merged(&o, hs, HDR_XFF, "x-forwarded-for", ", ", in->client_ip);
+    put_merged(&o, hs, kind, HDR_COOKIE, "cookie", "; ", h2o_iovec_init(NULL, 0));
+    put_merged(&o, hs, kind, HDR_XFF, "x-forwarded-for", ", ", in->client_ip);
     PUT_LIT(&o, "x-forwarded-proto: ");
     put(&o, in->proto.base, in->proto.len);
     PUT_LIT(&o, "\r\n");
-    put_merged(&o, hs, HDR_VIA, "via", ", ", h2o_iovec_init(H2O_STRLIT("1.1 verge")));
+    put_merged(&o, hs, kind, HDR_VIA, "via", ", ", h2o_iovec_init(H2O_STRLIT("1.1 verge")));
+    if (in->traceparent.len) { /* ours, well-formed by construction: no check, no classifying */
+        PUT_LIT(&o, "traceparent: ");
+        put(&o, in->traceparent.base, in->traceparent.len);
+        PUT_LIT(&o, "\r\n");
+    }
     PUT_LIT(&o, "\r\n");
     *out = h2o_iovec_init(o.buf, o.len);
     return 0;
@@ -492,6 +517,7 @@ static enum start start_attempt(struct fwd *f)
         .proto = req->scheme->name,
         .has_body = f->body != BODY_NONE,
         .body_len = f->body_len,
+        .traceparent = f->t.traceparent,
     };
     if (vg__proxy_head_build(&req->pool, &h, &f->head) != 0)
         return BAD_REQUEST;

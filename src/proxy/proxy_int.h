@@ -24,6 +24,7 @@ struct vg__proxy_head {
     h2o_iovec_t proto;            /* X-Forwarded-Proto: "http" or "https" */
     bool has_body;                /* a body follows the head */
     size_t body_len;              /* its length; SIZE_MAX: unknown, sent chunked */
+    h2o_iovec_t traceparent;      /* ours for the origin (the client's is then left out), or empty */
 };
 
 /* Builds the HTTP/1.1 request head for the origin into pool memory (*out,

@@ -77,7 +77,8 @@ def test_incoming_trace_is_continued_and_reaches_the_origin(verge, origin):
 
 def test_keep_rules_errors_and_slow_requests_are_kept_unsampled(verge, origin):
     o = origin("a")
-    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "0", "--trace-slow", "150ms"] + TOKEN)
+    v = verge(app(o.port), {"edge.lua": EDGE},
+              args=["--trace-sample", "0", "--trace-slow", "150ms", "--trace-unsampled", "stages"] + TOKEN)
     fine = "00-%s-00f067aa0ba902b7-00" % ("1" * 32)
     failed = "00-%s-00f067aa0ba902b7-00" % ("2" * 32)
     slow = "00-%s-00f067aa0ba902b7-00" % ("3" * 32)
@@ -401,3 +402,19 @@ def test_every_stage_is_a_span(verge):
     assert wait_for(lambda: any(l.get("msg") == "checked" for l in v.log_records()), 5)
     line = next(l for l in v.log_records() if l.get("msg") == "checked")
     assert line["trace_id"] == TRACE  # Lua's log line joins the trace
+
+
+def test_unsampled_requests_keep_only_their_own_span_by_default(verge, origin):
+    """Head sampling skipped it: only the request's span is timed (cheap), yet
+    an error or a slow request is still kept, with status and duration."""
+    o = origin("a")
+    v = verge(app(o.port), {"edge.lua": EDGE}, args=["--trace-sample", "0"] + TOKEN)
+    failed = "00-%s-00f067aa0ba902b7-00" % ("8" * 32)
+    assert v.get("/boom", headers={"traceparent": failed}).status == 500
+    assert v.get("/api/x", headers={"traceparent": "00-%s-00f067aa0ba902b7-00" % ("9" * 32)}).status == 200
+    status, recs = spans_of(v, "8" * 32)
+    assert status == 200 and recs[0]["error"] and recs[0]["status"] == 500
+    assert [s["name"] for s in recs[0]["spans"]] == ["request"]
+    assert spans_of(v, "9" * 32)[0] == 404
+    tp = o.requests[0].headers.get("traceparent")  # still propagated, unsampled
+    assert tp.startswith("00-%s-" % ("9" * 32)) and tp.endswith("-00"), tp

@@ -146,7 +146,7 @@ static void test_full_trace_drops_spans(void **state)
     struct vg_trace_rec *r = vg_trace_finish(t, &meta, 0);
     json_t *j = vg_trace_rec_json(r);
     assert_int_equal(json_integer_value(json_object_get(j, "dropped_spans")), 1);
-    assert_false(json_is_true(json_object_get(j, "error")));
+    assert_true(json_is_true(json_object_get(j, "error"))); /* a failure is kept even when its span was not */
     json_decref(j);
     vg_trace_rec_unref(r);
     free(l.mem);
@@ -182,6 +182,40 @@ static void test_keep_decision(void **state)
     assert_non_null(r);
     vg_trace_rec_unref(r);
     free(l.mem);
+}
+
+static void test_root_only_records_the_request_alone(void **state)
+{
+    struct live l;
+    struct vg_trace *t = new_trace(&l, NULL, false);
+    vg_trace_root_only(t);
+    assert_false(vg_trace_recording(t));
+    assert_int_equal(vg_trace_begin(t, "route", 0), VG_SPAN_NONE);
+    vg_span_t h = vg_trace_next(t, VG_SPAN_NONE, "handler", 0);
+    assert_int_equal(h, VG_SPAN_NONE);
+    vg_trace_fail(t, h); /* still decides the keeping */
+    struct vg_trace_rec *r = vg_trace_finish(t, &meta, 0);
+    assert_non_null(r);
+    json_t *j = vg_trace_rec_json(r);
+    assert_int_equal(json_array_size(json_object_get(j, "spans")), 1);
+    assert_true(json_is_true(json_object_get(j, "error")));
+    json_decref(j);
+    vg_trace_rec_unref(r);
+    free(l.mem);
+    /* a sampled trace records its stages whatever */
+    t = new_trace(&l, NULL, true);
+    vg_trace_root_only(t);
+    assert_true(vg_trace_recording(t));
+    assert_int_equal(vg_trace_begin(t, "route", 0), 1);
+    free(l.mem);
+}
+
+static void test_hex(void **state)
+{
+    uint8_t b[7] = {0x00, 0x9a, 0xff, 0x10, 0xab, 0x05, 0xc3};
+    char out[15];
+    vg_trace_hex(b, 7, out);
+    assert_string_equal(out, "009aff10ab05c3");
 }
 
 static struct vg_trace_rec *record_with_id(uint8_t first)
@@ -251,6 +285,8 @@ int main(void)
         cmocka_unit_test(test_keep_decision),
         cmocka_unit_test(test_ring),
         cmocka_unit_test(test_otlp_json),
+        cmocka_unit_test(test_root_only_records_the_request_alone),
+        cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
