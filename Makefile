@@ -136,10 +136,10 @@ bench-sched: $(BUILD)/bench/sched_bench
 	@taskset -c 1 $(BUILD)/bench/sched_bench
 
 fmt:
-	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)
+	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c bench/*.c)
 
 fmt-check:
-	clang-format --dry-run -Werror $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c)
+	clang-format --dry-run -Werror $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c bench/*.c)
 
 clean:
 	rm -rf build build-asan build-fuzz

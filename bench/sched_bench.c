@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#define KUBE_PODS_PER_S 300.0    /* kube-scheduler, 30k nodes (scheduling throughput SLO tests) */
-#define NOMAD_C1M_PER_S 3750.0   /* Nomad C1M: 1M containers on 5k hosts in under 5 minutes */
+#define KUBE_PODS_PER_S 300.0  /* kube-scheduler, 30k nodes (scheduling throughput SLO tests) */
+#define NOMAD_C1M_PER_S 3750.0 /* Nomad C1M: 1M containers on 5k hosts in under 5 minutes */
 #define FULL_RUNS 5
 #define UPDATES 200
 
@@ -98,10 +98,9 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
     }
     qsort(upd, UPDATES, sizeof(*upd), cmp_d);
     viol += vg_sched_plan_verify(w, apps, na, plan, why, sizeof(why));
-    double med = full[FULL_RUNS / 2], pps = (double)use.placements / (med / 1000.0),
-           aps = (double)na / (med / 1000.0);
-    printf("world: %zu locations, %zu client areas, %zu apps (built in %.0f ms)\n", n_locs,
-           vg_sched_world_n_areas(w), na, build);
+    double med = full[FULL_RUNS / 2], pps = (double)use.placements / (med / 1000.0), aps = (double)na / (med / 1000.0);
+    printf("world: %zu locations, %zu client areas, %zu apps (built in %.0f ms)\n", n_locs, vg_sched_world_n_areas(w),
+           na, build);
     printf("full placement: median %.1f ms, best %.1f ms, worst %.1f ms of %d (floor < 1000 ms); %llu placements, "
            "%.1f%% of slots; violations %zu\n",
            med, full[0], full[FULL_RUNS - 1], FULL_RUNS, (unsigned long long)use.placements,
@@ -161,9 +160,15 @@ static void optimality_gap(int instances)
         for (uint32_t i = 0; i < 40; i++)
             e[i] = (struct vg_sched_demand_entry){i, 100 + (uint32_t)vg_sched_rng_below(&r, 100000)};
         struct vg_sched_demand d = {e, 40};
-        struct vg_sched_app app = {.name = "gap", .cpu_m = 100, .mem_mib = 64, .mode = VG_SCHED_DYNAMIC,
-                                   .target_us = 1000, .percentile = 100, .min_locs = 1,
-                                   .max_locs = 2 + (uint32_t)vg_sched_rng_below(&r, 5), .scale_in_steps = 1};
+        struct vg_sched_app app = {.name = "gap",
+                                   .cpu_m = 100,
+                                   .mem_mib = 64,
+                                   .mode = VG_SCHED_DYNAMIC,
+                                   .target_us = 1000,
+                                   .percentile = 100,
+                                   .min_locs = 1,
+                                   .max_locs = 2 + (uint32_t)vg_sched_rng_below(&r, 5),
+                                   .scale_in_steps = 1};
         struct vg_sched_plan *p = NULL;
         struct vg_sched_error err;
         if (vg_sched_place(w, &app, 1, &d, NULL, &p, &err) != 0)

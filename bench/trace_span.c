@@ -36,8 +36,8 @@ static int cmp(const void *a, const void *b)
 /* One request's trace: SPANS spans under the root, then finish. */
 static void one(void *mem, double rate)
 {
-    static const char *const names[SPANS] = {"route", "on_request", "cache", "upstream", "upstream_connect",
-                                             "upstream_first_byte", "upstream_body"};
+    static const char *const names[SPANS] = {
+        "route", "on_request", "cache", "upstream", "upstream_connect", "upstream_first_byte", "upstream_body"};
     struct vg_trace *t = vg_trace_init(mem, NULL, rate, "request");
     for (int s = 0; s < SPANS; s++)
         vg_trace_end(t, vg_trace_begin(t, names[s], s >= 4 ? 4 : 0));
