@@ -19,5 +19,6 @@ int vg_cli_top(int argc, char **argv);
 int vg_cli_dev(int argc, char **argv);
 int vg_cli_init(int argc, char **argv);
 int vg_cli_sim(int argc, char **argv);
+int vg_cli_placement(int argc, char **argv);
 
 #endif

@@ -28,6 +28,10 @@ static void control_usage(FILE *f)
                "  --max-unpacked SIZE       largest unpacked bundle (default 256m)\n"
                "  --max-files N             most files and directories in a bundle (default 10000)\n"
                "  --node-timeout DUR        a node is up if heard from within DUR (default 15s)\n"
+               "  --place-interval DUR      placement runs from the nodes' demand this often (default 10s; 0: only\n"
+               "                            on deploys and new nodes); scale-in windows count in these runs\n"
+               "  --place-drain DUR         a location placement drops serves at most DUR more while the new ones\n"
+               "                            come up (default 30s)\n"
                "  --log-level L             debug|info|warn|error (default info)\n"
                "  --log-format F            json|text (default json)\n\n"
                "The API is documented in docs/api.md. SIGTERM/SIGINT stop it.\n");
@@ -43,6 +47,8 @@ int vg_cli_control(int argc, char **argv)
         {"max-unpacked", required_argument, NULL, 'u'},
         {"max-files", required_argument, NULL, 'f'},
         {"node-timeout", required_argument, NULL, 't'},
+        {"place-interval", required_argument, NULL, 'i'},
+        {"place-drain", required_argument, NULL, 'r'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
@@ -93,6 +99,18 @@ int vg_cli_control(int argc, char **argv)
                 return 2;
             }
             o.node_timeout_ms = v;
+            break;
+        case 'i':
+        case 'r':
+            if (vg_parse_duration_ms(optarg, &v) != 0 || (c == 'i' && v && v < 100)) {
+                fprintf(stderr, "verge control: --%s takes a duration (10s; at least 100ms): %s\n",
+                        c == 'i' ? "place-interval" : "place-drain", optarg);
+                return 2;
+            }
+            if (c == 'i')
+                o.place_interval_ms = v;
+            else
+                o.place_drain_ms = v;
             break;
         case 'L': {
             size_t i = 0;

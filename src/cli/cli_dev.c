@@ -111,6 +111,7 @@ struct dev {
     int exit_code;
     char *app;
     char live[65];    /* what every pop serves */
+    size_t placed;    /* pops the app runs on (its placement; else all) */
     char pending[65]; /* deployed, not yet live everywhere */
     uint64_t pending_save, pending_deadline, next_check;
     uint64_t first_change, last_change; /* 0: none waiting */
@@ -675,12 +676,39 @@ static int deploy(struct dev *d, char sha[65])
     return rc;
 }
 
-/* From the nodes' reports: how many pops serve sha, and the first refusal
- * (why: a copy, caller's) if one refused it. */
-static int pops_state(struct dev *d, const char *sha, size_t *live, char **refused_by, char **why)
+/* How many pops the scheduler runs the app on: all of them without a
+ * `placement:` section, else those at its placed locations. */
+static size_t pops_placed(struct dev *d)
 {
     int status;
     json_t *j;
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/apps/%s/placement", d->app);
+    const char *err = api(d, "GET", path, NULL, NULL, NULL, 0, &status, &j);
+    size_t n = d->pops;
+    if (!err && status == 200 && !json_is_true(json_object_get(j, "everywhere"))) {
+        n = 0;
+        json_t *l;
+        size_t i;
+        json_array_foreach(json_object_get(j, "locations"), i, l)
+        {
+            const char *id = json_string_value(json_object_get(l, "id"));
+            for (size_t k = 1; id && k <= d->pops; k++)
+                n += !strcmp(json_string_value(json_object_get(l, "state")) ?: "", "placed") &&
+                     !strcmp(d->kids[k].loc->id, id);
+        }
+    }
+    json_decref(j);
+    return n;
+}
+
+/* From the nodes' reports: how many pops serve sha (and how many should:
+ * *want), and the first refusal (why: a copy, caller's) if one refused it. */
+static int pops_state(struct dev *d, const char *sha, size_t *live, size_t *want, char **refused_by, char **why)
+{
+    int status;
+    json_t *j;
+    *want = pops_placed(d);
     const char *err = api(d, "GET", "/v1/nodes", NULL, NULL, NULL, 0, &status, &j);
     *live = 0;
     if (err || status != 200) {
@@ -759,9 +787,21 @@ static int start_control(struct dev *d)
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", d->base);
     int rc = write_secret(tok, d->admin);
     if (rc == 0) {
-        char *argv[] = {
-            "verge", "control",        "--data", data,           "--listen", listen, "--bootstrap-token-file",
-            tok,     "--node-timeout", "5s",     "--log-format", "json",     NULL};
+        char *argv[] = {"verge",
+                        "control",
+                        "--data",
+                        data,
+                        "--listen",
+                        listen,
+                        "--bootstrap-token-file",
+                        tok,
+                        "--node-timeout",
+                        "5s",
+                        "--log-format",
+                        "json",
+                        "--place-interval",
+                        "2s",
+                        NULL};
         child_init(&d->kids[0], "control", NULL);
         d->kids[0].port = (uint16_t)d->base;
         d->n_kids = 1;
@@ -885,12 +925,13 @@ static int start_pops(struct dev *d)
                         "json",
                         "--add-latency",
                         latency,
+                        "--client-area-header", /* demand from anywhere, generated locally */
                         NULL,
                         NULL,
                         NULL};
         if (d->nats_url[0]) { /* the pops' bus: purges (and later state) reach every location */
-            argv[21] = "--nats";
-            argv[22] = d->nats_url;
+            argv[22] = "--nats";
+            argv[23] = d->nats_url;
         }
         int rc = spawn(d, c, argv, env);
         free(data);
@@ -907,17 +948,19 @@ static int wait_live(struct dev *d, const char *sha)
 {
     uint64_t deadline = vg_now_ms() + START_TIMEOUT_MS;
     while (!d->stop && vg_now_ms() < deadline) {
-        size_t live = 0;
+        size_t live = 0, want = 0;
         char *who = NULL, *why = NULL;
-        pops_state(d, sha, &live, &who, &why);
+        pops_state(d, sha, &live, &want, &who, &why);
         if (why) {
             fprintf(stderr, "verge dev: %s refused the app: %s\n", who, why);
             free(who);
             free(why);
             return VG_EINVAL;
         }
-        if (live == d->pops)
+        if (want && live >= want) {
+            d->placed = want;
             return 0;
+        }
         for (size_t i = 1; i < d->n_kids; i++) { /* the pops and nats-server */
             if (d->kids[i].exited) {
                 fprintf(stderr, "verge dev: %s stopped during start-up (its log is above)\n", d->kids[i].name);
@@ -952,8 +995,13 @@ static void print_ready(struct dev *d, uint64_t took)
         emit_json(j);
         return;
     }
-    printf("\nverge dev: %s@%.12s runs on %u location%s (%.1f s)\n\n", d->app, d->live, d->pops,
-           d->pops == 1 ? "" : "s", (double)took / 1000.0);
+    if (d->placed < d->pops)
+        printf("\nverge dev: %s@%.12s runs on %zu of %u locations (%.1f s): its placement decides where, from the "
+               "demand (verge placement %s)\n\n",
+               d->app, d->live, d->placed, d->pops, (double)took / 1000.0, d->app);
+    else
+        printf("\nverge dev: %s@%.12s runs on %u location%s (%.1f s)\n\n", d->app, d->live, d->pops,
+               d->pops == 1 ? "" : "s", (double)took / 1000.0);
     for (size_t i = 1; i <= d->pops; i++) {
         struct child *c = &d->kids[i];
         char where[80];
@@ -999,9 +1047,9 @@ static void check_pending(struct dev *d)
     if (now < d->next_check)
         return;
     d->next_check = now + CHECK_MS;
-    size_t live = 0;
+    size_t live = 0, want = 0;
     char *who = NULL, *why = NULL;
-    if (pops_state(d, d->pending, &live, &who, &why) != 0)
+    if (pops_state(d, d->pending, &live, &want, &who, &why) != 0)
         return;
     if (why) {
         if (!d->json)
@@ -1010,16 +1058,17 @@ static void check_pending(struct dev *d)
         event(d, "refused",
               json_pack("{s:s,s:s,s:s,s:s}", "version", d->pending, "pop", who, "error", why, "live", d->live));
         d->pending[0] = '\0';
-    } else if (live == d->pops) {
+    } else if (want && live >= want) {
         memcpy(d->live, d->pending, sizeof(d->live));
         d->pending[0] = '\0';
+        d->placed = want;
         uint64_t ms = now - d->pending_save;
-        note(d, "%s@%.12s live on %u pop%s, %llu ms after the save", d->app, d->live, d->pops, d->pops == 1 ? "" : "s",
+        note(d, "%s@%.12s live on %zu pop%s, %llu ms after the save", d->app, d->live, want, want == 1 ? "" : "s",
              (unsigned long long)ms);
         event(d, "deployed", json_pack("{s:s,s:s,s:I}", "app", d->app, "version", d->live, "ms", (json_int_t)ms));
     } else if (now >= d->pending_deadline) {
         if (!d->json)
-            fprintf(stderr, "verge dev: %zu of %u pops run %.12s after %d s\n", live, d->pops, d->pending,
+            fprintf(stderr, "verge dev: %zu of %zu pops run %.12s after %d s\n", live, want, d->pending,
                     LIVE_TIMEOUT_MS / 1000);
         d->pending[0] = '\0';
     }

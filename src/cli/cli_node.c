@@ -31,7 +31,11 @@ static void node_usage(FILE *f)
                "  --control URL        agent mode: run the apps `verge control` at URL deploys here\n"
                "  --token T            this node's token for --control (also $VERGE_NODE_TOKEN)\n"
                "  --node-id ID         this node's id (default: the host name)\n"
-               "  --location ID        its location id (default: local)\n"
+               "  --location ID        its location id (default: local); placement knows the bundled ids\n"
+               "  --label KEY=VALUE    sent when registering (repeatable): cpu_m, mem_mib, slots, cost (capacity\n"
+               "                       for placement) and tags (comma-separated, e.g. pci)\n"
+               "  --client-area-header count a request's demand in the client area its X-Verge-Client-Area\n"
+               "                       names (a location id; dev and tests); else in this node's location\n"
                "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n"
                "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n"
                "  --trace-sample R     share of traces kept by head sampling, 0..1 (default 0.01); traces that\n"
@@ -78,6 +82,7 @@ int vg_cli_node(int argc, char **argv)
         rc = vg_node_run(&o);
     free(o.app_dirs);
     free(o.nats_urls);
+    free(o.labels);
     free(o.listen);
     free(o.tls_listen);
     return rc;
@@ -177,6 +182,8 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"trace-ring", required_argument, NULL, 1003},
         {"trace-export", required_argument, NULL, 1004},
         {"trace-unsampled", required_argument, NULL, 1005},
+        {"label", required_argument, NULL, 1006},
+        {"client-area-header", no_argument, NULL, 1007},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -300,6 +307,16 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         case 1004:
         case 1005:
             rc = trace_arg(c, optarg, &o);
+            break;
+        case 1006:
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                rc = bad("--label takes KEY=VALUE", optarg);
+                break;
+            }
+            push(&o.labels, &o.n_labels, optarg);
+            break;
+        case 1007:
+            o.client_area_header = true;
             break;
         case 'h':
             node_usage(stdout);

@@ -221,6 +221,9 @@ struct vg_conf_placement {
     int line, col;
 };
 
+/* The defaults of a `placement:` section (mode NONE). */
+void vg_conf_placement_default(struct vg_conf_placement *p);
+
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */
     char *tls_cert; /* absolute path or NULL */

@@ -248,7 +248,7 @@ int vg__conf_app_parse(struct vg__conf_ld *ld, const struct vg__conf_node *root)
     };
     vg_conf_limits_default(&ld->app->limits);
     vg_conf_rollout_default(&ld->app->rollout);
-    vg__conf_placement_defaults(&ld->app->placement);
+    vg_conf_placement_default(&ld->app->placement);
     int rc = vg__conf_map_walk(ld, root, "the manifest", keys, VG_ARRAY_LEN(keys), NULL);
     if (rc == 0)
         rc = vg__conf_routes_resolve(ld);

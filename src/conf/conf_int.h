@@ -186,7 +186,6 @@ int vg__conf_subs_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key,
 
 /* conf_placement.c: the `placement:` section, and its checks against the
  * bundled locations once the app's name is known. */
-void vg__conf_placement_defaults(struct vg_conf_placement *p);
 int vg__conf_placement_parse(struct vg__conf_ld *ld, const struct vg__conf_node *key, const struct vg__conf_node *val,
                              void *obj);
 int vg__conf_placement_check(struct vg__conf_ld *ld);

@@ -18,7 +18,7 @@
 #define MAX_LOCS 100000
 #define PRIORITY_MAX 1000
 
-void vg__conf_placement_defaults(struct vg_conf_placement *p)
+void vg_conf_placement_default(struct vg_conf_placement *p)
 {
     *p = (struct vg_conf_placement){
         .target_us = 50000,

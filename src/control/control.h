@@ -15,6 +15,16 @@
 #include "base/base.h"
 #include "bundle/bundle.h"
 
+#include <jansson.h>
+
+/* ==== placement =========================================================== */
+
+struct vg_conf_placement;
+/* A manifest's `placement:` policy as the control plane keeps it with a
+ * version and as `verge placement plan` sends it: NULL without a section.
+ * The caller owns the result. */
+json_t *vg_control_placement_json(const struct vg_conf_placement *p);
+
 /* ==== server ============================================================== */
 
 struct vg_control_options {
@@ -23,8 +33,10 @@ struct vg_control_options {
     const char *bootstrap_token_file; /* the first admin token's secret, or NULL */
     const char *bootstrap_token;      /* the same given directly ($VERGE_CONTROL_TOKEN), or NULL */
     struct vg_bundle_limits bundle;
-    uint64_t node_timeout_ms; /* a node is "up" if it was heard from this recently */
-    uint32_t max_wait_s;      /* the longest long poll (?wait=) */
+    uint64_t node_timeout_ms;   /* a node is "up" if it was heard from this recently */
+    uint32_t max_wait_s;        /* the longest long poll (?wait=) */
+    uint64_t place_interval_ms; /* placement from demand runs this often (0: only on changes) */
+    uint64_t place_drain_ms;    /* a dropped location serves at most this long while new ones come up */
 };
 
 void vg_control_options_default(struct vg_control_options *opt);

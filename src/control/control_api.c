@@ -293,6 +293,47 @@ static void app_get(struct call *c)
     send_json(c, 200, j);
 }
 
+/* ---- placement ---- */
+
+static void placement_get(struct call *c)
+{
+    json_t *j = NULL;
+    if (!check_app(c, c->seg[1]))
+        return;
+    int rc = vg__control_app_get(c->srv->store, c->seg[1], &j);
+    json_decref(j);
+    if (rc == VG_ENOENT)
+        return send_error(c, 404, "no app '%s'", c->seg[1]);
+    if (rc == 0)
+        rc = vg__control_place_get(c->srv, c->seg[1], &j);
+    if (rc)
+        return send_store_error(c, rc);
+    send_json(c, 200, j);
+}
+
+/* {"placement": {...}}: the policy as a manifest would give it (the CLI
+ * reads the manifest and sends its section). */
+static void placement_plan_body(struct call *c, const uint8_t *p, size_t n)
+{
+    json_t *b = json_body(c, p, n), *out;
+    if (!b)
+        return;
+    char err[256];
+    int rc = vg__control_place_plan(c->srv, c->seg[1], json_object_get(b, "placement"), &out, err, sizeof(err));
+    json_decref(b);
+    if (rc == VG_EINVAL)
+        return send_error(c, 400, "%s", err);
+    if (rc)
+        return send_store_error(c, rc);
+    send_json(c, 200, out);
+}
+
+static void placement_plan(struct call *c)
+{
+    if (check_app(c, c->seg[1]))
+        read_body(c, JSON_BODY_MAX, placement_plan_body);
+}
+
 /* ---- versions ---- */
 
 static void versions_list(struct call *c)
@@ -488,11 +529,20 @@ static void version_upload_body(struct call *c, const uint8_t *p, size_t n)
     json_t *rj = vg__control_rollout_settings_json(&conf->rollout);
     char *rollout = json_dumps(rj, JSON_COMPACT);
     json_decref(rj);
-    struct vg__control_version v = {
-        .id = id, .app = app, .size = n, .entries = entries, .unpacked = unpacked, .rollout = rollout};
+    json_t *pj = vg_control_placement_json(&conf->placement);
+    char *placement = pj ? json_dumps(pj, JSON_COMPACT) : NULL;
+    json_decref(pj);
+    struct vg__control_version v = {.id = id,
+                                    .app = app,
+                                    .size = n,
+                                    .entries = entries,
+                                    .unpacked = unpacked,
+                                    .rollout = rollout,
+                                    .placement = placement};
     bool created;
     rc = vg__control_version_add(srv->store, &v, c->actor.name, &created);
     free(rollout);
+    free(placement);
     if (rc == VG_EEXIST) {
         send_error(c, 409, "version %s belongs to another app", id);
         goto out;
@@ -727,6 +777,7 @@ static void send_desired(struct vg_control_server *srv, h2o_req_t *req, const ch
         vg_http_send_text(req, 500, "application/json", H2O_STRLIT("{\"error\":\"internal error\"}\n"));
         return;
     }
+    vg__control_place_filter(srv, node, j);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     size_t n = strlen(s);
@@ -739,6 +790,7 @@ static void send_desired(struct vg_control_server *srv, h2o_req_t *req, const ch
 
 void vg__control_waiters_notify(struct vg_control_server *srv)
 {
+    vg__control_place_sync(srv); /* a new desired version may move its app */
     int64_t rev = vg__control_rev(srv->store);
     struct vg__control_waiter *head = &srv->waiters;
     for (struct vg__control_waiter *w = head->next, *next; w != head; w = next) {
@@ -870,6 +922,9 @@ static void node_register_body(struct call *c, const uint8_t *p, size_t n)
         json_decref(b);
         return send_store_error(c, rc);
     }
+    /* a new location has capacity: the scheduler may use it at once */
+    if (vg__control_place_run(c->srv, "node") == 0)
+        vg__control_waiters_notify(c->srv);
     json_t *out =
         json_pack("{s:s,s:s,s:I}", "id", id, "location", location, "rev", (json_int_t)vg__control_rev(c->srv->store));
     json_decref(b);
@@ -909,11 +964,14 @@ static void node_heartbeat_body(struct call *c, const uint8_t *p, size_t n)
         }
     }
     int rc = vg__control_node_heartbeat(c->srv->store, c->seg[1], b);
-    json_decref(b);
-    if (rc == VG_ENOENT)
-        return send_error(c, 404, "no node '%s' (a node registers first)", c->seg[1]);
-    if (rc)
+    if (rc) {
+        json_decref(b);
+        if (rc == VG_ENOENT)
+            return send_error(c, 404, "no node '%s' (a node registers first)", c->seg[1]);
         return send_store_error(c, rc);
+    }
+    vg__control_place_report(c->srv, c->seg[1], b);
+    json_decref(b);
     send_json(c, 200, json_pack("{s:s,s:I}", "id", c->seg[1], "rev", (json_int_t)vg__control_rev(c->srv->store)));
     vg__control_rollout_tick(c->srv); /* act on the report now */
 }
@@ -1052,6 +1110,8 @@ static const struct route routes[] = {
     {"GET", {"apps", "*", "deployments"}, SCOPE_R, deployments_list},
     {"POST", {"apps", "*", "deployments"}, SCOPE_D, deployment_start},
     {"GET", {"apps", "*", "deployments", "*"}, SCOPE_R, deployment_get},
+    {"GET", {"apps", "*", "placement"}, SCOPE_R, placement_get},
+    {"POST", {"apps", "*", "placement", "plan"}, SCOPE_R, placement_plan},
     {"GET", {"bundles", "*"}, SCOPE_R | SCOPE_N, bundle_get},
     {"POST", {"nodes", "register"}, SCOPE_N, node_register},
     {"GET", {"nodes"}, SCOPE_R, nodes_list},

@@ -12,6 +12,8 @@
 #include <jansson.h>
 #include <uv.h>
 
+struct vg_control_server;
+
 /* ==== store =============================================================== */
 
 /* One SQLite database (DIR/control.db): WAL, synchronous=NORMAL, foreign
@@ -20,7 +22,7 @@
  * server's loop thread owns it. Timestamps are Unix milliseconds. */
 struct vg__control_store;
 
-#define VG__CONTROL_SCHEMA_VERSION 3
+#define VG__CONTROL_SCHEMA_VERSION 4
 
 /* Opens (creating and migrating as needed) the database at path. On
  * success *out is the caller's (vg__control_store_close). */
@@ -72,7 +74,8 @@ struct vg__control_version {
     const char *id; /* sha256 of the bundle, hex */
     const char *app;
     uint64_t size, entries, unpacked;
-    const char *rollout; /* the manifest's rollout settings as JSON, or NULL */
+    const char *rollout;   /* the manifest's rollout settings as JSON, or NULL */
+    const char *placement; /* the manifest's placement policy as JSON, or NULL (everywhere) */
 };
 /* Adds a version (and its app when new), or finds it: *created false when
  * the same bytes were uploaded before. VG_EEXIST if the id belongs to
@@ -119,6 +122,16 @@ int vg__control_store_history(struct vg__control_store *s, const char *actor, co
  * commit, rev_committed makes it the store's. */
 int vg__control_store_rev_next(struct vg__control_store *s, int64_t *rev) VG_MUST_CHECK;
 void vg__control_store_rev_committed(struct vg__control_store *s, int64_t rev);
+
+/* ---- SQL prepared per call (control_sql.c) ---- */
+/* NULL after logging the reason. */
+struct sqlite3_stmt *vg__control_sql_prep(struct vg_control_server *srv, const char *sql);
+/* Steps a statement that returns no rows and finalizes it. */
+int vg__control_sql_run(struct vg_control_server *srv, struct sqlite3_stmt *st, const char *what) VG_MUST_CHECK;
+/* Column text, NULL for NULL. */
+const char *vg__control_sql_col(struct sqlite3_stmt *st, int i);
+void vg__control_sql_text(struct sqlite3_stmt *st, int i, const char *v); /* NULL binds NULL */
+void vg__control_sql_int(struct sqlite3_stmt *st, int i, int64_t v);
 
 /* ---- history ---- */
 /* Newest first; app NULL for all. */
@@ -229,8 +242,9 @@ struct vg_control_server {
     uv_loop_t uv;
     h2o_socket_t *uv_watch;
     uv_signal_t sigterm, sigint;
-    uv_timer_t poll_timer;    /* the earliest long-poll deadline */
-    uv_timer_t rollout_timer; /* the rollout driver's tick */
+    uv_timer_t poll_timer;           /* the earliest long-poll deadline */
+    uv_timer_t rollout_timer;        /* the rollout driver's tick */
+    struct vg__control_place *place; /* control_place.c; NULL: every app everywhere */
     bool stop;
     struct vg__control_waiter waiters; /* list head */
     size_t n_waiters;
@@ -262,5 +276,35 @@ int vg__control_deployments_list(struct vg_control_server *srv, const char *app,
                                  json_t **out) VG_MUST_CHECK;
 /* One deployment with its per-node view; VG_ENOENT if app has no such id. */
 int vg__control_deployment_get(struct vg_control_server *srv, const char *app, int64_t id, json_t **out) VG_MUST_CHECK;
+
+/* control_place.c: placement (docs/ARCHITECTURE.md "Placement on the
+ * control plane"). */
+/* Loads the bundled locations, runs once and starts the interval timer. */
+int vg__control_place_init(struct vg_control_server *srv) VG_MUST_CHECK;
+void vg__control_place_fini(struct vg_control_server *srv);
+/* A run now (the reason goes to the log and history): commits what moved
+ * and bumps the revision; the caller notifies the long polls. */
+int vg__control_place_run(struct vg_control_server *srv, const char *why) VG_MUST_CHECK;
+/* Runs when the placed apps or their policies changed since the last run
+ * (a deploy, a rollout's end); called before long polls are answered. */
+void vg__control_place_sync(struct vg_control_server *srv);
+/* A heartbeat's demand counts (after it was stored). */
+void vg__control_place_report(struct vg_control_server *srv, const char *node, json_t *report);
+/* Ends the drains whose new locations serve the version (or whose time is
+ * up), committing and notifying. */
+void vg__control_place_drain(struct vg_control_server *srv);
+/* Whether app runs at location: unplaced apps run everywhere. */
+bool vg__control_place_runs(struct vg_control_server *srv, const char *app, const char *location);
+/* The nodes (vg__control_nodes_list entries) that run app: a new array. */
+json_t *vg__control_place_nodes(struct vg_control_server *srv, const char *app, json_t *nodes);
+/* Drops from node's desired-state document the apps not placed at its
+ * location. */
+void vg__control_place_filter(struct vg_control_server *srv, const char *node, json_t *desired);
+/* GET /v1/apps/APP/placement's document. */
+int vg__control_place_get(struct vg_control_server *srv, const char *app, json_t **out) VG_MUST_CHECK;
+/* A dry run with app's policy replaced: VG_EINVAL with err for a policy
+ * that is not valid. */
+int vg__control_place_plan(struct vg_control_server *srv, const char *app, json_t *policy, json_t **out, char *err,
+                           size_t errcap) VG_MUST_CHECK;
 
 #endif

@@ -16,7 +16,11 @@
 
 void vg_control_options_default(struct vg_control_options *opt)
 {
-    *opt = (struct vg_control_options){.listen = "127.0.0.1:7070", .node_timeout_ms = 15000, .max_wait_s = 60};
+    *opt = (struct vg_control_options){.listen = "127.0.0.1:7070",
+                                       .node_timeout_ms = 15000,
+                                       .max_wait_s = 60,
+                                       .place_interval_ms = 10000,
+                                       .place_drain_ms = 30000};
     vg_bundle_limits_default(&opt->bundle);
 }
 
@@ -223,6 +227,8 @@ static void http_init(struct vg_control_server *srv)
     h2o_socket_read_start(srv->uv_watch, on_uv_ready);
     vg__control_api_register(srv);
     vg__control_rollout_init(srv);
+    if (vg__control_place_init(srv) != 0)
+        vg_log(VG_LOG_ERROR, "placement: cannot load the bundled locations; apps run everywhere", NULL);
     h2o_context_init(&srv->ctx, srv->loop, &srv->gconf);
     srv->http1 = vg_http1_ctx_create(&srv->ctx, &srv->http1_settings);
 }
@@ -261,6 +267,7 @@ int vg_control_run(const struct vg_control_options *opt)
      * committed is in the database already. */
     h2o_socket_read_stop(srv.listener);
     h2o_socket_close(srv.listener);
+    vg__control_place_fini(&srv);
     vg__control_store_close(srv.store);
     srv.store = NULL;
     vg__control_auth_destroy(srv.auth);

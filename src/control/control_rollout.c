@@ -69,55 +69,6 @@ static void settings_from_json(struct vg_conf_rollout *r, json_t *j)
         r->healthy_timeout_ms = (uint64_t)json_integer_value(v);
 }
 
-/* ---- SQL (prepared per call: a tick runs a handful) ---- */
-
-static sqlite3_stmt *prep(struct vg_control_server *srv, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(vg__control_store_db(srv->store), sql, -1, &st, NULL) != SQLITE_OK) {
-        vg_log(VG_LOG_ERROR, "database error", "op", "rollout prepare", "reason",
-               sqlite3_errmsg(vg__control_store_db(srv->store)), NULL);
-        return NULL;
-    }
-    return st;
-}
-
-static const char *col(sqlite3_stmt *st, int i)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    return t ? (const char *)t : NULL;
-}
-
-/* Runs a prepared statement that returns no rows, then finalizes it. */
-static int run(struct vg_control_server *srv, sqlite3_stmt *st, const char *what)
-{
-    if (!st)
-        return VG_EIO;
-    int r = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (r == SQLITE_DONE)
-        return 0;
-    vg_log(VG_LOG_ERROR, "database error", "op", what, "reason", sqlite3_errmsg(vg__control_store_db(srv->store)),
-           NULL);
-    return VG_EIO;
-}
-
-static void bind_s(sqlite3_stmt *st, int i, const char *v)
-{
-    if (!st)
-        return;
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(st, i);
-}
-
-static void bind_i(sqlite3_stmt *st, int i, int64_t v)
-{
-    if (st)
-        sqlite3_bind_int64(st, i, v);
-}
-
 /* One rolling deployment as the driver sees it. */
 struct dep {
     int64_t id;
@@ -139,11 +90,11 @@ static void dep_free(struct dep *d)
 static int dep_save_doc(struct vg_control_server *srv, struct dep *d)
 {
     char *s = json_dumps(d->doc, JSON_COMPACT);
-    sqlite3_stmt *st = prep(srv, "UPDATE deployments SET rollout = ? WHERE id = ?");
-    bind_s(st, 1, s);
-    bind_i(st, 2, d->id);
+    sqlite3_stmt *st = vg__control_sql_prep(srv, "UPDATE deployments SET rollout = ? WHERE id = ?");
+    vg__control_sql_text(st, 1, s);
+    vg__control_sql_int(st, 2, d->id);
     free(s);
-    return run(srv, st, "rollout save");
+    return vg__control_sql_run(srv, st, "rollout save");
 }
 
 /* ---- nodes ---- */
@@ -250,15 +201,16 @@ static int assign_nodes(struct vg_control_server *srv, struct dep *d, json_t *fr
     {
         if (rc)
             break;
-        sqlite3_stmt *st = prep(srv, "INSERT INTO node_desired(app, node, version, deployment, rev) VALUES(?,?,?,?,?)"
-                                     " ON CONFLICT(app, node) DO UPDATE SET version = excluded.version,"
-                                     " deployment = excluded.deployment, rev = excluded.rev");
-        bind_s(st, 1, d->app);
-        bind_s(st, 2, json_string_value(v));
-        bind_s(st, 3, d->version);
-        bind_i(st, 4, d->id);
-        bind_i(st, 5, rev);
-        rc = run(srv, st, "node desired set");
+        sqlite3_stmt *st =
+            vg__control_sql_prep(srv, "INSERT INTO node_desired(app, node, version, deployment, rev) VALUES(?,?,?,?,?)"
+                                      " ON CONFLICT(app, node) DO UPDATE SET version = excluded.version,"
+                                      " deployment = excluded.deployment, rev = excluded.rev");
+        vg__control_sql_text(st, 1, d->app);
+        vg__control_sql_text(st, 2, json_string_value(v));
+        vg__control_sql_text(st, 3, d->version);
+        vg__control_sql_int(st, 4, d->id);
+        vg__control_sql_int(st, 5, rev);
+        rc = vg__control_sql_run(srv, st, "node desired set");
     }
     if (rc == 0)
         rc = dep_save_doc(srv, d);
@@ -281,35 +233,38 @@ static int finish(struct vg_control_server *srv, struct dep *d)
     rc = vg__control_store_rev_next(srv->store, &rev);
     sqlite3_stmt *st;
     if (rc == 0) {
-        st = prep(srv, "UPDATE deployments SET state = 'superseded', finished_at = coalesce(finished_at, ?)"
-                       " WHERE app = ? AND state = 'done'");
-        bind_i(st, 1, now);
-        bind_s(st, 2, d->app);
-        rc = run(srv, st, "deployment supersede");
+        st = vg__control_sql_prep(srv,
+                                  "UPDATE deployments SET state = 'superseded', finished_at = coalesce(finished_at, ?)"
+                                  " WHERE app = ? AND state = 'done'");
+        vg__control_sql_int(st, 1, now);
+        vg__control_sql_text(st, 2, d->app);
+        rc = vg__control_sql_run(srv, st, "deployment supersede");
     }
     if (rc == 0) {
         char *s = json_dumps(d->doc, JSON_COMPACT);
-        st = prep(srv, "UPDATE deployments SET state = 'done', finished_at = ?, rev = ?, rollout = ? WHERE id = ?");
-        bind_i(st, 1, now);
-        bind_i(st, 2, rev);
-        bind_s(st, 3, s);
-        bind_i(st, 4, d->id);
+        st = vg__control_sql_prep(
+            srv, "UPDATE deployments SET state = 'done', finished_at = ?, rev = ?, rollout = ? WHERE id = ?");
+        vg__control_sql_int(st, 1, now);
+        vg__control_sql_int(st, 2, rev);
+        vg__control_sql_text(st, 3, s);
+        vg__control_sql_int(st, 4, d->id);
         free(s);
-        rc = run(srv, st, "deployment done");
+        rc = vg__control_sql_run(srv, st, "deployment done");
     }
     if (rc == 0) {
-        st = prep(srv, "INSERT INTO desired(app, version, deployment, rev) VALUES(?,?,?,?) ON CONFLICT(app) DO UPDATE"
-                       " SET version = excluded.version, deployment = excluded.deployment, rev = excluded.rev");
-        bind_s(st, 1, d->app);
-        bind_s(st, 2, d->version);
-        bind_i(st, 3, d->id);
-        bind_i(st, 4, rev);
-        rc = run(srv, st, "desired set");
+        st = vg__control_sql_prep(
+            srv, "INSERT INTO desired(app, version, deployment, rev) VALUES(?,?,?,?) ON CONFLICT(app) DO UPDATE"
+                 " SET version = excluded.version, deployment = excluded.deployment, rev = excluded.rev");
+        vg__control_sql_text(st, 1, d->app);
+        vg__control_sql_text(st, 2, d->version);
+        vg__control_sql_int(st, 3, d->id);
+        vg__control_sql_int(st, 4, rev);
+        rc = vg__control_sql_run(srv, st, "desired set");
     }
     if (rc == 0) {
-        st = prep(srv, "DELETE FROM node_desired WHERE app = ?");
-        bind_s(st, 1, d->app);
-        rc = run(srv, st, "node desired clear");
+        st = vg__control_sql_prep(srv, "DELETE FROM node_desired WHERE app = ?");
+        vg__control_sql_text(st, 1, d->app);
+        rc = vg__control_sql_run(srv, st, "node desired clear");
     }
     if (rc == 0)
         rc = vg__control_store_history(srv->store, "rollout", "deployment.done", d->app, d->version,
@@ -344,20 +299,21 @@ static int roll_back(struct vg_control_server *srv, struct dep *d, json_t *step,
     rc = vg__control_store_rev_next(srv->store, &rev);
     sqlite3_stmt *st;
     if (rc == 0) {
-        st = prep(srv, "DELETE FROM node_desired WHERE app = ?");
-        bind_s(st, 1, d->app);
-        rc = run(srv, st, "node desired clear");
+        st = vg__control_sql_prep(srv, "DELETE FROM node_desired WHERE app = ?");
+        vg__control_sql_text(st, 1, d->app);
+        rc = vg__control_sql_run(srv, st, "node desired clear");
     }
     if (rc == 0) {
         char *s = json_dumps(d->doc, JSON_COMPACT);
-        st = prep(srv, "UPDATE deployments SET state = ?, reason = ?, finished_at = ?, rollout = ? WHERE id = ?");
-        bind_s(st, 1, state);
-        bind_s(st, 2, reason);
-        bind_i(st, 3, now);
-        bind_s(st, 4, s);
-        bind_i(st, 5, d->id);
+        st = vg__control_sql_prep(
+            srv, "UPDATE deployments SET state = ?, reason = ?, finished_at = ?, rollout = ? WHERE id = ?");
+        vg__control_sql_text(st, 1, state);
+        vg__control_sql_text(st, 2, reason);
+        vg__control_sql_int(st, 3, now);
+        vg__control_sql_text(st, 4, s);
+        vg__control_sql_int(st, 5, d->id);
         free(s);
-        rc = run(srv, st, "deployment rolled back");
+        rc = vg__control_sql_run(srv, st, "deployment rolled back");
     }
     if (rc == 0)
         rc = vg__control_store_history(
@@ -538,11 +494,11 @@ static bool dep_load(sqlite3_stmt *st, struct dep *d)
 {
     memset(d, 0, sizeof(*d));
     d->id = sqlite3_column_int64(st, 0);
-    d->app = vg_xstrdup(col(st, 1) ? col(st, 1) : "");
-    d->version = vg_xstrdup(col(st, 2) ? col(st, 2) : "");
-    d->prev = col(st, 3) ? vg_xstrdup(col(st, 3)) : NULL;
-    d->created_by = vg_xstrdup(col(st, 5) ? col(st, 5) : "");
-    d->doc = col(st, 4) ? json_loads(col(st, 4), 0, NULL) : NULL;
+    d->app = vg_xstrdup(vg__control_sql_col(st, 1) ? vg__control_sql_col(st, 1) : "");
+    d->version = vg_xstrdup(vg__control_sql_col(st, 2) ? vg__control_sql_col(st, 2) : "");
+    d->prev = vg__control_sql_col(st, 3) ? vg_xstrdup(vg__control_sql_col(st, 3)) : NULL;
+    d->created_by = vg_xstrdup(vg__control_sql_col(st, 5) ? vg__control_sql_col(st, 5) : "");
+    d->doc = vg__control_sql_col(st, 4) ? json_loads(vg__control_sql_col(st, 4), 0, NULL) : NULL;
     if (!json_is_object(d->doc))
         return false;
     settings_from_json(&d->set, json_object_get(d->doc, "settings"));
@@ -553,8 +509,9 @@ void vg__control_rollout_tick(struct vg_control_server *srv)
 {
     if (!srv->store)
         return;
-    sqlite3_stmt *st = prep(srv, "SELECT id, app, version, prev_version, rollout, created_by FROM deployments"
-                                 " WHERE state = 'rolling' ORDER BY id");
+    sqlite3_stmt *st =
+        vg__control_sql_prep(srv, "SELECT id, app, version, prev_version, rollout, created_by FROM deployments"
+                                  " WHERE state = 'rolling' ORDER BY id");
     if (!st)
         return;
     struct dep *deps = NULL;
@@ -574,21 +531,20 @@ void vg__control_rollout_tick(struct vg_control_server *srv)
         free(deps);
         return;
     }
-    json_t *nodes = nodes_now(srv);
     for (size_t i = 0; i < n; i++) {
         bool again = true;
         for (int moves = 0; again && moves < 2 * VG_CONF_ROLLOUT_MAX_WAVES + 4; moves++) {
-            if (advance(srv, &deps[i], nodes, &again) != 0)
+            /* the app's nodes: those at the locations it is placed on */
+            json_t *all = nodes_now(srv), *nodes = all ? vg__control_place_nodes(srv, deps[i].app, all) : NULL;
+            json_decref(all);
+            int rc = advance(srv, &deps[i], nodes, &again);
+            json_decref(nodes);
+            if (rc != 0)
                 break;
-            if (again) { /* a transition: look at the nodes again */
-                json_decref(nodes);
-                nodes = nodes_now(srv);
-            }
         }
         dep_free(&deps[i]);
     }
     free(deps);
-    json_decref(nodes);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -610,9 +566,9 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
 {
     *id = 0; /* stays 0 when the version is the app's already */
     /* the version (and its settings) */
-    sqlite3_stmt *st = prep(srv, "SELECT rollout FROM versions WHERE app = ? AND id = ?");
-    bind_s(st, 1, app);
-    bind_s(st, 2, version);
+    sqlite3_stmt *st = vg__control_sql_prep(srv, "SELECT rollout FROM versions WHERE app = ? AND id = ?");
+    vg__control_sql_text(st, 1, app);
+    vg__control_sql_text(st, 2, version);
     if (!st)
         return VG_EIO;
     if (sqlite3_step(st) != SQLITE_ROW) {
@@ -620,7 +576,7 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
         snprintf(err, errcap, "app '%s' has no version '%s'", app, version);
         return VG_ENOENT;
     }
-    json_t *settings = col(st, 0) ? json_loads(col(st, 0), 0, NULL) : NULL;
+    json_t *settings = vg__control_sql_col(st, 0) ? json_loads(vg__control_sql_col(st, 0), 0, NULL) : NULL;
     sqlite3_finalize(st);
     struct vg_conf_rollout set;
     settings_from_json(&set, settings);
@@ -628,14 +584,15 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
     settings = vg__control_rollout_settings_json(&set);
 
     /* one rollout per app at a time */
-    st = prep(srv, "SELECT id, version, rollout FROM deployments WHERE app = ? AND state = 'rolling'");
-    bind_s(st, 1, app);
+    st = vg__control_sql_prep(srv, "SELECT id, version, rollout FROM deployments WHERE app = ? AND state = 'rolling'");
+    vg__control_sql_text(st, 1, app);
     if (st && sqlite3_step(st) == SQLITE_ROW) {
-        json_t *doc = col(st, 2) ? json_loads(col(st, 2), 0, NULL) : NULL;
+        json_t *doc = vg__control_sql_col(st, 2) ? json_loads(vg__control_sql_col(st, 2), 0, NULL) : NULL;
         snprintf(err, errcap,
                  "app '%s' has a rollout in progress (deployment %lld, to %.12s, step %lld of %zu); wait for it to "
                  "finish, or cancel it with `verge rollback %s` (PUT /v1/apps/%s/desired)",
-                 app, (long long)sqlite3_column_int64(st, 0), col(st, 1) ? col(st, 1) : "?",
+                 app, (long long)sqlite3_column_int64(st, 0),
+                 vg__control_sql_col(st, 1) ? vg__control_sql_col(st, 1) : "?",
                  (long long)json_integer_value(json_object_get(doc, "step")) + 1,
                  json_array_size(json_object_get(doc, "steps")), app, app);
         json_decref(doc);
@@ -647,10 +604,10 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
 
     /* the previous version */
     char *prev = NULL;
-    st = prep(srv, "SELECT version FROM desired WHERE app = ?");
-    bind_s(st, 1, app);
-    if (st && sqlite3_step(st) == SQLITE_ROW && col(st, 0))
-        prev = vg_xstrdup(col(st, 0));
+    st = vg__control_sql_prep(srv, "SELECT version FROM desired WHERE app = ?");
+    vg__control_sql_text(st, 1, app);
+    if (st && sqlite3_step(st) == SQLITE_ROW && vg__control_sql_col(st, 0))
+        prev = vg_xstrdup(vg__control_sql_col(st, 0));
     sqlite3_finalize(st);
     if (prev && strcmp(prev, version) == 0) {
         free(prev);
@@ -683,16 +640,17 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
     int64_t now = wall_ms();
     int rc = vg__control_store_begin(srv->store);
     if (rc == 0) {
-        st = prep(srv, "INSERT INTO deployments(app, version, state, rev, created_by, created_at, prev_version,"
-                       " rollout) VALUES(?,?,'rolling',?,?,?,?,?)");
-        bind_s(st, 1, app);
-        bind_s(st, 2, version);
-        bind_i(st, 3, vg__control_rev(srv->store));
-        bind_s(st, 4, actor);
-        bind_i(st, 5, now);
-        bind_s(st, 6, prev);
-        bind_s(st, 7, s);
-        rc = run(srv, st, "deployment insert");
+        st = vg__control_sql_prep(
+            srv, "INSERT INTO deployments(app, version, state, rev, created_by, created_at, prev_version,"
+                 " rollout) VALUES(?,?,'rolling',?,?,?,?,?)");
+        vg__control_sql_text(st, 1, app);
+        vg__control_sql_text(st, 2, version);
+        vg__control_sql_int(st, 3, vg__control_rev(srv->store));
+        vg__control_sql_text(st, 4, actor);
+        vg__control_sql_int(st, 5, now);
+        vg__control_sql_text(st, 6, prev);
+        vg__control_sql_text(st, 7, s);
+        rc = vg__control_sql_run(srv, st, "deployment insert");
         *id = sqlite3_last_insert_rowid(vg__control_store_db(srv->store));
         if (rc == 0)
             rc = vg__control_store_history(srv->store, actor, "deployment.start", app, version,
@@ -765,14 +723,15 @@ static json_t *nodes_view(struct vg_control_server *srv, const char *app, const 
 
 static json_t *dep_row(struct vg_control_server *srv, sqlite3_stmt *st, bool detail)
 {
-    const char *state = col(st, 4) ? col(st, 4) : "";
-    json_t *doc = col(st, 9) ? json_loads(col(st, 9), 0, NULL) : NULL;
-    json_t *j =
-        json_pack("{s:I,s:s,s:s,s:s?,s:s,s:s?,s:s,s:o,s:o,s:I,s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0),
-                  "app", col(st, 1) ? col(st, 1) : "", "version", col(st, 2) ? col(st, 2) : "", "previous_version",
-                  col(st, 3), "state", state, "reason", col(st, 5), "created_by", col(st, 6) ? col(st, 6) : "",
-                  "created_at", time_or_null(st, 7), "finished_at", time_or_null(st, 8), "rev",
-                  (json_int_t)sqlite3_column_int64(st, 10), "strategy", doc ? "gated" : "immediate");
+    const char *state = vg__control_sql_col(st, 4) ? vg__control_sql_col(st, 4) : "";
+    json_t *doc = vg__control_sql_col(st, 9) ? json_loads(vg__control_sql_col(st, 9), 0, NULL) : NULL;
+    json_t *j = json_pack(
+        "{s:I,s:s,s:s,s:s?,s:s,s:s?,s:s,s:o,s:o,s:I,s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0), "app",
+        vg__control_sql_col(st, 1) ? vg__control_sql_col(st, 1) : "", "version",
+        vg__control_sql_col(st, 2) ? vg__control_sql_col(st, 2) : "", "previous_version", vg__control_sql_col(st, 3),
+        "state", state, "reason", vg__control_sql_col(st, 5), "created_by",
+        vg__control_sql_col(st, 6) ? vg__control_sql_col(st, 6) : "", "created_at", time_or_null(st, 7), "finished_at",
+        time_or_null(st, 8), "rev", (json_int_t)sqlite3_column_int64(st, 10), "strategy", doc ? "gated" : "immediate");
     json_t *steps = json_object_get(doc, "steps");
     json_int_t k =
         json_is_integer(json_object_get(doc, "step")) ? json_integer_value(json_object_get(doc, "step")) : -1;
@@ -785,7 +744,8 @@ static json_t *dep_row(struct vg_control_server *srv, sqlite3_stmt *st, bool det
     }
     if (detail)
         json_object_set_new(j, "nodes",
-                            nodes_view(srv, col(st, 1) ? col(st, 1) : "", state, col(st, 2), col(st, 3),
+                            nodes_view(srv, vg__control_sql_col(st, 1) ? vg__control_sql_col(st, 1) : "", state,
+                                       vg__control_sql_col(st, 2), vg__control_sql_col(st, 3),
                                        json_object_get(doc, "assigned")));
     json_decref(doc);
     return j;
@@ -793,11 +753,11 @@ static json_t *dep_row(struct vg_control_server *srv, sqlite3_stmt *st, bool det
 
 int vg__control_deployments_list(struct vg_control_server *srv, const char *app, int64_t limit, json_t **out)
 {
-    sqlite3_stmt *st = prep(srv, DEP_COLS " WHERE app = ? ORDER BY id DESC LIMIT ?");
+    sqlite3_stmt *st = vg__control_sql_prep(srv, DEP_COLS " WHERE app = ? ORDER BY id DESC LIMIT ?");
     if (!st)
         return VG_EIO;
-    bind_s(st, 1, app);
-    bind_i(st, 2, limit);
+    vg__control_sql_text(st, 1, app);
+    vg__control_sql_int(st, 2, limit);
     json_t *arr = json_array();
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW)
@@ -813,11 +773,11 @@ int vg__control_deployments_list(struct vg_control_server *srv, const char *app,
 
 int vg__control_deployment_get(struct vg_control_server *srv, const char *app, int64_t id, json_t **out)
 {
-    sqlite3_stmt *st = prep(srv, DEP_COLS " WHERE app = ? AND id = ?");
+    sqlite3_stmt *st = vg__control_sql_prep(srv, DEP_COLS " WHERE app = ? AND id = ?");
     if (!st)
         return VG_EIO;
-    bind_s(st, 1, app);
-    bind_i(st, 2, id);
+    vg__control_sql_text(st, 1, app);
+    vg__control_sql_int(st, 2, id);
     int r = sqlite3_step(st);
     if (r == SQLITE_ROW)
         *out = dep_row(srv, st, true);

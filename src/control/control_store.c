@@ -59,6 +59,14 @@ static const char schema_v2[] =
 /* Version 3: tokens may expire (NULL: never). */
 static const char schema_v3[] = "ALTER TABLE tokens ADD COLUMN expires_at INTEGER;";
 
+/* Version 4: placement. A version keeps its manifest's `placement:` policy
+ * as JSON (NULL: every location); `placements` holds where the scheduler
+ * last put each app (control_place.c's document), so a restarted control
+ * plane carries on from there. */
+static const char schema_v4[] = "ALTER TABLE versions ADD COLUMN placement TEXT;"
+                                "CREATE TABLE placements(app TEXT PRIMARY KEY REFERENCES apps(name),"
+                                " doc TEXT NOT NULL, updated_at INTEGER NOT NULL);";
+
 /* ---- statements ---- */
 
 #define STMTS(X)                                                                                                       \
@@ -86,8 +94,8 @@ static const char schema_v3[] = "ALTER TABLE tokens ADD COLUMN expires_at INTEGE
                 " (SELECT id FROM versions v WHERE v.app = a.name ORDER BY created_at DESC, rowid DESC LIMIT 1)"       \
                 " FROM apps a LEFT JOIN desired d ON d.app = a.name ORDER BY a.name")                                  \
     X(VERSION_FIND, "SELECT app FROM versions WHERE id = ?")                                                           \
-    X(VERSION_ADD, "INSERT INTO versions(id, app, size, entries, unpacked, created_at, created_by, rollout)"           \
-                   " VALUES(?,?,?,?,?,?,?,?)")                                                                         \
+    X(VERSION_ADD, "INSERT INTO versions(id, app, size, entries, unpacked, created_at, created_by, rollout,"           \
+                   " placement) VALUES(?,?,?,?,?,?,?,?,?)")                                                            \
     X(VERSION_GET, "SELECT v.id, v.app, v.size, v.entries, v.unpacked, v.created_at, v.created_by, d.version IS NOT "  \
                    "NULL FROM versions v LEFT JOIN desired d ON d.app = v.app AND d.version = v.id"                    \
                    " WHERE v.app = ? AND v.id = ?")                                                                    \
@@ -281,8 +289,9 @@ static int migrate(struct vg__control_store *s, char *err, size_t errcap)
     if (version == VG__CONTROL_SCHEMA_VERSION)
         return 0;
     /* each step in the same transaction as its user_version bump */
-    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%s%s%sPRAGMA user_version = %d;COMMIT;", version < 1 ? schema_v1 : "",
-                             version < 2 ? schema_v2 : "", version < 3 ? schema_v3 : "", VG__CONTROL_SCHEMA_VERSION);
+    char *sql = vg_xasprintf("BEGIN IMMEDIATE;%s%s%s%sPRAGMA user_version = %d;COMMIT;", version < 1 ? schema_v1 : "",
+                             version < 2 ? schema_v2 : "", version < 3 ? schema_v3 : "", version < 4 ? schema_v4 : "",
+                             VG__CONTROL_SCHEMA_VERSION);
     char *msg = NULL;
     int r = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
     free(sql);
@@ -592,6 +601,7 @@ int vg__control_version_add(struct vg__control_store *s, const struct vg__contro
     sqlite3_bind_int64(st, 6, now_ms());
     bind_text(st, 7, actor);
     bind_text(st, 8, v->rollout);
+    bind_text(st, 9, v->placement);
     if ((rc = exec_done(s, st, "version insert")) == 0)
         rc = history_add(s, actor, "version.create", v->app, v->id,
                          json_pack("{s:I,s:I,s:I}", "size", (json_int_t)v->size, "entries", (json_int_t)v->entries,
@@ -760,7 +770,8 @@ fail:
 int vg__control_desired_for_node(struct vg__control_store *s, const char *node, json_t **out)
 {
     /* every node runs every app's desired version, except the nodes a
-     * rollout has reached (node_desired); placement will narrow this */
+     * rollout has reached (node_desired); placement narrows this (the
+     * caller, control_place.c) */
     sqlite3_stmt *st = q(s, ST_DESIRED_ALL);
     bind_text(st, 1, node);
     json_t *apps = json_array();

@@ -34,6 +34,9 @@ struct vg_node_options {
     const char *location;      /* its location id */
     const char *data_dir;      /* unpacked versions and the last known good state */
     uint64_t add_latency_ms;   /* every request waits this long first (verge dev --latency), 0 = off */
+    const char **labels;       /* key=value, sent when registering (capacity, tags: see control_place.c) */
+    size_t n_labels;
+    bool client_area_header; /* demand: trust X-Verge-Client-Area (dev, tests) for a request's client area */
     /* messaging between nodes: NATS servers (several for a cluster), else
      * the in-process bus (one node) */
     const char **nats_urls;

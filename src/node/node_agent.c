@@ -466,7 +466,13 @@ static void apply(struct vg_node_agent *a, json_t *doc)
 static int register_node(struct vg_node_agent *a, char *err, size_t errcap)
 {
     const struct vg_node_options *o = &a->node->opt;
-    json_t *body = json_pack("{s:s,s:s,s:{}}", "id", o->node_id, "location", o->location, "labels");
+    json_t *labels = json_object();
+    for (size_t i = 0; i < o->n_labels; i++) {
+        const char *eq = strchr(o->labels[i], '=');
+        if (eq)
+            json_object_setn_new(labels, o->labels[i], (size_t)(eq - o->labels[i]), json_string(eq + 1));
+    }
+    json_t *body = json_pack("{s:s,s:s,s:o}", "id", o->node_id, "location", o->location, "labels", labels);
     struct vg_http_sync_res res;
     int rc = call(a, "POST", "/v1/nodes/register", body, 10000, 0, &res, err, errcap);
     json_decref(body);
@@ -580,6 +586,7 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
             double rps = interval_s > 0 ? (double)(now.requests - x->hb_requests) / interval_s : 0;
             json_object_set_new(o, "rps", json_real(rps));
             x->hb_requests = now.requests;
+            json_object_set_new(o, "demand", vg__node_appstats_demand(a->node, x->name));
         }
         if (x->failed) {
             json_object_set_new(o, "failed_version", json_string(x->failed));

@@ -6,6 +6,7 @@
 #include "cache/cache.h"
 #include "conf/conf.h"
 #include "fn/fn.h"
+#include "geo/geo.h"
 #include "http/http.h"
 #include "net/net.h"
 #include "node.h"
@@ -85,6 +86,7 @@ struct vg_node_appstats {
     uint64_t requests, errors_5xx;
     uint64_t lat[VG_NODE_LAT_BUCKETS];
     struct vg_obs_counter *cache[4]; /* the app's verge_cache_requests_total by result, once a route caches */
+    uint64_t *areas;                 /* agent mode: requests by client area (node->geo's order, then "elsewhere") */
 };
 
 struct vg_app_rt {
@@ -247,6 +249,11 @@ struct vg_node {
     pthread_mutex_t stats_mu; /* the array (entries never move or go away) */
     struct vg_node_appstats **appstats;
     size_t n_appstats;
+    /* agent mode: the client areas demand is counted in (the bundled
+     * locations), and the one a request without X-Verge-Client-Area (or
+     * without --client-area-header) comes from: the node's own */
+    struct vg_geo_set *geo;
+    uint32_t own_area;
     /* agent mode: the agent thread hands the main thread a set of app
      * directories to switch to and waits for the outcome */
     struct vg_node_agent *agent;
@@ -265,6 +272,12 @@ struct vg_node {
 struct vg_node_appstats *vg__node_appstats_for(struct vg_node *node, const char *app);
 /* A copy of app's figures, all zero when it has none yet (any thread). */
 void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_node_appstats *out);
+/* App's requests by client area since start, {area id: n} (agent mode;
+ * any thread): the demand the control plane places apps by. */
+json_t *vg__node_appstats_demand(struct vg_node *node, const char *app);
+/* The client area a request is counted in (index into node->geo, or its
+ * count for a place outside it). */
+uint32_t vg__node_client_area(struct vg_node *node, h2o_req_t *req);
 
 /* node_agent.c: the control-plane agent (agent mode only). */
 struct vg_node_agent *vg__node_agent_create(struct vg_node *node);

@@ -109,6 +109,8 @@ struct vg_node_appstats *vg__node_appstats_for(struct vg_node *node, const char 
     if (!st) {
         st = vg_xcalloc(1, sizeof(*st));
         st->app = vg_xstrdup(app);
+        if (node->geo)
+            st->areas = vg_xcalloc(vg_geo_set_count(node->geo) + 1, sizeof(*st->areas));
         node->appstats = vg_xrealloc(node->appstats, (node->n_appstats + 1) * sizeof(*node->appstats));
         node->appstats[node->n_appstats++] = st;
     }
@@ -130,6 +132,43 @@ void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_nod
             out->lat[b] = __atomic_load_n(&st->lat[b], __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&node->stats_mu);
+}
+
+json_t *vg__node_appstats_demand(struct vg_node *node, const char *app)
+{
+    json_t *d = json_object();
+    pthread_mutex_lock(&node->stats_mu);
+    for (size_t i = 0; i < node->n_appstats; i++) {
+        const struct vg_node_appstats *st = node->appstats[i];
+        if (strcmp(st->app, app) != 0 || !st->areas)
+            continue;
+        size_t n = vg_geo_set_count(node->geo);
+        for (size_t a = 0; a <= n; a++) {
+            uint64_t c = __atomic_load_n(&st->areas[a], __ATOMIC_RELAXED);
+            if (c)
+                json_object_set_new(d, a < n ? vg_geo_set_at(node->geo, a)->id : node->opt.location,
+                                    json_integer((json_int_t)c));
+        }
+    }
+    pthread_mutex_unlock(&node->stats_mu);
+    return d;
+}
+
+uint32_t vg__node_client_area(struct vg_node *node, h2o_req_t *req)
+{
+    if (node->opt.client_area_header) {
+        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-verge-client-area"), -1);
+        h2o_iovec_t v = i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+        char id[VG_GEO_ID_MAX];
+        if (v.len && v.len < sizeof(id)) {
+            memcpy(id, v.base, v.len);
+            id[v.len] = '\0';
+            const struct vg_geo_location *g = vg_geo_set_find(node->geo, id);
+            if (g)
+                return (uint32_t)(g - vg_geo_set_at(node->geo, 0));
+        }
+    }
+    return node->own_area;
 }
 
 /* Connection-level limits apply before a request names its app: timeouts
@@ -469,6 +508,10 @@ int vg_node_run(const struct vg_node_options *opt)
     if (opt->control_url) {
         pthread_mutex_init(&node.agent_mu, NULL);
         pthread_cond_init(&node.agent_cv, NULL);
+        if (vg_geo_set_builtin(&node.geo) == 0) {
+            const struct vg_geo_location *own = vg_geo_set_find(node.geo, opt->location);
+            node.own_area = (uint32_t)(own ? (size_t)(own - vg_geo_set_at(node.geo, 0)) : vg_geo_set_count(node.geo));
+        }
         node.agent = vg__node_agent_create(&node);
     }
     dirs_get(&node, NULL, 0, &d);
@@ -542,9 +585,11 @@ int vg_node_run(const struct vg_node_options *opt)
     free(node.shared);
     for (size_t i = 0; i < node.n_appstats; i++) {
         free(node.appstats[i]->app);
+        free(node.appstats[i]->areas);
         free(node.appstats[i]);
     }
     free(node.appstats);
+    vg_geo_set_destroy(node.geo);
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg__node_logs_unsubscribe(&node);

@@ -181,6 +181,21 @@ struct vg_sched_use {
 };
 void vg_sched_plan_use(const struct vg_sched_world *w, const struct vg_sched_plan *p, struct vg_sched_use *out);
 
+/* Where an app ran and its hysteresis counters (below[k] for locs[k];
+ * below NULL: all zero), for a plan of another world or other apps. */
+struct vg_sched_prev {
+    const uint32_t *locs; /* world indices; out-of-range ones are dropped */
+    const uint16_t *below;
+    size_t n;
+};
+/* A plan holding only prev[0..n_apps) (locations and counters; no
+ * capacity, no records): the `prev` argument of vg_sched_place. The caller
+ * owns it. */
+struct vg_sched_plan *vg_sched_plan_seed(const struct vg_sched_world *w, size_t n_apps,
+                                         const struct vg_sched_prev *prev);
+/* The app's hysteresis counters, one per vg_sched_plan_locations entry. */
+size_t vg_sched_plan_below(const struct vg_sched_plan *p, uint32_t app, const uint16_t **below);
+
 /* Placements added plus placements removed between two plans of the same
  * apps. */
 uint64_t vg_sched_plan_churn(const struct vg_sched_plan *prev, const struct vg_sched_plan *next);

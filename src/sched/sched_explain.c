@@ -127,6 +127,10 @@ static void detail(struct out *o, const struct vg_sched_world *w, const struct v
         break;
     case VG_SCHED_R_CAPACITY:
     case VG_SCHED_R_DISPLACED:
+        if (!w->locs[y->loc].slots && !w->locs[y->loc].cpu_m && !w->locs[y->loc].mem_mib) {
+            put(o, ": none there (no node is up at this location)");
+            break;
+        }
         put(o, ": %s full", resource_name(y->resource));
         if (y->by_app != VG_SCHED_NONE && y->by_app < n_apps)
             put(o, " (held by %s, priority %d > %d)", apps[y->by_app].name, apps[y->by_app].priority, app->priority);
@@ -231,6 +235,8 @@ static json_t *why_json(const struct vg_sched_world *w, const struct vg_sched_ap
         json_object_set_new(j, "rule", json_string(vg_sched_enforce_check(w, app, y->loc, buf, sizeof(buf)) ?: "?"));
     if (y->resource)
         json_object_set_new(j, "resource", json_string(resource_name(y->resource)));
+    if (y->reason == VG_SCHED_R_CAPACITY && !l->slots && !l->cpu_m && !l->mem_mib)
+        json_object_set_new(j, "empty", json_true()); /* no capacity at all there: no node */
     if (y->by_app != VG_SCHED_NONE && y->by_app < n_apps) {
         json_object_set_new(j, "by_app", json_string(apps[y->by_app].name));
         json_object_set_new(j, "by_priority", json_integer(apps[y->by_app].priority));

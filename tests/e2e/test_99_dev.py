@@ -450,3 +450,33 @@ def test_diagnostics_commands_find_the_dev_session(dev, tmp_path, verge_bin):
     assert top.returncode == 0 and json.loads(top.stdout.splitlines()[-1])["nodes"] == 1, top.stderr
     d.stop()
     assert not (tmp_path / "dev-session.json").exists()
+
+
+def test_dynamic_placement_reacts_to_load_generated_locally(dev, tmp_path):
+    """--pops 3 runs the real scheduler over the pops' locations: an app
+    with a dynamic placement starts on one pop; load that claims to come
+    from another pop's area (X-Verge-Client-Area) makes the control plane
+    add that pop, and the dev log says so."""
+    app = write_app(tmp_path / "app", """\
+name: web
+placement:
+  dynamic: {target: 30ms, min_demand: 3rps, min: 1, max: 3}
+routes:
+  - exact: /v
+    respond: {body: "p1\\n"}
+""")
+    d = dev(app, pops=3, json_mode=False, wait=False)
+    assert wait_for(lambda: "runs on 1 of 3 locations" in d.stdout(), 30), d.logs()
+    lines = re.findall(r"^\s+(pop-\d+)\s+([a-z]{3})\s+.+?\s+http://127\.0\.0\.1:(\d+)/", d.stdout(), re.M)
+    ports = {loc: int(p) for _, loc, p in lines}
+    home = [loc for loc, p in ports.items() if body(p) == "p1"]
+    assert len(home) == 1, (home, d.logs())
+    far = next(loc for loc in ports if loc != home[0])
+    assert body(ports[far]) == 404
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline and body(ports[far]) != "p1":
+        for _ in range(10):  # ~20 rps from the far area, served at home
+            http_request(ports[home[0]], "GET", "/v", headers={"X-Verge-Client-Area": far}, timeout=2)
+        time.sleep(0.5)
+    assert body(ports[far]) == "p1", d.logs()
+    assert re.search(r"^\[control\] info  placement changed .*added=.*%s" % far, d.stdout(), re.M), d.stdout()

@@ -98,7 +98,9 @@ static void test_newer_schema_refused(void **state)
     /* put it back for teardown */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL); /* VG__CONTROL_SCHEMA_VERSION */
+    char put_back[64];
+    snprintf(put_back, sizeof(put_back), "PRAGMA user_version = %d", VG__CONTROL_SCHEMA_VERSION);
+    sqlite3_exec(db, put_back, NULL, NULL, NULL);
     sqlite3_close(db);
     open_store();
 }
