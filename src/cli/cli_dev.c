@@ -57,6 +57,7 @@
 #define START_TIMEOUT_MS 30000 /* the control plane up, every pop live */
 #define LIVE_TIMEOUT_MS 10000  /* a redeploy live on every pop */
 #define CHECK_MS 25            /* reports polled while a version goes live */
+#define NOWHERE_MS 3000        /* an app placed on no pop this long after start-up is an error */
 #define STOP_TIMEOUT_MS 5000   /* SIGTERM to SIGKILL */
 #define LINE_CAP 16384         /* longer lines are cut in pieces */
 #define WATCH_DEPTH 32
@@ -960,6 +961,13 @@ static int wait_live(struct dev *d, const char *sha)
         if (want && live >= want) {
             d->placed = want;
             return 0;
+        }
+        if (!want && vg_now_ms() + START_TIMEOUT_MS > deadline + NOWHERE_MS) {
+            fprintf(stderr,
+                    "verge dev: the app's placement puts it on none of the %u pops' locations (its enforcements or "
+                    "static list exclude them): widen it, or start more pops (--pops N)\n",
+                    d->pops);
+            return VG_EINVAL;
         }
         for (size_t i = 1; i < d->n_kids; i++) { /* the pops and nats-server */
             if (d->kids[i].exited) {

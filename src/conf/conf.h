@@ -223,6 +223,11 @@ struct vg_conf_placement {
 
 /* The defaults of a `placement:` section (mode NONE). */
 void vg_conf_placement_default(struct vg_conf_placement *p);
+/* NULL when the enforcements allow the bundled location `location` (or it
+ * is not a bundled id: nothing known to check), else the rule it breaks
+ * with its values, written into why. Compute and data (verge.kv replicas,
+ * logs, traces) follow the same rule: a node there refuses the app. */
+const char *vg_conf_placement_forbids(const struct vg_conf_placement *p, const char *location, char *why, size_t cap);
 
 struct vg_conf_listen {
     char *addr;     /* "127.0.0.1:8080", "[::1]:8443", ":8080" */

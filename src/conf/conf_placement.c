@@ -404,6 +404,19 @@ static const char *broken_rule(const struct vg_conf_placement *p, const struct v
     return buf;
 }
 
+const char *vg_conf_placement_forbids(const struct vg_conf_placement *p, const char *location, char *why, size_t cap)
+{
+    if (p->mode == VG_CONF_PLACEMENT_NONE || !location)
+        return NULL;
+    struct vg_geo_set *set = NULL;
+    if (vg_geo_set_builtin(&set) != 0)
+        return NULL;
+    const struct vg_geo_location *l = vg_geo_set_find(set, location);
+    const char *r = l ? broken_rule(p, l, why, cap) : NULL;
+    vg_geo_set_destroy(set);
+    return r;
+}
+
 /* The nth item of the list under placement.<a>.<b> (b NULL: placement.<a>). */
 static const struct vg__conf_node *item_at(const struct vg__conf_node *pm, const char *a, const char *b, size_t n)
 {

@@ -43,14 +43,23 @@ static void dirs_free(struct dirs *d)
 
 /* Loads every app; on the first error logs `what` with the reason (also
  * into err) and returns VG_ECONF. */
-static int load_apps(const struct dirs *d, const char *what, struct vg_conf_app ***out, char *err, size_t errcap)
+static int load_apps(const struct dirs *d, const char *location, const char *what, struct vg_conf_app ***out, char *err,
+                     size_t errcap)
 {
     struct vg_conf_app **apps = vg_xcalloc(d->n + 1, sizeof(*apps));
-    char msg[1200];
+    char msg[1200], why[400];
     for (size_t i = 0; i < d->n; i++) {
         struct vg_conf_error ce;
         if (vg_conf_app_load(d->v[i], &apps[i], &ce) != 0 || vg_fn_check(apps[i], &ce) != 0) {
             vg_conf_error_format(&ce, msg, sizeof(msg));
+            vg_log(VG_LOG_ERROR, what, "error", msg, NULL);
+            goto fail;
+        }
+        /* compliance: the app (and so its data: verge.kv replicas, log
+         * and trace rings) may not be at this location at all */
+        if (vg_conf_placement_forbids(&apps[i]->placement, location, why, sizeof(why))) {
+            snprintf(msg, sizeof(msg), "%s: app %s may not run at location %s: %s", apps[i]->manifest_path,
+                     apps[i]->name, location, why);
             vg_log(VG_LOG_ERROR, what, "error", msg, NULL);
             goto fail;
         }
@@ -214,7 +223,7 @@ static int reload(struct main_ctx *m, const struct dirs *d, char *err, size_t er
 {
     struct vg_node *node = m->node;
     struct vg_conf_app **apps;
-    if (load_apps(d, "reload failed, keeping the running configuration", &apps, err, errcap) != 0) {
+    if (load_apps(d, node->opt.location, "reload failed, keeping the running configuration", &apps, err, errcap) != 0) {
         vg_obs_counter_add(node->m_reload_fail, 1);
         return VG_ECONF;
     }
@@ -515,14 +524,14 @@ int vg_node_run(const struct vg_node_options *opt)
         node.agent = vg__node_agent_create(&node);
     }
     dirs_get(&node, NULL, 0, &d);
-    int rc = load_apps(&d, "invalid manifest", &apps, NULL, 0);
+    int rc = load_apps(&d, node.opt.location, "invalid manifest", &apps, NULL, 0);
     if (rc != 0 && node.agent && d.n_owned) {
         /* the last known good versions do not load (a damaged data
          * directory): start without them, the control plane resends */
         vg__node_agent_forget(node.agent);
         dirs_free(&d);
         dirs_get(&node, NULL, 0, &d);
-        rc = load_apps(&d, "invalid manifest", &apps, NULL, 0);
+        rc = load_apps(&d, node.opt.location, "invalid manifest", &apps, NULL, 0);
     }
     size_t n_apps = d.n;
     dirs_free(&d);

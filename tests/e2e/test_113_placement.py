@@ -242,3 +242,39 @@ def test_plan_is_a_dry_run(fleet, tmp_path):
     r = fleet.control.req("POST", "/v1/apps/web/placement/plan", fleet.control.admin_token(),
                           {"placement": {"mode": "dynamic", "percentile": 101}})
     assert r.status == 400 and "percentile" in r.json()["error"], r
+
+
+def test_a_node_refuses_an_app_its_location_may_not_hold(tmp_path, verge_bin):
+    """Compliance covers data as well as compute: a node at a location the
+    app's enforcement excludes does not load it at all, so none of its
+    verge.kv replicas, log lines or traces can live there."""
+    from harness import free_port
+    d = tmp_path / "us-only"
+    write_app(d, """\
+name: web
+placement:
+  enforce: {allow_countries: [US]}
+routes:
+  - exact: /v
+    respond: {body: "x\\n"}
+""")
+    port = free_port()
+    p = subprocess.run([str(verge_bin), "node", "--app", str(d), "--listen", "127.0.0.1:%d" % port,
+                        "--location", "fra"], capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p
+    err = p.stderr.decode()
+    assert "app web may not run at location fra: country DE is not in enforce.allow_countries [US]" in err, err
+    # the same app at an allowed location (or with no known location) runs
+    p = subprocess.Popen([str(verge_bin), "node", "--app", str(d), "--listen", "127.0.0.1:%d" % port,
+                          "--location", "iad"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def up():
+        try:
+            return http_request(port, "GET", "/v", timeout=1).status == 200
+        except OSError:
+            return False
+
+    try:
+        assert wait_for(up, 10)
+    finally:
+        p.terminate()
+        p.wait(10)
