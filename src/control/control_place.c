@@ -542,6 +542,42 @@ static void run_free(struct run *r)
     vg_sched_world_destroy(r->world);
 }
 
+/* Round trips the up nodes measured to their clients, by client area
+ * (heartbeat `rtt_us`): they replace the model for (area, the node's
+ * location). Several nodes at one location: the lowest (the model is a
+ * floor of fibre plus hops; a higher figure from one node is that node's
+ * queueing, not the path). */
+static void measured_rtts(struct vg__control_place *pl, struct run *r)
+{
+    size_t i;
+    json_t *n;
+    uint32_t *best = vg_xcalloc(r->n * r->n, sizeof(*best));
+    json_array_foreach(r->nodes, i, n)
+    {
+        const struct vg_geo_location *g = vg_geo_set_find(pl->geo, json_string_value(json_object_get(n, "location")));
+        if (!g || !json_is_true(json_object_get(n, "up")))
+            continue;
+        size_t l = (size_t)(g - vg_geo_set_at(pl->geo, 0));
+        json_t *v;
+        const char *area;
+        json_object_foreach(json_object_get(json_object_get(n, "report"), "rtt_us"), area, v)
+        {
+            uint32_t a = vg_sched_world_find(r->world, area);
+            json_int_t us = json_integer_value(v);
+            if (a == VG_SCHED_NONE || !json_is_integer(v) || us < 1 || us > 10000000)
+                continue;
+            uint32_t *b = &best[(size_t)a * r->n + l];
+            if (!*b || (uint32_t)us < *b)
+                *b = (uint32_t)us;
+        }
+    }
+    for (size_t a = 0; a < r->n; a++)
+        for (size_t l = 0; l < r->n; l++)
+            if (best[a * r->n + l] && vg_sched_world_set_rtt(r->world, (uint32_t)a, (uint32_t)l, best[a * r->n + l]))
+                vg_log(VG_LOG_WARN, "placement: a measured round trip was refused", NULL);
+    free(best);
+}
+
 /* The world: the bundled locations with the up nodes' capacity, and the
  * same list as client areas. */
 static int world_build(struct vg_control_server *srv, struct run *r, json_t *policies)
@@ -604,7 +640,10 @@ static int world_build(struct vg_control_server *srv, struct run *r, json_t *pol
     const char *tn[VG_SCHED_TAGS_MAX];
     for (size_t k = 0; k < r->n_tags; k++)
         tn[k] = r->tag_names[k];
-    return vg_sched_world_create(r->locs, r->n, r->areas, r->n, tn, r->n_tags, &r->world);
+    int rc = vg_sched_world_create(r->locs, r->n, r->areas, r->n, tn, r->n_tags, &r->world);
+    if (rc == 0)
+        measured_rtts(pl, r);
+    return rc;
 }
 
 /* An app's demand from the fresh reports of up nodes, in mrps per area;

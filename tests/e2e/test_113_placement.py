@@ -278,3 +278,42 @@ routes:
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_measured_round_trips_replace_the_model(fleet):
+    """A node's measured RTT to a client area (heartbeat `rtt_us`) replaces
+    the distance model for that pair: demand from a far area that the
+    measurements say is served within the target from home adds nothing."""
+    fleet.deploy(DYNAMIC, "m1")
+    assert wait_for(lambda: len(fleet.placed()) == 1, 10), fleet.placement()
+    home = fleet.placed()[0]
+    far = next(loc for loc in LOCS if loc != home)
+    c = fleet.control
+    token = c.make_token("probe", "node")
+    r = c.req("POST", "/v1/nodes/register", token, {"id": "probe-" + home, "location": home})
+    assert r.status == 200, r
+    stop = threading.Event()
+
+    def beat():  # a node at home that measured 20 ms to the far area's clients
+        while not stop.is_set():
+            c.req("POST", "/v1/nodes/probe-%s/heartbeat" % home, token, {"apps": {}, "rtt_us": {far: 20000}})
+            stop.wait(0.5)
+
+    t = threading.Thread(target=beat, daemon=True)
+    t.start()
+    local, remote = Demand(fleet.node[home], home, 10), Demand(fleet.node[home], far, 15)
+    local.start()
+    remote.start()
+    try:
+        assert wait_for(lambda: fleet.placement()["demand_rps"].get(far, 0) > 3, 10), fleet.placement()
+        time.sleep(2.0)  # several runs with the demand in place
+        p = fleet.placement()
+        assert fleet.placed() == [home], p
+        assert p["explain"]["p95_ms"] <= 21, p["explain"]
+        why = {d["location"]: d for d in p["explain"]["decisions"]}
+        assert why[far]["verdict"] == "rejected" and why[far]["reason"] == "target_met", why.get(far)
+    finally:
+        remote.stop()
+        local.stop()
+        stop.set()
+        t.join(5)
