@@ -128,6 +128,10 @@ void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_nod
         out->errors_5xx = __atomic_load_n(&st->errors_5xx, __ATOMIC_RELAXED);
         for (size_t b = 0; b < VG_NODE_LAT_BUCKETS; b++)
             out->lat[b] = __atomic_load_n(&st->lat[b], __ATOMIC_RELAXED);
+        for (size_t k = 0; k < 4; k++) {
+            struct vg_obs_counter *c = __atomic_load_n(&st->cache[k], __ATOMIC_ACQUIRE);
+            out->cache_n[k] = c ? vg_obs_counter_value(c) : 0;
+        }
     }
     pthread_mutex_unlock(&node->stats_mu);
 }
