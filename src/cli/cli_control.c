@@ -28,6 +28,8 @@ static void control_usage(FILE *f)
                "  --max-unpacked SIZE       largest unpacked bundle (default 256m)\n"
                "  --max-files N             most files and directories in a bundle (default 10000)\n"
                "  --node-timeout DUR        a node is up if heard from within DUR (default 15s)\n"
+               "  --nats URL                the nodes' bus (repeatable for a cluster): their live figures arrive\n"
+               "                            on it every second (GET /v1/top); without it, with their heartbeats\n"
                "  --log-level L             debug|info|warn|error (default info)\n"
                "  --log-format F            json|text (default json)\n\n"
                "The API is documented in docs/api.md. SIGTERM/SIGINT stop it.\n");
@@ -43,6 +45,7 @@ int vg_cli_control(int argc, char **argv)
         {"max-unpacked", required_argument, NULL, 'u'},
         {"max-files", required_argument, NULL, 'f'},
         {"node-timeout", required_argument, NULL, 't'},
+        {"nats", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
@@ -50,6 +53,7 @@ int vg_cli_control(int argc, char **argv)
     };
     struct vg_control_options o;
     vg_control_options_default(&o);
+    static const char *nats[16]; /* as many servers as a cluster has */
     o.bootstrap_token = getenv("VERGE_CONTROL_TOKEN");
     int c;
     uint64_t v;
@@ -93,6 +97,14 @@ int vg_cli_control(int argc, char **argv)
                 return 2;
             }
             o.node_timeout_ms = v;
+            break;
+        case 'n':
+            if (o.n_nats_urls == VG_ARRAY_LEN(nats)) {
+                fprintf(stderr, "verge control: at most %zu --nats URLs\n", VG_ARRAY_LEN(nats));
+                return 2;
+            }
+            nats[o.n_nats_urls++] = optarg;
+            o.nats_urls = nats;
             break;
         case 'L': {
             size_t i = 0;

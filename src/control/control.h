@@ -23,8 +23,10 @@ struct vg_control_options {
     const char *bootstrap_token_file; /* the first admin token's secret, or NULL */
     const char *bootstrap_token;      /* the same given directly ($VERGE_CONTROL_TOKEN), or NULL */
     struct vg_bundle_limits bundle;
-    uint64_t node_timeout_ms; /* a node is "up" if it was heard from this recently */
-    uint32_t max_wait_s;      /* the longest long poll (?wait=) */
+    uint64_t node_timeout_ms;     /* a node is "up" if it was heard from this recently */
+    uint32_t max_wait_s;          /* the longest long poll (?wait=) */
+    const char *const *nats_urls; /* the nodes' bus for their live figures (none: the heartbeats') */
+    size_t n_nats_urls;
 };
 
 void vg_control_options_default(struct vg_control_options *opt);
