@@ -536,7 +536,8 @@ int vg_node_run(const struct vg_node_options *opt)
     uv_run(&m.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
-    vg__node_msg_fini(&node); /* no message reaches a worker that is gone */
+    vg__node_stats_unsubscribe(&node); /* its answers and reports read the figures freed below */
+    vg__node_msg_fini(&node);          /* no message reaches a worker that is gone */
     vg__node_site_unref(node.site);
     vg__node_trace_fini(&node); /* what is queued for the collector goes out */
     for (size_t i = 0; i < node.n_shared; i++) {
@@ -552,7 +553,6 @@ int vg_node_run(const struct vg_node_options *opt)
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg__node_logs_unsubscribe(&node);
-    vg__node_stats_unsubscribe(&node);
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);
