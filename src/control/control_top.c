@@ -383,8 +383,10 @@ json_t *vg__control_top_json(struct vg__control_top *t, uint64_t now_ms)
                   "sources", "bus", t->bus != NULL, "bus_reports", (json_int_t)t->reports[0], "heartbeat_reports",
                   (json_int_t)t->reports[1], "refused", (json_int_t)t->refused);
     /* the rows point at names in the table: rendered before it may change */
-    qsort(rows.r, rows.n, sizeof(*rows.r), row_cmp);
-    qsort(apps.r, apps.n, sizeof(*apps.r), row_cmp);
+    if (rows.n) /* qsort's array may not be NULL, even empty */
+        qsort(rows.r, rows.n, sizeof(*rows.r), row_cmp);
+    if (apps.n)
+        qsort(apps.r, apps.n, sizeof(*apps.r), row_cmp);
     json_t *ra = json_array(), *aa = json_array();
     for (size_t i = 0; i < rows.n; i++)
         json_array_append_new(ra, row_json(&rows.r[i]));
