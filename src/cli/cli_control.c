@@ -32,6 +32,8 @@ static void control_usage(FILE *f)
                "                            on deploys and new nodes); scale-in windows count in these runs\n"
                "  --place-drain DUR         a location placement drops serves at most DUR more while the new ones\n"
                "                            come up (default 30s)\n"
+               "  --nats URL                the nodes' bus (repeatable for a cluster): their live figures arrive\n"
+               "                            on it every second (GET /v1/top); without it, with their heartbeats\n"
                "  --log-level L             debug|info|warn|error (default info)\n"
                "  --log-format F            json|text (default json)\n\n"
                "The API is documented in docs/api.md. SIGTERM/SIGINT stop it.\n");
@@ -49,6 +51,7 @@ int vg_cli_control(int argc, char **argv)
         {"node-timeout", required_argument, NULL, 't'},
         {"place-interval", required_argument, NULL, 'i'},
         {"place-drain", required_argument, NULL, 'r'},
+        {"nats", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
@@ -56,6 +59,7 @@ int vg_cli_control(int argc, char **argv)
     };
     struct vg_control_options o;
     vg_control_options_default(&o);
+    static const char *nats[16]; /* as many servers as a cluster has */
     o.bootstrap_token = getenv("VERGE_CONTROL_TOKEN");
     int c;
     uint64_t v;
@@ -111,6 +115,14 @@ int vg_cli_control(int argc, char **argv)
                 o.place_interval_ms = v;
             else
                 o.place_drain_ms = v;
+            break;
+        case 'n':
+            if (o.n_nats_urls == VG_ARRAY_LEN(nats)) {
+                fprintf(stderr, "verge control: at most %zu --nats URLs\n", VG_ARRAY_LEN(nats));
+                return 2;
+            }
+            nats[o.n_nats_urls++] = optarg;
+            o.nats_urls = nats;
             break;
         case 'L': {
             size_t i = 0;

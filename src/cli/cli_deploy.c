@@ -12,6 +12,7 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -571,8 +572,15 @@ int vg_cli_rollback(int argc, char **argv)
 static void status_usage(FILE *f)
 {
     fprintf(f, "usage: verge status [--control URL] [--token T] [--json]\n\n"
-               "  apps x nodes: the version each node runs, its health, whether it is up, its requests per\n"
-               "  second and the 5xx share of what the live version served (from the nodes' reports)\n");
+               "  apps x nodes: the version each node runs, its health and whether it is up (GET /v1/nodes);\n"
+               "  then per app, live: requests per second, p99 and 5xx rate over the last second or two, from\n"
+               "  the figures `verge top` and the rollout gates read (GET /v1/top). --json: {nodes, top}\n");
+}
+
+static double fnum(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? json_number_value(v) : -1;
 }
 
 int vg_cli_status(int argc, char **argv)
@@ -581,12 +589,22 @@ int vg_cli_status(int argc, char **argv)
     int rc = opts(argc, argv, &a, status_usage);
     if (rc >= 0)
         return rc;
-    json_t *j = NULL;
-    if ((rc = vg__cli_call_json("status", &a.c, "GET", "/v1/nodes", NULL, &j)) >= 0)
+    struct vg__cli_client_args q = a.c;
+    q.json = false; /* both answers, printed together */
+    json_t *j = NULL, *top = NULL;
+    if ((rc = vg__cli_call_json("status", &q, "GET", "/v1/nodes", NULL, &j)) >= 0)
         return rc;
-    if (!a.c.json) {
-        printf("%-20s %-12s %-4s %-16s %-14s %-7s %8s %7s\n", "NODE", "LOCATION", "UP", "APP", "VERSION", "HEALTH",
-               "RPS", "5XX");
+    if ((rc = vg__cli_call_json("status", &q, "GET", "/v1/top", NULL, &top)) >= 0) {
+        json_decref(j);
+        return rc;
+    }
+    if (a.c.json) {
+        json_object_set(j, "top", top);
+        char *text = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        printf("%-20s %-12s %-4s %-16s %-14s %-7s\n", "NODE", "LOCATION", "UP", "APP", "VERSION", "HEALTH");
         json_t *n, *app;
         size_t i;
         const char *name;
@@ -597,24 +615,33 @@ int vg_cli_status(int argc, char **argv)
             const char *up = json_is_true(json_object_get(n, "up")) ? "yes" : "no";
             json_t *apps = json_object_get(json_object_get(n, "report"), "apps");
             if (!json_object_size(apps))
-                printf("%-20s %-12s %-4s %-16s %-14s %-7s %8s %7s\n", id, loc, up, "-", "-", "-", "-", "-");
+                printf("%-20s %-12s %-4s %-16s %-14s %-7s\n", id, loc, up, "-", "-", "-");
             json_object_foreach(apps, name, app)
             {
                 const char *v = json_string_value(json_object_get(app, "version"));
                 const char *h = json_string_value(json_object_get(app, "health"));
-                json_t *rps = json_object_get(app, "rps"), *stats = json_object_get(app, "stats");
-                char r[24] = "-", e[24] = "-";
-                if (json_is_number(rps))
-                    snprintf(r, sizeof(r), "%.1f", json_number_value(rps));
-                json_int_t req = json_integer_value(json_object_get(stats, "requests"));
-                if (req > 0)
-                    snprintf(e, sizeof(e), "%.2f%%",
-                             100.0 * (double)json_integer_value(json_object_get(stats, "errors_5xx")) / (double)req);
-                printf("%-20s %-12s %-4s %-16s %-14.12s %-7s %8s %7s\n", id, loc, up, name, v && *v ? v : "-",
-                       h ? h : "-", r, e);
+                printf("%-20s %-12s %-4s %-16s %-14.12s %-7s\n", id, loc, up, name, v && *v ? v : "-", h ? h : "-");
             }
         }
+        printf("\n%-20s %5s %-24s %10s %8s %7s\n", "APP", "NODES", "LOCATIONS", "RPS", "P99 ms", "5XX%");
+        json_array_foreach(json_object_get(top, "apps"), i, app)
+        {
+            char locs[128] = "", p99[16] = "-";
+            size_t k;
+            json_t *l;
+            json_array_foreach(json_object_get(app, "locations"), k, l)
+            {
+                size_t o = strlen(locs);
+                snprintf(locs + o, sizeof(locs) - o, "%s%s", o ? "," : "", json_string_value(l));
+            }
+            if (fnum(app, "p99_ms") >= 0)
+                snprintf(p99, sizeof(p99), "%.2f", fnum(app, "p99_ms"));
+            const char *an = json_string_value(json_object_get(app, "app"));
+            printf("%-20s %5lld %-24.24s %10.1f %8s %7.2f\n", an ? an : "-", (long long)fnum(app, "nodes"), locs,
+                   fnum(app, "rps"), p99, fnum(app, "error_pct"));
+        }
     }
+    json_decref(top);
     json_decref(j);
     return 0;
 }

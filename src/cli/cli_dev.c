@@ -97,7 +97,7 @@ struct dev {
     const struct vg_geo_location *from;
     char self[PATH_MAX];
     char tmp[PATH_MAX];
-    char admin[80], node_token[80];
+    char admin[80], node_token[80], read_token[80];
     char url[40];
     struct vg__cli_control cc;
     struct child kids[DEV_MAX_POPS + 2]; /* [0]: the control plane, [1..pops], then nats-server */
@@ -802,10 +802,17 @@ static int start_control(struct dev *d)
                         "json",
                         "--place-interval",
                         "2s",
+                        NULL,
+                        NULL,
                         NULL};
+        if (d->nats_url[0]) { /* the pops' live figures reach it over their bus (GET /v1/top) */
+            argv[14] = "--nats";
+            argv[15] = d->nats_url;
+        }
         child_init(&d->kids[0], "control", NULL);
         d->kids[0].port = (uint16_t)d->base;
-        d->n_kids = 1;
+        if (d->n_kids < 1)
+            d->n_kids = 1;
         rc = spawn(d, &d->kids[0], argv, NULL);
     }
     free(data);
@@ -844,9 +851,31 @@ static int node_token(struct dev *d)
     return rc;
 }
 
+/* A read-scope token for the session file: `verge top` reads the control
+ * plane's figures with it (the admin token stays out of files). */
+static int read_token(struct dev *d)
+{
+    json_t *body = json_pack("{s:s,s:s}", "name", "dev-read", "scope", "read"), *j;
+    int status;
+    const char *err = api(d, "POST", "/v1/tokens", body, NULL, NULL, 0, &status, &j);
+    json_decref(body);
+    const char *s = json_string_value(json_object_get(j, "secret"));
+    int rc = 0;
+    if (err || status != 201 || !s || strlen(s) >= sizeof(d->read_token)) {
+        fprintf(stderr, "verge dev: cannot create a read token: %s (status %d)\n", err ? err : "refused", status);
+        rc = VG_EIO;
+    } else {
+        snprintf(d->read_token, sizeof(d->read_token), "%s", s);
+    }
+    json_decref(j);
+    return rc;
+}
+
 /* With more than one pop, a nats-server of its own (JetStream on, its
  * store in the temporary directory) links them, as production links
- * locations: the pops get --nats. Its slot is after the pops'. */
+ * locations: the pops get --nats, and so does the control plane (their
+ * live figures), which is why it starts first. Its slot is after the
+ * pops'. */
 static int start_nats(struct dev *d)
 {
     if (d->pops < 2)
@@ -863,7 +892,7 @@ static int start_nats(struct dev *d)
     }
     close(fd);
     unsigned port = ntohs(sa.sin_port);
-    for (unsigned k = 1; k <= d->pops; k++) /* not started yet: no pipes to watch */
+    for (unsigned k = 0; k <= d->pops; k++) /* not started yet: no pipes to watch */
         d->kids[k].out.fd = d->kids[k].err.fd = -1;
     struct child *c = &d->kids[d->pops + 1];
     child_init(c, "nats", NULL);
@@ -1301,12 +1330,18 @@ static void session_write(const struct dev *d)
         snprintf(url, sizeof(url), "http://127.0.0.1:%u", d->kids[i].port);
         json_array_append_new(nodes, json_string(url));
     }
-    json_t *j = json_pack("{s:I, s:o, s:s}", "pid", (json_int_t)getpid(), "nodes", nodes, "control", d->url);
+    json_t *j = json_pack("{s:I, s:o, s:s, s:s}", "pid", (json_int_t)getpid(), "nodes", nodes, "control", d->url,
+                          "control_token", d->read_token);
     json_object_set_new(j, "nats", d->nats_url[0] ? json_string(d->nats_url) : json_null());
     char buf[96];
     const char *path = vg__cli_dev_session_path(buf, sizeof(buf));
-    if (json_dump_file(j, path, JSON_COMPACT) != 0)
-        fprintf(stderr, "[dev] cannot write %s: verge trace/logs/top will need --node or --nats\n", path);
+    /* a token inside: the user's only, and never through a planted link */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    bool ok = fd >= 0 && fchmod(fd, 0600) == 0 && json_dumpfd(j, fd, JSON_COMPACT) == 0;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    if (!ok)
+        fprintf(stderr, "[dev] cannot write %s: verge trace/logs/top will need --node, --nats or --control\n", path);
     json_decref(j);
 }
 
@@ -1335,8 +1370,8 @@ int vg_cli_dev(int argc, char **argv)
     uint64_t t0 = vg_now_ms();
     rc = 1;
     char sha[65];
-    if (setup(&d) == 0 && start_control(&d) == 0 && node_token(&d) == 0 && deploy(&d, sha) == 0 &&
-        start_nats(&d) == 0 && start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
+    if (setup(&d) == 0 && start_nats(&d) == 0 && start_control(&d) == 0 && node_token(&d) == 0 && read_token(&d) == 0 &&
+        deploy(&d, sha) == 0 && start_pops(&d) == 0 && wait_live(&d, sha) == 0) {
         memcpy(d.live, sha, sizeof(d.live));
         print_ready(&d, vg_now_ms() - t0);
         session_write(&d);

@@ -132,16 +132,24 @@ const char *vg__cli_dev_session_path(char *buf, size_t cap)
     return buf;
 }
 
-/* The running dev session's nodes, when there is one (its process alive). */
-static bool from_dev_session(struct vg__cli_fleet *f)
+json_t *vg__cli_dev_session(void)
 {
     char buf[96];
     json_t *s = json_load_file(vg__cli_dev_session_path(buf, sizeof(buf)), 0, NULL);
     json_int_t pid = json_integer_value(json_object_get(s, "pid"));
     if (!s || pid <= 0 || kill((pid_t)pid, 0) != 0) {
         json_decref(s);
-        return false;
+        return NULL;
     }
+    return s;
+}
+
+/* The running dev session's nodes, when there is one (its process alive). */
+static bool from_dev_session(struct vg__cli_fleet *f)
+{
+    json_t *s = vg__cli_dev_session();
+    if (!s)
+        return false;
     f->session = s;
     const char *nats = json_string_value(json_object_get(s, "nats"));
     if (nats)

@@ -116,9 +116,13 @@ bool vg__cli_fleet_arg(struct vg__cli_fleet *f, int opt, const char *arg);
 void vg__cli_fleet_defaults(struct vg__cli_fleet *f);
 
 /* Where `verge dev` says what it runs ({"pid", "nodes": [URL...], "nats",
- * "control"}), so that `verge trace`, `logs` and `top` find a local session
- * without options: $VERGE_DEV_FILE, else /tmp/verge-dev-UID.json. */
+ * "control", "control_token": a read-scope token; mode 0600}), so that
+ * `verge trace`, `logs` and `top` find a local session without options:
+ * $VERGE_DEV_FILE, else /tmp/verge-dev-UID.json. */
 const char *vg__cli_dev_session_path(char *buf, size_t cap);
+/* That file's contents when its process is alive, else NULL; the caller
+ * owns it. */
+json_t *vg__cli_dev_session(void);
 void vg__cli_fleet_free_args(struct vg__cli_fleet *f);
 
 /* Connects (NATS) and listens on a reply inbox; prints why not (cmd: the

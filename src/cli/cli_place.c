@@ -16,6 +16,7 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f)
@@ -23,7 +24,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: verge placement APP [options]\n"
                "       verge placement explain APP LOCATION [options]\n"
                "       verge placement plan DIR [options]\n\n"
-               "  --control URL   the control plane (default $VERGE_CONTROL, else http://127.0.0.1:7070)\n"
+               "  --control URL   the control plane (default $VERGE_CONTROL, else the running `verge dev`'s,\n"
+               "                  else http://127.0.0.1:7070)\n"
                "  --token T       an API token with read scope (default $VERGE_TOKEN)\n"
                "  --json          print the control plane's answer as JSON\n");
 }
@@ -250,14 +252,23 @@ int vg_cli_placement(int argc, char **argv)
             return 2;
         }
     }
-    int n = argc - optind;
+    int n = argc - optind, rc = 2;
     char **arg = argv + optind;
+    /* next to a running `verge dev`: its control plane, with its read token */
+    json_t *session = !a.url && !getenv("VERGE_CONTROL") ? vg__cli_dev_session() : NULL;
+    if (session && json_string_value(json_object_get(session, "control_token"))) {
+        a.url = json_string_value(json_object_get(session, "control"));
+        if (!a.token)
+            a.token = json_string_value(json_object_get(session, "control_token"));
+    }
     if (n == 3 && strcmp(arg[0], "explain") == 0)
-        return cmd_show(&a, arg[1], arg[2]);
-    if (n == 2 && strcmp(arg[0], "plan") == 0)
-        return cmd_plan(&a, arg[1]);
-    if (n == 1 && strcmp(arg[0], "explain") != 0 && strcmp(arg[0], "plan") != 0)
-        return cmd_show(&a, arg[0], NULL);
-    usage(stderr);
-    return 2;
+        rc = cmd_show(&a, arg[1], arg[2]);
+    else if (n == 2 && strcmp(arg[0], "plan") == 0)
+        rc = cmd_plan(&a, arg[1]);
+    else if (n == 1 && strcmp(arg[0], "explain") != 0 && strcmp(arg[0], "plan") != 0)
+        rc = cmd_show(&a, arg[0], NULL);
+    else
+        usage(stderr);
+    json_decref(session);
+    return rc;
 }

@@ -1,6 +1,8 @@
 /* verge top: apps x locations, live — requests per second, p50/p99, 5xx
- * rate and cache hit ratio, refreshed every interval. Every node is asked
- * for its counters (over NATS: "verge.stats.query"; over HTTP: GET
+ * rate and cache hit ratio, refreshed every interval. From the control
+ * plane (--control, or the running `verge dev` session's): GET /v1/top,
+ * which has the rates already (control_top.c). Or directly: every node is
+ * asked for its counters (over NATS: "verge.stats.query"; over HTTP: GET
  * /_verge/stats); two snapshots of a node give its rates, and the rows sum
  * the nodes of each location (latency from the summed bucket counts). */
 #include "base/base.h"
@@ -22,16 +24,20 @@ static void top_usage(FILE *f)
     fprintf(f, "usage: verge top [options]\n\n"
                "  --interval DUR  refresh every DUR (default 1s)\n"
                "  --count N       stop after N refreshes (default: until Ctrl-C)\n"
+               "  --control URL   read the control plane's figures (GET /v1/top); --token is then its API\n"
+               "                  token (default $VERGE_TOKEN)\n"
                "  --node URL      ask this node over HTTP (repeatable; default http://127.0.0.1:8080)\n"
                "  --nats URL      ask every node over NATS instead (repeatable for a cluster)\n"
                "  --token T       the nodes' admin token for HTTP (default $VERGE_ADMIN_TOKEN)\n"
-               "  --json          one JSON object per refresh\n");
+               "  --json          one JSON object per refresh (with --control: GET /v1/top's body)\n\n"
+               "Without --control, --node or --nats: the running `verge dev` session's control plane.\n");
 }
 
 struct top_args {
     struct vg__cli_fleet fleet;
     uint64_t interval_ms, count;
     bool json;
+    const char *control; /* --control */
 };
 
 /* One (app, location) row: the nodes' deltas summed. */
@@ -162,16 +168,35 @@ static double quantile_ms(const struct table *t, const struct row *r, double q)
     return t->n_bounds ? (double)t->bounds_us[t->n_bounds - 1] / 1000.0 : 0;
 }
 
+static void print_head(const struct top_args *a, size_t nodes, const char *from)
+{
+    if (isatty(STDOUT_FILENO))
+        printf("\033[H\033[2J");
+    printf("verge top: %zu nodes, every %.1fs%s%s\n\n", nodes, (double)a->interval_ms / 1000.0, from ? ", from " : "",
+           from ? from : "");
+    printf("%-20s %-10s %5s %10s %8s %8s %6s %7s\n", "APP", "LOCATION", "NODES", "RPS", "P50 ms", "P99 ms", "5XX%",
+           "HIT%");
+}
+
+/* p50/p99 < 0: none (no timed request); hit < 0: no cacheable request. */
+static void print_row(const char *app, const char *loc, long long nodes, double rps, double p50, double p99, double err,
+                      double hit)
+{
+    char hs[16] = "-", p50s[16] = "-", p99s[16] = "-";
+    if (hit >= 0)
+        snprintf(hs, sizeof(hs), "%.1f", hit);
+    if (p50 >= 0)
+        snprintf(p50s, sizeof(p50s), "%.2f", p50);
+    if (p99 >= 0)
+        snprintf(p99s, sizeof(p99s), "%.2f", p99);
+    printf("%-20.20s %-10.10s %5lld %10.1f %8s %8s %6.2f %7s\n", app, loc, nodes, rps, p50s, p99s, err, hs);
+}
+
 static void print_table(const struct top_args *a, const struct table *t, size_t nodes)
 {
     json_t *out = a->json ? json_pack("{s:I, s:[]}", "nodes", (json_int_t)nodes, "rows") : NULL;
-    if (!a->json) {
-        if (isatty(STDOUT_FILENO))
-            printf("\033[H\033[2J");
-        printf("verge top: %zu nodes, every %.1fs\n\n", nodes, (double)a->interval_ms / 1000.0);
-        printf("%-20s %-10s %5s %10s %8s %8s %6s %7s\n", "APP", "LOCATION", "NODES", "RPS", "P50 ms", "P99 ms", "5XX%",
-               "HIT%");
-    }
+    if (!a->json)
+        print_head(a, nodes, NULL);
     for (size_t i = 0; i < t->n; i++) {
         const struct row *r = &t->rows[i];
         double p50 = quantile_ms(t, r, 0.5), p99 = quantile_ms(t, r, 0.99);
@@ -184,11 +209,7 @@ static void print_table(const struct top_args *a, const struct table *t, size_t 
                                             "error_pct", err, "cache_hit_pct", hit < 0 ? json_null() : json_real(hit)));
             continue;
         }
-        char hs[16] = "-";
-        if (hit >= 0)
-            snprintf(hs, sizeof(hs), "%.1f", hit);
-        printf("%-20.20s %-10.10s %5d %10.1f %8.2f %8.2f %6.2f %7s\n", r->app, r->location, r->nodes, r->rps, p50, p99,
-               err, hs);
+        print_row(r->app, r->location, r->nodes, r->rps, p50, p99, err, hit);
     }
     if (out) {
         char *text = json_dumps(out, JSON_COMPACT);
@@ -197,6 +218,57 @@ static void print_table(const struct top_args *a, const struct table *t, size_t 
         json_decref(out);
     }
     fflush(stdout);
+}
+
+/* A number of GET /v1/top's, -1 when null or absent. */
+static double num(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+/* The control plane's figures: its rows as they are. */
+static int run_control(struct top_args *a, const char *url, const char *token)
+{
+    struct vg__cli_control cc;
+    int rc = vg__cli_control_init(&cc, url, token, "top");
+    if (rc)
+        return rc;
+    signal(SIGINT, on_sigint);
+    for (uint64_t round = 0; !stop && (!a->count || round < a->count); round++) {
+        uint64_t t0 = vg_now_ms();
+        struct vg__cli_response r = {0};
+        json_t *j = NULL;
+        const char *err = vg__cli_control_call(&cc, "GET", "/v1/top", NULL, NULL, 0, &r, &j);
+        if (err || r.status != 200 || !json_is_object(j)) {
+            const char *msg = json_string_value(json_object_get(j, "error"));
+            if (err)
+                fprintf(stderr, "verge top: %s: %s\n", cc.url, err);
+            else
+                fprintf(stderr, "verge top: %s: GET /v1/top answered %d: %s\n", cc.url, r.status,
+                        msg ? msg : "no figures");
+            free(r.buf);
+            json_decref(j);
+            rc = 1;
+            break;
+        }
+        if (a->json) {
+            printf("%.*s", (int)r.body_len, r.body);
+        } else {
+            print_head(a, (size_t)num(j, "nodes"), cc.url);
+            size_t i;
+            json_t *row;
+            json_array_foreach(json_object_get(j, "rows"), i, row)
+                print_row(s(row, "app"), s(row, "location"), (long long)num(row, "nodes"), num(row, "rps"),
+                          num(row, "p50_ms"), num(row, "p99_ms"), num(row, "error_pct"), num(row, "cache_hit_pct"));
+        }
+        fflush(stdout);
+        free(r.buf);
+        json_decref(j);
+        while (!stop && vg_now_ms() - t0 < a->interval_ms && (!a->count || round + 1 < a->count))
+            usleep(20000);
+    }
+    return rc;
 }
 
 static void stats_path(void *arg, const char *url, char *path, size_t cap)
@@ -241,6 +313,7 @@ static int run(struct top_args *a)
 static int parse(int argc, char **argv, struct top_args *a)
 {
     static const struct option opts[] = {VG__CLI_FLEET_OPTIONS,
+                                         {"control", required_argument, NULL, 'C'},
                                          {"interval", required_argument, NULL, 'i'},
                                          {"count", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
@@ -252,6 +325,9 @@ static int parse(int argc, char **argv, struct top_args *a)
         if (vg__cli_fleet_arg(&a->fleet, c, optarg))
             continue;
         switch (c) {
+        case 'C':
+            a->control = optarg;
+            break;
         case 'i':
             if (vg_parse_duration_ms(optarg, &a->interval_ms) != 0 || a->interval_ms < 100) {
                 fprintf(stderr, "verge top: --interval takes a duration of at least 100ms: %s\n", optarg);
@@ -276,7 +352,9 @@ static int parse(int argc, char **argv, struct top_args *a)
             return 2;
         }
     }
-    if (optind != argc) {
+    if (optind != argc || (a->control && (a->fleet.n_nodes || a->fleet.n_nats))) {
+        if (optind == argc)
+            fprintf(stderr, "verge top: --control, or --node/--nats: one source\n");
         top_usage(stderr);
         return 2;
     }
@@ -287,11 +365,19 @@ int vg_cli_top(int argc, char **argv)
 {
     struct top_args a = {.interval_ms = 1000};
     int rc = parse(argc, argv, &a);
+    json_t *session = NULL;
+    if (rc < 0 && !a.control && !a.fleet.n_nodes && !a.fleet.n_nats && (session = vg__cli_dev_session()) != NULL &&
+        json_string_value(json_object_get(session, "control_token"))) /* a dev session: its control plane */
+        rc = run_control(&a, json_string_value(json_object_get(session, "control")),
+                         a.fleet.token ? a.fleet.token : json_string_value(json_object_get(session, "control_token")));
+    else if (rc < 0 && a.control)
+        rc = run_control(&a, a.control, a.fleet.token);
     if (rc < 0) {
         vg__cli_fleet_defaults(&a.fleet);
         rc = run(&a);
         vg__cli_fleet_close(&a.fleet);
     }
+    json_decref(session);
     vg__cli_fleet_free_args(&a.fleet);
     return rc;
 }

@@ -33,10 +33,12 @@ struct vg_control_options {
     const char *bootstrap_token_file; /* the first admin token's secret, or NULL */
     const char *bootstrap_token;      /* the same given directly ($VERGE_CONTROL_TOKEN), or NULL */
     struct vg_bundle_limits bundle;
-    uint64_t node_timeout_ms;   /* a node is "up" if it was heard from this recently */
-    uint32_t max_wait_s;        /* the longest long poll (?wait=) */
-    uint64_t place_interval_ms; /* placement from demand runs this often (0: only on changes) */
-    uint64_t place_drain_ms;    /* a dropped location serves at most this long while new ones come up */
+    uint64_t node_timeout_ms;     /* a node is "up" if it was heard from this recently */
+    uint32_t max_wait_s;          /* the longest long poll (?wait=) */
+    uint64_t place_interval_ms;   /* placement from demand runs this often (0: only on changes) */
+    uint64_t place_drain_ms;      /* a dropped location serves at most this long while new ones come up */
+    const char *const *nats_urls; /* the nodes' bus for their live figures (none: the heartbeats') */
+    size_t n_nats_urls;
 };
 
 void vg_control_options_default(struct vg_control_options *opt);

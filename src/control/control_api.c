@@ -970,6 +970,8 @@ static void node_heartbeat_body(struct call *c, const uint8_t *p, size_t n)
             return send_error(c, 404, "no node '%s' (a node registers first)", c->seg[1]);
         return send_store_error(c, rc);
     }
+    /* the live figures, when no bus brings them (or fresher than the bus's) */
+    vg__control_top_ingest(c->srv->top, c->seg[1], b, vg_now_ms(), VG__CONTROL_TOP_HEARTBEAT);
     vg__control_place_report(c->srv, c->seg[1], b);
     json_decref(b);
     send_json(c, 200, json_pack("{s:s,s:I}", "id", c->seg[1], "rev", (json_int_t)vg__control_rev(c->srv->store)));
@@ -988,6 +990,13 @@ static void nodes_list(struct call *c)
     if (rc)
         return send_store_error(c, rc);
     send_json(c, 200, json_pack("{s:o}", "nodes", j));
+}
+
+/* ---- live figures ---- */
+
+static void top_get(struct call *c)
+{
+    send_json(c, 200, vg__control_top_json(c->srv->top, vg_now_ms()));
 }
 
 /* ---- history ---- */
@@ -1118,6 +1127,7 @@ static const struct route routes[] = {
     {"POST", {"nodes", "*", "heartbeat"}, SCOPE_N, node_heartbeat},
     {"GET", {"nodes", "*", "desired"}, SCOPE_R | SCOPE_N, node_desired},
     {"GET", {"history"}, SCOPE_R, history_list},
+    {"GET", {"top"}, SCOPE_R, top_get},
     {"GET", {"tokens"}, SCOPE_A, tokens_list},
     {"POST", {"tokens"}, SCOPE_A, token_create},
     {"DELETE", {"tokens", "*"}, SCOPE_A, token_revoke},

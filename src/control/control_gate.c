@@ -1,5 +1,6 @@
 /* The rollout gates' arithmetic, pure: figures summed from the nodes'
- * reports, p99 from latency histograms, and the verdict of one step
+ * reports, quantiles from latency histograms (`verge top`'s too,
+ * control_top.c), and the verdict of one step
  * (docs/api.md "Deployments"). No I/O, no clock: the driver
  * (control_rollout.c) passes in what it has observed. */
 #include "control_int.h"
@@ -51,13 +52,28 @@ double vg__control_figures_error_rate(const struct vg__control_figures *f)
     return f->requests ? (double)f->errors / (double)f->requests : 0;
 }
 
+void vg__control_figures_merge(struct vg__control_figures *f, const struct vg__control_figures *add)
+{
+    f->requests += add->requests;
+    f->errors += add->errors;
+    f->timed += add->timed;
+    f->nodes += add->nodes;
+    for (size_t i = 0; i < VG__CONTROL_LAT_BUCKETS; i++)
+        f->counts[i] += add->counts[i];
+}
+
 double vg__control_figures_p99_ms(const struct vg__control_figures *f)
+{
+    return vg__control_figures_quantile_ms(f, 0.99);
+}
+
+double vg__control_figures_quantile_ms(const struct vg__control_figures *f, double q)
 {
     if (!f->timed)
         return -1;
     /* as Prometheus' histogram_quantile: the rank's place inside its
      * bucket, linearly; a rank in the +Inf bucket is the last bound */
-    double rank = 0.99 * (double)f->timed;
+    double rank = q * (double)f->timed;
     uint64_t cum = 0;
     for (size_t i = 0; i < VG__CONTROL_LAT_BUCKETS; i++) {
         uint64_t before = cum;

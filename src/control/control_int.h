@@ -165,6 +165,10 @@ double vg__control_figures_error_rate(const struct vg__control_figures *f); /* 0
 /* The 99th percentile in ms, interpolated inside its bucket; -1 without
  * any timed request. */
 double vg__control_figures_p99_ms(const struct vg__control_figures *f);
+/* The same for any q in (0, 1]. */
+double vg__control_figures_quantile_ms(const struct vg__control_figures *f, double q);
+/* f += add, field by field. */
+void vg__control_figures_merge(struct vg__control_figures *f, const struct vg__control_figures *add);
 /* {nodes, requests, errors_5xx, error_rate, p99_ms}: the caller owns it. */
 json_t *vg__control_figures_json(const struct vg__control_figures *f);
 /* The same with the bucket counts, to keep as a baseline, and back. */
@@ -190,6 +194,51 @@ enum vg__control_verdict {
 enum vg__control_verdict vg__control_gate_judge(const struct vg__control_gate *g, const struct vg__control_figures *old,
                                                 const struct vg__control_figures *neu, bool window_over, char *why,
                                                 size_t cap);
+
+/* ==== live figures (control_top.c) ======================================= */
+
+/* The latest report of every node, per app: figures counted since the
+ * app's version went live there (the heartbeat's `stats`), from the bus
+ * ("verge.stats.report.<node>", once a second, with --nats) and from the
+ * heartbeats alike. Two successive reports of a node give its rates
+ * (GET /v1/top); the latest alone gives the rollout gates' sums. Thread
+ * safe (a mutex): bus reports arrive on a bus thread. */
+struct vg__control_top;
+
+/* The nodes' subject, as node.h has it (control does not include node). */
+#define VG__CONTROL_TOP_SUBJECT "verge.stats.report.>"
+/* A node whose last report is older than this is out of the table's rows. */
+#define VG__CONTROL_TOP_STALE_MS 5000
+/* Two reports closer than this are not a window: the newer replaces the
+ * older (a heartbeat right after a bus report). */
+#define VG__CONTROL_TOP_MIN_WINDOW_MS 800
+
+enum vg__control_top_source {
+    VG__CONTROL_TOP_BUS,
+    VG__CONTROL_TOP_HEARTBEAT,
+};
+
+struct vg__control_top *vg__control_top_create(void);
+/* Unsubscribes and closes the bus first, when connected. */
+void vg__control_top_destroy(struct vg__control_top *t);
+/* Connects to NATS and listens to the nodes' reports; reason in err. */
+int vg__control_top_connect(struct vg__control_top *t, const char *const *urls, size_t n, char *err,
+                            size_t errcap) VG_MUST_CHECK;
+/* Takes one report ({location?, boot?, time_ms?, apps: {APP: {version?,
+ * stats}}}; report is borrowed) of node (NULL: the report's "node"),
+ * received at now_ms (monotonic). VG_EINVAL when it is not one,
+ * VG_ELIMIT when the table is full; both only counted (GET /v1/top's
+ * sources.refused): a report is a best effort. */
+int vg__control_top_ingest(struct vg__control_top *t, const char *node, json_t *report, uint64_t now_ms,
+                           enum vg__control_top_source src);
+/* GET /v1/top's body at now_ms: apps x locations over the last window,
+ * and per-app totals (docs/api.md "Live figures"). The caller owns it. */
+json_t *vg__control_top_json(struct vg__control_top *t, uint64_t now_ms);
+/* Adds node's latest figures for app to f (f->nodes counts it) when it
+ * has some and runs version there (NULL: any); *live gets that version
+ * when not NULL (65 bytes). Whether it added: the gates' per-node sums. */
+bool vg__control_top_node_figures(struct vg__control_top *t, const char *node, const char *app, const char *version,
+                                  struct vg__control_figures *f, char *live);
 
 /* ==== auth ================================================================ */
 
@@ -231,6 +280,7 @@ struct vg_control_server {
     char *bundles_dir, *tmp_dir;
     struct vg__control_store *store;
     struct vg__control_auth *auth;
+    struct vg__control_top *top; /* the nodes' live figures (control_top.c) */
     h2o_globalconf_t gconf;
     h2o_hostconf_t *hostconf;
     h2o_pathconf_t *root;

@@ -249,6 +249,14 @@ int vg_control_run(const struct vg_control_options *opt)
         vg_log(VG_LOG_ERROR, "cannot set up API tokens", NULL);
         return 1;
     }
+    srv.top = vg__control_top_create();
+    if (opt->n_nats_urls) { /* the nodes' live figures; without a bus, the heartbeats carry them */
+        char err[512];
+        if (vg__control_top_connect(srv.top, opt->nats_urls, opt->n_nats_urls, err, sizeof(err)) != 0) {
+            vg_log(VG_LOG_ERROR, "cannot reach NATS", "reason", err, NULL);
+            return 1;
+        }
+    }
     http_init(&srv);
     if (open_listener(&srv) != 0)
         return 1;
@@ -272,6 +280,8 @@ int vg_control_run(const struct vg_control_options *opt)
     srv.store = NULL;
     vg__control_auth_destroy(srv.auth);
     srv.auth = NULL;
+    vg__control_top_destroy(srv.top);
+    srv.top = NULL;
     vg_log(VG_LOG_INFO, "stopped", NULL);
     return 0;
 }

@@ -147,18 +147,19 @@ static size_t step_target(const struct vg_conf_rollout *r, json_t *step, size_t 
     return n < up ? n : up;
 }
 
-/* Sums the figures of the up nodes running `version` for app. */
-static void figures_of(json_t *nodes, const char *app, const char *version, struct vg__control_figures *f)
+/* Sums the figures of the up nodes running `version` for app: their
+ * latest reports, as GET /v1/top reads them (control_top.c). */
+static void figures_of(struct vg_control_server *srv, json_t *nodes, const char *app, const char *version,
+                       struct vg__control_figures *f)
 {
     memset(f, 0, sizeof(*f));
     size_t i;
     json_t *n;
     json_array_foreach(nodes, i, n)
     {
-        json_t *r = app_report(n, app);
-        const char *v = json_string_value(json_object_get(r, "version"));
-        if (node_up(n) && v && version && strcmp(v, version) == 0)
-            (void)vg__control_figures_add(f, json_object_get(r, "stats"));
+        const char *id = json_string_value(json_object_get(n, "id"));
+        if (node_up(n) && id && version)
+            (void)vg__control_top_node_figures(srv->top, id, app, version, f, NULL);
     }
 }
 
@@ -455,8 +456,8 @@ static int advance(struct vg_control_server *srv, struct dep *d, json_t *nodes, 
     if (!d->prev)
         return step_pass(srv, d, step); /* a first deployment: nothing to compare with */
     struct vg__control_figures neu, old;
-    figures_of(nodes, d->app, d->version, &neu);
-    figures_of(nodes, d->app, d->prev, &old);
+    figures_of(srv, nodes, d->app, d->version, &neu);
+    figures_of(srv, nodes, d->app, d->prev, &old);
     const char *old_from = "nodes on the previous version";
     if (old.requests == 0) { /* every node is on the new version: the figures from before the rollout */
         vg__control_figures_from_json(&old, json_object_get(d->doc, "baseline"));
@@ -630,7 +631,7 @@ int vg__control_rollout_start(struct vg_control_server *srv, const char *app, co
     }
     json_t *nodes = nodes_now(srv);
     struct vg__control_figures base;
-    figures_of(nodes, app, prev, &base);
+    figures_of(srv, nodes, app, prev, &base);
     json_decref(nodes);
     json_t *doc = json_pack("{s:s,s:o,s:o,s:I,s:o,s:[]}", "strategy", "gated", "settings", settings, "steps", steps,
                             "step", (json_int_t)0, "baseline", vg__control_figures_save(&base), "assigned");
@@ -702,14 +703,11 @@ static json_t *nodes_view(struct vg_control_server *srv, const char *app, const 
             json_object_set(o, "failed_version", json_object_get(r, "failed_version"));
         if (json_object_get(r, "rps"))
             json_object_set(o, "rps", json_object_get(r, "rps"));
-        json_t *stats = json_object_get(r, "stats");
-        if (json_is_object(stats)) {
-            struct vg__control_figures f = {0};
-            if (vg__control_figures_add(&f, stats)) {
-                json_t *fj = vg__control_figures_json(&f);
-                json_object_del(fj, "nodes");
-                json_object_set_new(o, "stats", fj);
-            }
+        struct vg__control_figures f = {0}; /* what the gates read for this node */
+        if (vg__control_top_node_figures(srv->top, id, app, NULL, &f, NULL)) {
+            json_t *fj = vg__control_figures_json(&f);
+            json_object_del(fj, "nodes");
+            json_object_set_new(o, "stats", fj);
         }
         json_array_append_new(out, o);
     }

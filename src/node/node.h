@@ -62,6 +62,12 @@ struct vg_node_options {
 
 /* Live figures over the bus (node_stats.c): every node answers. */
 #define VG_NODE_STATS_SUBJECT "verge.stats.query"
+/* And pushed once a second with --nats, on VG_NODE_STATS_REPORT_SUBJECT
+ * ".<node-id>": {node, location, boot, time_ms, apps: {APP: {version?,
+ * stats}}} (docs/ARCHITECTURE.md "Live figures"); the control plane
+ * listens on "verge.stats.report.>". */
+#define VG_NODE_STATS_REPORT_SUBJECT "verge.stats.report"
+#define VG_NODE_STATS_REPORT_MS 1000
 
 /* Log queries over the bus (see node_logs.c): every node answers. */
 #define VG_NODE_LOGS_SUBJECT "verge.logs.query"

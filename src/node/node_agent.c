@@ -31,7 +31,13 @@
 #include <unistd.h>
 
 #define POLL_WAIT_S 25
+/* With --nats the figures go out on the bus every second (node_stats.c) and
+ * the heartbeat is about versions and health; without a bus it carries the
+ * control plane's only figures, so it comes every second (one small POST
+ * and one SQLite write per node a second: fine for the single nodes that
+ * run without a bus; fleets have one). */
 #define HEARTBEAT_MS 2000
+#define HEARTBEAT_NO_BUS_MS 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -558,20 +564,6 @@ static void *poll_main(void *arg)
     return NULL;
 }
 
-/* What the live version served since it went live here. */
-static json_t *stats_json(struct agent_app *x, const struct vg_node_appstats *now)
-{
-    json_t *le = json_array(), *counts = json_array();
-    for (size_t b = 0; b < VG_NODE_LAT_BUCKETS; b++) {
-        if (b < VG_NODE_LAT_BUCKETS - 1)
-            json_array_append_new(le, json_real((double)VG_NODE_LAT_BOUNDS_US[b] / 1000.0));
-        json_array_append_new(counts, json_integer((json_int_t)(now->lat[b] - x->base.lat[b])));
-    }
-    return json_pack("{s:I,s:I,s:I,s:o,s:o}", "live_since_ms", (json_int_t)x->live_since_ms, "requests",
-                     (json_int_t)(now->requests - x->base.requests), "errors_5xx",
-                     (json_int_t)(now->errors_5xx - x->base.errors_5xx), "latency_le_ms", le, "latency_counts", counts);
-}
-
 static json_t *report(struct vg_node_agent *a, double interval_s)
 {
     json_t *apps = json_object();
@@ -582,7 +574,7 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
         if (x->version[0]) {
             struct vg_node_appstats now;
             vg__node_appstats_read(a->node, x->name, &now);
-            json_object_set_new(o, "stats", stats_json(x, &now));
+            json_object_set_new(o, "stats", vg__node_stats_since(&now, &x->base, x->live_since_ms));
             double rps = interval_s > 0 ? (double)(now.requests - x->hb_requests) / interval_s : 0;
             json_object_set_new(o, "rps", json_real(rps));
             x->hb_requests = now.requests;
@@ -597,13 +589,16 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
         json_object_set_new(apps, x->name, o);
     }
     pthread_mutex_unlock(&a->mu);
-    return json_pack("{s:o}", "apps", apps);
+    /* time_ms, boot: the control plane turns successive reports into rates */
+    const struct vg_node *node = a->node;
+    return json_pack("{s:o,s:s,s:s,s:I}", "apps", apps, "location", node->opt.location ? node->opt.location : "",
+                     "boot", node->boot_id, "time_ms", (json_int_t)(vg_wall_us() / 1000));
 }
 
-/* Waits HEARTBEAT_MS, or less when there is news or the agent stops. */
+/* Waits a heartbeat interval, or less when there is news or the agent stops. */
 static void hb_wait(struct vg_node_agent *a)
 {
-    struct timespec ts = vg_deadline(CLOCK_REALTIME, HEARTBEAT_MS);
+    struct timespec ts = vg_deadline(CLOCK_REALTIME, a->node->opt.n_nats_urls ? HEARTBEAT_MS : HEARTBEAT_NO_BUS_MS);
     pthread_mutex_lock(&a->mu);
     while (!atomic_load(&a->stop) && !a->report_now)
         if (pthread_cond_timedwait(&a->hb_cv, &a->mu, &ts) != 0)
@@ -666,6 +661,21 @@ void vg__node_agent_forget(struct vg_node_agent *a)
     for (size_t i = 0; i < a->n_apps; i++)
         set_str(&a->apps[i].version, "");
     pthread_mutex_unlock(&a->mu);
+}
+
+bool vg__node_agent_live(struct vg_node_agent *a, const char *app, char *version, struct vg_node_appstats *base,
+                         uint64_t *live_since_ms)
+{
+    pthread_mutex_lock(&a->mu);
+    struct agent_app *x = app_find(a, app);
+    bool live = x && x->version[0];
+    if (live) {
+        snprintf(version, 65, "%s", x->version);
+        *base = x->base;
+        *live_since_ms = x->live_since_ms;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return live;
 }
 
 void vg__node_agent_start(struct vg_node_agent *a)

@@ -87,6 +87,7 @@ struct vg_node_appstats {
     uint64_t lat[VG_NODE_LAT_BUCKETS];
     struct vg_obs_counter *cache[4]; /* the app's verge_cache_requests_total by result, once a route caches */
     uint64_t *areas;                 /* agent mode: requests by client area (node->geo's order, then "elsewhere") */
+    uint64_t cache_n[4];             /* in a copy (vg__node_appstats_read): those counters' values */
 };
 
 struct vg_app_rt {
@@ -243,6 +244,7 @@ struct vg_node {
     struct vg_log_ring *log_ring;             /* recent lines for `verge logs` */
     struct vg_bus_sub *logs_sub;              /* queries from `verge logs` */
     struct vg_bus_sub *stats_sub;             /* queries from `verge top` */
+    struct vg__node_stats_reporter *reporter; /* the figures on the bus once a second (--nats) */
     char boot_id[17];                         /* this process's: cursors of another one start over */
     struct vg_obs_counter *m_traces_kept;
     struct vg_obs_histogram *m_kv_visible;
@@ -270,7 +272,8 @@ struct vg_node {
 
 /* The app's figures (created on first use; main thread). */
 struct vg_node_appstats *vg__node_appstats_for(struct vg_node *node, const char *app);
-/* A copy of app's figures, all zero when it has none yet (any thread). */
+/* A copy of app's figures (cache results in cache_n), all zero when it has
+ * none yet (any thread). */
 void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_node_appstats *out);
 /* App's requests by client area since start, {area id: n} (agent mode;
  * any thread): the demand the control plane places apps by. */
@@ -289,6 +292,10 @@ void vg__node_agent_start(struct vg_node_agent *a);
 /* Ends the agent's calls and waits now (drain); destroy joins its threads. */
 void vg__node_agent_stop(struct vg_node_agent *a);
 void vg__node_agent_destroy(struct vg_node_agent *a);
+/* Whether app has a live version here: then its id (65 bytes), the figures
+ * it had when it went live and when that was (any thread). */
+bool vg__node_agent_live(struct vg_node_agent *a, const char *app, char *version, struct vg_node_appstats *base,
+                         uint64_t *live_since_ms);
 
 /* verge.fetch through the forwarder (node_fetch.c): one context per app
  * per worker per site. */
@@ -380,8 +387,17 @@ void vg__node_access_log_flush(struct vg_worker *w);
  * counters (requests, 5xx, latency buckets, cache results) for `verge top`,
  * which turns two snapshots into rates. */
 void vg__node_stats_endpoint(struct vg_worker *w, h2o_req_t *req);
+/* Also starts the once-a-second report on the bus with --nats
+ * (VG_NODE_STATS_REPORT_SUBJECT; the control plane's `verge top` and gates
+ * read it); unsubscribe stops it, before the bus goes. */
 void vg__node_stats_subscribe(struct vg_node *node);
 void vg__node_stats_unsubscribe(struct vg_node *node);
+/* An app's figures counted from base (what it had when its version went
+ * live; zeros: since the process started) in the report's `stats` shape:
+ * {live_since_ms, requests, errors_5xx, latency_le_ms, latency_counts,
+ * cache}. The caller owns it. */
+json_t *vg__node_stats_since(const struct vg_node_appstats *now, const struct vg_node_appstats *base,
+                             uint64_t live_since_ms);
 
 /* ---- logs (node_logs.c) ---- */
 

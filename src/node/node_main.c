@@ -139,6 +139,10 @@ void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_nod
         out->errors_5xx = __atomic_load_n(&st->errors_5xx, __ATOMIC_RELAXED);
         for (size_t b = 0; b < VG_NODE_LAT_BUCKETS; b++)
             out->lat[b] = __atomic_load_n(&st->lat[b], __ATOMIC_RELAXED);
+        for (size_t k = 0; k < 4; k++) {
+            struct vg_obs_counter *c = __atomic_load_n(&st->cache[k], __ATOMIC_ACQUIRE);
+            out->cache_n[k] = c ? vg_obs_counter_value(c) : 0;
+        }
     }
     pthread_mutex_unlock(&node->stats_mu);
 }
@@ -584,7 +588,8 @@ int vg_node_run(const struct vg_node_options *opt)
     uv_run(&m.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < node.n_workers; i++)
         pthread_join(node.workers[i].thread, NULL);
-    vg__node_msg_fini(&node); /* no message reaches a worker that is gone */
+    vg__node_stats_unsubscribe(&node); /* its answers and reports read the figures freed below */
+    vg__node_msg_fini(&node);          /* no message reaches a worker that is gone */
     vg__node_site_unref(node.site);
     vg__node_trace_fini(&node); /* what is queued for the collector goes out */
     for (size_t i = 0; i < node.n_shared; i++) {
@@ -602,7 +607,6 @@ int vg_node_run(const struct vg_node_options *opt)
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg__node_logs_unsubscribe(&node);
-    vg__node_stats_unsubscribe(&node);
     vg_obs_collector_remove(node.metrics, collect_bus, &node);
     vg_bus_destroy(node.bus);
     vg_obs_collector_remove(node.metrics, collect_cache, &node);

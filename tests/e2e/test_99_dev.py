@@ -452,7 +452,7 @@ def test_diagnostics_commands_find_the_dev_session(dev, tmp_path, verge_bin):
     assert not (tmp_path / "dev-session.json").exists()
 
 
-def test_dynamic_placement_reacts_to_load_generated_locally(dev, tmp_path):
+def test_dynamic_placement_reacts_to_load_generated_locally(dev, tmp_path, verge_bin):
     """--pops 3 runs the real scheduler over the pops' locations: an app
     with a dynamic placement starts on one pop; load that claims to come
     from another pop's area (X-Verge-Client-Area) makes the control plane
@@ -480,3 +480,6 @@ routes:
         time.sleep(0.5)
     assert body(ports[far]) == "p1", d.logs()
     assert re.search(r"^\[control\] info  placement changed .*added=.*%s" % far, d.stdout(), re.M), d.stdout()
+    # `verge placement` finds the session's control plane by itself
+    p = subprocess.run([str(verge_bin), "placement", "web"], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0 and far in p.stdout and "largest latency gain" in p.stdout, p.stdout + p.stderr
