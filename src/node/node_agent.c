@@ -591,8 +591,9 @@ static json_t *report(struct vg_node_agent *a, double interval_s)
     pthread_mutex_unlock(&a->mu);
     /* time_ms, boot: the control plane turns successive reports into rates */
     const struct vg_node *node = a->node;
-    return json_pack("{s:o,s:s,s:s,s:I}", "apps", apps, "location", node->opt.location ? node->opt.location : "",
-                     "boot", node->boot_id, "time_ms", (json_int_t)(vg_wall_us() / 1000));
+    return json_pack("{s:o,s:s,s:s,s:I,s:o}", "apps", apps, "location", node->opt.location ? node->opt.location : "",
+                     "boot", node->boot_id, "time_ms", (json_int_t)(vg_wall_us() / 1000), "rtt_us",
+                     vg__node_rtt_json(a->node));
 }
 
 /* Waits a heartbeat interval, or less when there is news or the agent stops. */

@@ -168,6 +168,7 @@ struct vg_worker {
     size_t n_retiring;
     bool draining;
     uint64_t drain_deadline_ms;
+    uint32_t rtt_countdown; /* requests until the next round-trip sample (node_rtt.c) */
     /* commands from the main thread, under node->mu */
     struct vg_site *cmd_site;
     bool cmd_shutdown;
@@ -256,6 +257,7 @@ struct vg_node {
      * without --client-area-header) comes from: the node's own */
     struct vg_geo_set *geo;
     uint32_t own_area;
+    uint32_t *rtt_us; /* per client area: the clients' round trip, a moving average (node_rtt.c) */
     /* agent mode: the agent thread hands the main thread a set of app
      * directories to switch to and waits for the outcome */
     struct vg_node_agent *agent;
@@ -281,6 +283,11 @@ json_t *vg__node_appstats_demand(struct vg_node *node, const char *app);
 /* The client area a request is counted in (index into node->geo, or its
  * count for a place outside it). */
 uint32_t vg__node_client_area(struct vg_node *node, h2o_req_t *req);
+/* node_rtt.c: one request's client round trip into its area's average
+ * (called when w->rtt_countdown reaches 0; re-arms it), and the averages
+ * as {area id: µs} for the heartbeat. */
+void vg__node_rtt_sample(struct vg_worker *w, h2o_req_t *req, uint32_t area);
+json_t *vg__node_rtt_json(struct vg_node *node);
 
 /* node_agent.c: the control-plane agent (agent mode only). */
 struct vg_node_agent *vg__node_agent_create(struct vg_node *node);

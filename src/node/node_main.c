@@ -524,6 +524,7 @@ int vg_node_run(const struct vg_node_options *opt)
         if (vg_geo_set_builtin(&node.geo) == 0) {
             const struct vg_geo_location *own = vg_geo_set_find(node.geo, opt->location);
             node.own_area = (uint32_t)(own ? (size_t)(own - vg_geo_set_at(node.geo, 0)) : vg_geo_set_count(node.geo));
+            node.rtt_us = vg_xcalloc(vg_geo_set_count(node.geo) + 1, sizeof(*node.rtt_us));
         }
         node.agent = vg__node_agent_create(&node);
     }
@@ -604,6 +605,7 @@ int vg_node_run(const struct vg_node_options *opt)
     }
     free(node.appstats);
     vg_geo_set_destroy(node.geo);
+    free(node.rtt_us);
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */
     vg_bus_unsubscribe(node.purge_sub); /* no purge arrives for a cache that is going */
     vg__node_logs_unsubscribe(&node);

@@ -317,3 +317,25 @@ def test_measured_round_trips_replace_the_model(fleet):
         local.stop()
         stop.set()
         t.join(5)
+
+
+def test_nodes_measure_round_trips_to_their_own_clients(fleet):
+    """A node samples its clients' TCP round trip (TCP_INFO) and reports it
+    by client area; requests whose area is only claimed by the header are
+    not sampled (their round trip is not that area's)."""
+    fleet.deploy(DYNAMIC, "r1")
+    assert wait_for(lambda: len(fleet.placed()) == 1, 10), fleet.placement()
+    home = fleet.placed()[0]
+    far = next(loc for loc in LOCS if loc != home)
+    for _ in range(200):  # the header claims another area: no sample
+        http_request(fleet.node[home].port, "GET", "/v", headers={"X-Verge-Client-Area": far}, timeout=2)
+    for _ in range(200):  # no header: the node's own area, sampled
+        http_request(fleet.node[home].port, "GET", "/v", timeout=2)
+
+    def rtts():
+        r = fleet.control.req("GET", "/v1/nodes", fleet.control.admin_token())
+        return next(n for n in r.json()["nodes"] if n["id"] == "n-" + home)["report"].get("rtt_us", {})
+
+    assert wait_for(lambda: home in rtts(), 10), rtts()
+    assert 0 < rtts()[home] < 100000, rtts()  # loopback: well under 100 ms
+    assert far not in rtts(), rtts()
