@@ -21,7 +21,10 @@ struct sim_opts {
     bool json;
     const char *csv;
     const char *explain; /* an app's name: its explanation after the last step */
+    const char *cities;  /* the seeds: a zone1970.tab file, or "bundled" */
 };
+
+#define ZONE_TAB "/usr/share/zoneinfo/zone1970.tab"
 
 struct step_row {
     uint32_t step;
@@ -34,8 +37,11 @@ struct step_row {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: verge sim [--locations N] [--apps N] [--steps N] [--seed S] [--json] [--csv FILE]\n"
-            "  simulates the scheduler: N towers around the bundled cities, N apps with static, dynamic and\n"
+            "usage: verge sim [--locations N] [--apps N] [--steps N] [--seed S] [--cities FILE|bundled] [--json]\n"
+            "                 [--csv FILE]\n"
+            "  simulates the scheduler: N towers around real places (--cities: tzdata's zone1970.tab, the\n"
+            "  default, about 310 places; or 'bundled', the 64 cities of data/locations.csv), N apps with static, "
+            "dynamic and\n"
             "  enforced policies, demand with daily cycles and flash crowds (one step = %d minutes);\n"
             "  prints per step the decision time, demand-weighted p50/p95 latency, the share of demand within\n"
             "  each app's target, capacity use, churn and policy violations. Defaults: 10000 locations,\n"
@@ -56,7 +62,7 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
 
 static int parse_args(int argc, char **argv, struct sim_opts *o)
 {
-    *o = (struct sim_opts){10000, 1000, 100, 1, false, NULL, NULL};
+    *o = (struct sim_opts){10000, 1000, 100, 1, false, NULL, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long n;
@@ -67,6 +73,8 @@ static int parse_args(int argc, char **argv, struct sim_opts *o)
             o->json = true;
         } else if (strcmp(a, "--explain") == 0 && v) {
             o->explain = v, i++;
+        } else if (strcmp(a, "--cities") == 0 && v) {
+            o->cities = v, i++;
         } else if (strcmp(a, "--csv") == 0 && v) {
             o->csv = v, i++;
         } else if (strcmp(a, "--locations") == 0 && v && parse_ulong(v, 1, 100000, &n)) {
@@ -93,20 +101,51 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The bundled cities (src/geo) are the seeds of the world. */
-static struct vg_sched_sim_point *cities(size_t *n)
+/* The seeds of the world: tzdata's places (zone1970.tab) by default, the
+ * bundled cities (src/geo) with --cities bundled or when tzdata is not
+ * there. *what names them for the output. */
+static struct vg_sched_sim_point *cities(const char *file, size_t *n, char *what, size_t cap)
 {
     struct vg_geo_set *set = NULL;
     if (vg_geo_set_builtin(&set) != 0)
         return NULL;
-    *n = vg_geo_set_count(set);
-    struct vg_sched_sim_point *pts = calloc(*n, sizeof(*pts));
-    for (size_t i = 0; pts && i < *n; i++) {
-        const struct vg_geo_location *l = vg_geo_set_at(set, i);
-        pts[i].lat = l->lat;
-        pts[i].lon = l->lon;
-        memcpy(pts[i].country, l->country, 3);
-        snprintf(pts[i].region, sizeof(pts[i].region), "%s", l->region);
+    struct vg_sched_sim_point *pts = NULL;
+    bool bundled = file && strcmp(file, "bundled") == 0;
+    const char *path = bundled ? NULL : file ? file : ZONE_TAB;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f && file && !bundled) {
+        fprintf(stderr, "verge sim: %s: %s\n", file, strerror(errno));
+    } else if (f) {
+        char *text = malloc(1 << 20);
+        size_t len = fread(text, 1, (1 << 20) - 1, f);
+        struct vg_geo_seed *seeds = NULL;
+        struct vg_geo_error err;
+        if (vg_geo_zones_parse(text, len, set, &seeds, n, &err) != 0) {
+            fprintf(stderr, "verge sim: %s:%d:%d: %s\n", path, err.line, err.col, err.msg);
+        } else {
+            pts = calloc(*n, sizeof(*pts));
+            for (size_t i = 0; i < *n; i++) {
+                pts[i].lat = seeds[i].lat;
+                pts[i].lon = seeds[i].lon;
+                memcpy(pts[i].country, seeds[i].country, 3);
+                snprintf(pts[i].region, sizeof(pts[i].region), "%s", seeds[i].region);
+            }
+            snprintf(what, cap, "%s (%zu places)", path, *n);
+        }
+        free(seeds);
+        free(text);
+        fclose(f);
+    } else {
+        *n = vg_geo_set_count(set);
+        pts = calloc(*n, sizeof(*pts));
+        for (size_t i = 0; pts && i < *n; i++) {
+            const struct vg_geo_location *l = vg_geo_set_at(set, i);
+            pts[i].lat = l->lat;
+            pts[i].lon = l->lon;
+            memcpy(pts[i].country, l->country, 3);
+            snprintf(pts[i].region, sizeof(pts[i].region), "%s", l->region);
+        }
+        snprintf(what, cap, "the bundled list (%zu cities)", *n);
     }
     vg_geo_set_destroy(set);
     return pts;
@@ -319,7 +358,8 @@ int vg_cli_sim(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     size_t n_cities = 0;
-    struct vg_sched_sim_point *pts = cities(&n_cities);
+    char seeds[512] = "";
+    struct vg_sched_sim_point *pts = cities(o.cities, &n_cities, seeds, sizeof(seeds));
     struct vg_sched_sim *sim = NULL;
     double t0 = now_ms();
     if (!pts || vg_sched_sim_create(pts, n_cities, o.locations, o.apps, o.seed, &sim) != 0) {
@@ -358,6 +398,7 @@ int vg_cli_sim(int argc, char **argv)
                                 (int)o.locations, "apps", (int)o.apps, "steps", (int)o.steps, "step_minutes",
                                 VG_SCHED_SIM_STEP_MIN, "build_ms", build_ms, "violations", (json_int_t)viol, "digest",
                                 dg, "per_step", steps);
+        json_object_set_new(doc, "seeds", json_string(seeds));
         if (o.explain)
             rc = explain(sim, plan, o.explain, true, doc);
         char *text = json_dumps(doc, JSON_INDENT(1));
@@ -366,6 +407,7 @@ int vg_cli_sim(int argc, char **argv)
         json_decref(doc);
     } else if (rc == 0) {
         print_summary(&o, rows, o.steps, build_ms, viol, digest);
+        printf("seeds: %s\n", seeds);
         if (o.explain)
             rc = explain(sim, plan, o.explain, false, NULL);
     }

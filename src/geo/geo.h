@@ -56,6 +56,20 @@ const struct vg_geo_location *vg_geo_set_at(const struct vg_geo_set *set, size_t
 /* The location with this id, or NULL. */
 const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, const char *id);
 
+/* A place that seeds a simulated world (towers and client areas around it). */
+struct vg_geo_seed {
+    double lat, lon;
+    char country[3];
+    char region[VG_GEO_REGION_MAX];
+};
+/* Reads tzdata's zone1970.tab (/usr/share/zoneinfo/zone1970.tab): every
+ * zone's place with its country; regions from `known` (the bundled list)
+ * where it has the country, else from the zone's continent; polar zones
+ * skipped. 0 with *out (the caller frees it) and *n, else VG_EINVAL with
+ * *err (line and column). */
+int vg_geo_zones_parse(const char *text, size_t len, const struct vg_geo_set *known, struct vg_geo_seed **out,
+                       size_t *n, struct vg_geo_error *err) VG_MUST_CHECK;
+
 /* Great-circle distance in km (haversine on a sphere of radius 6371 km). */
 double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b);
 /* The same between two points given in degrees (client areas, synthetic

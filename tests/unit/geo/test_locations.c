@@ -153,6 +153,64 @@ static void unit_vectors_agree_with_haversine(void **state)
     vg_geo_set_destroy(set);
 }
 
+static void zone_tab_seeds_places_with_regions(void **state)
+{
+    (void)state;
+    struct vg_geo_set *known = NULL;
+    assert_int_equal(vg_geo_set_builtin(&known), 0);
+    static const char tab[] = "# comment\n"
+                              "\n"
+                              "DE,DK\t+5230+01322\tEurope/Berlin\tmost of Germany\n"
+                              "MN\t+4755+10653\tAsia/Ulaanbaatar\n"
+                              "QA\t+2517+05132\tAsia/Qatar\n"
+                              "FJ\t-1808+17825\tPacific/Fiji\n"
+                              "UY\t-345433-0561245\tAmerica/Montevideo\n"
+                              "AQ\t-7750+16636\tAntarctica/McMurdo\n";
+    struct vg_geo_seed *s = NULL;
+    size_t n = 0;
+    struct vg_geo_error err;
+    assert_int_equal(vg_geo_zones_parse(tab, sizeof(tab) - 1, known, &s, &n, &err), 0);
+    assert_int_equal(n, 5); /* Antarctica skipped */
+    assert_string_equal(s[0].country, "DE");
+    assert_string_equal(s[0].region, "eu"); /* from the bundled list */
+    assert_true(fabs(s[0].lat - 52.5) < 1e-9 && fabs(s[0].lon - (13 + 22 / 60.0)) < 1e-9);
+    assert_string_equal(s[1].region, "as");
+    assert_string_equal(s[2].region, "me");
+    assert_string_equal(s[3].region, "oc");
+    assert_true(s[3].lat < 0);
+    assert_string_equal(s[4].region, "sa");
+    assert_true(fabs(s[4].lat - -(34 + 54 / 60.0 + 33 / 3600.0)) < 1e-9);
+    free(s);
+    static const struct {
+        const char *text;
+        int line, col;
+    } bad[] = {
+        {"DE +5230+01322 Europe/Berlin\n", 1, 1},      /* spaces, not tabs */
+        {"de\t+5230+01322\tEurope/Berlin\n", 1, 1},    /* lower case */
+        {"#\nDE\t+9130+01322\tEurope/Berlin\n", 2, 4}, /* latitude over 90 */
+        {"DE\t+5230+1322\tEurope/Berlin\n", 1, 4},     /* longitude needs 3 digits of degrees */
+        {"DE\t+5260+01322\tEurope/Berlin\n", 1, 4},    /* 60 minutes */
+        {"DE\t+5230+01322\t\n", 1, 16},                /* no zone */
+        {"# nothing\n", 1, 1},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(vg_geo_zones_parse(bad[i].text, strlen(bad[i].text), known, &s, &n, &err), VG_EINVAL);
+        assert_int_equal(err.line, bad[i].line);
+        assert_int_equal(err.col, bad[i].col);
+    }
+    /* the system's file, when tzdata is installed: hundreds of places */
+    FILE *f = fopen("/usr/share/zoneinfo/zone1970.tab", "r");
+    if (f) {
+        static char buf[1 << 16];
+        size_t len = fread(buf, 1, sizeof(buf), f);
+        fclose(f);
+        assert_int_equal(vg_geo_zones_parse(buf, len, known, &s, &n, &err), 0);
+        assert_true(n > 250);
+        free(s);
+    }
+    vg_geo_set_destroy(known);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +219,7 @@ int main(void)
         cmocka_unit_test(refuses_bad_lists_with_line_and_column),
         cmocka_unit_test(distances_and_latency),
         cmocka_unit_test(unit_vectors_agree_with_haversine),
+        cmocka_unit_test(zone_tab_seeds_places_with_regions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
