@@ -3,7 +3,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS     := libuv libfyaml jansson openssl lua5.4 libnghttp2 sqlite3 libarchive libnats
+PKGS     := libuv libfyaml jansson openssl lua5.4 libnghttp2 sqlite3 libarchive libnats libmaxminddb
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
