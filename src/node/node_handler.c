@@ -181,7 +181,7 @@ static void count_request(struct reqstate *rs, int status, uint64_t dur_us)
         if (status >= 500)
             __atomic_fetch_add(&st->errors_5xx, 1, __ATOMIC_RELAXED);
         if (st->areas) /* agent mode: the demand placement reads */
-            __atomic_fetch_add(&st->areas[vg__node_client_area(node, rs->req)], 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&st->areas[vg__node_client_area(rs->worker, rs->req)], 1, __ATOMIC_RELAXED);
     }
 }
 
