@@ -129,11 +129,20 @@ static uint32_t geoip_area(struct vg_node *node, const uint8_t key[16])
     MMDB_lookup_result_s r = MMDB_lookup_sockaddr(node->geoip, (struct sockaddr *)&ss, &err);
     if (err != MMDB_SUCCESS || !r.found_entry)
         return node->own_area; /* not in the database (private, or an IPv6 address in an IPv4 one) */
-    MMDB_entry_data_s lat, lon;
-    if (MMDB_get_value(&r.entry, &lat, "location", "latitude", NULL) != MMDB_SUCCESS ||
-        MMDB_get_value(&r.entry, &lon, "location", "longitude", NULL) != MMDB_SUCCESS || !lat.has_data ||
-        !lon.has_data || lat.type != MMDB_DATA_TYPE_DOUBLE || lon.type != MMDB_DATA_TYPE_DOUBLE)
+    /* the record's "location" map once (finding it skips the keys before
+     * it: city, continent, country with their names in every language),
+     * then the two keys inside it; MMDB_aget_value with fixed paths, as
+     * MMDB_get_value allocates its path on every call */
+    static const char *const loc_path[] = {"location", NULL}, *const lat_path[] = {"latitude", NULL},
+                             *const lon_path[] = {"longitude", NULL};
+    MMDB_entry_data_s loc, lat, lon;
+    if (MMDB_aget_value(&r.entry, &loc, loc_path) != MMDB_SUCCESS || !loc.has_data || loc.type != MMDB_DATA_TYPE_MAP)
         return node->own_area; /* an entry with no position (a country's, an anycast network's) */
+    MMDB_entry_s in_loc = {.mmdb = node->geoip, .offset = loc.offset};
+    if (MMDB_aget_value(&in_loc, &lat, lat_path) != MMDB_SUCCESS ||
+        MMDB_aget_value(&in_loc, &lon, lon_path) != MMDB_SUCCESS || !lat.has_data || !lon.has_data ||
+        lat.type != MMDB_DATA_TYPE_DOUBLE || lon.type != MMDB_DATA_TYPE_DOUBLE)
+        return node->own_area;
     if (!(fabs(lat.double_value) <= 90 && fabs(lon.double_value) <= 180))
         return node->own_area;
     struct vg_geo_xyz p;
