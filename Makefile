@@ -3,7 +3,7 @@
 
 BUILD    ?= build
 CC       ?= cc
-PKGS     := libuv libfyaml jansson openssl lua5.4 libnghttp2 sqlite3 libarchive libnats
+PKGS     := libuv libfyaml jansson openssl lua5.4 libnghttp2 sqlite3 libarchive libnats libmaxminddb
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers
@@ -134,6 +134,24 @@ $(BUILD)/bench/sched_bench: bench/sched_bench.c $(BUILD)/libverge.a
 .PHONY: bench-sched
 bench-sched: $(BUILD)/bench/sched_bench
 	@taskset -c 1 $(BUILD)/bench/sched_bench
+
+# A request's client area with --geoip: a worker's cache hit, a miss (the
+# database's lookup), none (bench/geoip_area.c; numbers: docs/decisions.md).
+# GEOIP_DB: a MaxMind DB (default: a synthetic one, bench/geoip_mkdb.pl).
+GEOIP_DB ?= $(BUILD)/bench/geoip_bench.mmdb
+$(BUILD)/bench/geoip_area: bench/geoip_area.c $(BUILD)/libverge.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libverge.a $(LDLIBS)
+
+$(BUILD)/bench/geoip_bench.mmdb: bench/geoip_mkdb.pl
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	@perl bench/geoip_mkdb.pl $@.tmp && mv $@.tmp $@
+
+.PHONY: bench-geoip
+bench-geoip: $(BUILD)/bench/geoip_area $(GEOIP_DB)
+	@taskset -c 1 $(BUILD)/bench/geoip_area $(GEOIP_DB)
 
 fmt:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*/*.c tests/fuzz/*.c bench/*.c)

@@ -5,8 +5,9 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config clang clang-format libclang-rt-14-dev
   libh2o-evloop-dev libuv1-dev libssl-dev zlib1g-dev liblua5.4-dev libfyaml-dev libjansson-dev
-  liblmdb-dev libsqlite3-dev libarchive-dev libnats-dev libcmocka-dev libnghttp2-dev
+  liblmdb-dev libsqlite3-dev libarchive-dev libnats-dev libcmocka-dev libnghttp2-dev libmaxminddb-dev
   nats-server nginx libnginx-mod-http-lua varnish wrk nghttp2-client curl openssl python3 python3-pytest python3-h2 procps util-linux
+  libmaxmind-db-writer-perl
   prometheus tzdata
 )
 missing=()

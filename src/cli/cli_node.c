@@ -35,7 +35,11 @@ static void node_usage(FILE *f)
                "  --label KEY=VALUE    sent when registering (repeatable): cpu_m, mem_mib, slots, cost (capacity\n"
                "                       for placement) and tags (comma-separated, e.g. pci)\n"
                "  --client-area-header count a request's demand in the client area its X-Verge-Client-Area\n"
-               "                       names (a location id; dev and tests); else in this node's location\n"
+               "                       names (a location id; dev and tests); else as --geoip says, else in this\n"
+               "                       node's location\n"
+               "  --geoip FILE         with --control: count a request's demand in the bundled location nearest\n"
+               "                       to where FILE (a MaxMind DB, e.g. GeoLite2-City.mmdb) puts the client's\n"
+               "                       address; addresses it does not place count in this node's location\n"
                "  --data DIR           unpacked versions and the last known good state (default verge-node-data)\n"
                "  --state-dir DIR      verge.kv local state (LMDB; default verge-state, with --control DATA/state)\n"
                "  --trace-sample R     share of traces kept by head sampling, 0..1 (default 0.01); traces that\n"
@@ -184,6 +188,7 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         {"trace-unsampled", required_argument, NULL, 1005},
         {"label", required_argument, NULL, 1006},
         {"client-area-header", no_argument, NULL, 1007},
+        {"geoip", required_argument, NULL, 1008},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -318,6 +323,13 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
         case 1007:
             o.client_area_header = true;
             break;
+        case 1008:
+            if (!*optarg) {
+                rc = bad("--geoip takes a MaxMind DB file", NULL);
+                break;
+            }
+            o.geoip = optarg;
+            break;
         case 'h':
             node_usage(stdout);
             rc = 0;
@@ -330,6 +342,8 @@ static int parse_args(int argc, char **argv, struct vg_node_options *op)
     }
     if (rc < 0 && optind < argc)
         rc = bad("unexpected argument", argv[optind]);
+    else if (rc < 0 && o.geoip && !o.control_url)
+        rc = bad("--geoip needs --control (only agent mode counts demand by client area)", NULL);
     else if (rc < 0 && o.control_url)
         rc = agent_args(&o);
     else if (rc < 0 && o.n_apps == 0 && access("verge.yaml", F_OK) == 0)

@@ -85,6 +85,11 @@ struct vg_geo_xyz {
 };
 void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out);
 double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b);
+/* The index of the point of pts[0..n) nearest to p on the sphere (n >= 1;
+ * ties go to the first): the largest dot product of the unit vectors, so
+ * no trigonometry at all, a few ns per point (a node maps a client's
+ * GeoIP position to a bundled location this way). */
+size_t vg_geo_nearest_xyz(const struct vg_geo_xyz *pts, size_t n, const struct vg_geo_xyz *p);
 
 /* A round trip's network latency over km of great-circle distance, in µs:
  * light in fibre covers a km in about 4.9 µs (refractive index ~1.47),

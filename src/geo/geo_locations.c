@@ -226,6 +226,21 @@ double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xy
     return 2 * 6371.0 * asin(half > 1 ? 1 : half);
 }
 
+size_t vg_geo_nearest_xyz(const struct vg_geo_xyz *pts, size_t n, const struct vg_geo_xyz *p)
+{
+    /* the chord, and so the arc, shrinks as the dot product grows */
+    size_t best = 0;
+    double best_dot = -2;
+    for (size_t i = 0; i < n; i++) {
+        double d = pts[i].x * p->x + pts[i].y * p->y + pts[i].z * p->z;
+        if (d > best_dot) {
+            best_dot = d;
+            best = i;
+        }
+    }
+    return best;
+}
+
 double vg_geo_distance_km(const struct vg_geo_location *a, const struct vg_geo_location *b)
 {
     return vg_geo_distance_km_ll(a->lat, a->lon, b->lat, b->lon);

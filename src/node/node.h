@@ -37,6 +37,7 @@ struct vg_node_options {
     const char **labels;       /* key=value, sent when registering (capacity, tags: see control_place.c) */
     size_t n_labels;
     bool client_area_header; /* demand: trust X-Verge-Client-Area (dev, tests) for a request's client area */
+    const char *geoip;       /* demand: a MaxMind DB placing client addresses (NULL = off) */
     /* messaging between nodes: NATS servers (several for a cluster), else
      * the in-process bus (one node) */
     const char **nats_urls;

@@ -181,7 +181,7 @@ static void count_request(struct reqstate *rs, int status, uint64_t dur_us)
         if (status >= 500)
             __atomic_fetch_add(&st->errors_5xx, 1, __ATOMIC_RELAXED);
         if (st->areas) { /* agent mode: the demand placement reads, and now and then a round trip */
-            uint32_t area = vg__node_client_area(node, rs->req);
+            uint32_t area = vg__node_client_area(rs->worker, rs->req);
             __atomic_fetch_add(&st->areas[area], 1, __ATOMIC_RELAXED);
             if (rs->worker->rtt_countdown-- <= 1)
                 vg__node_rtt_sample(rs->worker, rs->req, area);

@@ -25,6 +25,8 @@
 
 struct vg_node;
 struct vg_worker;
+struct vg__node_area_cache;
+struct MMDB_s;
 
 /* ---- site: one configuration generation, shared read-only by workers ---- */
 
@@ -199,7 +201,8 @@ struct vg_worker {
     struct vg_trace_ring *traces; /* kept traces of this worker's requests */
     void *trace_free;             /* live traces' memory for reuse (node_trace.c) */
     size_t n_trace_free;
-    struct vg__node_msgq *msgq; /* messages for the apps' subscription handlers (node_msg.c) */
+    struct vg__node_msgq *msgq;             /* messages for the apps' subscription handlers (node_msg.c) */
+    struct vg__node_area_cache *area_cache; /* --geoip: client address -> area (node_area.c) */
 };
 
 struct vg_node {
@@ -258,6 +261,11 @@ struct vg_node {
     struct vg_geo_set *geo;
     uint32_t own_area;
     uint32_t *rtt_us; /* per client area: the clients' round trip, a moving average (node_rtt.c) */
+    /* agent mode with --geoip: the database (libmaxminddb's MMDB_s, read
+     * by every worker: lookups are read-only), and node->geo's locations
+     * as unit vectors for the nearest one to a client */
+    struct MMDB_s *geoip;
+    struct vg_geo_xyz *area_xyz;
     /* agent mode: the agent thread hands the main thread a set of app
      * directories to switch to and waits for the outcome */
     struct vg_node_agent *agent;
@@ -280,9 +288,25 @@ void vg__node_appstats_read(struct vg_node *node, const char *app, struct vg_nod
 /* App's requests by client area since start, {area id: n} (agent mode;
  * any thread): the demand the control plane places apps by. */
 json_t *vg__node_appstats_demand(struct vg_node *node, const char *app);
-/* The client area a request is counted in (index into node->geo, or its
- * count for a place outside it). */
-uint32_t vg__node_client_area(struct vg_node *node, h2o_req_t *req);
+
+/* node_area.c: client areas. The area a request is counted in (index into
+ * node->geo, or its count for a place outside it): the header's (with
+ * --client-area-header), else the GeoIP database's (with --geoip), else
+ * the node's own. Worker thread (w's cache). */
+uint32_t vg__node_client_area(struct vg_worker *w, h2o_req_t *req);
+/* The area of a peer address by the GeoIP database, through the worker's
+ * cache c (the node's own area without a database, a cache or an IP
+ * address). */
+uint32_t vg__node_area_of_addr(struct vg_node *node, struct vg__node_area_cache *c, const struct sockaddr *sa,
+                               socklen_t len);
+/* Opens --geoip once node->geo is loaded: 0, else logs why and returns
+ * VG_EINVAL. Close after the workers are gone. */
+int vg__node_geoip_open(struct vg_node *node) VG_MUST_CHECK;
+void vg__node_geoip_close(struct vg_node *node);
+/* A worker's address -> area cache (NULL without a database); the caller
+ * owns it. */
+struct vg__node_area_cache *vg__node_area_cache_create(struct vg_node *node);
+void vg__node_area_cache_destroy(struct vg__node_area_cache *c);
 /* node_rtt.c: one request's client round trip into its area's average
  * (called when w->rtt_countdown reaches 0; re-arms it), and the averages
  * as {area id: µs} for the heartbeat. */

@@ -167,23 +167,6 @@ json_t *vg__node_appstats_demand(struct vg_node *node, const char *app)
     return d;
 }
 
-uint32_t vg__node_client_area(struct vg_node *node, h2o_req_t *req)
-{
-    if (node->opt.client_area_header) {
-        ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-verge-client-area"), -1);
-        h2o_iovec_t v = i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
-        char id[VG_GEO_ID_MAX];
-        if (v.len && v.len < sizeof(id)) {
-            memcpy(id, v.base, v.len);
-            id[v.len] = '\0';
-            const struct vg_geo_location *g = vg_geo_set_find(node->geo, id);
-            if (g)
-                return (uint32_t)(g - vg_geo_set_at(node->geo, 0));
-        }
-    }
-    return node->own_area;
-}
-
 /* Connection-level limits apply before a request names its app: timeouts
  * and the connection cap take the strictest value any app asks for, sizes
  * the largest (each app's own size limits are checked per request). */
@@ -526,6 +509,8 @@ int vg_node_run(const struct vg_node_options *opt)
             node.own_area = (uint32_t)(own ? (size_t)(own - vg_geo_set_at(node.geo, 0)) : vg_geo_set_count(node.geo));
             node.rtt_us = vg_xcalloc(vg_geo_set_count(node.geo) + 1, sizeof(*node.rtt_us));
         }
+        if (opt->geoip && vg__node_geoip_open(&node) != 0)
+            return 1;
         node.agent = vg__node_agent_create(&node);
     }
     dirs_get(&node, NULL, 0, &d);
@@ -604,6 +589,7 @@ int vg_node_run(const struct vg_node_options *opt)
         free(node.appstats[i]);
     }
     free(node.appstats);
+    vg__node_geoip_close(&node);
     vg_geo_set_destroy(node.geo);
     free(node.rtt_us);
     vg__node_state_fini(&node);         /* every Lua state is gone: results of late writes are dropped */

@@ -244,6 +244,8 @@ static void *worker_main(void *arg)
     uv_run(&w->uv, UV_RUN_NOWAIT); /* let the closes just requested finish */
     uv_loop_close(&w->uv);
     graveyard_sweep(w, true);
+    vg__node_area_cache_destroy(w->area_cache);
+    w->area_cache = NULL;
     return NULL;
 }
 
@@ -258,6 +260,7 @@ int vg__node_worker_start(struct vg_node *node, struct vg_worker *w)
     h2o_context_init(&w->ctx, w->loop, &node->gconf);
     w->http1 = vg_http1_ctx_create(&w->ctx, &node->http1);
     w->log_buf = vg_xmalloc(64 * 1024);
+    w->area_cache = vg__node_area_cache_create(node);
     uv_async_init(&w->uv, &w->async, on_async);
     w->async.data = w;
     vg__node_cache_worker_init(w);

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "geo/geo.h"
 
@@ -153,6 +154,63 @@ static void unit_vectors_agree_with_haversine(void **state)
     vg_geo_set_destroy(set);
 }
 
+/* A client's position maps to the nearest location by dot product: the
+ * same answer as the smallest haversine distance everywhere (checked on a
+ * grid over the whole sphere, poles and the antimeridian included). */
+static size_t nearest_by_haversine(const struct vg_geo_set *set, double lat, double lon)
+{
+    size_t best = 0;
+    double best_km = 1e9;
+    for (size_t i = 0; i < vg_geo_set_count(set); i++) {
+        const struct vg_geo_location *g = vg_geo_set_at(set, i);
+        double km = vg_geo_distance_km_ll(lat, lon, g->lat, g->lon);
+        if (km < best_km) {
+            best_km = km;
+            best = i;
+        }
+    }
+    return best;
+}
+
+static size_t nearest(const struct vg_geo_xyz *pts, size_t n, double lat, double lon)
+{
+    struct vg_geo_xyz p;
+    vg_geo_to_xyz(lat, lon, &p);
+    return vg_geo_nearest_xyz(pts, n, &p);
+}
+
+static void nearest_location_of_a_point(void **state)
+{
+    struct vg_geo_set *set = NULL;
+    assert_int_equal(vg_geo_set_builtin(&set), 0);
+    size_t n = vg_geo_set_count(set);
+    struct vg_geo_xyz *pts = calloc(n, sizeof(*pts));
+    assert_non_null(pts);
+    for (size_t i = 0; i < n; i++)
+        vg_geo_to_xyz(vg_geo_set_at(set, i)->lat, vg_geo_set_at(set, i)->lon, &pts[i]);
+    /* every location is its own nearest */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(nearest(pts, n, vg_geo_set_at(set, i)->lat, vg_geo_set_at(set, i)->lon), i);
+#define AT(lat, lon) vg_geo_set_at(set, nearest(pts, n, lat, lon))->id
+    assert_string_equal(AT(-33.8688, 151.2093), "syd"); /* what the e2e test's database says of 127.0.0.1 */
+    assert_string_equal(AT(-33.81, 151.00), "syd");     /* Parramatta */
+    assert_string_equal(AT(49.99, 8.27), "fra");        /* Mainz */
+    assert_string_equal(AT(48.14, 11.58), "zrh");       /* Munich: Zurich is nearer than Frankfurt */
+    assert_string_equal(AT(-41.29, 174.78), "akl");     /* Wellington */
+    assert_string_equal(AT(21.31, -157.86), "sfo");     /* Honolulu: San Francisco, not Los Angeles */
+    assert_string_equal(AT(-17.71, 178.07), "akl");     /* Fiji, east of the antimeridian from syd */
+    assert_string_equal(AT(-18.14, -178.44), "akl");    /* and west of it */
+#undef AT
+    /* agrees with the haversine on a 1-degree grid */
+    for (int lat = -90; lat <= 90; lat++)
+        for (int lon = -180; lon < 180; lon++)
+            assert_int_equal(nearest(pts, n, lat, lon), nearest_by_haversine(set, lat, lon));
+    /* one point: always it */
+    assert_int_equal(vg_geo_nearest_xyz(pts, 1, &pts[3]), 0);
+    free(pts);
+    vg_geo_set_destroy(set);
+}
+
 static void zone_tab_seeds_places_with_regions(void **state)
 {
     (void)state;
@@ -220,6 +278,7 @@ int main(void)
         cmocka_unit_test(distances_and_latency),
         cmocka_unit_test(unit_vectors_agree_with_haversine),
         cmocka_unit_test(zone_tab_seeds_places_with_regions),
+        cmocka_unit_test(nearest_location_of_a_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
