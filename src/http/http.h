@@ -84,6 +84,11 @@ bool vg_http_req_first_on_conn(h2o_req_t *req);
  * can add spans; NULL when tracing is off. Set once, by the node. */
 struct vg_trace;
 void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t);
+/* The same, with slot as the env's storage while req has none (no
+ * allocation: every request sets its trace). slot must outlive every
+ * vg_http_req_trace of req; the env grows into pool memory if something
+ * adds to it later. */
+void vg_http_req_set_trace_in(h2o_req_t *req, struct vg_trace *t, h2o_iovec_t slot[2]);
 struct vg_trace *vg_http_req_trace(h2o_req_t *req);
 
 /* application/x-www-form-urlencoded decoding ('+' is a space, %XX a byte;

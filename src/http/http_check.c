@@ -152,10 +152,23 @@ void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t)
     req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
 }
 
+void vg_http_req_set_trace_in(h2o_req_t *req, struct vg_trace *t, h2o_iovec_t slot[2])
+{
+    if (req->env.capacity) {
+        vg_http_req_set_trace(req, t);
+        return;
+    }
+    slot[0] = env_trace;
+    slot[1] = h2o_iovec_init((char *)t, 0);
+    req->env.entries = slot;
+    req->env.size = req->env.capacity = 2;
+}
+
 struct vg_trace *vg_http_req_trace(h2o_req_t *req)
 {
     for (size_t i = 0; i + 1 < req->env.size; i += 2)
-        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, env_trace.base, env_trace.len))
+        if (req->env.entries[i].base == env_trace.base || /* ours: the same string */
+            h2o_memis(req->env.entries[i].base, req->env.entries[i].len, env_trace.base, env_trace.len))
             return (struct vg_trace *)req->env.entries[i + 1].base;
     return NULL;
 }

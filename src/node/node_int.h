@@ -386,8 +386,10 @@ void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
 /* The request's trace: continues an incoming traceparent; *tp_hdr is the
  * index of that header in req (-1: none), for vg__node_trace_propagate. */
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize_t *tp_hdr);
-/* Span from's traceparent for a callee (on req's pool), or empty when
- * tracing is off: what a proxied request carries (vg_proxy_target). */
+/* Span from's traceparent for a callee, or empty when tracing is off:
+ * what a proxied request carries (vg_proxy_target). The request's own
+ * span's (from 0) is formatted once into the trace's memory and lives as
+ * long as the trace (until on_request_end); others' are on req's pool. */
 h2o_iovec_t vg__node_trace_header(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
 /* Sets req's traceparent to span from's (before forwarding it): in place
  * at *tp_hdr when it is still there, else found or added (and *tp_hdr
