@@ -37,48 +37,26 @@ static void accept_span(struct vg_trace *t, h2o_req_t *req)
 
 /* A trace's memory comes from the worker's free list, not the request's
  * pool: the pool's first chunk is mostly taken by then, and the trace
- * (~1.4 KiB) cost a chunk malloc and free per request. The block also
- * holds what every request needs besides the trace, so that none of it is
- * an allocation: the request env's entries that carry the trace
- * (vg_http_req_set_trace_in) and the origin's traceparent. The block is
- * given back when the request's state is torn down (on_request_end), after
- * the forwarder's: nothing of the request reads either later. */
-#define TRACE_FREE_MAX 256
-
-struct trace_block {
-    struct trace_block *next_free;
-    h2o_iovec_t env[2];
-    char tp[VG_TRACEPARENT_LEN + 1]; /* span 0's traceparent, once formatted (tp[0] != 0) */
-    _Alignas(16) unsigned char trace[];
-};
-
-static struct trace_block *block_of(struct vg_trace *t)
+ * (~1.4 KiB) cost a chunk malloc and free per request. The block
+ * (node_int.h) also holds what every request needs besides the trace, so
+ * that none of it is an allocation: the request env's entries that carry
+ * the trace (vg_http_req_set_trace_in) and the origin's traceparent. The
+ * block is given back when the request's state is torn down
+ * (on_request_end), after the forwarder's: nothing of the request reads
+ * either later. */
+static struct vg__node_trace_block *block_of(struct vg_trace *t)
 {
-    return (struct trace_block *)(void *)((unsigned char *)t - offsetof(struct trace_block, trace));
+    return (struct vg__node_trace_block *)(void *)((unsigned char *)t - offsetof(struct vg__node_trace_block, trace));
 }
 
-static struct trace_block *trace_mem(struct vg_worker *w)
+static struct vg__node_trace_block *trace_mem(struct vg_worker *w)
 {
-    struct trace_block *b = w->trace_free;
+    struct vg__node_trace_block *b = w->trace_free;
     if (!b)
-        return vg_xmalloc(sizeof(struct trace_block) + vg_trace_size());
+        return vg_xmalloc(sizeof(*b) + vg_trace_size());
     w->trace_free = b->next_free;
     w->n_trace_free--;
     return b;
-}
-
-void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t)
-{
-    if (!t)
-        return;
-    struct trace_block *b = block_of(t);
-    if (w->n_trace_free >= TRACE_FREE_MAX) {
-        free(b);
-        return;
-    }
-    b->next_free = w->trace_free;
-    w->trace_free = b;
-    w->n_trace_free++;
 }
 
 /* h2o_find_header_by_str, without the call: every request looks. */
@@ -103,7 +81,7 @@ struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize
     if (i >= 0 &&
         vg_trace_parse_traceparent(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &parent))
         pp = &parent;
-    struct trace_block *b = trace_mem(w);
+    struct vg__node_trace_block *b = trace_mem(w);
     b->tp[0] = '\0';
     /* dev and debug requests see every stage; others that head sampling
      * skipped time only their own span, unless --trace-unsampled stages */
@@ -156,12 +134,9 @@ void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req
     *tp_hdr = i >= 0 ? i : (ssize_t)req->headers.size - 1;
 }
 
-void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m)
+void vg__node_trace_keep(struct vg_worker *w, struct vg_trace_rec *r)
 {
     struct vg_node *node = w->node;
-    struct vg_trace_rec *r = vg_trace_finish(t, m, node->opt.trace_slow_ms * 1000);
-    if (!r)
-        return;
     vg_trace_ring_push(w->traces, r);
     if (node->trace_exporter)
         vg__node_exporter_push(node->trace_exporter, r);
@@ -183,12 +158,9 @@ static bool wants_timing(struct vg_node *node, h2o_req_t *req)
     return i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
 }
 
-void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
+void vg__node_trace_timing_add(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
 {
-    const struct vg_node *node = w->node;
-    if (!t || (!node->opt.dev && !node->opt.admin_token)) /* the common case, before any call */
-        return;
-    if (!wants_timing(w->node, req))
+    if (!t || !wants_timing(w->node, req))
         return;
     char *buf = h2o_mem_alloc_pool(&req->pool, 1024);
     size_t n = vg_trace_server_timing(t, buf, 1024);
@@ -304,7 +276,7 @@ void vg__node_trace_fini(struct vg_node *node)
         vg_trace_ring_destroy(w->traces);
         w->traces = NULL;
         while (w->trace_free) {
-            struct trace_block *b = w->trace_free;
+            struct vg__node_trace_block *b = w->trace_free;
             w->trace_free = b->next_free;
             free(b);
         }

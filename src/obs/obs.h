@@ -112,6 +112,7 @@ struct vg__trace_head {
     bool root_only;
 };
 vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end);
+vg_span_t vg__trace_begin(struct vg_trace *t, const char *name, vg_span_t parent);
 vg_span_t vg__trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent);
 uint64_t vg_trace_clock(void); /* the trace clock: see vg_trace_clock_init below */
 
@@ -128,7 +129,7 @@ static inline bool vg_trace_recording(const struct vg_trace *t)
  * (tracing off) and do nothing. */
 static inline vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
 {
-    return vg_trace_recording(t) ? vg__trace_add(t, name, parent, vg_trace_clock(), 0) : VG_SPAN_NONE;
+    return vg_trace_recording(t) ? vg__trace_begin(t, name, parent) : VG_SPAN_NONE;
 }
 void vg_trace_end(struct vg_trace *t, vg_span_t s);
 /* Ends s (when open) at a vg_trace_clock reading already taken. */

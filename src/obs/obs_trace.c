@@ -28,7 +28,7 @@
  * they should not outgrow (a bigger array cost a malloc per request). */
 struct span {
     const char *name;
-    uint64_t start, end; /* live: trace clock readings (end 0: open); record: ns from the root's start */
+    uint64_t start, end; /* trace clock readings (end 0: open), in a record too */
     int16_t parent;
     bool error;
     char detail[DETAIL_MAX];
@@ -54,6 +54,10 @@ struct vg_trace_rec {
     uint8_t parent_span[8];
     bool has_parent, error;
     uint64_t span_base, wall_start;
+    /* the spans as recorded (trace clock readings): converted to offsets in
+     * ns when read (rec_span), not when made, so that a kept trace costs a
+     * copy; t0 is the root's start, open_end where a span still open ends */
+    uint64_t t0, open_end;
     int status;
     uint16_t n, dropped;
     char *app, *route, *node, *location; /* inside this allocation */
@@ -187,14 +191,20 @@ bool vg_trace_id_parse(const char *hex, size_t len, uint8_t out[16])
     return unhex_lower(lower, 16, out);
 }
 
-void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
-                                 char out[VG_TRACEPARENT_LEN + 1])
+static inline void format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                      char out[VG_TRACEPARENT_LEN + 1])
 {
     memcpy(out, "00-", 3);
     hex16(trace_id, out + 3); /* every proxied request formats one: no loop, no NUL in between */
     out[35] = '-';
     hex8(span_id, out + 36);
     memcpy(out + 52, sampled ? "-01" : "-00", 4);
+}
+
+void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                 char out[VG_TRACEPARENT_LEN + 1])
+{
+    format_traceparent(trace_id, span_id, sampled, out);
 }
 
 /* ---- ids and sampling ------------------------------------------------------------ */
@@ -243,18 +253,31 @@ static inline uint64_t id_random_part(const uint8_t trace_id[16])
     return x & ((1ULL << 56) - 1);
 }
 
+/* A trace is head-sampled when its random part is below this: the
+ * smallest integer not below rate * 2^56 (0 keeps none, 2^56 all). */
+static uint64_t sample_threshold(double rate)
+{
+    if (!(rate > 0.0)) /* NaN too */
+        return 0;
+    if (rate >= 1.0)
+        return 1ULL << 56;
+    double r = rate * (double)(1ULL << 56);
+    uint64_t t = (uint64_t)r;
+    return (double)t < r ? t + 1 : t;
+}
+
 bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t trace_id[16], double rate)
 {
     if (parent)
         return parent->sampled;
-    if (rate >= 1.0)
-        return true;
-    if (rate <= 0.0)
-        return false;
     /* the last 7 bytes are random in W3C level 2 ids (as in OpenTelemetry's
      * TraceIdRatioBased): every node decides the same for the same trace */
-    return (double)id_random_part(trace_id) < rate * (double)(1ULL << 56);
+    return id_random_part(trace_id) < sample_threshold(rate);
 }
+
+/* sample_threshold of the rate last asked for, per thread (a node has one). */
+static _Thread_local double thr_rate = -1.0;
+static _Thread_local uint64_t thr_value;
 
 /* ---- the live recorder ----------------------------------------------------------- */
 
@@ -268,7 +291,7 @@ static double ns_per_tick = 1.0;
 static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
 static bool clock_ready; /* set (release) once clock_init has run: a trace's start skips pthread_once */
 
-static uint64_t mono_ns(void)
+__attribute__((noinline)) static uint64_t mono_ns(void) /* not inlined: keeps the TSC path's callers lean */
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -316,13 +339,18 @@ void vg_trace_clock_init(void)
         clock_init_slow();
 }
 
-uint64_t vg_trace_clock(void)
+static inline uint64_t clock_now(void)
 {
 #if defined(__x86_64__)
     if (use_tsc)
         return __rdtsc();
 #endif
     return mono_ns();
+}
+
+uint64_t vg_trace_clock(void)
+{
+    return clock_now();
 }
 
 uint64_t vg_trace_clock_ago(uint64_t ns)
@@ -371,7 +399,11 @@ struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent,
         } while ((a | b) == 0); /* never all zero (nearly impossible; cheap to rule out) */
         memcpy(t->trace_id, &a, 8);
         memcpy(t->trace_id + 8, &b, 8);
-        t->sampled = vg_trace_head_sampled(NULL, t->trace_id, rate);
+        if (__builtin_expect(rate != thr_rate, 0)) {
+            thr_value = sample_threshold(rate);
+            thr_rate = rate;
+        }
+        t->sampled = id_random_part(t->trace_id) < thr_value;
     }
     t->span_base = (wyrand(&st) & ~0xffULL) | 0x100; /* + index: never zero, unique per trace */
     rng_state = st;
@@ -383,7 +415,7 @@ struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent,
     t->current = 0;
     struct span *r = &t->spans[0];
     r->name = root;
-    r->start = vg_trace_clock();
+    r->start = clock_now();
     r->end = 0;
     r->parent = VG_SPAN_NONE;
     r->error = false;
@@ -399,7 +431,7 @@ void vg_trace_root_only(struct vg_trace *t)
 
 /* The spans' out-of-line halves: obs.h's inline wrappers have checked
  * that t records stages (so t->n >= 1: the root is there). */
-vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
+static inline vg_span_t add_span(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
 {
     if (t->n == VG_TRACE_MAX_SPANS) {
         t->dropped++;
@@ -415,11 +447,22 @@ vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, 
     return t->n++;
 }
 
+vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
+{
+    return add_span(t, name, parent, start, end);
+}
+
+vg_span_t vg__trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
+{
+    return add_span(t, name, parent, clock_now(), 0);
+}
+
 vg_span_t vg__trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
 {
-    uint64_t now = vg_trace_clock(); /* one reading: the next stage starts as the last one ends */
-    vg_trace_end_at(t, ending, now);
-    return vg__trace_add(t, name, parent, now, 0);
+    uint64_t now = clock_now(); /* one reading: the next stage starts as the last one ends */
+    if (ending >= 0 && t->spans[ending].end == 0)
+        t->spans[ending].end = now;
+    return add_span(t, name, parent, now, 0);
 }
 
 void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at)
@@ -494,7 +537,7 @@ void vg_trace_child_header(const struct vg_trace *t, vg_span_t s, char out[VG_TR
 {
     uint8_t sid[8];
     span_id_of(t->span_base, s < 0 ? 0 : s, sid);
-    vg_trace_format_traceparent(t->trace_id, sid, t->sampled, out);
+    format_traceparent(t->trace_id, sid, t->sampled, out);
 }
 
 uint64_t vg_trace_elapsed_us(const struct vg_trace *t)
@@ -531,9 +574,8 @@ size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap)
 
 /* ---- keep or forget -------------------------------------------------------------- */
 
-static char *put_str(char **at, const char *s)
+static char *put_str(char **at, const char *s, size_t n)
 {
-    size_t n = s ? strlen(s) : 0;
     char *r = *at;
     memcpy(r, s ? s : "", n);
     r[n] = '\0';
@@ -545,10 +587,10 @@ static char *put_str(char **at, const char *s)
 __attribute__((noinline)) static struct vg_trace_rec *make_record(const struct vg_trace *t,
                                                                   const struct vg_trace_meta *m)
 {
-    size_t strs = 4;
     const char *s4[4] = {m->app, m->route, m->node, m->location};
+    size_t len[4], strs = 4;
     for (int i = 0; i < 4; i++)
-        strs += s4[i] ? strlen(s4[i]) : 0;
+        strs += len[i] = s4[i] ? strlen(s4[i]) : 0;
     size_t spans = sizeof(struct span) * t->n;
     struct vg_trace_rec *r = vg_xmalloc(sizeof(*r) + spans + strs);
     r->refs = 1;
@@ -557,24 +599,19 @@ __attribute__((noinline)) static struct vg_trace_rec *make_record(const struct v
     r->has_parent = t->has_parent;
     r->error = t->failed || m->status >= 500;
     r->span_base = t->span_base;
-    uint64_t t0 = t->spans[0].start, now = vg_trace_clock();
-    r->wall_start = vg_wall_us() * 1000 - vg_trace_clock_ns(t0, now);
+    uint64_t now = vg_trace_clock();
+    r->t0 = t->spans[0].start;
+    r->open_end = t->spans[0].end ? t->spans[0].end : now; /* open spans end with the request */
+    r->wall_start = vg_wall_us() * 1000 - vg_trace_clock_ns(r->t0, now);
     r->status = m->status;
     r->n = t->n;
     r->dropped = t->dropped;
-    for (uint16_t i = 0; i < t->n; i++) {
-        r->spans[i] = t->spans[i];
-        uint64_t end = t->spans[i].end   ? t->spans[i].end
-                       : t->spans[0].end ? t->spans[0].end
-                                         : now; /* open: ends with the request */
-        r->spans[i].start = vg_trace_clock_ns(t0, t->spans[i].start);
-        r->spans[i].end = vg_trace_clock_ns(t0, end);
-    }
+    memcpy(r->spans, t->spans, spans);
     char *at = (char *)r->spans + spans;
-    r->app = put_str(&at, m->app);
-    r->route = put_str(&at, m->route);
-    r->node = put_str(&at, m->node);
-    r->location = put_str(&at, m->location);
+    r->app = put_str(&at, m->app, len[0]);
+    r->route = put_str(&at, m->route, len[1]);
+    r->node = put_str(&at, m->node, len[2]);
+    r->location = put_str(&at, m->location, len[3]);
     return r;
 }
 
@@ -582,7 +619,7 @@ struct vg_trace_rec *vg_trace_finish(struct vg_trace *t, const struct vg_trace_m
 {
     struct span *root = &t->spans[0];
     if (!root->end)
-        root->end = vg_trace_clock();
+        root->end = clock_now();
     if (t->sampled || t->failed || m->status >= 500 ||
         (slow_us && root->end > root->start &&
          (double)(int64_t)(root->end - root->start) * ns_per_tick >= (double)slow_us * 1000.0))
@@ -618,6 +655,7 @@ static json_t *hex_json(const uint8_t *b, size_t n)
 static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
 {
     const struct span *s = &r->spans[i];
+    uint64_t start = vg_trace_clock_ns(r->t0, s->start), end = vg_trace_clock_ns(r->t0, s->end ? s->end : r->open_end);
     uint8_t sid[8], pid[8];
     span_id_of(r->span_base, i, sid);
     json_t *o = json_object();
@@ -631,8 +669,8 @@ static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
     json_object_set_new(o, "name", json_string(s->name));
     if (s->detail[0])
         json_object_set_new(o, "detail", json_string(s->detail));
-    json_object_set_new(o, "start_us", json_integer((json_int_t)(s->start / 1000)));
-    json_object_set_new(o, "duration_us", json_integer((json_int_t)((s->end - s->start) / 1000)));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(start / 1000)));
+    json_object_set_new(o, "duration_us", json_integer((json_int_t)((end - start) / 1000)));
     json_object_set_new(o, "error", json_boolean(s->error));
     return o;
 }
