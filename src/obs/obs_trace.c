@@ -377,15 +377,13 @@ struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, 
 /* Every request starts here, so it is written for the 99% that head
  * sampling skips: one pass over the header fields, the ids from one
  * generator state held in a register, the root span filled in place (the
- * other spans' memory is not touched until a stage records one). */
-struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent, double rate, const char *root,
-                                bool unsampled_stages)
+ * other spans' memory is not touched until a stage records one). No call
+ * on the way (the clock's fallback aside): the once-per-thread set-up is
+ * start_first's. */
+static inline __attribute__((always_inline)) struct vg_trace *
+start_trace(void *mem, const struct vg_trace_parent *parent, double rate, const char *root, bool unsampled_stages)
 {
     struct vg_trace *t = mem;
-    if (__builtin_expect(!__atomic_load_n(&clock_ready, __ATOMIC_ACQUIRE), 0))
-        clock_init_slow();
-    if (__builtin_expect(rng_state == 0, 0))
-        rng_seed();
     uint64_t st = rng_state;
     if (parent) {
         memcpy(t->trace_id, parent->trace_id, 16);
@@ -399,11 +397,7 @@ struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent,
         } while ((a | b) == 0); /* never all zero (nearly impossible; cheap to rule out) */
         memcpy(t->trace_id, &a, 8);
         memcpy(t->trace_id + 8, &b, 8);
-        if (__builtin_expect(rate != thr_rate, 0)) {
-            thr_value = sample_threshold(rate);
-            thr_rate = rate;
-        }
-        t->sampled = id_random_part(t->trace_id) < thr_value;
+        t->sampled = id_random_part(t->trace_id) < (rate == thr_rate ? thr_value : sample_threshold(rate));
     }
     t->span_base = (wyrand(&st) & ~0xffULL) | 0x100; /* + index: never zero, unique per trace */
     rng_state = st;
@@ -421,6 +415,25 @@ struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent,
     r->error = false;
     r->detail[0] = '\0';
     return t;
+}
+
+__attribute__((noinline, cold)) static struct vg_trace *
+start_first(void *mem, const struct vg_trace_parent *parent, double rate, const char *root, bool unsampled_stages)
+{
+    vg_trace_clock_init();
+    if (rng_state == 0)
+        rng_seed();
+    thr_value = sample_threshold(rate);
+    thr_rate = rate;
+    return start_trace(mem, parent, rate, root, unsampled_stages);
+}
+
+struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent, double rate, const char *root,
+                                bool unsampled_stages)
+{
+    if (__builtin_expect(!__atomic_load_n(&clock_ready, __ATOMIC_ACQUIRE) || rng_state == 0 || rate != thr_rate, 0))
+        return start_first(mem, parent, rate, root, unsampled_stages);
+    return start_trace(mem, parent, rate, root, unsampled_stages);
 }
 
 void vg_trace_root_only(struct vg_trace *t)
