@@ -84,7 +84,19 @@ bool vg_http_req_first_on_conn(h2o_req_t *req);
  * can add spans; NULL when tracing is off. Set once, by the node. */
 struct vg_trace;
 void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t);
-struct vg_trace *vg_http_req_trace(h2o_req_t *req);
+/* The same, with slot as the env's storage while req has none (no
+ * allocation: every request sets its trace). slot must outlive every
+ * vg_http_req_trace of req; the env grows into pool memory if something
+ * adds to it later. */
+void vg_http_req_set_trace_in(h2o_req_t *req, struct vg_trace *t, h2o_iovec_t slot[2]);
+extern const h2o_iovec_t vg__http_env_trace; /* the env's key: its first entry, as a rule */
+struct vg_trace *vg__http_req_trace_find(h2o_req_t *req);
+static inline struct vg_trace *vg_http_req_trace(h2o_req_t *req)
+{
+    if (req->env.size >= 2 && req->env.entries[0].base == vg__http_env_trace.base)
+        return (struct vg_trace *)(void *)req->env.entries[1].base;
+    return vg__http_req_trace_find(req);
+}
 
 /* application/x-www-form-urlencoded decoding ('+' is a space, %XX a byte;
  * a malformed escape stays as it is) of n bytes into out (n bytes are

@@ -143,19 +143,32 @@ bool vg_http_query_param(h2o_req_t *req, const char *name, h2o_iovec_t *value)
 
 /* ---- the request's trace ------------------------------------------------------------ */
 
-static const h2o_iovec_t env_trace = {H2O_STRLIT("verge.trace")};
+const h2o_iovec_t vg__http_env_trace = {H2O_STRLIT("verge.trace")};
 
 void vg_http_req_set_trace(h2o_req_t *req, struct vg_trace *t)
 {
     h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
-    req->env.entries[req->env.size++] = env_trace;
+    req->env.entries[req->env.size++] = vg__http_env_trace;
     req->env.entries[req->env.size++] = h2o_iovec_init((char *)t, 0);
 }
 
-struct vg_trace *vg_http_req_trace(h2o_req_t *req)
+void vg_http_req_set_trace_in(h2o_req_t *req, struct vg_trace *t, h2o_iovec_t slot[2])
+{
+    if (req->env.capacity) {
+        vg_http_req_set_trace(req, t);
+        return;
+    }
+    slot[0] = vg__http_env_trace;
+    slot[1] = h2o_iovec_init((char *)t, 0);
+    req->env.entries = slot;
+    req->env.size = req->env.capacity = 2;
+}
+
+struct vg_trace *vg__http_req_trace_find(h2o_req_t *req)
 {
     for (size_t i = 0; i + 1 < req->env.size; i += 2)
-        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, env_trace.base, env_trace.len))
+        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, vg__http_env_trace.base,
+                      vg__http_env_trace.len))
             return (struct vg_trace *)req->env.entries[i + 1].base;
     return NULL;
 }

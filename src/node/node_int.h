@@ -18,6 +18,8 @@
 
 #include <h2o.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <uv.h>
 
 #define VG_NODE_MAX_WORKERS 64
@@ -446,19 +448,60 @@ void vg__node_logs_endpoint(struct vg_worker *w, h2o_req_t *req);
 /* The request's trace: continues an incoming traceparent; *tp_hdr is the
  * index of that header in req (-1: none), for vg__node_trace_propagate. */
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize_t *tp_hdr);
-/* Span from's traceparent for a callee (on req's pool), or empty when
- * tracing is off: what a proxied request carries (vg_proxy_target). */
+/* Span from's traceparent for a callee, or empty when tracing is off:
+ * what a proxied request carries (vg_proxy_target). The request's own
+ * span's (from 0) is formatted once into the trace's memory and lives as
+ * long as the trace (until on_request_end); others' are on req's pool. */
 h2o_iovec_t vg__node_trace_header(struct vg_trace *t, vg_span_t from, h2o_req_t *req);
 /* Sets req's traceparent to span from's (before forwarding it): in place
  * at *tp_hdr when it is still there, else found or added (and *tp_hdr
  * updated). */
 void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req, ssize_t *tp_hdr);
-/* Finishes it; a kept one goes to the worker's ring and the exporter. */
-void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m);
+/* A kept trace's record into the worker's ring and the exporter (takes
+ * the caller's reference). */
+void vg__node_trace_keep(struct vg_worker *w, struct vg_trace_rec *r);
+/* Finishes it; a kept one goes to the worker's ring and the exporter.
+ * Inline, like vg__node_trace_timing: every request passes, few stop. */
+static inline void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m)
+{
+    struct vg_trace_rec *r = vg_trace_finish(t, m, w->node->opt.trace_slow_ms * 1000);
+    if (r)
+        vg__node_trace_keep(w, r);
+}
+/* A trace's memory, from the worker's free list (node_trace.c says why):
+ * the trace and what every request needs besides it, so that none of it
+ * is an allocation. */
+struct vg__node_trace_block {
+    struct vg__node_trace_block *next_free;
+    h2o_iovec_t env[2];              /* the request env's entries that carry the trace */
+    char tp[VG_TRACEPARENT_LEN + 1]; /* the origin's traceparent (span 0's), once formatted (tp[0] != 0) */
+    _Alignas(16) unsigned char trace[];
+};
+#define VG__NODE_TRACE_FREE_MAX 256
 /* Gives a request's trace memory back (after vg__node_trace_end). */
-void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t);
-/* Server-Timing and traceresponse on the response, when asked for. */
-void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req);
+static inline void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t)
+{
+    if (!t)
+        return;
+    struct vg__node_trace_block *b =
+        (struct vg__node_trace_block *)(void *)((unsigned char *)t - offsetof(struct vg__node_trace_block, trace));
+    if (w->n_trace_free >= VG__NODE_TRACE_FREE_MAX) {
+        free(b);
+        return;
+    }
+    b->next_free = w->trace_free;
+    w->trace_free = b;
+    w->n_trace_free++;
+}
+/* Server-Timing and traceresponse on the response, when asked for:
+ * always in dev mode, else when the request carries the admin token in
+ * X-Verge-Debug (so never without an admin token). */
+void vg__node_trace_timing_add(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req);
+static inline void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
+{
+    if (t && (w->node->opt.dev || w->node->opt.admin_token))
+        vg__node_trace_timing_add(w, t, req);
+}
 /* GET /_verge/traces/ID. */
 void vg__node_trace_endpoint(struct vg_worker *w, h2o_req_t *req, h2o_iovec_t id_hex);
 int vg__node_trace_init(struct vg_node *node); /* after the workers' array exists */

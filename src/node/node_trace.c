@@ -10,6 +10,7 @@
 #include "node_int.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -36,30 +37,37 @@ static void accept_span(struct vg_trace *t, h2o_req_t *req)
 
 /* A trace's memory comes from the worker's free list, not the request's
  * pool: the pool's first chunk is mostly taken by then, and the trace
- * (~1.4 KiB) cost a chunk malloc and free per request. */
-#define TRACE_FREE_MAX 256
-
-static void *trace_mem(struct vg_worker *w)
+ * (~1.4 KiB) cost a chunk malloc and free per request. The block
+ * (node_int.h) also holds what every request needs besides the trace, so
+ * that none of it is an allocation: the request env's entries that carry
+ * the trace (vg_http_req_set_trace_in) and the origin's traceparent. The
+ * block is given back when the request's state is torn down
+ * (on_request_end), after the forwarder's: nothing of the request reads
+ * either later. */
+static struct vg__node_trace_block *block_of(struct vg_trace *t)
 {
-    if (!w->trace_free)
-        return vg_xmalloc(vg_trace_size());
-    void *p = w->trace_free;
-    w->trace_free = *(void **)p;
-    w->n_trace_free--;
-    return p;
+    return (struct vg__node_trace_block *)(void *)((unsigned char *)t - offsetof(struct vg__node_trace_block, trace));
 }
 
-void vg__node_trace_release(struct vg_worker *w, struct vg_trace *t)
+static struct vg__node_trace_block *trace_mem(struct vg_worker *w)
 {
-    if (!t)
-        return;
-    if (w->n_trace_free >= TRACE_FREE_MAX) {
-        free(t);
-        return;
+    struct vg__node_trace_block *b = w->trace_free;
+    if (!b)
+        return vg_xmalloc(sizeof(*b) + vg_trace_size());
+    w->trace_free = b->next_free;
+    w->n_trace_free--;
+    return b;
+}
+
+/* h2o_find_header_by_str, without the call: every request looks. */
+static inline ssize_t find_traceparent(const h2o_headers_t *hs)
+{
+    for (size_t i = 0; i < hs->size; i++) {
+        const h2o_iovec_t *n = hs->entries[i].name;
+        if (n->len == 11 && n->base[0] == 't' && memcmp(n->base, "traceparent", 11) == 0)
+            return (ssize_t)i;
     }
-    *(void **)t = w->trace_free;
-    w->trace_free = t;
-    w->n_trace_free++;
+    return -1;
 }
 
 struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize_t *tp_hdr)
@@ -69,15 +77,19 @@ struct vg_trace *vg__node_trace_start(struct vg_worker *w, h2o_req_t *req, ssize
     if (node->opt.trace_off)
         return NULL;
     struct vg_trace_parent parent, *pp = NULL;
-    ssize_t i = *tp_hdr = h2o_find_header_by_str(&req->headers, hdr_traceparent.base, hdr_traceparent.len, -1);
+    ssize_t i = *tp_hdr = find_traceparent(&req->headers);
     if (i >= 0 &&
         vg_trace_parse_traceparent(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &parent))
         pp = &parent;
-    struct vg_trace *t = vg_trace_init(trace_mem(w), pp, node->opt.trace_sample, "request");
-    if (!node->opt.trace_stages && !wants_timing(node, req)) /* dev and debug requests see every stage */
-        vg_trace_root_only(t);
-    vg_http_req_set_trace(req, t);
-    if (vg_http_req_first_on_conn(req)) /* the connection's setup (accept, a TLS handshake) came first */
+    struct vg__node_trace_block *b = trace_mem(w);
+    b->tp[0] = '\0';
+    /* dev and debug requests see every stage; others that head sampling
+     * skipped time only their own span, unless --trace-unsampled stages */
+    bool stages = node->opt.trace_stages || wants_timing(node, req);
+    struct vg_trace *t = vg_trace_start(b->trace, pp, node->opt.trace_sample, "request", stages);
+    vg_http_req_set_trace_in(req, t, b->env);
+    /* the connection's setup (accept, a TLS handshake) came first */
+    if (vg_trace_recording(t) && vg_http_req_first_on_conn(req))
         accept_span(t, req);
     return t;
 }
@@ -86,8 +98,15 @@ h2o_iovec_t vg__node_trace_header(struct vg_trace *t, vg_span_t from, h2o_req_t 
 {
     if (!t)
         return h2o_iovec_init(NULL, 0);
-    char *tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
-    vg_trace_child_header(t, from, tp);
+    char *tp;
+    if (from <= 0) { /* the request's own span (the origin's parent): formatted once, into the block */
+        tp = block_of(t)->tp;
+        if (!tp[0])
+            vg_trace_child_header(t, 0, tp);
+    } else {
+        tp = h2o_mem_alloc_pool(&req->pool, VG_TRACEPARENT_LEN + 1);
+        vg_trace_child_header(t, from, tp);
+    }
     return h2o_iovec_init(tp, VG_TRACEPARENT_LEN);
 }
 
@@ -115,12 +134,9 @@ void vg__node_trace_propagate(struct vg_trace *t, vg_span_t from, h2o_req_t *req
     *tp_hdr = i >= 0 ? i : (ssize_t)req->headers.size - 1;
 }
 
-void vg__node_trace_end(struct vg_worker *w, struct vg_trace *t, const struct vg_trace_meta *m)
+void vg__node_trace_keep(struct vg_worker *w, struct vg_trace_rec *r)
 {
     struct vg_node *node = w->node;
-    struct vg_trace_rec *r = vg_trace_finish(t, m, node->opt.trace_slow_ms * 1000);
-    if (!r)
-        return;
     vg_trace_ring_push(w->traces, r);
     if (node->trace_exporter)
         vg__node_exporter_push(node->trace_exporter, r);
@@ -142,7 +158,7 @@ static bool wants_timing(struct vg_node *node, h2o_req_t *req)
     return i >= 0 && vg__node_admin_token_equal(req->headers.entries[i].value, tok);
 }
 
-void vg__node_trace_timing(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
+void vg__node_trace_timing_add(struct vg_worker *w, struct vg_trace *t, h2o_req_t *req)
 {
     if (!t || !wants_timing(w->node, req))
         return;
@@ -260,9 +276,9 @@ void vg__node_trace_fini(struct vg_node *node)
         vg_trace_ring_destroy(w->traces);
         w->traces = NULL;
         while (w->trace_free) {
-            void *p = w->trace_free;
-            w->trace_free = *(void **)p;
-            free(p);
+            struct vg__node_trace_block *b = w->trace_free;
+            w->trace_free = b->next_free;
+            free(b);
         }
         w->n_trace_free = 0;
     }

@@ -92,21 +92,45 @@ struct vg_trace;
  * (vg_trace_head_sampled); the root span named root starts now. */
 size_t vg_trace_size(void);
 struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root);
+/* vg_trace_init, and when unsampled_stages is false a trace that head
+ * sampling skipped is root-only from the start (vg_trace_root_only): the
+ * request path's form, which touches only the trace's header and its root
+ * span. */
+struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent, double rate, const char *root,
+                                bool unsampled_stages);
 
 /* A trace that was not head-sampled records only its root span from now
  * on (the request's duration, status and failure: enough to keep it when
  * it errs or is slow), so that the 99% of requests nobody looks at cost a
  * few clock readings less; a sampled trace is unaffected. */
 void vg_trace_root_only(struct vg_trace *t);
+
+/* struct vg_trace's first member, so that the checks every stage makes
+ * (is there a trace, does it record stages) are inline: a root-only
+ * request passes through a dozen of them. Private to obs. */
+struct vg__trace_head {
+    bool root_only;
+};
+vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end);
+vg_span_t vg__trace_begin(struct vg_trace *t, const char *name, vg_span_t parent);
+vg_span_t vg__trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent);
+uint64_t vg_trace_clock(void); /* the trace clock: see vg_trace_clock_init below */
+
 /* Whether stages are recorded (a trace, not root-only): callers skip
  * preparing a span's detail otherwise. */
-bool vg_trace_recording(const struct vg_trace *t);
+static inline bool vg_trace_recording(const struct vg_trace *t)
+{
+    return t && !((const struct vg__trace_head *)(const void *)t)->root_only;
+}
 
 /* Starts a span (name: a static string) under parent; VG_SPAN_NONE when
  * the trace is full (counted in the record as dropped spans), which every
  * other call accepts and ignores. The span calls also accept a NULL trace
  * (tracing off) and do nothing. */
-vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent);
+static inline vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
+{
+    return vg_trace_recording(t) ? vg__trace_begin(t, name, parent) : VG_SPAN_NONE;
+}
 void vg_trace_end(struct vg_trace *t, vg_span_t s);
 /* Ends s (when open) at a vg_trace_clock reading already taken. */
 void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at);
@@ -114,9 +138,16 @@ void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at);
 uint64_t vg_trace_span_start(const struct vg_trace *t, vg_span_t s);
 /* Ends ending (when open) and starts the next stage at the same instant:
  * one clock reading for both. */
-vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent);
+static inline vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
+{
+    return vg_trace_recording(t) ? vg__trace_next(t, ending, name, parent) : VG_SPAN_NONE;
+}
 /* A span that already happened, between two vg_trace_clock readings. */
-vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end);
+static inline vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start,
+                                     uint64_t end)
+{
+    return vg_trace_recording(t) ? vg__trace_add(t, name, parent, start, end) : VG_SPAN_NONE;
+}
 /* A short detail shown with the span ("hit", "10.0.0.1:80"): copied, at
  * most 63 bytes kept. */
 void vg_trace_detail(struct vg_trace *t, vg_span_t s, const char *detail, size_t len);
@@ -137,7 +168,7 @@ size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap);
  * vg_trace_clock_init measures the TSC's rate (2 ms, once; vg_trace_init
  * calls it, call it at start-up to keep that off a request). */
 void vg_trace_clock_init(void);
-uint64_t vg_trace_clock(void);
+/* (vg_trace_clock itself is declared above, for the inline span calls.) */
 uint64_t vg_trace_clock_ns(uint64_t from, uint64_t to);
 /* The trace clock's reading ns nanoseconds ago (events timed on another
  * clock, e.g. a connection's accept). */

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@
 #if defined(__x86_64__)
 #include <x86intrin.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define DETAIL_MAX 24 /* "127.0.0.1:8080", "hit", a subject: longer ones are cut */
 
@@ -24,22 +28,25 @@
  * they should not outgrow (a bigger array cost a malloc per request). */
 struct span {
     const char *name;
-    uint64_t start, end; /* live: trace clock readings (end 0: open); record: ns from the root's start */
+    uint64_t start, end; /* trace clock readings (end 0: open), in a record too */
     int16_t parent;
     bool error;
     char detail[DETAIL_MAX];
 };
 
 struct vg_trace {
+    struct vg__trace_head head; /* first: obs.h's inline checks read it (root_only: not head-sampled and
+                                   stages not wanted, only the request's own span is timed) */
     uint8_t trace_id[16];
     uint8_t parent_span[8]; /* the caller's span (from traceparent) */
     bool has_parent, sampled, failed;
-    bool root_only;     /* not head-sampled and stages not wanted: only the request's own span is timed */
     uint64_t span_base; /* span i's id is span_base + i: unique within the trace */
     uint16_t n, dropped;
     int16_t current;
     struct span spans[VG_TRACE_MAX_SPANS];
 };
+
+_Static_assert(offsetof(struct vg_trace, head) == 0, "obs.h reads the head at the trace's address");
 
 struct vg_trace_rec {
     int refs; /* atomic */
@@ -47,6 +54,10 @@ struct vg_trace_rec {
     uint8_t parent_span[8];
     bool has_parent, error;
     uint64_t span_base, wall_start;
+    /* the spans as recorded (trace clock readings): converted to offsets in
+     * ns when read (rec_span), not when made, so that a kept trace costs a
+     * copy; t0 is the root's start, open_end where a span still open ends */
+    uint64_t t0, open_end;
     int status;
     uint16_t n, dropped;
     char *app, *route, *node, *location; /* inside this allocation */
@@ -114,9 +125,52 @@ static inline void hex4(const uint8_t *in, char *out)
     memcpy(out, &x, 8);
 }
 
+#if defined(__SSE2__)
+/* 16 bytes into 32 hex digits in a dozen instructions: nibbles split and
+ * interleaved, each becomes '0' + n, plus 39 where it is above 9. */
+static inline __m128i hex_digits(__m128i nibbles)
+{
+    __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(nibbles, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+    return _mm_add_epi8(_mm_add_epi8(nibbles, _mm_set1_epi8('0')), letters);
+}
+
+static inline void hex16(const uint8_t *in, char *out)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)in), m = _mm_set1_epi8(0x0f);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m), lo = _mm_and_si128(v, m);
+    _mm_storeu_si128((__m128i *)(void *)out, hex_digits(_mm_unpacklo_epi8(hi, lo)));
+    _mm_storeu_si128((__m128i *)(void *)(out + 16), hex_digits(_mm_unpackhi_epi8(hi, lo)));
+}
+
+static inline void hex8(const uint8_t *in, char *out)
+{
+    __m128i v = _mm_loadl_epi64((const __m128i *)(const void *)in), m = _mm_set1_epi8(0x0f);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m), lo = _mm_and_si128(v, m);
+    _mm_storeu_si128((__m128i *)(void *)out, hex_digits(_mm_unpacklo_epi8(hi, lo)));
+}
+#else
+static inline void hex8(const uint8_t *in, char *out)
+{
+    hex4(in, out);
+    hex4(in + 4, out + 8);
+}
+
+static inline void hex16(const uint8_t *in, char *out)
+{
+    hex8(in, out);
+    hex8(in + 8, out + 16);
+}
+#endif
+
 void vg_trace_hex(const uint8_t *b, size_t n, char *out)
 {
     size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        hex16(b + i, out + 2 * i);
+    if (i + 8 <= n) {
+        hex8(b + i, out + 2 * i);
+        i += 8;
+    }
     for (; i + 4 <= n; i += 4)
         hex4(b + i, out + 2 * i);
     static const char digits[] = "0123456789abcdef";
@@ -137,28 +191,46 @@ bool vg_trace_id_parse(const char *hex, size_t len, uint8_t out[16])
     return unhex_lower(lower, 16, out);
 }
 
+static inline void format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
+                                      char out[VG_TRACEPARENT_LEN + 1])
+{
+    memcpy(out, "00-", 3);
+    hex16(trace_id, out + 3); /* every proxied request formats one: no loop, no NUL in between */
+    out[35] = '-';
+    hex8(span_id, out + 36);
+    memcpy(out + 52, sampled ? "-01" : "-00", 4);
+}
+
 void vg_trace_format_traceparent(const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled,
                                  char out[VG_TRACEPARENT_LEN + 1])
 {
-    memcpy(out, "00-", 3);
-    vg_trace_hex(trace_id, 16, out + 3);
-    out[35] = '-';
-    vg_trace_hex(span_id, 8, out + 36);
-    memcpy(out + 52, sampled ? "-01" : "-00", 4);
+    format_traceparent(trace_id, span_id, sampled, out);
 }
 
 /* ---- ids and sampling ------------------------------------------------------------ */
 
-/* wyrand: one multiply per 64 bits; ids need uniqueness, not secrecy. */
+/* wyrand: one multiply per 64 bits; ids need uniqueness, not secrecy.
+ * One state per thread (a worker's), seeded from getrandom on first use. */
 static _Thread_local uint64_t rng_state;
+
+__attribute__((noinline, cold)) static void rng_seed(void)
+{
+    if (getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state))
+        rng_state = vg_wall_us() ^ (uint64_t)(uintptr_t)&rng_state;
+}
+
+static inline uint64_t wyrand(uint64_t *state)
+{
+    *state += 0xa0761d6478bd642fULL;
+    __uint128_t m = (__uint128_t)*state * (*state ^ 0xe7037ed1a0b428dbULL);
+    return (uint64_t)(m >> 64) ^ (uint64_t)m;
+}
 
 static uint64_t rng_next(void)
 {
-    if (rng_state == 0 && getrandom(&rng_state, sizeof(rng_state), 0) != sizeof(rng_state))
-        rng_state = vg_wall_us() ^ (uint64_t)(uintptr_t)&rng_state;
-    rng_state += 0xa0761d6478bd642fULL;
-    __uint128_t m = (__uint128_t)rng_state * (rng_state ^ 0xe7037ed1a0b428dbULL);
-    return (uint64_t)(m >> 64) ^ (uint64_t)m;
+    if (__builtin_expect(rng_state == 0, 0))
+        rng_seed();
+    return wyrand(&rng_state);
 }
 
 void vg_trace_new_id(uint8_t out[16])
@@ -170,21 +242,42 @@ void vg_trace_new_id(uint8_t out[16])
     } while (!(out[0] | out[8])); /* never all zero (nearly impossible; cheap to rule out) */
 }
 
+/* The random part of a trace id (its last 7 bytes, big-endian). */
+static inline uint64_t id_random_part(const uint8_t trace_id[16])
+{
+    uint64_t x;
+    memcpy(&x, trace_id + 8, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x & ((1ULL << 56) - 1);
+}
+
+/* A trace is head-sampled when its random part is below this: the
+ * smallest integer not below rate * 2^56 (0 keeps none, 2^56 all). */
+static uint64_t sample_threshold(double rate)
+{
+    if (!(rate > 0.0)) /* NaN too */
+        return 0;
+    if (rate >= 1.0)
+        return 1ULL << 56;
+    double r = rate * (double)(1ULL << 56);
+    uint64_t t = (uint64_t)r;
+    return (double)t < r ? t + 1 : t;
+}
+
 bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t trace_id[16], double rate)
 {
     if (parent)
         return parent->sampled;
-    if (rate >= 1.0)
-        return true;
-    if (rate <= 0.0)
-        return false;
     /* the last 7 bytes are random in W3C level 2 ids (as in OpenTelemetry's
      * TraceIdRatioBased): every node decides the same for the same trace */
-    uint64_t x = 0;
-    for (int i = 9; i < 16; i++)
-        x = x << 8 | trace_id[i];
-    return (double)x < rate * (double)(1ULL << 56);
+    return id_random_part(trace_id) < sample_threshold(rate);
 }
+
+/* sample_threshold of the rate last asked for, per thread (a node has one). */
+static _Thread_local double thr_rate = -1.0;
+static _Thread_local uint64_t thr_value;
 
 /* ---- the live recorder ----------------------------------------------------------- */
 
@@ -196,8 +289,9 @@ bool vg_trace_head_sampled(const struct vg_trace_parent *parent, const uint8_t t
 static bool use_tsc;
 static double ns_per_tick = 1.0;
 static pthread_once_t clock_once = PTHREAD_ONCE_INIT;
+static bool clock_ready; /* set (release) once clock_init has run: a trace's start skips pthread_once */
 
-static uint64_t mono_ns(void)
+__attribute__((noinline)) static uint64_t mono_ns(void) /* not inlined: keeps the TSC path's callers lean */
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -228,18 +322,35 @@ static void clock_init(void)
 #endif
 }
 
-void vg_trace_clock_init(void)
+static void clock_init_once(void)
 {
-    pthread_once(&clock_once, clock_init);
+    clock_init();
+    __atomic_store_n(&clock_ready, true, __ATOMIC_RELEASE);
 }
 
-uint64_t vg_trace_clock(void)
+__attribute__((noinline, cold)) static void clock_init_slow(void)
+{
+    pthread_once(&clock_once, clock_init_once);
+}
+
+void vg_trace_clock_init(void)
+{
+    if (!__atomic_load_n(&clock_ready, __ATOMIC_ACQUIRE))
+        clock_init_slow();
+}
+
+static inline uint64_t clock_now(void)
 {
 #if defined(__x86_64__)
     if (use_tsc)
         return __rdtsc();
 #endif
     return mono_ns();
+}
+
+uint64_t vg_trace_clock(void)
+{
+    return clock_now();
 }
 
 uint64_t vg_trace_clock_ago(uint64_t ns)
@@ -260,41 +371,81 @@ size_t vg_trace_size(void)
 
 struct vg_trace *vg_trace_init(void *mem, const struct vg_trace_parent *parent, double rate, const char *root)
 {
+    return vg_trace_start(mem, parent, rate, root, true);
+}
+
+/* Every request starts here, so it is written for the 99% that head
+ * sampling skips: one pass over the header fields, the ids from one
+ * generator state held in a register, the root span filled in place (the
+ * other spans' memory is not touched until a stage records one). No call
+ * on the way (the clock's fallback aside): the once-per-thread set-up is
+ * start_first's. */
+static inline __attribute__((always_inline)) struct vg_trace *
+start_trace(void *mem, const struct vg_trace_parent *parent, double rate, const char *root, bool unsampled_stages)
+{
     struct vg_trace *t = mem;
-    vg_trace_clock_init();
-    t->has_parent = parent != NULL;
+    uint64_t st = rng_state;
     if (parent) {
         memcpy(t->trace_id, parent->trace_id, 16);
         memcpy(t->parent_span, parent->span_id, 8);
+        t->sampled = parent->sampled;
     } else {
-        vg_trace_new_id(t->trace_id);
+        uint64_t a, b;
+        do {
+            a = wyrand(&st);
+            b = wyrand(&st);
+        } while ((a | b) == 0); /* never all zero (nearly impossible; cheap to rule out) */
+        memcpy(t->trace_id, &a, 8);
+        memcpy(t->trace_id + 8, &b, 8);
+        t->sampled = id_random_part(t->trace_id) < (rate == thr_rate ? thr_value : sample_threshold(rate));
     }
-    t->sampled = vg_trace_head_sampled(parent, t->trace_id, rate);
-    t->root_only = false;
+    t->span_base = (wyrand(&st) & ~0xffULL) | 0x100; /* + index: never zero, unique per trace */
+    rng_state = st;
+    t->has_parent = parent != NULL;
     t->failed = false;
-    t->span_base = rng_next() & ~0xffULL; /* + index: never zero, unique per trace */
-    t->span_base |= 0x100;
-    t->n = t->dropped = 0;
+    t->head.root_only = !t->sampled && !unsampled_stages;
+    t->n = 1;
+    t->dropped = 0;
     t->current = 0;
-    vg_trace_begin(t, root, VG_SPAN_NONE);
+    struct span *r = &t->spans[0];
+    r->name = root;
+    r->start = clock_now();
+    r->end = 0;
+    r->parent = VG_SPAN_NONE;
+    r->error = false;
+    r->detail[0] = '\0';
     return t;
 }
 
-bool vg_trace_recording(const struct vg_trace *t)
+__attribute__((noinline, cold)) static struct vg_trace *
+start_first(void *mem, const struct vg_trace_parent *parent, double rate, const char *root, bool unsampled_stages)
 {
-    return t && !t->root_only;
+    vg_trace_clock_init();
+    if (rng_state == 0)
+        rng_seed();
+    thr_value = sample_threshold(rate);
+    thr_rate = rate;
+    return start_trace(mem, parent, rate, root, unsampled_stages);
+}
+
+struct vg_trace *vg_trace_start(void *mem, const struct vg_trace_parent *parent, double rate, const char *root,
+                                bool unsampled_stages)
+{
+    if (__builtin_expect(!__atomic_load_n(&clock_ready, __ATOMIC_ACQUIRE) || rng_state == 0 || rate != thr_rate, 0))
+        return start_first(mem, parent, rate, root, unsampled_stages);
+    return start_trace(mem, parent, rate, root, unsampled_stages);
 }
 
 void vg_trace_root_only(struct vg_trace *t)
 {
     if (t && !t->sampled)
-        t->root_only = true;
+        t->head.root_only = true;
 }
 
-vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
+/* The spans' out-of-line halves: obs.h's inline wrappers have checked
+ * that t records stages (so t->n >= 1: the root is there). */
+static inline vg_span_t add_span(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
 {
-    if (!t || (t->root_only && t->n))
-        return VG_SPAN_NONE;
     if (t->n == VG_TRACE_MAX_SPANS) {
         t->dropped++;
         return VG_SPAN_NONE;
@@ -309,18 +460,22 @@ vg_span_t vg_trace_add(struct vg_trace *t, const char *name, vg_span_t parent, u
     return t->n++;
 }
 
-vg_span_t vg_trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
+vg_span_t vg__trace_add(struct vg_trace *t, const char *name, vg_span_t parent, uint64_t start, uint64_t end)
 {
-    return t && !(t->root_only && t->n) ? vg_trace_add(t, name, parent, vg_trace_clock(), 0) : VG_SPAN_NONE;
+    return add_span(t, name, parent, start, end);
 }
 
-vg_span_t vg_trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
+vg_span_t vg__trace_begin(struct vg_trace *t, const char *name, vg_span_t parent)
 {
-    if (!t || t->root_only)
-        return VG_SPAN_NONE;
-    uint64_t now = vg_trace_clock(); /* one reading: the next stage starts as the last one ends */
-    vg_trace_end_at(t, ending, now);
-    return vg_trace_add(t, name, parent, now, 0);
+    return add_span(t, name, parent, clock_now(), 0);
+}
+
+vg_span_t vg__trace_next(struct vg_trace *t, vg_span_t ending, const char *name, vg_span_t parent)
+{
+    uint64_t now = clock_now(); /* one reading: the next stage starts as the last one ends */
+    if (ending >= 0 && t->spans[ending].end == 0)
+        t->spans[ending].end = now;
+    return add_span(t, name, parent, now, 0);
 }
 
 void vg_trace_end_at(struct vg_trace *t, vg_span_t s, uint64_t at)
@@ -380,18 +535,22 @@ const uint8_t *vg_trace_id(const struct vg_trace *t)
     return t->trace_id;
 }
 
-static void span_id_of(uint64_t base, int i, uint8_t out[8])
+static inline void span_id_of(uint64_t base, int i, uint8_t out[8])
 {
-    uint64_t id = base + (uint64_t)i;
-    for (int k = 7; k >= 0; k--, id >>= 8)
-        out[k] = (uint8_t)id;
+    uint64_t id = base + (uint64_t)i; /* big-endian on the wire */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    id = __builtin_bswap64(id);
+#else
+    ;
+#endif
+    memcpy(out, &id, 8);
 }
 
 void vg_trace_child_header(const struct vg_trace *t, vg_span_t s, char out[VG_TRACEPARENT_LEN + 1])
 {
     uint8_t sid[8];
     span_id_of(t->span_base, s < 0 ? 0 : s, sid);
-    vg_trace_format_traceparent(t->trace_id, sid, t->sampled, out);
+    format_traceparent(t->trace_id, sid, t->sampled, out);
 }
 
 uint64_t vg_trace_elapsed_us(const struct vg_trace *t)
@@ -428,9 +587,8 @@ size_t vg_trace_server_timing(const struct vg_trace *t, char *buf, size_t cap)
 
 /* ---- keep or forget -------------------------------------------------------------- */
 
-static char *put_str(char **at, const char *s)
+static char *put_str(char **at, const char *s, size_t n)
 {
-    size_t n = s ? strlen(s) : 0;
     char *r = *at;
     memcpy(r, s ? s : "", n);
     r[n] = '\0';
@@ -438,12 +596,14 @@ static char *put_str(char **at, const char *s)
     return r;
 }
 
-static struct vg_trace_rec *make_record(const struct vg_trace *t, const struct vg_trace_meta *m)
+/* Out of line: vg_trace_finish's common path (forget) stays a leaf. */
+__attribute__((noinline)) static struct vg_trace_rec *make_record(const struct vg_trace *t,
+                                                                  const struct vg_trace_meta *m)
 {
-    size_t strs = 4;
     const char *s4[4] = {m->app, m->route, m->node, m->location};
+    size_t len[4], strs = 4;
     for (int i = 0; i < 4; i++)
-        strs += s4[i] ? strlen(s4[i]) : 0;
+        strs += len[i] = s4[i] ? strlen(s4[i]) : 0;
     size_t spans = sizeof(struct span) * t->n;
     struct vg_trace_rec *r = vg_xmalloc(sizeof(*r) + spans + strs);
     r->refs = 1;
@@ -452,34 +612,32 @@ static struct vg_trace_rec *make_record(const struct vg_trace *t, const struct v
     r->has_parent = t->has_parent;
     r->error = t->failed || m->status >= 500;
     r->span_base = t->span_base;
-    uint64_t t0 = t->spans[0].start, now = vg_trace_clock();
-    r->wall_start = vg_wall_us() * 1000 - vg_trace_clock_ns(t0, now);
+    uint64_t now = vg_trace_clock();
+    r->t0 = t->spans[0].start;
+    r->open_end = t->spans[0].end ? t->spans[0].end : now; /* open spans end with the request */
+    r->wall_start = vg_wall_us() * 1000 - vg_trace_clock_ns(r->t0, now);
     r->status = m->status;
     r->n = t->n;
     r->dropped = t->dropped;
-    for (uint16_t i = 0; i < t->n; i++) {
-        r->spans[i] = t->spans[i];
-        uint64_t end = t->spans[i].end   ? t->spans[i].end
-                       : t->spans[0].end ? t->spans[0].end
-                                         : now; /* open: ends with the request */
-        r->spans[i].start = vg_trace_clock_ns(t0, t->spans[i].start);
-        r->spans[i].end = vg_trace_clock_ns(t0, end);
-    }
+    memcpy(r->spans, t->spans, spans);
     char *at = (char *)r->spans + spans;
-    r->app = put_str(&at, m->app);
-    r->route = put_str(&at, m->route);
-    r->node = put_str(&at, m->node);
-    r->location = put_str(&at, m->location);
+    r->app = put_str(&at, m->app, len[0]);
+    r->route = put_str(&at, m->route, len[1]);
+    r->node = put_str(&at, m->node, len[2]);
+    r->location = put_str(&at, m->location, len[3]);
     return r;
 }
 
 struct vg_trace_rec *vg_trace_finish(struct vg_trace *t, const struct vg_trace_meta *m, uint64_t slow_us)
 {
-    vg_trace_end(t, 0);
-    bool slow = slow_us && vg_trace_clock_ns(t->spans[0].start, t->spans[0].end) / 1000 >= slow_us;
-    if (!t->sampled && !t->failed && m->status < 500 && !slow)
-        return NULL;
-    return make_record(t, m);
+    struct span *root = &t->spans[0];
+    if (!root->end)
+        root->end = clock_now();
+    if (t->sampled || t->failed || m->status >= 500 ||
+        (slow_us && root->end > root->start &&
+         (double)(int64_t)(root->end - root->start) * ns_per_tick >= (double)slow_us * 1000.0))
+        return make_record(t, m);
+    return NULL;
 }
 
 void vg_trace_rec_ref(struct vg_trace_rec *r)
@@ -510,6 +668,7 @@ static json_t *hex_json(const uint8_t *b, size_t n)
 static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
 {
     const struct span *s = &r->spans[i];
+    uint64_t start = vg_trace_clock_ns(r->t0, s->start), end = vg_trace_clock_ns(r->t0, s->end ? s->end : r->open_end);
     uint8_t sid[8], pid[8];
     span_id_of(r->span_base, i, sid);
     json_t *o = json_object();
@@ -523,8 +682,8 @@ static json_t *span_json(const struct vg_trace_rec *r, uint16_t i)
     json_object_set_new(o, "name", json_string(s->name));
     if (s->detail[0])
         json_object_set_new(o, "detail", json_string(s->detail));
-    json_object_set_new(o, "start_us", json_integer((json_int_t)(s->start / 1000)));
-    json_object_set_new(o, "duration_us", json_integer((json_int_t)((s->end - s->start) / 1000)));
+    json_object_set_new(o, "start_us", json_integer((json_int_t)(start / 1000)));
+    json_object_set_new(o, "duration_us", json_integer((json_int_t)((end - start) / 1000)));
     json_object_set_new(o, "error", json_boolean(s->error));
     return o;
 }

@@ -365,6 +365,8 @@ static void put(struct out *o, const char *s, size_t n)
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+#define TRACEPARENT_LEN 55 /* a version 00 traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex (obs.h) */
+
 /* Writes "name: v1<sep>v2...[<sep>last]\r\n" for every header of kind k (and
  * `last` when given); nothing when there is nothing to write. */
 static void put_merged(struct out *o, const h2o_headers_t *hs, const uint8_t *kind, enum req_hdr k, const char *name,
@@ -449,7 +451,14 @@ int vg__proxy_head_build(h2o_mem_pool_t *pool, const struct vg__proxy_head *in, 
     put(&o, in->proto.base, in->proto.len);
     PUT_LIT(&o, "\r\n");
     put_merged(&o, hs, kind, HDR_VIA, "via", ", ", h2o_iovec_init(H2O_STRLIT("1.1 verge")));
-    if (in->traceparent.len) { /* ours, well-formed by construction: no check, no classifying */
+    if (in->traceparent.len == TRACEPARENT_LEN) { /* ours, well-formed by construction: no check, no classifying */
+        /* the usual one (every proxied request's): the line in three fixed-size copies */
+        VG_ASSERT(o.len + 15 + TRACEPARENT_LEN <= o.cap);
+        memcpy(o.buf + o.len, "traceparent: ", 13);
+        memcpy(o.buf + o.len + 13, in->traceparent.base, TRACEPARENT_LEN);
+        memcpy(o.buf + o.len + 13 + TRACEPARENT_LEN, "\r\n", 2);
+        o.len += 15 + TRACEPARENT_LEN;
+    } else if (in->traceparent.len) {
         PUT_LIT(&o, "traceparent: ");
         put(&o, in->traceparent.base, in->traceparent.len);
         PUT_LIT(&o, "\r\n");

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,6 +219,79 @@ static void test_hex(void **state)
     assert_string_equal(out, "009aff10ab05c3");
 }
 
+/* The SIMD hex against the obvious loop, on every length up to a trace id
+ * and on whole traceparents (the form each proxied request writes). */
+static void test_hex_matches_reference(void **state)
+{
+    uint8_t b[40];
+    char out[81], want[81];
+    for (int round = 0; round < 200; round++) {
+        for (size_t i = 0; i < sizeof(b); i++)
+            b[i] = (uint8_t)(rand() & 0xff);
+        for (size_t n = 0; n <= sizeof(b); n++) {
+            for (size_t i = 0; i < n; i++)
+                snprintf(want + 2 * i, 3, "%02x", b[i]);
+            want[2 * n] = '\0';
+            vg_trace_hex(b, n, out);
+            assert_string_equal(out, want);
+        }
+        char tp[VG_TRACEPARENT_LEN + 1], tid[33], sid[17];
+        vg_trace_hex(b, 16, tid);
+        vg_trace_hex(b + 16, 8, sid);
+        snprintf(want, sizeof(want), "00-%s-%s-%s", tid, sid, round & 1 ? "01" : "00");
+        vg_trace_format_traceparent(b, b + 16, round & 1, tp);
+        assert_string_equal(tp, want);
+    }
+}
+
+/* vg_trace_start, the request path's form: an unsampled trace without
+ * stages is root-only from the start, yet still has its id, its
+ * traceparent (flag 00) and the keep decision on errors and slowness. */
+static void test_start_root_only(void **state)
+{
+    void *mem = malloc(vg_trace_size());
+    struct vg_trace *t = vg_trace_start(mem, NULL, 0.0, "request", false);
+    assert_false(vg_trace_sampled(t));
+    assert_false(vg_trace_recording(t));
+    assert_int_equal(vg_trace_begin(t, "route", 0), VG_SPAN_NONE);
+    char tp[VG_TRACEPARENT_LEN + 1];
+    vg_trace_child_header(t, 0, tp);
+    struct vg_trace_parent p;
+    assert_true(vg_trace_parse_traceparent(tp, strlen(tp), &p));
+    assert_false(p.sampled);
+    assert_memory_equal(p.trace_id, vg_trace_id(t), 16);
+    assert_null(vg_trace_finish(t, &meta, 0)); /* nothing to keep */
+    t = vg_trace_start(mem, NULL, 0.0, "request", false);
+    struct vg_trace_meta m = meta;
+    m.status = 503;
+    struct vg_trace_rec *r = vg_trace_finish(t, &m, 0); /* an error is kept, with its status */
+    assert_non_null(r);
+    json_t *j = vg_trace_rec_json(r);
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 503);
+    assert_int_equal(json_array_size(json_object_get(j, "spans")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "spans"), 0), "name")),
+                        "request");
+    json_decref(j);
+    vg_trace_rec_unref(r);
+    /* stages wanted (dev, debug, --trace-unsampled stages): recorded */
+    t = vg_trace_start(mem, NULL, 0.0, "request", true);
+    assert_true(vg_trace_recording(t));
+    assert_int_equal(vg_trace_begin(t, "route", 0), 1);
+    /* a parent's flag wins over the rate, and its trace id is kept */
+    assert_true(parse(TP, &p));
+    t = vg_trace_start(mem, &p, 0.0, "request", false);
+    assert_true(vg_trace_sampled(t));
+    assert_true(vg_trace_recording(t));
+    assert_memory_equal(vg_trace_id(t), p.trace_id, 16);
+    vg_trace_child_header(t, 0, tp);
+    assert_memory_equal(tp, TP, 36); /* same trace, our span as the parent */
+    assert_string_equal(tp + 52, "-01");
+    /* head sampling at rate 1: every trace */
+    for (int i = 0; i < 100; i++)
+        assert_true(vg_trace_sampled(vg_trace_start(mem, NULL, 1.0, "request", false)));
+    free(mem);
+}
+
 static struct vg_trace_rec *record_with_id(uint8_t first)
 {
     struct vg_trace_parent p;
@@ -287,6 +361,8 @@ int main(void)
         cmocka_unit_test(test_otlp_json),
         cmocka_unit_test(test_root_only_records_the_request_alone),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_hex_matches_reference),
+        cmocka_unit_test(test_start_root_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
