@@ -575,6 +575,11 @@ static void refresh_start(struct creq *cq)
     rq->fwd.hash_key = h2o_strdup(&req->pool, cq->fwd.hash_key.base, cq->fwd.hash_key.len);
     rq->fwd.on_event = NULL; /* the client's request (its access log line, its trace) is not this one */
     rq->fwd.trace = NULL;
+    /* the client's traceparent lives in its trace block, recycled when the
+     * client's request ends: a copy in the refresh's own pool (a retry may
+     * write the head again later) */
+    if (cq->fwd.t.traceparent.len)
+        rq->fwd.t.traceparent = h2o_strdup(&req->pool, cq->fwd.t.traceparent.base, cq->fwd.t.traceparent.len);
     rq->q = (struct vg_cache_req){.method = req->method, .headers = &rq->client_headers};
     cq->leader = false; /* the refresh leaves the slot */
     forward(rq, MODE_STORE);
