@@ -15,6 +15,15 @@ struct vg__sched_near {
     uint32_t loc, rtt_us;
 };
 
+/* What placement reads of a location, packed (24 bytes, not the 88 of
+ * struct vg_sched_location): the first look at a location is most of a
+ * placement's cache misses. */
+struct vg__sched_lhot {
+    uint32_t tags, cost, cpu_m, mem_mib, slots;
+    uint16_t country;
+    uint8_t region, pad;
+};
+
 struct vg__sched_rtt_ovr {
     uint64_t key; /* area << 32 | loc, 0 = empty slot (key + 1 stored) */
     uint32_t rtt_us;
@@ -30,7 +39,8 @@ struct vg_sched_world {
     size_t n_tags;
     char regions[VG__SCHED_REGIONS_MAX][VG_SCHED_REGION_MAX];
     size_t n_regions;
-    uint16_t *loc_country; /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
+    struct vg__sched_lhot *hot; /* n_locs */
+    uint16_t *loc_country;      /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
     uint8_t *loc_region, *area_region;
     struct vg_geo_xyz *loc_xyz, *area_xyz; /* for distances without trigonometry */
     struct vg__sched_near *near;           /* n_areas x VG_SCHED_NEAR, by rtt then loc */
@@ -56,6 +66,7 @@ struct vg__sched_rules {
     bool any_allow_c, any_allow_r;
     uint32_t tags;
     bool residency;
+    bool any; /* an allow or deny list, or required tags: without, every location is allowed */
 };
 void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r);
 bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc);
@@ -73,15 +84,22 @@ struct vg__sched_app_plan {
 };
 
 struct vg__sched_holders {
-    uint32_t *apps;
+    uint32_t *apps; /* in the order they came */
     uint32_t n, cap;
+};
+
+/* What is used at a location, and the first of its highest-priority
+ * holders (VG_SCHED_NONE when none): what a capacity record names. One
+ * line per location: placement reads them together. */
+struct vg__sched_used {
+    uint32_t cpu, mem, slots, top;
 };
 
 struct vg_sched_plan {
     uint32_t magic;
     size_t n_apps, n_locs;
     struct vg__sched_app_plan *apps;
-    uint32_t *cpu_used, *mem_used, *slots_used;
+    struct vg__sched_used *used;
     struct vg__sched_holders *holders; /* which apps run at each location */
 };
 

@@ -23,6 +23,12 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
+/* Per location: seen for this app (mark == the app's stamp), and its
+ * candidate. An epoch, so that nothing is cleared between apps. */
+struct seen {
+    uint32_t mark, slot;
+};
+
 struct cand {
     uint32_t loc, cost;
     uint32_t inv_start, inv_n;
@@ -49,10 +55,16 @@ struct evicted {
 };
 
 /* A heap entry carries its own keys: comparisons stay in the heap's
- * cache lines instead of chasing candidates. */
+ * cache lines (the location is read only to break a tie of gain and
+ * cost). */
 struct hent {
     uint64_t gain;
-    uint64_t key; /* cost << 32 | location: the tie-breaks, lower first */
+    uint32_t cost, cand;
+};
+
+struct heap {
+    struct hent *e;
+    size_t n, cap;
 };
 
 struct ctx {
@@ -65,8 +77,8 @@ struct ctx {
     uint32_t app_idx;
     struct vg__sched_rules rules;
     uint32_t stamp;
-    uint32_t *mark, *slot; /* per location: seen for this app (mark == stamp), its candidate */
-    uint32_t *pmark;       /* per location: in the app's previous placement (== stamp) */
+    struct seen *seen; /* per location */
+    uint32_t *pmark;   /* per location: in the app's previous placement (== stamp) */
     struct cand *c;
     size_t nc, cc;
     struct pair *pr;
@@ -80,8 +92,9 @@ struct ctx {
     size_t ca;
     struct vg_sched_why *why;
     size_t nw, cw;
-    struct hent *heap;
-    size_t nh, ch;
+    uint32_t *live; /* the greedy's candidates neither open nor dropped; later, those at zero gain */
+    size_t nh, cl;
+    struct heap he, hi; /* the greedy past the minimum: eligible, and below the demand threshold */
     uint64_t total, within;
     size_t n_open;
     bool preempt; /* updates: lower-priority apps make room, and are placed again after */
@@ -109,15 +122,13 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->n_apps = n_apps;
     x->demand = demand;
     x->plan = plan;
-    x->mark = vg_xcalloc(w->n_locs + 1, sizeof(*x->mark));
-    x->slot = vg_xcalloc(w->n_locs + 1, sizeof(*x->slot));
+    x->seen = vg_xcalloc(w->n_locs + 1, sizeof(*x->seen));
     x->pmark = vg_xcalloc(w->n_locs + 1, sizeof(*x->pmark));
 }
 
 static void ctx_fini(struct ctx *x)
 {
-    free(x->mark);
-    free(x->slot);
+    free(x->seen);
     free(x->pmark);
     free(x->c);
     free(x->pr);
@@ -129,7 +140,9 @@ static void ctx_fini(struct ctx *x)
     free(x->b2);
     free(x->c1);
     free(x->why);
-    free(x->heap);
+    free(x->live);
+    free(x->he.e);
+    free(x->hi.e);
     free(x->hubs);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
@@ -153,9 +166,9 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
  * what lower-priority apps hold there counts as free: they make room. */
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
-    const struct vg_sched_location *l = &x->w->locs[loc];
+    const struct vg__sched_lhot *l = &x->w->hot[loc];
     const struct vg_sched_plan *p = x->plan;
-    uint64_t cpu = p->cpu_used[loc], mem = p->mem_used[loc], slots = p->slots_used[loc];
+    uint64_t cpu = p->used[loc].cpu, mem = p->used[loc].mem, slots = p->used[loc].slots;
     if (x->preempt) {
         const struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++) {
@@ -175,10 +188,10 @@ static uint8_t short_of(const struct ctx *x, uint32_t loc)
 
 static bool fits_now(const struct ctx *x, uint32_t loc)
 {
-    const struct vg_sched_location *l = &x->w->locs[loc];
-    const struct vg_sched_plan *p = x->plan;
-    return p->slots_used[loc] + 1 <= l->slots && (uint64_t)p->cpu_used[loc] + x->app->cpu_m <= l->cpu_m &&
-           (uint64_t)p->mem_used[loc] + x->app->mem_mib <= l->mem_mib;
+    const struct vg__sched_lhot *l = &x->w->hot[loc];
+    const struct vg__sched_used *u = &x->plan->used[loc];
+    return (uint64_t)u->slots + 1 <= l->slots && (uint64_t)u->cpu + x->app->cpu_m <= l->cpu_m &&
+           (uint64_t)u->mem + x->app->mem_mib <= l->mem_mib;
 }
 
 /* Takes the lowest-priority app (the last of equals) off every location
@@ -210,18 +223,12 @@ static void make_room(struct ctx *x, uint32_t loc)
     }
 }
 
-/* The highest-priority app holding loc, if its priority is above ours. */
+/* The highest-priority app holding loc (the first of equals), if its
+ * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_holders *h = &x->plan->holders[loc];
-    uint32_t best = VG_SCHED_NONE;
-    for (uint32_t k = 0; k < h->n; k++) {
-        uint32_t a = h->apps[k];
-        if (x->apps[a].priority > x->app->priority &&
-            (best == VG_SCHED_NONE || x->apps[a].priority > x->apps[best].priority))
-            best = a;
-    }
-    return best;
+    uint32_t top = x->plan->used[loc].top;
+    return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
 static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
@@ -238,10 +245,11 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
  * of why) when the app may not or cannot run there. */
 static uint32_t consider(struct ctx *x, uint32_t loc)
 {
-    if (x->mark[loc] == x->stamp)
-        return x->slot[loc];
-    x->mark[loc] = x->stamp;
-    x->slot[loc] = VG_SCHED_NONE;
+    struct seen *s = &x->seen[loc];
+    if (s->mark == x->stamp)
+        return s->slot;
+    s->mark = x->stamp;
+    s->slot = VG_SCHED_NONE;
     if (!vg__sched_rules_allow(x->w, &x->rules, loc)) {
         add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
         return VG_SCHED_NONE;
@@ -252,8 +260,8 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->locs[loc].cost};
-    x->slot[loc] = (uint32_t)x->nc;
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->hot[loc].cost};
+    s->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
 
@@ -426,18 +434,26 @@ static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
 {
     uint64_t obj = 0;
     *within = 0;
-    for (size_t i = 0; i < n_areas; i++) {
-        uint32_t d1 = VG_SCHED_UNSERVED_US, d2 = VG_SCHED_UNSERVED_US, c1 = VG_SCHED_NONE;
-        for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
-            const struct pair *pr = &x->pr[k];
-            if (!x->c[pr->cand].open)
-                continue;
-            if (pr->rtt < d1)
-                d2 = d1, d1 = pr->rtt, c1 = pr->cand;
-            else if (pr->rtt < d2)
-                d2 = pr->rtt;
+    for (size_t i = 0; i < n_areas; i++)
+        x->b1[i] = x->b2[i] = VG_SCHED_UNSERVED_US, x->c1[i] = VG_SCHED_NONE;
+    /* over the open candidates' lists, not every pair: an area's pairs are
+     * in (latency, location) order, so the best is the lowest location
+     * among equal latencies */
+    for (size_t c = 0; c < x->nc; c++) {
+        const struct cand *cd = &x->c[c];
+        if (!cd->open)
+            continue;
+        for (uint32_t k = 0; k < cd->inv_n; k++) {
+            const struct inv *v = &x->inv[cd->inv_start + k];
+            uint32_t i = v->area, r = v->rtt;
+            if (r < x->b1[i] || (r == x->b1[i] && x->c1[i] != VG_SCHED_NONE && cd->loc < x->c[x->c1[i]].loc))
+                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = (uint32_t)c;
+            else if (r < x->b2[i])
+                x->b2[i] = r;
         }
-        x->b1[i] = d1, x->b2[i] = d2, x->c1[i] = c1;
+    }
+    for (size_t i = 0; i < n_areas; i++) {
+        uint32_t d1 = x->b1[i];
         obj += x->wa[i] * d1;
         if (d1 <= x->app->target_us)
             *within += x->wa[i];
@@ -481,7 +497,7 @@ static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *wo
     return gain;
 }
 
-/* --- the heap of candidates by gain --------------------------------------- */
+/* --- ranking candidates --------------------------------------------------- */
 
 static bool better(const struct ctx *x, uint32_t a, uint32_t b)
 {
@@ -491,65 +507,6 @@ static bool better(const struct ctx *x, uint32_t a, uint32_t b)
     if (ca->cost != cb->cost)
         return ca->cost < cb->cost;
     return ca->loc < cb->loc;
-}
-
-static bool hent_better(struct hent a, struct hent b)
-{
-    return a.gain != b.gain ? a.gain > b.gain : a.key < b.key;
-}
-
-static struct hent hent_of(const struct cand *c)
-{
-    return (struct hent){c->gain, (uint64_t)c->cost << 32 | c->loc};
-}
-
-static uint32_t hent_cand(const struct ctx *x, struct hent e)
-{
-    return x->slot[(uint32_t)e.key];
-}
-
-static void heap_push(struct ctx *x, struct hent e)
-{
-    GROW(x->heap, x->nh, x->ch);
-    size_t i = x->nh++;
-    while (i > 0 && hent_better(e, x->heap[(i - 1) / 2])) {
-        x->heap[i] = x->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    x->heap[i] = e;
-}
-
-static void sift_down(struct ctx *x, size_t i)
-{
-    struct hent v = x->heap[i];
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        struct hent mv = v;
-        if (l < x->nh && hent_better(x->heap[l], mv))
-            m = l, mv = x->heap[l];
-        if (r < x->nh && hent_better(x->heap[r], mv))
-            m = r;
-        if (m == i)
-            break;
-        x->heap[i] = x->heap[m];
-        i = m;
-    }
-    x->heap[i] = v;
-}
-
-static void heapify(struct ctx *x)
-{
-    for (size_t i = x->nh / 2; i-- > 0;)
-        sift_down(x, i);
-}
-
-static struct hent heap_pop(struct ctx *x)
-{
-    struct hent top = x->heap[0];
-    x->heap[0] = x->heap[--x->nh];
-    if (x->nh)
-        sift_down(x, 0);
-    return top;
 }
 
 /* --- the dynamic policy ------------------------------------------------------ */
@@ -609,56 +566,265 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
         recompute_cur(x, n_areas);
 }
 
-/* What is left in the heap when the greedy stops is rejected for reason,
- * with its gain as of now. */
-static void reject_rest(struct ctx *x, uint8_t reason)
+/* Opens c during the greedy: its areas get nearer, and every live
+ * candidate sharing one of them loses what it would have gained there (a
+ * walk over those areas' pairs, not over the candidates): gains stay
+ * exact, so the greedy needs no re-evaluation. Open and dead candidates
+ * keep the figures they were decided with. */
+static void open_live(struct ctx *x, struct cand *c)
 {
-    for (size_t i = 0; i < x->nh; i++) { /* order does not matter here: no pops */
-        struct cand *c = &x->c[hent_cand(x, x->heap[i])];
-        eval_gain(x, c);
+    uint32_t target = x->app->target_us;
+    c->open = 1;
+    x->n_open++;
+    for (uint32_t k = 0; k < c->inv_n; k++) {
+        const struct inv *v = &x->inv[c->inv_start + k];
+        uint32_t i = v->area, old = x->cur[i], now = v->rtt;
+        if (now >= old)
+            continue;
+        uint64_t w = x->wa[i];
+        if (old > target && now <= target)
+            x->within += w;
+        x->cur[i] = now;
+        for (uint32_t p = x->area_start[i]; p < x->area_start[i + 1]; p++) {
+            const struct pair *pr = &x->pr[p];
+            struct cand *o = &x->c[pr->cand];
+            if (pr->rtt >= old || o->open || o->dead)
+                continue;
+            if (pr->rtt < now) {
+                o->gain -= w * (old - now);
+            } else {
+                o->gain -= w * (old - pr->rtt);
+                o->served -= w;
+            }
+        }
+    }
+}
+
+/* --- heaps of candidates by rank -------------------------------------------- */
+
+/* An entry carries the gain it was pushed with: gains only shrink while
+ * the greedy runs, so an entry whose candidate's gain moved since is
+ * stale and is fixed when it reaches the top (lazily). */
+static bool hent_better(const struct ctx *x, struct hent a, struct hent b)
+{
+    if (a.gain != b.gain)
+        return a.gain > b.gain;
+    if (a.cost != b.cost)
+        return a.cost < b.cost;
+    return x->c[a.cand].loc < x->c[b.cand].loc;
+}
+
+static struct hent hent_of(const struct ctx *x, uint32_t c)
+{
+    return (struct hent){x->c[c].gain, x->c[c].cost, c};
+}
+
+static void heap_push(const struct ctx *x, struct heap *h, struct hent e)
+{
+    size_t i = h->n++;
+    while (i > 0 && hent_better(x, e, h->e[(i - 1) / 2])) {
+        h->e[i] = h->e[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->e[i] = e;
+}
+
+static void sift_down(const struct ctx *x, struct heap *h, size_t i)
+{
+    struct hent v = h->e[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        struct hent mv = v;
+        if (l < h->n && hent_better(x, h->e[l], mv))
+            m = l, mv = h->e[l];
+        if (r < h->n && hent_better(x, h->e[r], mv))
+            m = r;
+        if (m == i)
+            break;
+        h->e[i] = h->e[m];
+        i = m;
+    }
+    h->e[i] = v;
+}
+
+static void heapify(const struct ctx *x, struct heap *h)
+{
+    for (size_t i = h->n / 2; i-- > 0;)
+        sift_down(x, h, i);
+}
+
+static void heap_pop(const struct ctx *x, struct heap *h)
+{
+    h->e[0] = h->e[--h->n];
+    if (h->n)
+        sift_down(x, h, 0);
+}
+
+/* --- the greedy ---------------------------------------------------------------- */
+
+static bool eligible(const struct ctx *x, const struct cand *c)
+{
+    return c->gain > 0 && c->served >= x->app->min_demand_mrps;
+}
+
+/* The candidates left when the greedy stops are rejected for reason (no
+ * gain at all says so), with their gains as of now. */
+static void reject_list(struct ctx *x, const uint32_t *list, size_t n, uint8_t reason)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct cand *c = &x->c[list[i]];
         c->dead = 1;
         c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
     }
-    x->nh = 0;
 }
 
+static void reject_heaps(struct ctx *x, uint8_t reason)
+{
+    for (size_t i = 0; i < x->he.n; i++)
+        reject_list(x, &x->he.e[i].cand, 1, reason);
+    for (size_t i = 0; i < x->hi.n; i++)
+        reject_list(x, &x->hi.e[i].cand, 1, reason);
+    reject_list(x, x->live, x->nh, reason); /* zero gains */
+    x->he.n = x->hi.n = x->nh = 0;
+}
+
+static void drop_below(struct ctx *x, struct cand *c)
+{
+    c->dead = 1;
+    c->reason = VG_SCHED_R_BELOW_DEMAND;
+}
+
+/* The best eligible candidate (a gain, enough demand), or NONE; stale
+ * entries on the way go where they belong now. */
+static uint32_t top_eligible(struct ctx *x)
+{
+    while (x->he.n) {
+        struct hent e = x->he.e[0];
+        const struct cand *c = &x->c[e.cand];
+        if (e.gain == c->gain)
+            return e.cand;
+        heap_pop(x, &x->he);
+        if (eligible(x, c))
+            heap_push(x, &x->he, hent_of(x, e.cand));
+        else if (c->gain > 0)
+            heap_push(x, &x->hi, hent_of(x, e.cand));
+        else
+            x->live[x->nh++] = e.cand;
+    }
+    return VG_SCHED_NONE;
+}
+
+/* Below the demand threshold, what ranks above the best eligible (all of
+ * it when there is none) is dropped now: the greedy would have taken it
+ * first. */
+static void drop_above(struct ctx *x, uint32_t best)
+{
+    struct hent b = best == VG_SCHED_NONE ? (struct hent){0} : hent_of(x, best);
+    while (x->hi.n) {
+        struct hent e = x->hi.e[0];
+        struct cand *c = &x->c[e.cand];
+        if (e.gain != c->gain) {
+            heap_pop(x, &x->hi);
+            if (c->gain > 0)
+                heap_push(x, &x->hi, hent_of(x, e.cand));
+            else
+                x->live[x->nh++] = e.cand;
+            continue;
+        }
+        if (best != VG_SCHED_NONE && !hent_better(x, e, b))
+            return;
+        heap_pop(x, &x->hi);
+        drop_below(x, c);
+    }
+}
+
+static void heap_room(struct ctx *x, struct heap *h)
+{
+    if (h->cap < x->nc + 1) {
+        h->cap = x->nc + 1;
+        h->e = vg_xrealloc(h->e, h->cap * sizeof(*h->e));
+    }
+}
+
+/* The greedy proper: each step opens the candidate with the largest gain
+ * (ties: cost, then location). Below the minimum count it takes whatever
+ * ranks first; past it, a candidate serving less than min_demand is
+ * dropped when it would have been taken (served only shrinks: it never
+ * comes back), and a largest gain of zero ends it. Gains are kept exact
+ * (open_live); the first step past the minimum, where most drops happen,
+ * is one pass over the candidates, the later ones two heaps (eligible, and
+ * below the threshold), fixed lazily. The decisions and records are those
+ * of the lazy greedy over one heap of all candidates, ties included. */
 static void greedy(struct ctx *x)
 {
     const struct vg_sched_app *app = x->app;
     x->nh = 0;
+    if (x->cl < x->nc + 1) {
+        x->cl = x->nc + 1;
+        x->live = vg_xrealloc(x->live, x->cl * sizeof(*x->live));
+    }
     for (size_t c = 0; c < x->nc; c++)
         if (!x->c[c].open && !x->c[c].dead) {
             eval_gain(x, &x->c[c]);
-            GROW(x->heap, x->nh, x->ch);
-            x->heap[x->nh++] = hent_of(&x->c[c]);
+            x->live[x->nh++] = (uint32_t)c;
         }
-    heapify(x);
-    while (x->nh) {
+    while (x->nh && x->n_open < app->min_locs) { /* max >= min: neither stop applies yet */
+        size_t bi = 0;
+        for (size_t i = 1; i < x->nh; i++)
+            if (better(x, x->live[i], x->live[bi]))
+                bi = i;
+        struct cand *c = &x->c[x->live[bi]];
+        x->live[bi] = x->live[--x->nh];
+        c->reason = c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        open_live(x, c);
+    }
+    if (!x->nh)
+        return;
+    if (x->n_open >= app->max_locs)
+        return reject_list(x, x->live, x->nh, VG_SCHED_R_MAX_REACHED);
+    if (target_met(x))
+        return reject_list(x, x->live, x->nh, VG_SCHED_R_TARGET_MET);
+    uint32_t best = VG_SCHED_NONE;
+    for (size_t i = 0; i < x->nh; i++)
+        if (eligible(x, &x->c[x->live[i]]) && (best == VG_SCHED_NONE || better(x, x->live[i], best)))
+            best = x->live[i];
+    heap_room(x, &x->he);
+    heap_room(x, &x->hi);
+    x->he.n = x->hi.n = 0;
+    size_t nz = 0;
+    for (size_t i = 0; i < x->nh; i++) {
+        uint32_t t = x->live[i];
+        struct cand *c = &x->c[t];
+        if (t == best)
+            continue;
+        if (c->gain == 0)
+            x->live[nz++] = t; /* stays at zero: rejected at the end */
+        else if (best == VG_SCHED_NONE || better(x, t, best))
+            drop_below(x, c); /* ranks above the best eligible: not eligible */
+        else if (eligible(x, c))
+            x->he.e[x->he.n++] = hent_of(x, t);
+        else
+            x->hi.e[x->hi.n++] = hent_of(x, t);
+    }
+    x->nh = nz;
+    heapify(x, &x->he);
+    heapify(x, &x->hi);
+    for (;;) {
+        if (best == VG_SCHED_NONE) /* zero gains are left, if anything */
+            return reject_heaps(x, VG_SCHED_R_NO_GAIN);
+        struct cand *c = &x->c[best];
+        c->reason = VG_SCHED_R_GAIN;
+        open_live(x, c);
+        if (!x->he.n && !x->hi.n && !x->nh)
+            return;
         if (x->n_open >= app->max_locs)
-            return reject_rest(x, VG_SCHED_R_MAX_REACHED);
-        if (x->n_open >= app->min_locs && target_met(x))
-            return reject_rest(x, VG_SCHED_R_TARGET_MET);
-        uint32_t top = hent_cand(x, heap_pop(x));
-        struct cand *c = &x->c[top];
-        uint64_t stale = c->gain;
-        eval_gain(x, c);
-        if (c->gain < stale && x->nh && hent_better(x->heap[0], hent_of(c))) {
-            heap_push(x, hent_of(c)); /* lazy: only the top is re-evaluated */
-            continue;
-        }
-        bool need = x->n_open < app->min_locs;
-        if (c->gain == 0 && !need) {
-            c->dead = 1;
-            c->reason = VG_SCHED_R_NO_GAIN;
-            return reject_rest(x, VG_SCHED_R_NO_GAIN);
-        }
-        if (!need && c->served < app->min_demand_mrps) {
-            c->dead = 1; /* served only shrinks: it never comes back */
-            c->reason = VG_SCHED_R_BELOW_DEMAND;
-            continue;
-        }
-        c->reason = need && c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
-        open_cand(x, c);
+            return reject_heaps(x, VG_SCHED_R_MAX_REACHED);
+        if (target_met(x))
+            return reject_heaps(x, VG_SCHED_R_TARGET_MET);
+        best = top_eligible(x);
+        drop_above(x, best);
+        if (best != VG_SCHED_NONE)
+            heap_pop(x, &x->he);
     }
 }
 
@@ -772,7 +938,7 @@ static int place_static(struct ctx *x, struct vg_sched_error *err)
                      loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
             return VG_EINVAL;
         }
-        if (x->mark[loc] == x->stamp)
+        if (x->seen[loc].mark == x->stamp)
             continue; /* listed twice */
         uint32_t c = consider(x, loc);
         if (c == VG_SCHED_NONE)
@@ -804,7 +970,7 @@ static void commit(struct ctx *x)
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->slot[ap->locs[k]];
+        uint32_t c = x->seen[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
@@ -814,7 +980,7 @@ static void commit(struct ctx *x)
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->slot[ap->locs[k]]];
+        const struct cand *cd = &x->c[x->seen[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -841,7 +1007,8 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
                      struct vg_sched_error *err)
 {
     if (++x->stamp == 0) {
-        memset(x->mark, 0, x->w->n_locs * sizeof(*x->mark));
+        for (size_t l = 0; l < x->w->n_locs; l++)
+            x->seen[l].mark = 0;
         memset(x->pmark, 0, x->w->n_locs * sizeof(*x->pmark));
         x->stamp = 1;
     }

@@ -11,9 +11,9 @@ struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs)
     p->n_apps = n_apps;
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
-    p->cpu_used = vg_xcalloc(n_locs + 1, sizeof(*p->cpu_used));
-    p->mem_used = vg_xcalloc(n_locs + 1, sizeof(*p->mem_used));
-    p->slots_used = vg_xcalloc(n_locs + 1, sizeof(*p->slots_used));
+    p->used = vg_xcalloc(n_locs + 1, sizeof(*p->used));
+    for (size_t l = 0; l < n_locs; l++)
+        p->used[l].top = VG_SCHED_NONE;
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     return p;
 }
@@ -37,9 +37,7 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
     for (size_t l = 0; l < p->n_locs; l++)
         free(p->holders[l].apps);
     free(p->apps);
-    free(p->cpu_used);
-    free(p->mem_used);
-    free(p->slots_used);
+    free(p->used);
     free(p->holders);
     p->magic = 0;
     free(p);
@@ -47,9 +45,12 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
 
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc)
 {
-    p->cpu_used[loc] += apps[app].cpu_m;
-    p->mem_used[loc] += apps[app].mem_mib;
-    p->slots_used[loc]++;
+    struct vg__sched_used *u = &p->used[loc];
+    u->cpu += apps[app].cpu_m;
+    u->mem += apps[app].mem_mib;
+    u->slots++;
+    if (u->top == VG_SCHED_NONE || apps[app].priority > apps[u->top].priority)
+        u->top = app; /* the first of equals stays */
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -64,9 +65,10 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     struct vg__sched_app_plan *ap = &p->apps[app];
     for (size_t i = 0; i < ap->n_locs; i++) {
         uint32_t loc = ap->locs[i];
-        p->cpu_used[loc] -= apps[app].cpu_m;
-        p->mem_used[loc] -= apps[app].mem_mib;
-        p->slots_used[loc]--;
+        struct vg__sched_used *u = &p->used[loc];
+        u->cpu -= apps[app].cpu_m;
+        u->mem -= apps[app].mem_mib;
+        u->slots--;
         struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++)
             if (h->apps[k] == app) {
@@ -74,6 +76,12 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
                 h->n--;
                 break;
             }
+        if (u->top != app)
+            continue;
+        u->top = VG_SCHED_NONE;
+        for (uint32_t k = 0; k < h->n; k++)
+            if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > apps[u->top].priority)
+                u->top = h->apps[k];
     }
     app_plan_free(ap);
 }
@@ -191,9 +199,9 @@ void vg_sched_plan_use(const struct vg_sched_world *w, const struct vg_sched_pla
 {
     memset(out, 0, sizeof(*out));
     for (size_t l = 0; l < w->n_locs; l++) {
-        out->cpu_used += p->cpu_used[l];
-        out->mem_used += p->mem_used[l];
-        out->slots_used += p->slots_used[l];
+        out->cpu_used += p->used[l].cpu;
+        out->mem_used += p->used[l].mem;
+        out->slots_used += p->used[l].slots;
         out->cpu_total += w->locs[l].cpu_m;
         out->mem_total += w->locs[l].mem_mib;
         out->slots_total += w->locs[l].slots;
