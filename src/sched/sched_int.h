@@ -88,22 +88,32 @@ struct vg__sched_holders {
     uint32_t n, cap;
 };
 
-/* What is used at a location, and the first of its highest-priority
- * holders (VG_SCHED_NONE when none): what a capacity record names. One
- * line per location: placement reads them together. */
-struct vg__sched_used {
-    uint32_t cpu, mem, slots, top;
+/* A location as placement sees it, in one half cache line: the capacity
+ * left, the first of its highest-priority holders (VG_SCHED_NONE when
+ * none: what a capacity record names), its cost, and the placement's
+ * scratch (seen for the app being placed when mark is the plan's stamp,
+ * and its candidate there), so that the first look at a location is one
+ * miss, not one per array. */
+struct vg__sched_loc {
+    uint32_t cpu_free, mem_free, slots_free, top;
+    uint32_t cost;
+    uint32_t mark, slot;
+    uint32_t spare;
 };
 
 struct vg_sched_plan {
     uint32_t magic;
     size_t n_apps, n_locs;
     struct vg__sched_app_plan *apps;
-    struct vg__sched_used *used;
+    struct vg__sched_loc *loc;         /* n_locs */
     struct vg__sched_holders *holders; /* which apps run at each location */
+    uint32_t stamp;                    /* the last mark handed out (placement's epochs) */
 };
 
-struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs);
+struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps);
+/* A new mark for the next app's placement: a location whose mark equals
+ * it has been seen for that app (no per-app clearing). */
+uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
 void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
 /* Computes where each area's demand goes and the app's stats. */

@@ -23,12 +23,6 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
-/* Per location: seen for this app (mark == the app's stamp), and its
- * candidate. An epoch, so that nothing is cleared between apps. */
-struct seen {
-    uint32_t mark, slot;
-};
-
 struct cand {
     uint32_t loc, cost;
     uint32_t inv_start, inv_n;
@@ -77,8 +71,9 @@ struct ctx {
     uint32_t app_idx;
     struct vg__sched_rules rules;
     uint32_t stamp;
-    struct seen *seen; /* per location */
-    uint32_t *pmark;   /* per location: in the app's previous placement (== stamp) */
+    struct vg__sched_loc *loc; /* the plan's */
+    const uint32_t *prev;      /* the app's previous locations */
+    size_t n_prev;
     struct cand *c;
     size_t nc, cc;
     struct pair *pr;
@@ -122,14 +117,12 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->n_apps = n_apps;
     x->demand = demand;
     x->plan = plan;
-    x->seen = vg_xcalloc(w->n_locs + 1, sizeof(*x->seen));
-    x->pmark = vg_xcalloc(w->n_locs + 1, sizeof(*x->pmark));
+    x->loc = plan->loc;
 }
 
 static void ctx_fini(struct ctx *x)
 {
-    free(x->seen);
-    free(x->pmark);
+
     free(x->c);
     free(x->pr);
     free(x->inv);
@@ -166,32 +159,29 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
  * what lower-priority apps hold there counts as free: they make room. */
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_lhot *l = &x->w->hot[loc];
-    const struct vg_sched_plan *p = x->plan;
-    uint64_t cpu = p->used[loc].cpu, mem = p->used[loc].mem, slots = p->used[loc].slots;
+    const struct vg__sched_loc *l = &x->loc[loc];
+    uint64_t cpu = l->cpu_free, mem = l->mem_free, slots = l->slots_free;
     if (x->preempt) {
-        const struct vg__sched_holders *h = &p->holders[loc];
+        const struct vg__sched_holders *h = &x->plan->holders[loc];
         for (uint32_t k = 0; k < h->n; k++) {
             const struct vg_sched_app *o = &x->apps[h->apps[k]];
             if (o->priority < x->app->priority)
-                cpu -= o->cpu_m, mem -= o->mem_mib, slots--;
+                cpu += o->cpu_m, mem += o->mem_mib, slots++;
         }
     }
-    if (slots + 1 > l->slots)
+    if (slots < 1)
         return VG_SCHED_RES_SLOTS;
-    if (cpu + x->app->cpu_m > l->cpu_m)
+    if (cpu < x->app->cpu_m)
         return VG_SCHED_RES_CPU;
-    if (mem + x->app->mem_mib > l->mem_mib)
+    if (mem < x->app->mem_mib)
         return VG_SCHED_RES_MEM;
     return VG_SCHED_RES_NONE;
 }
 
 static bool fits_now(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_lhot *l = &x->w->hot[loc];
-    const struct vg__sched_used *u = &x->plan->used[loc];
-    return (uint64_t)u->slots + 1 <= l->slots && (uint64_t)u->cpu + x->app->cpu_m <= l->cpu_m &&
-           (uint64_t)u->mem + x->app->mem_mib <= l->mem_mib;
+    const struct vg__sched_loc *l = &x->loc[loc];
+    return l->slots_free >= 1 && l->cpu_free >= x->app->cpu_m && l->mem_free >= x->app->mem_mib;
 }
 
 /* Takes the lowest-priority app (the last of equals) off every location
@@ -227,7 +217,7 @@ static void make_room(struct ctx *x, uint32_t loc)
  * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    uint32_t top = x->plan->used[loc].top;
+    uint32_t top = x->loc[loc].top;
     return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
@@ -236,8 +226,10 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
     struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
     y.resource = res;
     y.by_app = displacer(x, loc);
-    if (x->pmark[loc] == x->stamp && y.by_app != VG_SCHED_NONE)
-        y.reason = VG_SCHED_R_DISPLACED;
+    if (y.by_app != VG_SCHED_NONE)
+        for (size_t k = 0; k < x->n_prev; k++)
+            if (x->prev[k] == loc)
+                y.reason = VG_SCHED_R_DISPLACED;
     add_why(x, y);
 }
 
@@ -245,7 +237,7 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
  * of why) when the app may not or cannot run there. */
 static uint32_t consider(struct ctx *x, uint32_t loc)
 {
-    struct seen *s = &x->seen[loc];
+    struct vg__sched_loc *s = &x->loc[loc];
     if (s->mark == x->stamp)
         return s->slot;
     s->mark = x->stamp;
@@ -260,7 +252,7 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->hot[loc].cost};
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost};
     s->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -308,6 +300,22 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
         add_pair(x, consider(x, best), i, best_rtt);
 }
 
+/* The areas' nearest locations are scattered over the world's arrays:
+ * most of this pass is waiting for memory unless the next areas' lines
+ * are asked for while this one is worked on (16 misses in flight, not
+ * one at a time). Hints only: no effect on the result. */
+#define PREFETCH_AHEAD 2
+
+static void prefetch_area(const struct ctx *x, uint32_t a)
+{
+    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+    for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
+        __builtin_prefetch(&x->loc[near[k].loc]);
+        if (x->rules.any)
+            __builtin_prefetch(&x->w->hot[near[k].loc]);
+    }
+}
+
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
 {
     if (x->ca < d->n + 1) {
@@ -319,8 +327,12 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->b2 = vg_xrealloc(x->b2, x->ca * sizeof(*x->b2));
         x->c1 = vg_xrealloc(x->c1, x->ca * sizeof(*x->c1));
     }
+    for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
+        prefetch_area(x, d->e[i].area);
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area;
+        if (i + PREFETCH_AHEAD < d->n)
+            prefetch_area(x, d->e[i + PREFETCH_AHEAD].area);
         x->wa[i] = d->e[i].mrps;
         x->total += d->e[i].mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;
@@ -938,7 +950,7 @@ static int place_static(struct ctx *x, struct vg_sched_error *err)
                      loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
             return VG_EINVAL;
         }
-        if (x->seen[loc].mark == x->stamp)
+        if (x->loc[loc].mark == x->stamp)
             continue; /* listed twice */
         uint32_t c = consider(x, loc);
         if (c == VG_SCHED_NONE)
@@ -970,7 +982,7 @@ static void commit(struct ctx *x)
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->seen[ap->locs[k]].slot;
+        uint32_t c = x->loc[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
@@ -980,7 +992,7 @@ static void commit(struct ctx *x)
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->seen[ap->locs[k]].slot];
+        const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -1006,20 +1018,15 @@ static void commit(struct ctx *x)
 static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
                      struct vg_sched_error *err)
 {
-    if (++x->stamp == 0) {
-        for (size_t l = 0; l < x->w->n_locs; l++)
-            x->seen[l].mark = 0;
-        memset(x->pmark, 0, x->w->n_locs * sizeof(*x->pmark));
-        x->stamp = 1;
-    }
+    x->stamp = vg__sched_plan_stamp(x->plan);
+    x->prev = prev;
+    x->n_prev = n_prev;
     x->app = &x->apps[app];
     x->app_idx = app;
     x->nc = x->np = x->nw = x->nh = x->n_open = 0;
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
-    for (size_t k = 0; k < n_prev; k++)
-        x->pmark[prev[k]] = x->stamp;
     if (x->app->mode == VG_SCHED_STATIC) {
         int rc = place_static(x, err);
         if (rc)
@@ -1087,7 +1094,7 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
     }
     if (prev && (prev->magic != VG__SCHED_PLAN_MAGIC || prev->n_apps != n_apps || prev->n_locs != w->n_locs))
         prev = NULL; /* a plan of other apps or another world says nothing about this one */
-    struct vg_sched_plan *plan = vg__sched_plan_new(n_apps, w->n_locs);
+    struct vg_sched_plan *plan = vg__sched_plan_new(w, n_apps);
     uint32_t *order = vg_xmalloc((n_apps ? n_apps : 1) * sizeof(*order));
     priority_order(apps, n_apps, order);
     struct ctx x;

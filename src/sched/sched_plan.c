@@ -4,16 +4,19 @@
 
 #include <string.h>
 
-struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs)
+struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps)
 {
+    size_t n_locs = w->n_locs;
     struct vg_sched_plan *p = vg_xcalloc(1, sizeof(*p));
     p->magic = VG__SCHED_PLAN_MAGIC;
     p->n_apps = n_apps;
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
-    p->used = vg_xcalloc(n_locs + 1, sizeof(*p->used));
-    for (size_t l = 0; l < n_locs; l++)
-        p->used[l].top = VG_SCHED_NONE;
+    p->loc = vg_xcalloc(n_locs + 1, sizeof(*p->loc));
+    for (size_t l = 0; l < n_locs; l++) {
+        const struct vg__sched_lhot *h = &w->hot[l];
+        p->loc[l] = (struct vg__sched_loc){h->cpu_m, h->mem_mib, h->slots, VG_SCHED_NONE, h->cost, 0, 0, 0};
+    }
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     return p;
 }
@@ -37,18 +40,30 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
     for (size_t l = 0; l < p->n_locs; l++)
         free(p->holders[l].apps);
     free(p->apps);
-    free(p->used);
+    free(p->loc);
     free(p->holders);
     p->magic = 0;
     free(p);
 }
 
+uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p)
+{
+    if (++p->stamp == 0) { /* wrapped: marks from long ago could match */
+        for (size_t l = 0; l < p->n_locs; l++)
+            p->loc[l].mark = 0;
+        p->stamp = 1;
+    }
+    return p->stamp;
+}
+
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc)
 {
-    struct vg__sched_used *u = &p->used[loc];
-    u->cpu += apps[app].cpu_m;
-    u->mem += apps[app].mem_mib;
-    u->slots++;
+    struct vg__sched_loc *u = &p->loc[loc];
+    /* placement checked that it fits (and made room when updating) */
+    VG_ASSERT(u->cpu_free >= apps[app].cpu_m && u->mem_free >= apps[app].mem_mib && u->slots_free >= 1);
+    u->cpu_free -= apps[app].cpu_m;
+    u->mem_free -= apps[app].mem_mib;
+    u->slots_free--;
     if (u->top == VG_SCHED_NONE || apps[app].priority > apps[u->top].priority)
         u->top = app; /* the first of equals stays */
     struct vg__sched_holders *h = &p->holders[loc];
@@ -65,10 +80,10 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     struct vg__sched_app_plan *ap = &p->apps[app];
     for (size_t i = 0; i < ap->n_locs; i++) {
         uint32_t loc = ap->locs[i];
-        struct vg__sched_used *u = &p->used[loc];
-        u->cpu -= apps[app].cpu_m;
-        u->mem -= apps[app].mem_mib;
-        u->slots--;
+        struct vg__sched_loc *u = &p->loc[loc];
+        u->cpu_free += apps[app].cpu_m;
+        u->mem_free += apps[app].mem_mib;
+        u->slots_free++;
         struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++)
             if (h->apps[k] == app) {
@@ -199,9 +214,9 @@ void vg_sched_plan_use(const struct vg_sched_world *w, const struct vg_sched_pla
 {
     memset(out, 0, sizeof(*out));
     for (size_t l = 0; l < w->n_locs; l++) {
-        out->cpu_used += p->used[l].cpu;
-        out->mem_used += p->used[l].mem;
-        out->slots_used += p->used[l].slots;
+        out->cpu_used += w->locs[l].cpu_m - p->loc[l].cpu_free;
+        out->mem_used += w->locs[l].mem_mib - p->loc[l].mem_free;
+        out->slots_used += w->locs[l].slots - p->loc[l].slots_free;
         out->cpu_total += w->locs[l].cpu_m;
         out->mem_total += w->locs[l].mem_mib;
         out->slots_total += w->locs[l].slots;
