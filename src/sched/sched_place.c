@@ -48,17 +48,13 @@ struct evicted {
     size_t n;
 };
 
-/* A heap entry carries its own keys: comparisons stay in the heap's
- * cache lines (the location is read only to break a tie of gain and
- * cost). */
-struct hent {
-    uint64_t gain;
-    uint32_t cost, cand;
-};
+/* The greedy's candidates by gain: a list per bucket (bucket_of), and
+ * the highest bucket that may be non-empty. */
+#define GREEDY_BUCKETS 256
 
-struct heap {
-    struct hent *e;
-    size_t n, cap;
+struct buckets {
+    uint32_t head[GREEDY_BUCKETS];
+    int top;
 };
 
 struct ctx {
@@ -87,9 +83,9 @@ struct ctx {
     size_t ca;
     struct vg_sched_why *why;
     size_t nw, cw;
-    uint32_t *live; /* the greedy's candidates neither open nor dropped; later, those at zero gain */
-    size_t nh, cl;
-    struct heap he, hi; /* the greedy past the minimum: eligible, and below the demand threshold */
+    struct buckets bs[2]; /* the greedy's candidates with a gain: eligible, below the demand threshold */
+    uint32_t *next;       /* per candidate: the next in its bucket */
+    size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
     bool preempt; /* updates: lower-priority apps make room, and are placed again after */
@@ -133,9 +129,7 @@ static void ctx_fini(struct ctx *x)
     free(x->b2);
     free(x->c1);
     free(x->why);
-    free(x->live);
-    free(x->he.e);
-    free(x->hi.e);
+    free(x->next);
     free(x->hubs);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
@@ -612,66 +606,6 @@ static void open_live(struct ctx *x, struct cand *c)
     }
 }
 
-/* --- heaps of candidates by rank -------------------------------------------- */
-
-/* An entry carries the gain it was pushed with: gains only shrink while
- * the greedy runs, so an entry whose candidate's gain moved since is
- * stale and is fixed when it reaches the top (lazily). */
-static bool hent_better(const struct ctx *x, struct hent a, struct hent b)
-{
-    if (a.gain != b.gain)
-        return a.gain > b.gain;
-    if (a.cost != b.cost)
-        return a.cost < b.cost;
-    return x->c[a.cand].loc < x->c[b.cand].loc;
-}
-
-static struct hent hent_of(const struct ctx *x, uint32_t c)
-{
-    return (struct hent){x->c[c].gain, x->c[c].cost, c};
-}
-
-static void heap_push(const struct ctx *x, struct heap *h, struct hent e)
-{
-    size_t i = h->n++;
-    while (i > 0 && hent_better(x, e, h->e[(i - 1) / 2])) {
-        h->e[i] = h->e[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    h->e[i] = e;
-}
-
-static void sift_down(const struct ctx *x, struct heap *h, size_t i)
-{
-    struct hent v = h->e[i];
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        struct hent mv = v;
-        if (l < h->n && hent_better(x, h->e[l], mv))
-            m = l, mv = h->e[l];
-        if (r < h->n && hent_better(x, h->e[r], mv))
-            m = r;
-        if (m == i)
-            break;
-        h->e[i] = h->e[m];
-        i = m;
-    }
-    h->e[i] = v;
-}
-
-static void heapify(const struct ctx *x, struct heap *h)
-{
-    for (size_t i = h->n / 2; i-- > 0;)
-        sift_down(x, h, i);
-}
-
-static void heap_pop(const struct ctx *x, struct heap *h)
-{
-    h->e[0] = h->e[--h->n];
-    if (h->n)
-        sift_down(x, h, 0);
-}
-
 /* --- the greedy ---------------------------------------------------------------- */
 
 static bool eligible(const struct ctx *x, const struct cand *c)
@@ -679,83 +613,119 @@ static bool eligible(const struct ctx *x, const struct cand *c)
     return c->gain > 0 && c->served >= x->app->min_demand_mrps;
 }
 
-/* The candidates left when the greedy stops are rejected for reason (no
- * gain at all says so), with their gains as of now. */
-static void reject_list(struct ctx *x, const uint32_t *list, size_t n, uint8_t reason)
-{
-    for (size_t i = 0; i < n; i++) {
-        struct cand *c = &x->c[list[i]];
-        c->dead = 1;
-        c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
-    }
-}
-
-static void reject_heaps(struct ctx *x, uint8_t reason)
-{
-    for (size_t i = 0; i < x->he.n; i++)
-        reject_list(x, &x->he.e[i].cand, 1, reason);
-    for (size_t i = 0; i < x->hi.n; i++)
-        reject_list(x, &x->hi.e[i].cand, 1, reason);
-    reject_list(x, x->live, x->nh, reason); /* zero gains */
-    x->he.n = x->hi.n = x->nh = 0;
-}
-
-static void drop_below(struct ctx *x, struct cand *c)
+static void drop_below(struct cand *c)
 {
     c->dead = 1;
     c->reason = VG_SCHED_R_BELOW_DEMAND;
 }
 
-/* The best eligible candidate (a gain, enough demand), or NONE; stale
- * entries on the way go where they belong now. */
-static uint32_t top_eligible(struct ctx *x)
+/* The candidates left when the greedy stops are rejected for reason (no
+ * gain at all says so), with their gains as of now. */
+static void reject_left(struct ctx *x, uint8_t reason)
 {
-    while (x->he.n) {
-        struct hent e = x->he.e[0];
-        const struct cand *c = &x->c[e.cand];
-        if (e.gain == c->gain)
-            return e.cand;
-        heap_pop(x, &x->he);
-        if (eligible(x, c))
-            heap_push(x, &x->he, hent_of(x, e.cand));
-        else if (c->gain > 0)
-            heap_push(x, &x->hi, hent_of(x, e.cand));
-        else
-            x->live[x->nh++] = e.cand;
+    for (size_t i = 0; i < x->nc; i++) {
+        struct cand *c = &x->c[i];
+        if (c->open || c->dead)
+            continue;
+        c->dead = 1;
+        c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
+    }
+    x->n_live = 0;
+}
+
+/* A bucket per quarter octave of gain (the gain's top three bits): a
+ * larger gain is never in a lower bucket, so the best is in the highest
+ * non-empty bucket, found by comparing that bucket's few members. */
+static int bucket_of(uint64_t gain)
+{
+    int msb = 63 - __builtin_clzll(gain);
+    unsigned sub = msb >= 2 ? (unsigned)(gain >> (msb - 2)) & 3 : (unsigned)(gain << (2 - msb)) & 3;
+    return 4 * msb + (int)sub;
+}
+
+static void bucket_push(struct ctx *x, struct buckets *s, int b, uint32_t t)
+{
+    x->next[t] = s->head[b];
+    s->head[b] = t;
+    if (b > s->top)
+        s->top = b;
+}
+
+/* The best eligible candidate (exact), or NONE. Members sit in the bucket
+ * of their gain when put there; gains only shrink, so one found lower now
+ * moves down (or to the other set, no longer eligible) as it is met. */
+static uint32_t best_eligible(struct ctx *x)
+{
+    struct buckets *e = &x->bs[0];
+    for (; e->top >= 0; e->top--) {
+        int b = e->top;
+        uint32_t list = e->head[b], kept = VG_SCHED_NONE, best = VG_SCHED_NONE;
+        e->head[b] = VG_SCHED_NONE;
+        while (list != VG_SCHED_NONE) {
+            uint32_t t = list;
+            const struct cand *c = &x->c[t];
+            list = x->next[t];
+            if (!eligible(x, c)) {
+                if (c->gain > 0) /* zero gains stay out: rejected at the end */
+                    bucket_push(x, &x->bs[1], bucket_of(c->gain), t);
+                continue;
+            }
+            int fb = bucket_of(c->gain);
+            if (fb < b) {
+                bucket_push(x, e, fb, t);
+                continue;
+            }
+            x->next[t] = kept;
+            kept = t;
+            if (best == VG_SCHED_NONE || better(x, t, best))
+                best = t;
+        }
+        e->head[b] = kept;
+        if (best == VG_SCHED_NONE)
+            continue;
+        for (uint32_t *at = &e->head[b];; at = &x->next[*at]) /* unlink it */
+            if (*at == best) {
+                *at = x->next[best];
+                break;
+            }
+        return best;
     }
     return VG_SCHED_NONE;
 }
 
-/* Below the demand threshold, what ranks above the best eligible (all of
- * it when there is none) is dropped now: the greedy would have taken it
- * first. */
+/* Below the demand threshold, what ranks above best (everything with a
+ * gain when best is NONE) goes: the greedy would have taken it first.
+ * Only the buckets from best's up can hold such. */
 static void drop_above(struct ctx *x, uint32_t best)
 {
-    struct hent b = best == VG_SCHED_NONE ? (struct hent){0} : hent_of(x, best);
-    while (x->hi.n) {
-        struct hent e = x->hi.e[0];
-        struct cand *c = &x->c[e.cand];
-        if (e.gain != c->gain) {
-            heap_pop(x, &x->hi);
-            if (c->gain > 0)
-                heap_push(x, &x->hi, hent_of(x, e.cand));
-            else
-                x->live[x->nh++] = e.cand;
-            continue;
+    struct buckets *r = &x->bs[1];
+    int low = best == VG_SCHED_NONE ? 0 : bucket_of(x->c[best].gain);
+    for (int b = r->top; b >= low; b--) {
+        uint32_t list = r->head[b], kept = VG_SCHED_NONE;
+        r->head[b] = VG_SCHED_NONE;
+        while (list != VG_SCHED_NONE) {
+            uint32_t t = list;
+            struct cand *c = &x->c[t];
+            list = x->next[t];
+            if (c->gain == 0)
+                continue; /* rejected at the end */
+            if (best == VG_SCHED_NONE || better(x, t, best)) {
+                drop_below(c);
+                x->n_live--;
+                continue;
+            }
+            int fb = bucket_of(c->gain);
+            if (fb < b) {
+                bucket_push(x, r, fb, t);
+                continue;
+            }
+            x->next[t] = kept;
+            kept = t;
         }
-        if (best != VG_SCHED_NONE && !hent_better(x, e, b))
-            return;
-        heap_pop(x, &x->hi);
-        drop_below(x, c);
+        r->head[b] = kept;
     }
-}
-
-static void heap_room(struct ctx *x, struct heap *h)
-{
-    if (h->cap < x->nc + 1) {
-        h->cap = x->nc + 1;
-        h->e = vg_xrealloc(h->e, h->cap * sizeof(*h->e));
-    }
+    while (r->top >= 0 && r->head[r->top] == VG_SCHED_NONE)
+        r->top--;
 }
 
 /* The greedy proper: each step opens the candidate with the largest gain
@@ -763,80 +733,61 @@ static void heap_room(struct ctx *x, struct heap *h)
  * ranks first; past it, a candidate serving less than min_demand is
  * dropped when it would have been taken (served only shrinks: it never
  * comes back), and a largest gain of zero ends it. Gains are kept exact
- * (open_live); the first step past the minimum, where most drops happen,
- * is one pass over the candidates, the later ones two heaps (eligible, and
- * below the threshold), fixed lazily. The decisions and records are those
- * of the lazy greedy over one heap of all candidates, ties included. */
+ * (open_live), so a step needs no re-evaluation, only the best eligible
+ * and what ranks above it, from two sets of gain buckets (eligible, and
+ * below the demand threshold). The decisions and records are those of
+ * the lazy greedy over one heap of all candidates, ties included. */
 static void greedy(struct ctx *x)
 {
     const struct vg_sched_app *app = x->app;
-    x->nh = 0;
     if (x->cl < x->nc + 1) {
         x->cl = x->nc + 1;
-        x->live = vg_xrealloc(x->live, x->cl * sizeof(*x->live));
+        x->next = vg_xrealloc(x->next, x->cl * sizeof(*x->next));
     }
+    x->n_live = 0;
+    uint32_t first = VG_SCHED_NONE;
     for (size_t c = 0; c < x->nc; c++)
         if (!x->c[c].open && !x->c[c].dead) {
             eval_gain(x, &x->c[c]);
-            x->live[x->nh++] = (uint32_t)c;
+            x->n_live++;
+            if (first == VG_SCHED_NONE || better(x, (uint32_t)c, first))
+                first = (uint32_t)c;
         }
-    while (x->nh && x->n_open < app->min_locs) { /* max >= min: neither stop applies yet */
-        size_t bi = 0;
-        for (size_t i = 1; i < x->nh; i++)
-            if (better(x, x->live[i], x->live[bi]))
-                bi = i;
-        struct cand *c = &x->c[x->live[bi]];
-        x->live[bi] = x->live[--x->nh];
+    while (x->n_live && x->n_open < app->min_locs) { /* max >= min: neither stop applies yet */
+        if (first == VG_SCHED_NONE)
+            for (size_t c = 0; c < x->nc; c++)
+                if (!x->c[c].open && !x->c[c].dead && (first == VG_SCHED_NONE || better(x, (uint32_t)c, first)))
+                    first = (uint32_t)c;
+        struct cand *c = &x->c[first];
         c->reason = c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
         open_live(x, c);
+        x->n_live--;
+        first = VG_SCHED_NONE;
     }
-    if (!x->nh)
-        return;
-    if (x->n_open >= app->max_locs)
-        return reject_list(x, x->live, x->nh, VG_SCHED_R_MAX_REACHED);
-    if (target_met(x))
-        return reject_list(x, x->live, x->nh, VG_SCHED_R_TARGET_MET);
-    uint32_t best = VG_SCHED_NONE;
-    for (size_t i = 0; i < x->nh; i++)
-        if (eligible(x, &x->c[x->live[i]]) && (best == VG_SCHED_NONE || better(x, x->live[i], best)))
-            best = x->live[i];
-    heap_room(x, &x->he);
-    heap_room(x, &x->hi);
-    x->he.n = x->hi.n = 0;
-    size_t nz = 0;
-    for (size_t i = 0; i < x->nh; i++) {
-        uint32_t t = x->live[i];
-        struct cand *c = &x->c[t];
-        if (t == best)
-            continue;
-        if (c->gain == 0)
-            x->live[nz++] = t; /* stays at zero: rejected at the end */
-        else if (best == VG_SCHED_NONE || better(x, t, best))
-            drop_below(x, c); /* ranks above the best eligible: not eligible */
-        else if (eligible(x, c))
-            x->he.e[x->he.n++] = hent_of(x, t);
-        else
-            x->hi.e[x->hi.n++] = hent_of(x, t);
+    for (int s = 0; s < 2; s++) {
+        memset(x->bs[s].head, 0xff, sizeof(x->bs[s].head));
+        x->bs[s].top = -1;
     }
-    x->nh = nz;
-    heapify(x, &x->he);
-    heapify(x, &x->hi);
+    for (size_t i = 0; i < x->nc; i++) {
+        const struct cand *c = &x->c[i];
+        if (!c->open && !c->dead && c->gain > 0)
+            bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
+    }
     for (;;) {
+        if (!x->n_live)
+            return;
+        if (x->n_open >= app->max_locs)
+            return reject_left(x, VG_SCHED_R_MAX_REACHED);
+        if (target_met(x))
+            return reject_left(x, VG_SCHED_R_TARGET_MET);
+        uint32_t best = best_eligible(x);
+        drop_above(x, best);
         if (best == VG_SCHED_NONE) /* zero gains are left, if anything */
-            return reject_heaps(x, VG_SCHED_R_NO_GAIN);
+            return reject_left(x, VG_SCHED_R_NO_GAIN);
         struct cand *c = &x->c[best];
         c->reason = VG_SCHED_R_GAIN;
         open_live(x, c);
-        if (!x->he.n && !x->hi.n && !x->nh)
-            return;
-        if (x->n_open >= app->max_locs)
-            return reject_heaps(x, VG_SCHED_R_MAX_REACHED);
-        if (target_met(x))
-            return reject_heaps(x, VG_SCHED_R_TARGET_MET);
-        best = top_eligible(x);
-        drop_above(x, best);
-        if (best != VG_SCHED_NONE)
-            heap_pop(x, &x->he);
+        x->n_live--;
     }
 }
 
@@ -1023,7 +974,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->n_prev = n_prev;
     x->app = &x->apps[app];
     x->app_idx = app;
-    x->nc = x->np = x->nw = x->nh = x->n_open = 0;
+    x->nc = x->np = x->nw = x->n_open = 0;
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
