@@ -116,8 +116,16 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
 uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
 void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
-/* Computes where each area's demand goes and the app's stats. */
+/* The latency from the i-th demand entry's area to loc when the caller
+ * knows it (it must equal vg_sched_rtt_us), else UINT32_MAX. */
+typedef uint32_t (*vg__sched_known_rtt_fn)(void *arg, size_t i, uint32_t loc);
+/* Computes where each area's demand goes and the app's stats. known (may
+ * be NULL) spares computing latencies the caller has. */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap);
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          void *arg);
+/* Squared chord between an area and a location (unit sphere): latency
+ * grows with it when no RTT is measured. */
+double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc);
 
 #endif

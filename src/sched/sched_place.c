@@ -17,6 +17,7 @@
  * caller bounds. */
 #include "sched/sched_int.h"
 
+#include <math.h>
 #include <string.h>
 
 #define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
@@ -88,7 +89,8 @@ struct ctx {
     size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
-    bool preempt; /* updates: lower-priority apps make room, and are placed again after */
+    bool preempt;   /* updates: lower-priority apps make room, and are placed again after */
+    bool evaluated; /* the candidates' gains are those of add_pair and still hold */
     struct evicted *evicted;
     size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
@@ -229,18 +231,17 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
  * of why) when the app may not or cannot run there. */
-static uint32_t consider(struct ctx *x, uint32_t loc)
+static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_loc *s)
 {
-    struct vg__sched_loc *s = &x->loc[loc];
-    if (s->mark == x->stamp)
-        return s->slot;
     s->mark = x->stamp;
     s->slot = VG_SCHED_NONE;
-    if (!vg__sched_rules_allow(x->w, &x->rules, loc)) {
+    if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
         add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
         return VG_SCHED_NONE;
     }
-    uint8_t res = short_of(x, loc);
+    uint8_t res = !x->preempt && s->slots_free >= 1 && s->cpu_free >= x->app->cpu_m && s->mem_free >= x->app->mem_mib
+                      ? VG_SCHED_RES_NONE
+                      : short_of(x, loc);
     if (res != VG_SCHED_RES_NONE) {
         reject_capacity(x, loc, res);
         return VG_SCHED_NONE;
@@ -251,10 +252,23 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
     return (uint32_t)x->nc++;
 }
 
+static uint32_t consider(struct ctx *x, uint32_t loc)
+{
+    struct vg__sched_loc *s = &x->loc[loc];
+    return s->mark == x->stamp ? s->slot : consider_new(x, loc, s);
+}
+
+/* A pair, and what it adds to its candidate's gain while nothing is open
+ * (the greedy's first evaluation when no location was kept). */
 static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
 {
     GROW(x->pr, x->np, x->cp);
     x->pr[x->np++] = (struct pair){cand, area, rtt};
+    x->c[cand].inv_n++;
+    if (rtt < VG_SCHED_UNSERVED_US) {
+        x->c[cand].gain += x->wa[area] * (VG_SCHED_UNSERVED_US - rtt);
+        x->c[cand].served += x->wa[area];
+    }
 }
 
 static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
@@ -282,9 +296,22 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
     if (!x->hubs_known)
         usable_hubs(x);
     uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    /* Without measured RTTs latency grows with the chord: only hubs within
+     * a hair of the nearest (1e-4 of the unit sphere, some 600 m, where
+     * one µs of latency is 100 m) can share its latency, and only theirs
+     * is computed. The choice is the same: lowest latency, then index. */
+    double near_c = 1e9;
+    if (x->w->n_ovr == 0) {
+        for (size_t h = 0; h < x->n_hubs; h++)
+            if (residency_ok(x, area, x->hubs[h])) {
+                double c = vg__sched_chord2(x->w, area, x->hubs[h]);
+                near_c = c < near_c ? c : near_c;
+            }
+        near_c = (sqrt(near_c) + 1e-4) * (sqrt(near_c) + 1e-4);
+    }
     for (size_t h = 0; h < x->n_hubs; h++) {
         uint32_t loc = x->hubs[h];
-        if (!residency_ok(x, area, loc))
+        if (!residency_ok(x, area, loc) || (x->w->n_ovr == 0 && vg__sched_chord2(x->w, area, loc) > near_c))
             continue;
         uint32_t r = vg_sched_rtt_us(x->w, area, loc);
         if (r < best_rtt || (r == best_rtt && loc < best))
@@ -321,26 +348,59 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->b2 = vg_xrealloc(x->b2, x->ca * sizeof(*x->b2));
         x->c1 = vg_xrealloc(x->c1, x->ca * sizeof(*x->c1));
     }
+    /* room for every pair and candidate up front: none of the appends
+     * below checks (an area adds at most VG_SCHED_NEAR pairs, a hub's
+     * included, each at most one candidate and one record) */
+    size_t most = d->n * VG_SCHED_NEAR + 1;
+    if (x->cp < most) {
+        x->cp = most;
+        x->pr = vg_xrealloc(x->pr, x->cp * sizeof(*x->pr));
+    }
+    if (x->cc < most + x->n_prev) {
+        x->cc = most + x->n_prev;
+        x->c = vg_xrealloc(x->c, x->cc * sizeof(*x->c));
+    }
+    if (x->cw < most + x->n_prev) {
+        x->cw = most + x->n_prev;
+        x->why = vg_xrealloc(x->why, x->cw * sizeof(*x->why));
+    }
     for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
         prefetch_area(x, d->e[i].area);
+    const struct vg__sched_near *all = x->w->near;
+    struct vg__sched_loc *locs = x->loc;
+    struct pair *pr = x->pr;
+    uint32_t stamp = x->stamp, np = (uint32_t)x->np;
+    bool residency = x->rules.residency;
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area;
+        uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_AHEAD < d->n)
             prefetch_area(x, d->e[i + PREFETCH_AHEAD].area);
-        x->wa[i] = d->e[i].mrps;
-        x->total += d->e[i].mrps;
+        x->wa[i] = mrps;
+        x->total += mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;
-        x->area_start[i] = (uint32_t)x->np;
-        const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
-        for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
-            if (!residency_ok(x, a, near[k].loc))
+        x->area_start[i] = np;
+        const struct vg__sched_near *near = &all[(size_t)a * VG_SCHED_NEAR];
+        for (uint8_t k = 0, n = x->w->n_near[a]; k < n; k++) {
+            uint32_t loc = near[k].loc, rtt = near[k].rtt_us;
+            if (residency && !residency_ok(x, a, loc))
                 continue;
-            uint32_t c = consider(x, near[k].loc);
-            if (c != VG_SCHED_NONE)
-                add_pair(x, c, (uint32_t)i, near[k].rtt_us);
+            struct vg__sched_loc *s = &locs[loc];
+            uint32_t c = s->mark == stamp ? s->slot : consider_new(x, loc, s);
+            if (c == VG_SCHED_NONE)
+                continue;
+            pr[np++] = (struct pair){c, (uint32_t)i, rtt};
+            struct cand *cd = &x->c[c];
+            cd->inv_n++;
+            if (rtt < VG_SCHED_UNSERVED_US) { /* the gain while nothing is open */
+                cd->gain += (uint64_t)mrps * (VG_SCHED_UNSERVED_US - rtt);
+                cd->served += mrps;
+            }
         }
-        if (x->area_start[i] == x->np)
+        x->np = np;
+        if (x->area_start[i] == np) {
             fallback_hub(x, (uint32_t)i, a);
+            np = (uint32_t)x->np;
+        }
     }
     x->area_start[d->n] = (uint32_t)x->np;
 }
@@ -352,11 +412,7 @@ static void build_inverted(struct ctx *x)
         x->cinv = x->np + 1;
         x->inv = vg_xrealloc(x->inv, x->cinv * sizeof(*x->inv));
     }
-    for (size_t c = 0; c < x->nc; c++)
-        x->c[c].inv_n = 0;
-    for (size_t i = 0; i < x->np; i++)
-        x->c[x->pr[i].cand].inv_n++;
-    uint32_t at = 0;
+    uint32_t at = 0; /* inv_n: counted as the pairs were made */
     for (size_t c = 0; c < x->nc; c++) {
         x->c[c].inv_start = at;
         at += x->c[c].inv_n;
@@ -534,8 +590,12 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
             continue;
         x->c[c].kept = 1;
         x->c[c].below = below[k];
+        x->c[c].gain = 0; /* kept, not gained: the records say so */
         open_cand(x, &x->c[c]);
     }
+    if (x->n_open == 0)
+        return; /* nothing kept: the gains of add_pair stand */
+    x->evaluated = false;
     assign_served(x, n_areas);
     bool closed = false;
     while (x->n_open > x->app->max_locs) { /* the maximum was lowered: the least useful go */
@@ -665,6 +725,8 @@ static uint32_t best_eligible(struct ctx *x)
             uint32_t t = list;
             const struct cand *c = &x->c[t];
             list = x->next[t];
+            if (c->open) /* taken below the minimum */
+                continue;
             if (!eligible(x, c)) {
                 if (c->gain > 0) /* zero gains stay out: rejected at the end */
                     bucket_push(x, &x->bs[1], bucket_of(c->gain), t);
@@ -707,8 +769,8 @@ static void drop_above(struct ctx *x, uint32_t best)
             uint32_t t = list;
             struct cand *c = &x->c[t];
             list = x->next[t];
-            if (c->gain == 0)
-                continue; /* rejected at the end */
+            if (c->gain == 0 || c->open)
+                continue; /* rejected at the end, or taken below the minimum */
             if (best == VG_SCHED_NONE || better(x, t, best)) {
                 drop_below(c);
                 x->n_live--;
@@ -745,14 +807,25 @@ static void greedy(struct ctx *x)
         x->next = vg_xrealloc(x->next, x->cl * sizeof(*x->next));
     }
     x->n_live = 0;
+    for (int s = 0; s < 2; s++) {
+        memset(x->bs[s].head, 0xff, sizeof(x->bs[s].head));
+        x->bs[s].top = -1;
+    }
+    /* one pass: gains, the first pick, and the buckets (entries that the
+     * minimum's picks below make stale are fixed as they are met) */
     uint32_t first = VG_SCHED_NONE;
-    for (size_t c = 0; c < x->nc; c++)
-        if (!x->c[c].open && !x->c[c].dead) {
-            eval_gain(x, &x->c[c]);
-            x->n_live++;
-            if (first == VG_SCHED_NONE || better(x, (uint32_t)c, first))
-                first = (uint32_t)c;
-        }
+    for (size_t i = 0; i < x->nc; i++) {
+        struct cand *c = &x->c[i];
+        if (c->open || c->dead)
+            continue;
+        if (!x->evaluated)
+            eval_gain(x, c);
+        x->n_live++;
+        if (first == VG_SCHED_NONE || better(x, (uint32_t)i, first))
+            first = (uint32_t)i;
+        if (c->gain > 0)
+            bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
+    }
     while (x->n_live && x->n_open < app->min_locs) { /* max >= min: neither stop applies yet */
         if (first == VG_SCHED_NONE)
             for (size_t c = 0; c < x->nc; c++)
@@ -763,15 +836,6 @@ static void greedy(struct ctx *x)
         open_live(x, c);
         x->n_live--;
         first = VG_SCHED_NONE;
-    }
-    for (int s = 0; s < 2; s++) {
-        memset(x->bs[s].head, 0xff, sizeof(x->bs[s].head));
-        x->bs[s].top = -1;
-    }
-    for (size_t i = 0; i < x->nc; i++) {
-        const struct cand *c = &x->c[i];
-        if (!c->open && !c->dead && c->gain > 0)
-            bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
     }
     for (;;) {
         if (!x->n_live)
@@ -801,9 +865,10 @@ static void greedy(struct ctx *x)
 static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
 {
     size_t n_alt = 0;
+    uint64_t floor = 0; /* once full: the last one's gain; below it nothing gets in */
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *cd = &x->c[c];
-        if (cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+        if (cd->gain < floor || cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
             continue;
         size_t i = n_alt < max ? n_alt++ : max;
         while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
@@ -813,6 +878,8 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
         }
         if (i < max)
             alt[i] = (uint32_t)c;
+        if (n_alt == max)
+            floor = x->c[alt[max - 1]].gain;
     }
     return n_alt;
 }
@@ -921,13 +988,24 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The latency of a pair, when loc is one of the i-th area's: the nearest
+ * lists' figure, which is vg_sched_rtt_us's (measured or the model). */
+static uint32_t pair_rtt(void *arg, size_t i, uint32_t loc)
+{
+    const struct ctx *x = arg;
+    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
+        if (x->c[x->pr[k].cand].loc == loc)
+            return x->pr[k].rtt;
+    return UINT32_MAX;
+}
+
 static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = &x->plan->apps[x->app_idx];
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
-    for (size_t c = 0; c < x->nc; c++)
+    for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
         if (x->c[c].open)
             ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
@@ -939,7 +1017,8 @@ static void commit(struct ctx *x)
             make_room(x, ap->locs[k]);
         vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
-    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap);
+    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap, x->app->mode == VG_SCHED_DYNAMIC ? pair_rtt : NULL,
+                         x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) {
@@ -954,16 +1033,20 @@ static void commit(struct ctx *x)
     }
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
+    struct vg_sched_why *y = &ap->why[ap->n_why];
     for (size_t c = 0; c < x->nc; c++) {
         const struct cand *cd = &x->c[c];
         if (cd->open)
             continue;
-        struct vg_sched_why y = why_of(cd->loc, VG_SCHED_REJECTED, cd->dead ? cd->reason : VG_SCHED_R_NO_GAIN);
-        y.below = cd->below;
-        y.gain = cd->gain;
-        y.demand_mrps = cd->served;
-        ap->why[ap->n_why++] = y;
+        *y++ = (struct vg_sched_why){.loc = cd->loc,
+                                     .verdict = VG_SCHED_REJECTED,
+                                     .reason = cd->dead ? cd->reason : VG_SCHED_R_NO_GAIN,
+                                     .below = cd->below,
+                                     .by_app = VG_SCHED_NONE,
+                                     .demand_mrps = cd->served,
+                                     .gain = cd->gain};
     }
+    ap->n_why = (size_t)(y - ap->why);
 }
 
 static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
@@ -975,6 +1058,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->app = &x->apps[app];
     x->app_idx = app;
     x->nc = x->np = x->nw = x->n_open = 0;
+    x->evaluated = true;
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);

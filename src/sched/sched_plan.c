@@ -101,23 +101,33 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     app_plan_free(ap);
 }
 
-static int cmp_served_rtt(const void *x, const void *y)
+/* Served demand as rtt << 32 | mrps, sorted by latency (Shell's sort
+ * with Ciura's gaps: no comparison callback, and the lists are short).
+ * Equal latencies in any order: the quantiles read latencies only. */
+static void sort_keys(uint64_t *k, size_t n)
 {
-    const struct vg_sched_served *a = x, *b = y;
-    if (a->rtt_us != b->rtt_us)
-        return a->rtt_us < b->rtt_us ? -1 : 1;
-    return a->area < b->area ? -1 : a->area > b->area;
+    static const size_t gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            uint64_t v = k[i];
+            size_t j = i;
+            for (; j >= gap && k[j - gap] > v; j -= gap)
+                k[j] = k[j - gap];
+            k[j] = v;
+        }
+    }
 }
 
-static uint32_t weighted_quantile(const struct vg_sched_served *s, size_t n, uint64_t total, unsigned pct)
+static uint32_t weighted_quantile(const uint64_t *s, size_t n, uint64_t total, unsigned pct)
 {
     uint64_t want = (total * pct + 99) / 100, acc = 0;
     for (size_t i = 0; i < n; i++) {
-        acc += s[i].mrps;
+        acc += (uint32_t)s[i];
         if (acc >= want && acc > 0)
-            return s[i].rtt_us;
+            return (uint32_t)(s[i] >> 32);
     }
-    return n ? s[n - 1].rtt_us : 0;
+    return n ? (uint32_t)(s[n - 1] >> 32) : 0;
 }
 
 static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
@@ -154,17 +164,23 @@ static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_ap
 
 /* Each area goes to the nearest chosen location it may use (residency),
  * with exact latencies (not only the nearest lists the search used). */
+double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
+{
+    return chord2(&w->area_xyz[area], &w->loc_xyz[loc]);
+}
+
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap)
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          void *arg)
 {
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
     ap->n_served = d->n;
     memset(&ap->stats, 0, sizeof(ap->stats));
-    struct vg_sched_served *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
+    uint64_t *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
     size_t n_sorted = 0;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, best = nearest(w, app, ap, a), best_rtt = 0;
-        if (best != VG_SCHED_NONE)
+        if (best != VG_SCHED_NONE && (!known || (best_rtt = known(arg, i, best)) == UINT32_MAX))
             best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
         ap->served[i] = s;
@@ -175,9 +191,9 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         ap->stats.latency_sum += (uint64_t)s.rtt_us * s.mrps;
         if (app->mode == VG_SCHED_DYNAMIC && s.rtt_us <= app->target_us)
             ap->stats.within_mrps += s.mrps;
-        sorted[n_sorted++] = s;
+        sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
-    qsort(sorted, n_sorted, sizeof(*sorted), cmp_served_rtt);
+    sort_keys(sorted, n_sorted);
     ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
     ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
     free(sorted);

@@ -394,6 +394,8 @@ int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc
 uint32_t vg_sched_rtt_us(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
 {
     VG_ASSERT(area < w->n_areas && loc < w->n_locs);
+    if (w->n_ovr == 0) /* the nearest lists hold the model's figures: no need to look */
+        return model_rtt(w, area, loc);
     const struct vg__sched_rtt_ovr *s = ovr_slot(w, ((uint64_t)area << 32 | loc) + 1);
     if (s && s->key)
         return s->rtt_us;
