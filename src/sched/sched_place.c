@@ -325,7 +325,15 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
  * most of this pass is waiting for memory unless the next areas' lines
  * are asked for while this one is worked on (16 misses in flight, not
  * one at a time). Hints only: no effect on the result. */
-#define PREFETCH_AHEAD 2
+#define PREFETCH_AHEAD 2 /* areas ahead whose locations are asked for ... */
+#define PREFETCH_LIST 4  /* ... and whose nearest lists are (read by the former) */
+
+static void prefetch_list(const struct ctx *x, uint32_t a)
+{
+    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+    __builtin_prefetch(near);
+    __builtin_prefetch(near + VG_SCHED_NEAR - 1);
+}
 
 static void prefetch_area(const struct ctx *x, uint32_t a)
 {
@@ -364,6 +372,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->cw = most + x->n_prev;
         x->why = vg_xrealloc(x->why, x->cw * sizeof(*x->why));
     }
+    for (size_t i = 0; i < d->n && i < PREFETCH_LIST; i++)
+        prefetch_list(x, d->e[i].area);
     for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
         prefetch_area(x, d->e[i].area);
     const struct vg__sched_near *all = x->w->near;
@@ -373,6 +383,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     bool residency = x->rules.residency;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
+        if (i + PREFETCH_LIST < d->n)
+            prefetch_list(x, d->e[i + PREFETCH_LIST].area);
         if (i + PREFETCH_AHEAD < d->n)
             prefetch_area(x, d->e[i + PREFETCH_AHEAD].area);
         x->wa[i] = mrps;

@@ -178,8 +178,24 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
     memset(&ap->stats, 0, sizeof(ap->stats));
     uint64_t *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
     size_t n_sorted = 0;
+    /* the chosen locations' points side by side: the nearest by chord is a
+     * tight loop (the same arithmetic as nearest) */
+    struct vg_geo_xyz *pt = w->n_ovr == 0 ? vg_xmalloc((ap->n_locs + 1) * sizeof(*pt)) : NULL;
+    for (size_t k = 0; pt && k < ap->n_locs; k++)
+        pt[k] = w->loc_xyz[ap->locs[k]];
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, best = nearest(w, app, ap, a), best_rtt = 0;
+        uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
+        if (pt && !app->enforce.residency) {
+            const struct vg_geo_xyz *o = &w->area_xyz[a];
+            double best_c = 1e9;
+            for (size_t k = 0; k < ap->n_locs; k++) {
+                double c = chord2(o, &pt[k]);
+                if (c < best_c)
+                    best_c = c, best = ap->locs[k];
+            }
+        } else {
+            best = nearest(w, app, ap, a);
+        }
         if (best != VG_SCHED_NONE && (!known || (best_rtt = known(arg, i, best)) == UINT32_MAX))
             best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
@@ -193,6 +209,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
             ap->stats.within_mrps += s.mrps;
         sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
+    free(pt);
     sort_keys(sorted, n_sorted);
     ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
     ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
