@@ -5,12 +5,18 @@
  * capacity left), which keeps the work proportional to the app's demand,
  * not to the world. The previous locations are kept while they serve
  * enough demand (hysteresis); then a greedy facility-location pass adds
- * the candidate with the largest demand-weighted latency gain, evaluated
- * lazily from a max-heap (gains only shrink as locations open: the
+ * the candidate with the largest demand-weighted latency gain (kept exact
+ * as locations open, found from buckets by gain: gains only shrink, the
  * objective is submodular), until the app has its minimum and its latency
  * target is met, or its maximum; then a local search swaps added
  * locations for better ones while that improves. Every candidate leaves a
  * record of why it was chosen or not.
+ *
+ * Where the time goes: an app touches a few hundred locations once each
+ * (a cache miss apiece, hence the plan's packed per-location record and
+ * the prefetching), and everything after is per candidate or per pair,
+ * in arrays reused from app to app (no per-app allocation but the plan's
+ * own, no per-app clearing: marks are epochs).
  *
  * Memory comes from vg_xmalloc (abort on exhaustion): what a placement
  * uses is bounded by its inputs (candidates x demand areas), which the
