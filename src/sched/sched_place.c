@@ -32,7 +32,7 @@
 
 struct cand {
     uint32_t loc, cost;
-    uint32_t inv_start, inv_n;
+    uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
     uint64_t gain, served;
     uint8_t open, kept, reason, dead;
     uint16_t below;
@@ -40,10 +40,7 @@ struct cand {
 
 struct pair {
     uint32_t cand, area, rtt; /* area: index into the app's demand */
-};
-
-struct inv {
-    uint32_t area, rtt;
+    uint32_t next;            /* the candidate's next pair (its lists in any order: sums and minima) */
 };
 
 /* An app that lost a location to a higher-priority one during an update,
@@ -81,8 +78,6 @@ struct ctx {
     size_t nc, cc;
     struct pair *pr;
     size_t np, cp;
-    struct inv *inv;
-    size_t cinv;
     uint32_t *area_start;
     uint64_t *wa;
     uint32_t *cur;
@@ -129,7 +124,6 @@ static void ctx_fini(struct ctx *x)
 
     free(x->c);
     free(x->pr);
-    free(x->inv);
     free(x->area_start);
     free(x->wa);
     free(x->cur);
@@ -253,7 +247,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_loc *
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost};
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
     s->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -269,8 +263,8 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
 static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
 {
     GROW(x->pr, x->np, x->cp);
-    x->pr[x->np++] = (struct pair){cand, area, rtt};
-    x->c[cand].inv_n++;
+    x->pr[x->np] = (struct pair){cand, area, rtt, x->c[cand].first};
+    x->c[cand].first = (uint32_t)x->np++;
     if (rtt < VG_SCHED_UNSERVED_US) {
         x->c[cand].gain += x->wa[area] * (VG_SCHED_UNSERVED_US - rtt);
         x->c[cand].served += x->wa[area];
@@ -385,8 +379,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     const struct vg__sched_near *all = x->w->near;
     struct vg__sched_loc *locs = x->loc;
     struct pair *pr = x->pr;
-    uint32_t stamp = x->stamp, np = (uint32_t)x->np;
-    bool residency = x->rules.residency;
+    uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
+    bool residency = x->rules.residency, plain = !x->rules.any && !x->preempt;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
@@ -403,12 +397,22 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             if (residency && !residency_ok(x, a, loc))
                 continue;
             struct vg__sched_loc *s = &locs[loc];
-            uint32_t c = s->mark == stamp ? s->slot : consider_new(x, loc, s);
+            uint32_t c = s->slot;
+            if (s->mark != stamp) {
+                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem) {
+                    /* consider_new's common case, in line: a candidate */
+                    s->mark = stamp;
+                    s->slot = c = (uint32_t)x->nc++;
+                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+                } else {
+                    c = consider_new(x, loc, s);
+                }
+            }
             if (c == VG_SCHED_NONE)
                 continue;
-            pr[np++] = (struct pair){c, (uint32_t)i, rtt};
             struct cand *cd = &x->c[c];
-            cd->inv_n++;
+            pr[np] = (struct pair){c, (uint32_t)i, rtt, cd->first};
+            cd->first = np++;
             if (rtt < VG_SCHED_UNSERVED_US) { /* the gain while nothing is open */
                 cd->gain += (uint64_t)mrps * (VG_SCHED_UNSERVED_US - rtt);
                 cd->served += mrps;
@@ -421,25 +425,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         }
     }
     x->area_start[d->n] = (uint32_t)x->np;
-}
-
-/* Candidate -> (area, rtt) lists, by counting sort of the pairs. */
-static void build_inverted(struct ctx *x)
-{
-    if (x->cinv < x->np + 1) {
-        x->cinv = x->np + 1;
-        x->inv = vg_xrealloc(x->inv, x->cinv * sizeof(*x->inv));
-    }
-    uint32_t at = 0; /* inv_n: counted as the pairs were made */
-    for (size_t c = 0; c < x->nc; c++) {
-        x->c[c].inv_start = at;
-        at += x->c[c].inv_n;
-        x->c[c].inv_n = 0;
-    }
-    for (size_t i = 0; i < x->np; i++) {
-        struct cand *c = &x->c[x->pr[i].cand];
-        x->inv[c->inv_start + c->inv_n++] = (struct inv){x->pr[i].area, x->pr[i].rtt};
-    }
+    VG_ASSERT(x->nc <= x->cc && x->np <= x->cp); /* the room made above held */
 }
 
 /* --- the objective ---------------------------------------------------------- */
@@ -447,8 +433,8 @@ static void build_inverted(struct ctx *x)
 static void eval_gain(struct ctx *x, struct cand *c)
 {
     uint64_t g = 0, s = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         if (v->rtt < x->cur[v->area]) {
             g += x->wa[v->area] * (x->cur[v->area] - v->rtt);
             s += x->wa[v->area];
@@ -461,8 +447,8 @@ static void eval_gain(struct ctx *x, struct cand *c)
 static void open_cand(struct ctx *x, struct cand *c)
 {
     uint32_t target = x->app->target_us;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         if (v->rtt < x->cur[v->area]) {
             if (x->cur[v->area] > target && v->rtt <= target)
                 x->within += x->wa[v->area];
@@ -523,8 +509,8 @@ static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
         const struct cand *cd = &x->c[c];
         if (!cd->open)
             continue;
-        for (uint32_t k = 0; k < cd->inv_n; k++) {
-            const struct inv *v = &x->inv[cd->inv_start + k];
+        for (uint32_t k = cd->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+            const struct pair *v = &x->pr[k];
             uint32_t i = v->area, r = v->rtt;
             if (r < x->b1[i] || (r == x->b1[i] && x->c1[i] != VG_SCHED_NONE && cd->loc < x->c[x->c1[i]].loc))
                 x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = (uint32_t)c;
@@ -547,8 +533,8 @@ static void swap_loss(struct ctx *x, uint32_t out, uint64_t *loss, uint64_t *los
 {
     const struct cand *c = &x->c[out];
     *loss = *lost_within = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        uint32_t a = x->inv[c->inv_start + k].area;
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        uint32_t a = x->pr[k].area;
         if (x->c1[a] != out)
             continue;
         *loss += x->wa[a] * (x->b2[a] - x->b1[a]);
@@ -564,8 +550,8 @@ static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *wo
     const struct cand *c = &x->c[in];
     uint64_t gain = 0;
     *won_within = *served = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         uint32_t now = x->c1[v->area] == out ? x->b2[v->area] : x->b1[v->area];
         if (v->rtt >= now)
             continue;
@@ -660,8 +646,8 @@ static void open_live(struct ctx *x, struct cand *c)
     uint32_t target = x->app->target_us;
     c->open = 1;
     x->n_open++;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         uint32_t i = v->area, old = x->cur[i], now = v->rtt;
         if (now >= old)
             continue;
@@ -965,7 +951,6 @@ static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *b
     build_pairs(x, d);
     for (size_t k = 0; k < n_prev; k++) /* so that they are candidates, with their lists */
         consider(x, prev[k]);
-    build_inverted(x);
     keep_previous(x, d->n, prev, below, n_prev);
     greedy(x);
     local_search(x, d->n);
