@@ -90,8 +90,9 @@ struct ctx {
     size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
-    bool preempt;   /* updates: lower-priority apps make room, and are placed again after */
-    bool evaluated; /* the candidates' gains are those of add_pair and still hold */
+    bool preempt;        /* updates: lower-priority apps make room, and are placed again after */
+    bool evaluated;      /* the candidates' gains are those of add_pair and still hold */
+    uint8_t left_reason; /* why the candidates the greedy left (neither open nor dropped) are rejected */
     struct evicted *evicted;
     size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
@@ -687,13 +688,7 @@ static void drop_below(struct cand *c)
  * gain at all says so), with their gains as of now. */
 static void reject_left(struct ctx *x, uint8_t reason)
 {
-    for (size_t i = 0; i < x->nc; i++) {
-        struct cand *c = &x->c[i];
-        if (c->open || c->dead)
-            continue;
-        c->dead = 1;
-        c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
-    }
+    x->left_reason = reason; /* applied by commit, which passes over them anyway */
     x->n_live = 0;
 }
 
@@ -1043,7 +1038,9 @@ static void commit(struct ctx *x)
             continue;
         *y++ = (struct vg_sched_why){.loc = cd->loc,
                                      .verdict = VG_SCHED_REJECTED,
-                                     .reason = cd->dead ? cd->reason : VG_SCHED_R_NO_GAIN,
+                                     .reason = cd->dead        ? cd->reason
+                                               : cd->gain == 0 ? VG_SCHED_R_NO_GAIN
+                                                               : x->left_reason,
                                      .below = cd->below,
                                      .by_app = VG_SCHED_NONE,
                                      .demand_mrps = cd->served,
@@ -1062,6 +1059,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->app_idx = app;
     x->nc = x->np = x->nw = x->n_open = 0;
     x->evaluated = true;
+    x->left_reason = VG_SCHED_R_NO_GAIN;
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
