@@ -991,8 +991,9 @@ static int cmp_u32(const void *a, const void *b)
 static uint32_t pair_rtt(void *arg, size_t i, uint32_t loc)
 {
     const struct ctx *x = arg;
+    uint32_t c = x->loc[loc].slot; /* chosen: a candidate of this app */
     for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
-        if (x->c[x->pr[k].cand].loc == loc)
+        if (x->pr[k].cand == c)
             return x->pr[k].rtt;
     return UINT32_MAX;
 }
