@@ -15,6 +15,15 @@ struct vg__sched_near {
     uint32_t loc, rtt_us;
 };
 
+/* What placement reads of a location, packed (24 bytes, not the 88 of
+ * struct vg_sched_location): the first look at a location is most of a
+ * placement's cache misses. */
+struct vg__sched_lhot {
+    uint32_t tags, cost, cpu_m, mem_mib, slots;
+    uint16_t country;
+    uint8_t region, pad;
+};
+
 struct vg__sched_rtt_ovr {
     uint64_t key; /* area << 32 | loc, 0 = empty slot (key + 1 stored) */
     uint32_t rtt_us;
@@ -30,7 +39,8 @@ struct vg_sched_world {
     size_t n_tags;
     char regions[VG__SCHED_REGIONS_MAX][VG_SCHED_REGION_MAX];
     size_t n_regions;
-    uint16_t *loc_country; /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
+    struct vg__sched_lhot *hot; /* n_locs */
+    uint16_t *loc_country;      /* packed: 26 * (c0 - 'A') + (c1 - 'A') */
     uint8_t *loc_region, *area_region;
     struct vg_geo_xyz *loc_xyz, *area_xyz; /* for distances without trigonometry */
     struct vg__sched_near *near;           /* n_areas x VG_SCHED_NEAR, by rtt then loc */
@@ -56,6 +66,7 @@ struct vg__sched_rules {
     bool any_allow_c, any_allow_r;
     uint32_t tags;
     bool residency;
+    bool any; /* an allow or deny list, or required tags: without, every location is allowed */
 };
 void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r);
 bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc);
@@ -73,23 +84,48 @@ struct vg__sched_app_plan {
 };
 
 struct vg__sched_holders {
-    uint32_t *apps;
+    uint32_t *apps; /* in the order they came */
     uint32_t n, cap;
+};
+
+/* A location as placement sees it, in one half cache line: the capacity
+ * left, the first of its highest-priority holders (VG_SCHED_NONE when
+ * none: what a capacity record names), its cost, and the placement's
+ * scratch (seen for the app being placed when mark is the plan's stamp,
+ * and its candidate there), so that the first look at a location is one
+ * miss, not one per array. */
+struct vg__sched_loc {
+    uint32_t cpu_free, mem_free, slots_free, top;
+    uint32_t cost;
+    uint32_t mark, slot;
+    uint32_t spare;
 };
 
 struct vg_sched_plan {
     uint32_t magic;
     size_t n_apps, n_locs;
     struct vg__sched_app_plan *apps;
-    uint32_t *cpu_used, *mem_used, *slots_used;
+    struct vg__sched_loc *loc;         /* n_locs */
     struct vg__sched_holders *holders; /* which apps run at each location */
+    uint32_t stamp;                    /* the last mark handed out (placement's epochs) */
 };
 
-struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs);
+struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps);
+/* A new mark for the next app's placement: a location whose mark equals
+ * it has been seen for that app (no per-app clearing). */
+uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
 void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
-/* Computes where each area's demand goes and the app's stats. */
+/* The latency from the i-th demand entry's area to loc when the caller
+ * knows it (it must equal vg_sched_rtt_us), else UINT32_MAX. */
+typedef uint32_t (*vg__sched_known_rtt_fn)(void *arg, size_t i, uint32_t loc);
+/* Computes where each area's demand goes and the app's stats. known (may
+ * be NULL) spares computing latencies the caller has. */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap);
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          void *arg);
+/* Squared chord between an area and a location (unit sphere): latency
+ * grows with it when no RTT is measured. */
+double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc);
 
 #endif

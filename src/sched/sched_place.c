@@ -5,18 +5,25 @@
  * capacity left), which keeps the work proportional to the app's demand,
  * not to the world. The previous locations are kept while they serve
  * enough demand (hysteresis); then a greedy facility-location pass adds
- * the candidate with the largest demand-weighted latency gain, evaluated
- * lazily from a max-heap (gains only shrink as locations open: the
+ * the candidate with the largest demand-weighted latency gain (kept exact
+ * as locations open, found from buckets by gain: gains only shrink, the
  * objective is submodular), until the app has its minimum and its latency
  * target is met, or its maximum; then a local search swaps added
  * locations for better ones while that improves. Every candidate leaves a
  * record of why it was chosen or not.
+ *
+ * Where the time goes: an app touches a few hundred locations once each
+ * (a cache miss apiece, hence the plan's packed per-location record and
+ * the prefetching), and everything after is per candidate or per pair,
+ * in arrays reused from app to app (no per-app allocation but the plan's
+ * own, no per-app clearing: marks are epochs).
  *
  * Memory comes from vg_xmalloc (abort on exhaustion): what a placement
  * uses is bounded by its inputs (candidates x demand areas), which the
  * caller bounds. */
 #include "sched/sched_int.h"
 
+#include <math.h>
 #include <string.h>
 
 #define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
@@ -25,7 +32,7 @@
 
 struct cand {
     uint32_t loc, cost;
-    uint32_t inv_start, inv_n;
+    uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
     uint64_t gain, served;
     uint8_t open, kept, reason, dead;
     uint16_t below;
@@ -33,10 +40,7 @@ struct cand {
 
 struct pair {
     uint32_t cand, area, rtt; /* area: index into the app's demand */
-};
-
-struct inv {
-    uint32_t area, rtt;
+    uint32_t next;            /* the candidate's next pair (its lists in any order: sums and minima) */
 };
 
 /* An app that lost a location to a higher-priority one during an update,
@@ -48,11 +52,13 @@ struct evicted {
     size_t n;
 };
 
-/* A heap entry carries its own keys: comparisons stay in the heap's
- * cache lines instead of chasing candidates. */
-struct hent {
-    uint64_t gain;
-    uint64_t key; /* cost << 32 | location: the tie-breaks, lower first */
+/* The greedy's candidates by gain: a list per bucket (bucket_of), and
+ * the highest bucket that may be non-empty. */
+#define GREEDY_BUCKETS 256
+
+struct buckets {
+    uint32_t head[GREEDY_BUCKETS];
+    int top;
 };
 
 struct ctx {
@@ -65,14 +71,13 @@ struct ctx {
     uint32_t app_idx;
     struct vg__sched_rules rules;
     uint32_t stamp;
-    uint32_t *mark, *slot; /* per location: seen for this app (mark == stamp), its candidate */
-    uint32_t *pmark;       /* per location: in the app's previous placement (== stamp) */
+    struct vg__sched_loc *loc; /* the plan's */
+    const uint32_t *prev;      /* the app's previous locations */
+    size_t n_prev;
     struct cand *c;
     size_t nc, cc;
     struct pair *pr;
     size_t np, cp;
-    struct inv *inv;
-    size_t cinv;
     uint32_t *area_start;
     uint64_t *wa;
     uint32_t *cur;
@@ -80,11 +85,14 @@ struct ctx {
     size_t ca;
     struct vg_sched_why *why;
     size_t nw, cw;
-    struct hent *heap;
-    size_t nh, ch;
+    struct buckets bs[2]; /* the greedy's candidates with a gain: eligible, below the demand threshold */
+    uint32_t *next;       /* per candidate: the next in its bucket */
+    size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
-    bool preempt; /* updates: lower-priority apps make room, and are placed again after */
+    bool preempt;        /* updates: lower-priority apps make room, and are placed again after */
+    bool evaluated;      /* the candidates' gains are those of add_pair and still hold */
+    uint8_t left_reason; /* why the candidates the greedy left (neither open nor dropped) are rejected */
     struct evicted *evicted;
     size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
@@ -109,19 +117,14 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->n_apps = n_apps;
     x->demand = demand;
     x->plan = plan;
-    x->mark = vg_xcalloc(w->n_locs + 1, sizeof(*x->mark));
-    x->slot = vg_xcalloc(w->n_locs + 1, sizeof(*x->slot));
-    x->pmark = vg_xcalloc(w->n_locs + 1, sizeof(*x->pmark));
+    x->loc = plan->loc;
 }
 
 static void ctx_fini(struct ctx *x)
 {
-    free(x->mark);
-    free(x->slot);
-    free(x->pmark);
+
     free(x->c);
     free(x->pr);
-    free(x->inv);
     free(x->area_start);
     free(x->wa);
     free(x->cur);
@@ -129,7 +132,7 @@ static void ctx_fini(struct ctx *x)
     free(x->b2);
     free(x->c1);
     free(x->why);
-    free(x->heap);
+    free(x->next);
     free(x->hubs);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
@@ -153,32 +156,29 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
  * what lower-priority apps hold there counts as free: they make room. */
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
-    const struct vg_sched_location *l = &x->w->locs[loc];
-    const struct vg_sched_plan *p = x->plan;
-    uint64_t cpu = p->cpu_used[loc], mem = p->mem_used[loc], slots = p->slots_used[loc];
+    const struct vg__sched_loc *l = &x->loc[loc];
+    uint64_t cpu = l->cpu_free, mem = l->mem_free, slots = l->slots_free;
     if (x->preempt) {
-        const struct vg__sched_holders *h = &p->holders[loc];
+        const struct vg__sched_holders *h = &x->plan->holders[loc];
         for (uint32_t k = 0; k < h->n; k++) {
             const struct vg_sched_app *o = &x->apps[h->apps[k]];
             if (o->priority < x->app->priority)
-                cpu -= o->cpu_m, mem -= o->mem_mib, slots--;
+                cpu += o->cpu_m, mem += o->mem_mib, slots++;
         }
     }
-    if (slots + 1 > l->slots)
+    if (slots < 1)
         return VG_SCHED_RES_SLOTS;
-    if (cpu + x->app->cpu_m > l->cpu_m)
+    if (cpu < x->app->cpu_m)
         return VG_SCHED_RES_CPU;
-    if (mem + x->app->mem_mib > l->mem_mib)
+    if (mem < x->app->mem_mib)
         return VG_SCHED_RES_MEM;
     return VG_SCHED_RES_NONE;
 }
 
 static bool fits_now(const struct ctx *x, uint32_t loc)
 {
-    const struct vg_sched_location *l = &x->w->locs[loc];
-    const struct vg_sched_plan *p = x->plan;
-    return p->slots_used[loc] + 1 <= l->slots && (uint64_t)p->cpu_used[loc] + x->app->cpu_m <= l->cpu_m &&
-           (uint64_t)p->mem_used[loc] + x->app->mem_mib <= l->mem_mib;
+    const struct vg__sched_loc *l = &x->loc[loc];
+    return l->slots_free >= 1 && l->cpu_free >= x->app->cpu_m && l->mem_free >= x->app->mem_mib;
 }
 
 /* Takes the lowest-priority app (the last of equals) off every location
@@ -210,18 +210,12 @@ static void make_room(struct ctx *x, uint32_t loc)
     }
 }
 
-/* The highest-priority app holding loc, if its priority is above ours. */
+/* The highest-priority app holding loc (the first of equals), if its
+ * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_holders *h = &x->plan->holders[loc];
-    uint32_t best = VG_SCHED_NONE;
-    for (uint32_t k = 0; k < h->n; k++) {
-        uint32_t a = h->apps[k];
-        if (x->apps[a].priority > x->app->priority &&
-            (best == VG_SCHED_NONE || x->apps[a].priority > x->apps[best].priority))
-            best = a;
-    }
-    return best;
+    uint32_t top = x->loc[loc].top;
+    return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
 static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
@@ -229,38 +223,53 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
     struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
     y.resource = res;
     y.by_app = displacer(x, loc);
-    if (x->pmark[loc] == x->stamp && y.by_app != VG_SCHED_NONE)
-        y.reason = VG_SCHED_R_DISPLACED;
+    if (y.by_app != VG_SCHED_NONE)
+        for (size_t k = 0; k < x->n_prev; k++)
+            if (x->prev[k] == loc)
+                y.reason = VG_SCHED_R_DISPLACED;
     add_why(x, y);
 }
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
  * of why) when the app may not or cannot run there. */
-static uint32_t consider(struct ctx *x, uint32_t loc)
+static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_loc *s)
 {
-    if (x->mark[loc] == x->stamp)
-        return x->slot[loc];
-    x->mark[loc] = x->stamp;
-    x->slot[loc] = VG_SCHED_NONE;
-    if (!vg__sched_rules_allow(x->w, &x->rules, loc)) {
+    s->mark = x->stamp;
+    s->slot = VG_SCHED_NONE;
+    if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
         add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
         return VG_SCHED_NONE;
     }
-    uint8_t res = short_of(x, loc);
+    uint8_t res = !x->preempt && s->slots_free >= 1 && s->cpu_free >= x->app->cpu_m && s->mem_free >= x->app->mem_mib
+                      ? VG_SCHED_RES_NONE
+                      : short_of(x, loc);
     if (res != VG_SCHED_RES_NONE) {
         reject_capacity(x, loc, res);
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = x->w->locs[loc].cost};
-    x->slot[loc] = (uint32_t)x->nc;
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+    s->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
 
+static uint32_t consider(struct ctx *x, uint32_t loc)
+{
+    struct vg__sched_loc *s = &x->loc[loc];
+    return s->mark == x->stamp ? s->slot : consider_new(x, loc, s);
+}
+
+/* A pair, and what it adds to its candidate's gain while nothing is open
+ * (the greedy's first evaluation when no location was kept). */
 static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
 {
     GROW(x->pr, x->np, x->cp);
-    x->pr[x->np++] = (struct pair){cand, area, rtt};
+    x->pr[x->np] = (struct pair){cand, area, rtt, x->c[cand].first};
+    x->c[cand].first = (uint32_t)x->np++;
+    if (rtt < VG_SCHED_UNSERVED_US) {
+        x->c[cand].gain += x->wa[area] * (VG_SCHED_UNSERVED_US - rtt);
+        x->c[cand].served += x->wa[area];
+    }
 }
 
 static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
@@ -288,9 +297,22 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
     if (!x->hubs_known)
         usable_hubs(x);
     uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    /* Without measured RTTs latency grows with the chord: only hubs within
+     * a hair of the nearest (1e-4 of the unit sphere, some 600 m, where
+     * one µs of latency is 100 m) can share its latency, and only theirs
+     * is computed. The choice is the same: lowest latency, then index. */
+    double near_c = 1e9;
+    if (x->w->n_ovr == 0) {
+        for (size_t h = 0; h < x->n_hubs; h++)
+            if (residency_ok(x, area, x->hubs[h])) {
+                double c = vg__sched_chord2(x->w, area, x->hubs[h]);
+                near_c = c < near_c ? c : near_c;
+            }
+        near_c = (sqrt(near_c) + 1e-4) * (sqrt(near_c) + 1e-4);
+    }
     for (size_t h = 0; h < x->n_hubs; h++) {
         uint32_t loc = x->hubs[h];
-        if (!residency_ok(x, area, loc))
+        if (!residency_ok(x, area, loc) || (x->w->n_ovr == 0 && vg__sched_chord2(x->w, area, loc) > near_c))
             continue;
         uint32_t r = vg_sched_rtt_us(x->w, area, loc);
         if (r < best_rtt || (r == best_rtt && loc < best))
@@ -298,6 +320,30 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
     }
     if (best != VG_SCHED_NONE)
         add_pair(x, consider(x, best), i, best_rtt);
+}
+
+/* The areas' nearest locations are scattered over the world's arrays:
+ * most of this pass is waiting for memory unless the next areas' lines
+ * are asked for while this one is worked on (16 misses in flight, not
+ * one at a time). Hints only: no effect on the result. */
+#define PREFETCH_AHEAD 2 /* areas ahead whose locations are asked for ... */
+#define PREFETCH_LIST 4  /* ... and whose nearest lists are (read by the former) */
+
+static void prefetch_list(const struct ctx *x, uint32_t a)
+{
+    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+    __builtin_prefetch(near);
+    __builtin_prefetch(near + VG_SCHED_NEAR - 1);
+}
+
+static void prefetch_area(const struct ctx *x, uint32_t a)
+{
+    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+    for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
+        __builtin_prefetch(&x->loc[near[k].loc]);
+        if (x->rules.any)
+            __builtin_prefetch(&x->w->hot[near[k].loc]);
+    }
 }
 
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
@@ -311,47 +357,76 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->b2 = vg_xrealloc(x->b2, x->ca * sizeof(*x->b2));
         x->c1 = vg_xrealloc(x->c1, x->ca * sizeof(*x->c1));
     }
+    /* room for every pair and candidate up front: none of the appends
+     * below checks (an area adds at most VG_SCHED_NEAR pairs, a hub's
+     * included, each at most one candidate and one record) */
+    size_t most = d->n * VG_SCHED_NEAR + 1;
+    if (x->cp < most) {
+        x->cp = most;
+        x->pr = vg_xrealloc(x->pr, x->cp * sizeof(*x->pr));
+    }
+    if (x->cc < most + x->n_prev) {
+        x->cc = most + x->n_prev;
+        x->c = vg_xrealloc(x->c, x->cc * sizeof(*x->c));
+    }
+    if (x->cw < most + x->n_prev) {
+        x->cw = most + x->n_prev;
+        x->why = vg_xrealloc(x->why, x->cw * sizeof(*x->why));
+    }
+    for (size_t i = 0; i < d->n && i < PREFETCH_LIST; i++)
+        prefetch_list(x, d->e[i].area);
+    for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
+        prefetch_area(x, d->e[i].area);
+    const struct vg__sched_near *all = x->w->near;
+    struct vg__sched_loc *locs = x->loc;
+    struct pair *pr = x->pr;
+    uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
+    bool residency = x->rules.residency, plain = !x->rules.any && !x->preempt;
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area;
-        x->wa[i] = d->e[i].mrps;
-        x->total += d->e[i].mrps;
+        uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
+        if (i + PREFETCH_LIST < d->n)
+            prefetch_list(x, d->e[i + PREFETCH_LIST].area);
+        if (i + PREFETCH_AHEAD < d->n)
+            prefetch_area(x, d->e[i + PREFETCH_AHEAD].area);
+        x->wa[i] = mrps;
+        x->total += mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;
-        x->area_start[i] = (uint32_t)x->np;
-        const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
-        for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
-            if (!residency_ok(x, a, near[k].loc))
+        x->area_start[i] = np;
+        const struct vg__sched_near *near = &all[(size_t)a * VG_SCHED_NEAR];
+        for (uint8_t k = 0, n = x->w->n_near[a]; k < n; k++) {
+            uint32_t loc = near[k].loc, rtt = near[k].rtt_us;
+            if (residency && !residency_ok(x, a, loc))
                 continue;
-            uint32_t c = consider(x, near[k].loc);
-            if (c != VG_SCHED_NONE)
-                add_pair(x, c, (uint32_t)i, near[k].rtt_us);
+            struct vg__sched_loc *s = &locs[loc];
+            uint32_t c = s->slot;
+            if (s->mark != stamp) {
+                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem) {
+                    /* consider_new's common case, in line: a candidate */
+                    s->mark = stamp;
+                    s->slot = c = (uint32_t)x->nc++;
+                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+                } else {
+                    c = consider_new(x, loc, s);
+                }
+            }
+            if (c == VG_SCHED_NONE)
+                continue;
+            struct cand *cd = &x->c[c];
+            pr[np] = (struct pair){c, (uint32_t)i, rtt, cd->first};
+            cd->first = np++;
+            if (rtt < VG_SCHED_UNSERVED_US) { /* the gain while nothing is open */
+                cd->gain += (uint64_t)mrps * (VG_SCHED_UNSERVED_US - rtt);
+                cd->served += mrps;
+            }
         }
-        if (x->area_start[i] == x->np)
+        x->np = np;
+        if (x->area_start[i] == np) {
             fallback_hub(x, (uint32_t)i, a);
+            np = (uint32_t)x->np;
+        }
     }
     x->area_start[d->n] = (uint32_t)x->np;
-}
-
-/* Candidate -> (area, rtt) lists, by counting sort of the pairs. */
-static void build_inverted(struct ctx *x)
-{
-    if (x->cinv < x->np + 1) {
-        x->cinv = x->np + 1;
-        x->inv = vg_xrealloc(x->inv, x->cinv * sizeof(*x->inv));
-    }
-    for (size_t c = 0; c < x->nc; c++)
-        x->c[c].inv_n = 0;
-    for (size_t i = 0; i < x->np; i++)
-        x->c[x->pr[i].cand].inv_n++;
-    uint32_t at = 0;
-    for (size_t c = 0; c < x->nc; c++) {
-        x->c[c].inv_start = at;
-        at += x->c[c].inv_n;
-        x->c[c].inv_n = 0;
-    }
-    for (size_t i = 0; i < x->np; i++) {
-        struct cand *c = &x->c[x->pr[i].cand];
-        x->inv[c->inv_start + c->inv_n++] = (struct inv){x->pr[i].area, x->pr[i].rtt};
-    }
+    VG_ASSERT(x->nc <= x->cc && x->np <= x->cp); /* the room made above held */
 }
 
 /* --- the objective ---------------------------------------------------------- */
@@ -359,8 +434,8 @@ static void build_inverted(struct ctx *x)
 static void eval_gain(struct ctx *x, struct cand *c)
 {
     uint64_t g = 0, s = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         if (v->rtt < x->cur[v->area]) {
             g += x->wa[v->area] * (x->cur[v->area] - v->rtt);
             s += x->wa[v->area];
@@ -373,8 +448,8 @@ static void eval_gain(struct ctx *x, struct cand *c)
 static void open_cand(struct ctx *x, struct cand *c)
 {
     uint32_t target = x->app->target_us;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         if (v->rtt < x->cur[v->area]) {
             if (x->cur[v->area] > target && v->rtt <= target)
                 x->within += x->wa[v->area];
@@ -426,18 +501,26 @@ static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
 {
     uint64_t obj = 0;
     *within = 0;
-    for (size_t i = 0; i < n_areas; i++) {
-        uint32_t d1 = VG_SCHED_UNSERVED_US, d2 = VG_SCHED_UNSERVED_US, c1 = VG_SCHED_NONE;
-        for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
-            const struct pair *pr = &x->pr[k];
-            if (!x->c[pr->cand].open)
-                continue;
-            if (pr->rtt < d1)
-                d2 = d1, d1 = pr->rtt, c1 = pr->cand;
-            else if (pr->rtt < d2)
-                d2 = pr->rtt;
+    for (size_t i = 0; i < n_areas; i++)
+        x->b1[i] = x->b2[i] = VG_SCHED_UNSERVED_US, x->c1[i] = VG_SCHED_NONE;
+    /* over the open candidates' lists, not every pair: an area's pairs are
+     * in (latency, location) order, so the best is the lowest location
+     * among equal latencies */
+    for (size_t c = 0; c < x->nc; c++) {
+        const struct cand *cd = &x->c[c];
+        if (!cd->open)
+            continue;
+        for (uint32_t k = cd->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+            const struct pair *v = &x->pr[k];
+            uint32_t i = v->area, r = v->rtt;
+            if (r < x->b1[i] || (r == x->b1[i] && x->c1[i] != VG_SCHED_NONE && cd->loc < x->c[x->c1[i]].loc))
+                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = (uint32_t)c;
+            else if (r < x->b2[i])
+                x->b2[i] = r;
         }
-        x->b1[i] = d1, x->b2[i] = d2, x->c1[i] = c1;
+    }
+    for (size_t i = 0; i < n_areas; i++) {
+        uint32_t d1 = x->b1[i];
         obj += x->wa[i] * d1;
         if (d1 <= x->app->target_us)
             *within += x->wa[i];
@@ -451,8 +534,8 @@ static void swap_loss(struct ctx *x, uint32_t out, uint64_t *loss, uint64_t *los
 {
     const struct cand *c = &x->c[out];
     *loss = *lost_within = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        uint32_t a = x->inv[c->inv_start + k].area;
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        uint32_t a = x->pr[k].area;
         if (x->c1[a] != out)
             continue;
         *loss += x->wa[a] * (x->b2[a] - x->b1[a]);
@@ -468,8 +551,8 @@ static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *wo
     const struct cand *c = &x->c[in];
     uint64_t gain = 0;
     *won_within = *served = 0;
-    for (uint32_t k = 0; k < c->inv_n; k++) {
-        const struct inv *v = &x->inv[c->inv_start + k];
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
         uint32_t now = x->c1[v->area] == out ? x->b2[v->area] : x->b1[v->area];
         if (v->rtt >= now)
             continue;
@@ -481,7 +564,7 @@ static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *wo
     return gain;
 }
 
-/* --- the heap of candidates by gain --------------------------------------- */
+/* --- ranking candidates --------------------------------------------------- */
 
 static bool better(const struct ctx *x, uint32_t a, uint32_t b)
 {
@@ -491,65 +574,6 @@ static bool better(const struct ctx *x, uint32_t a, uint32_t b)
     if (ca->cost != cb->cost)
         return ca->cost < cb->cost;
     return ca->loc < cb->loc;
-}
-
-static bool hent_better(struct hent a, struct hent b)
-{
-    return a.gain != b.gain ? a.gain > b.gain : a.key < b.key;
-}
-
-static struct hent hent_of(const struct cand *c)
-{
-    return (struct hent){c->gain, (uint64_t)c->cost << 32 | c->loc};
-}
-
-static uint32_t hent_cand(const struct ctx *x, struct hent e)
-{
-    return x->slot[(uint32_t)e.key];
-}
-
-static void heap_push(struct ctx *x, struct hent e)
-{
-    GROW(x->heap, x->nh, x->ch);
-    size_t i = x->nh++;
-    while (i > 0 && hent_better(e, x->heap[(i - 1) / 2])) {
-        x->heap[i] = x->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    x->heap[i] = e;
-}
-
-static void sift_down(struct ctx *x, size_t i)
-{
-    struct hent v = x->heap[i];
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        struct hent mv = v;
-        if (l < x->nh && hent_better(x->heap[l], mv))
-            m = l, mv = x->heap[l];
-        if (r < x->nh && hent_better(x->heap[r], mv))
-            m = r;
-        if (m == i)
-            break;
-        x->heap[i] = x->heap[m];
-        i = m;
-    }
-    x->heap[i] = v;
-}
-
-static void heapify(struct ctx *x)
-{
-    for (size_t i = x->nh / 2; i-- > 0;)
-        sift_down(x, i);
-}
-
-static struct hent heap_pop(struct ctx *x)
-{
-    struct hent top = x->heap[0];
-    x->heap[0] = x->heap[--x->nh];
-    if (x->nh)
-        sift_down(x, 0);
-    return top;
 }
 
 /* --- the dynamic policy ------------------------------------------------------ */
@@ -571,8 +595,12 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
             continue;
         x->c[c].kept = 1;
         x->c[c].below = below[k];
+        x->c[c].gain = 0; /* kept, not gained: the records say so */
         open_cand(x, &x->c[c]);
     }
+    if (x->n_open == 0)
+        return; /* nothing kept: the gains of add_pair stand */
+    x->evaluated = false;
     assign_served(x, n_areas);
     bool closed = false;
     while (x->n_open > x->app->max_locs) { /* the maximum was lowered: the least useful go */
@@ -609,56 +637,220 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
         recompute_cur(x, n_areas);
 }
 
-/* What is left in the heap when the greedy stops is rejected for reason,
- * with its gain as of now. */
-static void reject_rest(struct ctx *x, uint8_t reason)
+/* Opens c during the greedy: its areas get nearer, and every live
+ * candidate sharing one of them loses what it would have gained there (a
+ * walk over those areas' pairs, not over the candidates): gains stay
+ * exact, so the greedy needs no re-evaluation. Open and dead candidates
+ * keep the figures they were decided with. */
+static void open_live(struct ctx *x, struct cand *c)
 {
-    for (size_t i = 0; i < x->nh; i++) { /* order does not matter here: no pops */
-        struct cand *c = &x->c[hent_cand(x, x->heap[i])];
-        eval_gain(x, c);
-        c->dead = 1;
-        c->reason = c->gain == 0 ? VG_SCHED_R_NO_GAIN : reason;
+    uint32_t target = x->app->target_us;
+    c->open = 1;
+    x->n_open++;
+    for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+        const struct pair *v = &x->pr[k];
+        uint32_t i = v->area, old = x->cur[i], now = v->rtt;
+        if (now >= old)
+            continue;
+        uint64_t w = x->wa[i];
+        if (old > target && now <= target)
+            x->within += w;
+        x->cur[i] = now;
+        for (uint32_t p = x->area_start[i]; p < x->area_start[i + 1]; p++) {
+            const struct pair *pr = &x->pr[p];
+            struct cand *o = &x->c[pr->cand];
+            if (pr->rtt >= old || o->open || o->dead)
+                continue;
+            if (pr->rtt < now) {
+                o->gain -= w * (old - now);
+            } else {
+                o->gain -= w * (old - pr->rtt);
+                o->served -= w;
+            }
+        }
     }
-    x->nh = 0;
 }
 
+/* --- the greedy ---------------------------------------------------------------- */
+
+static bool eligible(const struct ctx *x, const struct cand *c)
+{
+    return c->gain > 0 && c->served >= x->app->min_demand_mrps;
+}
+
+static void drop_below(struct cand *c)
+{
+    c->dead = 1;
+    c->reason = VG_SCHED_R_BELOW_DEMAND;
+}
+
+/* The candidates left when the greedy stops are rejected for reason (no
+ * gain at all says so), with their gains as of now. */
+static void reject_left(struct ctx *x, uint8_t reason)
+{
+    x->left_reason = reason; /* applied by commit, which passes over them anyway */
+    x->n_live = 0;
+}
+
+/* A bucket per quarter octave of gain (the gain's top three bits): a
+ * larger gain is never in a lower bucket, so the best is in the highest
+ * non-empty bucket, found by comparing that bucket's few members. */
+static int bucket_of(uint64_t gain)
+{
+    int msb = 63 - __builtin_clzll(gain);
+    unsigned sub = msb >= 2 ? (unsigned)(gain >> (msb - 2)) & 3 : (unsigned)(gain << (2 - msb)) & 3;
+    return 4 * msb + (int)sub;
+}
+
+static void bucket_push(struct ctx *x, struct buckets *s, int b, uint32_t t)
+{
+    x->next[t] = s->head[b];
+    s->head[b] = t;
+    if (b > s->top)
+        s->top = b;
+}
+
+/* The best eligible candidate (exact), or NONE. Members sit in the bucket
+ * of their gain when put there; gains only shrink, so one found lower now
+ * moves down (or to the other set, no longer eligible) as it is met. */
+static uint32_t best_eligible(struct ctx *x)
+{
+    struct buckets *e = &x->bs[0];
+    for (; e->top >= 0; e->top--) {
+        int b = e->top;
+        uint32_t list = e->head[b], kept = VG_SCHED_NONE, best = VG_SCHED_NONE;
+        e->head[b] = VG_SCHED_NONE;
+        while (list != VG_SCHED_NONE) {
+            uint32_t t = list;
+            const struct cand *c = &x->c[t];
+            list = x->next[t];
+            if (c->open) /* taken below the minimum */
+                continue;
+            if (!eligible(x, c)) {
+                if (c->gain > 0) /* zero gains stay out: rejected at the end */
+                    bucket_push(x, &x->bs[1], bucket_of(c->gain), t);
+                continue;
+            }
+            int fb = bucket_of(c->gain);
+            if (fb < b) {
+                bucket_push(x, e, fb, t);
+                continue;
+            }
+            x->next[t] = kept;
+            kept = t;
+            if (best == VG_SCHED_NONE || better(x, t, best))
+                best = t;
+        }
+        e->head[b] = kept;
+        if (best == VG_SCHED_NONE)
+            continue;
+        for (uint32_t *at = &e->head[b];; at = &x->next[*at]) /* unlink it */
+            if (*at == best) {
+                *at = x->next[best];
+                break;
+            }
+        return best;
+    }
+    return VG_SCHED_NONE;
+}
+
+/* Below the demand threshold, what ranks above best (everything with a
+ * gain when best is NONE) goes: the greedy would have taken it first.
+ * Only the buckets from best's up can hold such. */
+static void drop_above(struct ctx *x, uint32_t best)
+{
+    struct buckets *r = &x->bs[1];
+    int low = best == VG_SCHED_NONE ? 0 : bucket_of(x->c[best].gain);
+    for (int b = r->top; b >= low; b--) {
+        uint32_t list = r->head[b], kept = VG_SCHED_NONE;
+        r->head[b] = VG_SCHED_NONE;
+        while (list != VG_SCHED_NONE) {
+            uint32_t t = list;
+            struct cand *c = &x->c[t];
+            list = x->next[t];
+            if (c->gain == 0 || c->open)
+                continue; /* rejected at the end, or taken below the minimum */
+            if (best == VG_SCHED_NONE || better(x, t, best)) {
+                drop_below(c);
+                x->n_live--;
+                continue;
+            }
+            int fb = bucket_of(c->gain);
+            if (fb < b) {
+                bucket_push(x, r, fb, t);
+                continue;
+            }
+            x->next[t] = kept;
+            kept = t;
+        }
+        r->head[b] = kept;
+    }
+    while (r->top >= 0 && r->head[r->top] == VG_SCHED_NONE)
+        r->top--;
+}
+
+/* The greedy proper: each step opens the candidate with the largest gain
+ * (ties: cost, then location). Below the minimum count it takes whatever
+ * ranks first; past it, a candidate serving less than min_demand is
+ * dropped when it would have been taken (served only shrinks: it never
+ * comes back), and a largest gain of zero ends it. Gains are kept exact
+ * (open_live), so a step needs no re-evaluation, only the best eligible
+ * and what ranks above it, from two sets of gain buckets (eligible, and
+ * below the demand threshold). The decisions and records are those of
+ * the lazy greedy over one heap of all candidates, ties included. */
 static void greedy(struct ctx *x)
 {
     const struct vg_sched_app *app = x->app;
-    x->nh = 0;
-    for (size_t c = 0; c < x->nc; c++)
-        if (!x->c[c].open && !x->c[c].dead) {
-            eval_gain(x, &x->c[c]);
-            GROW(x->heap, x->nh, x->ch);
-            x->heap[x->nh++] = hent_of(&x->c[c]);
-        }
-    heapify(x);
-    while (x->nh) {
+    if (x->cl < x->nc + 1) {
+        x->cl = x->nc + 1;
+        x->next = vg_xrealloc(x->next, x->cl * sizeof(*x->next));
+    }
+    x->n_live = 0;
+    for (int s = 0; s < 2; s++) {
+        memset(x->bs[s].head, 0xff, sizeof(x->bs[s].head));
+        x->bs[s].top = -1;
+    }
+    /* one pass: gains, the first pick, and the buckets (entries that the
+     * minimum's picks below make stale are fixed as they are met) */
+    uint32_t first = VG_SCHED_NONE;
+    for (size_t i = 0; i < x->nc; i++) {
+        struct cand *c = &x->c[i];
+        if (c->open || c->dead)
+            continue;
+        if (!x->evaluated)
+            eval_gain(x, c);
+        x->n_live++;
+        if (first == VG_SCHED_NONE || better(x, (uint32_t)i, first))
+            first = (uint32_t)i;
+        if (c->gain > 0)
+            bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
+    }
+    while (x->n_live && x->n_open < app->min_locs) { /* max >= min: neither stop applies yet */
+        if (first == VG_SCHED_NONE)
+            for (size_t c = 0; c < x->nc; c++)
+                if (!x->c[c].open && !x->c[c].dead && (first == VG_SCHED_NONE || better(x, (uint32_t)c, first)))
+                    first = (uint32_t)c;
+        struct cand *c = &x->c[first];
+        c->reason = c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        open_live(x, c);
+        x->n_live--;
+        first = VG_SCHED_NONE;
+    }
+    for (;;) {
+        if (!x->n_live)
+            return;
         if (x->n_open >= app->max_locs)
-            return reject_rest(x, VG_SCHED_R_MAX_REACHED);
-        if (x->n_open >= app->min_locs && target_met(x))
-            return reject_rest(x, VG_SCHED_R_TARGET_MET);
-        uint32_t top = hent_cand(x, heap_pop(x));
-        struct cand *c = &x->c[top];
-        uint64_t stale = c->gain;
-        eval_gain(x, c);
-        if (c->gain < stale && x->nh && hent_better(x->heap[0], hent_of(c))) {
-            heap_push(x, hent_of(c)); /* lazy: only the top is re-evaluated */
-            continue;
-        }
-        bool need = x->n_open < app->min_locs;
-        if (c->gain == 0 && !need) {
-            c->dead = 1;
-            c->reason = VG_SCHED_R_NO_GAIN;
-            return reject_rest(x, VG_SCHED_R_NO_GAIN);
-        }
-        if (!need && c->served < app->min_demand_mrps) {
-            c->dead = 1; /* served only shrinks: it never comes back */
-            c->reason = VG_SCHED_R_BELOW_DEMAND;
-            continue;
-        }
-        c->reason = need && c->served < app->min_demand_mrps ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
-        open_cand(x, c);
+            return reject_left(x, VG_SCHED_R_MAX_REACHED);
+        if (target_met(x))
+            return reject_left(x, VG_SCHED_R_TARGET_MET);
+        uint32_t best = best_eligible(x);
+        drop_above(x, best);
+        if (best == VG_SCHED_NONE) /* zero gains are left, if anything */
+            return reject_left(x, VG_SCHED_R_NO_GAIN);
+        struct cand *c = &x->c[best];
+        c->reason = VG_SCHED_R_GAIN;
+        open_live(x, c);
+        x->n_live--;
     }
 }
 
@@ -672,9 +864,10 @@ static void greedy(struct ctx *x)
 static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
 {
     size_t n_alt = 0;
+    uint64_t floor = 0; /* once full: the last one's gain; below it nothing gets in */
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *cd = &x->c[c];
-        if (cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+        if (cd->gain < floor || cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
             continue;
         size_t i = n_alt < max ? n_alt++ : max;
         while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
@@ -684,6 +877,8 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
         }
         if (i < max)
             alt[i] = (uint32_t)c;
+        if (n_alt == max)
+            floor = x->c[alt[max - 1]].gain;
     }
     return n_alt;
 }
@@ -751,7 +946,6 @@ static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *b
     build_pairs(x, d);
     for (size_t k = 0; k < n_prev; k++) /* so that they are candidates, with their lists */
         consider(x, prev[k]);
-    build_inverted(x);
     keep_previous(x, d->n, prev, below, n_prev);
     greedy(x);
     local_search(x, d->n);
@@ -772,7 +966,7 @@ static int place_static(struct ctx *x, struct vg_sched_error *err)
                      loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
             return VG_EINVAL;
         }
-        if (x->mark[loc] == x->stamp)
+        if (x->loc[loc].mark == x->stamp)
             continue; /* listed twice */
         uint32_t c = consider(x, loc);
         if (c == VG_SCHED_NONE)
@@ -792,29 +986,42 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The latency of a pair, when loc is one of the i-th area's: the nearest
+ * lists' figure, which is vg_sched_rtt_us's (measured or the model). */
+static uint32_t pair_rtt(void *arg, size_t i, uint32_t loc)
+{
+    const struct ctx *x = arg;
+    uint32_t c = x->loc[loc].slot; /* chosen: a candidate of this app */
+    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
+        if (x->pr[k].cand == c)
+            return x->pr[k].rtt;
+    return UINT32_MAX;
+}
+
 static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = &x->plan->apps[x->app_idx];
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
-    for (size_t c = 0; c < x->nc; c++)
+    for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
         if (x->c[c].open)
             ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->slot[ap->locs[k]];
+        uint32_t c = x->loc[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
         vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
-    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap);
+    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap, x->app->mode == VG_SCHED_DYNAMIC ? pair_rtt : NULL,
+                         x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->slot[ap->locs[k]]];
+        const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -825,34 +1032,38 @@ static void commit(struct ctx *x)
     }
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
+    struct vg_sched_why *y = &ap->why[ap->n_why];
     for (size_t c = 0; c < x->nc; c++) {
         const struct cand *cd = &x->c[c];
         if (cd->open)
             continue;
-        struct vg_sched_why y = why_of(cd->loc, VG_SCHED_REJECTED, cd->dead ? cd->reason : VG_SCHED_R_NO_GAIN);
-        y.below = cd->below;
-        y.gain = cd->gain;
-        y.demand_mrps = cd->served;
-        ap->why[ap->n_why++] = y;
+        *y++ = (struct vg_sched_why){.loc = cd->loc,
+                                     .verdict = VG_SCHED_REJECTED,
+                                     .reason = cd->dead        ? cd->reason
+                                               : cd->gain == 0 ? VG_SCHED_R_NO_GAIN
+                                                               : x->left_reason,
+                                     .below = cd->below,
+                                     .by_app = VG_SCHED_NONE,
+                                     .demand_mrps = cd->served,
+                                     .gain = cd->gain};
     }
+    ap->n_why = (size_t)(y - ap->why);
 }
 
 static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
                      struct vg_sched_error *err)
 {
-    if (++x->stamp == 0) {
-        memset(x->mark, 0, x->w->n_locs * sizeof(*x->mark));
-        memset(x->pmark, 0, x->w->n_locs * sizeof(*x->pmark));
-        x->stamp = 1;
-    }
+    x->stamp = vg__sched_plan_stamp(x->plan);
+    x->prev = prev;
+    x->n_prev = n_prev;
     x->app = &x->apps[app];
     x->app_idx = app;
-    x->nc = x->np = x->nw = x->nh = x->n_open = 0;
+    x->nc = x->np = x->nw = x->n_open = 0;
+    x->evaluated = true;
+    x->left_reason = VG_SCHED_R_NO_GAIN;
     x->total = x->within = 0;
     x->hubs_known = false;
     vg__sched_rules_compile(x->w, x->app, &x->rules);
-    for (size_t k = 0; k < n_prev; k++)
-        x->pmark[prev[k]] = x->stamp;
     if (x->app->mode == VG_SCHED_STATIC) {
         int rc = place_static(x, err);
         if (rc)
@@ -920,7 +1131,7 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
     }
     if (prev && (prev->magic != VG__SCHED_PLAN_MAGIC || prev->n_apps != n_apps || prev->n_locs != w->n_locs))
         prev = NULL; /* a plan of other apps or another world says nothing about this one */
-    struct vg_sched_plan *plan = vg__sched_plan_new(n_apps, w->n_locs);
+    struct vg_sched_plan *plan = vg__sched_plan_new(w, n_apps);
     uint32_t *order = vg_xmalloc((n_apps ? n_apps : 1) * sizeof(*order));
     priority_order(apps, n_apps, order);
     struct ctx x;

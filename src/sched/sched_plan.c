@@ -4,16 +4,19 @@
 
 #include <string.h>
 
-struct vg_sched_plan *vg__sched_plan_new(size_t n_apps, size_t n_locs)
+struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps)
 {
+    size_t n_locs = w->n_locs;
     struct vg_sched_plan *p = vg_xcalloc(1, sizeof(*p));
     p->magic = VG__SCHED_PLAN_MAGIC;
     p->n_apps = n_apps;
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
-    p->cpu_used = vg_xcalloc(n_locs + 1, sizeof(*p->cpu_used));
-    p->mem_used = vg_xcalloc(n_locs + 1, sizeof(*p->mem_used));
-    p->slots_used = vg_xcalloc(n_locs + 1, sizeof(*p->slots_used));
+    p->loc = vg_xcalloc(n_locs + 1, sizeof(*p->loc));
+    for (size_t l = 0; l < n_locs; l++) {
+        const struct vg__sched_lhot *h = &w->hot[l];
+        p->loc[l] = (struct vg__sched_loc){h->cpu_m, h->mem_mib, h->slots, VG_SCHED_NONE, h->cost, 0, 0, 0};
+    }
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     return p;
 }
@@ -37,19 +40,32 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
     for (size_t l = 0; l < p->n_locs; l++)
         free(p->holders[l].apps);
     free(p->apps);
-    free(p->cpu_used);
-    free(p->mem_used);
-    free(p->slots_used);
+    free(p->loc);
     free(p->holders);
     p->magic = 0;
     free(p);
 }
 
+uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p)
+{
+    if (++p->stamp == 0) { /* wrapped: marks from long ago could match */
+        for (size_t l = 0; l < p->n_locs; l++)
+            p->loc[l].mark = 0;
+        p->stamp = 1;
+    }
+    return p->stamp;
+}
+
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc)
 {
-    p->cpu_used[loc] += apps[app].cpu_m;
-    p->mem_used[loc] += apps[app].mem_mib;
-    p->slots_used[loc]++;
+    struct vg__sched_loc *u = &p->loc[loc];
+    /* placement checked that it fits (and made room when updating) */
+    VG_ASSERT(u->cpu_free >= apps[app].cpu_m && u->mem_free >= apps[app].mem_mib && u->slots_free >= 1);
+    u->cpu_free -= apps[app].cpu_m;
+    u->mem_free -= apps[app].mem_mib;
+    u->slots_free--;
+    if (u->top == VG_SCHED_NONE || apps[app].priority > apps[u->top].priority)
+        u->top = app; /* the first of equals stays */
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -64,9 +80,10 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     struct vg__sched_app_plan *ap = &p->apps[app];
     for (size_t i = 0; i < ap->n_locs; i++) {
         uint32_t loc = ap->locs[i];
-        p->cpu_used[loc] -= apps[app].cpu_m;
-        p->mem_used[loc] -= apps[app].mem_mib;
-        p->slots_used[loc]--;
+        struct vg__sched_loc *u = &p->loc[loc];
+        u->cpu_free += apps[app].cpu_m;
+        u->mem_free += apps[app].mem_mib;
+        u->slots_free++;
         struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++)
             if (h->apps[k] == app) {
@@ -74,27 +91,43 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
                 h->n--;
                 break;
             }
+        if (u->top != app)
+            continue;
+        u->top = VG_SCHED_NONE;
+        for (uint32_t k = 0; k < h->n; k++)
+            if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > apps[u->top].priority)
+                u->top = h->apps[k];
     }
     app_plan_free(ap);
 }
 
-static int cmp_served_rtt(const void *x, const void *y)
+/* Served demand as rtt << 32 | mrps, sorted by latency (Shell's sort
+ * with Ciura's gaps: no comparison callback, and the lists are short).
+ * Equal latencies in any order: the quantiles read latencies only. */
+static void sort_keys(uint64_t *k, size_t n)
 {
-    const struct vg_sched_served *a = x, *b = y;
-    if (a->rtt_us != b->rtt_us)
-        return a->rtt_us < b->rtt_us ? -1 : 1;
-    return a->area < b->area ? -1 : a->area > b->area;
+    static const size_t gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            uint64_t v = k[i];
+            size_t j = i;
+            for (; j >= gap && k[j - gap] > v; j -= gap)
+                k[j] = k[j - gap];
+            k[j] = v;
+        }
+    }
 }
 
-static uint32_t weighted_quantile(const struct vg_sched_served *s, size_t n, uint64_t total, unsigned pct)
+static uint32_t weighted_quantile(const uint64_t *s, size_t n, uint64_t total, unsigned pct)
 {
     uint64_t want = (total * pct + 99) / 100, acc = 0;
     for (size_t i = 0; i < n; i++) {
-        acc += s[i].mrps;
+        acc += (uint32_t)s[i];
         if (acc >= want && acc > 0)
-            return s[i].rtt_us;
+            return (uint32_t)(s[i] >> 32);
     }
-    return n ? s[n - 1].rtt_us : 0;
+    return n ? (uint32_t)(s[n - 1] >> 32) : 0;
 }
 
 static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
@@ -131,17 +164,39 @@ static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_ap
 
 /* Each area goes to the nearest chosen location it may use (residency),
  * with exact latencies (not only the nearest lists the search used). */
+double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
+{
+    return chord2(&w->area_xyz[area], &w->loc_xyz[loc]);
+}
+
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap)
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          void *arg)
 {
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
     ap->n_served = d->n;
     memset(&ap->stats, 0, sizeof(ap->stats));
-    struct vg_sched_served *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
+    uint64_t *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
     size_t n_sorted = 0;
+    /* the chosen locations' points side by side: the nearest by chord is a
+     * tight loop (the same arithmetic as nearest) */
+    struct vg_geo_xyz *pt = w->n_ovr == 0 ? vg_xmalloc((ap->n_locs + 1) * sizeof(*pt)) : NULL;
+    for (size_t k = 0; pt && k < ap->n_locs; k++)
+        pt[k] = w->loc_xyz[ap->locs[k]];
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, best = nearest(w, app, ap, a), best_rtt = 0;
-        if (best != VG_SCHED_NONE)
+        uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
+        if (pt && !app->enforce.residency) {
+            const struct vg_geo_xyz *o = &w->area_xyz[a];
+            double best_c = 1e9;
+            for (size_t k = 0; k < ap->n_locs; k++) {
+                double c = chord2(o, &pt[k]);
+                if (c < best_c)
+                    best_c = c, best = ap->locs[k];
+            }
+        } else {
+            best = nearest(w, app, ap, a);
+        }
+        if (best != VG_SCHED_NONE && (!known || (best_rtt = known(arg, i, best)) == UINT32_MAX))
             best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
         ap->served[i] = s;
@@ -152,9 +207,10 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         ap->stats.latency_sum += (uint64_t)s.rtt_us * s.mrps;
         if (app->mode == VG_SCHED_DYNAMIC && s.rtt_us <= app->target_us)
             ap->stats.within_mrps += s.mrps;
-        sorted[n_sorted++] = s;
+        sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
-    qsort(sorted, n_sorted, sizeof(*sorted), cmp_served_rtt);
+    free(pt);
+    sort_keys(sorted, n_sorted);
     ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
     ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
     free(sorted);
@@ -191,9 +247,9 @@ void vg_sched_plan_use(const struct vg_sched_world *w, const struct vg_sched_pla
 {
     memset(out, 0, sizeof(*out));
     for (size_t l = 0; l < w->n_locs; l++) {
-        out->cpu_used += p->cpu_used[l];
-        out->mem_used += p->mem_used[l];
-        out->slots_used += p->slots_used[l];
+        out->cpu_used += w->locs[l].cpu_m - p->loc[l].cpu_free;
+        out->mem_used += w->locs[l].mem_mib - p->loc[l].mem_free;
+        out->slots_used += w->locs[l].slots - p->loc[l].slots_free;
         out->cpu_total += w->locs[l].cpu_m;
         out->mem_total += w->locs[l].mem_mib;
         out->slots_total += w->locs[l].slots;

@@ -251,8 +251,13 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     w->n_tags = n_tags;
     if ((rc = check_inputs(w)) != 0 || (rc = index_ids(w)) != 0)
         goto out;
-    for (size_t l = 0; l < n_locs; l++)
-        vg_geo_to_xyz(w->locs[l].lat, w->locs[l].lon, &w->loc_xyz[l]);
+    w->hot = vg_xcalloc(n_locs + 1, sizeof(*w->hot));
+    for (size_t l = 0; l < n_locs; l++) {
+        const struct vg_sched_location *lo = &w->locs[l];
+        w->hot[l] = (struct vg__sched_lhot){lo->tags,  lo->cost,          lo->cpu_m,       lo->mem_mib,
+                                            lo->slots, w->loc_country[l], w->loc_region[l]};
+        vg_geo_to_xyz(lo->lat, lo->lon, &w->loc_xyz[l]);
+    }
     for (size_t a = 0; a < n_areas; a++)
         vg_geo_to_xyz(w->areas[a].lat, w->areas[a].lon, &w->area_xyz[a]);
     if (n_locs <= BRUTE_MAX) { /* a grid of empty cells costs more than it saves */
@@ -286,6 +291,7 @@ void vg_sched_world_destroy(struct vg_sched_world *w)
     VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
     free(w->locs);
     free(w->areas);
+    free(w->hot);
     free(w->loc_country);
     free(w->loc_region);
     free(w->area_region);
@@ -388,6 +394,8 @@ int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc
 uint32_t vg_sched_rtt_us(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
 {
     VG_ASSERT(area < w->n_areas && loc < w->n_locs);
+    if (w->n_ovr == 0) /* the nearest lists hold the model's figures: no need to look */
+        return model_rtt(w, area, loc);
     const struct vg__sched_rtt_ovr *s = ovr_slot(w, ((uint64_t)area << 32 | loc) + 1);
     if (s && s->key)
         return s->rtt_us;
@@ -442,16 +450,20 @@ void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sch
     r->any_allow_r = e->n_allow_regions > 0;
     r->tags = e->require_tags;
     r->residency = e->residency;
+    r->any = e->n_allow_countries || e->n_deny_countries || e->n_allow_regions || e->n_deny_regions || r->tags;
 }
 
 bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
 {
-    unsigned cc = w->loc_country[loc], rg = w->loc_region[loc];
+    if (!r->any)
+        return true;
+    const struct vg__sched_lhot *h = &w->hot[loc];
+    unsigned cc = h->country, rg = h->region;
     if (bit_get(r->deny_c, cc) || bit_get(r->deny_r, rg))
         return false;
     if (r->any_allow_c && !bit_get(r->allow_c, cc))
         return false;
     if (r->any_allow_r && !bit_get(r->allow_r, rg))
         return false;
-    return (w->locs[loc].tags & r->tags) == r->tags;
+    return (h->tags & r->tags) == r->tags;
 }

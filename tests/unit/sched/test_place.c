@@ -450,6 +450,74 @@ static void property_random_worlds(void **state)
     }
 }
 
+/* What each record says must hold of its figures, on a simulated world of
+ * a size where the greedy's buckets and drops all come into play: a
+ * location has one record; a candidate dropped below the demand threshold
+ * served less than it with some gain; "no gain" has none; the greedy's
+ * stops name the count or the target that stopped it; chosen and kept
+ * locations are the plan's. */
+static void records_say_why(void **state)
+{
+    struct vg_sched_sim *s = sim_world(7, 3000, 300);
+    size_t n_apps;
+    const struct vg_sched_app *apps = vg_sched_sim_apps(s, &n_apps);
+    const struct vg_sched_world *w = vg_sched_sim_world(s);
+    struct vg_sched_plan *prev = NULL;
+    uint8_t *seen = calloc(vg_sched_world_n_locations(w), 1);
+    size_t dropped = 0, stopped = 0;
+    for (uint32_t step = 0; step < 2; step++) { /* without, then with a previous plan */
+        struct vg_sched_plan *p = NULL;
+        struct vg_sched_error err;
+        assert_int_equal(vg_sched_place(w, apps, n_apps, vg_sched_sim_demand(s, 60 + step), prev, &p, &err), 0);
+        for (uint32_t a = 0; a < n_apps; a++) {
+            const struct vg_sched_app *app = &apps[a];
+            const struct vg_sched_why *y;
+            size_t n = vg_sched_plan_explain(p, a, &y), placed = 0;
+            const uint32_t *locs;
+            size_t n_locs = vg_sched_plan_locations(p, a, &locs);
+            for (size_t i = 0; i < n; i++) {
+                assert_true(y[i].loc < vg_sched_world_n_locations(w));
+                assert_int_equal(seen[y[i].loc], 0);
+                seen[y[i].loc] = 1;
+                if (y[i].verdict != VG_SCHED_REJECTED) {
+                    placed++;
+                    assert_true(has_loc(p, a, y[i].loc));
+                    continue;
+                }
+                assert_false(has_loc(p, a, y[i].loc));
+                switch (y[i].reason) {
+                case VG_SCHED_R_BELOW_DEMAND:
+                    assert_true(y[i].demand_mrps < app->min_demand_mrps && y[i].gain > 0);
+                    dropped++;
+                    break;
+                case VG_SCHED_R_NO_GAIN:
+                    assert_true(y[i].gain == 0 && y[i].demand_mrps == 0);
+                    break;
+                case VG_SCHED_R_MAX_REACHED:
+                    assert_true(y[i].gain > 0 && n_locs >= app->max_locs);
+                    stopped++;
+                    break;
+                case VG_SCHED_R_TARGET_MET:
+                    assert_true(y[i].gain > 0 && n_locs >= app->min_locs);
+                    stopped++;
+                    break;
+                default:
+                    break;
+                }
+            }
+            assert_int_equal(placed, n_locs);
+            for (size_t i = 0; i < n; i++)
+                seen[y[i].loc] = 0;
+        }
+        vg_sched_plan_destroy(prev);
+        prev = p;
+    }
+    assert_true(dropped > 0 && stopped > 0); /* the paths were taken */
+    free(seen);
+    vg_sched_plan_destroy(prev);
+    vg_sched_sim_destroy(s);
+}
+
 /* --- exactness -------------------------------------------------------------- */
 
 static void exact_gap_small_worlds(void **state)
@@ -503,6 +571,7 @@ int main(void)
         cmocka_unit_test(hysteresis),
         cmocka_unit_test(measured_rtt_overrides_the_model),
         cmocka_unit_test(property_random_worlds),
+        cmocka_unit_test(records_say_why),
         cmocka_unit_test(exact_gap_small_worlds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
