@@ -41,7 +41,7 @@ struct vg_sched_plan *vg_sched_plan_seed(const struct vg_sched_world *w, size_t 
                                          const struct vg_sched_prev *prev)
 {
     VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
-    struct vg_sched_plan *p = vg__sched_plan_new(n_apps, w->n_locs);
+    struct vg_sched_plan *p = vg__sched_plan_new(w, n_apps);
     for (size_t a = 0; a < n_apps; a++)
         seed_app(&p->apps[a], &prev[a], w->n_locs);
     return p;

@@ -164,12 +164,14 @@ def test_demand_in_a_region_adds_a_location_and_its_end_removes_it(fleet):
             p = fleet.placement()
             assert p["demand_rps"].get(far, 0) > 3, p["demand_rps"]
             why = {d["location"]: d for d in p["explain"]["decisions"]}
-            assert why[far]["verdict"] == "chosen" and why[far]["reason"] == "gain", why[far]
+            # chosen for its gain by the run that added it; kept since, while its demand holds
+            assert (why[far]["verdict"], why[far]["reason"]) in (("chosen", "gain"), ("kept", "demand_holds")), \
+                why[far]
             # the CLI says the same, for humans
             out = fleet.cli("web")
             assert out.returncode == 0, out.stderr
             text = out.stdout.decode()
-            assert far in text and "largest latency gain" in text, text
+            assert far in text and ("largest latency gain" in text or "still serves enough demand" in text), text
             out = fleet.cli("explain", "web", far)
             assert out.returncode == 0 and out.stdout.decode().startswith("+ " + far), out.stdout
         finally:
