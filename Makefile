@@ -22,7 +22,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARN) $(SANITIZE)
 
-.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-propagation cache-sim fmt fmt-check clean deps
+.PHONY: all dev test unit e2e asan fuzz fuzz-build bench bench-trace bench-trace-ir bench-propagation cache-sim fmt fmt-check clean deps
 
 all: $(BUILD)/verge
 
@@ -122,6 +122,12 @@ $(BUILD)/bench/trace_span: bench/trace_span.c $(BUILD)/libverge.a
 
 bench-trace: $(BUILD)/bench/trace_span
 	@taskset -c 1 $(BUILD)/bench/trace_span
+
+# Tracing's throughput cost from callgrind instructions and the user share
+# of CPU (bench/trace_ir.sh; bench/README.md "trace overhead").
+.PHONY: bench-trace-ir
+bench-trace-ir: all
+	@bench/trace_ir.sh
 
 # The placement engine: full placement of 1,000 apps over 10,000 locations,
 # one app's incremental update, placements/s, the optimality gap against

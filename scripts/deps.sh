@@ -8,7 +8,7 @@ PKGS=(
   liblmdb-dev libsqlite3-dev libarchive-dev libnats-dev libcmocka-dev libnghttp2-dev libmaxminddb-dev
   nats-server nginx libnginx-mod-http-lua varnish wrk nghttp2-client curl openssl python3 python3-pytest python3-h2 procps util-linux
   libmaxmind-db-writer-perl
-  prometheus tzdata
+  prometheus tzdata valgrind
 )
 missing=()
 for p in "${PKGS[@]}"; do
