@@ -335,9 +335,11 @@ static void on_body_piece(void *data, h2o_iovec_t buf, enum vg_http_body_status 
         wake_with_body(c, "request body larger than the limit given to read_body");
         return;
     }
-    h2o_iovec_t dst = h2o_buffer_reserve(&c->body, buf.len);
-    memcpy(dst.base, buf.base, buf.len);
-    c->body->size += buf.len;
+    if (buf.len) { /* an empty piece (the end over HTTP/2) may come with no buffer at all */
+        h2o_iovec_t dst = h2o_buffer_reserve(&c->body, buf.len);
+        memcpy(dst.base, buf.base, buf.len);
+        c->body->size += buf.len;
+    }
     if (st == VG_HTTP_BODY_END)
         wake_with_body(c, NULL);
     else
