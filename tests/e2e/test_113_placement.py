@@ -54,6 +54,29 @@ routes:
 """
 
 
+def deploy_version(c, admin, verge_bin, tmp_path, manifest, tag, rollout=False):
+    """Bundles manifest % tag as app web, uploads it and makes it desired
+    (at once, or through a gated rollout); returns (sha, dir)."""
+    d = tmp_path / ("src-" + tag)
+    write_app(d, manifest % tag)
+    sha, data = bundle_of(verge_bin, d, tmp_path / ("%s.tgz" % tag))
+    r = upload(c, admin, "web", data)
+    assert r.status in (200, 201), r
+    if rollout:
+        r = c.req("POST", "/v1/apps/web/deployments", admin, {"version": sha})
+        assert r.status in (200, 201), r
+    else:
+        r = c.req("PUT", "/v1/apps/web/desired", admin, {"version": sha})
+        assert r.status == 200, r
+    return sha, d
+
+
+def placement_of(c, admin, app="web"):
+    r = c.req("GET", "/v1/apps/%s/placement" % app, admin)
+    assert r.status == 200, r
+    return r.json()
+
+
 @pytest.fixture
 def fleet(tmp_path, verge_bin, verge):
     c = Control(verge_bin, tmp_path / "cp", tmp_path / "cp-data",
@@ -72,24 +95,11 @@ def fleet(tmp_path, verge_bin, verge):
 
         @staticmethod
         def deploy(manifest, tag, rollout=False):
-            d = tmp_path / ("src-" + tag)
-            write_app(d, manifest % tag)
-            sha, data = bundle_of(verge_bin, d, tmp_path / ("%s.tgz" % tag))
-            r = upload(c, admin, "web", data)
-            assert r.status in (200, 201), r
-            if rollout:
-                r = c.req("POST", "/v1/apps/web/deployments", admin, {"version": sha})
-                assert r.status in (200, 201), r
-            else:
-                r = c.req("PUT", "/v1/apps/web/desired", admin, {"version": sha})
-                assert r.status == 200, r
-            return sha, d
+            return deploy_version(c, admin, verge_bin, tmp_path, manifest, tag, rollout)
 
         @staticmethod
         def placement():
-            r = c.req("GET", "/v1/apps/web/placement", admin)
-            assert r.status == 200, r
-            return r.json()
+            return placement_of(c, admin)
 
         @staticmethod
         def placed():

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from harness import http_request, wait_for, write_app
-from test_97_control import Control, CRASH_SIGNALS, bundle_of, upload  # noqa: F401
+from harness import http_request, wait_for
+from test_97_control import Control, CRASH_SIGNALS  # noqa: F401
+from test_113_placement import deploy_version, placement_of
 
 WRITER = r"""
 use strict; use warnings;
@@ -68,19 +69,11 @@ def cluster(tmp_path, verge_bin, verge, mmdb):
 
         @staticmethod
         def deploy(tag):
-            d = tmp_path / ("src-" + tag)
-            write_app(d, DYNAMIC % tag)
-            sha, data = bundle_of(verge_bin, d, tmp_path / ("%s.tgz" % tag))
-            r = upload(c, admin, "web", data)
-            assert r.status in (200, 201), r
-            r = c.req("PUT", "/v1/apps/web/desired", admin, {"version": sha})
-            assert r.status == 200, r
+            deploy_version(c, admin, verge_bin, tmp_path, DYNAMIC, tag)
 
         @staticmethod
         def placement():
-            r = c.req("GET", "/v1/apps/web/placement", admin)
-            assert r.status == 200, r
-            return r.json()
+            return placement_of(c, admin)
 
         @staticmethod
         def heartbeat_demand():
