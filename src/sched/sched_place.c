@@ -381,7 +381,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     struct vg__sched_loc *locs = x->loc;
     struct pair *pr = x->pr;
     uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
-    bool residency = x->rules.residency, plain = !x->rules.any && !x->preempt;
+    bool residency = x->rules.residency, plain = !x->preempt;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
@@ -400,7 +400,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             struct vg__sched_loc *s = &locs[loc];
             uint32_t c = s->slot;
             if (s->mark != stamp) {
-                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem) {
+                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem &&
+                    vg__sched_rules_allow(x->w, &x->rules, loc)) {
                     /* consider_new's common case, in line: a candidate */
                     s->mark = stamp;
                     s->slot = c = (uint32_t)x->nc++;
@@ -986,16 +987,39 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The latency of a pair, when loc is one of the i-th area's: the nearest
- * lists' figure, which is vg_sched_rtt_us's (measured or the model). */
-static uint32_t pair_rtt(void *arg, size_t i, uint32_t loc)
+/* The nearest open candidate among the i-th area's pairs, when it is the
+ * nearest chosen location overall: without measured RTTs latency grows
+ * with the chord, and a location outside the area's nearest list is no
+ * nearer than the list's last, so an open pair below that latency wins
+ * (among equal latencies: the smaller chord, then the lower location, as
+ * the search over every chosen location decides). Residency, policy and
+ * capacity were applied when the pairs were made. */
+static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
 {
     const struct ctx *x = arg;
-    uint32_t c = x->loc[loc].slot; /* chosen: a candidate of this app */
-    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
-        if (x->pr[k].cand == c)
-            return x->pr[k].rtt;
-    return UINT32_MAX;
+    const struct vg_sched_world *w = x->w;
+    uint32_t a = x->demand[x->app_idx].e[i].area, n = w->n_near[a];
+    /* cur: the area's best open latency, kept exact by the placement */
+    if (w->n_ovr != 0 || x->cur[i] >= VG_SCHED_UNSERVED_US ||
+        (n != w->n_locs && (n < VG_SCHED_NEAR || x->cur[i] >= w->near[(size_t)a * VG_SCHED_NEAR + n - 1].rtt_us)))
+        return false;
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
+        const struct pair *v = &x->pr[k];
+        const struct cand *cd = &x->c[v->cand];
+        if (!cd->open || v->rtt > best_rtt)
+            continue;
+        if (v->rtt == best_rtt) { /* rare: the chord decides */
+            double c0 = vg__sched_chord2(w, a, best), c1 = vg__sched_chord2(w, a, cd->loc);
+            if (c1 > c0 || (c1 == c0 && cd->loc > best))
+                continue;
+        }
+        best = cd->loc, best_rtt = v->rtt;
+    }
+    VG_ASSERT(best_rtt == x->cur[i]);
+    *loc = best;
+    *rtt_us = best_rtt;
+    return true;
 }
 
 static void commit(struct ctx *x)
@@ -1016,18 +1040,21 @@ static void commit(struct ctx *x)
             make_room(x, ap->locs[k]);
         vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
-    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap, x->app->mode == VG_SCHED_DYNAMIC ? pair_rtt : NULL,
-                         x);
+    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
+                         x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
+    for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
+        x->c[x->loc[ap->locs[k]].slot].served = 0;
+    for (size_t i = 0; i < ap->n_served; i++)
+        if (ap->served[i].loc != VG_SCHED_NONE)
+            x->c[x->loc[ap->served[i].loc].slot].served += ap->served[i].mrps;
     for (size_t k = 0; k < ap->n_locs; k++) {
         const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
-        for (size_t i = 0; i < ap->n_served; i++)
-            if (ap->served[i].loc == cd->loc)
-                y.demand_mrps += ap->served[i].mrps;
+        y.demand_mrps = cd->served;
         ap->why[ap->n_why++] = y;
     }
     for (size_t i = 0; i < x->nw; i++)

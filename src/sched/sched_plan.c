@@ -170,7 +170,7 @@ double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t 
 }
 
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg)
 {
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
@@ -185,7 +185,10 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         pt[k] = w->loc_xyz[ap->locs[k]];
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
-        if (pt && !app->enforce.residency) {
+        bool got = known && known(arg, i, &best, &best_rtt);
+        if (got) {
+            /* the caller's answer */
+        } else if (pt && !app->enforce.residency) {
             const struct vg_geo_xyz *o = &w->area_xyz[a];
             double best_c = 1e9;
             for (size_t k = 0; k < ap->n_locs; k++) {
@@ -196,7 +199,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         } else {
             best = nearest(w, app, ap, a);
         }
-        if (best != VG_SCHED_NONE && (!known || (best_rtt = known(arg, i, best)) == UINT32_MAX))
+        if (!got && best != VG_SCHED_NONE)
             best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
         ap->served[i] = s;
