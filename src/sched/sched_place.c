@@ -87,7 +87,9 @@ struct ctx {
     size_t nw, cw;
     struct buckets bs[2]; /* the greedy's candidates with a gain: eligible, below the demand threshold */
     uint32_t *next;       /* per candidate: the next in its bucket */
-    size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
+    uint32_t *ol;         /* local search: the open candidates, ascending */
+    size_t n_ol;
+    size_t cl, n_live; /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
     bool preempt;        /* updates: lower-priority apps make room, and are placed again after */
@@ -133,6 +135,7 @@ static void ctx_fini(struct ctx *x)
     free(x->c1);
     free(x->why);
     free(x->next);
+    free(x->ol);
     free(x->hubs);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
@@ -507,15 +510,14 @@ static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
     /* over the open candidates' lists, not every pair: an area's pairs are
      * in (latency, location) order, so the best is the lowest location
      * among equal latencies */
-    for (size_t c = 0; c < x->nc; c++) {
+    for (size_t j = 0; j < x->n_ol; j++) {
+        uint32_t c = x->ol[j];
         const struct cand *cd = &x->c[c];
-        if (!cd->open)
-            continue;
         for (uint32_t k = cd->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
             const struct pair *v = &x->pr[k];
             uint32_t i = v->area, r = v->rtt;
             if (r < x->b1[i] || (r == x->b1[i] && x->c1[i] != VG_SCHED_NONE && cd->loc < x->c[x->c1[i]].loc))
-                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = (uint32_t)c;
+                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = c;
             else if (r < x->b2[i])
                 x->b2[i] = r;
         }
@@ -805,6 +807,7 @@ static void greedy(struct ctx *x)
     if (x->cl < x->nc + 1) {
         x->cl = x->nc + 1;
         x->next = vg_xrealloc(x->next, x->cl * sizeof(*x->next));
+        x->ol = vg_xrealloc(x->ol, x->cl * sizeof(*x->ol));
     }
     x->n_live = 0;
     for (int s = 0; s < 2; s++) {
@@ -888,9 +891,12 @@ static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t
 {
     uint64_t within, obj = best_two(x, n_areas, &within);
     bool improved = false;
-    for (size_t c = 0; c < x->nc; c++) {
+    /* the open ones in index order, as they are when met: one swapped in
+     * above the current index is met later in the same pass */
+    for (size_t j = 0; j < x->n_ol; j++) {
+        uint32_t c = x->ol[j];
         struct cand *out = &x->c[c];
-        if (!out->open || out->kept || out->reason == VG_SCHED_R_STATIC)
+        if (out->kept || out->reason == VG_SCHED_R_STATIC)
             continue;
         uint64_t loss, lost_within;
         swap_loss(x, (uint32_t)c, &loss, &lost_within);
@@ -917,6 +923,15 @@ static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t
         in->open = 1;
         in->dead = 0;
         in->reason = was == VG_SCHED_R_MIN_COUNT ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        size_t at = j; /* out's place; in goes where its index sorts */
+        for (; at + 1 < x->n_ol && x->ol[at + 1] < best; at++)
+            x->ol[at] = x->ol[at + 1];
+        for (; at > 0 && x->ol[at - 1] > best; at--)
+            x->ol[at] = x->ol[at - 1];
+        x->ol[at] = best;
+        if (best < c) /* the next to look at is the first above c, now one place on */
+            j++;
+        j--;
         obj = best_two(x, n_areas, &within); /* the lists changed: measure again */
         improved = true;
     }
@@ -928,6 +943,10 @@ static void local_search(struct ctx *x, size_t n_areas)
 {
     size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
     uint32_t alt[SWAP_ALL];
+    x->n_ol = 0;
+    for (size_t c = 0; c < x->nc; c++)
+        if (x->c[c].open)
+            x->ol[x->n_ol++] = (uint32_t)c;
     uint64_t within;
     best_two(x, n_areas, &within);
     bool met = within * 100 >= x->total * x->app->percentile, any = false;
