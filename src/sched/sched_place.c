@@ -817,6 +817,7 @@ static void greedy(struct ctx *x)
     /* one pass: gains, the first pick, and the buckets (entries that the
      * minimum's picks below make stale are fixed as they are met) */
     uint32_t first = VG_SCHED_NONE;
+    uint64_t first_gain = 0; /* first's: a lower gain cannot rank above it */
     for (size_t i = 0; i < x->nc; i++) {
         struct cand *c = &x->c[i];
         if (c->open || c->dead)
@@ -824,8 +825,8 @@ static void greedy(struct ctx *x)
         if (!x->evaluated)
             eval_gain(x, c);
         x->n_live++;
-        if (first == VG_SCHED_NONE || better(x, (uint32_t)i, first))
-            first = (uint32_t)i;
+        if (first == VG_SCHED_NONE || (c->gain >= first_gain && better(x, (uint32_t)i, first)))
+            first = (uint32_t)i, first_gain = c->gain;
         if (c->gain > 0)
             bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
     }
@@ -1047,9 +1048,13 @@ static void commit(struct ctx *x)
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
-    for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
-        if (x->c[c].open)
-            ap->locs[ap->n_locs++] = x->c[c].loc;
+    if (x->app->mode == VG_SCHED_DYNAMIC) /* the local search's list of them */
+        for (size_t j = 0; j < x->n_ol; j++)
+            ap->locs[ap->n_locs++] = x->c[x->ol[j]].loc;
+    else
+        for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
+            if (x->c[c].open)
+                ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
