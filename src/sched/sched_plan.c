@@ -101,33 +101,55 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     app_plan_free(ap);
 }
 
-/* Served demand as rtt << 32 | mrps, sorted by latency (Shell's sort
- * with Ciura's gaps: no comparison callback, and the lists are short).
- * Equal latencies in any order: the quantiles read latencies only. */
-static void sort_keys(uint64_t *k, size_t n)
+/* The demand-weighted quantile of served demand given as rtt << 32 |
+ * mrps: the lowest latency at which the demand at or below it reaches
+ * pct% of total (at least one mrps), or the highest latency when none
+ * does. A selection (partitions around a pivot latency, the part holding
+ * the quantile kept), not a sort: two quantiles are wanted, not the
+ * order. k is reordered. */
+static uint32_t weighted_quantile(uint64_t *k, size_t n, uint64_t total, unsigned pct)
 {
-    static const size_t gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
-    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
-        size_t gap = gaps[g];
-        for (size_t i = gap; i < n; i++) {
+    uint64_t want = (total * pct + 99) / 100;
+    want = want ? want : 1;
+    uint32_t top = 0;
+    uint64_t all = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = (uint32_t)(k[i] >> 32);
+        top = r > top ? r : top;
+        all += (uint32_t)k[i];
+    }
+    if (all < want)
+        return top;
+    size_t lo = 0, hi = n; /* the quantile's latency is in k[lo, hi) */
+    for (;;) {
+        uint32_t pivot = (uint32_t)(k[lo + (hi - lo) / 2] >> 32);
+        /* three parts: below the pivot, equal, above */
+        size_t lt = lo, i = lo, gt = hi;
+        uint64_t w_lt = 0, w_eq = 0;
+        while (i < gt) {
             uint64_t v = k[i];
-            size_t j = i;
-            for (; j >= gap && k[j - gap] > v; j -= gap)
-                k[j] = k[j - gap];
-            k[j] = v;
+            uint32_t r = (uint32_t)(v >> 32);
+            if (r < pivot) {
+                k[i++] = k[lt];
+                k[lt++] = v;
+                w_lt += (uint32_t)v;
+            } else if (r > pivot) {
+                k[i] = k[--gt];
+                k[gt] = v;
+            } else {
+                i++;
+                w_eq += (uint32_t)v;
+            }
+        }
+        if (want <= w_lt) {
+            hi = lt;
+        } else if (want <= w_lt + w_eq) {
+            return pivot;
+        } else {
+            want -= w_lt + w_eq;
+            lo = gt;
         }
     }
-}
-
-static uint32_t weighted_quantile(const uint64_t *s, size_t n, uint64_t total, unsigned pct)
-{
-    uint64_t want = (total * pct + 99) / 100, acc = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc += (uint32_t)s[i];
-        if (acc >= want && acc > 0)
-            return (uint32_t)(s[i] >> 32);
-    }
-    return n ? (uint32_t)(s[n - 1] >> 32) : 0;
 }
 
 static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
@@ -213,7 +235,6 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
     free(pt);
-    sort_keys(sorted, n_sorted);
     ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
     ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
     free(sorted);
