@@ -866,13 +866,20 @@ static void greedy(struct ctx *x)
  * exchange, larger ones the SWAP_TRIES best by gain: the work stays
  * bounded per app. Previous (kept) locations never move: that is the
  * stability rule. */
-static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
+static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool list_open)
 {
     size_t n_alt = 0;
     uint64_t floor = 0; /* once full: the last one's gain; below it nothing gets in */
+    if (list_open)      /* the same pass lists the open ones */
+        x->n_ol = 0;
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *cd = &x->c[c];
-        if (cd->gain < floor || cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+        if (cd->open) {
+            if (list_open)
+                x->ol[x->n_ol++] = (uint32_t)c;
+            continue;
+        }
+        if (cd->gain < floor || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
             continue;
         size_t i = n_alt < max ? n_alt++ : max;
         while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
@@ -944,15 +951,13 @@ static void local_search(struct ctx *x, size_t n_areas)
 {
     size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
     uint32_t alt[SWAP_ALL];
-    x->n_ol = 0;
-    for (size_t c = 0; c < x->nc; c++)
-        if (x->c[c].open)
-            x->ol[x->n_ol++] = (uint32_t)c;
+    size_t n_alt = pick_alternatives(x, alt, max, true);
     uint64_t within;
     best_two(x, n_areas, &within);
     bool met = within * 100 >= x->total * x->app->percentile, any = false;
     for (int pass = 0; pass < SWAP_PASSES; pass++) {
-        size_t n_alt = pick_alternatives(x, alt, max);
+        if (pass > 0)
+            n_alt = pick_alternatives(x, alt, max, false);
         if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, met))
             break;
         any = true;
