@@ -69,7 +69,21 @@ struct vg__sched_rules {
     bool any; /* an allow or deny list, or required tags: without, every location is allowed */
 };
 void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r);
-bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc);
+/* Inline: placement asks it of every location it looks at. */
+static inline bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
+{
+    if (!r->any)
+        return true;
+    const struct vg__sched_lhot *h = &w->hot[loc];
+    unsigned cc = h->country, rg = h->region;
+    if ((r->deny_c[cc / 8] >> (cc % 8) & 1) || (r->deny_r[rg / 8] >> (rg % 8) & 1))
+        return false;
+    if (r->any_allow_c && !(r->allow_c[cc / 8] >> (cc % 8) & 1))
+        return false;
+    if (r->any_allow_r && !(r->allow_r[rg / 8] >> (rg % 8) & 1))
+        return false;
+    return (h->tags & r->tags) == r->tags;
+}
 
 /* One app's share of a plan. */
 struct vg__sched_app_plan {
@@ -116,13 +130,15 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
 uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
 void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
-/* The latency from the i-th demand entry's area to loc when the caller
- * knows it (it must equal vg_sched_rtt_us), else UINT32_MAX. */
-typedef uint32_t (*vg__sched_known_rtt_fn)(void *arg, size_t i, uint32_t loc);
+/* The nearest chosen location the i-th demand entry's area may use and
+ * its latency, when the caller knows them for certain (they must be what
+ * the search over every chosen location would find): true and *loc,
+ * *rtt_us set; else false. */
+typedef bool (*vg__sched_known_fn)(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us);
 /* Computes where each area's demand goes and the app's stats. known (may
- * be NULL) spares computing latencies the caller has. */
+ * be NULL) spares the search where the caller has the answer. */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg);
 /* Squared chord between an area and a location (unit sphere): latency
  * grows with it when no RTT is measured. */

@@ -87,7 +87,9 @@ struct ctx {
     size_t nw, cw;
     struct buckets bs[2]; /* the greedy's candidates with a gain: eligible, below the demand threshold */
     uint32_t *next;       /* per candidate: the next in its bucket */
-    size_t cl, n_live;    /* n_live: neither open nor dropped, zero gains included */
+    uint32_t *ol;         /* local search: the open candidates, ascending */
+    size_t n_ol;
+    size_t cl, n_live; /* n_live: neither open nor dropped, zero gains included */
     uint64_t total, within;
     size_t n_open;
     bool preempt;        /* updates: lower-priority apps make room, and are placed again after */
@@ -133,6 +135,7 @@ static void ctx_fini(struct ctx *x)
     free(x->c1);
     free(x->why);
     free(x->next);
+    free(x->ol);
     free(x->hubs);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
@@ -381,7 +384,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     struct vg__sched_loc *locs = x->loc;
     struct pair *pr = x->pr;
     uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
-    bool residency = x->rules.residency, plain = !x->rules.any && !x->preempt;
+    bool residency = x->rules.residency, plain = !x->preempt;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
@@ -400,7 +403,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             struct vg__sched_loc *s = &locs[loc];
             uint32_t c = s->slot;
             if (s->mark != stamp) {
-                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem) {
+                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem &&
+                    vg__sched_rules_allow(x->w, &x->rules, loc)) {
                     /* consider_new's common case, in line: a candidate */
                     s->mark = stamp;
                     s->slot = c = (uint32_t)x->nc++;
@@ -506,15 +510,14 @@ static uint64_t best_two(struct ctx *x, size_t n_areas, uint64_t *within)
     /* over the open candidates' lists, not every pair: an area's pairs are
      * in (latency, location) order, so the best is the lowest location
      * among equal latencies */
-    for (size_t c = 0; c < x->nc; c++) {
+    for (size_t j = 0; j < x->n_ol; j++) {
+        uint32_t c = x->ol[j];
         const struct cand *cd = &x->c[c];
-        if (!cd->open)
-            continue;
         for (uint32_t k = cd->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
             const struct pair *v = &x->pr[k];
             uint32_t i = v->area, r = v->rtt;
             if (r < x->b1[i] || (r == x->b1[i] && x->c1[i] != VG_SCHED_NONE && cd->loc < x->c[x->c1[i]].loc))
-                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = (uint32_t)c;
+                x->b2[i] = x->b1[i], x->b1[i] = r, x->c1[i] = c;
             else if (r < x->b2[i])
                 x->b2[i] = r;
         }
@@ -804,6 +807,7 @@ static void greedy(struct ctx *x)
     if (x->cl < x->nc + 1) {
         x->cl = x->nc + 1;
         x->next = vg_xrealloc(x->next, x->cl * sizeof(*x->next));
+        x->ol = vg_xrealloc(x->ol, x->cl * sizeof(*x->ol));
     }
     x->n_live = 0;
     for (int s = 0; s < 2; s++) {
@@ -813,6 +817,7 @@ static void greedy(struct ctx *x)
     /* one pass: gains, the first pick, and the buckets (entries that the
      * minimum's picks below make stale are fixed as they are met) */
     uint32_t first = VG_SCHED_NONE;
+    uint64_t first_gain = 0; /* first's: a lower gain cannot rank above it */
     for (size_t i = 0; i < x->nc; i++) {
         struct cand *c = &x->c[i];
         if (c->open || c->dead)
@@ -820,8 +825,8 @@ static void greedy(struct ctx *x)
         if (!x->evaluated)
             eval_gain(x, c);
         x->n_live++;
-        if (first == VG_SCHED_NONE || better(x, (uint32_t)i, first))
-            first = (uint32_t)i;
+        if (first == VG_SCHED_NONE || (c->gain >= first_gain && better(x, (uint32_t)i, first)))
+            first = (uint32_t)i, first_gain = c->gain;
         if (c->gain > 0)
             bucket_push(x, &x->bs[eligible(x, c) ? 0 : 1], bucket_of(c->gain), (uint32_t)i);
     }
@@ -861,13 +866,20 @@ static void greedy(struct ctx *x)
  * exchange, larger ones the SWAP_TRIES best by gain: the work stays
  * bounded per app. Previous (kept) locations never move: that is the
  * stability rule. */
-static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max)
+static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool list_open)
 {
     size_t n_alt = 0;
     uint64_t floor = 0; /* once full: the last one's gain; below it nothing gets in */
+    if (list_open)      /* the same pass lists the open ones */
+        x->n_ol = 0;
     for (size_t c = 0; c < x->nc; c++) {
         struct cand *cd = &x->c[c];
-        if (cd->gain < floor || cd->open || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
+        if (cd->open) {
+            if (list_open)
+                x->ol[x->n_ol++] = (uint32_t)c;
+            continue;
+        }
+        if (cd->gain < floor || cd->kept || cd->dead == 2 || cd->reason == VG_SCHED_R_BELOW_DEMAND)
             continue;
         size_t i = n_alt < max ? n_alt++ : max;
         while (i > 0 && better(x, (uint32_t)c, alt[i - 1])) {
@@ -887,9 +899,12 @@ static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t
 {
     uint64_t within, obj = best_two(x, n_areas, &within);
     bool improved = false;
-    for (size_t c = 0; c < x->nc; c++) {
+    /* the open ones in index order, as they are when met: one swapped in
+     * above the current index is met later in the same pass */
+    for (size_t j = 0; j < x->n_ol; j++) {
+        uint32_t c = x->ol[j];
         struct cand *out = &x->c[c];
-        if (!out->open || out->kept || out->reason == VG_SCHED_R_STATIC)
+        if (out->kept || out->reason == VG_SCHED_R_STATIC)
             continue;
         uint64_t loss, lost_within;
         swap_loss(x, (uint32_t)c, &loss, &lost_within);
@@ -916,6 +931,15 @@ static bool swap_pass(struct ctx *x, size_t n_areas, const uint32_t *alt, size_t
         in->open = 1;
         in->dead = 0;
         in->reason = was == VG_SCHED_R_MIN_COUNT ? VG_SCHED_R_MIN_COUNT : VG_SCHED_R_GAIN;
+        size_t at = j; /* out's place; in goes where its index sorts */
+        for (; at + 1 < x->n_ol && x->ol[at + 1] < best; at++)
+            x->ol[at] = x->ol[at + 1];
+        for (; at > 0 && x->ol[at - 1] > best; at--)
+            x->ol[at] = x->ol[at - 1];
+        x->ol[at] = best;
+        if (best < c) /* the next to look at is the first above c, now one place on */
+            j++;
+        j--;
         obj = best_two(x, n_areas, &within); /* the lists changed: measure again */
         improved = true;
     }
@@ -927,11 +951,13 @@ static void local_search(struct ctx *x, size_t n_areas)
 {
     size_t max = x->nc <= SWAP_ALL ? SWAP_ALL : SWAP_TRIES;
     uint32_t alt[SWAP_ALL];
+    size_t n_alt = pick_alternatives(x, alt, max, true);
     uint64_t within;
     best_two(x, n_areas, &within);
     bool met = within * 100 >= x->total * x->app->percentile, any = false;
     for (int pass = 0; pass < SWAP_PASSES; pass++) {
-        size_t n_alt = pick_alternatives(x, alt, max);
+        if (pass > 0)
+            n_alt = pick_alternatives(x, alt, max, false);
         if (n_alt == 0 || !swap_pass(x, n_areas, alt, n_alt, met))
             break;
         any = true;
@@ -986,16 +1012,39 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The latency of a pair, when loc is one of the i-th area's: the nearest
- * lists' figure, which is vg_sched_rtt_us's (measured or the model). */
-static uint32_t pair_rtt(void *arg, size_t i, uint32_t loc)
+/* The nearest open candidate among the i-th area's pairs, when it is the
+ * nearest chosen location overall: without measured RTTs latency grows
+ * with the chord, and a location outside the area's nearest list is no
+ * nearer than the list's last, so an open pair below that latency wins
+ * (among equal latencies: the smaller chord, then the lower location, as
+ * the search over every chosen location decides). Residency, policy and
+ * capacity were applied when the pairs were made. */
+static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
 {
     const struct ctx *x = arg;
-    uint32_t c = x->loc[loc].slot; /* chosen: a candidate of this app */
-    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++)
-        if (x->pr[k].cand == c)
-            return x->pr[k].rtt;
-    return UINT32_MAX;
+    const struct vg_sched_world *w = x->w;
+    uint32_t a = x->demand[x->app_idx].e[i].area, n = w->n_near[a];
+    /* cur: the area's best open latency, kept exact by the placement */
+    if (w->n_ovr != 0 || x->cur[i] >= VG_SCHED_UNSERVED_US ||
+        (n != w->n_locs && (n < VG_SCHED_NEAR || x->cur[i] >= w->near[(size_t)a * VG_SCHED_NEAR + n - 1].rtt_us)))
+        return false;
+    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
+        const struct pair *v = &x->pr[k];
+        const struct cand *cd = &x->c[v->cand];
+        if (!cd->open || v->rtt > best_rtt)
+            continue;
+        if (v->rtt == best_rtt) { /* rare: the chord decides */
+            double c0 = vg__sched_chord2(w, a, best), c1 = vg__sched_chord2(w, a, cd->loc);
+            if (c1 > c0 || (c1 == c0 && cd->loc > best))
+                continue;
+        }
+        best = cd->loc, best_rtt = v->rtt;
+    }
+    VG_ASSERT(best_rtt == x->cur[i]);
+    *loc = best;
+    *rtt_us = best_rtt;
+    return true;
 }
 
 static void commit(struct ctx *x)
@@ -1004,9 +1053,13 @@ static void commit(struct ctx *x)
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
-    for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
-        if (x->c[c].open)
-            ap->locs[ap->n_locs++] = x->c[c].loc;
+    if (x->app->mode == VG_SCHED_DYNAMIC) /* the local search's list of them */
+        for (size_t j = 0; j < x->n_ol; j++)
+            ap->locs[ap->n_locs++] = x->c[x->ol[j]].loc;
+    else
+        for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
+            if (x->c[c].open)
+                ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
@@ -1016,18 +1069,21 @@ static void commit(struct ctx *x)
             make_room(x, ap->locs[k]);
         vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
-    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap, x->app->mode == VG_SCHED_DYNAMIC ? pair_rtt : NULL,
-                         x);
+    vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
+                         x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
+    for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
+        x->c[x->loc[ap->locs[k]].slot].served = 0;
+    for (size_t i = 0; i < ap->n_served; i++)
+        if (ap->served[i].loc != VG_SCHED_NONE)
+            x->c[x->loc[ap->served[i].loc].slot].served += ap->served[i].mrps;
     for (size_t k = 0; k < ap->n_locs; k++) {
         const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
-        for (size_t i = 0; i < ap->n_served; i++)
-            if (ap->served[i].loc == cd->loc)
-                y.demand_mrps += ap->served[i].mrps;
+        y.demand_mrps = cd->served;
         ap->why[ap->n_why++] = y;
     }
     for (size_t i = 0; i < x->nw; i++)

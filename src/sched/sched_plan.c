@@ -101,33 +101,55 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     app_plan_free(ap);
 }
 
-/* Served demand as rtt << 32 | mrps, sorted by latency (Shell's sort
- * with Ciura's gaps: no comparison callback, and the lists are short).
- * Equal latencies in any order: the quantiles read latencies only. */
-static void sort_keys(uint64_t *k, size_t n)
+/* The demand-weighted quantile of served demand given as rtt << 32 |
+ * mrps: the lowest latency at which the demand at or below it reaches
+ * pct% of total (at least one mrps), or the highest latency when none
+ * does. A selection (partitions around a pivot latency, the part holding
+ * the quantile kept), not a sort: two quantiles are wanted, not the
+ * order. k is reordered. */
+static uint32_t weighted_quantile(uint64_t *k, size_t n, uint64_t total, unsigned pct)
 {
-    static const size_t gaps[] = {701, 301, 132, 57, 23, 10, 4, 1};
-    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
-        size_t gap = gaps[g];
-        for (size_t i = gap; i < n; i++) {
+    uint64_t want = (total * pct + 99) / 100;
+    want = want ? want : 1;
+    uint32_t top = 0;
+    uint64_t all = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = (uint32_t)(k[i] >> 32);
+        top = r > top ? r : top;
+        all += (uint32_t)k[i];
+    }
+    if (all < want)
+        return top;
+    size_t lo = 0, hi = n; /* the quantile's latency is in k[lo, hi) */
+    for (;;) {
+        uint32_t pivot = (uint32_t)(k[lo + (hi - lo) / 2] >> 32);
+        /* three parts: below the pivot, equal, above */
+        size_t lt = lo, i = lo, gt = hi;
+        uint64_t w_lt = 0, w_eq = 0;
+        while (i < gt) {
             uint64_t v = k[i];
-            size_t j = i;
-            for (; j >= gap && k[j - gap] > v; j -= gap)
-                k[j] = k[j - gap];
-            k[j] = v;
+            uint32_t r = (uint32_t)(v >> 32);
+            if (r < pivot) {
+                k[i++] = k[lt];
+                k[lt++] = v;
+                w_lt += (uint32_t)v;
+            } else if (r > pivot) {
+                k[i] = k[--gt];
+                k[gt] = v;
+            } else {
+                i++;
+                w_eq += (uint32_t)v;
+            }
+        }
+        if (want <= w_lt) {
+            hi = lt;
+        } else if (want <= w_lt + w_eq) {
+            return pivot;
+        } else {
+            want -= w_lt + w_eq;
+            lo = gt;
         }
     }
-}
-
-static uint32_t weighted_quantile(const uint64_t *s, size_t n, uint64_t total, unsigned pct)
-{
-    uint64_t want = (total * pct + 99) / 100, acc = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc += (uint32_t)s[i];
-        if (acc >= want && acc > 0)
-            return (uint32_t)(s[i] >> 32);
-    }
-    return n ? (uint32_t)(s[n - 1] >> 32) : 0;
 }
 
 static double chord2(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
@@ -170,7 +192,7 @@ double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t 
 }
 
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
-                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_rtt_fn known,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg)
 {
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
@@ -185,7 +207,10 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         pt[k] = w->loc_xyz[ap->locs[k]];
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
-        if (pt && !app->enforce.residency) {
+        bool got = known && known(arg, i, &best, &best_rtt);
+        if (got) {
+            /* the caller's answer */
+        } else if (pt && !app->enforce.residency) {
             const struct vg_geo_xyz *o = &w->area_xyz[a];
             double best_c = 1e9;
             for (size_t k = 0; k < ap->n_locs; k++) {
@@ -196,7 +221,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         } else {
             best = nearest(w, app, ap, a);
         }
-        if (best != VG_SCHED_NONE && (!known || (best_rtt = known(arg, i, best)) == UINT32_MAX))
+        if (!got && best != VG_SCHED_NONE)
             best_rtt = vg_sched_rtt_us(w, a, best);
         struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
         ap->served[i] = s;
@@ -210,7 +235,6 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
     free(pt);
-    sort_keys(sorted, n_sorted);
     ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
     ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
     free(sorted);

@@ -413,11 +413,6 @@ static void bit_set(uint8_t *b, unsigned i)
     b[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-static bool bit_get(const uint8_t *b, unsigned i)
-{
-    return b[i / 8] >> (i % 8) & 1;
-}
-
 static void compile_countries(const char *const *cc, size_t n, uint8_t *bits)
 {
     for (size_t i = 0; i < n; i++) {
@@ -451,19 +446,4 @@ void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sch
     r->tags = e->require_tags;
     r->residency = e->residency;
     r->any = e->n_allow_countries || e->n_deny_countries || e->n_allow_regions || e->n_deny_regions || r->tags;
-}
-
-bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
-{
-    if (!r->any)
-        return true;
-    const struct vg__sched_lhot *h = &w->hot[loc];
-    unsigned cc = h->country, rg = h->region;
-    if (bit_get(r->deny_c, cc) || bit_get(r->deny_r, rg))
-        return false;
-    if (r->any_allow_c && !bit_get(r->allow_c, cc))
-        return false;
-    if (r->any_allow_r && !bit_get(r->allow_r, rg))
-        return false;
-    return (h->tags & r->tags) == r->tags;
 }

@@ -559,6 +559,88 @@ static void exact_gap_small_worlds(void **state)
     assert_true(worst < 0.05);
 }
 
+/* Each area's demand goes to the chosen location nearest to it by
+ * latency (the placement answers from its pairs where it can, the search
+ * over every chosen location elsewhere: both must agree with a brute
+ * force), and p50/p95 are the demand-weighted quantiles of a sort. */
+static int cmp_key(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint32_t quantile_by_sort(uint64_t *k, size_t n, uint64_t total, unsigned pct)
+{
+    qsort(k, n, sizeof(*k), cmp_key);
+    uint64_t want = (total * pct + 99) / 100, acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc += (uint32_t)k[i];
+        if (acc >= want && acc > 0)
+            return (uint32_t)(k[i] >> 32);
+    }
+    return n ? (uint32_t)(k[n - 1] >> 32) : 0;
+}
+
+static void check_served(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                         const struct vg_sched_plan *p)
+{
+    for (uint32_t a = 0; a < n_apps; a++) {
+        const uint32_t *locs;
+        size_t n_locs = vg_sched_plan_locations(p, a, &locs);
+        const struct vg_sched_served *sv;
+        size_t n = vg_sched_plan_served(p, a, &sv);
+        uint64_t *keys = calloc(n + 1, sizeof(*keys));
+        size_t nk = 0;
+        uint64_t served = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t best = UINT32_MAX;
+            for (size_t k = 0; k < n_locs; k++) {
+                if (apps[a].enforce.residency && strcmp(vg_sched_world_location(w, locs[k])->region,
+                                                        vg_sched_world_area(w, sv[i].area)->region) != 0)
+                    continue;
+                uint32_t r = vg_sched_rtt_us(w, sv[i].area, locs[k]);
+                best = r < best ? r : best;
+            }
+            if (best == UINT32_MAX) {
+                assert_int_equal(sv[i].loc, VG_SCHED_NONE);
+                continue;
+            }
+            assert_int_not_equal(sv[i].loc, VG_SCHED_NONE);
+            assert_int_equal(sv[i].rtt_us, best);
+            assert_int_equal(vg_sched_rtt_us(w, sv[i].area, sv[i].loc), best);
+            keys[nk++] = (uint64_t)sv[i].rtt_us << 32 | sv[i].mrps;
+            served += sv[i].mrps;
+        }
+        struct vg_sched_app_stats st;
+        vg_sched_plan_app_stats(p, a, &st);
+        assert_int_equal(st.served_mrps, served);
+        assert_int_equal(st.p50_us, quantile_by_sort(keys, nk, served, 50));
+        assert_int_equal(st.p95_us, quantile_by_sort(keys, nk, served, 95));
+        free(keys);
+    }
+}
+
+static void served_is_the_nearest_chosen(void **state)
+{
+    for (uint64_t seed = 5; seed <= 6; seed++) {
+        struct vg_sched_sim *s = sim_world(seed, 2000, 150);
+        size_t n_apps;
+        const struct vg_sched_app *apps = vg_sched_sim_apps(s, &n_apps);
+        const struct vg_sched_world *w = vg_sched_sim_world(s);
+        struct vg_sched_plan *p = NULL;
+        struct vg_sched_error err;
+        const struct vg_sched_demand *d = vg_sched_sim_demand(s, 90);
+        assert_int_equal(vg_sched_place(w, apps, n_apps, d, NULL, &p, &err), 0);
+        check_served(w, apps, n_apps, p);
+        d = vg_sched_sim_demand(s, 97);
+        for (uint32_t a = 0; a < n_apps; a += 7)
+            assert_int_equal(vg_sched_update(w, apps, n_apps, d, p, a, &err), 0);
+        check_served(w, apps, n_apps, p);
+        vg_sched_plan_destroy(p);
+        vg_sched_sim_destroy(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +655,7 @@ int main(void)
         cmocka_unit_test(property_random_worlds),
         cmocka_unit_test(records_say_why),
         cmocka_unit_test(exact_gap_small_worlds),
+        cmocka_unit_test(served_is_the_nearest_chosen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
