@@ -17,33 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static struct vg_sched_world *world(size_t n)
-{
-    struct vg_geo_set *set = NULL;
-    assert_int_equal(vg_geo_set_builtin(&set), 0);
-    struct vg_sched_location *locs = calloc(n, sizeof(*locs));
-    struct vg_sched_area *areas = calloc(n, sizeof(*areas));
-    for (size_t i = 0; i < n; i++) {
-        const struct vg_geo_location *g = vg_geo_set_at(set, i);
-        snprintf(locs[i].id, sizeof(locs[i].id), "%s", g->id);
-        memcpy(locs[i].country, g->country, 3);
-        snprintf(locs[i].region, sizeof(locs[i].region), "%s", g->region);
-        locs[i].lat = areas[i].lat = g->lat;
-        locs[i].lon = areas[i].lon = g->lon;
-        memcpy(areas[i].country, g->country, 3);
-        snprintf(areas[i].region, sizeof(areas[i].region), "%s", g->region);
-        locs[i].cpu_m = 4000;
-        locs[i].mem_mib = 8192;
-        locs[i].slots = 10;
-        locs[i].cost = 1;
-    }
-    struct vg_sched_world *w = NULL;
-    assert_int_equal(vg_sched_world_create(locs, n, areas, n, NULL, 0, &w), 0);
-    free(locs);
-    free(areas);
-    vg_geo_set_destroy(set);
-    return w;
-}
+#include "small_world.h"
 
 static const struct vg_sched_app APP = {.name = "web",
                                         .cpu_m = 100,
@@ -59,7 +33,7 @@ static const struct vg_sched_app APP = {.name = "web",
 static void test_seed_keeps_counters_and_decides_as_the_real_plan(void **state)
 {
     (void)state;
-    struct vg_sched_world *w = world(16);
+    struct vg_sched_world *w = small_world(16, 10);
     uint32_t fra = vg_sched_world_find(w, "fra"), syd = vg_sched_world_find(w, "syd");
     /* step 1: demand at fra and syd places both */
     struct vg_sched_demand_entry both[] = {{fra, 20000}, {syd, 20000}}, home[] = {{fra, 20000}, {syd, 100}};
@@ -105,7 +79,7 @@ static void test_seed_keeps_counters_and_decides_as_the_real_plan(void **state)
 static void test_seed_drops_what_the_world_does_not_have(void **state)
 {
     (void)state;
-    struct vg_sched_world *w = world(8);
+    struct vg_sched_world *w = small_world(8, 10);
     uint32_t ids[] = {5, 999, 2, 5}; /* out of range, and a duplicate */
     uint16_t counters[] = {1, 7, 2, 1};
     struct vg_sched_prev pv[2] = {{ids, counters, 4}, {NULL, NULL, 0}};
