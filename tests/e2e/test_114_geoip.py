@@ -14,8 +14,7 @@ import time
 import pytest
 
 from harness import http_request, wait_for
-from test_97_control import Control, CRASH_SIGNALS  # noqa: F401
-from test_113_placement import deploy_version, placement_of
+from test_113_placement import deploy_version, placement_of, placing_control  # noqa: F401 (a fixture)
 
 WRITER = r"""
 use strict; use warnings;
@@ -56,8 +55,8 @@ def mmdb(tmp_path):
 
 
 @pytest.fixture
-def cluster(tmp_path, verge_bin, verge, mmdb):
-    c = Control(verge_bin, tmp_path / "cp", tmp_path / "cp-data", args=["--place-interval", "300ms"]).start()
+def cluster(tmp_path, verge_bin, verge, mmdb, placing_control):
+    c = placing_control
     admin = c.admin_token()
     node_token = c.make_token("nodes", "node", admin)
     node = verge(None, args=["--control", c.url, "--token", node_token, "--node-id", "n-fra", "--location", "fra",
@@ -85,8 +84,6 @@ def cluster(tmp_path, verge_bin, verge, mmdb):
 
     Cluster.node = node
     yield Cluster
-    rc = c.stop()
-    assert not (rc is not None and rc < 0 and -rc in CRASH_SIGNALS), c.logs()
 
 
 def get(v, headers=None):
