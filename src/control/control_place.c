@@ -800,6 +800,7 @@ static bool place_all(struct vg_control_server *srv, const char *why, json_t *ch
     bool moved = false;
     if (world_build(srv, &r, policies) != 0) {
         vg_log(VG_LOG_ERROR, "placement: cannot build the world", NULL);
+        run_free(&r); /* what was built before the failure */
         goto out;
     }
     bool any_up = false;
