@@ -250,9 +250,7 @@ static const struct option client_longopts[] = {
     {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
 };
 
-/* Parses options anywhere among the arguments; positional ones are left
- * in argv[optind..]. Returns -1 to go on, else an exit status. */
-static int client_opts(int argc, char **argv, struct vg__cli_client_args *a, void (*usage)(FILE *))
+int vg__cli_client_opts(int argc, char **argv, struct vg__cli_client_args *a, void (*usage)(FILE *))
 {
     int c;
     optind = 1;
@@ -342,7 +340,7 @@ static void versions_usage(FILE *f)
 int vg_cli_versions(int argc, char **argv)
 {
     struct vg__cli_client_args a = {0};
-    int rc = client_opts(argc, argv, &a, versions_usage);
+    int rc = vg__cli_client_opts(argc, argv, &a, versions_usage);
     if (rc >= 0)
         return rc;
     if (argc - optind > 1) {
@@ -409,7 +407,7 @@ static void token_usage(FILE *f)
 int vg_cli_token(int argc, char **argv)
 {
     struct vg__cli_client_args a = {0};
-    int rc = client_opts(argc, argv, &a, token_usage);
+    int rc = vg__cli_client_opts(argc, argv, &a, token_usage);
     if (rc >= 0)
         return rc;
     int npos = argc - optind;
@@ -517,7 +515,7 @@ static int write_file(const char *path, const uint8_t *p, size_t n)
 int vg_cli_bundle(int argc, char **argv)
 {
     struct vg__cli_client_args a = {0};
-    int rc = client_opts(argc, argv, &a, bundle_usage);
+    int rc = vg__cli_client_opts(argc, argv, &a, bundle_usage);
     if (rc >= 0)
         return rc;
     if (argc - optind > 1 || !a.out) {

@@ -74,6 +74,12 @@ struct vg__cli_client_args {
     bool json;
 };
 
+/* Parses the client commands' options (--control, --token, --json,
+ * --scope, --output/-o, --expires, --help) anywhere among the arguments;
+ * positional ones are left in argv[optind..]. Returns -1 to go on, else
+ * an exit status. */
+int vg__cli_client_opts(int argc, char **argv, struct vg__cli_client_args *a, void (*usage)(FILE *));
+
 /* GET/POST/PUT/DELETE path; on 2xx *out is the JSON answer (caller's) and
  * the raw body is printed when --json. Returns an exit status, -1 on
  * success. */

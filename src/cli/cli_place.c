@@ -14,7 +14,7 @@
 #include "conf/conf.h"
 #include "control/control.h"
 
-#include <getopt.h>
+#include <getopt.h> /* optind */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,36 +223,16 @@ static int cmd_plan(struct vg__cli_client_args *a, const char *dir)
 
 int vg_cli_placement(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"control", required_argument, NULL, 'c'},
-        {"token", required_argument, NULL, 'T'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct vg__cli_client_args a = {0};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            a.url = optarg;
-            break;
-        case 'T':
-            a.token = optarg;
-            break;
-        case 'j':
-            a.json = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+    int rc = vg__cli_client_opts(argc, argv, &a, usage);
+    if (rc >= 0)
+        return rc;
+    if (a.scope || a.out || a.expires) {
+        usage(stderr);
+        return 2;
     }
-    int n = argc - optind, rc = 2;
+    rc = 2;
+    int n = argc - optind;
     char **arg = argv + optind;
     /* next to a running `verge dev`: its control plane, with its read token */
     json_t *session = !a.url && !getenv("VERGE_CONTROL") ? vg__cli_dev_session() : NULL;

@@ -554,10 +554,9 @@ static void measured_rtts(struct vg__control_place *pl, struct run *r)
     uint32_t *best = vg_xcalloc(r->n * r->n, sizeof(*best));
     json_array_foreach(r->nodes, i, n)
     {
-        const struct vg_geo_location *g = vg_geo_set_find(pl->geo, json_string_value(json_object_get(n, "location")));
-        if (!g || !json_is_true(json_object_get(n, "up")))
+        size_t l = vg_geo_set_index(pl->geo, json_string_value(json_object_get(n, "location")));
+        if (l == r->n || !json_is_true(json_object_get(n, "up")))
             continue;
-        size_t l = (size_t)(g - vg_geo_set_at(pl->geo, 0));
         json_t *v;
         const char *area;
         json_object_foreach(json_object_get(json_object_get(n, "report"), "rtt_us"), area, v)
@@ -618,10 +617,9 @@ static int world_build(struct vg_control_server *srv, struct run *r, json_t *pol
     }
     json_array_foreach(r->nodes, i, n)
     {
-        const struct vg_geo_location *g = vg_geo_set_find(pl->geo, json_string_value(json_object_get(n, "location")));
-        if (!g || !json_is_true(json_object_get(n, "up")))
+        size_t l = vg_geo_set_index(pl->geo, json_string_value(json_object_get(n, "location")));
+        if (l == r->n || !json_is_true(json_object_get(n, "up")))
             continue; /* a location outside the list cannot be placed on */
-        size_t l = (size_t)(g - vg_geo_set_at(pl->geo, 0));
         json_t *lab = json_object_get(n, "labels");
         struct vg_sched_location *x = &r->locs[l];
         x->cpu_m += label_u32(lab, "cpu_m", NODE_CPU_M);

@@ -53,6 +53,10 @@ void vg_geo_set_destroy(struct vg_geo_set *set);
 size_t vg_geo_set_count(const struct vg_geo_set *set);
 /* The i-th location (i < count); valid while the set lives. */
 const struct vg_geo_location *vg_geo_set_at(const struct vg_geo_set *set, size_t i);
+/* The index of the location with this id, or the set's count when there
+ * is none (id NULL included): the slot of "elsewhere" in per-location
+ * arrays of count + 1. */
+size_t vg_geo_set_index(const struct vg_geo_set *set, const char *id);
 /* The location with this id, or NULL. */
 const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, const char *id);
 

@@ -193,12 +193,18 @@ const struct vg_geo_location *vg_geo_set_at(const struct vg_geo_set *set, size_t
 
 /* Linear: sets are read once and looked up a few times (dev: N <= 64);
  * a scheduler with thousands of locations indexes them itself. */
+size_t vg_geo_set_index(const struct vg_geo_set *set, const char *id)
+{
+    size_t i = 0;
+    while (id && i < set->n && strcmp(set->locs[i].id, id) != 0)
+        i++;
+    return id ? i : set->n;
+}
+
 const struct vg_geo_location *vg_geo_set_find(const struct vg_geo_set *set, const char *id)
 {
-    for (size_t i = 0; i < set->n; i++)
-        if (strcmp(set->locs[i].id, id) == 0)
-            return &set->locs[i];
-    return NULL;
+    size_t i = vg_geo_set_index(set, id);
+    return i < set->n ? &set->locs[i] : NULL;
 }
 
 double vg_geo_distance_km_ll(double lat1, double lon1, double lat2, double lon2)

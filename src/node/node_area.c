@@ -176,9 +176,9 @@ uint32_t vg__node_client_area(struct vg_worker *w, h2o_req_t *req)
         if (v.len && v.len < sizeof(id)) {
             memcpy(id, v.base, v.len);
             id[v.len] = '\0';
-            const struct vg_geo_location *g = vg_geo_set_find(node->geo, id);
-            if (g)
-                return (uint32_t)(g - vg_geo_set_at(node->geo, 0));
+            size_t a = vg_geo_set_index(node->geo, id);
+            if (a < vg_geo_set_count(node->geo))
+                return (uint32_t)a;
         }
     }
     if (!node->geoip)

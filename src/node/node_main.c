@@ -505,8 +505,7 @@ int vg_node_run(const struct vg_node_options *opt)
         pthread_mutex_init(&node.agent_mu, NULL);
         pthread_cond_init(&node.agent_cv, NULL);
         if (vg_geo_set_builtin(&node.geo) == 0) {
-            const struct vg_geo_location *own = vg_geo_set_find(node.geo, opt->location);
-            node.own_area = (uint32_t)(own ? (size_t)(own - vg_geo_set_at(node.geo, 0)) : vg_geo_set_count(node.geo));
+            node.own_area = (uint32_t)vg_geo_set_index(node.geo, opt->location);
             node.rtt_us = vg_xcalloc(vg_geo_set_count(node.geo) + 1, sizeof(*node.rtt_us));
         }
         if (opt->geoip && vg__node_geoip_open(&node) != 0)

@@ -27,6 +27,10 @@ static void builtin_list_is_valid_and_large_enough(void **state)
     assert_string_equal(fra->region, "eu");
     assert_true(fra->lat > 50 && fra->lat < 50.2 && fra->lon > 8.6 && fra->lon < 8.8);
     assert_ptr_equal(vg_geo_set_at(set, 0), fra); /* the first row: dev's default --from */
+    assert_int_equal(vg_geo_set_index(set, "fra"), 0);
+    assert_string_equal(vg_geo_set_at(set, vg_geo_set_index(set, "syd"))->id, "syd");
+    assert_int_equal(vg_geo_set_index(set, "nowhere"), vg_geo_set_count(set)); /* the "elsewhere" slot */
+    assert_int_equal(vg_geo_set_index(set, NULL), vg_geo_set_count(set));
     assert_non_null(vg_geo_set_find(set, "iad"));
     assert_non_null(vg_geo_set_find(set, "sin"));
     assert_null(vg_geo_set_find(set, "xyz"));
