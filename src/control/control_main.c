@@ -152,7 +152,7 @@ static void run(struct vg_control_server *srv)
         if (srv->stop)
             break;
         int t = uv_backend_timeout(&srv->uv);
-        if (h2o_evloop_run(srv->loop, t < 0 ? INT32_MAX : t) != 0 && errno != EINTR) {
+        if (vg_http_loop_run(srv->loop, t < 0 ? INT32_MAX : t) != 0 && errno != EINTR) {
             vg_log(VG_LOG_ERROR, "event loop failed", "reason", strerror(errno), NULL);
             break;
         }

@@ -45,6 +45,13 @@ int vg_http_route_find(const struct vg_conf_app *app, const char *host, size_t h
 /* Writes "GET, HEAD, ..." for a VG_CONF_METHOD_* mask. */
 void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
 
+/* ---- the event loop ------------------------------------------------------------ */
+
+/* h2o_evloop_run, with the sockets of one poll served in the order epoll
+ * reported them (h2o serves a batch in reverse; see http_loop.c). Same
+ * arguments and result. */
+int vg_http_loop_run(h2o_evloop_t *loop, int32_t max_wait);
+
 /* ---- request checks (h2o) ----------------------------------------------------- */
 
 /* The header rules for a request whose head was not checked raw (HTTP/2:

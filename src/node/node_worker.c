@@ -218,7 +218,7 @@ static void run(struct vg_worker *w)
         if (w->stop)
             break;
         int t = uv_backend_timeout(&w->uv);
-        if (h2o_evloop_run(w->loop, t < 0 ? INT32_MAX : t) != 0 && errno != EINTR) {
+        if (vg_http_loop_run(w->loop, t < 0 ? INT32_MAX : t) != 0 && errno != EINTR) {
             vg_log(VG_LOG_ERROR, "event loop failed", "reason", strerror(errno), NULL);
             break;
         }
