@@ -207,8 +207,12 @@ def test_clean_rollout_goes_canary_then_waves_then_done(verge, plane, tmp_path):
     assert wait_for(lambda: all_serve(nodes, "v1"), 15), {k: body(v) for k, v in nodes.items()}
     assert wait_for(lambda: all(live(plane, i) == v1 for i in nodes), 10)
     stats = reports_stats(plane, "a")
-    # with stats the gate needs traffic, which the test drives; without, time alone
-    v2, src2 = plane.version("v2", "canary: 1, waves: [50, 100], window: 2s, min_requests: %d" % (5 if stats else 0))
+    # with stats the gate needs traffic, which the test drives; without, time alone.
+    # The latency gate is left wide: a few hundred requests' p99 on a busy
+    # machine moves 3x between nodes, and this test is about the steps (the
+    # gate's verdicts have their own tests)
+    v2, src2 = plane.version("v2", "canary: 1, waves: [50, 100], window: 2s, min_requests: %d, max_p99_ratio: 50"
+                             % (5 if stats else 0))
     traffic = Traffic(list(nodes.values()))
     traffic.start()
     try:
@@ -300,7 +304,7 @@ def test_manual_rollback_during_a_rollout_is_immediate_and_complete(verge, plane
     plane.set_now(v1)
     nodes = fleet(verge, plane, tmp_path, ["a", "b", "c"])
     assert wait_for(lambda: all_serve(nodes, "v1"), 15)
-    v2, _ = plane.version("v2", "canary: 2, window: 60s, min_requests: 0")
+    v2, _ = plane.version("v2", "canary: 2, window: 60s, min_requests: 0, max_p99_ratio: 50")
     r = plane.start(v2)
     assert r.status == 201
     dep = r.json()["id"]
@@ -327,7 +331,7 @@ def test_control_plane_killed_mid_rollout_resumes(verge, plane, tmp_path):
     plane.set_now(v1)
     nodes = fleet(verge, plane, tmp_path, ["a", "b", "c"])
     assert wait_for(lambda: all_serve(nodes, "v1"), 15)
-    v2, _ = plane.version("v2", "canary: 1, waves: [100], window: 3s, min_requests: 0")
+    v2, _ = plane.version("v2", "canary: 1, waves: [100], window: 3s, min_requests: 0, max_p99_ratio: 50")
     dep = plane.start(v2).json()["id"]
     assert wait_for(lambda: body(nodes["a"]) == "v2", 10)
     assert wait_for(lambda: plane.dep(dep)["steps"][0]["state"] == "observing", 10)
@@ -350,7 +354,7 @@ def test_second_deploy_of_the_app_is_refused_while_one_rolls(plane, tmp_path):
     a.start()
     try:
         assert wait_for(lambda: live(plane, "a") == v1, 5)
-        v2, _ = plane.version("v2", "window: 60s, min_requests: 0")
+        v2, _ = plane.version("v2", "window: 60s, min_requests: 0, max_p99_ratio: 50")
         v3, src3 = plane.version("v3")
         n = len(a.wakes)
         t0 = time.monotonic()
