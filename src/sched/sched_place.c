@@ -24,6 +24,7 @@
 #include "sched/sched_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
@@ -71,8 +72,12 @@ struct ctx {
     uint32_t app_idx;
     struct vg__sched_rules rules;
     uint32_t stamp;
-    struct vg__sched_loc *loc; /* the plan's */
-    const uint32_t *prev;      /* the app's previous locations */
+    struct vg__sched_loc *loc;   /* the plan's */
+    struct vg__sched_seen *seen; /* the plan's, or this thread's own (own_seen) */
+    bool own_seen;
+    bool spec;                      /* a parallel placement's: commit leaves the capacity to the committer */
+    struct vg__sched_app_plan *out; /* where commit writes, when not in the plan */
+    const uint32_t *prev;           /* the app's previous locations */
     size_t n_prev;
     struct cand *c;
     size_t nc, cc;
@@ -120,6 +125,7 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->demand = demand;
     x->plan = plan;
     x->loc = plan->loc;
+    x->seen = plan->seen;
 }
 
 static void ctx_fini(struct ctx *x)
@@ -137,6 +143,8 @@ static void ctx_fini(struct ctx *x)
     free(x->next);
     free(x->ol);
     free(x->hubs);
+    if (x->own_seen)
+        free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
         free(x->evicted[i].below);
@@ -160,7 +168,7 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
     const struct vg__sched_loc *l = &x->loc[loc];
-    uint64_t cpu = l->cpu_free, mem = l->mem_free, slots = l->slots_free;
+    uint64_t cpu = vg__sched_ld(&l->cpu_free), mem = vg__sched_ld(&l->mem_free), slots = vg__sched_ld(&l->slots_free);
     if (x->preempt) {
         const struct vg__sched_holders *h = &x->plan->holders[loc];
         for (uint32_t k = 0; k < h->n; k++) {
@@ -180,8 +188,7 @@ static uint8_t short_of(const struct ctx *x, uint32_t loc)
 
 static bool fits_now(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_loc *l = &x->loc[loc];
-    return l->slots_free >= 1 && l->cpu_free >= x->app->cpu_m && l->mem_free >= x->app->mem_mib;
+    return vg__sched_fits(&x->loc[loc], x->app);
 }
 
 /* Takes the lowest-priority app (the last of equals) off every location
@@ -217,7 +224,7 @@ static void make_room(struct ctx *x, uint32_t loc)
  * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    uint32_t top = x->loc[loc].top;
+    uint32_t top = vg__sched_ld(&x->loc[loc].top);
     return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
@@ -235,31 +242,30 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
  * of why) when the app may not or cannot run there. */
-static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_loc *s)
+static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen *sn)
 {
-    s->mark = x->stamp;
-    s->slot = VG_SCHED_NONE;
+    sn->mark = x->stamp;
+    sn->slot = VG_SCHED_NONE;
     if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
         add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
         return VG_SCHED_NONE;
     }
-    uint8_t res = !x->preempt && s->slots_free >= 1 && s->cpu_free >= x->app->cpu_m && s->mem_free >= x->app->mem_mib
-                      ? VG_SCHED_RES_NONE
-                      : short_of(x, loc);
+    const struct vg__sched_loc *s = &x->loc[loc];
+    uint8_t res = !x->preempt && vg__sched_fits(s, x->app) ? VG_SCHED_RES_NONE : short_of(x, loc);
     if (res != VG_SCHED_RES_NONE) {
         reject_capacity(x, loc, res);
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
     x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
-    s->slot = (uint32_t)x->nc;
+    sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
 
 static uint32_t consider(struct ctx *x, uint32_t loc)
 {
-    struct vg__sched_loc *s = &x->loc[loc];
-    return s->mark == x->stamp ? s->slot : consider_new(x, loc, s);
+    struct vg__sched_seen *sn = &x->seen[loc];
+    return sn->mark == x->stamp ? sn->slot : consider_new(x, loc, sn);
 }
 
 /* A pair, and what it adds to its candidate's gain while nothing is open
@@ -321,8 +327,11 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
         if (r < best_rtt || (r == best_rtt && loc < best))
             best = loc, best_rtt = r;
     }
-    if (best != VG_SCHED_NONE)
-        add_pair(x, consider(x, best), i, best_rtt);
+    /* NONE only when placing ahead (a parallel placement) and another
+     * thread took the hub since it was listed: the commit sees that */
+    uint32_t c = best != VG_SCHED_NONE ? consider(x, best) : VG_SCHED_NONE;
+    if (c != VG_SCHED_NONE)
+        add_pair(x, c, i, best_rtt);
 }
 
 /* The areas' nearest locations are scattered over the world's arrays:
@@ -381,7 +390,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
         prefetch_area(x, d->e[i].area);
     const struct vg__sched_near *all = x->w->near;
-    struct vg__sched_loc *locs = x->loc;
+    const struct vg__sched_loc *locs = x->loc;
+    struct vg__sched_seen *seen = x->seen;
     struct pair *pr = x->pr;
     uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
     bool residency = x->rules.residency, plain = !x->preempt;
@@ -400,17 +410,18 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             uint32_t loc = near[k].loc, rtt = near[k].rtt_us;
             if (residency && !residency_ok(x, a, loc))
                 continue;
-            struct vg__sched_loc *s = &locs[loc];
-            uint32_t c = s->slot;
-            if (s->mark != stamp) {
-                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem &&
-                    vg__sched_rules_allow(x->w, &x->rules, loc)) {
+            struct vg__sched_seen *sn = &seen[loc];
+            uint32_t c = sn->slot;
+            if (sn->mark != stamp) {
+                const struct vg__sched_loc *s = &locs[loc];
+                if (plain && vg__sched_ld(&s->slots_free) >= 1 && vg__sched_ld(&s->cpu_free) >= cpu &&
+                    vg__sched_ld(&s->mem_free) >= mem && vg__sched_rules_allow(x->w, &x->rules, loc)) {
                     /* consider_new's common case, in line: a candidate */
-                    s->mark = stamp;
-                    s->slot = c = (uint32_t)x->nc++;
+                    sn->mark = stamp;
+                    sn->slot = c = (uint32_t)x->nc++;
                     x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
                 } else {
-                    c = consider_new(x, loc, s);
+                    c = consider_new(x, loc, sn);
                 }
             }
             if (c == VG_SCHED_NONE)
@@ -992,7 +1003,7 @@ static int place_static(struct ctx *x, struct vg_sched_error *err)
                      loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
             return VG_EINVAL;
         }
-        if (x->loc[loc].mark == x->stamp)
+        if (x->seen[loc].mark == x->stamp)
             continue; /* listed twice */
         uint32_t c = consider(x, loc);
         if (c == VG_SCHED_NONE)
@@ -1049,7 +1060,7 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
 
 static void commit(struct ctx *x)
 {
-    struct vg__sched_app_plan *ap = &x->plan->apps[x->app_idx];
+    struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
@@ -1063,23 +1074,24 @@ static void commit(struct ctx *x)
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->loc[ap->locs[k]].slot;
+        uint32_t c = x->seen[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
-        vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
+        if (!x->spec) /* else the committer holds them once it knows they are right */
+            vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
                          x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
-        x->c[x->loc[ap->locs[k]].slot].served = 0;
+        x->c[x->seen[ap->locs[k]].slot].served = 0;
     for (size_t i = 0; i < ap->n_served; i++)
         if (ap->served[i].loc != VG_SCHED_NONE)
-            x->c[x->loc[ap->served[i].loc].slot].served += ap->served[i].mrps;
+            x->c[x->seen[ap->served[i].loc].slot].served += ap->served[i].mrps;
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
+        const struct cand *cd = &x->c[x->seen[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -1106,10 +1118,21 @@ static void commit(struct ctx *x)
     ap->n_why = (size_t)(y - ap->why);
 }
 
+static uint32_t next_stamp(struct ctx *x)
+{
+    if (!x->own_seen)
+        return vg__sched_plan_stamp(x->plan);
+    if (++x->stamp == 0) { /* wrapped: marks from long ago could match */
+        memset(x->seen, 0, x->plan->n_locs * sizeof(*x->seen));
+        x->stamp = 1;
+    }
+    return x->stamp;
+}
+
 static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
                      struct vg_sched_error *err)
 {
-    x->stamp = vg__sched_plan_stamp(x->plan);
+    x->stamp = next_stamp(x);
     x->prev = prev;
     x->n_prev = n_prev;
     x->app = &x->apps[app];
@@ -1162,6 +1185,261 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Places app from where it was in prev (may be NULL). */
+static int place_prev(struct ctx *x, const struct vg_sched_plan *prev, uint32_t app, struct vg_sched_error *err)
+{
+    const struct vg__sched_app_plan *pp = prev ? &prev->apps[app] : NULL;
+    return place_one(x, app, pp ? pp->locs : NULL, pp ? pp->below : NULL, pp ? pp->n_locs : 0, err);
+}
+
+/* --- parallel placement ---------------------------------------------------------
+ *
+ * The sequential placement, apps in priority order, each against the
+ * capacity its predecessors left, gives the plan; threads must give the
+ * same one, bit for bit. Each thread places the next app in the order
+ * speculatively, against the capacity as it is while earlier apps are
+ * still being placed, and without taking any. Commits go strictly in
+ * order: the app's placement depends on the world, its policy, demand
+ * and previous locations, and on what it observed of capacity — for each
+ * location it looked at, whether it fits, and for one rejected for
+ * capacity the resource short and the app holding it. Every location it
+ * looked at left a record (the usable hubs excepted: see hubs_valid), so
+ * the committer checks the records of those changed by the commits made
+ * since its placement began (a version per location); when what it saw
+ * still holds, the placement is the sequential one, else it is placed
+ * again, then, on the committed capacity. In a full placement capacity
+ * only shrinks: a location that fits now fitted then. */
+#define PAR_WINDOW 32 /* apps placed ahead of the last commit, at most: bounds how stale a snapshot gets */
+
+enum { PAR_FREE, PAR_TAKEN, PAR_READY, PAR_STOLEN };
+
+struct par_app {
+    uint32_t snap; /* commits made when its placement began */
+    uint8_t state; /* PAR_*, under mu */
+    bool hubs;     /* it listed the usable hubs */
+    int rc;
+    struct vg_sched_error err;
+    struct vg__sched_app_plan res; /* its placement, until committed */
+};
+
+struct par {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const struct vg_sched_world *w;
+    const struct vg_sched_app *apps;
+    size_t n_apps;
+    const struct vg_sched_demand *demand;
+    const struct vg_sched_plan *prev;
+    struct vg_sched_plan *plan;
+    const uint32_t *order;
+    struct par_app *pa;   /* by position in order */
+    uint32_t *ver;        /* per location: the last commit (1-based) that changed it; the committer's */
+    size_t next, commits; /* under mu */
+    bool committing;      /* under mu: one committer at a time */
+    int rc;               /* the committer's */
+    struct vg_sched_error err;
+};
+
+/* What app saw of a location it rejected for capacity, seen again now. */
+static bool capacity_same(const struct ctx *x, const struct vg_sched_why *y)
+{
+    return short_of(x, y->loc) == y->resource && displacer(x, y->loc) == y->by_app;
+}
+
+/* The usable hubs were listed once from every hub's capacity: one that
+ * the rules allow and that no longer fits may have fitted then. */
+static bool hubs_valid(const struct par *p, struct ctx *x, uint32_t snap)
+{
+    bool compiled = false;
+    for (size_t h = 0; h < p->w->n_hubs; h++) {
+        uint32_t loc = p->w->hubs[h];
+        if (p->ver[loc] <= snap || vg__sched_fits(&x->loc[loc], x->app))
+            continue;
+        if (!compiled)
+            vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
+        if (vg__sched_rules_allow(p->w, &x->rules, loc))
+            return false;
+    }
+    return true;
+}
+
+/* Whether what the j-th app's placement saw of capacity still holds. */
+static bool still_valid(const struct par *p, struct ctx *x, size_t j)
+{
+    const struct par_app *pa = &p->pa[j];
+    if (pa->snap == j) /* nothing committed since it began */
+        return true;
+    x->app = &p->apps[p->order[j]];
+    for (size_t i = 0; i < pa->res.n_why; i++) {
+        const struct vg_sched_why *y = &pa->res.why[i];
+        if (p->ver[y->loc] <= pa->snap || (y->verdict == VG_SCHED_REJECTED && y->reason == VG_SCHED_R_POLICY))
+            continue;
+        bool cap =
+            y->verdict == VG_SCHED_REJECTED && (y->reason == VG_SCHED_R_CAPACITY || y->reason == VG_SCHED_R_DISPLACED);
+        if (cap ? !capacity_same(x, y) : !vg__sched_fits(&x->loc[y->loc], x->app))
+            return false;
+    }
+    return !pa->hubs || hubs_valid(p, x, pa->snap);
+}
+
+/* Commits the next app in order and returns the commits made: its
+ * placement when what it saw still holds, else (or when stolen: its
+ * placement is not ready) it is placed now, on the committed capacity.
+ * One committer at a time, outside mu: the other thread places ahead
+ * meanwhile, and what it reads of the capacity taken here is checked
+ * against ver when its own app commits. */
+static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
+{
+    size_t j = p->commits;
+    struct par_app *pa = &p->pa[j];
+    uint32_t app = p->order[j];
+    struct vg__sched_app_plan *ap = &p->plan->apps[app];
+    /* stolen: its result and error are still its placer's */
+    int rc = stolen ? 0 : pa->rc;
+    struct vg_sched_error e = stolen ? (struct vg_sched_error){0} : pa->err;
+    if (!stolen && rc == 0 && still_valid(p, x, j)) {
+        *ap = pa->res;
+        memset(&pa->res, 0, sizeof(pa->res));
+    } else if (rc == 0) {
+        if (!stolen)
+            vg__sched_app_plan_free(&pa->res);
+        x->out = ap;
+        rc = place_prev(x, p->prev, app, &e);
+        x->out = NULL;
+    }
+    if (rc) { /* the first failure in order: the sequential placement's */
+        p->rc = rc;
+        p->err = e;
+        return p->n_apps;
+    }
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        vg__sched_plan_hold(p->plan, p->apps, app, ap->locs[k]);
+        p->ver[ap->locs[k]] = (uint32_t)j + 1;
+    }
+    return j + 1;
+}
+
+/* Places the j-th app ahead (outside mu), into its own result. */
+static void place_ahead(struct par *p, struct ctx *x, size_t j)
+{
+    struct par_app *pa = &p->pa[j];
+    x->out = &pa->res;
+    pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
+    pa->hubs = x->hubs_known;
+    x->out = NULL;
+}
+
+/* Each thread commits the next app when its placement is ready, or
+ * places the next app ahead; when neither can be done (the window is
+ * full or every app is taken) it steals the next to commit, which
+ * another thread is still placing, rather than wait: a thread the kernel
+ * parks (the machine is shared) then stalls nothing. */
+static void par_work(struct par *p, struct ctx *x)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->commits < p->n_apps) {
+        struct par_app *head = &p->pa[p->commits];
+        bool ahead = p->next < p->n_apps && p->next - p->commits < PAR_WINDOW;
+        bool steal = head->state == PAR_TAKEN && !ahead;
+        if (!p->committing && (head->state == PAR_READY || steal)) {
+            if (steal)
+                head->state = PAR_STOLEN;
+            p->committing = true;
+            pthread_mutex_unlock(&p->mu);
+            size_t done = commit_next(p, x, steal);
+            pthread_mutex_lock(&p->mu);
+            p->commits = done;
+            p->committing = false;
+            pthread_cond_broadcast(&p->cv);
+        } else if (ahead) {
+            size_t j = p->next++;
+            struct par_app *pa = &p->pa[j];
+            pa->state = PAR_TAKEN;
+            pa->snap = (uint32_t)p->commits;
+            pthread_mutex_unlock(&p->mu);
+            place_ahead(p, x, j);
+            pthread_mutex_lock(&p->mu);
+            if (pa->state == PAR_STOLEN) { /* committed meanwhile: this one is not needed */
+                pthread_mutex_unlock(&p->mu);
+                vg__sched_app_plan_free(&pa->res);
+                pthread_mutex_lock(&p->mu);
+            } else {
+                pa->state = PAR_READY;
+                pthread_cond_broadcast(&p->cv);
+            }
+        } else {
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+struct par_thread {
+    struct par *p;
+    struct ctx x;
+    pthread_t t;
+};
+
+static void *par_main(void *arg)
+{
+    struct par_thread *t = arg;
+    par_work(t->p, &t->x);
+    return NULL;
+}
+
+static void par_ctx(struct par *p, struct ctx *x, bool own_seen)
+{
+    ctx_init(x, p->w, p->apps, p->n_apps, p->demand, p->plan);
+    x->spec = true;
+    if (own_seen) { /* the plan's is the first thread's */
+        x->seen = vg_xcalloc(p->plan->n_locs + 1, sizeof(*x->seen));
+        x->own_seen = true;
+    }
+}
+
+static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                          const struct vg_sched_demand *demand, const struct vg_sched_plan *prev,
+                          struct vg_sched_plan *plan, const uint32_t *order, unsigned threads,
+                          struct vg_sched_error *err)
+{
+    struct par p = {
+        .w = w, .apps = apps, .n_apps = n_apps, .demand = demand, .prev = prev, .plan = plan, .order = order};
+    p.pa = vg_xcalloc(n_apps, sizeof(*p.pa));
+    p.ver = vg_xcalloc(w->n_locs + 1, sizeof(*p.ver));
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    struct par_thread *t = vg_xcalloc(threads, sizeof(*t));
+    unsigned started = 1;
+    for (unsigned i = 1; i < threads; i++) {
+        t[i].p = &p;
+        par_ctx(&p, &t[i].x, true);
+        if (pthread_create(&t[i].t, NULL, par_main, &t[i]) != 0) { /* fewer threads: the same plan */
+            ctx_fini(&t[i].x);
+            break;
+        }
+        started++;
+    }
+    t[0].p = &p;
+    par_ctx(&p, &t[0].x, false);
+    par_work(&p, &t[0].x);
+    for (unsigned i = 0; i < started; i++) {
+        if (i > 0)
+            pthread_join(t[i].t, NULL);
+        ctx_fini(&t[i].x);
+    }
+    for (size_t j = 0; j < n_apps; j++) /* placed ahead of a failure, never committed */
+        vg__sched_app_plan_free(&p.pa[j].res);
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    free(t);
+    free(p.pa);
+    free(p.ver);
+    if (p.rc)
+        *err = p.err;
+    return p.rc;
+}
+
 /* Higher priority first, then index: keys (INT32_MAX - priority, index)
  * packed into 64 bits, so that qsort needs no context. */
 static void priority_order(const struct vg_sched_app *apps, size_t n, uint32_t *order)
@@ -1179,6 +1457,13 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
                    const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, struct vg_sched_plan **out,
                    struct vg_sched_error *err)
 {
+    return vg_sched_place_threads(w, apps, n_apps, demand, prev, 1, out, err);
+}
+
+int vg_sched_place_threads(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                           const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, unsigned threads,
+                           struct vg_sched_plan **out, struct vg_sched_error *err)
+{
     VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
     for (uint32_t a = 0; a < n_apps; a++) {
         int rc = check_app(w, apps, a, &demand[a], err);
@@ -1190,15 +1475,16 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
     struct vg_sched_plan *plan = vg__sched_plan_new(w, n_apps);
     uint32_t *order = vg_xmalloc((n_apps ? n_apps : 1) * sizeof(*order));
     priority_order(apps, n_apps, order);
-    struct ctx x;
-    ctx_init(&x, w, apps, n_apps, demand, plan);
     int rc = 0;
-    for (size_t i = 0; i < n_apps && rc == 0; i++) {
-        uint32_t a = order[i];
-        const struct vg__sched_app_plan *pp = prev ? &prev->apps[a] : NULL;
-        rc = place_one(&x, a, pp ? pp->locs : NULL, pp ? pp->below : NULL, pp ? pp->n_locs : 0, err);
+    if (threads > 1 && n_apps > 1) {
+        rc = place_parallel(w, apps, n_apps, demand, prev, plan, order, threads, err);
+    } else {
+        struct ctx x;
+        ctx_init(&x, w, apps, n_apps, demand, plan);
+        for (size_t i = 0; i < n_apps && rc == 0; i++)
+            rc = place_prev(&x, prev, order[i], err);
+        ctx_fini(&x);
     }
-    ctx_fini(&x);
     free(order);
     if (rc) {
         vg_sched_plan_destroy(plan);
