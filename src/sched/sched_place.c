@@ -152,10 +152,12 @@ static void ctx_fini(struct ctx *x)
     free(x->evicted);
 }
 
-static void add_why(struct ctx *x, struct vg_sched_why y)
+/* A record slot (the rejections found while looking at locations). */
+static inline struct vg_sched_why *new_why(struct ctx *x)
 {
-    GROW(x->why, x->nw, x->cw);
-    x->why[x->nw++] = y;
+    if (__builtin_expect(x->nw == x->cw, 0)) /* build_pairs makes room: only static apps grow it */
+        GROW(x->why, x->nw, x->cw);
+    return &x->why[x->nw++];
 }
 
 static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
@@ -230,14 +232,14 @@ static uint32_t displacer(const struct ctx *x, uint32_t loc)
 
 static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
 {
-    struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
-    y.resource = res;
-    y.by_app = displacer(x, loc);
-    if (y.by_app != VG_SCHED_NONE)
+    struct vg_sched_why *y = new_why(x);
+    *y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
+    y->resource = res;
+    y->by_app = displacer(x, loc);
+    if (y->by_app != VG_SCHED_NONE)
         for (size_t k = 0; k < x->n_prev; k++)
             if (x->prev[k] == loc)
-                y.reason = VG_SCHED_R_DISPLACED;
-    add_why(x, y);
+                y->reason = VG_SCHED_R_DISPLACED;
 }
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
@@ -247,7 +249,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
     sn->mark = x->stamp;
     sn->slot = VG_SCHED_NONE;
     if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
-        add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
+        *new_why(x) = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
         return VG_SCHED_NONE;
     }
     const struct vg__sched_loc *s = &x->loc[loc];
@@ -1209,7 +1211,7 @@ static int place_prev(struct ctx *x, const struct vg_sched_plan *prev, uint32_t 
  * still holds, the placement is the sequential one, else it is placed
  * again, then, on the committed capacity. In a full placement capacity
  * only shrinks: a location that fits now fitted then. */
-#define PAR_WINDOW 32 /* apps placed ahead of the last commit, at most: bounds how stale a snapshot gets */
+#define PAR_WINDOW 8 /* apps placed ahead of the last commit, at most: bounds how stale a snapshot gets */
 
 enum { PAR_FREE, PAR_TAKEN, PAR_READY, PAR_STOLEN };
 
