@@ -77,7 +77,13 @@ struct ctx {
     bool own_seen;
     bool spec;                      /* a parallel placement's: commit leaves the capacity to the committer */
     struct vg__sched_app_plan *out; /* where commit writes, when not in the plan */
-    const uint32_t *prev;           /* the app's previous locations */
+    uint32_t *alts;                 /* spec: the locations the local search tried (check_ahead) */
+    size_t n_alts, cap_alts;
+    uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
+    size_t n_gone, cap_gone;
+    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_walk) */
+    size_t cap_gone_info;
+    const uint32_t *prev; /* the app's previous locations */
     size_t n_prev;
     struct cand *c;
     size_t nc, cc;
@@ -143,6 +149,10 @@ static void ctx_fini(struct ctx *x)
     free(x->next);
     free(x->ol);
     free(x->hubs);
+    free(x->alts);
+    free(x->gone);
+    free(x->gone_nw0);
+    free(x->gone_pairs);
     if (x->own_seen)
         free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
@@ -230,16 +240,26 @@ static uint32_t displacer(const struct ctx *x, uint32_t loc)
     return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
-static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
+static struct vg_sched_why capacity_why(const struct ctx *x, uint32_t loc, uint8_t res)
 {
-    struct vg_sched_why *y = new_why(x);
-    *y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
-    y->resource = res;
-    y->by_app = displacer(x, loc);
-    if (y->by_app != VG_SCHED_NONE)
+    struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
+    y.resource = res;
+    y.by_app = displacer(x, loc);
+    if (y.by_app != VG_SCHED_NONE)
         for (size_t k = 0; k < x->n_prev; k++)
             if (x->prev[k] == loc)
-                y->reason = VG_SCHED_R_DISPLACED;
+                y.reason = VG_SCHED_R_DISPLACED;
+    return y;
+}
+
+static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
+{
+    *new_why(x) = capacity_why(x, loc, res);
+}
+
+static inline struct cand new_cand(uint32_t loc, uint32_t cost)
+{
+    return (struct cand){.loc = loc, .cost = cost, .first = VG_SCHED_NONE};
 }
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
@@ -259,7 +279,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+    x->c[x->nc] = new_cand(loc, s->cost);
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -421,7 +441,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
                     /* consider_new's common case, in line: a candidate */
                     sn->mark = stamp;
                     sn->slot = c = (uint32_t)x->nc++;
-                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+                    x->c[c] = new_cand(loc, s->cost);
                 } else {
                     c = consider_new(x, loc, sn);
                 }
@@ -905,6 +925,10 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool l
         if (n_alt == max)
             floor = x->c[alt[max - 1]].gain;
     }
+    for (size_t i = 0; x->spec && i < n_alt; i++) { /* see check_ahead */
+        GROW(x->alts, x->n_alts, x->cap_alts);
+        x->alts[x->n_alts++] = x->c[alt[i]].loc;
+    }
     return n_alt;
 }
 
@@ -1140,6 +1164,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->app = &x->apps[app];
     x->app_idx = app;
     x->nc = x->np = x->nw = x->n_open = 0;
+    x->n_alts = 0;
     x->evaluated = true;
     x->left_reason = VG_SCHED_R_NO_GAIN;
     x->total = x->within = 0;
@@ -1222,6 +1247,8 @@ struct par_app {
     int rc;
     struct vg_sched_error err;
     struct vg__sched_app_plan res; /* its placement, until committed */
+    uint32_t *alts;                /* ctx.alts of its placement */
+    size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
 };
 
 struct par {
@@ -1265,23 +1292,153 @@ static bool hubs_valid(const struct par *p, struct ctx *x, uint32_t snap)
     return true;
 }
 
-/* Whether what the j-th app's placement saw of capacity still holds. */
-static bool still_valid(const struct par *p, struct ctx *x, size_t j)
+/* What the commit makes of a placement made ahead. */
+enum { AHEAD_SAME, AHEAD_REPAIR, AHEAD_AGAIN };
+
+static bool has_u32(const uint32_t *v, size_t n, uint32_t x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+/* The gone candidates' first sights and pairs, walking the app's areas'
+ * nearest lists as build_pairs did (every location it looked at has a
+ * record): how many rejections were met before each (x->gone_nw0: its
+ * record's place among them) and the fewest pairs among its areas
+ * (x->gone_pairs). False when one is not met there (a hub found for a
+ * far area, or a previous location: placed again, then). */
+static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
+{
+    const struct par_app *pa = &p->pa[j];
+    const struct vg__sched_app_plan *ap = &pa->res;
+    const struct vg_sched_world *w = p->w;
+    const struct vg_sched_demand *d = &p->demand[p->order[j]];
+    uint32_t rej0 = (uint32_t)ap->n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
+    uint32_t known = next_stamp(x), met = next_stamp(x);
+    for (size_t i = 0; i < ap->n_why; i++)
+        x->seen[ap->why[i].loc] = (struct vg__sched_seen){known, (uint32_t)i};
+    if (x->cap_gone_info < x->n_gone) {
+        x->cap_gone_info = x->n_gone;
+        x->gone_nw0 = vg_xrealloc(x->gone_nw0, x->n_gone * sizeof(*x->gone_nw0));
+        x->gone_pairs = vg_xrealloc(x->gone_pairs, x->n_gone * sizeof(*x->gone_pairs));
+    }
+    for (size_t g = 0; g < x->n_gone; g++)
+        x->gone_nw0[g] = x->gone_pairs[g] = UINT32_MAX;
+    for (size_t i = 0; i < d->n; i++) {
+        uint32_t a = d->e[i].area, n_pairs = 0;
+        const struct vg__sched_near *near = &w->near[(size_t)a * VG_SCHED_NEAR];
+        bool here = false;
+        for (uint8_t k = 0; k < w->n_near[a]; k++) {
+            uint32_t loc = near[k].loc;
+            if (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a])
+                continue;
+            struct vg__sched_seen *sn = &x->seen[loc];
+            VG_ASSERT(sn->mark == known || sn->mark == met);
+            bool rej = sn->slot >= rej0 && sn->slot < cand0, first = sn->mark == known;
+            sn->mark = met;
+            nrej += first && rej;
+            n_pairs += !rej;
+            for (size_t g = 0; !rej && sn->slot >= cand0 && g < x->n_gone; g++)
+                if (x->gone[g] == sn->slot - cand0) {
+                    x->gone_nw0[g] = first ? nrej : x->gone_nw0[g];
+                    here = true;
+                }
+        }
+        for (size_t g = 0; here && g < x->n_gone; g++) /* the gone ones met in this area: its pairs */
+            for (uint8_t k = 0; k < w->n_near[a]; k++)
+                if (near[k].loc == ap->why[cand0 + x->gone[g]].loc)
+                    x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
+    }
+    for (size_t g = 0; g < x->n_gone; g++)
+        if (x->gone_nw0[g] == UINT32_MAX)
+            return false;
+    return true;
+}
+
+/* Whether what the j-th app's placement saw of capacity still holds:
+ * every location it looked at that a commit since changed must look the
+ * same, except a candidate it rejected that no longer fits (the usual
+ * change: another app took it). Such a candidate, never open (kept or
+ * swapped out) nor tried by the local search, changed nothing but its
+ * own record, as long as each of its areas keeps a pair (else a hub would
+ * have been looked for) and the local search's pool keeps its size
+ * class: then the placement is repaired (its record becomes a capacity
+ * one, where the sequential placement would have written it) rather than
+ * made again. The gone ones are listed in x->gone. */
+static int check_ahead(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
     if (pa->snap == j) /* nothing committed since it began */
-        return true;
-    x->app = &p->apps[p->order[j]];
-    for (size_t i = 0; i < pa->res.n_why; i++) {
-        const struct vg_sched_why *y = &pa->res.why[i];
-        if (p->ver[y->loc] <= pa->snap || (y->verdict == VG_SCHED_REJECTED && y->reason == VG_SCHED_R_POLICY))
+        return AHEAD_SAME;
+    uint32_t app = p->order[j];
+    x->app = &p->apps[app];
+    const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
+    x->n_gone = 0;
+    for (size_t i = 0; i < ap->n_why; i++) {
+        const struct vg_sched_why *y = &ap->why[i];
+        if (p->ver[y->loc] <= pa->snap || y->reason == VG_SCHED_R_POLICY)
             continue;
-        bool cap =
-            y->verdict == VG_SCHED_REJECTED && (y->reason == VG_SCHED_R_CAPACITY || y->reason == VG_SCHED_R_DISPLACED);
-        if (cap ? !capacity_same(x, y) : !vg__sched_fits(&x->loc[y->loc], x->app))
-            return false;
+        if (i >= rej0 && i < cand0) { /* rejected for capacity */
+            if (!capacity_same(x, y))
+                return AHEAD_AGAIN;
+            continue;
+        }
+        if (vg__sched_fits(&x->loc[y->loc], x->app))
+            continue;
+        if (i < cand0 || y->reason == VG_SCHED_R_SWAPPED || has_u32(pa->alts, pa->n_alts, y->loc) ||
+            (pp && has_u32(pp->locs, pp->n_locs, y->loc)))
+            return AHEAD_AGAIN;
+        GROW(x->gone, x->n_gone, x->cap_gone);
+        x->gone[x->n_gone++] = (uint32_t)(i - cand0);
     }
-    return !pa->hubs || hubs_valid(p, x, pa->snap);
+    if (pa->hubs && !hubs_valid(p, x, pa->snap))
+        return AHEAD_AGAIN;
+    if (x->n_gone == 0)
+        return AHEAD_SAME;
+    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_walk(p, x, j))
+        return AHEAD_AGAIN;
+    for (size_t g = 0; g < x->n_gone; g++)
+        if (x->gone_pairs[g] <= x->n_gone) /* an area could have lost all its pairs */
+            return AHEAD_AGAIN;
+    return AHEAD_REPAIR;
+}
+
+/* The records as the sequential placement writes them, the gone
+ * candidates rejected for capacity: chosen, then rejections in the order
+ * met (a gone candidate's where its first sight was: after the nw0
+ * rejections made before it), then the candidates left. */
+static void repair(const struct par *p, struct ctx *x, size_t j)
+{
+    struct par_app *pa = &p->pa[j];
+    struct vg__sched_app_plan *ap = &pa->res;
+    const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
+    x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations */
+    x->n_prev = pp ? pp->n_locs : 0;
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw, n = ap->n_why, o = rej0, g = 0;
+    struct vg_sched_why *old = ap->why, *y = vg_xmalloc((n + 1) * sizeof(*y));
+    memcpy(y, old, rej0 * sizeof(*y));
+    for (size_t r = 0; r <= pa->nw; r++) {
+        for (; g < x->n_gone && x->gone_nw0[g] == r; g++) {
+            uint32_t loc = old[cand0 + x->gone[g]].loc;
+            y[o++] = capacity_why(x, loc, short_of(x, loc));
+        }
+        if (r < pa->nw)
+            y[o++] = old[rej0 + r];
+    }
+    VG_ASSERT(g == x->n_gone); /* nw0 grows with the candidates, and is at most nw */
+    for (size_t k = cand0, gi = 0; k < n; k++) {
+        if (gi < x->n_gone && k - cand0 == x->gone[gi]) {
+            gi++;
+            continue;
+        }
+        y[o++] = old[k];
+    }
+    VG_ASSERT(o == n);
+    free(old);
+    ap->why = y;
 }
 
 /* Commits the next app in order and returns the commits made: its
@@ -1299,7 +1456,10 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
     /* stolen: its result and error are still its placer's */
     int rc = stolen ? 0 : pa->rc;
     struct vg_sched_error e = stolen ? (struct vg_sched_error){0} : pa->err;
-    if (!stolen && rc == 0 && still_valid(p, x, j)) {
+    int seen = stolen || rc ? AHEAD_AGAIN : check_ahead(p, x, j);
+    if (seen == AHEAD_REPAIR)
+        repair(p, x, j);
+    if (seen != AHEAD_AGAIN) {
         *ap = pa->res;
         memset(&pa->res, 0, sizeof(pa->res));
     } else if (rc == 0) {
@@ -1308,6 +1468,10 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
         x->out = ap;
         rc = place_prev(x, p->prev, app, &e);
         x->out = NULL;
+    }
+    if (!stolen) {
+        free(pa->alts);
+        pa->alts = NULL;
     }
     if (rc) { /* the first failure in order: the sequential placement's */
         p->rc = rc;
@@ -1328,6 +1492,12 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
     x->out = &pa->res;
     pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
     pa->hubs = x->hubs_known;
+    pa->nw = x->nw;
+    pa->nc = x->nc;
+    pa->alts = x->alts; /* taken: the next placement makes its own */
+    pa->n_alts = x->n_alts;
+    x->alts = NULL;
+    x->n_alts = x->cap_alts = 0;
     x->out = NULL;
 }
 
@@ -1364,6 +1534,8 @@ static void par_work(struct par *p, struct ctx *x)
             if (pa->state == PAR_STOLEN) { /* committed meanwhile: this one is not needed */
                 pthread_mutex_unlock(&p->mu);
                 vg__sched_app_plan_free(&pa->res);
+                free(pa->alts);
+                pa->alts = NULL;
                 pthread_mutex_lock(&p->mu);
             } else {
                 pa->state = PAR_READY;
@@ -1430,8 +1602,10 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
             pthread_join(t[i].t, NULL);
         ctx_fini(&t[i].x);
     }
-    for (size_t j = 0; j < n_apps; j++) /* placed ahead of a failure, never committed */
+    for (size_t j = 0; j < n_apps; j++) { /* placed ahead of a failure, never committed */
         vg__sched_app_plan_free(&p.pa[j].res);
+        free(p.pa[j].alts);
+    }
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.mu);
     free(t);
