@@ -77,13 +77,7 @@ struct ctx {
     bool own_seen;
     bool spec;                      /* a parallel placement's: commit leaves the capacity to the committer */
     struct vg__sched_app_plan *out; /* where commit writes, when not in the plan */
-    uint32_t *alts;                 /* spec: the locations the local search tried (check_ahead) */
-    size_t n_alts, cap_alts;
-    uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
-    size_t n_gone, cap_gone;
-    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_walk) */
-    size_t cap_gone_info;
-    const uint32_t *prev; /* the app's previous locations */
+    const uint32_t *prev;           /* the app's previous locations */
     size_t n_prev;
     struct cand *c;
     size_t nc, cc;
@@ -111,6 +105,12 @@ struct ctx {
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
     size_t n_hubs;
     bool hubs_known;
+    uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
+    size_t n_alts, cap_alts;
+    uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
+    size_t n_gone, cap_gone;
+    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_walk) */
+    size_t cap_gone_info;
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -240,26 +240,20 @@ static uint32_t displacer(const struct ctx *x, uint32_t loc)
     return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
 }
 
-static struct vg_sched_why capacity_why(const struct ctx *x, uint32_t loc, uint8_t res)
+static void capacity_why(const struct ctx *x, uint32_t loc, uint8_t res, struct vg_sched_why *y)
 {
-    struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
-    y.resource = res;
-    y.by_app = displacer(x, loc);
-    if (y.by_app != VG_SCHED_NONE)
+    *y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
+    y->resource = res;
+    y->by_app = displacer(x, loc);
+    if (y->by_app != VG_SCHED_NONE)
         for (size_t k = 0; k < x->n_prev; k++)
             if (x->prev[k] == loc)
-                y.reason = VG_SCHED_R_DISPLACED;
-    return y;
+                y->reason = VG_SCHED_R_DISPLACED;
 }
 
 static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
 {
-    *new_why(x) = capacity_why(x, loc, res);
-}
-
-static inline struct cand new_cand(uint32_t loc, uint32_t cost)
-{
-    return (struct cand){.loc = loc, .cost = cost, .first = VG_SCHED_NONE};
+    capacity_why(x, loc, res, new_why(x));
 }
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
@@ -279,7 +273,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = new_cand(loc, s->cost);
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -441,7 +435,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
                     /* consider_new's common case, in line: a candidate */
                     sn->mark = stamp;
                     sn->slot = c = (uint32_t)x->nc++;
-                    x->c[c] = new_cand(loc, s->cost);
+                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
                 } else {
                     c = consider_new(x, loc, sn);
                 }
@@ -899,6 +893,15 @@ static void greedy(struct ctx *x)
  * exchange, larger ones the SWAP_TRIES best by gain: the work stays
  * bounded per app. Previous (kept) locations never move: that is the
  * stability rule. */
+/* A parallel placement's record of the alternatives tried (check_ahead). */
+static __attribute__((noinline)) void note_alts(struct ctx *x, const uint32_t *alt, size_t n_alt)
+{
+    for (size_t i = 0; i < n_alt; i++) {
+        GROW(x->alts, x->n_alts, x->cap_alts);
+        x->alts[x->n_alts++] = x->c[alt[i]].loc;
+    }
+}
+
 static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool list_open)
 {
     size_t n_alt = 0;
@@ -925,10 +928,8 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool l
         if (n_alt == max)
             floor = x->c[alt[max - 1]].gain;
     }
-    for (size_t i = 0; x->spec && i < n_alt; i++) { /* see check_ahead */
-        GROW(x->alts, x->n_alts, x->cap_alts);
-        x->alts[x->n_alts++] = x->c[alt[i]].loc;
-    }
+    if (x->spec)
+        note_alts(x, alt, n_alt);
     return n_alt;
 }
 
@@ -1423,7 +1424,7 @@ static void repair(const struct par *p, struct ctx *x, size_t j)
     for (size_t r = 0; r <= pa->nw; r++) {
         for (; g < x->n_gone && x->gone_nw0[g] == r; g++) {
             uint32_t loc = old[cand0 + x->gone[g]].loc;
-            y[o++] = capacity_why(x, loc, short_of(x, loc));
+            capacity_why(x, loc, short_of(x, loc), &y[o++]);
         }
         if (r < pa->nw)
             y[o++] = old[rej0 + r];
