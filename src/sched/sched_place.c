@@ -31,6 +31,19 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
+/* A placement made ahead (a parallel placement's) keeps its records'
+ * locations in a Bloom filter of one hash and in a plain list: its
+ * commit looks for the record of a location taken in between only when
+ * the filter may hold it, in the list (4 bytes a record, not 32, and
+ * written on the other core). An index by location (a hash table) was
+ * tried: building one per app cost more than all the lookups. */
+#define BLOOM_LOG2 13
+
+static size_t bloom_bit(uint32_t loc)
+{
+    return (size_t)(((uint64_t)loc * 0x9e3779b97f4a7c15ull) >> (64 - BLOOM_LOG2));
+}
+
 struct cand {
     uint32_t loc, cost;
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
@@ -105,11 +118,14 @@ struct ctx {
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
     size_t n_hubs;
     bool hubs_known;
+    uint64_t *bloom; /* spec: where commit notes the records' locations (check_ahead) */
+    uint32_t *rec_locs;
+    size_t cap_rec_locs;
     uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
     size_t n_alts, cap_alts;
     uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
     size_t n_gone, cap_gone;
-    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_walk) */
+    uint32_t *gone_nw0, *gone_pairs, *gone_here; /* per gone one (gone_walk) */
     size_t cap_gone_info;
 };
 
@@ -150,9 +166,11 @@ static void ctx_fini(struct ctx *x)
     free(x->ol);
     free(x->hubs);
     free(x->alts);
+    free(x->rec_locs);
     free(x->gone);
     free(x->gone_nw0);
     free(x->gone_pairs);
+    free(x->gone_here);
     if (x->own_seen)
         free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
@@ -1085,6 +1103,20 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
     return true;
 }
 
+static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
+{
+    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
+    if (x->cap_rec_locs < ap->n_why + 1) {
+        x->cap_rec_locs = ap->n_why + 1;
+        x->rec_locs = vg_xrealloc(x->rec_locs, x->cap_rec_locs * sizeof(*x->rec_locs));
+    }
+    for (size_t i = 0; i < ap->n_why; i++) {
+        size_t b = bloom_bit(ap->why[i].loc);
+        x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+        x->rec_locs[i] = ap->why[i].loc;
+    }
+}
+
 static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
@@ -1143,6 +1175,8 @@ static void commit(struct ctx *x)
                                      .gain = cd->gain};
     }
     ap->n_why = (size_t)(y - ap->why);
+    if (x->bloom)
+        note_records(x, ap);
 }
 
 static uint32_t next_stamp(struct ctx *x)
@@ -1231,7 +1265,7 @@ static int place_prev(struct ctx *x, const struct vg_sched_plan *prev, uint32_t 
  * and previous locations, and on what it observed of capacity — for each
  * location it looked at, whether it fits, and for one rejected for
  * capacity the resource short and the app holding it. Every location it
- * looked at left a record (the usable hubs excepted: see hubs_valid), so
+ * looked at left a record (the usable hubs excepted: see check_ahead), so
  * the committer checks the records of those changed by the commits made
  * since its placement began (a version per location); when what it saw
  * still holds, the placement is the sequential one, else it is placed
@@ -1247,9 +1281,11 @@ struct par_app {
     bool hubs;     /* it listed the usable hubs */
     int rc;
     struct vg_sched_error err;
-    struct vg__sched_app_plan res; /* its placement, until committed */
-    uint32_t *alts;                /* ctx.alts of its placement */
-    size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
+    struct vg__sched_app_plan res;                  /* its placement, until committed */
+    uint64_t bloom[((size_t)1 << BLOOM_LOG2) / 64]; /* its records' locations ... */
+    uint32_t *rec_locs;                             /* ... and the list of them (ctx's, taken) */
+    uint32_t *alts;                                 /* ctx.alts of its placement */
+    size_t n_alts, nw, nc;                          /* and its rejections found while looking, and its candidates */
 };
 
 struct par {
@@ -1276,23 +1312,6 @@ static bool capacity_same(const struct ctx *x, const struct vg_sched_why *y)
     return short_of(x, y->loc) == y->resource && displacer(x, y->loc) == y->by_app;
 }
 
-/* The usable hubs were listed once from every hub's capacity: one that
- * the rules allow and that no longer fits may have fitted then. */
-static bool hubs_valid(const struct par *p, struct ctx *x, uint32_t snap)
-{
-    bool compiled = false;
-    for (size_t h = 0; h < p->w->n_hubs; h++) {
-        uint32_t loc = p->w->hubs[h];
-        if (p->ver[loc] <= snap || vg__sched_fits(&x->loc[loc], x->app))
-            continue;
-        if (!compiled)
-            vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
-        if (vg__sched_rules_allow(p->w, &x->rules, loc))
-            return false;
-    }
-    return true;
-}
-
 /* What the commit makes of a placement made ahead. */
 enum { AHEAD_SAME, AHEAD_REPAIR, AHEAD_AGAIN };
 
@@ -1313,44 +1332,53 @@ static bool has_u32(const uint32_t *v, size_t n, uint32_t x)
 static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
-    const struct vg__sched_app_plan *ap = &pa->res;
     const struct vg_sched_world *w = p->w;
     const struct vg_sched_demand *d = &p->demand[p->order[j]];
-    uint32_t rej0 = (uint32_t)ap->n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
+    uint32_t rej0 = (uint32_t)pa->res.n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
     uint32_t known = next_stamp(x), met = next_stamp(x);
-    for (size_t i = 0; i < ap->n_why; i++)
-        x->seen[ap->why[i].loc] = (struct vg__sched_seen){known, (uint32_t)i};
+    for (size_t i = 0; i < pa->res.n_why; i++)
+        x->seen[pa->rec_locs[i]] = (struct vg__sched_seen){known, (uint32_t)i};
     if (x->cap_gone_info < x->n_gone) {
         x->cap_gone_info = x->n_gone;
         x->gone_nw0 = vg_xrealloc(x->gone_nw0, x->n_gone * sizeof(*x->gone_nw0));
         x->gone_pairs = vg_xrealloc(x->gone_pairs, x->n_gone * sizeof(*x->gone_pairs));
+        x->gone_here = vg_xrealloc(x->gone_here, x->n_gone * sizeof(*x->gone_here));
     }
     for (size_t g = 0; g < x->n_gone; g++)
         x->gone_nw0[g] = x->gone_pairs[g] = UINT32_MAX;
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, n_pairs = 0;
+        uint32_t a = d->e[i].area, n_pairs = 0, n_here = 0;
         const struct vg__sched_near *near = &w->near[(size_t)a * VG_SCHED_NEAR];
-        bool here = false;
         for (uint8_t k = 0; k < w->n_near[a]; k++) {
             uint32_t loc = near[k].loc;
             if (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a])
                 continue;
             struct vg__sched_seen *sn = &x->seen[loc];
-            VG_ASSERT(sn->mark == known || sn->mark == met);
-            bool rej = sn->slot >= rej0 && sn->slot < cand0, first = sn->mark == known;
+            VG_ASSERT(sn->mark == known || sn->mark == met); /* build_pairs looked at it */
+            uint32_t r = sn->slot;
+            bool rej = r >= rej0 && r < cand0, first = sn->mark == known;
             sn->mark = met;
             nrej += first && rej;
             n_pairs += !rej;
-            for (size_t g = 0; !rej && sn->slot >= cand0 && g < x->n_gone; g++)
-                if (x->gone[g] == sn->slot - cand0) {
-                    x->gone_nw0[g] = first ? nrej : x->gone_nw0[g];
-                    here = true;
-                }
+            if (r < cand0)
+                continue;
+            size_t lo = 0, hi = x->n_gone; /* gone: ascending */
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (x->gone[mid] < r - cand0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo == x->n_gone || x->gone[lo] != r - cand0)
+                continue;
+            x->gone_nw0[lo] = first ? nrej : x->gone_nw0[lo];
+            x->gone_here[n_here++] = (uint32_t)lo;
         }
-        for (size_t g = 0; here && g < x->n_gone; g++) /* the gone ones met in this area: its pairs */
-            for (uint8_t k = 0; k < w->n_near[a]; k++)
-                if (near[k].loc == ap->why[cand0 + x->gone[g]].loc)
-                    x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
+        for (uint32_t h = 0; h < n_here; h++) { /* the gone ones with a pair here: the area's pairs */
+            uint32_t g = x->gone_here[h];
+            x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
+        }
     }
     for (size_t g = 0; g < x->n_gone; g++)
         if (x->gone_nw0[g] == UINT32_MAX)
@@ -1371,32 +1399,53 @@ static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
 static int check_ahead(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
-    if (pa->snap == j) /* nothing committed since it began */
-        return AHEAD_SAME;
     uint32_t app = p->order[j];
     x->app = &p->apps[app];
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
+    bool compiled = false;
     x->n_gone = 0;
-    for (size_t i = 0; i < ap->n_why; i++) {
-        const struct vg_sched_why *y = &ap->why[i];
-        if (p->ver[y->loc] <= pa->snap || y->reason == VG_SCHED_R_POLICY)
-            continue;
-        if (i >= rej0 && i < cand0) { /* rejected for capacity */
-            if (!capacity_same(x, y))
+    /* the locations changed since it began: what the commits in between took */
+    for (size_t k = pa->snap; k < j; k++) {
+        const struct vg__sched_app_plan *held = &p->plan->apps[p->order[k]];
+        for (size_t h = 0; h < held->n_locs; h++) {
+            uint32_t loc = held->locs[h];
+            if (p->ver[loc] != k + 1) /* taken again later: seen there */
+                continue;
+            bool fits = vg__sched_fits(&x->loc[loc], x->app);
+            if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
+                /* the usable hubs were listed from every hub's capacity: one
+                 * the rules allow that no longer fits may have fitted then */
+                if (!compiled)
+                    vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
+                if (vg__sched_rules_allow(p->w, &x->rules, loc))
+                    return AHEAD_AGAIN;
+            }
+            size_t b = bloom_bit(loc), i = 0;
+            if (!(pa->bloom[b / 64] >> (b % 64) & 1))
+                continue; /* not looked at */
+            while (i < ap->n_why && pa->rec_locs[i] != loc)
+                i++;
+            if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
+                continue; /* not looked at after all (the filter's false positive), or not for its capacity */
+            const struct vg_sched_why *y = &ap->why[i];
+            if (i >= rej0 && i < cand0) { /* rejected for capacity */
+                if (!capacity_same(x, y))
+                    return AHEAD_AGAIN;
+                continue;
+            }
+            if (fits)
+                continue;
+            if (i < cand0 || y->reason == VG_SCHED_R_SWAPPED || has_u32(pa->alts, pa->n_alts, loc) ||
+                (pp && has_u32(pp->locs, pp->n_locs, loc)))
                 return AHEAD_AGAIN;
-            continue;
+            GROW(x->gone, x->n_gone, x->cap_gone);
+            size_t at = x->n_gone++; /* kept in record order */
+            for (; at > 0 && x->gone[at - 1] > i - cand0; at--)
+                x->gone[at] = x->gone[at - 1];
+            x->gone[at] = (uint32_t)(i - cand0);
         }
-        if (vg__sched_fits(&x->loc[y->loc], x->app))
-            continue;
-        if (i < cand0 || y->reason == VG_SCHED_R_SWAPPED || has_u32(pa->alts, pa->n_alts, y->loc) ||
-            (pp && has_u32(pp->locs, pp->n_locs, y->loc)))
-            return AHEAD_AGAIN;
-        GROW(x->gone, x->n_gone, x->cap_gone);
-        x->gone[x->n_gone++] = (uint32_t)(i - cand0);
     }
-    if (pa->hubs && !hubs_valid(p, x, pa->snap))
-        return AHEAD_AGAIN;
     if (x->n_gone == 0)
         return AHEAD_SAME;
     if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_walk(p, x, j))
@@ -1472,7 +1521,9 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
     }
     if (!stolen) {
         free(pa->alts);
+        free(pa->rec_locs);
         pa->alts = NULL;
+        pa->rec_locs = NULL;
     }
     if (rc) { /* the first failure in order: the sequential placement's */
         p->rc = rc;
@@ -1491,7 +1542,12 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
 {
     struct par_app *pa = &p->pa[j];
     x->out = &pa->res;
+    x->bloom = pa->bloom;
     pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
+    x->bloom = NULL;
+    pa->rec_locs = x->rec_locs; /* taken, as alts */
+    x->rec_locs = NULL;
+    x->cap_rec_locs = 0;
     pa->hubs = x->hubs_known;
     pa->nw = x->nw;
     pa->nc = x->nc;
@@ -1536,7 +1592,9 @@ static void par_work(struct par *p, struct ctx *x)
                 pthread_mutex_unlock(&p->mu);
                 vg__sched_app_plan_free(&pa->res);
                 free(pa->alts);
+                free(pa->rec_locs);
                 pa->alts = NULL;
+                pa->rec_locs = NULL;
                 pthread_mutex_lock(&p->mu);
             } else {
                 pa->state = PAR_READY;
@@ -1606,6 +1664,7 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     for (size_t j = 0; j < n_apps; j++) { /* placed ahead of a failure, never committed */
         vg__sched_app_plan_free(&p.pa[j].res);
         free(p.pa[j].alts);
+        free(p.pa[j].rec_locs);
     }
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.mu);
