@@ -1259,18 +1259,19 @@ static int place_prev(struct ctx *x, const struct vg_sched_plan *prev, uint32_t 
  * The sequential placement, apps in priority order, each against the
  * capacity its predecessors left, gives the plan; threads must give the
  * same one, bit for bit. Each thread places the next app in the order
- * speculatively, against the capacity as it is while earlier apps are
- * still being placed, and without taking any. Commits go strictly in
- * order: the app's placement depends on the world, its policy, demand
- * and previous locations, and on what it observed of capacity — for each
- * location it looked at, whether it fits, and for one rejected for
- * capacity the resource short and the app holding it. Every location it
- * looked at left a record (the usable hubs excepted: see check_ahead), so
- * the committer checks the records of those changed by the commits made
- * since its placement began (a version per location); when what it saw
- * still holds, the placement is the sequential one, else it is placed
- * again, then, on the committed capacity. In a full placement capacity
- * only shrinks: a location that fits now fitted then. */
+ * ahead, against the capacity as it is while earlier apps are still
+ * being placed, without taking any. Commits go strictly in order. An
+ * app's placement depends on the world, its policy, demand and previous
+ * locations, and on what it saw of capacity: for each location it looked
+ * at, whether it fits, and for one rejected for capacity the resource
+ * short and the app holding it. Every location it looked at left a record
+ * (the usable hubs excepted: see check_ahead), so the committer checks
+ * those that the commits made since it began took (a version per
+ * location): when what it saw still holds, the placement is the
+ * sequential one; when only rejected candidates were taken, it is
+ * repaired (see check_ahead); else it is placed again, on the committed
+ * capacity. In a full placement capacity only shrinks: a location that
+ * fits now fitted then. */
 #define PAR_WINDOW 8 /* apps placed ahead of the last commit, at most: bounds how stale a snapshot gets */
 
 enum { PAR_FREE, PAR_TAKEN, PAR_READY, PAR_STOLEN };
