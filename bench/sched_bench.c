@@ -1,11 +1,14 @@
 /* The placement engine's benchmark (make bench-sched): a full placement of
- * N apps over M locations, an incremental update after one app's demand
+ * N apps over M locations on one thread (pinned to one core by the
+ * caller) and on two (both cores of the machine: the bench widens its own
+ * CPU mask for those runs), an incremental update after one app's demand
  * changes, placements per second against published figures of
  * general-purpose schedulers, and the optimality gap against exhaustive
  * search on small worlds. Numbers: docs/decisions.md, "Scheduler". */
 #include "geo/geo.h"
 #include "sched/sched.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +16,8 @@
 
 #define KUBE_PODS_PER_S 300.0  /* kube-scheduler, 30k nodes (scheduling throughput SLO tests) */
 #define NOMAD_C1M_PER_S 3750.0 /* Nomad C1M: 1M containers on 5k hosts in under 5 minutes */
-#define FULL_RUNS 5
+#define FULL_RUNS 7
+#define PAR_THREADS 2
 #define UPDATES 200
 
 static double now_ms(void)
@@ -60,20 +64,40 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
     size_t na;
     const struct vg_sched_app *apps = vg_sched_sim_apps(sim, &na);
     const struct vg_sched_demand *d = vg_sched_sim_demand(sim, 90); /* 15:00 UTC: Europe and the Americas busy */
-    double full[FULL_RUNS];
+    double full[FULL_RUNS], par[FULL_RUNS];
     struct vg_sched_plan *plan = NULL;
     struct vg_sched_error err;
-    for (int r = 0; r < FULL_RUNS; r++) {
+    /* one thread on the core we were given, two on every core: run
+     * alternately, so that both see the same machine */
+    cpu_set_t one, all;
+    if (sched_getaffinity(0, sizeof(one), &one) != 0)
+        exit(1);
+    CPU_ZERO(&all);
+    for (int c = 0; c < PAR_THREADS; c++)
+        CPU_SET(c, &all);
+    uint64_t digest[2] = {0, 0};
+    for (int r = 0; r < 2 * FULL_RUNS; r++) {
+        unsigned threads = r % 2 ? PAR_THREADS : 1;
+        if (sched_setaffinity(0, sizeof(cpu_set_t), threads > 1 ? &all : &one) != 0)
+            threads = 1;
         vg_sched_plan_destroy(plan);
         plan = NULL;
         t0 = now_ms();
-        if (vg_sched_place(w, apps, na, d, NULL, &plan, &err) != 0) {
+        if (vg_sched_place_threads(w, apps, na, d, NULL, threads, &plan, &err) != 0) {
             fprintf(stderr, "place: %s\n", err.msg);
             exit(1);
         }
-        full[r] = now_ms() - t0;
+        (r % 2 ? par : full)[r / 2] = now_ms() - t0;
+        digest[r % 2] = vg_sched_plan_digest(plan);
+    }
+    if (sched_setaffinity(0, sizeof(one), &one) != 0)
+        exit(1);
+    if (digest[0] != digest[1]) {
+        fprintf(stderr, "place: %d threads gave another plan than one\n", PAR_THREADS);
+        exit(1);
     }
     qsort(full, FULL_RUNS, sizeof(*full), cmp_d);
+    qsort(par, FULL_RUNS, sizeof(*par), cmp_d);
     struct vg_sched_use use;
     vg_sched_plan_use(w, plan, &use);
     char why[200];
@@ -99,19 +123,25 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
     qsort(upd, UPDATES, sizeof(*upd), cmp_d);
     viol += vg_sched_plan_verify(w, apps, na, plan, why, sizeof(why));
     double med = full[FULL_RUNS / 2], pps = (double)use.placements / (med / 1000.0), aps = (double)na / (med / 1000.0);
+    double pmed = par[FULL_RUNS / 2], ppps = (double)use.placements / (pmed / 1000.0);
     printf("world: %zu locations, %zu client areas, %zu apps (built in %.0f ms)\n", n_locs, vg_sched_world_n_areas(w),
            na, build);
-    printf("full placement: median %.1f ms, best %.1f ms, worst %.1f ms of %d (floor < 1000 ms); %llu placements, "
-           "%.1f%% of slots; violations %zu\n",
+    printf("full placement, 1 thread: median %.1f ms, best %.1f ms, worst %.1f ms of %d (floor < 1000 ms); %llu "
+           "placements, %.1f%% of slots; violations %zu\n",
            med, full[0], full[FULL_RUNS - 1], FULL_RUNS, (unsigned long long)use.placements,
            100.0 * (double)use.slots_used / (double)use.slots_total, viol);
+    printf("full placement, %d threads on %d cores: median %.1f ms, best %.1f ms, worst %.1f ms of %d (the same plan: "
+           "digest %016llx)\n",
+           PAR_THREADS, PAR_THREADS, pmed, par[0], par[FULL_RUNS - 1], FULL_RUNS, (unsigned long long)digest[0]);
     printf("incremental update (one app's demand changed): median %.3f ms, p99 %.3f ms, max %.3f ms of %d "
            "(floor < 10 ms)\n",
            upd[UPDATES / 2], upd[UPDATES * 99 / 100], upd[UPDATES - 1], UPDATES);
-    printf("throughput: %.0f placements/s (%.0f apps/s): %.0fx kube-scheduler (%.0f pods/s), %.1fx Nomad C1M "
-           "(%.0f/s); incremental: %.0f app re-placements/s\n",
+    printf("throughput, 1 thread: %.0f placements/s (%.0f apps/s): %.0fx kube-scheduler (%.0f pods/s), %.1fx Nomad "
+           "C1M (%.0f/s); incremental: %.0f app re-placements/s\n",
            pps, aps, pps / KUBE_PODS_PER_S, KUBE_PODS_PER_S, pps / NOMAD_C1M_PER_S, NOMAD_C1M_PER_S,
            1000.0 / upd[UPDATES / 2]);
+    printf("throughput, %d threads: %.0f placements/s: %.0fx kube-scheduler, %.1fx Nomad C1M\n", PAR_THREADS, ppps,
+           ppps / KUBE_PODS_PER_S, ppps / NOMAD_C1M_PER_S);
     vg_sched_plan_destroy(plan);
     free(d2);
     vg_sched_sim_destroy(sim);

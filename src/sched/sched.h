@@ -144,6 +144,14 @@ struct vg_sched_plan;
 int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
                    const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, struct vg_sched_plan **out,
                    struct vg_sched_error *err) VG_MUST_CHECK;
+/* vg_sched_place on up to `threads` threads (1: the same as vg_sched_place;
+ * fewer when a thread cannot be started). The plan is the same, bit for
+ * bit, whatever the number: apps are placed ahead speculatively and
+ * committed in order, each placed again when capacity it looked at was
+ * taken in between (sched_place.c). */
+int vg_sched_place_threads(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                           const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, unsigned threads,
+                           struct vg_sched_plan **out, struct vg_sched_error *err) VG_MUST_CHECK;
 
 /* Re-places one app whose demand (or policy) changed, in plan, leaving
  * every other app where it is (but those that make room, below): the work

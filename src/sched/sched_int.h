@@ -102,17 +102,42 @@ struct vg__sched_holders {
     uint32_t n, cap;
 };
 
-/* A location as placement sees it, in one half cache line: the capacity
- * left, the first of its highest-priority holders (VG_SCHED_NONE when
- * none: what a capacity record names), its cost, and the placement's
- * scratch (seen for the app being placed when mark is the plan's stamp,
- * and its candidate there), so that the first look at a location is one
- * miss, not one per array. */
+/* A location's capacity as placement sees it, packed (20 bytes): the
+ * capacity left, the first of its highest-priority holders (VG_SCHED_NONE
+ * when none: what a capacity record names) and its cost. During a
+ * parallel placement one thread commits (writes) while another places
+ * speculatively (reads): the capacity fields are read and written with
+ * vg__sched_ld/vg__sched_st (relaxed atomics, plain moves on x86); what a
+ * speculative reader saw is validated at commit (sched_place.c). */
 struct vg__sched_loc {
     uint32_t cpu_free, mem_free, slots_free, top;
     uint32_t cost;
+};
+
+static inline uint32_t vg__sched_ld(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void vg__sched_st(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+/* The app fits in what is left at l (placement without preemption). */
+static inline bool vg__sched_fits(const struct vg__sched_loc *l, const struct vg_sched_app *app)
+{
+    return vg__sched_ld(&l->slots_free) >= 1 && vg__sched_ld(&l->cpu_free) >= app->cpu_m &&
+           vg__sched_ld(&l->mem_free) >= app->mem_mib;
+}
+
+/* Placement's per-location scratch: seen for the app being placed when
+ * mark is the placing context's stamp, and its candidate there (no
+ * per-app clearing: marks are epochs). A plan keeps one for sequential
+ * placements and updates; each extra thread of a parallel one has its
+ * own. */
+struct vg__sched_seen {
     uint32_t mark, slot;
-    uint32_t spare;
 };
 
 struct vg_sched_plan {
@@ -120,14 +145,17 @@ struct vg_sched_plan {
     size_t n_apps, n_locs;
     struct vg__sched_app_plan *apps;
     struct vg__sched_loc *loc;         /* n_locs */
+    struct vg__sched_seen *seen;       /* n_locs */
     struct vg__sched_holders *holders; /* which apps run at each location */
-    uint32_t stamp;                    /* the last mark handed out (placement's epochs) */
+    uint32_t stamp;                    /* the last mark handed out in seen */
 };
 
 struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps);
-/* A new mark for the next app's placement: a location whose mark equals
- * it has been seen for that app (no per-app clearing). */
+/* A new mark for the next app's placement in p->seen: a location whose
+ * mark equals it has been seen for that app (no per-app clearing). */
 uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
+/* Frees an app's share of a plan (not its capacity: see release). */
+void vg__sched_app_plan_free(struct vg__sched_app_plan *ap);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
 void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app);
 /* The nearest chosen location the i-th demand entry's area may use and

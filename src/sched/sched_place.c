@@ -24,11 +24,25 @@
 #include "sched/sched_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define SWAP_TRIES 4  /* alternatives tried per added location in the local search */
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
+
+/* A placement made ahead (a parallel placement's) keeps its records'
+ * locations in a Bloom filter of one hash and in a plain list: its
+ * commit looks for the record of a location taken in between only when
+ * the filter may hold it, in the list (4 bytes a record, not 32, and
+ * written on the other core). An index by location (a hash table) was
+ * tried: building one per app cost more than all the lookups. */
+#define BLOOM_LOG2 13
+
+static size_t bloom_bit(uint32_t loc)
+{
+    return (size_t)(((uint64_t)loc * 0x9e3779b97f4a7c15ull) >> (64 - BLOOM_LOG2));
+}
 
 struct cand {
     uint32_t loc, cost;
@@ -71,8 +85,12 @@ struct ctx {
     uint32_t app_idx;
     struct vg__sched_rules rules;
     uint32_t stamp;
-    struct vg__sched_loc *loc; /* the plan's */
-    const uint32_t *prev;      /* the app's previous locations */
+    struct vg__sched_loc *loc;   /* the plan's */
+    struct vg__sched_seen *seen; /* the plan's, or this thread's own (own_seen) */
+    bool own_seen;
+    bool spec;                      /* a parallel placement's: commit leaves the capacity to the committer */
+    struct vg__sched_app_plan *out; /* where commit writes, when not in the plan */
+    const uint32_t *prev;           /* the app's previous locations */
     size_t n_prev;
     struct cand *c;
     size_t nc, cc;
@@ -100,6 +118,15 @@ struct ctx {
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
     size_t n_hubs;
     bool hubs_known;
+    uint64_t *bloom; /* spec: where commit notes the records' locations (check_ahead) */
+    uint32_t *rec_locs;
+    size_t cap_rec_locs;
+    uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
+    size_t n_alts, cap_alts;
+    uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
+    size_t n_gone, cap_gone;
+    uint32_t *gone_nw0, *gone_pairs, *gone_here; /* per gone one (gone_walk) */
+    size_t cap_gone_info;
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -120,6 +147,7 @@ static void ctx_init(struct ctx *x, const struct vg_sched_world *w, const struct
     x->demand = demand;
     x->plan = plan;
     x->loc = plan->loc;
+    x->seen = plan->seen;
 }
 
 static void ctx_fini(struct ctx *x)
@@ -137,6 +165,14 @@ static void ctx_fini(struct ctx *x)
     free(x->next);
     free(x->ol);
     free(x->hubs);
+    free(x->alts);
+    free(x->rec_locs);
+    free(x->gone);
+    free(x->gone_nw0);
+    free(x->gone_pairs);
+    free(x->gone_here);
+    if (x->own_seen)
+        free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
         free(x->evicted[i].locs);
         free(x->evicted[i].below);
@@ -144,10 +180,12 @@ static void ctx_fini(struct ctx *x)
     free(x->evicted);
 }
 
-static void add_why(struct ctx *x, struct vg_sched_why y)
+/* A record slot (the rejections found while looking at locations). */
+static inline struct vg_sched_why *new_why(struct ctx *x)
 {
-    GROW(x->why, x->nw, x->cw);
-    x->why[x->nw++] = y;
+    if (__builtin_expect(x->nw == x->cw, 0)) /* build_pairs makes room: only static apps grow it */
+        GROW(x->why, x->nw, x->cw);
+    return &x->why[x->nw++];
 }
 
 static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
@@ -160,7 +198,7 @@ static struct vg_sched_why why_of(uint32_t loc, uint8_t verdict, uint8_t reason)
 static uint8_t short_of(const struct ctx *x, uint32_t loc)
 {
     const struct vg__sched_loc *l = &x->loc[loc];
-    uint64_t cpu = l->cpu_free, mem = l->mem_free, slots = l->slots_free;
+    uint64_t cpu = vg__sched_ld(&l->cpu_free), mem = vg__sched_ld(&l->mem_free), slots = vg__sched_ld(&l->slots_free);
     if (x->preempt) {
         const struct vg__sched_holders *h = &x->plan->holders[loc];
         for (uint32_t k = 0; k < h->n; k++) {
@@ -180,8 +218,7 @@ static uint8_t short_of(const struct ctx *x, uint32_t loc)
 
 static bool fits_now(const struct ctx *x, uint32_t loc)
 {
-    const struct vg__sched_loc *l = &x->loc[loc];
-    return l->slots_free >= 1 && l->cpu_free >= x->app->cpu_m && l->mem_free >= x->app->mem_mib;
+    return vg__sched_fits(&x->loc[loc], x->app);
 }
 
 /* Takes the lowest-priority app (the last of equals) off every location
@@ -217,49 +254,52 @@ static void make_room(struct ctx *x, uint32_t loc)
  * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    uint32_t top = x->loc[loc].top;
+    uint32_t top = vg__sched_ld(&x->loc[loc].top);
     return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
+}
+
+static void capacity_why(const struct ctx *x, uint32_t loc, uint8_t res, struct vg_sched_why *y)
+{
+    *y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
+    y->resource = res;
+    y->by_app = displacer(x, loc);
+    if (y->by_app != VG_SCHED_NONE)
+        for (size_t k = 0; k < x->n_prev; k++)
+            if (x->prev[k] == loc)
+                y->reason = VG_SCHED_R_DISPLACED;
 }
 
 static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
 {
-    struct vg_sched_why y = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_CAPACITY);
-    y.resource = res;
-    y.by_app = displacer(x, loc);
-    if (y.by_app != VG_SCHED_NONE)
-        for (size_t k = 0; k < x->n_prev; k++)
-            if (x->prev[k] == loc)
-                y.reason = VG_SCHED_R_DISPLACED;
-    add_why(x, y);
+    capacity_why(x, loc, res, new_why(x));
 }
 
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
  * of why) when the app may not or cannot run there. */
-static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_loc *s)
+static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen *sn)
 {
-    s->mark = x->stamp;
-    s->slot = VG_SCHED_NONE;
+    sn->mark = x->stamp;
+    sn->slot = VG_SCHED_NONE;
     if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
-        add_why(x, why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY));
+        *new_why(x) = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
         return VG_SCHED_NONE;
     }
-    uint8_t res = !x->preempt && s->slots_free >= 1 && s->cpu_free >= x->app->cpu_m && s->mem_free >= x->app->mem_mib
-                      ? VG_SCHED_RES_NONE
-                      : short_of(x, loc);
+    const struct vg__sched_loc *s = &x->loc[loc];
+    uint8_t res = !x->preempt && vg__sched_fits(s, x->app) ? VG_SCHED_RES_NONE : short_of(x, loc);
     if (res != VG_SCHED_RES_NONE) {
         reject_capacity(x, loc, res);
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
     x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
-    s->slot = (uint32_t)x->nc;
+    sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
 
 static uint32_t consider(struct ctx *x, uint32_t loc)
 {
-    struct vg__sched_loc *s = &x->loc[loc];
-    return s->mark == x->stamp ? s->slot : consider_new(x, loc, s);
+    struct vg__sched_seen *sn = &x->seen[loc];
+    return sn->mark == x->stamp ? sn->slot : consider_new(x, loc, sn);
 }
 
 /* A pair, and what it adds to its candidate's gain while nothing is open
@@ -321,8 +361,11 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
         if (r < best_rtt || (r == best_rtt && loc < best))
             best = loc, best_rtt = r;
     }
-    if (best != VG_SCHED_NONE)
-        add_pair(x, consider(x, best), i, best_rtt);
+    /* NONE only when placing ahead (a parallel placement) and another
+     * thread took the hub since it was listed: the commit sees that */
+    uint32_t c = best != VG_SCHED_NONE ? consider(x, best) : VG_SCHED_NONE;
+    if (c != VG_SCHED_NONE)
+        add_pair(x, c, i, best_rtt);
 }
 
 /* The areas' nearest locations are scattered over the world's arrays:
@@ -381,7 +424,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
         prefetch_area(x, d->e[i].area);
     const struct vg__sched_near *all = x->w->near;
-    struct vg__sched_loc *locs = x->loc;
+    const struct vg__sched_loc *locs = x->loc;
+    struct vg__sched_seen *seen = x->seen;
     struct pair *pr = x->pr;
     uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
     bool residency = x->rules.residency, plain = !x->preempt;
@@ -400,17 +444,18 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             uint32_t loc = near[k].loc, rtt = near[k].rtt_us;
             if (residency && !residency_ok(x, a, loc))
                 continue;
-            struct vg__sched_loc *s = &locs[loc];
-            uint32_t c = s->slot;
-            if (s->mark != stamp) {
-                if (plain && s->slots_free >= 1 && s->cpu_free >= cpu && s->mem_free >= mem &&
-                    vg__sched_rules_allow(x->w, &x->rules, loc)) {
+            struct vg__sched_seen *sn = &seen[loc];
+            uint32_t c = sn->slot;
+            if (sn->mark != stamp) {
+                const struct vg__sched_loc *s = &locs[loc];
+                if (plain && vg__sched_ld(&s->slots_free) >= 1 && vg__sched_ld(&s->cpu_free) >= cpu &&
+                    vg__sched_ld(&s->mem_free) >= mem && vg__sched_rules_allow(x->w, &x->rules, loc)) {
                     /* consider_new's common case, in line: a candidate */
-                    s->mark = stamp;
-                    s->slot = c = (uint32_t)x->nc++;
+                    sn->mark = stamp;
+                    sn->slot = c = (uint32_t)x->nc++;
                     x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
                 } else {
-                    c = consider_new(x, loc, s);
+                    c = consider_new(x, loc, sn);
                 }
             }
             if (c == VG_SCHED_NONE)
@@ -866,6 +911,15 @@ static void greedy(struct ctx *x)
  * exchange, larger ones the SWAP_TRIES best by gain: the work stays
  * bounded per app. Previous (kept) locations never move: that is the
  * stability rule. */
+/* A parallel placement's record of the alternatives tried (check_ahead). */
+static __attribute__((noinline)) void note_alts(struct ctx *x, const uint32_t *alt, size_t n_alt)
+{
+    for (size_t i = 0; i < n_alt; i++) {
+        GROW(x->alts, x->n_alts, x->cap_alts);
+        x->alts[x->n_alts++] = x->c[alt[i]].loc;
+    }
+}
+
 static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool list_open)
 {
     size_t n_alt = 0;
@@ -892,6 +946,8 @@ static size_t pick_alternatives(struct ctx *x, uint32_t *alt, size_t max, bool l
         if (n_alt == max)
             floor = x->c[alt[max - 1]].gain;
     }
+    if (x->spec)
+        note_alts(x, alt, n_alt);
     return n_alt;
 }
 
@@ -992,7 +1048,7 @@ static int place_static(struct ctx *x, struct vg_sched_error *err)
                      loc < x->w->n_locs ? x->w->locs[loc].id : "(unknown index)", why ? why : "no such location");
             return VG_EINVAL;
         }
-        if (x->loc[loc].mark == x->stamp)
+        if (x->seen[loc].mark == x->stamp)
             continue; /* listed twice */
         uint32_t c = consider(x, loc);
         if (c == VG_SCHED_NONE)
@@ -1047,9 +1103,23 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
     return true;
 }
 
+static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
+{
+    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
+    if (x->cap_rec_locs < ap->n_why + 1) {
+        x->cap_rec_locs = ap->n_why + 1;
+        x->rec_locs = vg_xrealloc(x->rec_locs, x->cap_rec_locs * sizeof(*x->rec_locs));
+    }
+    for (size_t i = 0; i < ap->n_why; i++) {
+        size_t b = bloom_bit(ap->why[i].loc);
+        x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+        x->rec_locs[i] = ap->why[i].loc;
+    }
+}
+
 static void commit(struct ctx *x)
 {
-    struct vg__sched_app_plan *ap = &x->plan->apps[x->app_idx];
+    struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
     memset(ap, 0, sizeof(*ap));
     ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
     ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
@@ -1063,23 +1133,24 @@ static void commit(struct ctx *x)
     VG_ASSERT(ap->n_locs == x->n_open);
     qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->loc[ap->locs[k]].slot;
+        uint32_t c = x->seen[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
-        vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
+        if (!x->spec) /* else the committer holds them once it knows they are right */
+            vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
                          x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
-        x->c[x->loc[ap->locs[k]].slot].served = 0;
+        x->c[x->seen[ap->locs[k]].slot].served = 0;
     for (size_t i = 0; i < ap->n_served; i++)
         if (ap->served[i].loc != VG_SCHED_NONE)
-            x->c[x->loc[ap->served[i].loc].slot].served += ap->served[i].mrps;
+            x->c[x->seen[ap->served[i].loc].slot].served += ap->served[i].mrps;
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->loc[ap->locs[k]].slot];
+        const struct cand *cd = &x->c[x->seen[ap->locs[k]].slot];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -1104,17 +1175,31 @@ static void commit(struct ctx *x)
                                      .gain = cd->gain};
     }
     ap->n_why = (size_t)(y - ap->why);
+    if (x->bloom)
+        note_records(x, ap);
+}
+
+static uint32_t next_stamp(struct ctx *x)
+{
+    if (!x->own_seen)
+        return vg__sched_plan_stamp(x->plan);
+    if (++x->stamp == 0) { /* wrapped: marks from long ago could match */
+        memset(x->seen, 0, x->plan->n_locs * sizeof(*x->seen));
+        x->stamp = 1;
+    }
+    return x->stamp;
 }
 
 static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const uint16_t *below, size_t n_prev,
                      struct vg_sched_error *err)
 {
-    x->stamp = vg__sched_plan_stamp(x->plan);
+    x->stamp = next_stamp(x);
     x->prev = prev;
     x->n_prev = n_prev;
     x->app = &x->apps[app];
     x->app_idx = app;
     x->nc = x->np = x->nw = x->n_open = 0;
+    x->n_alts = 0;
     x->evaluated = true;
     x->left_reason = VG_SCHED_R_NO_GAIN;
     x->total = x->within = 0;
@@ -1162,6 +1247,436 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Places app from where it was in prev (may be NULL). */
+static int place_prev(struct ctx *x, const struct vg_sched_plan *prev, uint32_t app, struct vg_sched_error *err)
+{
+    const struct vg__sched_app_plan *pp = prev ? &prev->apps[app] : NULL;
+    return place_one(x, app, pp ? pp->locs : NULL, pp ? pp->below : NULL, pp ? pp->n_locs : 0, err);
+}
+
+/* --- parallel placement ---------------------------------------------------------
+ *
+ * The sequential placement, apps in priority order, each against the
+ * capacity its predecessors left, gives the plan; threads must give the
+ * same one, bit for bit. Each thread places the next app in the order
+ * ahead, against the capacity as it is while earlier apps are still
+ * being placed, without taking any. Commits go strictly in order. An
+ * app's placement depends on the world, its policy, demand and previous
+ * locations, and on what it saw of capacity: for each location it looked
+ * at, whether it fits, and for one rejected for capacity the resource
+ * short and the app holding it. Every location it looked at left a record
+ * (the usable hubs excepted: see check_ahead), so the committer checks
+ * those that the commits made since it began took (a version per
+ * location): when what it saw still holds, the placement is the
+ * sequential one; when only rejected candidates were taken, it is
+ * repaired (see check_ahead); else it is placed again, on the committed
+ * capacity. In a full placement capacity only shrinks: a location that
+ * fits now fitted then. */
+#define PAR_WINDOW 8 /* apps placed ahead of the last commit, at most: bounds how stale a snapshot gets */
+
+enum { PAR_FREE, PAR_TAKEN, PAR_READY, PAR_STOLEN };
+
+struct par_app {
+    uint32_t snap; /* commits made when its placement began */
+    uint8_t state; /* PAR_*, under mu */
+    bool hubs;     /* it listed the usable hubs */
+    int rc;
+    struct vg_sched_error err;
+    struct vg__sched_app_plan res;                  /* its placement, until committed */
+    uint64_t bloom[((size_t)1 << BLOOM_LOG2) / 64]; /* its records' locations ... */
+    uint32_t *rec_locs;                             /* ... and the list of them (ctx's, taken) */
+    uint32_t *alts;                                 /* ctx.alts of its placement */
+    size_t n_alts, nw, nc;                          /* and its rejections found while looking, and its candidates */
+};
+
+struct par {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const struct vg_sched_world *w;
+    const struct vg_sched_app *apps;
+    size_t n_apps;
+    const struct vg_sched_demand *demand;
+    const struct vg_sched_plan *prev;
+    struct vg_sched_plan *plan;
+    const uint32_t *order;
+    struct par_app *pa;   /* by position in order */
+    uint32_t *ver;        /* per location: the last commit (1-based) that changed it; the committer's */
+    size_t next, commits; /* under mu */
+    bool committing;      /* under mu: one committer at a time */
+    int rc;               /* the committer's */
+    struct vg_sched_error err;
+};
+
+/* What app saw of a location it rejected for capacity, seen again now. */
+static bool capacity_same(const struct ctx *x, const struct vg_sched_why *y)
+{
+    return short_of(x, y->loc) == y->resource && displacer(x, y->loc) == y->by_app;
+}
+
+/* What the commit makes of a placement made ahead. */
+enum { AHEAD_SAME, AHEAD_REPAIR, AHEAD_AGAIN };
+
+static bool has_u32(const uint32_t *v, size_t n, uint32_t x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+/* The gone candidates' first sights and pairs, walking the app's areas'
+ * nearest lists as build_pairs did (every location it looked at has a
+ * record): how many rejections were met before each (x->gone_nw0: its
+ * record's place among them) and the fewest pairs among its areas
+ * (x->gone_pairs). False when one is not met there (a hub found for a
+ * far area, or a previous location: placed again, then). */
+static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
+{
+    const struct par_app *pa = &p->pa[j];
+    const struct vg_sched_world *w = p->w;
+    const struct vg_sched_demand *d = &p->demand[p->order[j]];
+    uint32_t rej0 = (uint32_t)pa->res.n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
+    uint32_t known = next_stamp(x), met = next_stamp(x);
+    for (size_t i = 0; i < pa->res.n_why; i++)
+        x->seen[pa->rec_locs[i]] = (struct vg__sched_seen){known, (uint32_t)i};
+    if (x->cap_gone_info < x->n_gone) {
+        x->cap_gone_info = x->n_gone;
+        x->gone_nw0 = vg_xrealloc(x->gone_nw0, x->n_gone * sizeof(*x->gone_nw0));
+        x->gone_pairs = vg_xrealloc(x->gone_pairs, x->n_gone * sizeof(*x->gone_pairs));
+        x->gone_here = vg_xrealloc(x->gone_here, x->n_gone * sizeof(*x->gone_here));
+    }
+    for (size_t g = 0; g < x->n_gone; g++)
+        x->gone_nw0[g] = x->gone_pairs[g] = UINT32_MAX;
+    for (size_t i = 0; i < d->n; i++) {
+        uint32_t a = d->e[i].area, n_pairs = 0, n_here = 0;
+        const struct vg__sched_near *near = &w->near[(size_t)a * VG_SCHED_NEAR];
+        for (uint8_t k = 0; k < w->n_near[a]; k++) {
+            uint32_t loc = near[k].loc;
+            if (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a])
+                continue;
+            struct vg__sched_seen *sn = &x->seen[loc];
+            VG_ASSERT(sn->mark == known || sn->mark == met); /* build_pairs looked at it */
+            uint32_t r = sn->slot;
+            bool rej = r >= rej0 && r < cand0, first = sn->mark == known;
+            sn->mark = met;
+            nrej += first && rej;
+            n_pairs += !rej;
+            if (r < cand0)
+                continue;
+            size_t lo = 0, hi = x->n_gone; /* gone: ascending */
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (x->gone[mid] < r - cand0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo == x->n_gone || x->gone[lo] != r - cand0)
+                continue;
+            x->gone_nw0[lo] = first ? nrej : x->gone_nw0[lo];
+            x->gone_here[n_here++] = (uint32_t)lo;
+        }
+        for (uint32_t h = 0; h < n_here; h++) { /* the gone ones with a pair here: the area's pairs */
+            uint32_t g = x->gone_here[h];
+            x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
+        }
+    }
+    for (size_t g = 0; g < x->n_gone; g++)
+        if (x->gone_nw0[g] == UINT32_MAX)
+            return false;
+    return true;
+}
+
+/* Whether what the j-th app's placement saw of capacity still holds:
+ * every location it looked at that a commit since changed must look the
+ * same, except a candidate it rejected that no longer fits (the usual
+ * change: another app took it). Such a candidate, never open (kept or
+ * swapped out) nor tried by the local search, changed nothing but its
+ * own record, as long as each of its areas keeps a pair (else a hub would
+ * have been looked for) and the local search's pool keeps its size
+ * class: then the placement is repaired (its record becomes a capacity
+ * one, where the sequential placement would have written it) rather than
+ * made again. The gone ones are listed in x->gone. */
+static int check_ahead(const struct par *p, struct ctx *x, size_t j)
+{
+    const struct par_app *pa = &p->pa[j];
+    uint32_t app = p->order[j];
+    x->app = &p->apps[app];
+    const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
+    bool compiled = false;
+    x->n_gone = 0;
+    /* the locations changed since it began: what the commits in between took */
+    for (size_t k = pa->snap; k < j; k++) {
+        const struct vg__sched_app_plan *held = &p->plan->apps[p->order[k]];
+        for (size_t h = 0; h < held->n_locs; h++) {
+            uint32_t loc = held->locs[h];
+            if (p->ver[loc] != k + 1) /* taken again later: seen there */
+                continue;
+            bool fits = vg__sched_fits(&x->loc[loc], x->app);
+            if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
+                /* the usable hubs were listed from every hub's capacity: one
+                 * the rules allow that no longer fits may have fitted then */
+                if (!compiled)
+                    vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
+                if (vg__sched_rules_allow(p->w, &x->rules, loc))
+                    return AHEAD_AGAIN;
+            }
+            size_t b = bloom_bit(loc), i = 0;
+            if (!(pa->bloom[b / 64] >> (b % 64) & 1))
+                continue; /* not looked at */
+            while (i < ap->n_why && pa->rec_locs[i] != loc)
+                i++;
+            if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
+                continue; /* not looked at after all (the filter's false positive), or not for its capacity */
+            const struct vg_sched_why *y = &ap->why[i];
+            if (i >= rej0 && i < cand0) { /* rejected for capacity */
+                if (!capacity_same(x, y))
+                    return AHEAD_AGAIN;
+                continue;
+            }
+            if (fits)
+                continue;
+            if (i < cand0 || y->reason == VG_SCHED_R_SWAPPED || has_u32(pa->alts, pa->n_alts, loc) ||
+                (pp && has_u32(pp->locs, pp->n_locs, loc)))
+                return AHEAD_AGAIN;
+            GROW(x->gone, x->n_gone, x->cap_gone);
+            size_t at = x->n_gone++; /* kept in record order */
+            for (; at > 0 && x->gone[at - 1] > i - cand0; at--)
+                x->gone[at] = x->gone[at - 1];
+            x->gone[at] = (uint32_t)(i - cand0);
+        }
+    }
+    if (x->n_gone == 0)
+        return AHEAD_SAME;
+    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_walk(p, x, j))
+        return AHEAD_AGAIN;
+    for (size_t g = 0; g < x->n_gone; g++)
+        if (x->gone_pairs[g] <= x->n_gone) /* an area could have lost all its pairs */
+            return AHEAD_AGAIN;
+    return AHEAD_REPAIR;
+}
+
+/* The records as the sequential placement writes them, the gone
+ * candidates rejected for capacity: chosen, then rejections in the order
+ * met (a gone candidate's where its first sight was: after the nw0
+ * rejections made before it), then the candidates left. */
+static void repair(const struct par *p, struct ctx *x, size_t j)
+{
+    struct par_app *pa = &p->pa[j];
+    struct vg__sched_app_plan *ap = &pa->res;
+    const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
+    x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations */
+    x->n_prev = pp ? pp->n_locs : 0;
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw, n = ap->n_why, o = rej0, g = 0;
+    struct vg_sched_why *old = ap->why, *y = vg_xmalloc((n + 1) * sizeof(*y));
+    memcpy(y, old, rej0 * sizeof(*y));
+    for (size_t r = 0; r <= pa->nw; r++) {
+        for (; g < x->n_gone && x->gone_nw0[g] == r; g++) {
+            uint32_t loc = old[cand0 + x->gone[g]].loc;
+            capacity_why(x, loc, short_of(x, loc), &y[o++]);
+        }
+        if (r < pa->nw)
+            y[o++] = old[rej0 + r];
+    }
+    VG_ASSERT(g == x->n_gone); /* nw0 grows with the candidates, and is at most nw */
+    for (size_t k = cand0, gi = 0; k < n; k++) {
+        if (gi < x->n_gone && k - cand0 == x->gone[gi]) {
+            gi++;
+            continue;
+        }
+        y[o++] = old[k];
+    }
+    VG_ASSERT(o == n);
+    free(old);
+    ap->why = y;
+}
+
+/* Commits the next app in order and returns the commits made: its
+ * placement when what it saw still holds, else (or when stolen: its
+ * placement is not ready) it is placed now, on the committed capacity.
+ * One committer at a time, outside mu: the other thread places ahead
+ * meanwhile, and what it reads of the capacity taken here is checked
+ * against ver when its own app commits. */
+static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
+{
+    size_t j = p->commits;
+    struct par_app *pa = &p->pa[j];
+    uint32_t app = p->order[j];
+    struct vg__sched_app_plan *ap = &p->plan->apps[app];
+    /* stolen: its result and error are still its placer's */
+    int rc = stolen ? 0 : pa->rc;
+    struct vg_sched_error e = stolen ? (struct vg_sched_error){0} : pa->err;
+    int seen = stolen || rc ? AHEAD_AGAIN : check_ahead(p, x, j);
+    if (seen == AHEAD_REPAIR)
+        repair(p, x, j);
+    if (seen != AHEAD_AGAIN) {
+        *ap = pa->res;
+        memset(&pa->res, 0, sizeof(pa->res));
+    } else if (rc == 0) {
+        if (!stolen)
+            vg__sched_app_plan_free(&pa->res);
+        x->out = ap;
+        rc = place_prev(x, p->prev, app, &e);
+        x->out = NULL;
+    }
+    if (!stolen) {
+        free(pa->alts);
+        free(pa->rec_locs);
+        pa->alts = NULL;
+        pa->rec_locs = NULL;
+    }
+    if (rc) { /* the first failure in order: the sequential placement's */
+        p->rc = rc;
+        p->err = e;
+        return p->n_apps;
+    }
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        vg__sched_plan_hold(p->plan, p->apps, app, ap->locs[k]);
+        p->ver[ap->locs[k]] = (uint32_t)j + 1;
+    }
+    return j + 1;
+}
+
+/* Places the j-th app ahead (outside mu), into its own result. */
+static void place_ahead(struct par *p, struct ctx *x, size_t j)
+{
+    struct par_app *pa = &p->pa[j];
+    x->out = &pa->res;
+    x->bloom = pa->bloom;
+    pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
+    x->bloom = NULL;
+    pa->rec_locs = x->rec_locs; /* taken, as alts */
+    x->rec_locs = NULL;
+    x->cap_rec_locs = 0;
+    pa->hubs = x->hubs_known;
+    pa->nw = x->nw;
+    pa->nc = x->nc;
+    pa->alts = x->alts; /* taken: the next placement makes its own */
+    pa->n_alts = x->n_alts;
+    x->alts = NULL;
+    x->n_alts = x->cap_alts = 0;
+    x->out = NULL;
+}
+
+/* Each thread commits the next app when its placement is ready, or
+ * places the next app ahead; when neither can be done (the window is
+ * full or every app is taken) it steals the next to commit, which
+ * another thread is still placing, rather than wait: a thread the kernel
+ * parks (the machine is shared) then stalls nothing. */
+static void par_work(struct par *p, struct ctx *x)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->commits < p->n_apps) {
+        struct par_app *head = &p->pa[p->commits];
+        bool ahead = p->next < p->n_apps && p->next - p->commits < PAR_WINDOW;
+        bool steal = head->state == PAR_TAKEN && !ahead;
+        if (!p->committing && (head->state == PAR_READY || steal)) {
+            if (steal)
+                head->state = PAR_STOLEN;
+            p->committing = true;
+            pthread_mutex_unlock(&p->mu);
+            size_t done = commit_next(p, x, steal);
+            pthread_mutex_lock(&p->mu);
+            p->commits = done;
+            p->committing = false;
+            pthread_cond_broadcast(&p->cv);
+        } else if (ahead) {
+            size_t j = p->next++;
+            struct par_app *pa = &p->pa[j];
+            pa->state = PAR_TAKEN;
+            pa->snap = (uint32_t)p->commits;
+            pthread_mutex_unlock(&p->mu);
+            place_ahead(p, x, j);
+            pthread_mutex_lock(&p->mu);
+            if (pa->state == PAR_STOLEN) { /* committed meanwhile: this one is not needed */
+                pthread_mutex_unlock(&p->mu);
+                vg__sched_app_plan_free(&pa->res);
+                free(pa->alts);
+                free(pa->rec_locs);
+                pa->alts = NULL;
+                pa->rec_locs = NULL;
+                pthread_mutex_lock(&p->mu);
+            } else {
+                pa->state = PAR_READY;
+                pthread_cond_broadcast(&p->cv);
+            }
+        } else {
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+struct par_thread {
+    struct par *p;
+    struct ctx x;
+    pthread_t t;
+};
+
+static void *par_main(void *arg)
+{
+    struct par_thread *t = arg;
+    par_work(t->p, &t->x);
+    return NULL;
+}
+
+static void par_ctx(struct par *p, struct ctx *x, bool own_seen)
+{
+    ctx_init(x, p->w, p->apps, p->n_apps, p->demand, p->plan);
+    x->spec = true;
+    if (own_seen) { /* the plan's is the first thread's */
+        x->seen = vg_xcalloc(p->plan->n_locs + 1, sizeof(*x->seen));
+        x->own_seen = true;
+    }
+}
+
+static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                          const struct vg_sched_demand *demand, const struct vg_sched_plan *prev,
+                          struct vg_sched_plan *plan, const uint32_t *order, unsigned threads,
+                          struct vg_sched_error *err)
+{
+    struct par p = {
+        .w = w, .apps = apps, .n_apps = n_apps, .demand = demand, .prev = prev, .plan = plan, .order = order};
+    p.pa = vg_xcalloc(n_apps, sizeof(*p.pa));
+    p.ver = vg_xcalloc(w->n_locs + 1, sizeof(*p.ver));
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    struct par_thread *t = vg_xcalloc(threads, sizeof(*t));
+    unsigned started = 1;
+    for (unsigned i = 1; i < threads; i++) {
+        t[i].p = &p;
+        par_ctx(&p, &t[i].x, true);
+        if (pthread_create(&t[i].t, NULL, par_main, &t[i]) != 0) { /* fewer threads: the same plan */
+            ctx_fini(&t[i].x);
+            break;
+        }
+        started++;
+    }
+    t[0].p = &p;
+    par_ctx(&p, &t[0].x, false);
+    par_work(&p, &t[0].x);
+    for (unsigned i = 0; i < started; i++) {
+        if (i > 0)
+            pthread_join(t[i].t, NULL);
+        ctx_fini(&t[i].x);
+    }
+    for (size_t j = 0; j < n_apps; j++) { /* placed ahead of a failure, never committed */
+        vg__sched_app_plan_free(&p.pa[j].res);
+        free(p.pa[j].alts);
+        free(p.pa[j].rec_locs);
+    }
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    free(t);
+    free(p.pa);
+    free(p.ver);
+    if (p.rc)
+        *err = p.err;
+    return p.rc;
+}
+
 /* Higher priority first, then index: keys (INT32_MAX - priority, index)
  * packed into 64 bits, so that qsort needs no context. */
 static void priority_order(const struct vg_sched_app *apps, size_t n, uint32_t *order)
@@ -1179,6 +1694,13 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
                    const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, struct vg_sched_plan **out,
                    struct vg_sched_error *err)
 {
+    return vg_sched_place_threads(w, apps, n_apps, demand, prev, 1, out, err);
+}
+
+int vg_sched_place_threads(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
+                           const struct vg_sched_demand *demand, const struct vg_sched_plan *prev, unsigned threads,
+                           struct vg_sched_plan **out, struct vg_sched_error *err)
+{
     VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC);
     for (uint32_t a = 0; a < n_apps; a++) {
         int rc = check_app(w, apps, a, &demand[a], err);
@@ -1190,15 +1712,16 @@ int vg_sched_place(const struct vg_sched_world *w, const struct vg_sched_app *ap
     struct vg_sched_plan *plan = vg__sched_plan_new(w, n_apps);
     uint32_t *order = vg_xmalloc((n_apps ? n_apps : 1) * sizeof(*order));
     priority_order(apps, n_apps, order);
-    struct ctx x;
-    ctx_init(&x, w, apps, n_apps, demand, plan);
     int rc = 0;
-    for (size_t i = 0; i < n_apps && rc == 0; i++) {
-        uint32_t a = order[i];
-        const struct vg__sched_app_plan *pp = prev ? &prev->apps[a] : NULL;
-        rc = place_one(&x, a, pp ? pp->locs : NULL, pp ? pp->below : NULL, pp ? pp->n_locs : 0, err);
+    if (threads > 1 && n_apps > 1) {
+        rc = place_parallel(w, apps, n_apps, demand, prev, plan, order, threads, err);
+    } else {
+        struct ctx x;
+        ctx_init(&x, w, apps, n_apps, demand, plan);
+        for (size_t i = 0; i < n_apps && rc == 0; i++)
+            rc = place_prev(&x, prev, order[i], err);
+        ctx_fini(&x);
     }
-    ctx_fini(&x);
     free(order);
     if (rc) {
         vg_sched_plan_destroy(plan);

@@ -15,13 +15,14 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->loc = vg_xcalloc(n_locs + 1, sizeof(*p->loc));
     for (size_t l = 0; l < n_locs; l++) {
         const struct vg__sched_lhot *h = &w->hot[l];
-        p->loc[l] = (struct vg__sched_loc){h->cpu_m, h->mem_mib, h->slots, VG_SCHED_NONE, h->cost, 0, 0, 0};
+        p->loc[l] = (struct vg__sched_loc){h->cpu_m, h->mem_mib, h->slots, VG_SCHED_NONE, h->cost};
     }
+    p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     return p;
 }
 
-static void app_plan_free(struct vg__sched_app_plan *ap)
+void vg__sched_app_plan_free(struct vg__sched_app_plan *ap)
 {
     free(ap->locs);
     free(ap->below);
@@ -36,11 +37,12 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
         return;
     VG_ASSERT(p->magic == VG__SCHED_PLAN_MAGIC);
     for (size_t a = 0; a < p->n_apps; a++)
-        app_plan_free(&p->apps[a]);
+        vg__sched_app_plan_free(&p->apps[a]);
     for (size_t l = 0; l < p->n_locs; l++)
         free(p->holders[l].apps);
     free(p->apps);
     free(p->loc);
+    free(p->seen);
     free(p->holders);
     p->magic = 0;
     free(p);
@@ -50,7 +52,7 @@ uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p)
 {
     if (++p->stamp == 0) { /* wrapped: marks from long ago could match */
         for (size_t l = 0; l < p->n_locs; l++)
-            p->loc[l].mark = 0;
+            p->seen[l].mark = 0;
         p->stamp = 1;
     }
     return p->stamp;
@@ -61,11 +63,12 @@ void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *app
     struct vg__sched_loc *u = &p->loc[loc];
     /* placement checked that it fits (and made room when updating) */
     VG_ASSERT(u->cpu_free >= apps[app].cpu_m && u->mem_free >= apps[app].mem_mib && u->slots_free >= 1);
-    u->cpu_free -= apps[app].cpu_m;
-    u->mem_free -= apps[app].mem_mib;
-    u->slots_free--;
+    /* stores a parallel placement's speculative readers may meet */
+    vg__sched_st(&u->cpu_free, u->cpu_free - apps[app].cpu_m);
+    vg__sched_st(&u->mem_free, u->mem_free - apps[app].mem_mib);
+    vg__sched_st(&u->slots_free, u->slots_free - 1);
     if (u->top == VG_SCHED_NONE || apps[app].priority > apps[u->top].priority)
-        u->top = app; /* the first of equals stays */
+        vg__sched_st(&u->top, app); /* the first of equals stays */
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -98,7 +101,7 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
             if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > apps[u->top].priority)
                 u->top = h->apps[k];
     }
-    app_plan_free(ap);
+    vg__sched_app_plan_free(ap);
 }
 
 /* The demand-weighted quantile of served demand given as rtt << 32 |

@@ -612,6 +612,74 @@ static void served_is_the_nearest_chosen(void **state)
     }
 }
 
+/* A parallel placement is the sequential one, bit for bit: plans chained
+ * through previous ones on simulated worlds, small enough that apps
+ * compete for capacity (the placements made ahead are often stale and
+ * placed again), on 2 and 3 threads; and the same first failure. */
+static void plan_same(const struct vg_sched_plan *a, const struct vg_sched_plan *b, size_t n_apps)
+{
+    assert_true(vg_sched_plan_digest(a) == vg_sched_plan_digest(b));
+    for (uint32_t i = 0; i < n_apps; i++) {
+        struct vg_sched_app_stats x, y;
+        vg_sched_plan_app_stats(a, i, &x);
+        vg_sched_plan_app_stats(b, i, &y);
+        assert_memory_equal(&x, &y, sizeof(x));
+    }
+}
+
+static void threads_same_plan(void **state)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        struct vg_sched_sim *s = sim_world(seed, seed % 2 ? 300 : 1200, seed % 2 ? 200 : 400);
+        size_t n_apps;
+        const struct vg_sched_app *apps = vg_sched_sim_apps(s, &n_apps);
+        const struct vg_sched_world *w = vg_sched_sim_world(s);
+        struct vg_sched_plan *prev = NULL;
+        for (uint32_t step = 0; step < 3; step++) {
+            const struct vg_sched_demand *d = vg_sched_sim_demand(s, 80 + 11 * step);
+            struct vg_sched_plan *p1 = NULL, *p2 = NULL, *p3 = NULL;
+            struct vg_sched_error err;
+            assert_int_equal(vg_sched_place_threads(w, apps, n_apps, d, prev, 1, &p1, &err), 0);
+            assert_int_equal(vg_sched_place_threads(w, apps, n_apps, d, prev, 2, &p2, &err), 0);
+            assert_int_equal(vg_sched_place_threads(w, apps, n_apps, d, prev, 3, &p3, &err), 0);
+            plan_same(p1, p2, n_apps);
+            plan_same(p1, p3, n_apps);
+            assert_int_equal(vg_sched_plan_verify(w, apps, n_apps, p2, NULL, 0), 0);
+            vg_sched_plan_destroy(p2);
+            vg_sched_plan_destroy(p3);
+            vg_sched_plan_destroy(prev);
+            prev = p1;
+        }
+        vg_sched_plan_destroy(prev);
+        /* a static location its enforcements forbid, halfway down the
+         * order: the same error, and no plan */
+        struct vg_sched_app *bad = calloc(n_apps, sizeof(*bad));
+        memcpy(bad, apps, n_apps * sizeof(*bad));
+        uint32_t b = (uint32_t)(n_apps / 2), loc = 0;
+        char why[200];
+        while (bad[b].enforce.n_allow_countries == 0 && bad[b].enforce.n_allow_regions == 0 && b + 1 < n_apps)
+            b++;
+        for (; loc < vg_sched_world_n_locations(w); loc++)
+            if (vg_sched_enforce_check(w, &bad[b], loc, why, sizeof(why)))
+                break;
+        if (loc < vg_sched_world_n_locations(w)) {
+            bad[b].mode = VG_SCHED_STATIC;
+            bad[b].static_locs = &loc;
+            bad[b].n_static = 1;
+            const struct vg_sched_demand *d = vg_sched_sim_demand(s, 90);
+            struct vg_sched_plan *p = NULL;
+            struct vg_sched_error e1, e2;
+            assert_int_equal(vg_sched_place_threads(w, bad, n_apps, d, NULL, 1, &p, &e1), VG_EINVAL);
+            assert_int_equal(vg_sched_place_threads(w, bad, n_apps, d, NULL, 2, &p, &e2), VG_EINVAL);
+            assert_int_equal(e1.app, b);
+            assert_int_equal(e2.app, b);
+            assert_string_equal(e1.msg, e2.msg);
+        }
+        free(bad);
+        vg_sched_sim_destroy(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,6 +695,7 @@ int main(void)
         cmocka_unit_test(records_say_why),
         cmocka_unit_test(exact_gap_small_worlds),
         cmocka_unit_test(served_is_the_nearest_chosen),
+        cmocka_unit_test(threads_same_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
