@@ -9,11 +9,11 @@
  * answered last, and a connection answered at the end of a turn sends its
  * next request too late for the next poll and waits a whole extra turn;
  * served in reverse, that keeps happening to some connection every turn.
- * A per-request client trace (50 connections, one
- * worker) showed 2.2-3.8% of requests at twice the median, spread evenly
- * over time, against 0.01-0.05% for nginx (which serves in order); with
- * the batch reversed back, 0.1-0.8%. See docs/decisions.md "Serving
- * order".
+ * A per-request client trace (50 connections, one worker) showed 2.2-3.8%
+ * of requests at twice the median, spread evenly over time, against
+ * 0.01-0.05% for nginx (which serves in order); with the batch reversed
+ * back, 0.1-0.8%. See docs/decisions.md "Serving order" (with what is left:
+ * level-triggered registration).
  *
  * Only h2o's poll is reversed: libuv, whose loop runs inside the same
  * workers, also calls epoll_wait. vg_http_loop_run arms a per-thread flag
