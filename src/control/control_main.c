@@ -270,6 +270,7 @@ int vg_control_run(const struct vg_control_options *opt)
     vg_log(VG_LOG_INFO, "control plane started", "data", opt->data_dir, "rev", rev, NULL);
 
     run(&srv);
+    vg_http_loop_done();
 
     /* Pending long polls and connections die with the process; what is
      * committed is in the database already. */

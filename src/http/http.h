@@ -52,6 +52,14 @@ void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
  * arguments and result. */
 int vg_http_loop_run(h2o_evloop_t *loop, int32_t max_wait);
 
+/* Frees what vg_http_loop_run keeps for the calling thread (at its end). */
+void vg_http_loop_done(void);
+
+/* h2o_socket_read_start for a connection whose reading verge paused: the
+ * loop registers connections edge-triggered, and a pause and a restart in
+ * one turn would otherwise leave bytes epoll already reported unread. */
+void vg_http_read_resume(h2o_socket_t *sock, h2o_socket_cb cb);
+
 /* ---- request checks (h2o) ----------------------------------------------------- */
 
 /* The header rules for a request whose head was not checked raw (HTTP/2:

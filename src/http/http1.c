@@ -115,6 +115,7 @@ struct conn {
     h2o_linklist_t link;
     h2o_timeout_entry_t te;
     h2o_timeout_entry_t done_te; /* completes an empty final send from the loop */
+    h2o_timeout_entry_t file_te; /* the next turn's share of a file */
     enum cstate st;
     bool peer_eof;    /* the client half-closed: no keep-alive */
     bool read_paused; /* pipelined bytes over PIPELINE_CAP */
@@ -193,6 +194,8 @@ static void close_conn(struct conn *c)
     set_timer(c, NULL);
     if (h2o_timeout_is_linked(&c->done_te))
         h2o_timeout_unlink(&c->done_te);
+    if (h2o_timeout_is_linked(&c->file_te))
+        h2o_timeout_unlink(&c->file_te);
     rq_free(c);
     h2o_linklist_unlink(&c->link);
     if (c->sock)
@@ -228,7 +231,7 @@ static void linger_close(struct conn *c)
     c->linger_until = vg_now_ms() + LINGER_TOTAL_MS;
     h2o_buffer_consume(&c->sock->input, c->sock->input->size);
     set_timer(c, &c->hc->linger_to);
-    h2o_socket_read_start(c->sock, on_read);
+    vg_http_read_resume(c->sock, on_read);
 }
 
 static void on_final_written(h2o_socket_t *sock, const char *err)
@@ -444,7 +447,7 @@ static void next_request(struct conn *c)
     c->requests++;
     if (c->read_paused) {
         c->read_paused = false;
-        h2o_socket_read_start(c->sock, on_read);
+        vg_http_read_resume(c->sock, on_read);
     }
     if (c->sock->input->size) {
         set_timer(c, &c->hc->header_to);
@@ -501,7 +504,7 @@ static void on_send_complete(h2o_socket_t *sock, const char *err)
         if (h2o_timeout_is_linked(&b->defer))
             h2o_timeout_unlink(&b->defer);
         if (!c->read_paused)
-            h2o_socket_read_start(c->sock, on_read);
+            vg_http_read_resume(c->sock, on_read);
         set_timer(c, &c->hc->idle_to);
         discard_body(c);
         return;
@@ -616,13 +619,21 @@ static void file_done(struct conn *c, bool ok)
     h2o_timeout_link(c->hc->ctx->loop, &c->hc->ctx->zero_timeout, &c->done_te);
 }
 
+static void on_file_turn(h2o_timeout_entry_t *te)
+{
+    file_send(H2O_STRUCT_FROM_MEMBER(struct conn, file_te, te));
+}
+
 /* Sends file bytes until the socket is full (then waits for it to drain),
- * the file is done, or this turn's share is used. */
+ * the file is done, or this turn's share is used (then goes on next turn:
+ * the socket is still writable, and an edge-triggered registration would
+ * not say so again). */
 static void file_send(struct conn *c)
 {
     struct rq *rq = c->rq;
     int sfd = h2o_socket_get_fd(c->sock);
     size_t turn = SENDFILE_TURN;
+    bool full = false;
     while (rq->file_left && turn) {
         size_t want = rq->file_left < turn ? rq->file_left : turn;
         ssize_t n = sendfile(sfd, rq->file_fd, &rq->file_off, want);
@@ -633,8 +644,10 @@ static void file_send(struct conn *c)
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN)
+        if (n < 0 && errno == EAGAIN) {
+            full = true;
             break;
+        }
         file_done(c, false); /* an error, or the file shrank under us */
         return;
     }
@@ -643,7 +656,10 @@ static void file_send(struct conn *c)
         return;
     }
     set_timer(c, &c->hc->idle_to);
-    h2o_socket_notify_write(c->sock, on_file_writable);
+    if (full)
+        h2o_socket_notify_write(c->sock, on_file_writable);
+    else
+        h2o_timeout_link(c->hc->ctx->loop, &c->hc->ctx->zero_timeout, &c->file_te);
 }
 
 bool vg_http_send_file(h2o_req_t *req, int fd, size_t len)
@@ -832,7 +848,7 @@ void vg_http_body_read(h2o_req_t *req, size_t limit, vg_http_body_cb cb, void *d
         return;
     }
     if (!c->read_paused)
-        h2o_socket_read_start(c->sock, on_read);
+        vg_http_read_resume(c->sock, on_read);
     set_timer(c, &c->hc->idle_to);
 }
 
@@ -1173,7 +1189,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
 static void start_http1(struct conn *c)
 {
     c->st = CS_HEAD;
-    h2o_socket_read_start(c->sock, on_read);
+    vg_http_read_resume(c->sock, on_read);
     if (c->sock->input->size)
         handle_input(c);
 }
@@ -1206,6 +1222,7 @@ void vg_http_accept(struct vg_http1_ctx *hc, h2o_accept_ctx_t *accept, h2o_socke
     c->sock = sock;
     c->te.cb = on_timeout;
     c->done_te.cb = on_done_te;
+    c->file_te.cb = on_file_turn;
     sock->data = c;
     h2o_linklist_insert(&hc->conns, &c->link);
     set_timer(c, &hc->header_to);

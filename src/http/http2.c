@@ -782,7 +782,7 @@ void vg__http2_accept(struct vg_http1_ctx *hc, h2o_hostconf_t **hosts, h2o_socke
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     h2o_timeout_link(hc->ctx->loop, &hc->idle_to, &c->idle_te);
-    h2o_socket_read_start(sock, on_read);
+    vg_http_read_resume(sock, on_read);
     if (sock->input->size)
         on_read(sock, NULL);
     else

@@ -229,6 +229,7 @@ static void *worker_main(void *arg)
 {
     struct vg_worker *w = arg;
     run(w);
+    vg_http_loop_done();
     /* Drained. Release what this thread owns; pending handles (client
      * connections h2o still holds) die with the process. */
     for (size_t i = 0; i < w->n_retiring; i++)

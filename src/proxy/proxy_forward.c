@@ -613,7 +613,7 @@ static void exchange_start(struct fwd *f)
     tell(f, VG_PROXY_CONNECTED);
     f->writing = f->sent = f->stop_sending = f->resp_any = f->head_in = false;
     f->head_seen = f->decoded = 0;
-    h2o_socket_read_start(f->conn->sock, on_read);
+    vg_http_read_resume(f->conn->sock, on_read);
     f->bufs[0] = f->head;
     size_t n = 1;
     if (f->body == BODY_WHOLE && f->req->entity.len)
@@ -898,7 +898,7 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     do_send(f);
     if (f->paused && f->conn && f->conn->sock->input->size < READ_HIGH_WATER) {
         f->paused = false;
-        h2o_socket_read_start(f->conn->sock, on_read);
+        vg_http_read_resume(f->conn->sock, on_read);
         arm(f, &f->t.timers->read, &f->read_te);
     }
 }

@@ -23,6 +23,7 @@
  *    requests are over).
  *  - the idle timeout belongs to the caller's vg_proxy_timers (freed a tick
  *    after disposal), so the pool itself can be freed at once. */
+#include "http/http.h"
 #include "proxy_int.h"
 
 #include <errno.h>
@@ -123,7 +124,7 @@ void vg__proxy_conn_release(struct vg__proxy_conn *c)
     p->n_idle++;
     h2o_timeout_link(p->timers->loop, &p->timers->idle, &c->idle_te);
     /* reading stays on: an epoll_ctl only if the exchange had paused it */
-    h2o_socket_read_start(c->sock, on_idle_read);
+    vg_http_read_resume(c->sock, on_idle_read);
 }
 
 void vg__proxy_conn_close(struct vg__proxy_conn *c)

@@ -52,6 +52,7 @@ static void test_a_poll_is_served_in_readiness_order(void **state)
         close(peers[i]);
     }
     vg_http_loop_run(loop, 0); /* lets the closes finish */
+    vg_http_loop_done();
     h2o_evloop_destroy(loop);
 }
 
@@ -79,11 +80,103 @@ static void test_other_polls_are_untouched(void **state)
     close(ep);
 }
 
+/* ---- connections are edge-triggered: what verge guards ---------------------- */
+
+static h2o_socket_t *pair_sock(h2o_evloop_t *loop, int *peer, int id)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    h2o_socket_t *s = h2o_evloop_socket_create(loop, sv[0], 0);
+    s->data = (void *)(intptr_t)id;
+    *peer = sv[1];
+    return s;
+}
+
+static h2o_socket_t *other;
+static int reads[2], closes[2];
+
+static void on_read_count(h2o_socket_t *sock, const char *err)
+{
+    int id = (int)(intptr_t)sock->data;
+    if (err) {
+        closes[id]++;
+        h2o_socket_read_stop(sock);
+        return;
+    }
+    reads[id]++;
+    h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+/* Socket 0's callback pauses and resumes socket 1, whose readiness came in
+ * the same poll and was not yet served: its bytes must still be read. */
+static void on_read_pausing_other(h2o_socket_t *sock, const char *err)
+{
+    on_read_count(sock, err);
+    h2o_socket_read_stop(other);
+    vg_http_read_resume(other, on_read_count);
+}
+
+static void turns(h2o_evloop_t *loop, int n)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(vg_http_loop_run(loop, 50), 0);
+}
+
+static void test_a_pause_and_resume_in_one_turn_loses_nothing(void **state)
+{
+    h2o_evloop_t *loop = h2o_evloop_create();
+    turns(loop, 1); /* the loop's first turn: connections made after it are edge-triggered */
+    int p0, p1;
+    h2o_socket_t *s0 = pair_sock(loop, &p0, 0);
+    other = pair_sock(loop, &p1, 1);
+    h2o_socket_read_start(s0, on_read_pausing_other);
+    h2o_socket_read_start(other, on_read_count);
+    turns(loop, 1); /* registers them */
+    memset(reads, 0, sizeof(reads));
+    assert_int_equal(write(p0, "a", 1), 1); /* served first: pauses and resumes 1 */
+    assert_int_equal(write(p1, "b", 1), 1);
+    turns(loop, 3);
+    assert_int_equal(reads[0], 1);
+    assert_int_equal(reads[1], 1);
+    h2o_socket_close(s0);
+    h2o_socket_close(other);
+    close(p0);
+    close(p1);
+    turns(loop, 1);
+    vg_http_loop_done();
+    h2o_evloop_destroy(loop);
+}
+
+/* The end of stream arriving with the last bytes: h2o's read stops without
+ * an error then, and the close must still be seen. */
+static void test_an_end_of_stream_with_the_last_bytes_is_seen(void **state)
+{
+    h2o_evloop_t *loop = h2o_evloop_create();
+    turns(loop, 1);
+    int p;
+    h2o_socket_t *s = pair_sock(loop, &p, 0);
+    h2o_socket_read_start(s, on_read_count);
+    turns(loop, 1);
+    memset(reads, 0, sizeof(reads));
+    memset(closes, 0, sizeof(closes));
+    assert_int_equal(write(p, "last", 4), 4);
+    close(p);
+    turns(loop, 3);
+    assert_int_equal(reads[0], 1);
+    assert_int_equal(closes[0], 1);
+    h2o_socket_close(s);
+    turns(loop, 1);
+    vg_http_loop_done();
+    h2o_evloop_destroy(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_poll_is_served_in_readiness_order),
         cmocka_unit_test(test_other_polls_are_untouched),
+        cmocka_unit_test(test_a_pause_and_resume_in_one_turn_loses_nothing),
+        cmocka_unit_test(test_an_end_of_stream_with_the_last_bytes_is_seen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
