@@ -144,7 +144,8 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
     if (!lst)
         lst = vg_xcalloc(1, sizeof(*lst));
     if (lst->ep != epfd) { /* this thread's first loop, or a new one */
-        memset(lst->fds, 0, lst->n_fds * sizeof(*lst->fds));
+        if (lst->n_fds)
+            memset(lst->fds, 0, lst->n_fds * sizeof(*lst->fds));
         lst->ep = epfd;
     }
     for (int i = 0; i < n; i++)
