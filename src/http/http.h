@@ -47,9 +47,10 @@ void vg_http_methods_format(uint32_t mask, char *buf, size_t cap);
 
 /* ---- the event loop ------------------------------------------------------------ */
 
-/* h2o_evloop_run, with the sockets of one poll served in the order epoll
- * reported them (h2o serves a batch in reverse; see http_loop.c). Same
- * arguments and result. */
+/* h2o_evloop_run, serving as nginx does: connections registered
+ * edge-triggered, the sockets of one poll served in the order epoll
+ * reported them (h2o alone serves a batch in reverse; see http_loop.c).
+ * Same arguments and result. */
 int vg_http_loop_run(h2o_evloop_t *loop, int32_t max_wait);
 
 /* Frees what vg_http_loop_run keeps for the calling thread (at its end). */

@@ -108,8 +108,10 @@ static uint32_t registered(const struct fd_state *f)
 int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
 {
     struct loop_state *s = lst;
-    if (!s || ep != s->ep || fd < 0 || !ev || op == EPOLL_CTL_DEL) {
-        if (s && ep == s->ep && fd >= 0 && (size_t)fd < s->n_fds)
+    if (!s || ep != s->ep || fd < 0) /* not h2o's poll: libuv's, another thread's */
+        return raw_ctl(ep, op, fd, ev);
+    if (op == EPOLL_CTL_DEL || !ev) {
+        if ((size_t)fd < s->n_fds)
             s->fds[fd] = (struct fd_state){0};
         return raw_ctl(ep, op, fd, ev);
     }
@@ -141,15 +143,17 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
     if (!reverse_next_poll)
         return n;
     reverse_next_poll = false;
-    if (!lst)
+    if (!lst) {
         lst = vg_xcalloc(1, sizeof(*lst));
+        lst->ep = -1;
+    }
     if (lst->ep != epfd) { /* this thread's first loop, or a new one */
         if (lst->n_fds)
             memset(lst->fds, 0, lst->n_fds * sizeof(*lst->fds));
         lst->ep = epfd;
     }
     for (int i = 0; i < n; i++)
-        if (lst->ep == epfd && (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        if (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
             on_peer_closed(lst, &events[i]);
     for (int i = 0, j = n - 1; i < j; i++, j--) {
         struct epoll_event t = events[i];
