@@ -84,6 +84,9 @@ struct vg__fn_call {
 #define VG__FN_SMALL_CLASSES (VG__FN_SMALL_MAX / VG__FN_SMALL_STEP)
 #define VG__FN_SMALL_KEEP 512 /* free blocks kept per class: about 1 MiB at most, all classes */
 
+/* The response table's fields, by registry ref (vg_fn_app.key_ref). */
+enum { VG__FN_KEY_STATUS, VG__FN_KEY_BODY, VG__FN_KEY_HEADERS, VG__FN_KEYS };
+
 struct vg_fn_app {
     lua_State *L;
     void *small[VG__FN_SMALL_CLASSES]; /* free blocks, linked through their first word */
@@ -95,6 +98,7 @@ struct vg_fn_app {
     struct vg__fn_bus_box *bus_box;  /* verge.request answers come back here (fn_bus.c) */
     size_t used, cap;                /* allocator accounting */
     struct vg__fn_call *current;     /* the call running now, for the allocator and the hook */
+    bool lazy_hook;                  /* calls start unhooked: the ticker arms the hook (fn_tick.c) */
     bool loading;                    /* files are being run: limits apply to the load */
     bool building;                   /* C code pushes a call's arguments: no cap (see l_alloc) */
     uint64_t load_instructions;
@@ -105,7 +109,32 @@ struct vg_fn_app {
     int sandbox_ref;   /* the read-only base every file's environment inherits */
     int *free_threads; /* finished coroutines kept for reuse */
     size_t n_free_threads;
+    /* registry refs of what every request touches (fn_request.c): an
+     * integer key reads the registry's array part, where a name
+     * (luaL_setmetatable, lua_pushliteral) is hashed and interned first */
+    int req_mt_ref, headers_mt_ref;
+    int key_ref[VG__FN_KEYS];
 };
+
+/* ---- fn_tick.c: when the count hook starts ----
+ *
+ * With a count hook set, Lua 5.4 traps every VM instruction (the count is
+ * kept in luaG_traceexec), which was 7% of a short handler's CPU. Apps
+ * whose instruction budget is large (vg_fn_app.lazy_hook) start each call
+ * unhooked; a timer on the thread's CPU time fires every millisecond of
+ * it, and its signal handler arms the hook on the call running then
+ * (lua_sethook is safe in a signal handler: lua.c stops scripts that
+ * way). A call that runs longer than a tick is counted from then on;
+ * coroutines a script creates are hooked from birth (fn_runtime.c). */
+
+/* The call whose coroutine runs on this thread now (set around
+ * lua_resume), read by the signal handler. */
+extern _Thread_local struct vg__fn_call *volatile vg__fn_running;
+/* Starts this thread's ticker on the first use; false when it cannot run
+ * (the caller then hooks the call from its first instruction). */
+bool vg__fn_tick_ready(void);
+/* The signal handler's work (fn_runtime.c): arm the running call's hook. */
+void vg__fn_tick(void);
 
 /* The app a state (or any of its coroutines) belongs to. */
 static inline struct vg_fn_app *vg__fn_app_of(lua_State *L)

@@ -36,11 +36,25 @@ static struct vg__fn_call *check_req(lua_State *L, int idx)
     return *p;
 }
 
+/* Sets the metatable at registry ref on the value on top. */
+static void set_mt(lua_State *L, int ref)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_setmetatable(L, -2);
+}
+
+/* Pushes t[key] of the table at (absolute) idx, raw; returns its type. */
+static int raw_field(lua_State *L, int idx, int key)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vg__fn_app_of(L)->key_ref[key]);
+    return lua_rawget(L, idx);
+}
+
 void vg__fn_request_push(lua_State *L, struct vg__fn_call *call)
 {
     struct vg__fn_call **p = lua_newuserdatauv(L, sizeof(*p), CACHE_SLOTS);
     *p = call;
-    luaL_setmetatable(L, REQ_MT);
+    set_mt(L, call->app->req_mt_ref);
 }
 
 /* ---- lazily built fields ---------------------------------------------------------- */
@@ -204,7 +218,7 @@ void vg__fn_headers_push_copy(lua_State *L, const h2o_header_t *entries, size_t 
         memcpy(p, entries[i].value.base, entries[i].value.len);
         p += entries[i].value.len;
     }
-    luaL_setmetatable(L, HEADERS_MT);
+    set_mt(L, vg__fn_app_of(L)->headers_mt_ref);
 }
 
 static void push_headers(lua_State *L, int req_ud)
@@ -212,7 +226,7 @@ static void push_headers(lua_State *L, int req_ud)
     lua_newuserdatauv(L, 0, 1);
     lua_pushvalue(L, req_ud);
     lua_setiuservalue(L, -2, 1);
-    luaL_setmetatable(L, HEADERS_MT);
+    set_mt(L, vg__fn_app_of(L)->headers_mt_ref);
 }
 
 static void push_cached(lua_State *L, int ud, int slot, struct vg__fn_call *c)
@@ -478,11 +492,13 @@ void vg__fn_request_open(lua_State *L)
         {"__index", req_index},         {"__tostring", req_tostring},         {NULL, NULL}};
     static const luaL_Reg hmeta[] = {
         {"__index", headers_index}, {"__pairs", headers_pairs}, {"__newindex", headers_newindex}, {NULL, NULL}};
+    static const char *const keys[VG__FN_KEYS] = {"status", "body", "headers"};
+    struct vg_fn_app *a = vg__fn_app_of(L);
     luaL_newmetatable(L, HEADERS_MT);
     luaL_setfuncs(L, hmeta, 0);
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    a->headers_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_newmetatable(L, REQ_MT);
     lua_pushvalue(L, -1);
     luaL_setfuncs(L, methods, 1); /* upvalue 1: the metatable, for check_req */
@@ -490,30 +506,20 @@ void vg__fn_request_open(lua_State *L)
     lua_setfield(L, -2, "__name");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable"); /* getmetatable(req) does not hand out the methods table */
-    lua_pop(L, 1);
+    a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int k = 0; k < VG__FN_KEYS; k++) {
+        lua_pushstring(L, keys[k]);
+        a->key_ref[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
 }
 
 /* ---- responses ----------------------------------------------------------------------- */
 
-static bool token_char(unsigned char ch)
-{
-    return isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-/* A header name must be a token; values must not split the head. */
+/* A header a script sends: RFC 9110's grammar, and a name short enough
+ * for lower_name's buffer when it is read back. */
 static bool header_ok(const char *name, size_t nl, const char *val, size_t vl)
 {
-    if (nl == 0 || nl > 256)
-        return false;
-    for (size_t i = 0; i < nl; i++)
-        if (!token_char((unsigned char)name[i]))
-            return false;
-    for (size_t i = 0; i < vl; i++) {
-        unsigned char ch = (unsigned char)val[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-    }
-    return true;
+    return nl <= 256 && vg_http_name_ok(h2o_iovec_init(name, nl)) && vg_http_value_ok(h2o_iovec_init(val, vl));
 }
 
 static bool add_header(lua_State *L, h2o_req_t *req, int vidx, const char *name, size_t nl, const char **why)
@@ -587,8 +593,7 @@ static bool add_view(lua_State *L, int idx, h2o_req_t *req)
 
 bool vg__fn_response_headers(lua_State *L, int idx, h2o_req_t *req, const char **why)
 {
-    lua_pushliteral(L, "headers");
-    int ht = lua_rawget(L, idx);
+    int ht = raw_field(L, idx, VG__FN_KEY_HEADERS);
     bool ok = ht == LUA_TNIL || (ht == LUA_TTABLE && add_headers(L, lua_gettop(L), req, why));
     if (ht == LUA_TUSERDATA && luaL_testudata(L, -1, HEADERS_MT)) /* a view: `return verge.fetch(...)` */
         ok = add_view(L, lua_gettop(L), req);
@@ -622,8 +627,7 @@ static void send_body(lua_State *L, int body_idx, const char *body, size_t blen,
 bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, int *pin, const char **why)
 {
     lua_Integer status = 200;
-    lua_pushliteral(L, "status");
-    if (lua_rawget(L, idx) != LUA_TNIL) {
+    if (raw_field(L, idx, VG__FN_KEY_STATUS) != LUA_TNIL) {
         int isnum;
         status = lua_tointegerx(L, -1, &isnum);
         if (!isnum || status < 200 || status > 999) {
@@ -635,8 +639,7 @@ bool vg__fn_response_send(lua_State *L, int idx, h2o_req_t *req, int *pin, const
     lua_pop(L, 1);
     size_t blen = 0;
     const char *body = "";
-    lua_pushliteral(L, "body");
-    int bt = lua_rawget(L, idx);
+    int bt = raw_field(L, idx, VG__FN_KEY_BODY);
     if (bt == LUA_TSTRING || bt == LUA_TNUMBER)
         body = lua_tolstring(L, -1, &blen);
     else if (bt != LUA_TNIL) {

@@ -21,6 +21,11 @@
 #define HOOK_EVERY 1000     /* instructions between hook calls */
 #define MAX_FREE_THREADS 64 /* finished coroutines kept for reuse */
 #define LOAD_INSTRUCTIONS 100000000ull
+/* Budgets from this many instructions up count from the first tick that
+ * lands in a call (fn_tick.c: at most a millisecond of CPU, some 0.2-0.5 M
+ * instructions here, left out); smaller ones, where that would matter,
+ * count from the first instruction. */
+#define LAZY_MIN_INSTRUCTIONS 10000000ull
 
 static void finish(struct vg__fn_call *c);
 static void resume(struct vg__fn_call *c, int nargs);
@@ -164,6 +169,47 @@ static void hook(lua_State *L, lua_Debug *ar)
     }
 }
 
+static void hook_now(lua_State *co)
+{
+    if (lua_gethookmask(co) == 0)
+        lua_sethook(co, hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+/* In the ticker's signal handler: no allocation, no locks. The call's
+ * coroutine may not be the one running (a script's own coroutine is):
+ * those were hooked at birth (co_hooked). */
+void vg__fn_tick(void)
+{
+    struct vg__fn_call *c = vg__fn_running;
+    if (c && c->co)
+        hook_now(c->co);
+}
+
+/* coroutine.create and coroutine.wrap: the creating coroutine is hooked
+ * first, and the new one inherits its hook (lua_newthread copies it).
+ * Otherwise a coroutine made before the first tick would run unhooked
+ * where the tick, which hooks the call's own coroutine, does not reach. */
+static int co_hooked(lua_State *L)
+{
+    hook_now(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void hook_coroutine_lib(lua_State *L, int loaded)
+{
+    static const char *const makers[] = {"create", "wrap"};
+    lua_getfield(L, loaded, LUA_COLIBNAME);
+    for (size_t i = 0; i < 2; i++) {
+        lua_getfield(L, -1, makers[i]);
+        lua_pushcclosure(L, co_hooked, 1);
+        lua_setfield(L, -2, makers[i]);
+    }
+    lua_pop(L, 1);
+}
+
 /* ---- the sandbox ------------------------------------------------------------------------ */
 
 /* load(chunk [, name [, mode [, env]]]): text only; the environment
@@ -227,6 +273,7 @@ static void build_sandbox(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
+    hook_coroutine_lib(L, loaded);
 
     lua_newtable(L); /* the sandbox */
     lua_pushglobaltable(L);
@@ -597,6 +644,9 @@ struct vg_fn_app *vg_fn_app_create(const struct vg_conf_app *conf, const struct 
         return NULL;
     }
     lua_gc(a->L, LUA_GCGEN, 0, 0); /* short-lived per-request garbage: generational mode fits */
+    a->lazy_hook = conf->limits.lua_instructions >= LAZY_MIN_INSTRUCTIONS;
+    if (a->lazy_hook)
+        lua_sethook(a->L, NULL, 0, 0); /* the calls' coroutines start unhooked (fn_tick.c) */
     return a;
 }
 
@@ -668,7 +718,10 @@ void vg__fn_release_thread(struct vg__fn_call *c, bool reusable)
     c->co = NULL;
     if (reusable && a->n_free_threads < MAX_FREE_THREADS) {
         lua_settop(co, 0);
-        lua_sethook(co, hook, LUA_MASKCOUNT, HOOK_EVERY);
+        if (a->lazy_hook)
+            lua_sethook(co, NULL, 0, 0);
+        else
+            lua_sethook(co, hook, LUA_MASKCOUNT, HOOK_EVERY); /* a fresh count */
         if (!a->free_threads)
             a->free_threads = vg_xmalloc(MAX_FREE_THREADS * sizeof(int));
         a->free_threads[a->n_free_threads++] = c->co_ref;
@@ -755,8 +808,13 @@ static void resume(struct vg__fn_call *c, int nargs)
 {
     struct vg_fn_app *a = c->app;
     int nres = 0;
+    if (a->lazy_hook && !vg__fn_tick_ready())
+        hook_now(c->co);
+    struct vg__fn_call *outer = vg__fn_running;
     a->current = c;
+    vg__fn_running = c;
     int st = lua_resume(c->co, a->L, nargs, &nres);
+    vg__fn_running = outer;
     a->current = NULL;
     if (c->kill) {
         finish(c);

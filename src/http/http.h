@@ -71,6 +71,11 @@ void vg_http_read_resume(h2o_socket_t *sock, h2o_socket_cb cb);
  * vg_http_guard_check and picohttpparser before they are parsed.
  * Returns 0 when acceptable, else the status to answer (400) and a reason. */
 int vg_http_req_check(h2o_req_t *req, const char **reason);
+/* RFC 9110's field grammar, for headers a script or peer hands us: a name
+ * is a non-empty token; a value has no CR, LF, NUL or other controls (it
+ * could not split the head). */
+bool vg_http_name_ok(h2o_iovec_t name);
+bool vg_http_value_ok(h2o_iovec_t value);
 
 /* One raw HTTP/1 header line as picohttpparser reports it (its struct
  * phr_header; name is NULL for an obs-fold continuation line). */

@@ -1,21 +1,27 @@
 #include "http.h"
 
+#include <pthread.h>
 #include <string.h>
 
-/* RFC 9110 token characters, for header names. */
-static bool is_tchar(unsigned char c)
+/* RFC 9110 token characters, for header names: a table, because scripts'
+ * response headers are checked on every request (vg_http_name_ok). */
+static const char TCHAR_EXTRA[] = "!#$%&'*+-.^_`|~";
+
+static bool tchar_slow(unsigned char c)
 {
-    if (c >= 'a' && c <= 'z')
-        return true;
-    if (c >= 'A' && c <= 'Z')
-        return true;
-    if (c >= '0' && c <= '9')
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr(TCHAR_EXTRA, c) != NULL);
 }
 
-/* field-value: VCHAR, obs-text, SP and HTAB; no CR, LF, NUL or other CTLs. */
-static bool value_ok(h2o_iovec_t v)
+static bool TCHAR[256];
+
+static void tchar_init(void)
+{
+    for (int c = 0; c < 256; c++)
+        TCHAR[c] = tchar_slow((unsigned char)c);
+}
+
+bool vg_http_value_ok(h2o_iovec_t v)
 {
     for (size_t i = 0; i < v.len; i++) {
         unsigned char c = (unsigned char)v.base[i];
@@ -25,12 +31,14 @@ static bool value_ok(h2o_iovec_t v)
     return true;
 }
 
-static bool name_ok(h2o_iovec_t n)
+bool vg_http_name_ok(h2o_iovec_t n)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, tchar_init);
     if (n.len == 0)
         return false;
     for (size_t i = 0; i < n.len; i++)
-        if (!is_tchar((unsigned char)n.base[i]))
+        if (!TCHAR[(unsigned char)n.base[i]])
             return false;
     return true;
 }
@@ -57,7 +65,7 @@ int vg_http_req_check(h2o_req_t *req, const char **reason)
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
         /* HPACK lets any byte through: it ends here */
-        if (!name_ok(*h->name) || !value_ok(h->value)) {
+        if (!vg_http_name_ok(*h->name) || !vg_http_value_ok(h->value)) {
             *reason = "invalid header field";
             return 400;
         }

@@ -259,6 +259,21 @@ def test_cpu_limit_cannot_be_escaped(v, case):
     assert any(x.get("msg") == "function stopped at a limit" for x in v.log_records())
 
 
+@pytest.mark.parametrize("case", ["loop", "pcallloop", "coloop", "sortloop"])
+def test_cpu_limit_with_the_default_budget(verge, case):
+    """The default budget (100 M instructions) is large: calls start
+    without the count hook and the CPU ticker arms it (fn_tick.c); the
+    same escapes must still end at a limit."""
+    manifest = MANIFEST.replace("lua_instructions: 2000000, ", "").replace("lua_timeout: 2s", "lua_timeout: 5s")
+    v = verge(manifest, {"edge.lua": EDGE}, args=["--dev"])
+    t = time.monotonic()
+    r = v.get("/fn/" + case, timeout=15)
+    assert r.status == 503, r.body
+    assert b"limits.lua_instructions" in r.body or b"limits.lua_timeout" in r.body
+    assert time.monotonic() - t < 10
+    assert v.get("/hello").status == 200
+
+
 @pytest.mark.parametrize("case", ["membomb", "memgrow", "recurse"])
 def test_memory_limit(v, case):
     r = v.get("/fn/" + case, timeout=10)

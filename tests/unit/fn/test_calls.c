@@ -4,8 +4,9 @@
  * verge.fetch goes to a fetcher the test drives by hand. Covers coroutine
  * scheduling (a sleeping call does not hold up another, fetch_all results
  * keep their order whatever order they complete in), per-call limits
- * (instructions, memory, wall clock) and the end of a request while its
- * call waits. */
+ * (instructions, memory, wall clock, with the count hook on from a call's
+ * first instruction and armed late by the CPU ticker) and the end of a
+ * request while its call waits. */
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 
 #include "conf/conf.h"
 #include "fn/fn.h"
+#include "fn/fn_int.h" /* the coroutines kept for reuse: are they hooked? */
 
 static char g_dir[PATH_MAX];
 static h2o_globalconf_t g_gconf;
@@ -160,13 +162,38 @@ static const char EDGE[] =
     "  return {status = r.status, body = r.body .. ' ' .. r.headers['X-H']} end\n"
     "function two(req) local rs = verge.fetch_all({{'o', {path = '/a'}}, {'o', {path = '/b'}}})\n"
     "  return {body = rs[1].body .. '+' .. rs[2].body} end\n"
-    "function pass(req) return nil end\n";
+    "function pass(req) return nil end\n"
+    "function mkco(req) CO = coroutine.wrap(function() while true do end end) return {body = 'made'} end\n"
+    "function runco(req) while true do CO() end end\n"
+    "function pcallspin(req) while true do pcall(function() while true do end end) end end\n"
+    "function sortspin(req) local t = {3, 1, 2}\n"
+    "  while true do pcall(table.sort, t, function(a, b) while true do end end) end end\n";
 
-static const char *const ROUTES[] = {"fast", "slow", "spin", "bomb", "nap", "one", "two", "pass"};
-enum { R_FAST, R_SLOW, R_SPIN, R_BOMB, R_NAP, R_ONE, R_TWO, R_PASS };
+static const char *const ROUTES[] = {"fast", "slow", "spin", "bomb",  "nap",       "one",
+                                     "two",  "pass", "mkco", "runco", "pcallspin", "sortspin"};
+enum { R_FAST, R_SLOW, R_SPIN, R_BOMB, R_NAP, R_ONE, R_TWO, R_PASS, R_MKCO, R_RUNCO, R_PCALLSPIN, R_SORTSPIN };
 
-static struct vg_conf_app *g_conf;
-static struct vg_fn_app *g_app;
+/* g_app counts every instruction (a budget under 10 M); g_lazy's budget is
+ * large, so its calls start unhooked and the ticker arms the hook. */
+static struct vg_conf_app *g_conf, *g_lazy_conf;
+static struct vg_fn_app *g_app, *g_lazy;
+
+static struct vg_fn_app *make_app(const char *limits, struct vg_conf_app **conf)
+{
+    char yaml[2048];
+    size_t n = (size_t)snprintf(yaml, sizeof(yaml), "name: t\nlimits: %s\nroutes:\n", limits);
+    for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
+        n += (size_t)snprintf(yaml + n, sizeof(yaml) - n, "  - exact: /%s\n    handler: edge.lua:%s\n", ROUTES[i],
+                              ROUTES[i]);
+    struct vg_conf_error cerr;
+    assert_int_equal(vg_conf_app_load_buffer(g_dir, "verge.yaml", yaml, n, conf, &cerr), 0);
+    struct vg_fn_env env = {.loop = &g_uv, .fetch = {.start = fake_start, .cancel = fake_cancel}};
+    char err[512];
+    struct vg_fn_app *a = vg_fn_app_create(*conf, &env, err, sizeof(err));
+    if (!a)
+        fail_msg("%s", err);
+    return a;
+}
 
 static int setup(void **state)
 {
@@ -177,28 +204,14 @@ static int setup(void **state)
     FILE *f = fopen(path, "w");
     fputs(EDGE, f);
     fclose(f);
-    char yaml[2048];
-    size_t n = (size_t)snprintf(yaml, sizeof(yaml),
-                                "name: t\nlimits: {lua_instructions: 2000000, lua_memory: 8m, lua_timeout: 300ms}\n"
-                                "routes:\n");
-    for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
-        n += (size_t)snprintf(yaml + n, sizeof(yaml) - n, "  - exact: /%s\n    handler: edge.lua:%s\n", ROUTES[i],
-                              ROUTES[i]);
-    struct vg_conf_error cerr;
-    assert_int_equal(vg_conf_app_load_buffer(g_dir, "verge.yaml", yaml, n, &g_conf, &cerr), 0);
-
     h2o_config_init(&g_gconf);
     h2o_hostconf_t *hc = h2o_config_register_host(&g_gconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     g_pathconf = h2o_config_register_path(hc, "/", 0);
     h2o_context_init(&g_ctx, h2o_evloop_create(), &g_gconf);
     g_conn = (h2o_conn_t){.ctx = &g_ctx, .hosts = g_gconf.hosts, .callbacks = &g_callbacks};
     uv_loop_init(&g_uv);
-
-    struct vg_fn_env env = {.loop = &g_uv, .fetch = {.start = fake_start, .cancel = fake_cancel}};
-    char err[512];
-    g_app = vg_fn_app_create(g_conf, &env, err, sizeof(err));
-    if (!g_app)
-        fail_msg("%s", err);
+    g_app = make_app("{lua_instructions: 2000000, lua_memory: 8m, lua_timeout: 300ms}", &g_conf);
+    g_lazy = make_app("{lua_instructions: 20000000, lua_memory: 8m, lua_timeout: 10s}", &g_lazy_conf);
     return 0;
 }
 
@@ -206,6 +219,8 @@ static int teardown(void **state)
 {
     vg_fn_app_destroy(g_app);
     vg_conf_app_destroy(g_conf);
+    vg_fn_app_destroy(g_lazy);
+    vg_conf_app_destroy(g_lazy_conf);
     for (int i = 0; i < 10; i++)
         uv_run(&g_uv, UV_RUN_NOWAIT); /* timers closed by the calls */
     uv_loop_close(&g_uv);
@@ -275,6 +290,60 @@ static void test_limits_per_call(void **state)
     treq_free(t);
 }
 
+/* The hook mask of the coroutine a's last call ended on (kept for reuse). */
+static int last_thread_hookmask(struct vg_fn_app *a)
+{
+    assert_true(a->n_free_threads > 0);
+    lua_rawgeti(a->L, LUA_REGISTRYINDEX, a->free_threads[a->n_free_threads - 1]);
+    lua_State *co = lua_tothread(a->L, -1);
+    lua_pop(a->L, 1);
+    return lua_gethookmask(co);
+}
+
+static struct treq *run_on(struct vg_fn_app *a, int route)
+{
+    struct treq *t = treq_new("/t", NULL);
+    vg_fn_run(a, route, &t->req, h2o_iovec_init(H2O_STRLIT("rid")), &t->shared, on_done, t);
+    struct treq *one[] = {t};
+    run_until_done(one, 1);
+    assert_true(t->done && t->outcome == VG_FN_ANSWERED);
+    return t;
+}
+
+/* A short call of an app with a large budget runs, and is put back,
+ * without the count hook (that is the point: no trap per instruction);
+ * one with a small budget is counted from its first instruction. */
+static void test_short_calls_run_unhooked_under_a_large_budget(void **state)
+{
+    treq_free(run_on(g_lazy, R_FAST));
+    assert_int_equal(last_thread_hookmask(g_lazy), 0);
+    treq_free(run_on(g_app, R_FAST));
+    assert_int_equal(last_thread_hookmask(g_app), LUA_MASKCOUNT);
+}
+
+/* Started unhooked, every way around the budget still ends at it: the
+ * ticker hooks the call within a millisecond of CPU, coroutines the
+ * script makes are hooked at birth, even one made by an earlier call and
+ * resumed in this one. A loop left running would hang the test: the alarm
+ * fails it instead. */
+static void test_late_hook_still_stops_every_loop(void **state)
+{
+    alarm(60);
+    treq_free(run_on(g_lazy, R_MKCO)); /* CO, for runco */
+    static const int routes[] = {R_SPIN, R_PCALLSPIN, R_SORTSPIN, R_RUNCO};
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        struct treq *t = run_on(g_lazy, routes[i]);
+        if (t->req.res.status != 503 || !memmem(t->body, t->len, "lua_instructions", 16))
+            fail_msg("route %s: %d %.*s", ROUTES[routes[i]], t->req.res.status, (int)t->len, t->body);
+        treq_free(t);
+    }
+    alarm(0);
+    struct treq *t = run_on(g_lazy, R_FAST); /* the state still serves, its coroutine unhooked again */
+    assert_int_equal(t->req.res.status, 200);
+    assert_int_equal(last_thread_hookmask(g_lazy), 0);
+    treq_free(t);
+}
+
 static void test_fetch_wakes_the_call_with_the_result(void **state)
 {
     g_n_pending = 0;
@@ -326,6 +395,8 @@ int main(void)
         cmocka_unit_test(test_nil_passes),
         cmocka_unit_test(test_sleep_does_not_hold_up_other_calls),
         cmocka_unit_test(test_limits_per_call),
+        cmocka_unit_test(test_short_calls_run_unhooked_under_a_large_budget),
+        cmocka_unit_test(test_late_hook_still_stops_every_loop),
         cmocka_unit_test(test_fetch_wakes_the_call_with_the_result),
         cmocka_unit_test(test_fetch_all_keeps_order),
         cmocka_unit_test(test_request_ending_mid_fetch),
