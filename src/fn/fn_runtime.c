@@ -241,6 +241,25 @@ static int sb_collectgarbage(lua_State *L)
 
 static int sb_print(lua_State *L);
 
+/* setmetatable without finalizers: Lua runs __gc with debug hooks off
+ * (GCTM sets allowhook = 0), so a finalizer's endless loop would escape
+ * every limit and hold the worker for good. A metatable marks its object
+ * for finalization only if it has __gc when it is set, so checking here is
+ * enough. Upvalue 1: the real setmetatable. */
+static int sb_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not available to scripts (finalizers run outside the limits)");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static void copy_fields(lua_State *L, int from, const char *const *names)
 {
     for (; *names; names++) {
@@ -293,6 +312,9 @@ static void build_sandbox(lua_State *L)
     lua_setfield(L, -2, "load");
     lua_pushcfunction(L, sb_collectgarbage);
     lua_setfield(L, -2, "collectgarbage");
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, sb_setmetatable, 1);
+    lua_setfield(L, -2, "setmetatable");
     lua_pushcfunction(L, sb_print);
     lua_setfield(L, -2, "print");
     lua_pushvalue(L, -1);

@@ -94,6 +94,9 @@ function cases.sandbox(req)
   out[#out + 1] = "binary=" .. tostring(load(string.char(27) .. "Lua") ~= nil)
   out[#out + 1] = "loadenv=" .. tostring(load("return io")())
   out[#out + 1] = "getmt=" .. tostring(getmetatable(req))
+  -- finalizers run with hooks off: an endless one would hold the worker
+  out[#out + 1] = "gc=" .. tostring(pcall(setmetatable, {}, {__gc = function() while true do end end}))
+  out[#out + 1] = "setmt=" .. tostring(getmetatable(setmetatable({}, {__index = {}})) ~= nil)
   return {body = table.concat(out, " ")}
 end
 function cases.keep(req)
@@ -310,7 +313,7 @@ def test_sandbox(v):
     body = v.get("/fn/sandbox").body.decode()
     for want in ["io=nil", "debug=nil", "require=nil", "dofile=nil", "loadfile=nil", "package=nil",
                  "collectgarbage=function", "os.execute=nil", "os.time=function", "string.dump=nil/nil",
-                 "binary=false", "loadenv=nil", "getmt=false"]:
+                 "binary=false", "loadenv=nil", "getmt=false", "gc=false", "setmt=true"]:
         assert want in body, body
 
 

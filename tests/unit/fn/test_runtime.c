@@ -56,6 +56,8 @@ static void test_sandbox_as_top_level_code_sees_it(void **state)
                               "assert(load('return io')() == nil)\n"
                               "assert(type(verge.log.info) == 'function' and type(verge.now()) == 'number')\n"
                               "assert(type(coroutine.wrap) == 'function' and type(utf8.char) == 'function')\n"
+                              "assert(not pcall(setmetatable, {}, {__gc = function() end}))\n"
+                              "assert(getmetatable(setmetatable({}, {__index = string})).__index == string)\n"
                               "x_global = 1\n"
                               "function handle() end\n";
     assert_int_equal(check_lua(lua, "{}", &err), 0);
