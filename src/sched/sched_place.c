@@ -116,6 +116,7 @@ struct ctx {
     struct evicted *evicted;
     size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
+    double *hub_c;  /* fallback_hub's scratch: their chords to the area */
     size_t n_hubs;
     bool hubs_known;
     uint64_t *bloom; /* spec: where commit notes the records' locations (check_ahead) */
@@ -165,6 +166,7 @@ static void ctx_fini(struct ctx *x)
     free(x->next);
     free(x->ol);
     free(x->hubs);
+    free(x->hub_c);
     free(x->alts);
     free(x->rec_locs);
     free(x->gone);
@@ -326,6 +328,7 @@ static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
 static void usable_hubs(struct ctx *x)
 {
     x->hubs = vg_xrealloc(x->hubs, (x->w->n_hubs + 1) * sizeof(*x->hubs));
+    x->hub_c = vg_xrealloc(x->hub_c, (x->w->n_hubs + 1) * sizeof(*x->hub_c));
     x->n_hubs = 0;
     for (size_t h = 0; h < x->w->n_hubs; h++) {
         uint32_t loc = x->w->hubs[h];
@@ -344,18 +347,17 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
      * a hair of the nearest (1e-4 of the unit sphere, some 600 m, where
      * one µs of latency is 100 m) can share its latency, and only theirs
      * is computed. The choice is the same: lowest latency, then index. */
-    double near_c = 1e9;
+    double near_c = 1e9, *ch = x->hub_c; /* each hub's chord, computed once */
     if (x->w->n_ovr == 0) {
-        for (size_t h = 0; h < x->n_hubs; h++)
-            if (residency_ok(x, area, x->hubs[h])) {
-                double c = vg__sched_chord2(x->w, area, x->hubs[h]);
-                near_c = c < near_c ? c : near_c;
-            }
+        for (size_t h = 0; h < x->n_hubs; h++) {
+            ch[h] = residency_ok(x, area, x->hubs[h]) ? vg__sched_chord2(x->w, area, x->hubs[h]) : HUGE_VAL;
+            near_c = ch[h] < near_c ? ch[h] : near_c;
+        }
         near_c = (sqrt(near_c) + 1e-4) * (sqrt(near_c) + 1e-4);
     }
     for (size_t h = 0; h < x->n_hubs; h++) {
         uint32_t loc = x->hubs[h];
-        if (!residency_ok(x, area, loc) || (x->w->n_ovr == 0 && vg__sched_chord2(x->w, area, loc) > near_c))
+        if (x->w->n_ovr == 0 ? ch[h] > near_c : !residency_ok(x, area, loc))
             continue;
         uint32_t r = vg_sched_rtt_us(x->w, area, loc);
         if (r < best_rtt || (r == best_rtt && loc < best))
@@ -1068,6 +1070,24 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* An app's few locations in ascending order: insertion sort below a few
+ * dozen (qsort's merge sort and its calls through cmp_u32 were 1.4% of a
+ * full placement for ~7 locations an app). */
+static void sort_locs(uint32_t *v, size_t n)
+{
+    if (n > 32) {
+        qsort(v, n, sizeof(*v), cmp_u32);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint32_t t = v[i];
+        size_t j = i;
+        for (; j > 0 && v[j - 1] > t; j--)
+            v[j] = v[j - 1];
+        v[j] = t;
+    }
+}
+
 /* The nearest open candidate among the i-th area's pairs, when it is the
  * nearest chosen location overall: without measured RTTs latency grows
  * with the chord, and a location outside the area's nearest list is no
@@ -1131,7 +1151,7 @@ static void commit(struct ctx *x)
             if (x->c[c].open)
                 ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
-    qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
+    sort_locs(ap->locs, ap->n_locs);
     for (size_t k = 0; k < ap->n_locs; k++) {
         uint32_t c = x->seen[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
