@@ -748,7 +748,8 @@ static void reject_left(struct ctx *x, uint8_t reason)
 static int bucket_of(uint64_t gain)
 {
     int msb = 63 - __builtin_clzll(gain);
-    unsigned sub = msb >= 2 ? (unsigned)(gain >> (msb - 2)) & 3 : (unsigned)(gain << (2 - msb)) & 3;
+    /* the two bits below the top one, without a branch on small gains */
+    unsigned sub = (unsigned)((gain << (63 - msb)) >> 61) & 3;
     return 4 * msb + (int)sub;
 }
 
@@ -1180,19 +1181,21 @@ static void commit(struct ctx *x)
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
     struct vg_sched_why *y = &ap->why[ap->n_why];
+    uint8_t left = x->left_reason;
+    /* field by field: the compound literal went through the stack */
     for (size_t c = 0; c < x->nc; c++) {
         const struct cand *cd = &x->c[c];
         if (cd->open)
             continue;
-        *y++ = (struct vg_sched_why){.loc = cd->loc,
-                                     .verdict = VG_SCHED_REJECTED,
-                                     .reason = cd->dead        ? cd->reason
-                                               : cd->gain == 0 ? VG_SCHED_R_NO_GAIN
-                                                               : x->left_reason,
-                                     .below = cd->below,
-                                     .by_app = VG_SCHED_NONE,
-                                     .demand_mrps = cd->served,
-                                     .gain = cd->gain};
+        y->loc = cd->loc;
+        y->verdict = VG_SCHED_REJECTED;
+        y->reason = cd->dead ? cd->reason : cd->gain == 0 ? VG_SCHED_R_NO_GAIN : left;
+        y->resource = VG_SCHED_RES_NONE;
+        y->below = cd->below;
+        y->by_app = VG_SCHED_NONE;
+        y->demand_mrps = cd->served;
+        y->gain = cd->gain;
+        y++;
     }
     ap->n_why = (size_t)(y - ap->why);
     if (x->bloom)
