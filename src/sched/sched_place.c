@@ -47,6 +47,7 @@ static size_t bloom_bit(uint32_t loc)
 struct cand {
     uint32_t loc, cost;
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
+    uint32_t nw0;   /* the rejections recorded before it was made (a parallel commit's repair) */
     uint64_t gain, served;
     uint8_t open, kept, reason, dead;
     uint16_t below;
@@ -126,8 +127,9 @@ struct ctx {
     size_t n_alts, cap_alts;
     uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
     size_t n_gone, cap_gone;
-    uint32_t *gone_nw0, *gone_pairs, *gone_here; /* per gone one (gone_walk) */
+    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_info) */
     size_t cap_gone_info;
+    uint32_t *amark, *aidx, astamp; /* the committer's: areas of the app being checked (mark_areas) */
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -172,7 +174,8 @@ static void ctx_fini(struct ctx *x)
     free(x->gone);
     free(x->gone_nw0);
     free(x->gone_pairs);
-    free(x->gone_here);
+    free(x->amark);
+    free(x->aidx);
     if (x->own_seen)
         free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
@@ -293,7 +296,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -455,7 +458,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
                     /* consider_new's common case, in line: a candidate */
                     sn->mark = stamp;
                     sn->slot = c = (uint32_t)x->nc++;
-                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+                    x->c[c] =
+                        (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
                 } else {
                     c = consider_new(x, loc, sn);
                 }
@@ -1124,11 +1128,20 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
     return true;
 }
 
+/* What a placement made ahead leaves for its commit in x->rec_locs: its
+ * records' locations (n_why), then for each candidate record the
+ * rejections recorded before the candidate was made, then (dynamic apps)
+ * where each demand entry's pairs begin and the end (d->n + 1): with the
+ * world's areas by location (struct par), what a repair needs to know of
+ * a gone candidate without walking the app's nearest lists again. */
 static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
 {
+    size_t n_cand = ap->n_why - ap->n_locs - x->nw, n_areas = 0;
+    if (x->app->mode == VG_SCHED_DYNAMIC)
+        n_areas = x->demand[x->app_idx].n + 1;
     memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
-    if (x->cap_rec_locs < ap->n_why + 1) {
-        x->cap_rec_locs = ap->n_why + 1;
+    if (x->cap_rec_locs < ap->n_why + n_cand + n_areas + 1) {
+        x->cap_rec_locs = ap->n_why + n_cand + n_areas + 1;
         x->rec_locs = vg_xrealloc(x->rec_locs, x->cap_rec_locs * sizeof(*x->rec_locs));
     }
     for (size_t i = 0; i < ap->n_why; i++) {
@@ -1136,6 +1149,12 @@ static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
         x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
         x->rec_locs[i] = ap->why[i].loc;
     }
+    uint32_t *nw0 = x->rec_locs + ap->n_why;
+    for (size_t c = 0, k = 0; c < x->nc; c++) /* the candidate records' order (commit) */
+        if (!x->c[c].open)
+            nw0[k++] = x->c[c].nw0;
+    if (n_areas)
+        memcpy(nw0 + n_cand, x->area_start, n_areas * sizeof(*x->area_start));
 }
 
 static void commit(struct ctx *x)
@@ -1322,8 +1341,10 @@ struct par {
     const struct vg_sched_plan *prev;
     struct vg_sched_plan *plan;
     const uint32_t *order;
-    struct par_app *pa;   /* by position in order */
-    uint32_t *ver;        /* per location: the last commit (1-based) that changed it; the committer's */
+    struct par_app *pa;  /* by position in order */
+    uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
+    uint32_t *loc_areas; /* the areas whose nearest lists hold each location: loc_areas[at[l], at[l + 1]) */
+    uint32_t *loc_at;
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
     int rc;               /* the committer's */
@@ -1371,67 +1392,78 @@ static size_t find_u32(const uint32_t *v, size_t n, uint32_t x)
     return n;
 }
 
-/* The gone candidates' first sights and pairs, walking the app's areas'
- * nearest lists as build_pairs did (every location it looked at has a
- * record): how many rejections were met before each (x->gone_nw0: its
- * record's place among them) and the fewest pairs among its areas
- * (x->gone_pairs). False when one is not met there (a hub found for a
- * far area, or a previous location: placed again, then). */
-static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
+/* Each area's place in the j-th app's demand, in the committer's
+ * scratch (x->amark: a stamp per area). */
+static uint32_t mark_areas(const struct par *p, struct ctx *x, const struct vg_sched_demand *d)
+{
+    if (!x->amark) {
+        x->amark = vg_xcalloc(p->w->n_areas + 1, sizeof(*x->amark));
+        x->aidx = vg_xmalloc((p->w->n_areas + 1) * sizeof(*x->aidx));
+    }
+    if (++x->astamp == 0) { /* wrapped: old marks could match */
+        memset(x->amark, 0, p->w->n_areas * sizeof(*x->amark));
+        x->astamp = 1;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        x->amark[d->e[i].area] = x->astamp;
+        x->aidx[d->e[i].area] = (uint32_t)i; /* an area listed twice has the same pairs each time */
+    }
+    return x->astamp;
+}
+
+/* The gone candidates' first sights and pairs: how many rejections were
+ * recorded before each was made (x->gone_nw0: its record's place among
+ * them, noted by the placement) and the fewest pairs among the app's
+ * areas whose nearest lists hold it (x->gone_pairs: the placement's pair
+ * counts, the areas found from the world's areas by location). False
+ * when one is in none of them (a hub found for a far area, or a previous
+ * location: placed again, then). */
+static bool gone_info(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
     const struct vg_sched_world *w = p->w;
     const struct vg_sched_demand *d = &p->demand[p->order[j]];
-    uint32_t rej0 = (uint32_t)pa->res.n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
-    uint32_t known = next_stamp(x), met = next_stamp(x);
-    for (size_t i = 0; i < pa->res.n_why; i++)
-        x->seen[pa->rec_locs[i]] = (struct vg__sched_seen){known, (uint32_t)i};
+    size_t cand0 = pa->res.n_locs + pa->nw, n_cand = pa->res.n_why - cand0;
+    const uint32_t *nw0 = pa->rec_locs + pa->res.n_why, *starts = nw0 + n_cand;
+    VG_ASSERT(x->app->mode == VG_SCHED_DYNAMIC); /* static apps have no candidate records */
     if (x->cap_gone_info < x->n_gone) {
         x->cap_gone_info = x->n_gone;
         x->gone_nw0 = vg_xrealloc(x->gone_nw0, x->n_gone * sizeof(*x->gone_nw0));
         x->gone_pairs = vg_xrealloc(x->gone_pairs, x->n_gone * sizeof(*x->gone_pairs));
-        x->gone_here = vg_xrealloc(x->gone_here, x->n_gone * sizeof(*x->gone_here));
     }
-    for (size_t g = 0; g < x->n_gone; g++)
-        x->gone_nw0[g] = x->gone_pairs[g] = UINT32_MAX;
-    for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, n_pairs = 0, n_here = 0;
-        const struct vg__sched_near *near = &w->near[(size_t)a * VG_SCHED_NEAR];
-        for (uint8_t k = 0; k < w->n_near[a]; k++) {
-            uint32_t loc = near[k].loc;
-            if (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a])
-                continue;
-            struct vg__sched_seen *sn = &x->seen[loc];
-            VG_ASSERT(sn->mark == known || sn->mark == met); /* build_pairs looked at it */
-            uint32_t r = sn->slot;
-            bool rej = r >= rej0 && r < cand0, first = sn->mark == known;
-            sn->mark = met;
-            nrej += first && rej;
-            n_pairs += !rej;
-            if (r < cand0)
-                continue;
-            size_t lo = 0, hi = x->n_gone; /* gone: ascending */
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (x->gone[mid] < r - cand0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            if (lo == x->n_gone || x->gone[lo] != r - cand0)
-                continue;
-            x->gone_nw0[lo] = first ? nrej : x->gone_nw0[lo];
-            x->gone_here[n_here++] = (uint32_t)lo;
+    uint32_t st = mark_areas(p, x, d);
+    for (size_t g = 0; g < x->n_gone; g++) {
+        uint32_t loc = pa->rec_locs[cand0 + x->gone[g]], fewest = UINT32_MAX;
+        for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++) {
+            uint32_t a = p->loc_areas[k];
+            if (x->amark[a] != st || (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a]))
+                continue; /* not the app's, or not looked at there */
+            uint32_t i = x->aidx[a], n_pairs = starts[i + 1] - starts[i];
+            fewest = n_pairs < fewest ? n_pairs : fewest;
         }
-        for (uint32_t h = 0; h < n_here; h++) { /* the gone ones with a pair here: the area's pairs */
-            uint32_t g = x->gone_here[h];
-            x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
-        }
-    }
-    for (size_t g = 0; g < x->n_gone; g++)
-        if (x->gone_nw0[g] == UINT32_MAX)
+        if (fewest == UINT32_MAX)
             return false;
+        x->gone_nw0[g] = nw0[x->gone[g]];
+        x->gone_pairs[g] = fewest;
+    }
     return true;
+}
+
+/* The areas whose nearest lists hold each location (a counting sort of
+ * the lists), for gone_info. */
+static void index_loc_areas(struct par *p)
+{
+    const struct vg_sched_world *w = p->w;
+    p->loc_at = vg_xcalloc(w->n_locs + 2, sizeof(*p->loc_at));
+    for (size_t a = 0; a < w->n_areas; a++)
+        for (uint8_t k = 0; k < w->n_near[a]; k++)
+            p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 2]++;
+    for (size_t l = 0; l < w->n_locs; l++)
+        p->loc_at[l + 2] += p->loc_at[l + 1];
+    p->loc_areas = vg_xmalloc((p->loc_at[w->n_locs + 1] + 1) * sizeof(*p->loc_areas));
+    for (size_t a = 0; a < w->n_areas; a++) /* loc_at[l + 1]: where l's next goes, then its end */
+        for (uint8_t k = 0; k < w->n_near[a]; k++)
+            p->loc_areas[p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 1]++] = (uint32_t)a;
 }
 
 /* Whether what the j-th app's placement saw of capacity still holds:
@@ -1495,7 +1527,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     }
     if (x->n_gone == 0)
         return AHEAD_SAME;
-    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_walk(p, x, j))
+    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_info(p, x, j))
         return AHEAD_AGAIN;
     for (size_t g = 0; g < x->n_gone; g++)
         if (x->gone_pairs[g] <= x->n_gone) /* an area could have lost all its pairs */
@@ -1687,6 +1719,7 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
         .w = w, .apps = apps, .n_apps = n_apps, .demand = demand, .prev = prev, .plan = plan, .order = order};
     p.pa = vg_xcalloc(n_apps, sizeof(*p.pa));
     p.ver = vg_xcalloc(w->n_locs + 1, sizeof(*p.ver));
+    index_loc_areas(&p);
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     struct par_thread *t = vg_xcalloc(threads, sizeof(*t));
@@ -1718,6 +1751,8 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     free(t);
     free(p.pa);
     free(p.ver);
+    free(p.loc_at);
+    free(p.loc_areas);
     if (p.rc)
         *err = p.err;
     return p.rc;
