@@ -1130,31 +1130,35 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
 
 /* What a placement made ahead leaves for its commit in x->rec_locs: its
  * records' locations (n_why), then for each candidate record the
- * rejections recorded before the candidate was made, then (dynamic apps)
- * where each demand entry's pairs begin and the end (d->n + 1): with the
- * world's areas by location (struct par), what a repair needs to know of
- * a gone candidate without walking the app's nearest lists again. */
-static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
+ * rejections recorded before the candidate was made (n_cand), then
+ * (dynamic apps) where each demand entry's pairs begin and the end
+ * (d->n + 1): with the world's areas by location (struct par), what a
+ * repair needs to know of a gone candidate without walking the app's
+ * nearest lists again. Makes room for all of it and returns where the
+ * second part goes (commit writes it as it writes the records). */
+static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
 {
-    size_t n_cand = ap->n_why - ap->n_locs - x->nw, n_areas = 0;
-    if (x->app->mode == VG_SCHED_DYNAMIC)
-        n_areas = x->demand[x->app_idx].n + 1;
-    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
-    if (x->cap_rec_locs < ap->n_why + n_cand + n_areas + 1) {
-        x->cap_rec_locs = ap->n_why + n_cand + n_areas + 1;
-        x->rec_locs = vg_xrealloc(x->rec_locs, x->cap_rec_locs * sizeof(*x->rec_locs));
+    size_t n = n_why + n_cand + x->demand[x->app_idx].n + 2;
+    if (x->cap_rec_locs < n) {
+        x->cap_rec_locs = n;
+        x->rec_locs = vg_xrealloc(x->rec_locs, n * sizeof(*x->rec_locs));
     }
+    return x->rec_locs + n_why;
+}
+
+/* The records' locations, in the list and the Bloom filter, and the
+ * areas' pair starts (note_room). */
+static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, size_t n_cand)
+{
+    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
     for (size_t i = 0; i < ap->n_why; i++) {
         size_t b = bloom_bit(ap->why[i].loc);
         x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
         x->rec_locs[i] = ap->why[i].loc;
     }
-    uint32_t *nw0 = x->rec_locs + ap->n_why;
-    for (size_t c = 0, k = 0; c < x->nc; c++) /* the candidate records' order (commit) */
-        if (!x->c[c].open)
-            nw0[k++] = x->c[c].nw0;
-    if (n_areas)
-        memcpy(nw0 + n_cand, x->area_start, n_areas * sizeof(*x->area_start));
+    if (x->app->mode == VG_SCHED_DYNAMIC)
+        memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start,
+               (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
 }
 
 static void commit(struct ctx *x)
@@ -1201,6 +1205,8 @@ static void commit(struct ctx *x)
         ap->why[ap->n_why++] = x->why[i];
     struct vg_sched_why *y = &ap->why[ap->n_why];
     uint8_t left = x->left_reason;
+    size_t n_cand = x->nc - ap->n_locs; /* the open ones are the chosen */
+    uint32_t *nw0 = x->bloom ? note_room(x, ap->n_why + n_cand, n_cand) : NULL;
     /* field by field: the compound literal went through the stack */
     for (size_t c = 0; c < x->nc; c++) {
         const struct cand *cd = &x->c[c];
@@ -1215,10 +1221,12 @@ static void commit(struct ctx *x)
         y->demand_mrps = cd->served;
         y->gain = cd->gain;
         y++;
+        if (nw0)
+            *nw0++ = cd->nw0;
     }
     ap->n_why = (size_t)(y - ap->why);
     if (x->bloom)
-        note_records(x, ap);
+        note_records(x, ap, n_cand);
 }
 
 static uint32_t next_stamp(struct ctx *x)
