@@ -31,19 +31,6 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
-/* A placement made ahead (a parallel placement's) keeps its records'
- * locations in a Bloom filter of one hash and in a plain list: its
- * commit looks for the record of a location taken in between only when
- * the filter may hold it, in the list (4 bytes a record, not 32, and
- * written on the other core). An index by location (a hash table) was
- * tried: building one per app cost more than all the lookups. */
-#define BLOOM_LOG2 13
-
-static size_t bloom_bit(uint32_t loc)
-{
-    return (size_t)(((uint64_t)loc * 0x9e3779b97f4a7c15ull) >> (64 - BLOOM_LOG2));
-}
-
 struct cand {
     uint32_t loc, cost;
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
@@ -120,7 +107,7 @@ struct ctx {
     double *hub_c;  /* fallback_hub's scratch: their chords to the area */
     size_t n_hubs;
     bool hubs_known;
-    uint64_t *bloom; /* spec: where commit notes the records' locations (check_ahead) */
+    bool note; /* placing ahead: commit notes what check_ahead needs in rec_locs */
     uint32_t *rec_locs;
     size_t cap_rec_locs;
     uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
@@ -1146,19 +1133,14 @@ static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
     return x->rec_locs + n_why;
 }
 
-/* The records' locations, in the list and the Bloom filter, and the
- * areas' pair starts (note_room). */
+/* The records' locations (4 bytes a record, not 32: the commit searches
+ * them) and the areas' pair starts (note_room). */
 static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, size_t n_cand)
 {
-    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
-    for (size_t i = 0; i < ap->n_why; i++) {
-        size_t b = bloom_bit(ap->why[i].loc);
-        x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+    for (size_t i = 0; i < ap->n_why; i++)
         x->rec_locs[i] = ap->why[i].loc;
-    }
     if (x->app->mode == VG_SCHED_DYNAMIC)
-        memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start,
-               (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
+        memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start, (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
 }
 
 static void commit(struct ctx *x)
@@ -1206,7 +1188,7 @@ static void commit(struct ctx *x)
     struct vg_sched_why *y = &ap->why[ap->n_why];
     uint8_t left = x->left_reason;
     size_t n_cand = x->nc - ap->n_locs; /* the open ones are the chosen */
-    uint32_t *nw0 = x->bloom ? note_room(x, ap->n_why + n_cand, n_cand) : NULL;
+    uint32_t *nw0 = x->note ? note_room(x, ap->n_why + n_cand, n_cand) : NULL;
     /* field by field: the compound literal went through the stack */
     for (size_t c = 0; c < x->nc; c++) {
         const struct cand *cd = &x->c[c];
@@ -1225,7 +1207,7 @@ static void commit(struct ctx *x)
             *nw0++ = cd->nw0;
     }
     ap->n_why = (size_t)(y - ap->why);
-    if (x->bloom)
+    if (x->note)
         note_records(x, ap, n_cand);
 }
 
@@ -1332,11 +1314,10 @@ struct par_app {
     bool hubs;     /* it listed the usable hubs */
     int rc;
     struct vg_sched_error err;
-    struct vg__sched_app_plan res;                  /* its placement, until committed */
-    uint64_t bloom[((size_t)1 << BLOOM_LOG2) / 64]; /* its records' locations ... */
-    uint32_t *rec_locs;                             /* ... and the list of them (ctx's, taken) */
-    uint32_t *alts;                                 /* ctx.alts of its placement */
-    size_t n_alts, nw, nc;                          /* and its rejections found while looking, and its candidates */
+    struct vg__sched_app_plan res; /* its placement, until committed */
+    uint32_t *rec_locs;            /* its records' locations and more (note_room; ctx's, taken) */
+    uint32_t *alts;                /* ctx.alts of its placement */
+    size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
 };
 
 struct par {
@@ -1474,6 +1455,25 @@ static void index_loc_areas(struct par *p)
             p->loc_areas[p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 1]++] = (uint32_t)a;
 }
 
+/* Whether the j-th app's placement may have looked at loc (a record of
+ * it is searched for only then): a static app's, a location in the
+ * nearest lists of the app's areas, or a previous one. The hubs a far
+ * area fell back to are left out: a hub that no longer fits sends the
+ * app to be placed again before this is asked (check_ahead), and one
+ * that still fits needs no look at its record. */
+static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc, uint32_t *st)
+{
+    const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
+    if (x->app->mode != VG_SCHED_DYNAMIC)
+        return true;
+    if (!*st)
+        *st = mark_areas(p, x, &p->demand[p->order[j]]);
+    for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++)
+        if (x->amark[p->loc_areas[k]] == *st)
+            return true;
+    return pp && has_u32(pp->locs, pp->n_locs, loc);
+}
+
 /* Whether what the j-th app's placement saw of capacity still holds:
  * every location it looked at that a commit since changed must look the
  * same, except a candidate it rejected that no longer fits (the usual
@@ -1492,6 +1492,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
     bool compiled = false;
+    uint32_t st = 0; /* the app's areas' stamp (mark_areas), once marked */
     x->n_gone = 0;
     /* the locations changed since it began: what the commits in between took */
     for (size_t k = pa->snap; k < j; k++) {
@@ -1509,12 +1510,11 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 if (vg__sched_rules_allow(p->w, &x->rules, loc))
                     return AHEAD_AGAIN;
             }
-            size_t b = bloom_bit(loc), i = 0;
-            if (!(pa->bloom[b / 64] >> (b % 64) & 1))
-                continue; /* not looked at */
-            i = find_u32(pa->rec_locs, ap->n_why, loc);
+            if (!looked_at(p, x, j, loc, &st))
+                continue;
+            size_t i = find_u32(pa->rec_locs, ap->n_why, loc);
             if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
-                continue; /* not looked at after all (the filter's false positive), or not for its capacity */
+                continue; /* not looked at after all, or not for its capacity */
             const struct vg_sched_why *y = &ap->why[i];
             if (i >= rej0 && i < cand0) { /* rejected for capacity */
                 if (!capacity_same(x, y))
@@ -1629,9 +1629,9 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
 {
     struct par_app *pa = &p->pa[j];
     x->out = &pa->res;
-    x->bloom = pa->bloom;
+    x->note = true;
     pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
-    x->bloom = NULL;
+    x->note = false;
     pa->rec_locs = x->rec_locs; /* taken, as alts */
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
