@@ -1483,7 +1483,10 @@ static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc
  * have been looked for) and the local search's pool keeps its size
  * class: then the placement is repaired (its record becomes a capacity
  * one, where the sequential placement would have written it) rather than
- * made again. The gone ones are listed in x->gone. */
+ * made again. The gone ones are listed in x->gone. A location it rejected
+ * for capacity still is rejected (capacity only shrinks): when the
+ * resource short or the holder changed, its record is rewritten as the
+ * sequential placement writes it, in place. */
 static int check_ahead(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
@@ -1492,7 +1495,9 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
     bool compiled = false;
-    uint32_t st = 0; /* the app's areas' stamp (mark_areas), once marked */
+    uint32_t st = 0;                /* the app's areas' stamp (mark_areas), once marked */
+    x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
+    x->n_prev = pp ? pp->n_locs : 0;
     x->n_gone = 0;
     /* the locations changed since it began: what the commits in between took */
     for (size_t k = pa->snap; k < j; k++) {
@@ -1516,9 +1521,15 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
                 continue; /* not looked at after all, or not for its capacity */
             const struct vg_sched_why *y = &ap->why[i];
-            if (i >= rej0 && i < cand0) { /* rejected for capacity */
-                if (!capacity_same(x, y))
-                    return AHEAD_AGAIN;
+            if (i >= rej0 && i < cand0) { /* rejected for capacity, and still: capacity only shrinks */
+                if (!capacity_same(x, y)) {
+                    uint8_t res = short_of(x, loc);
+                    if (res == VG_SCHED_RES_NONE) /* cannot happen in a full placement: be safe */
+                        return AHEAD_AGAIN;
+                    /* the resource short or the holder changed: only this
+                     * record did, and it becomes the sequential one */
+                    capacity_why(x, loc, res, &p->pa[j].res.why[i]);
+                }
                 continue;
             }
             if (fits)
