@@ -1143,6 +1143,32 @@ static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, siz
         memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start, (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
 }
 
+/* The candidates' records (those left, dropped and swapped out), field
+ * by field (a compound literal went through the stack); with note, each
+ * one's rejection count too (note_room). */
+static inline void write_rejected(struct ctx *x, struct vg__sched_app_plan *ap, uint32_t *nw0, bool note)
+{
+    struct vg_sched_why *y = &ap->why[ap->n_why];
+    uint8_t left = x->left_reason;
+    for (size_t c = 0; c < x->nc; c++) {
+        const struct cand *cd = &x->c[c];
+        if (cd->open)
+            continue;
+        y->loc = cd->loc;
+        y->verdict = VG_SCHED_REJECTED;
+        y->reason = cd->dead ? cd->reason : cd->gain == 0 ? VG_SCHED_R_NO_GAIN : left;
+        y->resource = VG_SCHED_RES_NONE;
+        y->below = cd->below;
+        y->by_app = VG_SCHED_NONE;
+        y->demand_mrps = cd->served;
+        y->gain = cd->gain;
+        y++;
+        if (note)
+            *nw0++ = cd->nw0;
+    }
+    ap->n_why = (size_t)(y - ap->why);
+}
+
 static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
@@ -1185,30 +1211,13 @@ static void commit(struct ctx *x)
     }
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
-    struct vg_sched_why *y = &ap->why[ap->n_why];
-    uint8_t left = x->left_reason;
     size_t n_cand = x->nc - ap->n_locs; /* the open ones are the chosen */
-    uint32_t *nw0 = x->note ? note_room(x, ap->n_why + n_cand, n_cand) : NULL;
-    /* field by field: the compound literal went through the stack */
-    for (size_t c = 0; c < x->nc; c++) {
-        const struct cand *cd = &x->c[c];
-        if (cd->open)
-            continue;
-        y->loc = cd->loc;
-        y->verdict = VG_SCHED_REJECTED;
-        y->reason = cd->dead ? cd->reason : cd->gain == 0 ? VG_SCHED_R_NO_GAIN : left;
-        y->resource = VG_SCHED_RES_NONE;
-        y->below = cd->below;
-        y->by_app = VG_SCHED_NONE;
-        y->demand_mrps = cd->served;
-        y->gain = cd->gain;
-        y++;
-        if (nw0)
-            *nw0++ = cd->nw0;
-    }
-    ap->n_why = (size_t)(y - ap->why);
-    if (x->note)
+    if (x->note) {                      /* two loops: the test out of the one-thread one */
+        write_rejected(x, ap, note_room(x, ap->n_why + n_cand, n_cand), true);
         note_records(x, ap, n_cand);
+    } else {
+        write_rejected(x, ap, NULL, false);
+    }
 }
 
 static uint32_t next_stamp(struct ctx *x)
