@@ -1518,11 +1518,17 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             bool fits = vg__sched_fits(&x->loc[loc], x->app);
             if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
                 /* the usable hubs were listed from every hub's capacity: one
-                 * the rules allow that no longer fits may have fitted then */
+                 * the rules allow that no longer fits may have fitted then.
+                 * Unless a far area chose it (it has a record then), it
+                 * changed nothing: each far area takes the lowest latency,
+                 * then index, of the list, which it was not */
                 if (!compiled)
                     vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
-                if (vg__sched_rules_allow(p->w, &x->rules, loc))
-                    return AHEAD_AGAIN;
+                if (vg__sched_rules_allow(p->w, &x->rules, loc)) {
+                    if (find_u32(pa->rec_locs, ap->n_why, loc) < ap->n_why)
+                        return AHEAD_AGAIN;
+                    continue; /* not looked at but listed */
+                }
             }
             if (!looked_at(p, x, j, loc, &st))
                 continue;
