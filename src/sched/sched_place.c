@@ -1448,7 +1448,7 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
 }
 
 /* The areas whose nearest lists hold each location (a counting sort of
- * the lists), for gone_info. */
+ * the lists), for looked_at and gone_info. */
 static void index_loc_areas(struct par *p)
 {
     const struct vg_sched_world *w = p->w;
@@ -1467,9 +1467,9 @@ static void index_loc_areas(struct par *p)
 /* Whether the j-th app's placement may have looked at loc (a record of
  * it is searched for only then): a static app's, a location in the
  * nearest lists of the app's areas, or a previous one. The hubs a far
- * area fell back to are left out: a hub that no longer fits sends the
- * app to be placed again before this is asked (check_ahead), and one
- * that still fits needs no look at its record. */
+ * area fell back to are left out: check_ahead deals with a hub that no
+ * longer fits before asking, and one that still fits needs no look at
+ * its record. */
 static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc, uint32_t *st)
 {
     const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
