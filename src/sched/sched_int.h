@@ -169,7 +169,13 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg);
 /* Squared chord between an area and a location (unit sphere): latency
- * grows with it when no RTT is measured. */
-double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc);
+ * grows with it when no RTT is measured. Inline: the hub fallback asks it
+ * of every usable hub. */
+static inline double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
+{
+    const struct vg_geo_xyz *a = &w->area_xyz[area], *b = &w->loc_xyz[loc];
+    double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
+    return dx * dx + dy * dy + dz * dz;
+}
 
 #endif

@@ -31,22 +31,10 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
-/* A placement made ahead (a parallel placement's) keeps its records'
- * locations in a Bloom filter of one hash and in a plain list: its
- * commit looks for the record of a location taken in between only when
- * the filter may hold it, in the list (4 bytes a record, not 32, and
- * written on the other core). An index by location (a hash table) was
- * tried: building one per app cost more than all the lookups. */
-#define BLOOM_LOG2 13
-
-static size_t bloom_bit(uint32_t loc)
-{
-    return (size_t)(((uint64_t)loc * 0x9e3779b97f4a7c15ull) >> (64 - BLOOM_LOG2));
-}
-
 struct cand {
     uint32_t loc, cost;
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
+    uint32_t nw0;   /* the rejections recorded before it was made (a parallel commit's repair) */
     uint64_t gain, served;
     uint8_t open, kept, reason, dead;
     uint16_t below;
@@ -116,17 +104,19 @@ struct ctx {
     struct evicted *evicted;
     size_t n_evicted, cap_evicted;
     uint32_t *hubs; /* the hubs this app may use, found on the first far area */
+    double *hub_c;  /* fallback_hub's scratch: their chords to the area */
     size_t n_hubs;
     bool hubs_known;
-    uint64_t *bloom; /* spec: where commit notes the records' locations (check_ahead) */
+    bool note; /* placing ahead: commit notes what check_ahead needs in rec_locs */
     uint32_t *rec_locs;
     size_t cap_rec_locs;
     uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
     size_t n_alts, cap_alts;
     uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
     size_t n_gone, cap_gone;
-    uint32_t *gone_nw0, *gone_pairs, *gone_here; /* per gone one (gone_walk) */
+    uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_info) */
     size_t cap_gone_info;
+    uint32_t *amark, *aidx, astamp; /* the committer's: areas of the app being checked (mark_areas) */
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -165,12 +155,14 @@ static void ctx_fini(struct ctx *x)
     free(x->next);
     free(x->ol);
     free(x->hubs);
+    free(x->hub_c);
     free(x->alts);
     free(x->rec_locs);
     free(x->gone);
     free(x->gone_nw0);
     free(x->gone_pairs);
-    free(x->gone_here);
+    free(x->amark);
+    free(x->aidx);
     if (x->own_seen)
         free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
@@ -291,7 +283,7 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
         return VG_SCHED_NONE;
     }
     GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -326,6 +318,7 @@ static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
 static void usable_hubs(struct ctx *x)
 {
     x->hubs = vg_xrealloc(x->hubs, (x->w->n_hubs + 1) * sizeof(*x->hubs));
+    x->hub_c = vg_xrealloc(x->hub_c, (x->w->n_hubs + 1) * sizeof(*x->hub_c));
     x->n_hubs = 0;
     for (size_t h = 0; h < x->w->n_hubs; h++) {
         uint32_t loc = x->w->hubs[h];
@@ -344,18 +337,17 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
      * a hair of the nearest (1e-4 of the unit sphere, some 600 m, where
      * one µs of latency is 100 m) can share its latency, and only theirs
      * is computed. The choice is the same: lowest latency, then index. */
-    double near_c = 1e9;
+    double near_c = 1e9, *ch = x->hub_c; /* each hub's chord, computed once */
     if (x->w->n_ovr == 0) {
-        for (size_t h = 0; h < x->n_hubs; h++)
-            if (residency_ok(x, area, x->hubs[h])) {
-                double c = vg__sched_chord2(x->w, area, x->hubs[h]);
-                near_c = c < near_c ? c : near_c;
-            }
+        for (size_t h = 0; h < x->n_hubs; h++) {
+            ch[h] = residency_ok(x, area, x->hubs[h]) ? vg__sched_chord2(x->w, area, x->hubs[h]) : HUGE_VAL;
+            near_c = ch[h] < near_c ? ch[h] : near_c;
+        }
         near_c = (sqrt(near_c) + 1e-4) * (sqrt(near_c) + 1e-4);
     }
     for (size_t h = 0; h < x->n_hubs; h++) {
         uint32_t loc = x->hubs[h];
-        if (!residency_ok(x, area, loc) || (x->w->n_ovr == 0 && vg__sched_chord2(x->w, area, loc) > near_c))
+        if (x->w->n_ovr == 0 ? ch[h] > near_c : !residency_ok(x, area, loc))
             continue;
         uint32_t r = vg_sched_rtt_us(x->w, area, loc);
         if (r < best_rtt || (r == best_rtt && loc < best))
@@ -453,7 +445,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
                     /* consider_new's common case, in line: a candidate */
                     sn->mark = stamp;
                     sn->slot = c = (uint32_t)x->nc++;
-                    x->c[c] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE};
+                    x->c[c] =
+                        (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
                 } else {
                     c = consider_new(x, loc, sn);
                 }
@@ -746,7 +739,8 @@ static void reject_left(struct ctx *x, uint8_t reason)
 static int bucket_of(uint64_t gain)
 {
     int msb = 63 - __builtin_clzll(gain);
-    unsigned sub = msb >= 2 ? (unsigned)(gain >> (msb - 2)) & 3 : (unsigned)(gain << (2 - msb)) & 3;
+    /* the two bits below the top one, without a branch on small gains */
+    unsigned sub = (unsigned)((gain << (63 - msb)) >> 61) & 3;
     return 4 * msb + (int)sub;
 }
 
@@ -1068,6 +1062,24 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* An app's few locations in ascending order: insertion sort below a few
+ * dozen (qsort's merge sort and its calls through cmp_u32 were 1.4% of a
+ * full placement for ~7 locations an app). */
+static void sort_locs(uint32_t *v, size_t n)
+{
+    if (n > 32) {
+        qsort(v, n, sizeof(*v), cmp_u32);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint32_t t = v[i];
+        size_t j = i;
+        for (; j > 0 && v[j - 1] > t; j--)
+            v[j] = v[j - 1];
+        v[j] = t;
+    }
+}
+
 /* The nearest open candidate among the i-th area's pairs, when it is the
  * nearest chosen location overall: without measured RTTs latency grows
  * with the chord, and a location outside the area's nearest list is no
@@ -1103,18 +1115,58 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
     return true;
 }
 
-static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap)
+/* What a placement made ahead leaves for its commit in x->rec_locs: its
+ * records' locations (n_why), then for each candidate record the
+ * rejections recorded before the candidate was made (n_cand), then
+ * (dynamic apps) where each demand entry's pairs begin and the end
+ * (d->n + 1): with the world's areas by location (struct par), what a
+ * repair needs to know of a gone candidate without walking the app's
+ * nearest lists again. Makes room for all of it and returns where the
+ * second part goes (commit writes it as it writes the records). */
+static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
 {
-    memset(x->bloom, 0, ((size_t)1 << BLOOM_LOG2) / 8);
-    if (x->cap_rec_locs < ap->n_why + 1) {
-        x->cap_rec_locs = ap->n_why + 1;
-        x->rec_locs = vg_xrealloc(x->rec_locs, x->cap_rec_locs * sizeof(*x->rec_locs));
+    size_t n = n_why + n_cand + x->demand[x->app_idx].n + 2;
+    if (x->cap_rec_locs < n) {
+        x->cap_rec_locs = n;
+        x->rec_locs = vg_xrealloc(x->rec_locs, n * sizeof(*x->rec_locs));
     }
-    for (size_t i = 0; i < ap->n_why; i++) {
-        size_t b = bloom_bit(ap->why[i].loc);
-        x->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+    return x->rec_locs + n_why;
+}
+
+/* The records' locations (4 bytes a record, not 32: the commit searches
+ * them) and the areas' pair starts (note_room). */
+static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, size_t n_cand)
+{
+    for (size_t i = 0; i < ap->n_why; i++)
         x->rec_locs[i] = ap->why[i].loc;
+    if (x->app->mode == VG_SCHED_DYNAMIC)
+        memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start, (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
+}
+
+/* The candidates' records (those left, dropped and swapped out), field
+ * by field (a compound literal went through the stack); with note, each
+ * one's rejection count too (note_room). */
+static inline void write_rejected(struct ctx *x, struct vg__sched_app_plan *ap, uint32_t *nw0, bool note)
+{
+    struct vg_sched_why *y = &ap->why[ap->n_why];
+    uint8_t left = x->left_reason;
+    for (size_t c = 0; c < x->nc; c++) {
+        const struct cand *cd = &x->c[c];
+        if (cd->open)
+            continue;
+        y->loc = cd->loc;
+        y->verdict = VG_SCHED_REJECTED;
+        y->reason = cd->dead ? cd->reason : cd->gain == 0 ? VG_SCHED_R_NO_GAIN : left;
+        y->resource = VG_SCHED_RES_NONE;
+        y->below = cd->below;
+        y->by_app = VG_SCHED_NONE;
+        y->demand_mrps = cd->served;
+        y->gain = cd->gain;
+        y++;
+        if (note)
+            *nw0++ = cd->nw0;
     }
+    ap->n_why = (size_t)(y - ap->why);
 }
 
 static void commit(struct ctx *x)
@@ -1131,7 +1183,7 @@ static void commit(struct ctx *x)
             if (x->c[c].open)
                 ap->locs[ap->n_locs++] = x->c[c].loc;
     VG_ASSERT(ap->n_locs == x->n_open);
-    qsort(ap->locs, ap->n_locs, sizeof(*ap->locs), cmp_u32);
+    sort_locs(ap->locs, ap->n_locs);
     for (size_t k = 0; k < ap->n_locs; k++) {
         uint32_t c = x->seen[ap->locs[k]].slot;
         ap->below[k] = x->c[c].below;
@@ -1159,24 +1211,13 @@ static void commit(struct ctx *x)
     }
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
-    struct vg_sched_why *y = &ap->why[ap->n_why];
-    for (size_t c = 0; c < x->nc; c++) {
-        const struct cand *cd = &x->c[c];
-        if (cd->open)
-            continue;
-        *y++ = (struct vg_sched_why){.loc = cd->loc,
-                                     .verdict = VG_SCHED_REJECTED,
-                                     .reason = cd->dead        ? cd->reason
-                                               : cd->gain == 0 ? VG_SCHED_R_NO_GAIN
-                                                               : x->left_reason,
-                                     .below = cd->below,
-                                     .by_app = VG_SCHED_NONE,
-                                     .demand_mrps = cd->served,
-                                     .gain = cd->gain};
+    size_t n_cand = x->nc - ap->n_locs; /* the open ones are the chosen */
+    if (x->note) {                      /* two loops: the test out of the one-thread one */
+        write_rejected(x, ap, note_room(x, ap->n_why + n_cand, n_cand), true);
+        note_records(x, ap, n_cand);
+    } else {
+        write_rejected(x, ap, NULL, false);
     }
-    ap->n_why = (size_t)(y - ap->why);
-    if (x->bloom)
-        note_records(x, ap);
 }
 
 static uint32_t next_stamp(struct ctx *x)
@@ -1282,11 +1323,10 @@ struct par_app {
     bool hubs;     /* it listed the usable hubs */
     int rc;
     struct vg_sched_error err;
-    struct vg__sched_app_plan res;                  /* its placement, until committed */
-    uint64_t bloom[((size_t)1 << BLOOM_LOG2) / 64]; /* its records' locations ... */
-    uint32_t *rec_locs;                             /* ... and the list of them (ctx's, taken) */
-    uint32_t *alts;                                 /* ctx.alts of its placement */
-    size_t n_alts, nw, nc;                          /* and its rejections found while looking, and its candidates */
+    struct vg__sched_app_plan res; /* its placement, until committed */
+    uint32_t *rec_locs;            /* its records' locations and more (note_room; ctx's, taken) */
+    uint32_t *alts;                /* ctx.alts of its placement */
+    size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
 };
 
 struct par {
@@ -1299,8 +1339,10 @@ struct par {
     const struct vg_sched_plan *prev;
     struct vg_sched_plan *plan;
     const uint32_t *order;
-    struct par_app *pa;   /* by position in order */
-    uint32_t *ver;        /* per location: the last commit (1-based) that changed it; the committer's */
+    struct par_app *pa;  /* by position in order */
+    uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
+    uint32_t *loc_areas; /* the areas whose nearest lists hold each location: loc_areas[at[l], at[l + 1]) */
+    uint32_t *loc_at;
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
     int rc;               /* the committer's */
@@ -1324,67 +1366,121 @@ static bool has_u32(const uint32_t *v, size_t n, uint32_t x)
     return false;
 }
 
-/* The gone candidates' first sights and pairs, walking the app's areas'
- * nearest lists as build_pairs did (every location it looked at has a
- * record): how many rejections were met before each (x->gone_nw0: its
- * record's place among them) and the fewest pairs among its areas
- * (x->gone_pairs). False when one is not met there (a hub found for a
- * far area, or a previous location: placed again, then). */
-static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
+/* The first index of x in v, or n: eight at a time in vector registers
+ * (GCC/Clang vector extensions; the one-by-one search was a quarter of a
+ * parallel commit's time, and an index of the records by location cost
+ * more to build than it saved). */
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+
+static size_t find_u32(const uint32_t *v, size_t n, uint32_t x)
+{
+    size_t i = 0;
+    u32x4 key = {x, x, x, x};
+    for (; i + 8 <= n; i += 8) {
+        u32x4 a, b;
+        memcpy(&a, v + i, sizeof(a));
+        memcpy(&b, v + i + 4, sizeof(b));
+        u32x4 m = (u32x4)(a == key) | (u32x4)(b == key);
+        if (m[0] | m[1] | m[2] | m[3])
+            break;
+    }
+    for (; i < n; i++)
+        if (v[i] == x)
+            return i;
+    return n;
+}
+
+/* Each area's place in the j-th app's demand, in the committer's
+ * scratch (x->amark: a stamp per area). */
+static uint32_t mark_areas(const struct par *p, struct ctx *x, const struct vg_sched_demand *d)
+{
+    if (!x->amark) {
+        x->amark = vg_xcalloc(p->w->n_areas + 1, sizeof(*x->amark));
+        x->aidx = vg_xmalloc((p->w->n_areas + 1) * sizeof(*x->aidx));
+    }
+    if (++x->astamp == 0) { /* wrapped: old marks could match */
+        memset(x->amark, 0, p->w->n_areas * sizeof(*x->amark));
+        x->astamp = 1;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        x->amark[d->e[i].area] = x->astamp;
+        x->aidx[d->e[i].area] = (uint32_t)i; /* an area listed twice has the same pairs each time */
+    }
+    return x->astamp;
+}
+
+/* The gone candidates' first sights and pairs: how many rejections were
+ * recorded before each was made (x->gone_nw0: its record's place among
+ * them, noted by the placement) and the fewest pairs among the app's
+ * areas whose nearest lists hold it (x->gone_pairs: the placement's pair
+ * counts, the areas found from the world's areas by location). False
+ * when one is in none of them (a hub found for a far area, or a previous
+ * location: placed again, then). */
+static bool gone_info(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
     const struct vg_sched_world *w = p->w;
     const struct vg_sched_demand *d = &p->demand[p->order[j]];
-    uint32_t rej0 = (uint32_t)pa->res.n_locs, cand0 = rej0 + (uint32_t)pa->nw, nrej = 0;
-    uint32_t known = next_stamp(x), met = next_stamp(x);
-    for (size_t i = 0; i < pa->res.n_why; i++)
-        x->seen[pa->rec_locs[i]] = (struct vg__sched_seen){known, (uint32_t)i};
+    size_t cand0 = pa->res.n_locs + pa->nw, n_cand = pa->res.n_why - cand0;
+    const uint32_t *nw0 = pa->rec_locs + pa->res.n_why, *starts = nw0 + n_cand;
+    VG_ASSERT(x->app->mode == VG_SCHED_DYNAMIC); /* static apps have no candidate records */
     if (x->cap_gone_info < x->n_gone) {
         x->cap_gone_info = x->n_gone;
         x->gone_nw0 = vg_xrealloc(x->gone_nw0, x->n_gone * sizeof(*x->gone_nw0));
         x->gone_pairs = vg_xrealloc(x->gone_pairs, x->n_gone * sizeof(*x->gone_pairs));
-        x->gone_here = vg_xrealloc(x->gone_here, x->n_gone * sizeof(*x->gone_here));
     }
-    for (size_t g = 0; g < x->n_gone; g++)
-        x->gone_nw0[g] = x->gone_pairs[g] = UINT32_MAX;
-    for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, n_pairs = 0, n_here = 0;
-        const struct vg__sched_near *near = &w->near[(size_t)a * VG_SCHED_NEAR];
-        for (uint8_t k = 0; k < w->n_near[a]; k++) {
-            uint32_t loc = near[k].loc;
-            if (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a])
-                continue;
-            struct vg__sched_seen *sn = &x->seen[loc];
-            VG_ASSERT(sn->mark == known || sn->mark == met); /* build_pairs looked at it */
-            uint32_t r = sn->slot;
-            bool rej = r >= rej0 && r < cand0, first = sn->mark == known;
-            sn->mark = met;
-            nrej += first && rej;
-            n_pairs += !rej;
-            if (r < cand0)
-                continue;
-            size_t lo = 0, hi = x->n_gone; /* gone: ascending */
-            while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (x->gone[mid] < r - cand0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            if (lo == x->n_gone || x->gone[lo] != r - cand0)
-                continue;
-            x->gone_nw0[lo] = first ? nrej : x->gone_nw0[lo];
-            x->gone_here[n_here++] = (uint32_t)lo;
+    uint32_t st = mark_areas(p, x, d);
+    for (size_t g = 0; g < x->n_gone; g++) {
+        uint32_t loc = pa->rec_locs[cand0 + x->gone[g]], fewest = UINT32_MAX;
+        for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++) {
+            uint32_t a = p->loc_areas[k];
+            if (x->amark[a] != st || (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a]))
+                continue; /* not the app's, or not looked at there */
+            uint32_t i = x->aidx[a], n_pairs = starts[i + 1] - starts[i];
+            fewest = n_pairs < fewest ? n_pairs : fewest;
         }
-        for (uint32_t h = 0; h < n_here; h++) { /* the gone ones with a pair here: the area's pairs */
-            uint32_t g = x->gone_here[h];
-            x->gone_pairs[g] = n_pairs < x->gone_pairs[g] ? n_pairs : x->gone_pairs[g];
-        }
-    }
-    for (size_t g = 0; g < x->n_gone; g++)
-        if (x->gone_nw0[g] == UINT32_MAX)
+        if (fewest == UINT32_MAX)
             return false;
+        x->gone_nw0[g] = nw0[x->gone[g]];
+        x->gone_pairs[g] = fewest;
+    }
     return true;
+}
+
+/* The areas whose nearest lists hold each location (a counting sort of
+ * the lists), for looked_at and gone_info. */
+static void index_loc_areas(struct par *p)
+{
+    const struct vg_sched_world *w = p->w;
+    p->loc_at = vg_xcalloc(w->n_locs + 2, sizeof(*p->loc_at));
+    for (size_t a = 0; a < w->n_areas; a++)
+        for (uint8_t k = 0; k < w->n_near[a]; k++)
+            p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 2]++;
+    for (size_t l = 0; l < w->n_locs; l++)
+        p->loc_at[l + 2] += p->loc_at[l + 1];
+    p->loc_areas = vg_xmalloc((p->loc_at[w->n_locs + 1] + 1) * sizeof(*p->loc_areas));
+    for (size_t a = 0; a < w->n_areas; a++) /* loc_at[l + 1]: where l's next goes, then its end */
+        for (uint8_t k = 0; k < w->n_near[a]; k++)
+            p->loc_areas[p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 1]++] = (uint32_t)a;
+}
+
+/* Whether the j-th app's placement may have looked at loc (a record of
+ * it is searched for only then): a static app's, a location in the
+ * nearest lists of the app's areas, or a previous one. The hubs a far
+ * area fell back to are left out: check_ahead deals with a hub that no
+ * longer fits before asking, and one that still fits needs no look at
+ * its record. */
+static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc, uint32_t *st)
+{
+    const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
+    if (x->app->mode != VG_SCHED_DYNAMIC)
+        return true;
+    if (!*st)
+        *st = mark_areas(p, x, &p->demand[p->order[j]]);
+    for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++)
+        if (x->amark[p->loc_areas[k]] == *st)
+            return true;
+    return pp && has_u32(pp->locs, pp->n_locs, loc);
 }
 
 /* Whether what the j-th app's placement saw of capacity still holds:
@@ -1396,7 +1492,10 @@ static bool gone_walk(const struct par *p, struct ctx *x, size_t j)
  * have been looked for) and the local search's pool keeps its size
  * class: then the placement is repaired (its record becomes a capacity
  * one, where the sequential placement would have written it) rather than
- * made again. The gone ones are listed in x->gone. */
+ * made again. The gone ones are listed in x->gone. A location it rejected
+ * for capacity still is rejected (capacity only shrinks): when the
+ * resource short or the holder changed, its record is rewritten as the
+ * sequential placement writes it, in place. */
 static int check_ahead(const struct par *p, struct ctx *x, size_t j)
 {
     const struct par_app *pa = &p->pa[j];
@@ -1405,6 +1504,9 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
     bool compiled = false;
+    uint32_t st = 0;                /* the app's areas' stamp (mark_areas), once marked */
+    x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
+    x->n_prev = pp ? pp->n_locs : 0;
     x->n_gone = 0;
     /* the locations changed since it began: what the commits in between took */
     for (size_t k = pa->snap; k < j; k++) {
@@ -1416,23 +1518,33 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             bool fits = vg__sched_fits(&x->loc[loc], x->app);
             if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
                 /* the usable hubs were listed from every hub's capacity: one
-                 * the rules allow that no longer fits may have fitted then */
+                 * the rules allow that no longer fits may have fitted then.
+                 * Unless a far area chose it (it has a record then), it
+                 * changed nothing: each far area takes the lowest latency,
+                 * then index, of the list, which it was not */
                 if (!compiled)
                     vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
-                if (vg__sched_rules_allow(p->w, &x->rules, loc))
-                    return AHEAD_AGAIN;
+                if (vg__sched_rules_allow(p->w, &x->rules, loc)) {
+                    if (find_u32(pa->rec_locs, ap->n_why, loc) < ap->n_why)
+                        return AHEAD_AGAIN;
+                    continue; /* not looked at but listed */
+                }
             }
-            size_t b = bloom_bit(loc), i = 0;
-            if (!(pa->bloom[b / 64] >> (b % 64) & 1))
-                continue; /* not looked at */
-            while (i < ap->n_why && pa->rec_locs[i] != loc)
-                i++;
+            if (!looked_at(p, x, j, loc, &st))
+                continue;
+            size_t i = find_u32(pa->rec_locs, ap->n_why, loc);
             if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
-                continue; /* not looked at after all (the filter's false positive), or not for its capacity */
+                continue; /* not looked at after all, or not for its capacity */
             const struct vg_sched_why *y = &ap->why[i];
-            if (i >= rej0 && i < cand0) { /* rejected for capacity */
-                if (!capacity_same(x, y))
-                    return AHEAD_AGAIN;
+            if (i >= rej0 && i < cand0) { /* rejected for capacity, and still: capacity only shrinks */
+                if (!capacity_same(x, y)) {
+                    uint8_t res = short_of(x, loc);
+                    if (res == VG_SCHED_RES_NONE) /* cannot happen in a full placement: be safe */
+                        return AHEAD_AGAIN;
+                    /* the resource short or the holder changed: only this
+                     * record did, and it becomes the sequential one */
+                    capacity_why(x, loc, res, &p->pa[j].res.why[i]);
+                }
                 continue;
             }
             if (fits)
@@ -1449,7 +1561,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     }
     if (x->n_gone == 0)
         return AHEAD_SAME;
-    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_walk(p, x, j))
+    if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_info(p, x, j))
         return AHEAD_AGAIN;
     for (size_t g = 0; g < x->n_gone; g++)
         if (x->gone_pairs[g] <= x->n_gone) /* an area could have lost all its pairs */
@@ -1543,9 +1655,9 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
 {
     struct par_app *pa = &p->pa[j];
     x->out = &pa->res;
-    x->bloom = pa->bloom;
+    x->note = true;
     pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
-    x->bloom = NULL;
+    x->note = false;
     pa->rec_locs = x->rec_locs; /* taken, as alts */
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
@@ -1641,6 +1753,7 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
         .w = w, .apps = apps, .n_apps = n_apps, .demand = demand, .prev = prev, .plan = plan, .order = order};
     p.pa = vg_xcalloc(n_apps, sizeof(*p.pa));
     p.ver = vg_xcalloc(w->n_locs + 1, sizeof(*p.ver));
+    index_loc_areas(&p);
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     struct par_thread *t = vg_xcalloc(threads, sizeof(*t));
@@ -1672,6 +1785,8 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     free(t);
     free(p.pa);
     free(p.ver);
+    free(p.loc_at);
+    free(p.loc_areas);
     if (p.rc)
         *err = p.err;
     return p.rc;

@@ -104,46 +104,43 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
     vg__sched_app_plan_free(ap);
 }
 
-/* The demand-weighted quantile of served demand given as rtt << 32 |
- * mrps: the lowest latency at which the demand at or below it reaches
- * pct% of total (at least one mrps), or the highest latency when none
- * does. A selection (partitions around a pivot latency, the part holding
- * the quantile kept), not a sort: two quantiles are wanted, not the
- * order. k is reordered. */
-static uint32_t weighted_quantile(uint64_t *k, size_t n, uint64_t total, unsigned pct)
+/* Partitions k[lo, hi) around the latency of its middle entry: below it
+ * k[lo, *lt), equal k[*lt, *gt), above k[*gt, hi); the weights of the
+ * first two parts in *w_lt, *w_eq. Returns the pivot latency. */
+static uint32_t partition3(uint64_t *k, size_t lo, size_t hi, size_t *lt_out, size_t *gt_out, uint64_t *w_lt,
+                           uint64_t *w_eq)
 {
-    uint64_t want = (total * pct + 99) / 100;
-    want = want ? want : 1;
-    uint32_t top = 0;
-    uint64_t all = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t r = (uint32_t)(k[i] >> 32);
-        top = r > top ? r : top;
-        all += (uint32_t)k[i];
-    }
-    if (all < want)
-        return top;
-    size_t lo = 0, hi = n; /* the quantile's latency is in k[lo, hi) */
-    for (;;) {
-        uint32_t pivot = (uint32_t)(k[lo + (hi - lo) / 2] >> 32);
-        /* three parts: below the pivot, equal, above */
-        size_t lt = lo, i = lo, gt = hi;
-        uint64_t w_lt = 0, w_eq = 0;
-        while (i < gt) {
-            uint64_t v = k[i];
-            uint32_t r = (uint32_t)(v >> 32);
-            if (r < pivot) {
-                k[i++] = k[lt];
-                k[lt++] = v;
-                w_lt += (uint32_t)v;
-            } else if (r > pivot) {
-                k[i] = k[--gt];
-                k[gt] = v;
-            } else {
-                i++;
-                w_eq += (uint32_t)v;
-            }
+    uint32_t pivot = (uint32_t)(k[lo + (hi - lo) / 2] >> 32);
+    size_t lt = lo, i = lo, gt = hi;
+    *w_lt = *w_eq = 0;
+    while (i < gt) {
+        uint64_t v = k[i];
+        uint32_t r = (uint32_t)(v >> 32);
+        if (r < pivot) {
+            k[i++] = k[lt];
+            k[lt++] = v;
+            *w_lt += (uint32_t)v;
+        } else if (r > pivot) {
+            k[i] = k[--gt];
+            k[gt] = v;
+        } else {
+            i++;
+            *w_eq += (uint32_t)v;
         }
+    }
+    *lt_out = lt;
+    *gt_out = gt;
+    return pivot;
+}
+
+/* The lowest latency in k[lo, hi) at which the demand at or below it
+ * reaches want (which the part's demand does). */
+static uint32_t select_in(uint64_t *k, size_t lo, size_t hi, uint64_t want)
+{
+    for (;;) {
+        size_t lt, gt;
+        uint64_t w_lt, w_eq;
+        uint32_t pivot = partition3(k, lo, hi, &lt, &gt, &w_lt, &w_eq);
         if (want <= w_lt) {
             hi = lt;
         } else if (want <= w_lt + w_eq) {
@@ -151,6 +148,51 @@ static uint32_t weighted_quantile(uint64_t *k, size_t n, uint64_t total, unsigne
         } else {
             want -= w_lt + w_eq;
             lo = gt;
+        }
+    }
+}
+
+/* The demand-weighted p50 and p95 of served demand given as rtt << 32 |
+ * mrps: for each, the lowest latency at which the demand at or below it
+ * reaches pct% of total (at least one mrps), or the highest latency when
+ * none does. A selection (partitions around a pivot latency, the part
+ * holding the quantile kept), not a sort, and one for both while they
+ * fall in the same part (the partitions are most of the cost: they were
+ * made twice). k is reordered. */
+static void weighted_p50_p95(uint64_t *k, size_t n, uint64_t total, uint32_t *p50, uint32_t *p95)
+{
+    uint64_t want[2] = {(total * 50 + 99) / 100, (total * 95 + 99) / 100};
+    want[0] = want[0] ? want[0] : 1;
+    want[1] = want[1] ? want[1] : 1;
+    uint32_t top = 0;
+    uint64_t all = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = (uint32_t)(k[i] >> 32);
+        top = r > top ? r : top;
+        all += (uint32_t)k[i];
+    }
+    *p50 = *p95 = top;
+    if (all < want[0])
+        return;
+    if (all < want[1]) {
+        *p50 = select_in(k, 0, n, want[0]);
+        return;
+    }
+    size_t lo = 0, hi = n; /* both quantiles' latencies are in k[lo, hi); want[0] <= want[1] */
+    for (;;) {
+        size_t lt, gt;
+        uint64_t w_lt, w_eq;
+        uint32_t pivot = partition3(k, lo, hi, &lt, &gt, &w_lt, &w_eq);
+        if (want[1] <= w_lt) { /* both below */
+            hi = lt;
+        } else if (want[0] > w_lt + w_eq) { /* both above */
+            want[0] -= w_lt + w_eq;
+            want[1] -= w_lt + w_eq;
+            lo = gt;
+        } else { /* they part here: each on its own */
+            *p50 = want[0] <= w_lt ? select_in(k, lo, lt, want[0]) : pivot;
+            *p95 = want[1] <= w_lt + w_eq ? pivot : select_in(k, gt, hi, want[1] - w_lt - w_eq);
+            return;
         }
     }
 }
@@ -189,10 +231,6 @@ static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_ap
 
 /* Each area goes to the nearest chosen location it may use (residency),
  * with exact latencies (not only the nearest lists the search used). */
-double vg__sched_chord2(const struct vg_sched_world *w, uint32_t area, uint32_t loc)
-{
-    return chord2(&w->area_xyz[area], &w->loc_xyz[loc]);
-}
 
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
@@ -238,8 +276,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
     free(pt);
-    ap->stats.p50_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 50);
-    ap->stats.p95_us = weighted_quantile(sorted, n_sorted, ap->stats.served_mrps, 95);
+    weighted_p50_p95(sorted, n_sorted, ap->stats.served_mrps, &ap->stats.p50_us, &ap->stats.p95_us);
     free(sorted);
 }
 
