@@ -136,6 +136,16 @@ bool vg__fn_tick_ready(void);
 /* The signal handler's work (fn_runtime.c): arm the running call's hook. */
 void vg__fn_tick(void);
 
+/* ---- fn_pattern.c: pattern matching with a bounded worst case ---- */
+
+/* The worst-case steps of matching pattern p on an n-byte subject, from
+ * its shape (0: malformed, left to Lua to report). may_anchor: a leading
+ * ^ anchors (not in gmatch). */
+double vg__fn_pattern_cost(const char *p, size_t pl, size_t n, bool may_anchor);
+/* Wraps find, match, gmatch and gsub of the string library at index
+ * strlib: over the bound, an error instead of the match. */
+void vg__fn_pattern_guard(lua_State *L, int strlib);
+
 /* The app a state (or any of its coroutines) belongs to. */
 static inline struct vg_fn_app *vg__fn_app_of(lua_State *L)
 {

@@ -291,6 +291,7 @@ static void build_sandbox(lua_State *L)
     lua_getfield(L, loaded, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    vg__fn_pattern_guard(L, -1); /* s:find(...) reaches this table too */
     lua_pop(L, 1);
     hook_coroutine_lib(L, loaded);
 
