@@ -194,7 +194,8 @@ function job(msg)
   if d == "budget" then local x = 0 for i = 1, 1e9 do x = x + i end end
   if d == "pcall-loop" then pcall(function() while true do end end) end
   if d == "slow" then verge.sleep(5000) end
-  if d == "memory" then local t = {} for i = 1, 1e7 do t[i] = string.rep("x", 100) .. i end end
+  -- 10 KB a step: the 4 MB cap comes after ~400 steps, far from the 200,000-instruction budget
+  if d == "memory" then local t = {} for i = 1, 1e7 do t[i] = string.rep("x", 10000) .. i end end
   if d == "error" then error("boom") end
   verge.shared.set("done", d)
 end
