@@ -7,12 +7,13 @@
  * sandbox's versions first bound the pattern's worst case on the subject
  * from its shape and refuse, with an error a script can catch, what could
  * take more than PATTERN_STEPS: every quantifier (* + -) that has more
- * of the pattern after it multiplies the attempts by the subject's
- * length, an unanchored search (or %b, a back-reference) by it once
- * more, each ? by two. Quantifiers at the pattern's end ("%s+", "(.*)$")
+ * of the pattern after it picks a length, as does an unanchored search
+ * (its start), %b and a back-reference (a scan); k of them over an n-byte
+ * subject make at most C(n + k, k) attempts; each ? doubles that. Quantifiers at the pattern's end ("%s+", "(%w+)")
  * never backtrack and cost nothing extra. The bound is the worst case,
- * not the usual one: the trim idiom "^%s*(.-)%s*$" is quadratic on a
- * string of spaces, so it is refused from ~31 KB on. */
+ * not the usual one, and the shape says less than the matcher knows: the
+ * trim idiom "^%s*(.-)%s*$" (quadratic at worst) is bounded as cubic and
+ * refused from ~1.8 KB on; "^%s*(.*%S)" trims up to ~44 KB. */
 #include "fn_int.h"
 
 #include <stdio.h>
@@ -42,23 +43,37 @@ static const char *class_end(const char *p, const char *end)
     return p + 1;
 }
 
-/* Nothing but capture closes, and perhaps the final $, from p on. */
+/* Nothing but capture closes from p on: a quantifier there succeeds at
+ * its first length. (A final $ is not free: "x*$" on "xx...xy" tries $
+ * at every length of every run.) */
 static bool only_closes(const char *p, const char *end)
 {
     for (; p < end; p++)
-        if (*p != ')' && !(*p == '$' && p + 1 == end))
+        if (*p != ')')
             return false;
     return true;
+}
+
+/* The ways to place k split points in order over n + 1 positions,
+ * C(n + k, k): each backtracking item picks a length, and their lengths
+ * together cannot pass the subject's (n^k would count them apart). */
+static double splits(size_t n, unsigned k)
+{
+    double c = 1;
+    for (unsigned i = 1; i <= k; i++)
+        c = c * ((double)n + i) / i;
+    return c;
 }
 
 double vg__fn_pattern_cost(const char *p, size_t pl, size_t n, bool may_anchor)
 {
     const char *end = p + pl;
-    double len = (double)n + 1, cost = 1;
+    unsigned k = 0;  /* items that try every length (or start) */
+    double twos = 1; /* ? items: two tries each */
     if (may_anchor && p < end && *p == '^')
         p++;
     else
-        cost = len;
+        k++; /* every start */
     while (p < end) {
         if (*p == '(' || *p == ')' || (*p == '$' && p + 1 == end)) {
             p++;
@@ -68,7 +83,7 @@ double vg__fn_pattern_cost(const char *p, size_t pl, size_t n, bool may_anchor)
             size_t item = p[1] == 'b' ? 4 : 2;
             if ((size_t)(end - p) < item)
                 return 0;
-            cost *= len; /* a scan to the balancing character, a capture's length */
+            k++; /* a scan to the balancing character, a capture's length */
             p += item;
             continue;
         }
@@ -82,11 +97,13 @@ double vg__fn_pattern_cost(const char *p, size_t pl, size_t n, bool may_anchor)
         p = q;
         if (p < end && (*p == '*' || *p == '+' || *p == '-' || *p == '?')) {
             char quant = *p++;
-            if (!only_closes(p, end))
-                cost *= quant == '?' ? 2 : len;
+            if (quant == '?' && !only_closes(p, end))
+                twos *= 2;
+            else if (!only_closes(p, end))
+                k++;
         }
     }
-    return cost;
+    return splits(n, k) * twos;
 }
 
 /* string.find/match/gmatch/gsub: the subject and pattern are arguments 1

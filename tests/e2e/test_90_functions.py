@@ -74,7 +74,7 @@ function cases.recurse()
   return {body = tostring(select(2, pcall(f, 1)))}
 end
 function cases.error() local x = nil return x.field end
-function cases.patbomb() return {body = tostring(("a"):rep(400):find(".-.-.-b"))} end
+function cases.patbomb() return {body = tostring(("a"):rep(1000):find(".-.-.-b"))} end
 function cases.badresp() return {status = "nope"} end
 function cases.badheader() return {headers = {["x-bad"] = "a\r\nb: c"}} end
 function cases.none() return nil end
