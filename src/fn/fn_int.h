@@ -136,6 +136,11 @@ bool vg__fn_tick_ready(void);
 /* The signal handler's work (fn_runtime.c): arm the running call's hook. */
 void vg__fn_tick(void);
 
+/* The tail of the sandbox's wrappers (setmetatable, coroutine.create,
+ * string.find, ...): calls upvalue 1, the function wrapped, with the
+ * wrapper's arguments and returns all its results. */
+int vg__fn_call_wrapped(lua_State *L);
+
 /* ---- fn_pattern.c: pattern matching with a bounded worst case ---- */
 
 /* The worst-case steps of matching pattern p on an n-byte subject, from

@@ -125,10 +125,7 @@ static int guarded(lua_State *L)
                               (lua_Integer)n, steps);
         }
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return vg__fn_call_wrapped(L);
 }
 
 void vg__fn_pattern_guard(lua_State *L, int strlib)

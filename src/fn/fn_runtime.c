@@ -169,6 +169,14 @@ static void hook(lua_State *L, lua_Debug *ar)
     }
 }
 
+int vg__fn_call_wrapped(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 static void hook_now(lua_State *co)
 {
     if (lua_gethookmask(co) == 0)
@@ -192,10 +200,7 @@ void vg__fn_tick(void)
 static int co_hooked(lua_State *L)
 {
     hook_now(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return vg__fn_call_wrapped(L);
 }
 
 static void hook_coroutine_lib(lua_State *L, int loaded)
@@ -254,10 +259,7 @@ static int sb_setmetatable(lua_State *L)
             return luaL_error(L, "__gc metamethods are not available to scripts (finalizers run outside the limits)");
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return vg__fn_call_wrapped(L);
 }
 
 static void copy_fields(lua_State *L, int from, const char *const *names)

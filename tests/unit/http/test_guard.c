@@ -20,6 +20,25 @@ static int check(const struct vg_http_raw_header *h, size_t n, const char **why)
     return vg_http_guard_check(h, n, why);
 }
 
+/* The token bitmap against RFC 9110's definition, every byte; and values
+ * refuse CR, LF, NUL and DEL but take tabs and obs-text. */
+static void test_field_grammar(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        char ch = (char)c;
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+        if (vg_http_name_ok(h2o_iovec_init(&ch, 1)) != want)
+            fail_msg("byte 0x%02x: token %d", c, !want);
+    }
+    assert_false(vg_http_name_ok(h2o_iovec_init("", 0)));
+    assert_true(vg_http_value_ok(h2o_iovec_init(H2O_STRLIT("a\tb \xff"))));
+    assert_false(vg_http_value_ok(h2o_iovec_init(H2O_STRLIT("a\r\nb"))));
+    assert_false(vg_http_value_ok(h2o_iovec_init("a\0b", 3)));
+    assert_false(vg_http_value_ok(h2o_iovec_init(H2O_STRLIT("a\x7f"))));
+}
+
 static void test_plain_requests_pass(void **state)
 {
     const char *why;
@@ -60,6 +79,7 @@ static void test_smuggling_shapes_fail(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_field_grammar),
         cmocka_unit_test(test_plain_requests_pass),
         cmocka_unit_test(test_smuggling_shapes_fail),
     };
