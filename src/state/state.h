@@ -166,7 +166,11 @@ void vg_state_global_destroy(struct vg_state_global *g);
  * or reload). max_bytes (0: VG_STATE_GLOBAL_BYTES_DEFAULT) bounds the
  * bucket, and so every node's replica: JetStream refuses writes past it
  * (VG_ELIMIT, "global store full"); an existing bucket with another bound
- * is updated to this one. VG_ENET with the reason in err. */
+ * is updated to this one. When JetStream does not answer in time (or the
+ * connection is down), the db is returned all the same and its watcher
+ * keeps trying to open it: not ready until then, writes failing with that
+ * reason. VG_ENET with the reason in err when JetStream answered no (not
+ * enabled, say). */
 int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_bytes, struct vg_state_gdb **out,
                        char *err, size_t errcap) VG_MUST_CHECK;
 

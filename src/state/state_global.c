@@ -19,6 +19,12 @@
  *   started; after a reconnect, until the watcher has seen the stream's
  *   last sequence again. While disconnected the replica keeps serving
  *   (and stays ready): availability over freshness.
+ * - A bucket that JetStream is too slow or too far to open when the app
+ *   loads (a timeout, a disconnect) is opened by its watcher thread, which
+ *   keeps trying: until then the replica is not ready (the node answers
+ *   503) and writes fail with that reason. Giving up there would leave the
+ *   node ready for good without the app's global state (a loaded machine
+ *   did that within 2 s). Only a definite answer (no JetStream) gives up.
  * - Visibility acks cost nothing unless asked for: only a record carrying
  *   an ack request (await_visible >= 2) makes a watcher publish one, to
  *   the writer's inbox subject, and only while the record is younger than
@@ -70,6 +76,8 @@ struct vg_state_gdb {
     struct rentry **tab; /* under lock */
     size_t cap, n, live;
     _Atomic bool ready, recheck, stop;
+    _Atomic bool open;        /* kv and w are set (the watcher's, when the first try failed) */
+    pthread_mutex_t open_mu;  /* a late open against a reload's new bound */
     _Atomic bool need_target; /* after a reconnect: the stream's last sequence is to be fetched */
     uint64_t target;          /* the watcher's: that sequence, to be reached */
     _Atomic uint64_t max_rev; /* the highest revision the watcher delivered */
@@ -522,9 +530,40 @@ static void check_caught_up(struct vg_state_gdb *db)
     }
 }
 
+static natsStatus gdb_open(struct vg_state_gdb *db);
+
+/* The watcher's first job when the bucket did not open at once: tries
+ * again, a little slower each time (up to 2 s), until it opens or the
+ * node stops. False when it stopped. */
+static bool open_late(struct vg_state_gdb *db)
+{
+    unsigned wait_ms = 100;
+    while (!atomic_load(&db->open)) {
+        for (unsigned slept = 0; slept < wait_ms; slept += 50) { /* stop is seen within 50 ms */
+            if (atomic_load(&db->stop))
+                return false;
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&db->open_mu); /* max_bytes holds still meanwhile */
+        natsStatus s = gdb_open(db);
+        if (s == NATS_OK)
+            atomic_store(&db->open, true);
+        pthread_mutex_unlock(&db->open_mu);
+        if (s == NATS_OK) {
+            vg_log(VG_LOG_INFO, "state: bucket open", "bucket", db->bucket, NULL);
+        } else {
+            wait_ms = wait_ms < 1000 ? 2 * wait_ms : 2000;
+        }
+    }
+    return true;
+}
+
 static void *watcher_main(void *arg)
 {
     struct vg_state_gdb *db = arg;
+    if (!open_late(db))
+        return NULL;
     while (!atomic_load(&db->stop)) {
         kvEntry *e = NULL;
         natsStatus s = kvWatcher_Next(&e, db->w, 200);
@@ -692,7 +731,17 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
 {
     struct vg_state_gdb *db = q->db;
     struct vg_state_result res = {0};
-    int op = VG_STATE_C_SET;
+    int op = q->w.op == VG_STATE_DELETE ? VG_STATE_C_DELETE
+             : q->w.op == VG_STATE_INCR ? VG_STATE_C_INCR
+                                        : VG_STATE_C_SET;
+    if (!atomic_load(&db->open)) { /* its watcher is still trying to open it */
+        res.rc = VG_ENET;
+        res.err = "the app's global state is not open yet: JetStream has not answered; the node keeps trying";
+        count(g, op, VG_STATE_R_ERROR);
+        if (q->done)
+            q->done(q->arg, &res);
+        return;
+    }
     /* await_visible: the waiter takes over done (after the acks) */
     struct waiter *wt = NULL;
     struct vg__state_ackreq ack;
@@ -705,7 +754,6 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
         do_set(db, &q->w, wt ? &ack : NULL, &res);
         break;
     case VG_STATE_DELETE: {
-        op = VG_STATE_C_DELETE;
         natsStatus s = kvStore_Delete(db->kv, q->w.key);
         if (s != NATS_OK)
             net_fail(&res, s);
@@ -714,7 +762,6 @@ static void do_write(struct vg_state_global *g, struct vg__state_wreq *q)
         break;
     }
     case VG_STATE_INCR:
-        op = VG_STATE_C_INCR;
         do_incr(db, &q->w, wt ? &ack : NULL, &res);
         break;
     }
@@ -881,7 +928,8 @@ int vg_state_global_create(const struct vg_state_global_options *o, struct vg_st
 static void gdb_destroy(struct vg_state_gdb *db)
 {
     atomic_store(&db->stop, true);
-    kvWatcher_Stop(db->w);
+    if (atomic_load(&db->open)) /* else its watcher is trying to open it, and sees stop */
+        kvWatcher_Stop(db->w);
     pthread_join(db->watcher, NULL);
     kvWatcher_Destroy(db->w);
     kvStore_Destroy(db->kv);
@@ -892,6 +940,7 @@ static void gdb_destroy(struct vg_state_gdb *db)
             free(e);
         }
     free(db->tab);
+    pthread_mutex_destroy(&db->open_mu);
     pthread_rwlock_destroy(&db->lock);
     free(db);
 }
@@ -964,6 +1013,48 @@ static natsStatus bucket_bound(struct vg_state_gdb *db, uint64_t max_bytes)
     return s;
 }
 
+/* Opens (or creates) the bucket, bounds it and starts watching it; on
+ * failure nothing is left open. */
+static natsStatus gdb_open(struct vg_state_gdb *db)
+{
+    uint64_t max_bytes = atomic_load(&db->max_bytes);
+    natsStatus s = js_KeyValue(&db->kv, db->g->js, db->bucket);
+    if (s == NATS_NOT_FOUND) {
+        kvConfig cfg;
+        kvConfig_Init(&cfg);
+        cfg.Bucket = db->bucket;
+        cfg.History = 1;
+        cfg.MaxValueSize = max_value(max_bytes);
+        cfg.MaxBytes = (int64_t)max_bytes;
+        s = js_CreateKeyValue(&db->kv, db->g->js, &cfg);
+    }
+    if (s == NATS_OK)
+        s = bucket_bound(db, max_bytes);
+    kvWatchOptions wo;
+    if (s == NATS_OK)
+        s = kvWatchOptions_Init(&wo);
+    if (s == NATS_OK)
+        s = kvStore_WatchAll(&db->w, db->kv, &wo);
+    if (s != NATS_OK) {
+        kvStore_Destroy(db->kv);
+        db->kv = NULL;
+    }
+    return s;
+}
+
+/* A failure that trying again may mend: JetStream slow or out of reach. */
+static bool transient(natsStatus s)
+{
+    return s == NATS_TIMEOUT || s == NATS_CONNECTION_DISCONNECTED || s == NATS_NOT_YET_CONNECTED ||
+           s == NATS_NO_SERVER || s == NATS_IO_ERROR || s == NATS_STALE_CONNECTION || s == NATS_SLOW_CONSUMER;
+}
+
+static const char *open_error(natsStatus s)
+{
+    const char *e = nats_GetLastError(NULL);
+    return e && *e ? e : natsStatus_GetText(s);
+}
+
 int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_bytes, struct vg_state_gdb **out,
                        char *err, size_t errcap)
 {
@@ -973,10 +1064,15 @@ int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_
     for (size_t i = 0; i < n; i++)
         if (strcmp(g->dbs[i]->app, app) == 0) {
             struct vg_state_gdb *db = g->dbs[i];
-            /* a reload with another bound: the stream follows the manifest */
-            if (db->max_bytes != max_bytes && bucket_bound(db, max_bytes) != NATS_OK)
+            /* a reload with another bound: the stream follows the manifest
+             * (a bucket not open yet takes the bound when it opens) */
+            pthread_mutex_lock(&db->open_mu);
+            if (!atomic_load(&db->open))
+                atomic_store(&db->max_bytes, max_bytes);
+            else if (db->max_bytes != max_bytes && bucket_bound(db, max_bytes) != NATS_OK)
                 vg_log(VG_LOG_WARN, "state: cannot change the bound of a global bucket", "bucket", db->bucket, "reason",
                        nats_GetLastError(NULL), NULL);
+            pthread_mutex_unlock(&db->open_mu);
             *out = db;
             return 0;
         }
@@ -989,30 +1085,21 @@ int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_
     snprintf(db->app, sizeof(db->app), "%s", app);
     snprintf(db->bucket, sizeof(db->bucket), "verge_%s", app);
     pthread_rwlock_init(&db->lock, NULL);
-    natsStatus s = js_KeyValue(&db->kv, g->js, db->bucket);
-    if (s == NATS_NOT_FOUND) {
-        kvConfig cfg;
-        kvConfig_Init(&cfg);
-        cfg.Bucket = db->bucket;
-        cfg.History = 1;
-        cfg.MaxValueSize = max_value(max_bytes);
-        cfg.MaxBytes = (int64_t)max_bytes;
-        s = js_CreateKeyValue(&db->kv, g->js, &cfg);
-    }
-    if (s == NATS_OK)
-        s = bucket_bound(db, max_bytes);
-    kvWatchOptions wo;
-    if (s == NATS_OK)
-        s = kvWatchOptions_Init(&wo);
-    if (s == NATS_OK)
-        s = kvStore_WatchAll(&db->w, db->kv, &wo);
-    if (s != NATS_OK) {
-        snprintf(err, errcap, "state: cannot open the bucket %s: %s", db->bucket, nats_GetLastError(NULL));
-        kvStore_Destroy(db->kv);
+    pthread_mutex_init(&db->open_mu, NULL);
+    atomic_store(&db->max_bytes, max_bytes);
+    natsStatus s = gdb_open(db);
+    if (s != NATS_OK && !transient(s)) {
+        snprintf(err, errcap, "state: cannot open the bucket %s: %s", db->bucket, open_error(s));
+        pthread_mutex_destroy(&db->open_mu);
         pthread_rwlock_destroy(&db->lock);
         free(db);
         return VG_ENET;
     }
+    if (s == NATS_OK)
+        atomic_store(&db->open, true);
+    else
+        vg_log(VG_LOG_WARN, "state: cannot open the bucket yet; trying again (the node is not ready until it opens)",
+               "bucket", db->bucket, "reason", open_error(s), NULL);
     VG_AZ(pthread_create(&db->watcher, NULL, watcher_main, db));
     g->dbs[n] = db;
     atomic_store(&g->n_dbs, n + 1);

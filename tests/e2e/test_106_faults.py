@@ -7,9 +7,11 @@ reported failed to Lua), a node frozen with SIGSTOP while others write (it
 catches up within a bound once thawed), a node SIGKILLed and restarted on
 its --state-dir (both scopes rebuilt, ready only once caught up),
 garbage published by a plain NATS client on the subjects a node consumes
-(refused, counted, logged; the node keeps serving), and a node cut off
+(refused, counted, logged; the node keeps serving), a node cut off
 from NATS (through a proxy) while the bucket grows by 20,000 keys (caught
-up within a bound after the reconnect).
+up within a bound after the reconnect), and a node whose JetStream
+requests are held past their timeout while it starts (not ready until the
+bucket opens, then everything is there).
 
 test_101_kv covers the single-write version of the NATS restart, the late
 joiner and one malformed record; these go further."""
@@ -497,5 +499,99 @@ def test_a_node_cut_off_from_nats_catches_up_after_the_reconnect(verge, tmp_path
         # thread, which may come after the backlog started to flow
         assert wait_for(lambda: any(r.get("msg") == "state: replica caught up after a reconnect"
                                     for r in c.log_records()), 5)
+    finally:
+        proxy.close()
+
+
+# ---- 6. JetStream too slow to open the bucket when the node starts -------------------
+
+
+class HoldProxy(CutProxy):
+    """A CutProxy that holds what a client sends, on the connection that
+    first asks JetStream's API anything, for `hold` seconds (JetStream
+    slow to answer: the request times out); then passes everything."""
+
+    def __init__(self, upstream_port, hold):
+        self.hold = hold
+        self.held = False
+        super().__init__(upstream_port)
+
+    def accept(self, ls):
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.up))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            threading.Thread(target=self.pump_holding, args=(c, u), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+
+    def pump_holding(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                if not self.held and b"$JS.API" in d:
+                    self.held = True
+                    time.sleep(self.hold)
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_a_bucket_too_slow_to_open_at_start_is_opened_later(verge, tmp_path, nats_server):
+    """JetStream answers the starting node's first requests only after
+    their timeout: the node stays unready (503) and keeps trying, instead
+    of serving without the app's global state for good (what it did), and
+    is ready with every key once the bucket opens."""
+    n = nats_server(jetstream=True)
+    a = node(verge, tmp_path, "a", n)  # creates the bucket
+    N = 500
+    t101.publish_many(n, [("$KV.verge_%s.k.%d" % (APP, i), b"v%d" % i) for i in range(N)])
+    assert wait_for(lambda: metric_sum(a.metrics(), "verge_kv_replica_keys") == N, 10)
+    proxy = HoldProxy(n.port, hold=3.0)
+    try:
+        class ViaProxy:  # what node() needs of a nats server
+            url = "nats://127.0.0.1:%d" % proxy.port
+
+        b = node(verge, tmp_path, "b", ViaProxy, wait=False)
+        seen = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20:
+            try:
+                st = b.get("/_verge/health", timeout=1).status
+            except OSError:
+                time.sleep(0.02)
+                continue
+            seen.append(st)
+            if st == 200:
+                break
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        print("health while the bucket could not open: %d x 503, then %s after %.0f ms"
+              % (seen.count(503), seen[-1:], took * 1000))
+        assert proxy.held
+        assert seen and seen[-1] == 200 and 503 in seen and set(seen[:-1]) <= {503}, seen[-5:]
+        assert metric_sum(b.metrics(), "verge_kv_replica_keys") == N
+        assert gget(b, "k.%d" % (N - 1)) == "v%d" % (N - 1)
+        msgs = [r.get("msg", "") for r in b.log_records()]
+        assert any(m.startswith("state: cannot open the bucket yet") for m in msgs), msgs
+        assert "state: bucket open" in msgs
+        assert not any(m.startswith("cannot open the app's global state") for m in msgs)
+        # and it writes like any node
+        assert t101.kv(b, "set", k="late", v="1", scope="global")["ok"]
+        assert wait_for(lambda: gget(a, "late") == "1", 5)
     finally:
         proxy.close()
