@@ -374,6 +374,29 @@ class Verge:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def freeze(self, timeout=5.0):
+        """SIGSTOP, and wait until every thread has stopped: the signal is
+        only queued when kill returns, and on a busy machine a thread can
+        still run (and answer) for a while after it."""
+        self.proc.send_signal(signal.SIGSTOP)
+        task = "/proc/%d/task" % self.proc.pid
+
+        def stopped():
+            for t in os.listdir(task):
+                try:
+                    with open("%s/%s/stat" % (task, t)) as f:
+                        state = f.read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue  # the thread ended
+                if state not in ("T", "t"):
+                    return False
+            return True
+        deadline = time.monotonic() + timeout
+        while not stopped():
+            if time.monotonic() > deadline:
+                raise AssertionError("verge did not stop within %.0fs of SIGSTOP" % timeout)
+            time.sleep(0.005)
+
     def reload(self):
         self.signal(signal.SIGHUP)
 

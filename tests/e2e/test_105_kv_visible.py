@@ -109,7 +109,7 @@ def test_await_visible_three_nodes_confirm(verge, tmp_path, nats_server):
 
 def test_await_visible_times_out_with_a_stopped_node(verge, tmp_path, nats_server):
     n, (a, b, c) = three(verge, tmp_path, nats_server)
-    c.signal(signal.SIGSTOP)
+    c.freeze()
     try:
         t0 = time.monotonic()
         r = vis(a, "set", k="late", v="v1", n=3, timeout=700)

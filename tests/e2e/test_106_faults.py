@@ -261,7 +261,7 @@ def test_nats_killed_and_restarted_under_load_loses_nothing_acknowledged(verge, 
 def test_a_frozen_node_catches_up_when_thawed(verge, tmp_path, nats_server):
     n = nats_server(jetstream=True)
     a, b, c = (node(verge, tmp_path, x, n) for x in "abc")
-    c.signal(signal.SIGSTOP)
+    c.freeze()
     stopped = time.monotonic()
     want = {}
     try:
