@@ -76,9 +76,9 @@ FUZZ_SECONDS ?= 30
 fuzz-build: $(FUZZ_SRCS)
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 \
-	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" build-fuzz/libverge.a
+	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer" build-fuzz/libverge.a
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); echo "  FUZZ  build-fuzz/$$n"; \
-	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
+	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -fno-sanitize-recover=undefined -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
 
 fuzz: fuzz-build
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); t=$${n#fuzz_}; \

@@ -130,6 +130,10 @@ static inline size_t vg__cache_obj_head_len(const struct vg_cache_obj *o)
 /* When a lookup stops returning o: lifetime + max(swr, sie) + grace past
  * its current age of 0 (RFC 9111 4.2.3, computed from the meta). */
 #define VG__CACHE_GRACE 60
+/* The latest time an HTTP-date can say (9999-12-31 23:59:59): what the
+ * cache keeps of a time is in [0, this], so that sums with its 32-bit
+ * deltas never overflow. */
+#define VG__CACHE_TIME_MAX 253402300799LL
 int64_t vg__cache_obj_useless_at(const struct vg_cache_obj *o);
 /* What o is charged against the memory budget: its block as malloc sees it. */
 size_t vg__cache_obj_charge(const struct vg_cache_obj *o);

@@ -27,7 +27,9 @@ static int32_t clamp_opt(int64_t v)
 
 static void meta_encode(struct vg_cache_obj *o, const struct vg_cache_meta *m)
 {
-    o->response_time = m->response_time;
+    o->response_time = m->response_time < 0                    ? 0
+                       : m->response_time > VG__CACHE_TIME_MAX ? VG__CACHE_TIME_MAX
+                                                               : m->response_time;
     o->req_delta = clamp32(m->response_time - m->request_time);
     o->date_delta = clamp32(m->date - m->response_time);
     o->lm_delta = m->last_modified < 0 ? INT32_MIN : clamp32(m->last_modified - m->response_time);
@@ -455,6 +457,8 @@ int vg__cache_rec_parse(const void *rec, size_t len, struct vg_cache_obj **out, 
     memset(&h, 0, sizeof(h));
     h.status = (uint16_t)get16(r + 2);
     h.response_time = (int64_t)get64(r + 12);
+    if (h.response_time < 0 || h.response_time > VG__CACHE_TIME_MAX) /* damaged: its sums would overflow */
+        return VG_EPARSE;
     int32_t *deltas[] = {&h.req_delta, &h.date_delta, &h.lm_delta, &h.lifetime, &h.swr, &h.sie};
     for (size_t i = 0; i < VG_ARRAY_LEN(deltas); i++)
         *deltas[i] = (int32_t)get32(r + 20 + 4 * i);

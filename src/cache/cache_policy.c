@@ -225,6 +225,8 @@ static bool valid_tm(const struct tm *tm)
 
 int64_t vg_cache_date_parse(const char *str, size_t len)
 {
+    if (len == 0) /* str may be NULL then: no arithmetic on it */
+        return -1;
     h2o_iovec_t v = vg__cache_trim(str, len);
     const char *comma = memchr(v.base, ',', v.len);
     struct scan s = {v.base, v.base + v.len};
@@ -251,8 +253,8 @@ void vg_cache_date_format(int64_t t, char buf[30])
     /* IMF-fixdate has four year digits: clamp to what it can say. */
     if (t < 0)
         t = 0;
-    if (t > 253402300799LL) /* 9999-12-31 23:59:59 */
-        t = 253402300799LL;
+    if (t > VG__CACHE_TIME_MAX)
+        t = VG__CACHE_TIME_MAX;
     time_t tt = (time_t)t;
     struct tm tm;
     gmtime_r(&tt, &tm);
@@ -793,6 +795,8 @@ h2o_iovec_t vg_cache_vary_key(h2o_mem_pool_t *pool, h2o_iovec_t names, const h2o
 {
     struct vg__cache_buf b;
     vg__cache_buf_init(&b, pool, 128);
+    if (names.len == 0) /* base may be NULL then */
+        return vg__cache_buf_iov(&b);
     const char *p = names.base, *end = names.base + names.len;
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));

@@ -160,6 +160,7 @@ static void test_date_garbage(void **state)
         }
     }
     assert_int_equal(vg_cache_date_parse("Sun, 06 Nov 1994 08:49:37 GMT", 10), -1); /* truncated */
+    assert_int_equal(vg_cache_date_parse(NULL, 0), -1); /* an absent value: no arithmetic on NULL (UBSan) */
 }
 
 static void test_date_format(void **state)
@@ -576,6 +577,7 @@ static void test_vary_key(void **state)
     /* values cannot forge another field */
     assert_iov_equal(vg_cache_vary_key(&pool, iov("a,b"), hdrs("a", "x\nb=1", NULL)), "a=x%0Ab=1\nb\n");
     assert_iov_equal(vg_cache_vary_key(&pool, iov(""), hdrs("a", "1", NULL)), "");
+    assert_iov_equal(vg_cache_vary_key(&pool, h2o_iovec_init(NULL, 0), hdrs("a", "1", NULL)), ""); /* UBSan */
 }
 
 /* ==== 304 ============================================================================== */
