@@ -266,6 +266,24 @@ def publish_many(n, subjects_payloads):
     s.close()
 
 
+def health_until_ready(v, timeout, pause=0.0):
+    """Polls a starting node's health from its first moment until 200 (or
+    timeout): the statuses seen, and the seconds it took."""
+    seen = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            st = v.get("/_verge/health", timeout=1).status
+        except OSError:
+            time.sleep(pause)
+            continue
+        seen.append(st)
+        if st == 200:
+            break
+        time.sleep(pause)
+    return seen, time.monotonic() - t0
+
+
 def test_a_node_is_ready_only_with_the_whole_bucket(verge, tmp_path, nats_server):
     """A node reports ready (/_verge/health 200) only once its replica holds
     everything the bucket held when it started: polled from its first
@@ -278,18 +296,9 @@ def test_a_node_is_ready_only_with_the_whole_bucket(verge, tmp_path, nats_server
     publish_many(n, [("$KV.verge_kv.k.%d" % i, filler + b"%d" % i) for i in range(N)])
     assert wait_for(lambda: metric_sum(a.metrics(), "verge_kv_replica_keys") == N, 20)
     b = node(verge, tmp_path, "b", nats=n, wait=False)
-    seen = []
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 20:
-        try:
-            st = b.get("/_verge/health", timeout=1).status
-        except OSError:
-            continue
-        seen.append(st)
-        if st == 200:
-            break
+    seen, took = health_until_ready(b, 20)
     print("health while loading %d keys: %d x 503, then %s after %.0f ms"
-          % (N, seen.count(503), seen[-1:], (time.monotonic() - t0) * 1000))
+          % (N, seen.count(503), seen[-1:], took * 1000))
     assert seen and seen[-1] == 200 and set(seen[:-1]) <= {503}
     assert metric_sum(b.metrics(), "verge_kv_replica_keys") == N
     assert kv(b, "get", k="k.%d" % (N - 1), scope="global")["value"].endswith("%d" % (N - 1))

@@ -426,15 +426,16 @@ class CutProxy:
             with self.lock:
                 self.conns += [c, u]
             for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self.pump, args=(a, b, a is c), daemon=True).start()
 
-    @staticmethod
-    def pump(a, b):
+    def pump(self, a, b, from_client):
         try:
             while True:
                 d = a.recv(65536)
                 if not d:
                     break
+                if from_client:
+                    self.from_client(d)
                 b.sendall(d)
         except OSError:
             pass
@@ -443,6 +444,9 @@ class CutProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def from_client(self, data):
+        """What a client sends, before it goes on (a hook)."""
 
     def cut(self):
         self.ls.close()
@@ -516,39 +520,10 @@ class HoldProxy(CutProxy):
         self.held = False
         super().__init__(upstream_port)
 
-    def accept(self, ls):
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(("127.0.0.1", self.up))
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                self.conns += [c, u]
-            threading.Thread(target=self.pump_holding, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
-
-    def pump_holding(self, a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                if not self.held and b"$JS.API" in d:
-                    self.held = True
-                    time.sleep(self.hold)
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def from_client(self, data):
+        if not self.held and b"$JS.API" in data:
+            self.held = True
+            time.sleep(self.hold)  # this connection's pump: what follows waits too
 
 
 def test_a_bucket_too_slow_to_open_at_start_is_opened_later(verge, tmp_path, nats_server):
@@ -567,19 +542,7 @@ def test_a_bucket_too_slow_to_open_at_start_is_opened_later(verge, tmp_path, nat
             url = "nats://127.0.0.1:%d" % proxy.port
 
         b = node(verge, tmp_path, "b", ViaProxy, wait=False)
-        seen = []
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 20:
-            try:
-                st = b.get("/_verge/health", timeout=1).status
-            except OSError:
-                time.sleep(0.02)
-                continue
-            seen.append(st)
-            if st == 200:
-                break
-            time.sleep(0.02)
-        took = time.monotonic() - t0
+        seen, took = t101.health_until_ready(b, 20, pause=0.02)
         print("health while the bucket could not open: %d x 503, then %s after %.0f ms"
               % (seen.count(503), seen[-1:], took * 1000))
         assert proxy.held
