@@ -76,13 +76,14 @@ FUZZ_SECONDS ?= 30
 fuzz-build: $(FUZZ_SRCS)
 	@scripts/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 \
-	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer" build-fuzz/libverge.a
+	  SANITIZE="-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer" build-fuzz/libverge.a
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); echo "  FUZZ  build-fuzz/$$n"; \
-	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -fno-sanitize-recover=undefined -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
+	  clang $(CPPFLAGS) -O1 -g -fsanitize=address,undefined,fuzzer -o build-fuzz/$$n $$f build-fuzz/libverge.a $(LDLIBS) || exit 1; done
 
 fuzz: fuzz-build
 	@for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); t=$${n#fuzz_}; \
 	  mkdir -p build-fuzz/corpus/$$t; echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -timeout=5 -artifact_prefix=build-fuzz/ \
 	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t >build-fuzz/$$n.log 2>&1 \
 	    || { tail -40 build-fuzz/$$n.log; echo "fuzz: $$n FAILED (input saved under build-fuzz/)"; exit 1; }; \
