@@ -530,7 +530,81 @@ static void check_caught_up(struct vg_state_gdb *db)
     }
 }
 
-static natsStatus gdb_open(struct vg_state_gdb *db);
+/* The largest record the bucket takes: a whole record, unless the bucket
+ * itself is smaller. */
+static int32_t max_value(uint64_t max_bytes)
+{
+    return (int32_t)(max_bytes < MAX_RECORD ? max_bytes : MAX_RECORD);
+}
+
+/* Makes the bucket's stream refuse what is over max_bytes (DiscardNew: a
+ * full bucket refuses new writes rather than dropping old keys), when it
+ * is not so already (a bucket made by an older verge, by hand, or bound
+ * differently by the app's previous version). */
+static natsStatus bucket_bound(struct vg_state_gdb *db, uint64_t max_bytes)
+{
+    char stream[96];
+    snprintf(stream, sizeof(stream), "KV_%s", db->bucket);
+    jsStreamInfo *si = NULL, *upd = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, db->g->js, stream, NULL, &jerr);
+    if (s != NATS_OK)
+        return s;
+    jsStreamConfig *c = si->Config;
+    if (c->MaxBytes != (int64_t)max_bytes || c->MaxMsgSize != max_value(max_bytes) || c->Discard != js_DiscardNew) {
+        c->MaxBytes = (int64_t)max_bytes;
+        c->MaxMsgSize = max_value(max_bytes);
+        c->Discard = js_DiscardNew;
+        s = js_UpdateStream(&upd, db->g->js, c, NULL, &jerr);
+        jsStreamInfo_Destroy(upd);
+    }
+    jsStreamInfo_Destroy(si);
+    if (s == NATS_OK)
+        db->max_bytes = max_bytes;
+    return s;
+}
+
+/* Opens (or creates) the bucket, bounds it and starts watching it; on
+ * failure nothing is left open. */
+static natsStatus gdb_open(struct vg_state_gdb *db)
+{
+    uint64_t max_bytes = atomic_load(&db->max_bytes);
+    natsStatus s = js_KeyValue(&db->kv, db->g->js, db->bucket);
+    if (s == NATS_NOT_FOUND) {
+        kvConfig cfg;
+        kvConfig_Init(&cfg);
+        cfg.Bucket = db->bucket;
+        cfg.History = 1;
+        cfg.MaxValueSize = max_value(max_bytes);
+        cfg.MaxBytes = (int64_t)max_bytes;
+        s = js_CreateKeyValue(&db->kv, db->g->js, &cfg);
+    }
+    if (s == NATS_OK)
+        s = bucket_bound(db, max_bytes);
+    kvWatchOptions wo;
+    if (s == NATS_OK)
+        s = kvWatchOptions_Init(&wo);
+    if (s == NATS_OK)
+        s = kvStore_WatchAll(&db->w, db->kv, &wo);
+    if (s != NATS_OK) {
+        kvStore_Destroy(db->kv);
+        db->kv = NULL;
+    }
+    return s;
+}
+
+/* A failure that trying again may mend: JetStream slow or out of reach. */
+static bool transient(natsStatus s)
+{
+    return s == NATS_TIMEOUT || s == NATS_CONNECTION_DISCONNECTED || s == NATS_NOT_YET_CONNECTED ||
+           s == NATS_NO_SERVER || s == NATS_IO_ERROR || s == NATS_STALE_CONNECTION || s == NATS_SLOW_CONSUMER;
+}
+
+static const char *open_error(natsStatus s)
+{
+    const char *e = nats_GetLastError(NULL);
+    return e && *e ? e : natsStatus_GetText(s);
+}
 
 /* The watcher's first job when the bucket did not open at once: tries
  * again, a little slower each time (up to 2 s), until it opens or the
@@ -977,82 +1051,6 @@ void vg_state_global_destroy(struct vg_state_global *g)
     pthread_mutex_destroy(&g->vis_mu);
     pthread_cond_destroy(&g->vis_cond);
     free(g);
-}
-
-/* The largest record the bucket takes: a whole record, unless the bucket
- * itself is smaller. */
-static int32_t max_value(uint64_t max_bytes)
-{
-    return (int32_t)(max_bytes < MAX_RECORD ? max_bytes : MAX_RECORD);
-}
-
-/* Makes the bucket's stream refuse what is over max_bytes (DiscardNew: a
- * full bucket refuses new writes rather than dropping old keys), when it
- * is not so already (a bucket made by an older verge, by hand, or bound
- * differently by the app's previous version). */
-static natsStatus bucket_bound(struct vg_state_gdb *db, uint64_t max_bytes)
-{
-    char stream[96];
-    snprintf(stream, sizeof(stream), "KV_%s", db->bucket);
-    jsStreamInfo *si = NULL, *upd = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_GetStreamInfo(&si, db->g->js, stream, NULL, &jerr);
-    if (s != NATS_OK)
-        return s;
-    jsStreamConfig *c = si->Config;
-    if (c->MaxBytes != (int64_t)max_bytes || c->MaxMsgSize != max_value(max_bytes) || c->Discard != js_DiscardNew) {
-        c->MaxBytes = (int64_t)max_bytes;
-        c->MaxMsgSize = max_value(max_bytes);
-        c->Discard = js_DiscardNew;
-        s = js_UpdateStream(&upd, db->g->js, c, NULL, &jerr);
-        jsStreamInfo_Destroy(upd);
-    }
-    jsStreamInfo_Destroy(si);
-    if (s == NATS_OK)
-        db->max_bytes = max_bytes;
-    return s;
-}
-
-/* Opens (or creates) the bucket, bounds it and starts watching it; on
- * failure nothing is left open. */
-static natsStatus gdb_open(struct vg_state_gdb *db)
-{
-    uint64_t max_bytes = atomic_load(&db->max_bytes);
-    natsStatus s = js_KeyValue(&db->kv, db->g->js, db->bucket);
-    if (s == NATS_NOT_FOUND) {
-        kvConfig cfg;
-        kvConfig_Init(&cfg);
-        cfg.Bucket = db->bucket;
-        cfg.History = 1;
-        cfg.MaxValueSize = max_value(max_bytes);
-        cfg.MaxBytes = (int64_t)max_bytes;
-        s = js_CreateKeyValue(&db->kv, db->g->js, &cfg);
-    }
-    if (s == NATS_OK)
-        s = bucket_bound(db, max_bytes);
-    kvWatchOptions wo;
-    if (s == NATS_OK)
-        s = kvWatchOptions_Init(&wo);
-    if (s == NATS_OK)
-        s = kvStore_WatchAll(&db->w, db->kv, &wo);
-    if (s != NATS_OK) {
-        kvStore_Destroy(db->kv);
-        db->kv = NULL;
-    }
-    return s;
-}
-
-/* A failure that trying again may mend: JetStream slow or out of reach. */
-static bool transient(natsStatus s)
-{
-    return s == NATS_TIMEOUT || s == NATS_CONNECTION_DISCONNECTED || s == NATS_NOT_YET_CONNECTED ||
-           s == NATS_NO_SERVER || s == NATS_IO_ERROR || s == NATS_STALE_CONNECTION || s == NATS_SLOW_CONSUMER;
-}
-
-static const char *open_error(natsStatus s)
-{
-    const char *e = nats_GetLastError(NULL);
-    return e && *e ? e : natsStatus_GetText(s);
 }
 
 int vg_state_global_db(struct vg_state_global *g, const char *app, uint64_t max_bytes, struct vg_state_gdb **out,
