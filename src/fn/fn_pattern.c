@@ -9,8 +9,9 @@
  * take more than PATTERN_STEPS: every quantifier (* + -) that has more
  * of the pattern after it picks a length, as does an unanchored search
  * (its start), %b and a back-reference (a scan); k of them over an n-byte
- * subject make at most C(n + k, k) attempts; each ? doubles that. Quantifiers at the pattern's end ("%s+", "(%w+)")
- * never backtrack and cost nothing extra. The bound is the worst case,
+ * subject make at most C(n + k, k) attempts; each ? doubles that.
+ * Quantifiers at the pattern's end ("%s+", "(%w+)") never backtrack and
+ * cost nothing extra. The bound is the worst case,
  * not the usual one, and the shape says less than the matcher knows: the
  * trim idiom "^%s*(.-)%s*$" (quadratic at worst) is bounded as cubic and
  * refused from ~1.8 KB on; "^%s*(.*%S)" trims up to ~44 KB. */
