@@ -16,8 +16,9 @@ struct vg__sched_near {
 };
 
 /* What placement reads of a location, packed (24 bytes, not the 88 of
- * struct vg_sched_location): the first look at a location is most of a
- * placement's cache misses. */
+ * struct vg_sched_location): each plan starts its per-location records
+ * from it (struct vg__sched_loc), and the enforcements are checked on it
+ * outside placement's loop. */
 struct vg__sched_lhot {
     uint32_t tags, cost, cpu_m, mem_mib, slots;
     uint16_t country;
@@ -69,20 +70,26 @@ struct vg__sched_rules {
     bool any; /* an allow or deny list, or required tags: without, every location is allowed */
 };
 void vg__sched_rules_compile(const struct vg_sched_world *w, const struct vg_sched_app *app, struct vg__sched_rules *r);
-/* Inline: placement asks it of every location it looks at. */
-static inline bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
+/* The checks on a location's country, region and tags (from the world's
+ * packed record or the plan's copy). */
+static inline bool vg__sched_rules_allow_at(const struct vg__sched_rules *r, uint32_t tags, unsigned cc, unsigned rg)
 {
     if (!r->any)
         return true;
-    const struct vg__sched_lhot *h = &w->hot[loc];
-    unsigned cc = h->country, rg = h->region;
     if ((r->deny_c[cc / 8] >> (cc % 8) & 1) || (r->deny_r[rg / 8] >> (rg % 8) & 1))
         return false;
     if (r->any_allow_c && !(r->allow_c[cc / 8] >> (cc % 8) & 1))
         return false;
     if (r->any_allow_r && !(r->allow_r[rg / 8] >> (rg % 8) & 1))
         return false;
-    return (h->tags & r->tags) == r->tags;
+    return (tags & r->tags) == r->tags;
+}
+
+/* Inline: placement asks it of every location it looks at. */
+static inline bool vg__sched_rules_allow(const struct vg_sched_world *w, const struct vg__sched_rules *r, uint32_t loc)
+{
+    const struct vg__sched_lhot *h = &w->hot[loc];
+    return vg__sched_rules_allow_at(r, h->tags, h->country, h->region);
 }
 
 /* One app's share of a plan. */
@@ -102,16 +109,23 @@ struct vg__sched_holders {
     uint32_t n, cap;
 };
 
-/* A location's capacity as placement sees it, packed (20 bytes): the
- * capacity left, the first of its highest-priority holders (VG_SCHED_NONE
- * when none: what a capacity record names) and its cost. During a
- * parallel placement one thread commits (writes) while another places
- * speculatively (reads): the capacity fields are read and written with
- * vg__sched_ld/vg__sched_st (relaxed atomics, plain moves on x86); what a
- * speculative reader saw is validated at commit (sched_place.c). */
+/* A location as placement sees it, packed (32 bytes, two to a cache
+ * line): the capacity left, the first of its highest-priority holders
+ * (VG_SCHED_NONE when none: what a capacity record names) and that
+ * holder's priority, its cost, and a copy of what the enforcements check
+ * (the world's record of it is a second cache miss per location looked
+ * at). During a parallel placement one thread commits (writes) while
+ * another places speculatively (reads): the capacity and holder fields
+ * are read and written with vg__sched_ld/vg__sched_st (relaxed atomics,
+ * plain moves on x86); what a speculative reader saw is validated at
+ * commit (sched_place.c). */
 struct vg__sched_loc {
     uint32_t cpu_free, mem_free, slots_free, top;
     uint32_t cost;
+    int32_t top_prio; /* top's priority, when top is not VG_SCHED_NONE */
+    uint32_t tags;
+    uint16_t country;
+    uint8_t region, pad;
 };
 
 static inline uint32_t vg__sched_ld(const uint32_t *p)

@@ -246,8 +246,11 @@ static void make_room(struct ctx *x, uint32_t loc)
  * priority is above ours. */
 static uint32_t displacer(const struct ctx *x, uint32_t loc)
 {
-    uint32_t top = vg__sched_ld(&x->loc[loc].top);
-    return top != VG_SCHED_NONE && x->apps[top].priority > x->app->priority ? top : VG_SCHED_NONE;
+    const struct vg__sched_loc *l = &x->loc[loc];
+    uint32_t top = vg__sched_ld(&l->top);
+    return top != VG_SCHED_NONE && (int32_t)vg__sched_ld((const uint32_t *)&l->top_prio) > x->app->priority
+               ? top
+               : VG_SCHED_NONE;
 }
 
 static void capacity_why(const struct ctx *x, uint32_t loc, uint8_t res, struct vg_sched_why *y)
@@ -272,11 +275,11 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
 {
     sn->mark = x->stamp;
     sn->slot = VG_SCHED_NONE;
-    if (x->rules.any && !vg__sched_rules_allow(x->w, &x->rules, loc)) {
+    const struct vg__sched_loc *s = &x->loc[loc];
+    if (!vg__sched_rules_allow_at(&x->rules, s->tags, s->country, s->region)) {
         *new_why(x) = why_of(loc, VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
         return VG_SCHED_NONE;
     }
-    const struct vg__sched_loc *s = &x->loc[loc];
     uint8_t res = !x->preempt && vg__sched_fits(s, x->app) ? VG_SCHED_RES_NONE : short_of(x, loc);
     if (res != VG_SCHED_RES_NONE) {
         reject_capacity(x, loc, res);
@@ -377,11 +380,8 @@ static void prefetch_list(const struct ctx *x, uint32_t a)
 static void prefetch_area(const struct ctx *x, uint32_t a)
 {
     const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
-    for (uint8_t k = 0; k < x->w->n_near[a]; k++) {
+    for (uint8_t k = 0; k < x->w->n_near[a]; k++)
         __builtin_prefetch(&x->loc[near[k].loc]);
-        if (x->rules.any)
-            __builtin_prefetch(&x->w->hot[near[k].loc]);
-    }
 }
 
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
@@ -441,7 +441,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
             if (sn->mark != stamp) {
                 const struct vg__sched_loc *s = &locs[loc];
                 if (plain && vg__sched_ld(&s->slots_free) >= 1 && vg__sched_ld(&s->cpu_free) >= cpu &&
-                    vg__sched_ld(&s->mem_free) >= mem && vg__sched_rules_allow(x->w, &x->rules, loc)) {
+                    vg__sched_ld(&s->mem_free) >= mem &&
+                    vg__sched_rules_allow_at(&x->rules, s->tags, s->country, s->region)) {
                     /* consider_new's common case, in line: a candidate */
                     sn->mark = stamp;
                     sn->slot = c = (uint32_t)x->nc++;

@@ -15,7 +15,14 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->loc = vg_xcalloc(n_locs + 1, sizeof(*p->loc));
     for (size_t l = 0; l < n_locs; l++) {
         const struct vg__sched_lhot *h = &w->hot[l];
-        p->loc[l] = (struct vg__sched_loc){h->cpu_m, h->mem_mib, h->slots, VG_SCHED_NONE, h->cost};
+        p->loc[l] = (struct vg__sched_loc){.cpu_free = h->cpu_m,
+                                           .mem_free = h->mem_mib,
+                                           .slots_free = h->slots,
+                                           .top = VG_SCHED_NONE,
+                                           .cost = h->cost,
+                                           .tags = h->tags,
+                                           .country = h->country,
+                                           .region = h->region};
     }
     p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
@@ -67,8 +74,10 @@ void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *app
     vg__sched_st(&u->cpu_free, u->cpu_free - apps[app].cpu_m);
     vg__sched_st(&u->mem_free, u->mem_free - apps[app].mem_mib);
     vg__sched_st(&u->slots_free, u->slots_free - 1);
-    if (u->top == VG_SCHED_NONE || apps[app].priority > apps[u->top].priority)
-        vg__sched_st(&u->top, app); /* the first of equals stays */
+    if (u->top == VG_SCHED_NONE || apps[app].priority > u->top_prio) { /* the first of equals stays */
+        vg__sched_st((uint32_t *)&u->top_prio, (uint32_t)apps[app].priority);
+        vg__sched_st(&u->top, app);
+    }
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -98,8 +107,8 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
             continue;
         u->top = VG_SCHED_NONE;
         for (uint32_t k = 0; k < h->n; k++)
-            if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > apps[u->top].priority)
-                u->top = h->apps[k];
+            if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > u->top_prio)
+                u->top = h->apps[k], u->top_prio = apps[h->apps[k]].priority;
     }
     vg__sched_app_plan_free(ap);
 }
