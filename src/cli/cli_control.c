@@ -32,6 +32,8 @@ static void control_usage(FILE *f)
                "                            on deploys and new nodes); scale-in windows count in these runs\n"
                "  --place-drain DUR         a location placement drops serves at most DUR more while the new ones\n"
                "                            come up (default 30s)\n"
+               "  --place-threads N         threads a placement run uses (default: the CPUs, at most 4); the plan\n"
+               "                            is the same with any number\n"
                "  --nats URL                the nodes' bus (repeatable for a cluster): their live figures arrive\n"
                "                            on it every second (GET /v1/top); without it, with their heartbeats\n"
                "  --log-level L             debug|info|warn|error (default info)\n"
@@ -51,6 +53,7 @@ int vg_cli_control(int argc, char **argv)
         {"node-timeout", required_argument, NULL, 't'},
         {"place-interval", required_argument, NULL, 'i'},
         {"place-drain", required_argument, NULL, 'r'},
+        {"place-threads", required_argument, NULL, 'P'},
         {"nats", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
@@ -116,6 +119,16 @@ int vg_cli_control(int argc, char **argv)
             else
                 o.place_drain_ms = v;
             break;
+        case 'P': {
+            char *end;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (*end || end == optarg || optarg[0] == '-' || n < 1 || n > 64) {
+                fprintf(stderr, "verge control: --place-threads takes a number from 1 to 64: %s\n", optarg);
+                return 2;
+            }
+            o.place_threads = (unsigned)n;
+            break;
+        }
         case 'n':
             if (o.n_nats_urls == VG_ARRAY_LEN(nats)) {
                 fprintf(stderr, "verge control: at most %zu --nats URLs\n", VG_ARRAY_LEN(nats));

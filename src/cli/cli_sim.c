@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 struct sim_opts {
-    unsigned long locations, apps, steps;
+    unsigned long locations, apps, steps, threads;
     uint64_t seed;
     bool json;
     const char *csv;
@@ -38,14 +38,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: verge sim [--locations N] [--apps N] [--steps N] [--seed S] [--cities FILE|bundled] [--json]\n"
-            "                 [--csv FILE]\n"
+            "                 [--csv FILE] [--threads N]\n"
             "  simulates the scheduler: N towers around real places (--cities: tzdata's zone1970.tab, the\n"
             "  default, about 310 places; or 'bundled', the 64 cities of data/locations.csv), N apps with static, "
             "dynamic and\n"
             "  enforced policies, demand with daily cycles and flash crowds (one step = %d minutes);\n"
             "  prints per step the decision time, demand-weighted p50/p95 latency, the share of demand within\n"
             "  each app's target, capacity use, churn and policy violations. Defaults: 10000 locations,\n"
-            "  1000 apps, 100 steps, seed 1. The same seed gives the same decisions (the 'digest').\n",
+            "  1000 apps, 100 steps, seed 1, 1 thread. The same seed gives the same decisions (the 'digest'),\n"
+            "  with any number of threads (they only make each full placement shorter).\n",
             VG_SCHED_SIM_STEP_MIN);
 }
 
@@ -62,7 +63,7 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
 
 static int parse_args(int argc, char **argv, struct sim_opts *o)
 {
-    *o = (struct sim_opts){10000, 1000, 100, 1, false, NULL, NULL, NULL};
+    *o = (struct sim_opts){.locations = 10000, .apps = 1000, .steps = 100, .threads = 1, .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long n;
@@ -83,10 +84,13 @@ static int parse_args(int argc, char **argv, struct sim_opts *o)
             o->apps = n, i++;
         } else if (strcmp(a, "--steps") == 0 && v && parse_ulong(v, 1, 100000, &n)) {
             o->steps = n, i++;
+        } else if (strcmp(a, "--threads") == 0 && v && parse_ulong(v, 1, 64, &n)) {
+            o->threads = n, i++;
         } else if (strcmp(a, "--seed") == 0 && v && parse_ulong(v, 0, ULONG_MAX, &n)) {
             o->seed = n, i++;
         } else {
-            fprintf(stderr, "verge sim: bad or incomplete option '%s' (locations and apps 1..100000)\n", a);
+            fprintf(stderr, "verge sim: bad or incomplete option '%s' (locations and apps 1..100000, threads 1..64)\n",
+                    a);
             usage(stderr);
             return 2;
         }
@@ -247,7 +251,8 @@ static json_t *row_json(const struct step_row *r)
  * one whose flash crowd starts or ends now, else the step's turn. The
  * update changes the plan the next step starts from, so it is part of the
  * run's decisions (and digest). */
-static int run_step(struct vg_sched_sim *sim, uint32_t step, struct vg_sched_plan **prev, struct step_row *row)
+static int run_step(struct vg_sched_sim *sim, uint32_t step, unsigned threads, struct vg_sched_plan **prev,
+                    struct step_row *row)
 {
     const struct vg_sched_world *w = vg_sched_sim_world(sim);
     size_t n_apps;
@@ -256,7 +261,7 @@ static int run_step(struct vg_sched_sim *sim, uint32_t step, struct vg_sched_pla
     struct vg_sched_plan *plan = NULL;
     struct vg_sched_error err;
     double t0 = now_ms();
-    int rc = vg_sched_place(w, apps, n_apps, d, *prev, &plan, &err);
+    int rc = vg_sched_place_threads(w, apps, n_apps, d, *prev, threads, &plan, &err);
     row->decision_ms = now_ms() - t0;
     if (rc) {
         fprintf(stderr, "verge sim: step %u: %s\n", step, err.msg);
@@ -376,7 +381,7 @@ int vg_cli_sim(int argc, char **argv)
     if (!o.json)
         printf(" step  place_ms upd_ms  p50_ms  p95_ms  within    cpu  slots  churn  viol placements\n");
     for (unsigned long s = 0; s < o.steps && rc == 0; s++) {
-        rc = run_step(sim, (uint32_t)s, &plan, &rows[s]);
+        rc = run_step(sim, (uint32_t)s, (unsigned)o.threads, &plan, &rows[s]);
         viol += rows[s].violations;
         digest = (digest ^ rows[s].digest) * 1099511628211ull;
         if (bar)
@@ -394,10 +399,10 @@ int vg_cli_sim(int argc, char **argv)
             json_array_append_new(steps, row_json(&rows[i]));
         char dg[20];
         snprintf(dg, sizeof(dg), "%016llx", (unsigned long long)digest);
-        json_t *doc = json_pack("{s:I,s:i,s:i,s:i,s:i,s:f,s:I,s:s,s:o}", "seed", (json_int_t)o.seed, "locations",
-                                (int)o.locations, "apps", (int)o.apps, "steps", (int)o.steps, "step_minutes",
-                                VG_SCHED_SIM_STEP_MIN, "build_ms", build_ms, "violations", (json_int_t)viol, "digest",
-                                dg, "per_step", steps);
+        json_t *doc = json_pack("{s:I,s:i,s:i,s:i,s:i,s:i,s:f,s:I,s:s,s:o}", "seed", (json_int_t)o.seed, "locations",
+                                (int)o.locations, "apps", (int)o.apps, "steps", (int)o.steps, "threads", (int)o.threads,
+                                "step_minutes", VG_SCHED_SIM_STEP_MIN, "build_ms", build_ms, "violations",
+                                (json_int_t)viol, "digest", dg, "per_step", steps);
         json_object_set_new(doc, "seeds", json_string(seeds));
         if (o.explain)
             rc = explain(sim, plan, o.explain, true, doc);

@@ -37,6 +37,7 @@ struct vg_control_options {
     uint32_t max_wait_s;          /* the longest long poll (?wait=) */
     uint64_t place_interval_ms;   /* placement from demand runs this often (0: only on changes) */
     uint64_t place_drain_ms;      /* a dropped location serves at most this long while new ones come up */
+    unsigned place_threads;       /* threads a placement run uses (the same plan from any number) */
     const char *const *nats_urls; /* the nodes' bus for their live figures (none: the heartbeats') */
     size_t n_nats_urls;
 };

@@ -842,7 +842,9 @@ static bool place_all(struct vg_control_server *srv, const char *why, json_t *ch
     struct vg_sched_plan *seed = vg_sched_plan_seed(r.world, m, prev), *plan = NULL;
     struct vg_sched_error err;
     int rc;
-    while ((rc = vg_sched_place(r.world, apps, m, dem, seed, &plan, &err)) == VG_EINVAL && err.app < m) {
+    while ((rc = vg_sched_place_threads(r.world, apps, m, dem, seed, srv->opt.place_threads, &plan, &err)) ==
+               VG_EINVAL &&
+           err.app < m) {
         /* one app's policy cannot be honoured: it keeps where it was */
         struct place_app *a = &pl->apps[map[err.app]];
         free(a->error);

@@ -61,6 +61,13 @@ def test_sim_reproducible_with_the_same_seed():
     assert a["digest"] != c["digest"]
 
 
+def test_sim_threads_make_the_same_decisions():
+    one, two = sim_json("--seed", "5"), sim_json("--seed", "5", "--threads", "2")
+    assert one["threads"] == 1 and two["threads"] == 2
+    assert two["digest"] == one["digest"]
+    assert decisions(two) == decisions(one)
+
+
 def test_sim_text_and_csv(tmp_path):
     out = tmp_path / "sim.csv"
     p = run(["sim", "--locations", "800", "--apps", "60", "--steps", "5", "--csv", str(out)])
@@ -75,7 +82,8 @@ def test_sim_text_and_csv(tmp_path):
 
 
 def test_sim_bad_options():
-    for argv in (["--locations", "0"], ["--apps", "x"], ["--steps"], ["--bogus"]):
+    for argv in (["--locations", "0"], ["--apps", "x"], ["--steps"], ["--bogus"], ["--threads", "0"],
+                 ["--threads", "65"]):
         p = run(["sim"] + argv)
         assert p.returncode == 2, argv
         assert b"usage: verge sim" in p.stderr

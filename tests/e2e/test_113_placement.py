@@ -82,7 +82,7 @@ def placing_control(tmp_path, verge_bin):
     """A control plane placing every 300 ms; stopped even when a node
     fixture built on it fails."""
     c = Control(verge_bin, tmp_path / "cp", tmp_path / "cp-data",
-                args=["--place-interval", "300ms", "--place-drain", "5s"]).start()
+                args=["--place-interval", "300ms", "--place-drain", "5s", "--place-threads", "2"]).start()
     yield c
     rc = c.stop()
     assert not (rc is not None and rc < 0 and -rc in CRASH_SIGNALS), c.logs()
@@ -262,6 +262,15 @@ def test_plan_is_a_dry_run(fleet, tmp_path):
     r = fleet.control.req("POST", "/v1/apps/web/placement/plan", fleet.control.admin_token(),
                           {"placement": {"mode": "dynamic", "percentile": 101}})
     assert r.status == 400 and "percentile" in r.json()["error"], r
+
+
+def test_place_threads_out_of_range_is_refused(tmp_path, verge_bin):
+    for bad in ("0", "65", "-1", "two", ""):
+        p = subprocess.run([str(verge_bin), "control", "--data", str(tmp_path / "cp"), "--place-threads", bad],
+                           capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+        assert p.returncode == 2, bad
+        assert b"--place-threads takes a number from 1 to 64" in p.stderr, p.stderr
+    assert not (tmp_path / "cp").exists()  # refused before anything was made
 
 
 def test_a_node_refuses_an_app_its_location_may_not_hold(tmp_path, verge_bin):
