@@ -443,8 +443,13 @@ static void apply(struct vg_node_agent *a, json_t *doc)
             keep[3 * k + 2] = vg_xstrdup(k < n_before ? before[k] : "");
         }
         pthread_mutex_unlock(&a->mu);
-        if (!rc)
+        if (!rc) {
             vg_log(VG_LOG_INFO, "agent: switched", NULL);
+            /* what is live is on record before older versions go from the
+             * disk: a restart never looks for a version being removed, and
+             * whoever sees the old ones gone sees the new state */
+            state_save(a);
+        }
         for (size_t k = 0; k < n_keep; k++) {
             prune(a, keep[3 * k], keep[3 * k + 1], keep[3 * k + 2]);
             free(keep[3 * k]);

@@ -236,6 +236,7 @@ def test_old_versions_are_pruned_keeping_live_and_previous(verge, plane, tmp_pat
         assert wait_for(lambda: body(v) == tag, 10)
     kept = tmp_path / "data-n1" / "apps" / "web"
     assert wait_for(lambda: sorted(p.name for p in kept.iterdir()) == sorted(shas[1:]), 5), list(kept.iterdir())
+    # the live version went on record before the old ones went: no wait
     saved = json.loads((tmp_path / "data-n1" / "agent.json").read_text())
     assert saved["apps"] == {"web": shas[2]}
 
