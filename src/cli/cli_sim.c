@@ -38,15 +38,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: verge sim [--locations N] [--apps N] [--steps N] [--seed S] [--cities FILE|bundled] [--json]\n"
-            "                 [--csv FILE] [--threads N]\n"
+            "                 [--csv FILE] [--explain APP] [--threads N]\n"
             "  simulates the scheduler: N towers around real places (--cities: tzdata's zone1970.tab, the\n"
-            "  default, about 310 places; or 'bundled', the 64 cities of data/locations.csv), N apps with static, "
-            "dynamic and\n"
-            "  enforced policies, demand with daily cycles and flash crowds (one step = %d minutes);\n"
+            "  default, about 310 places; or 'bundled', the 64 cities of data/locations.csv), N apps with static,\n"
+            "  dynamic and enforced policies, demand with daily cycles and flash crowds (one step = %d minutes);\n"
             "  prints per step the decision time, demand-weighted p50/p95 latency, the share of demand within\n"
-            "  each app's target, capacity use, churn and policy violations. Defaults: 10000 locations,\n"
-            "  1000 apps, 100 steps, seed 1, 1 thread. The same seed gives the same decisions (the 'digest'),\n"
-            "  with any number of threads (they only make each full placement shorter).\n",
+            "  each app's target, capacity use, churn and policy violations; --explain: an app's decisions\n"
+            "  after the last step. Defaults: 10000 locations, 1000 apps, 100 steps, seed 1, 1 thread. The\n"
+            "  same seed gives the same decisions (the 'digest'), with any number of threads (they only make\n"
+            "  each full placement shorter).\n",
             VG_SCHED_SIM_STEP_MIN);
 }
 
