@@ -33,6 +33,27 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Busy and all jiffies of the CPUs in set since boot (/proc/stat). */
+static void cpu_jiffies(const cpu_set_t *set, unsigned long long *busy, unsigned long long *all)
+{
+    *busy = *all = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    char line[512];
+    while (f && fgets(line, sizeof(line), f)) {
+        int cpu;
+        unsigned long long v[8];
+        if (sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7]) != 9 ||
+            cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, set))
+            continue;
+        unsigned long long sum = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+        *all += sum;
+        *busy += sum - v[3] - v[4]; /* less idle and iowait */
+    }
+    if (f)
+        fclose(f);
+}
+
 static struct vg_sched_sim_point *cities(size_t *n)
 {
     struct vg_geo_set *set = NULL;
@@ -75,6 +96,12 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
     CPU_ZERO(&all);
     for (int c = 0; c < PAR_THREADS; c++)
         CPU_SET(c, &all);
+    /* the other cores should be idle while one thread runs: if they are
+     * not, other work holds them, and the two-thread figures say so */
+    cpu_set_t others;
+    CPU_XOR(&others, &all, &one);
+    CPU_AND(&others, &others, &all);
+    unsigned long long o_busy = 0, o_all = 0;
     uint64_t digest[2] = {0, 0};
     for (int r = 0; r < 2 * FULL_RUNS; r++) {
         unsigned threads = r % 2 ? PAR_THREADS : 1;
@@ -82,12 +109,17 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
             threads = 1;
         vg_sched_plan_destroy(plan);
         plan = NULL;
+        unsigned long long b0, a0, b1, a1;
+        cpu_jiffies(&others, &b0, &a0);
         t0 = now_ms();
         if (vg_sched_place_threads(w, apps, na, d, NULL, threads, &plan, &err) != 0) {
             fprintf(stderr, "place: %s\n", err.msg);
             exit(1);
         }
         (r % 2 ? par : full)[r / 2] = now_ms() - t0;
+        cpu_jiffies(&others, &b1, &a1);
+        if (threads == 1)
+            o_busy += b1 - b0, o_all += a1 - a0;
         digest[r % 2] = vg_sched_plan_digest(plan);
     }
     if (sched_setaffinity(0, sizeof(one), &one) != 0)
@@ -142,6 +174,11 @@ static void full_and_incremental(size_t n_locs, size_t n_apps)
            1000.0 / upd[UPDATES / 2]);
     printf("throughput, %d threads: %.0f placements/s: %.0fx kube-scheduler, %.1fx Nomad C1M\n", PAR_THREADS, ppps,
            ppps / KUBE_PODS_PER_S, ppps / NOMAD_C1M_PER_S);
+    if (o_all) {
+        double share = 100.0 * (double)o_busy / (double)o_all;
+        printf("the other core%s, while one thread ran: %.0f%% busy%s\n", CPU_COUNT(&others) > 1 ? "s" : "", share,
+               share > 10 ? " with other work: the two-thread figures are low" : "");
+    }
     vg_sched_plan_destroy(plan);
     free(d2);
     vg_sched_sim_destroy(sim);
