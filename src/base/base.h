@@ -93,6 +93,9 @@ struct timespec vg_deadline(clockid_t clock, uint64_t ms);
  * "1g" (bare numbers are bytes) into bytes. 0 on success. */
 int vg_parse_duration_ms(const char *s, uint64_t *out) VG_MUST_CHECK;
 int vg_parse_size(const char *s, uint64_t *out) VG_MUST_CHECK;
+/* Parses a plain decimal count in [lo, hi] (no sign, no unit, no junk).
+ * 0 on success. */
+int vg_parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) VG_MUST_CHECK;
 
 /* SipHash-2-4 of p under a 16-byte key: a seeded hash for tables whose
  * keys come from clients (they cannot aim keys at one slot). */

@@ -66,6 +66,16 @@ static int parse_with_units(const char *s, const struct unit *units, size_t n_un
     return VG_EINVAL;
 }
 
+int vg_parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    static const struct unit none[] = {{"", 1}};
+    uint64_t v;
+    if (parse_with_units(s, none, 1, &v) != 0 || v < lo || v > hi)
+        return VG_EINVAL;
+    *out = v;
+    return 0;
+}
+
 int vg_parse_duration_ms(const char *s, uint64_t *out)
 {
     static const struct unit units[] = {

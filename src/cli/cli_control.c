@@ -90,16 +90,13 @@ int vg_cli_control(int argc, char **argv)
             else
                 o.bundle.max_unpacked = v;
             break;
-        case 'f': {
-            char *end;
-            unsigned long long n = strtoull(optarg, &end, 10);
-            if (*end || n == 0) {
+        case 'f':
+            if (vg_parse_count(optarg, 1, UINT64_MAX, &v) != 0) {
                 fprintf(stderr, "verge control: --max-files takes a number: %s\n", optarg);
                 return 2;
             }
-            o.bundle.max_entries = n;
+            o.bundle.max_entries = v;
             break;
-        }
         case 't':
             if (vg_parse_duration_ms(optarg, &v) != 0 || v == 0) {
                 fprintf(stderr, "verge control: --node-timeout takes a duration (15s): %s\n", optarg);
@@ -119,16 +116,13 @@ int vg_cli_control(int argc, char **argv)
             else
                 o.place_drain_ms = v;
             break;
-        case 'P': {
-            char *end;
-            unsigned long n = strtoul(optarg, &end, 10);
-            if (*end || end == optarg || optarg[0] == '-' || n < 1 || n > 64) {
+        case 'P':
+            if (vg_parse_count(optarg, 1, 64, &v) != 0) {
                 fprintf(stderr, "verge control: --place-threads takes a number from 1 to 64: %s\n", optarg);
                 return 2;
             }
-            o.place_threads = (unsigned)n;
+            o.place_threads = (unsigned)v;
             break;
-        }
         case 'n':
             if (o.n_nats_urls == VG_ARRAY_LEN(nats)) {
                 fprintf(stderr, "verge control: at most %zu --nats URLs\n", VG_ARRAY_LEN(nats));

@@ -136,10 +136,10 @@ static int trace_arg(int c, const char *arg, struct vg_node_options *o)
             return bad("--trace-slow takes a duration like 500ms (0: off)", arg);
         return -1;
     case 1003: {
-        unsigned long n = strtoul(arg, &end, 10);
-        if (*end || end == arg || n < 1 || n > 1000000)
+        uint64_t n;
+        if (vg_parse_count(arg, 1, 1000000, &n) != 0)
             return bad("--trace-ring takes a number from 1 to 1000000", arg);
-        o->trace_ring = n;
+        o->trace_ring = (size_t)n;
         return -1;
     }
     case 1005:

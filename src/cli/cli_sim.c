@@ -50,14 +50,13 @@ static void usage(FILE *f)
             VG_SCHED_SIM_STEP_MIN);
 }
 
+/* A count in [lo, hi] (vg_parse_count), as an unsigned long. */
 static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || end == s || s[0] == '-' || v < lo || v > hi)
+    uint64_t v;
+    if (vg_parse_count(s, lo, hi, &v) != 0)
         return false;
-    *out = v;
+    *out = (unsigned long)v;
     return true;
 }
 

@@ -320,7 +320,6 @@ static int parse(int argc, char **argv, struct top_args *a)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
-    char *end;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (vg__cli_fleet_arg(&a->fleet, c, optarg))
             continue;
@@ -335,8 +334,7 @@ static int parse(int argc, char **argv, struct top_args *a)
             }
             break;
         case 'c':
-            a->count = strtoull(optarg, &end, 10);
-            if (*end || !a->count) {
+            if (vg_parse_count(optarg, 1, UINT64_MAX, &a->count) != 0) {
                 fprintf(stderr, "verge top: --count takes a positive number: %s\n", optarg);
                 return 2;
             }

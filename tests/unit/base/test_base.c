@@ -54,6 +54,24 @@ static void test_sizes(void **state)
     assert_int_not_equal(vg_parse_size("k", &v), 0);
 }
 
+static void test_counts(void **state)
+{
+    uint64_t v;
+    assert_int_equal(vg_parse_count("1", 1, 64, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(vg_parse_count("64", 1, 64, &v), 0);
+    assert_int_equal(v, 64);
+    assert_int_not_equal(vg_parse_count("0", 1, 64, &v), 0);  /* below */
+    assert_int_not_equal(vg_parse_count("65", 1, 64, &v), 0); /* above */
+    assert_int_not_equal(vg_parse_count("-1", 0, UINT64_MAX, &v), 0);
+    assert_int_not_equal(vg_parse_count("+1", 0, UINT64_MAX, &v), 0);
+    assert_int_not_equal(vg_parse_count("4k", 0, UINT64_MAX, &v), 0);
+    assert_int_not_equal(vg_parse_count("", 0, UINT64_MAX, &v), 0);
+    assert_int_not_equal(vg_parse_count("99999999999999999999999", 0, UINT64_MAX, &v), 0);
+    assert_int_equal(vg_parse_count("18446744073709551615", 0, UINT64_MAX, &v), 0);
+    assert_int_equal(v, UINT64_MAX);
+}
+
 static void test_json_escape(void **state)
 {
     char buf[64];
@@ -76,8 +94,8 @@ static void test_edit_distance(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),      cmocka_unit_test(test_durations),     cmocka_unit_test(test_sizes),
-        cmocka_unit_test(test_json_escape), cmocka_unit_test(test_edit_distance),
+        cmocka_unit_test(test_errors), cmocka_unit_test(test_durations),   cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_counts), cmocka_unit_test(test_json_escape), cmocka_unit_test(test_edit_distance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
