@@ -18,6 +18,7 @@
 struct sim_opts {
     unsigned long locations, apps, steps, threads;
     uint64_t seed;
+    double site_deg; /* the world's sites: a grid cell's side, 0 for one per location */
     bool json;
     const char *csv;
     const char *explain; /* an app's name: its explanation after the last step */
@@ -38,7 +39,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: verge sim [--locations N] [--apps N] [--steps N] [--seed S] [--cities FILE|bundled] [--json]\n"
-            "                 [--csv FILE] [--explain APP] [--threads N]\n"
+            "                 [--csv FILE] [--explain APP] [--threads N] [--sites DEG]\n"
             "  simulates the scheduler: N towers around real places (--cities: tzdata's zone1970.tab, the\n"
             "  default, about 310 places; or 'bundled', the 64 cities of data/locations.csv), N apps with static,\n"
             "  dynamic and enforced policies, demand with daily cycles and flash crowds (one step = %d minutes);\n"
@@ -46,8 +47,10 @@ static void usage(FILE *f)
             "  each app's target, capacity use, churn and policy violations; --explain: an app's decisions\n"
             "  after the last step. Defaults: 10000 locations, 1000 apps, 100 steps, seed 1, 1 thread. The\n"
             "  same seed gives the same decisions (the 'digest'), with any number of threads (they only make\n"
-            "  each full placement shorter).\n",
-            VG_SCHED_SIM_STEP_MIN);
+            "  each full placement shorter). --sites: dynamic placement picks sites, the towers of one grid\n"
+            "  cell of DEG degrees in one country and region, then one tower in each (default %g; 0: every\n"
+            "  tower its own site).\n",
+            VG_SCHED_SIM_STEP_MIN, VG_SCHED_SITE_DEG);
 }
 
 /* A count in [lo, hi] (vg_parse_count), as an unsigned long. */
@@ -60,9 +63,22 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
     return true;
 }
 
+/* A site cell's side in degrees: 0, or 0.01 to 10. */
+static bool parse_deg(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (errno || end == s || *end || !(d == 0 || (d >= 0.01 && d <= 10)))
+        return false;
+    *out = d;
+    return true;
+}
+
 static int parse_args(int argc, char **argv, struct sim_opts *o)
 {
-    *o = (struct sim_opts){.locations = 10000, .apps = 1000, .steps = 100, .threads = 1, .seed = 1};
+    *o = (struct sim_opts){
+        .locations = 10000, .apps = 1000, .steps = 100, .threads = 1, .seed = 1, .site_deg = VG_SCHED_SITE_DEG};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long n;
@@ -87,8 +103,12 @@ static int parse_args(int argc, char **argv, struct sim_opts *o)
             o->threads = n, i++;
         } else if (strcmp(a, "--seed") == 0 && v && parse_ulong(v, 0, ULONG_MAX, &n)) {
             o->seed = n, i++;
+        } else if (strcmp(a, "--sites") == 0 && v && parse_deg(v, &o->site_deg)) {
+            i++;
         } else {
-            fprintf(stderr, "verge sim: bad or incomplete option '%s' (locations and apps 1..100000, threads 1..64)\n",
+            fprintf(stderr,
+                    "verge sim: bad or incomplete option '%s' (locations and apps 1..100000, threads 1..64, sites 0 "
+                    "or 0.01..10)\n",
                     a);
             usage(stderr);
             return 2;
@@ -366,7 +386,8 @@ int vg_cli_sim(int argc, char **argv)
     struct vg_sched_sim_point *pts = cities(o.cities, &n_cities, seeds, sizeof(seeds));
     struct vg_sched_sim *sim = NULL;
     double t0 = now_ms();
-    if (!pts || vg_sched_sim_create(pts, n_cities, o.locations, o.apps, o.seed, &sim) != 0) {
+    if (!pts || vg_sched_sim_create(pts, n_cities, o.locations, o.apps, o.seed, &sim) != 0 ||
+        vg_sched_sim_set_sites(sim, o.site_deg) != 0) {
         fprintf(stderr, "verge sim: cannot build the world\n");
         free(pts);
         return 1;
@@ -403,6 +424,8 @@ int vg_cli_sim(int argc, char **argv)
                                 "step_minutes", VG_SCHED_SIM_STEP_MIN, "build_ms", build_ms, "violations",
                                 (json_int_t)viol, "digest", dg, "per_step", steps);
         json_object_set_new(doc, "seeds", json_string(seeds));
+        json_object_set_new(doc, "sites", json_integer((json_int_t)vg_sched_world_n_sites(vg_sched_sim_world(sim))));
+        json_object_set_new(doc, "site_deg", json_real(o.site_deg));
         if (o.explain)
             rc = explain(sim, plan, o.explain, true, doc);
         char *text = json_dumps(doc, JSON_INDENT(1));
@@ -411,7 +434,8 @@ int vg_cli_sim(int argc, char **argv)
         json_decref(doc);
     } else if (rc == 0) {
         print_summary(&o, rows, o.steps, build_ms, viol, digest);
-        printf("seeds: %s\n", seeds);
+        printf("seeds: %s; sites: %zu (cells of %g degrees)\n", seeds, vg_sched_world_n_sites(vg_sched_sim_world(sim)),
+               o.site_deg);
         if (o.explain)
             rc = explain(sim, plan, o.explain, false, NULL);
     }

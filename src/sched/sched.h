@@ -64,6 +64,18 @@ uint32_t vg_sched_world_find(const struct vg_sched_world *w, const char *id);
 uint32_t vg_sched_world_tag(const struct vg_sched_world *w, const char *name);
 const char *vg_sched_world_tag_name(const struct vg_sched_world *w, unsigned bit);
 
+/* Sites: dynamic placement chooses among sites (the locations of one grid
+ * cell in one country and region), then takes one location in each
+ * chosen site (sched_place.c). cell_deg is the cell's side in degrees,
+ * 0.01 to 10, or 0 for a site per location; worlds start at
+ * VG_SCHED_SITE_DEG. Set before placing, like measured RTTs. */
+#define VG_SCHED_SITE_DEG 1.0
+int vg_sched_world_set_sites(struct vg_sched_world *w, double cell_deg) VG_MUST_CHECK;
+size_t vg_sched_world_n_sites(const struct vg_sched_world *w);
+/* The site of a location, and the site's locations (ascending). */
+uint32_t vg_sched_world_site(const struct vg_sched_world *w, uint32_t loc);
+const uint32_t *vg_sched_world_site_locations(const struct vg_sched_world *w, uint32_t site, size_t *n);
+
 /* Round-trip latency between an area and a location in µs: the measured
  * RTT when one was set, else src/geo's model over the great circle. */
 uint32_t vg_sched_rtt_us(const struct vg_sched_world *w, uint32_t area, uint32_t loc);
@@ -241,7 +253,8 @@ enum vg_sched_verdict {
     X(NO_GAIN, "no latency gain")                                                                                      \
     X(BELOW_DEMAND, "would serve less than the minimum demand")                                                        \
     X(MAX_REACHED, "the maximum number of locations is reached")                                                       \
-    X(SWAPPED, "replaced by a better location in the local search")
+    X(SWAPPED, "replaced by a better location in the local search")                                                    \
+    X(SAME_SITE, "another location at the same site runs the app")
 
 enum vg_sched_reason {
 #define VG_SCHED_REASON_ENUM(name, text) VG_SCHED_R_##name,
@@ -308,6 +321,8 @@ int vg_sched_sim_create(const struct vg_sched_sim_point *cities, size_t n_cities
                         uint64_t seed, struct vg_sched_sim **out) VG_MUST_CHECK;
 void vg_sched_sim_destroy(struct vg_sched_sim *s);
 const struct vg_sched_world *vg_sched_sim_world(const struct vg_sched_sim *s);
+/* Regroups the sim's world into sites (vg_sched_world_set_sites). */
+int vg_sched_sim_set_sites(struct vg_sched_sim *s, double cell_deg) VG_MUST_CHECK;
 const struct vg_sched_app *vg_sched_sim_apps(const struct vg_sched_sim *s, size_t *n);
 /* Demand at a step (one step is VG_SCHED_SIM_STEP_MIN minutes of
  * simulated time); valid until the next call. */

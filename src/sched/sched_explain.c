@@ -6,8 +6,8 @@
 
 /* lower case for JSON; in the order of VG_SCHED_REASON_MAP */
 static const char *const reason_names[] = {
-    "static",   "gain",      "min_count",  "demand_holds", "hysteresis",   "scaled_in",   "policy",
-    "capacity", "displaced", "target_met", "no_gain",      "below_demand", "max_reached", "swapped",
+    "static",    "gain",       "min_count", "demand_holds", "hysteresis",  "scaled_in", "policy",    "capacity",
+    "displaced", "target_met", "no_gain",   "below_demand", "max_reached", "swapped",   "same_site",
 };
 
 static const char *const reason_texts[] = {
@@ -185,6 +185,36 @@ static void enforce_line(const struct vg_sched_world *w, const struct vg_sched_e
         snprintf(buf + at, cap - at, " residency");
 }
 
+/* A dynamic app runs at one location per site (sched_place.c): the other
+ * locations of a record's site share its decision. Listed one per line,
+ * so that the line of any location says why, up to SITE_LIST. */
+#define SITE_LIST 8
+
+static void site_lines(struct out *o, const struct vg_sched_world *w, const struct vg_sched_app *a,
+                       const struct vg_sched_why *y)
+{
+    size_t n;
+    uint32_t site = vg_sched_world_site(w, y->loc);
+    const uint32_t *v = vg_sched_world_site_locations(w, site, &n);
+    if (a->mode != VG_SCHED_DYNAMIC || n < 2 || y->reason == VG_SCHED_R_SAME_SITE)
+        return;
+    const char *id = w->locs[y->loc].id;
+    size_t shown = 0;
+    for (size_t i = 0; i < n && shown < SITE_LIST; i++) {
+        if (v[i] == y->loc)
+            continue;
+        const struct vg_sched_location *l = &w->locs[v[i]];
+        if (y->verdict == VG_SCHED_REJECTED)
+            put(o, "  - %-15s rejected %s/%s: at the site of %s, rejected with it\n", l->id, l->country, l->region, id);
+        else
+            put(o, "  - %-15s rejected %s/%s: at the site of %s, where the app runs at %s (one location per site)\n",
+                l->id, l->country, l->region, id, id);
+        shown++;
+    }
+    if (n - 1 > shown)
+        put(o, "    (and %zu more locations of that site)\n", n - 1 - shown);
+}
+
 char *vg_sched_explain_text(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
                             const struct vg_sched_plan *p, uint32_t app)
 {
@@ -217,6 +247,7 @@ char *vg_sched_explain_text(const struct vg_sched_world *w, const struct vg_sche
             l->country, l->region, vg_sched_reason_text(y->reason));
         detail(&o, w, apps, n_apps, a, y);
         put(&o, "\n");
+        site_lines(&o, w, a, y);
     }
     return o.s;
 }
@@ -247,6 +278,16 @@ static json_t *why_json(const struct vg_sched_world *w, const struct vg_sched_ap
     }
     if (y->reason == VG_SCHED_R_BELOW_DEMAND || y->reason == VG_SCHED_R_HYSTERESIS || y->reason == VG_SCHED_R_SCALED_IN)
         json_object_set_new(j, "min_demand_rps", json_real(app->min_demand_mrps / 1000.0));
+    size_t n;
+    const uint32_t *v = vg_sched_world_site_locations(w, vg_sched_world_site(w, y->loc), &n);
+    if (app->mode == VG_SCHED_DYNAMIC && n > 1) { /* the site's other locations share the decision */
+        json_t *site = json_array();
+        for (size_t i = 0; i < n && json_array_size(site) < SITE_LIST; i++)
+            if (v[i] != y->loc)
+                json_array_append_new(site, json_string(w->locs[v[i]].id));
+        json_object_set_new(j, "site_locations", site);
+        json_object_set_new(j, "site_size", json_integer((json_int_t)n));
+    }
     return j;
 }
 

@@ -9,6 +9,11 @@
 #define VG__SCHED_PLAN_MAGIC 0x5c4ed002u
 #define VG__SCHED_REGIONS_MAX 255
 #define VG__SCHED_HUBS_PER_COUNTRY 4
+/* Nearest sites kept per client area. Fewer than the nearest locations:
+ * eight sites reach farther than sixteen towers (measured with verge
+ * sim, docs/decisions.md: eight against sixteen, 0.2-0.3 points less
+ * demand within target, churn 12-24% lower, a quarter less time). */
+#define VG__SCHED_SITE_NEAR 8
 
 /* One of an area's nearest locations. */
 struct vg__sched_near {
@@ -52,7 +57,34 @@ struct vg_sched_world {
     size_t n_hubs;
     struct vg__sched_rtt_ovr *ovr;
     size_t n_ovr, ovr_cap;
+    /* Sites: the locations of one grid cell (site_deg degrees; 0: every
+     * location is its own) in one country and region. Dynamic placement
+     * chooses sites, then a location in each (sched_place.c): towers a
+     * few kilometres apart differ by microseconds, and an area's nearest
+     * towers are all in one or two sites, which hid every farther site
+     * from it. */
+    double site_deg;
+    size_t n_sites;
+    uint32_t *loc_site;     /* n_locs */
+    uint32_t *site_start;   /* n_sites + 1: site s is site_locs[site_start[s], site_start[s + 1]) */
+    uint32_t *site_locs;    /* ascending within a site */
+    uint32_t *site_cost;    /* the lowest cost of its locations */
+    uint16_t *site_country; /* its locations' (all the same) */
+    uint8_t *site_region;
+    struct vg_geo_xyz *site_xyz;  /* the points of site_locs, in its order */
+    uint32_t *site_tags;          /* and their tags */
+    uint64_t sites_gen;           /* bumped by each grouping: a plan's site records are of one */
+    struct vg__sched_near *snear; /* n_areas x snear_k: the nearest sites (loc: the site), by the latency
+                                     of their nearest location; near itself when site_deg is 0 */
+    uint8_t *n_snear, snear_k;
 };
+
+/* The site's locations. */
+static inline const uint32_t *vg__sched_site_locs(const struct vg_sched_world *w, uint32_t s, uint32_t *n)
+{
+    *n = w->site_start[s + 1] - w->site_start[s];
+    return &w->site_locs[w->site_start[s]];
+}
 
 #define VG__SCHED_COUNTRIES (26 * 26)
 /* 0xffff for a code that is not two upper-case letters */
@@ -154,6 +186,17 @@ struct vg__sched_seen {
     uint32_t mark, slot;
 };
 
+/* A site as placement sees it (the plan's, 16 bytes): one of its
+ * locations with a slot free (VG_SCHED_NONE: none has one) and a copy of
+ * that location's free CPU and memory, so that most sites are found
+ * usable without a look at their locations' records (a cache miss
+ * each). Kept by hold and release; read with vg__sched_ld (a parallel
+ * placement's readers are checked at commit against the locations that
+ * changed, and every change here is a location's). */
+struct vg__sched_site {
+    uint32_t loc, cpu_free, mem_free, pad;
+};
+
 struct vg_sched_plan {
     uint32_t magic;
     size_t n_apps, n_locs;
@@ -161,7 +204,10 @@ struct vg_sched_plan {
     struct vg__sched_loc *loc;         /* n_locs */
     struct vg__sched_seen *seen;       /* n_locs */
     struct vg__sched_holders *holders; /* which apps run at each location */
-    uint32_t stamp;                    /* the last mark handed out in seen */
+    struct vg__sched_site *site;       /* n_sites of the world's grouping sites_gen */
+    const struct vg_sched_world *w;    /* the world it was made for (site membership) */
+    uint64_t sites_gen;
+    uint32_t stamp; /* the last mark handed out in seen */
 };
 
 struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps);

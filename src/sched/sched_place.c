@@ -32,7 +32,8 @@
 #define SWAP_PASSES 3 /* local-search passes at most */
 
 struct cand {
-    uint32_t loc, cost;
+    uint32_t loc, cost; /* dynamic apps: the site's location its records name, then (open) the one it runs at */
+    uint32_t site;
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
     uint32_t nw0;   /* the rejections recorded before it was made (a parallel commit's repair) */
     uint64_t gain, served;
@@ -297,6 +298,73 @@ static uint32_t consider(struct ctx *x, uint32_t loc)
     return sn->mark == x->stamp ? sn->slot : consider_new(x, loc, sn);
 }
 
+/* The app may run at loc now (when updating, lower-priority apps make
+ * room). */
+static bool usable(const struct ctx *x, uint32_t loc)
+{
+    const struct vg__sched_loc *l = &x->loc[loc];
+    return vg__sched_rules_allow_at(&x->rules, l->tags, l->country, l->region) &&
+           (x->preempt ? short_of(x, loc) == VG_SCHED_RES_NONE : vg__sched_fits(l, x->app));
+}
+
+/* The site's candidate (dynamic apps), made on first sight: the site is
+ * a candidate when one of its locations is usable; its records name the
+ * first location the rules allow (not the first usable one: what a
+ * parallel placement saw must not depend on capacity that other apps
+ * take, sched_place.c's parallel part), or the site's first for a
+ * rejection by policy. */
+static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched_seen *sn)
+{
+    sn->mark = x->stamp;
+    sn->slot = VG_SCHED_NONE;
+    const struct vg_sched_world *w = x->w;
+    uint32_t n, key = VG_SCHED_NONE, need = x->rules.tags;
+    const uint32_t *t = vg__sched_site_locs(w, site, &n), *tags = &w->site_tags[w->site_start[site]];
+    bool any = false;
+    /* the site's country and region are its locations' */
+    if (vg__sched_rules_allow_at(&x->rules, need, w->site_country[site], w->site_region[site])) {
+        if (need == 0 && !x->preempt) { /* the common case: the site's record often knows one that fits */
+            const struct vg__sched_site *ss = &x->plan->site[site];
+            key = t[0];
+            any = vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&
+                  vg__sched_ld(&ss->mem_free) >= x->app->mem_mib;
+        }
+        for (uint32_t i = 0; i < n && !any; i++) { /* the tags side by side, the records where they match */
+            if ((tags[i] & need) != need)
+                continue;
+            key = key == VG_SCHED_NONE ? t[i] : key;
+            any = x->preempt ? short_of(x, t[i]) == VG_SCHED_RES_NONE : vg__sched_fits(&x->loc[t[i]], x->app);
+        }
+    }
+    if (key == VG_SCHED_NONE) {
+        *new_why(x) = why_of(t[0], VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
+        return VG_SCHED_NONE;
+    }
+    if (!any) {
+        reject_capacity(x, key, short_of(x, key));
+        return VG_SCHED_NONE;
+    }
+    x->c[x->nc] = (struct cand){
+        .loc = key, .cost = w->site_cost[site], .site = site, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
+    sn->slot = (uint32_t)x->nc;
+    return (uint32_t)x->nc++;
+}
+
+static uint32_t consider_site(struct ctx *x, uint32_t site)
+{
+    struct vg__sched_seen *sn = &x->seen[site];
+    if (sn->mark == x->stamp)
+        return sn->slot;
+    GROW(x->c, x->nc, x->cc);
+    return consider_site_new(x, site, sn);
+}
+
+/* The candidate a chosen location belongs to. */
+static uint32_t slot_of(const struct ctx *x, uint32_t loc)
+{
+    return x->seen[x->app->mode == VG_SCHED_DYNAMIC ? x->w->loc_site[loc] : loc].slot;
+}
+
 /* A pair, and what it adds to its candidate's gain while nothing is open
  * (the greedy's first evaluation when no location was kept). */
 static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
@@ -313,6 +381,12 @@ static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
 static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
 {
     return !x->rules.residency || x->w->loc_region[loc] == x->w->area_region[area];
+}
+
+/* A site's region: its locations'. */
+static uint8_t site_region(const struct vg_sched_world *w, uint32_t site)
+{
+    return w->loc_region[w->site_locs[w->site_start[site]]];
 }
 
 /* An area none of whose nearest locations the app may use: the nearest
@@ -358,7 +432,7 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
     }
     /* NONE only when placing ahead (a parallel placement) and another
      * thread took the hub since it was listed: the commit sees that */
-    uint32_t c = best != VG_SCHED_NONE ? consider(x, best) : VG_SCHED_NONE;
+    uint32_t c = best != VG_SCHED_NONE ? consider_site(x, x->w->loc_site[best]) : VG_SCHED_NONE;
     if (c != VG_SCHED_NONE)
         add_pair(x, c, i, best_rtt);
 }
@@ -372,16 +446,17 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
 
 static void prefetch_list(const struct ctx *x, uint32_t a)
 {
-    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
+    const struct vg__sched_near *near = &x->w->snear[(size_t)a * x->w->snear_k];
     __builtin_prefetch(near);
-    __builtin_prefetch(near + VG_SCHED_NEAR - 1);
+    __builtin_prefetch(near + x->w->snear_k - 1);
 }
 
 static void prefetch_area(const struct ctx *x, uint32_t a)
 {
-    const struct vg__sched_near *near = &x->w->near[(size_t)a * VG_SCHED_NEAR];
-    for (uint8_t k = 0; k < x->w->n_near[a]; k++)
-        __builtin_prefetch(&x->loc[near[k].loc]);
+    const struct vg_sched_world *w = x->w;
+    const struct vg__sched_near *near = &w->snear[(size_t)a * w->snear_k];
+    for (uint8_t k = 0; k < w->n_snear[a]; k++)
+        __builtin_prefetch(&x->seen[near[k].loc]);
 }
 
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
@@ -415,12 +490,12 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         prefetch_list(x, d->e[i].area);
     for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
         prefetch_area(x, d->e[i].area);
-    const struct vg__sched_near *all = x->w->near;
-    const struct vg__sched_loc *locs = x->loc;
+    const struct vg_sched_world *w = x->w;
+    const struct vg__sched_near *all = w->snear;
     struct vg__sched_seen *seen = x->seen;
     struct pair *pr = x->pr;
-    uint32_t stamp = x->stamp, np = (uint32_t)x->np, cpu = x->app->cpu_m, mem = x->app->mem_mib;
-    bool residency = x->rules.residency, plain = !x->preempt;
+    uint32_t stamp = x->stamp, np = (uint32_t)x->np;
+    bool residency = x->rules.residency;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
@@ -431,27 +506,13 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->total += mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;
         x->area_start[i] = np;
-        const struct vg__sched_near *near = &all[(size_t)a * VG_SCHED_NEAR];
-        for (uint8_t k = 0, n = x->w->n_near[a]; k < n; k++) {
-            uint32_t loc = near[k].loc, rtt = near[k].rtt_us;
-            if (residency && !residency_ok(x, a, loc))
+        const struct vg__sched_near *near = &all[(size_t)a * w->snear_k];
+        for (uint8_t k = 0, n = w->n_snear[a]; k < n; k++) {
+            uint32_t site = near[k].loc, rtt = near[k].rtt_us;
+            if (residency && site_region(w, site) != w->area_region[a])
                 continue;
-            struct vg__sched_seen *sn = &seen[loc];
-            uint32_t c = sn->slot;
-            if (sn->mark != stamp) {
-                const struct vg__sched_loc *s = &locs[loc];
-                if (plain && vg__sched_ld(&s->slots_free) >= 1 && vg__sched_ld(&s->cpu_free) >= cpu &&
-                    vg__sched_ld(&s->mem_free) >= mem &&
-                    vg__sched_rules_allow_at(&x->rules, s->tags, s->country, s->region)) {
-                    /* consider_new's common case, in line: a candidate */
-                    sn->mark = stamp;
-                    sn->slot = c = (uint32_t)x->nc++;
-                    x->c[c] =
-                        (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
-                } else {
-                    c = consider_new(x, loc, sn);
-                }
-            }
+            struct vg__sched_seen *sn = &seen[site];
+            uint32_t c = sn->mark == stamp ? sn->slot : consider_site_new(x, site, sn);
             if (c == VG_SCHED_NONE)
                 continue;
             struct cand *cd = &x->c[c];
@@ -632,9 +693,22 @@ static void close_cand(struct ctx *x, struct cand *c, uint8_t reason)
 static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, const uint16_t *below, size_t n_prev)
 {
     for (size_t k = 0; k < n_prev; k++) {
-        uint32_t c = consider(x, prev[k]);
-        if (c == VG_SCHED_NONE || x->c[c].open)
+        uint32_t c = consider_site(x, x->w->loc_site[prev[k]]);
+        if (c == VG_SCHED_NONE || (x->c[c].open && x->c[c].loc == prev[k]))
+            continue;       /* rejected (recorded), or listed twice */
+        if (x->c[c].open) { /* an older plan ran it twice in the site */
+            *new_why(x) = why_of(prev[k], VG_SCHED_REJECTED, VG_SCHED_R_SAME_SITE);
             continue;
+        }
+        if (!usable(x, prev[k])) { /* the site is usable, not this location of it */
+            const struct vg__sched_loc *l = &x->loc[prev[k]];
+            if (!vg__sched_rules_allow_at(&x->rules, l->tags, l->country, l->region))
+                *new_why(x) = why_of(prev[k], VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
+            else
+                reject_capacity(x, prev[k], short_of(x, prev[k]));
+            continue;
+        }
+        x->c[c].loc = prev[k];
         x->c[c].kept = 1;
         x->c[c].below = below[k];
         x->c[c].gain = 0; /* kept, not gained: the records say so */
@@ -1017,15 +1091,101 @@ static void local_search(struct ctx *x, size_t n_areas)
         recompute_cur(x, n_areas);
 }
 
+/* The location of t[0, n) (points q) with the largest dot product with
+ * v, then the cheapest, then the lowest index; among the usable ones
+ * only, or NONE. */
+static uint32_t pick_location(const struct ctx *x, const uint32_t *t, const struct vg_geo_xyz *q, uint32_t n,
+                              const double *v, bool only_usable)
+{
+    uint32_t best = VG_SCHED_NONE;
+    double best_dot = -HUGE_VAL;
+    for (uint32_t i = 0; i < n; i++) {
+        double dot = q[i].x * v[0] + q[i].y * v[1] + q[i].z * v[2];
+        if (dot < best_dot || (only_usable && !usable(x, t[i])))
+            continue;
+        if (best == VG_SCHED_NONE || dot > best_dot || x->w->hot[t[i]].cost < x->w->hot[best].cost)
+            best = t[i], best_dot = dot;
+    }
+    return best;
+}
+
+/* With measured RTTs, geometry is not latency: the usable location of
+ * t[0, n) with the least demand-weighted latency to the areas candidate
+ * oc serves, then the cheapest, then the lowest index; or NONE. */
+static uint32_t pick_measured(const struct ctx *x, uint32_t oc, const uint32_t *t, uint32_t n)
+{
+    const struct vg_sched_demand_entry *e = x->demand[x->app_idx].e;
+    uint32_t best = VG_SCHED_NONE;
+    uint64_t best_sum = UINT64_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!usable(x, t[i]))
+            continue;
+        uint64_t sum = 0;
+        for (uint32_t k = x->c[oc].first; k != VG_SCHED_NONE; k = x->pr[k].next)
+            if (x->c1[x->pr[k].area] == oc)
+                sum += (uint64_t)x->wa[x->pr[k].area] * vg_sched_rtt_us(x->w, e[x->pr[k].area].area, t[i]);
+        if (sum < best_sum || (sum == best_sum && x->w->hot[t[i]].cost < x->w->hot[best].cost))
+            best = t[i], best_sum = sum;
+    }
+    return best;
+}
+
+/* The location each chosen site runs the app at: a kept one stays where
+ * it was; else (without measured RTTs) the usable one nearest the demand
+ * the site serves (the
+ * largest dot product with the demand-weighted sum of its areas' points:
+ * the nearest direction), then the cheapest, then the lowest index. The
+ * local search's last best_two left each area's best open candidate in
+ * c1. */
+static void choose_locations(struct ctx *x)
+{
+    const struct vg_sched_world *w = x->w;
+    const struct vg_sched_demand_entry *e = x->demand[x->app_idx].e;
+    for (size_t j = 0; j < x->n_ol; j++) {
+        uint32_t oc = x->ol[j], n;
+        struct cand *c = &x->c[oc];
+        const uint32_t *t = vg__sched_site_locs(w, c->site, &n);
+        if (c->kept || n == 1)
+            continue;
+        if (w->n_ovr != 0) {
+            uint32_t best = pick_measured(x, oc, t, n);
+            VG_ASSERT(best != VG_SCHED_NONE || x->spec); /* as below */
+            c->loc = best != VG_SCHED_NONE ? best : c->loc;
+            continue;
+        }
+        double v[3] = {0, 0, 0};
+        for (uint32_t k = c->first; k != VG_SCHED_NONE; k = x->pr[k].next) {
+            const struct pair *p = &x->pr[k];
+            if (x->c1[p->area] != oc)
+                continue;
+            const struct vg_geo_xyz *q = &w->area_xyz[e[p->area].area];
+            double wt = (double)x->wa[p->area] + 1; /* + 1: areas without demand still point somewhere */
+            v[0] += wt * q->x, v[1] += wt * q->y, v[2] += wt * q->z;
+        }
+        /* the best of all, then (if it is not usable: rare) of the usable
+         * ones: the points are side by side, the records are not */
+        const struct vg_geo_xyz *q = &w->site_xyz[w->site_start[c->site]];
+        uint32_t best = pick_location(x, t, q, n, v, false);
+        if (!usable(x, best))
+            best = pick_location(x, t, q, n, v, true);
+        /* the site was a candidate: one of its locations was usable, unless
+         * placing ahead and another thread took it since (the commit sees
+         * that its location is not usable) */
+        VG_ASSERT(best != VG_SCHED_NONE || x->spec);
+        c->loc = best != VG_SCHED_NONE ? best : c->loc;
+    }
+}
+
 static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *below, size_t n_prev)
 {
     const struct vg_sched_demand *d = &x->demand[x->app_idx];
     build_pairs(x, d);
     for (size_t k = 0; k < n_prev; k++) /* so that they are candidates, with their lists */
-        consider(x, prev[k]);
+        consider_site(x, x->w->loc_site[prev[k]]);
     keep_previous(x, d->n, prev, below, n_prev);
     greedy(x);
     local_search(x, d->n);
+    choose_locations(x);
 }
 
 /* --- the static policy ------------------------------------------------------- */
@@ -1081,38 +1241,42 @@ static void sort_locs(uint32_t *v, size_t n)
     }
 }
 
-/* The nearest open candidate among the i-th area's pairs, when it is the
- * nearest chosen location overall: without measured RTTs latency grows
- * with the chord, and a location outside the area's nearest list is no
- * nearer than the list's last, so an open pair below that latency wins
- * (among equal latencies: the smaller chord, then the lower location, as
- * the search over every chosen location decides). Residency, policy and
- * capacity were applied when the pairs were made. */
+/* The nearest chosen location among the i-th area's pairs, when it is
+ * the nearest chosen location overall: without measured RTTs latency
+ * grows with the chord, and a location of a site outside the area's
+ * nearest sites is no nearer than the list's last, so a chosen one below
+ * that latency wins. The nearest is the smallest chord, then the lowest
+ * location (latency, a step function of the chord, then the chord: the
+ * same order), as the search over every chosen location decides; only
+ * its latency is computed. Residency, policy and capacity were applied
+ * when the pairs were made. */
 static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
 {
     const struct ctx *x = arg;
     const struct vg_sched_world *w = x->w;
-    uint32_t a = x->demand[x->app_idx].e[i].area, n = w->n_near[a];
-    /* cur: the area's best open latency, kept exact by the placement */
-    if (w->n_ovr != 0 || x->cur[i] >= VG_SCHED_UNSERVED_US ||
-        (n != w->n_locs && (n < VG_SCHED_NEAR || x->cur[i] >= w->near[(size_t)a * VG_SCHED_NEAR + n - 1].rtt_us)))
+    uint32_t a = x->demand[x->app_idx].e[i].area, n = w->n_snear[a];
+    uint32_t bound = n == w->n_sites  ? UINT32_MAX
+                     : n < w->snear_k ? 0
+                                      : w->snear[(size_t)a * w->snear_k + n - 1].rtt_us;
+    /* cur: the area's best open pair (its site's nearest location), kept
+     * exact by the placement: no chosen location is nearer */
+    if (w->n_ovr != 0 || x->cur[i] >= VG_SCHED_UNSERVED_US || x->cur[i] >= bound)
         return false;
-    uint32_t best = VG_SCHED_NONE, best_rtt = UINT32_MAX;
+    uint32_t best = VG_SCHED_NONE;
+    double best_c = HUGE_VAL;
     for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
-        const struct pair *v = &x->pr[k];
-        const struct cand *cd = &x->c[v->cand];
-        if (!cd->open || v->rtt > best_rtt)
+        const struct cand *cd = &x->c[x->pr[k].cand];
+        if (!cd->open)
             continue;
-        if (v->rtt == best_rtt) { /* rare: the chord decides */
-            double c0 = vg__sched_chord2(w, a, best), c1 = vg__sched_chord2(w, a, cd->loc);
-            if (c1 > c0 || (c1 == c0 && cd->loc > best))
-                continue;
-        }
-        best = cd->loc, best_rtt = v->rtt;
+        double c = vg__sched_chord2(w, a, cd->loc);
+        if (c < best_c || (c == best_c && cd->loc < best))
+            best = cd->loc, best_c = c;
     }
-    VG_ASSERT(best_rtt == x->cur[i]);
+    uint32_t rtt = vg_sched_rtt_us(w, a, best);
+    if (rtt >= bound)
+        return false;
     *loc = best;
-    *rtt_us = best_rtt;
+    *rtt_us = rtt;
     return true;
 }
 
@@ -1138,9 +1302,10 @@ static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
  * them) and the areas' pair starts (note_room). */
 static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, size_t n_cand)
 {
+    bool dyn = x->app->mode == VG_SCHED_DYNAMIC; /* a dynamic app's records are searched by site */
     for (size_t i = 0; i < ap->n_why; i++)
-        x->rec_locs[i] = ap->why[i].loc;
-    if (x->app->mode == VG_SCHED_DYNAMIC)
+        x->rec_locs[i] = dyn ? x->w->loc_site[ap->why[i].loc] : ap->why[i].loc;
+    if (dyn)
         memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start, (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
 }
 
@@ -1186,7 +1351,7 @@ static void commit(struct ctx *x)
     VG_ASSERT(ap->n_locs == x->n_open);
     sort_locs(ap->locs, ap->n_locs);
     for (size_t k = 0; k < ap->n_locs; k++) {
-        uint32_t c = x->seen[ap->locs[k]].slot;
+        uint32_t c = slot_of(x, ap->locs[k]);
         ap->below[k] = x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
@@ -1198,12 +1363,12 @@ static void commit(struct ctx *x)
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
-        x->c[x->seen[ap->locs[k]].slot].served = 0;
+        x->c[slot_of(x, ap->locs[k])].served = 0;
     for (size_t i = 0; i < ap->n_served; i++)
         if (ap->served[i].loc != VG_SCHED_NONE)
-            x->c[x->seen[ap->served[i].loc].slot].served += ap->served[i].mrps;
+            x->c[slot_of(x, ap->served[i].loc)].served += ap->served[i].mrps;
     for (size_t k = 0; k < ap->n_locs; k++) {
-        const struct cand *cd = &x->c[x->seen[ap->locs[k]].slot];
+        const struct cand *cd = &x->c[slot_of(x, ap->locs[k])];
         struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
         y.below = cd->below;
         y.gain = cd->gain;
@@ -1342,8 +1507,9 @@ struct par {
     const uint32_t *order;
     struct par_app *pa;  /* by position in order */
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
-    uint32_t *loc_areas; /* the areas whose nearest lists hold each location: loc_areas[at[l], at[l + 1]) */
+    uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[at[s], at[s + 1]) */
     uint32_t *loc_at;
+    uint8_t *hub_site;    /* per site: it holds a hub */
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
     int rc;               /* the committer's */
@@ -1435,7 +1601,7 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
         uint32_t loc = pa->rec_locs[cand0 + x->gone[g]], fewest = UINT32_MAX;
         for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++) {
             uint32_t a = p->loc_areas[k];
-            if (x->amark[a] != st || (x->app->enforce.residency && w->loc_region[loc] != w->area_region[a]))
+            if (x->amark[a] != st || (x->app->enforce.residency && site_region(w, loc) != w->area_region[a]))
                 continue; /* not the app's, or not looked at there */
             uint32_t i = x->aidx[a], n_pairs = starts[i + 1] - starts[i];
             fewest = n_pairs < fewest ? n_pairs : fewest;
@@ -1448,29 +1614,39 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
     return true;
 }
 
-/* The areas whose nearest lists hold each location (a counting sort of
- * the lists), for looked_at and gone_info. */
+/* The areas whose nearest sites hold each site (a counting sort of the
+ * lists), for looked_at and gone_info, and the sites holding hubs. */
 static void index_loc_areas(struct par *p)
 {
     const struct vg_sched_world *w = p->w;
-    p->loc_at = vg_xcalloc(w->n_locs + 2, sizeof(*p->loc_at));
+    p->loc_at = vg_xcalloc(w->n_sites + 2, sizeof(*p->loc_at));
     for (size_t a = 0; a < w->n_areas; a++)
-        for (uint8_t k = 0; k < w->n_near[a]; k++)
-            p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 2]++;
-    for (size_t l = 0; l < w->n_locs; l++)
-        p->loc_at[l + 2] += p->loc_at[l + 1];
-    p->loc_areas = vg_xmalloc((p->loc_at[w->n_locs + 1] + 1) * sizeof(*p->loc_areas));
-    for (size_t a = 0; a < w->n_areas; a++) /* loc_at[l + 1]: where l's next goes, then its end */
-        for (uint8_t k = 0; k < w->n_near[a]; k++)
-            p->loc_areas[p->loc_at[w->near[a * VG_SCHED_NEAR + k].loc + 1]++] = (uint32_t)a;
+        for (uint8_t k = 0; k < w->n_snear[a]; k++)
+            p->loc_at[w->snear[a * w->snear_k + k].loc + 2]++;
+    for (size_t s = 0; s < w->n_sites; s++)
+        p->loc_at[s + 2] += p->loc_at[s + 1];
+    p->loc_areas = vg_xmalloc((p->loc_at[w->n_sites + 1] + 1) * sizeof(*p->loc_areas));
+    for (size_t a = 0; a < w->n_areas; a++) /* loc_at[s + 1]: where s's next goes, then its end */
+        for (uint8_t k = 0; k < w->n_snear[a]; k++)
+            p->loc_areas[p->loc_at[w->snear[a * w->snear_k + k].loc + 1]++] = (uint32_t)a;
+    p->hub_site = vg_xcalloc(w->n_sites + 1, 1);
+    for (size_t h = 0; h < w->n_hubs; h++)
+        p->hub_site[w->loc_site[w->hubs[h]]] = 1;
 }
 
-/* Whether the j-th app's placement may have looked at loc (a record of
- * it is searched for only then): a static app's, a location in the
- * nearest lists of the app's areas, or a previous one. The hubs a far
- * area fell back to are left out: check_ahead deals with a hub that no
- * longer fits before asking, and one that still fits needs no look at
- * its record. */
+/* One of the app's previous locations is in the site. */
+static bool prev_in_site(const struct vg_sched_world *w, const struct vg__sched_app_plan *pp, uint32_t site)
+{
+    for (size_t k = 0; pp && k < pp->n_locs; k++)
+        if (w->loc_site[pp->locs[k]] == site)
+            return true;
+    return false;
+}
+
+/* Whether the j-th app's placement may have looked at loc's site (a
+ * record of it is searched for only then): a static app's, a site in the
+ * nearest sites of the app's areas, a site holding a hub (a far area's
+ * fallback) or a previous location. */
 static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc, uint32_t *st)
 {
     const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
@@ -1478,10 +1654,70 @@ static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc
         return true;
     if (!*st)
         *st = mark_areas(p, x, &p->demand[p->order[j]]);
-    for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++)
+    uint32_t site = p->w->loc_site[loc];
+    for (uint32_t k = p->loc_at[site]; k < p->loc_at[site + 1]; k++)
         if (x->amark[p->loc_areas[k]] == *st)
             return true;
-    return pp && has_u32(pp->locs, pp->n_locs, loc);
+    return p->hub_site[site] || prev_in_site(p->w, pp, site);
+}
+
+/* Some location of the site is usable. */
+static bool site_usable(const struct ctx *x, uint32_t site)
+{
+    uint32_t n;
+    const uint32_t *t = vg__sched_site_locs(x->w, site, &n);
+    for (uint32_t i = 0; i < n; i++)
+        if (usable(x, t[i]))
+            return true;
+    return false;
+}
+
+enum { SITE_SAME = -1, SITE_AGAIN = -2 };
+
+/* What a commit's taking of loc changed for the j-th (dynamic) app,
+ * whose placement looked at loc's site: nothing (SITE_SAME), too much
+ * (SITE_AGAIN), or only that a candidate is gone (its index among the
+ * candidates' records). A site's candidate depends only on whether one
+ * of its locations is usable (its pairs are the site's, its records name
+ * the first location the rules allow), a chosen site's location on which
+ * are (the best of them: taking another one changes nothing, and a
+ * better one taken before the choice was taken before in the sequential
+ * placement too). A site with
+ * previous locations may hold several records: placed again unless it is
+ * kept and loc is not the kept one or still fits. */
+static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t loc,
+                         const struct vg__sched_app_plan *pp)
+{
+    const struct par_app *pa = &p->pa[j];
+    const struct vg__sched_app_plan *ap = &pa->res;
+    uint32_t site = p->w->loc_site[loc];
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw, i = find_u32(pa->rec_locs, ap->n_why, site);
+    bool fits = usable(x, loc);
+    if (i == ap->n_why)
+        return SITE_SAME; /* not looked at after all */
+    struct vg_sched_why *y = &p->pa[j].res.why[i];
+    if (prev_in_site(p->w, pp, site))
+        return i < rej0 && y->verdict == VG_SCHED_KEPT && (y->loc != loc || fits) ? SITE_SAME : SITE_AGAIN;
+    if (y->reason == VG_SCHED_R_POLICY)
+        return SITE_SAME;
+    if (i < rej0) /* chosen: where it runs must still be usable */
+        return usable(x, y->loc) ? SITE_SAME : SITE_AGAIN;
+    if (i < cand0) {              /* rejected for capacity, and still: capacity only shrinks */
+        if (site_usable(x, site)) /* what it read of the site's record was being written */
+            return SITE_AGAIN;
+        if (!capacity_same(x, y)) {
+            uint8_t res = short_of(x, y->loc);
+            if (res == VG_SCHED_RES_NONE) /* cannot happen in a full placement: be safe */
+                return SITE_AGAIN;
+            capacity_why(x, y->loc, res, y); /* only this record changed */
+        }
+        return SITE_SAME;
+    }
+    if (site_usable(x, site))
+        return SITE_SAME;
+    if (y->reason == VG_SCHED_R_SWAPPED || has_u32(pa->alts, pa->n_alts, y->loc))
+        return SITE_AGAIN;
+    return (long)(i - cand0);
 }
 
 /* Whether what the j-th app's placement saw of capacity still holds:
@@ -1504,7 +1740,9 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     x->app = &p->apps[app];
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
-    bool compiled = false;
+    bool dyn = x->app->mode == VG_SCHED_DYNAMIC, compiled = dyn;
+    if (dyn) /* site_changed asks which locations are usable */
+        vg__sched_rules_compile(p->w, x->app, &x->rules);
     uint32_t st = 0;                /* the app's areas' stamp (mark_areas), once marked */
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
     x->n_prev = pp ? pp->n_locs : 0;
@@ -1517,6 +1755,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             if (p->ver[loc] != k + 1) /* taken again later: seen there */
                 continue;
             bool fits = vg__sched_fits(&x->loc[loc], x->app);
+            uint32_t key = dyn ? p->w->loc_site[loc] : loc; /* what its records are searched by */
             if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
                 /* the usable hubs were listed from every hub's capacity: one
                  * the rules allow that no longer fits may have fitted then.
@@ -1526,13 +1765,26 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 if (!compiled)
                     vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
                 if (vg__sched_rules_allow(p->w, &x->rules, loc)) {
-                    if (find_u32(pa->rec_locs, ap->n_why, loc) < ap->n_why)
+                    if (find_u32(pa->rec_locs, ap->n_why, key) < ap->n_why)
                         return AHEAD_AGAIN;
                     continue; /* not looked at but listed */
                 }
             }
             if (!looked_at(p, x, j, loc, &st))
                 continue;
+            if (dyn) {
+                long r = site_changed(p, x, j, loc, pp);
+                if (r == SITE_AGAIN)
+                    return AHEAD_AGAIN;
+                if (r != SITE_SAME && !has_u32(x->gone, x->n_gone, (uint32_t)r)) {
+                    GROW(x->gone, x->n_gone, x->cap_gone);
+                    size_t at = x->n_gone++; /* kept in record order */
+                    for (; at > 0 && x->gone[at - 1] > (uint32_t)r; at--)
+                        x->gone[at] = x->gone[at - 1];
+                    x->gone[at] = (uint32_t)r;
+                }
+                continue;
+            }
             size_t i = find_u32(pa->rec_locs, ap->n_why, loc);
             if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
                 continue; /* not looked at after all, or not for its capacity */
@@ -1788,6 +2040,7 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     free(p.ver);
     free(p.loc_at);
     free(p.loc_areas);
+    free(p.hub_site);
     if (p.rc)
         *err = p.err;
     return p.rc;
@@ -1852,9 +2105,10 @@ int vg_sched_update(const struct vg_sched_world *w, const struct vg_sched_app *a
                     struct vg_sched_error *err)
 {
     VG_ASSERT(w->magic == VG__SCHED_WORLD_MAGIC && plan->magic == VG__SCHED_PLAN_MAGIC);
-    if (app >= n_apps || plan->n_apps != n_apps || plan->n_locs != w->n_locs) {
+    if (app >= n_apps || plan->n_apps != n_apps || plan->n_locs != w->n_locs || plan->w != w ||
+        plan->sites_gen != w->sites_gen) {
         err->app = app;
-        snprintf(err->msg, sizeof(err->msg), "the plan is not of these apps and this world");
+        snprintf(err->msg, sizeof(err->msg), "the plan is not of these apps and this world (or its sites)");
         return VG_EINVAL;
     }
     int rc = check_app(w, apps, app, &demand[app], err);

@@ -4,6 +4,38 @@
 
 #include <string.h>
 
+/* A location of site s with a slot free, and a copy of its free CPU and
+ * memory (struct vg__sched_site). */
+static void site_witness(struct vg_sched_plan *p, uint32_t s)
+{
+    uint32_t n;
+    const uint32_t *t = vg__sched_site_locs(p->w, s, &n);
+    struct vg__sched_site *ss = &p->site[s];
+    for (uint32_t i = 0; i < n; i++) {
+        const struct vg__sched_loc *u = &p->loc[t[i]];
+        if (u->slots_free >= 1) {
+            vg__sched_st(&ss->cpu_free, u->cpu_free);
+            vg__sched_st(&ss->mem_free, u->mem_free);
+            vg__sched_st(&ss->loc, t[i]);
+            return;
+        }
+    }
+    vg__sched_st(&ss->loc, VG_SCHED_NONE);
+}
+
+/* The site record after loc's capacity changed. */
+static void site_changed(struct vg_sched_plan *p, uint32_t loc)
+{
+    uint32_t s = p->w->loc_site[loc], wl = p->site[s].loc;
+    const struct vg__sched_loc *u = &p->loc[loc];
+    if (wl == loc && u->slots_free >= 1) {
+        vg__sched_st(&p->site[s].cpu_free, u->cpu_free);
+        vg__sched_st(&p->site[s].mem_free, u->mem_free);
+    } else if (wl == loc || (wl == VG_SCHED_NONE && u->slots_free >= 1)) {
+        site_witness(p, s);
+    }
+}
+
 struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps)
 {
     size_t n_locs = w->n_locs;
@@ -26,6 +58,11 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     }
     p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
+    p->w = w;
+    p->sites_gen = w->sites_gen;
+    p->site = vg_xcalloc(w->n_sites + 1, sizeof(*p->site));
+    for (uint32_t s = 0; s < w->n_sites; s++)
+        site_witness(p, s);
     return p;
 }
 
@@ -51,6 +88,7 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
     free(p->loc);
     free(p->seen);
     free(p->holders);
+    free(p->site);
     p->magic = 0;
     free(p);
 }
@@ -78,6 +116,7 @@ void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *app
         vg__sched_st((uint32_t *)&u->top_prio, (uint32_t)apps[app].priority);
         vg__sched_st(&u->top, app);
     }
+    site_changed(p, loc);
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -96,6 +135,7 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
         u->cpu_free += apps[app].cpu_m;
         u->mem_free += apps[app].mem_mib;
         u->slots_free++;
+        site_changed(p, loc);
         struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++)
             if (h->apps[k] == app) {

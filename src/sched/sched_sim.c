@@ -338,6 +338,11 @@ const struct vg_sched_world *vg_sched_sim_world(const struct vg_sched_sim *s)
     return s->w;
 }
 
+int vg_sched_sim_set_sites(struct vg_sched_sim *s, double cell_deg)
+{
+    return vg_sched_world_set_sites(s->w, cell_deg);
+}
+
 const struct vg_sched_app *vg_sched_sim_apps(const struct vg_sched_sim *s, size_t *n)
 {
     *n = s->n_apps;

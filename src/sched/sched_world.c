@@ -118,11 +118,11 @@ static bool near_less(struct vg__sched_near a, struct vg__sched_near b)
     return a.rtt_us < b.rtt_us || (a.rtt_us == b.rtt_us && a.loc < b.loc);
 }
 
-/* Inserts into a sorted list of at most VG_SCHED_NEAR. */
-static void near_insert(struct vg__sched_near *list, uint8_t *n, struct vg__sched_near x)
+/* Inserts into a sorted list of at most cap. */
+static void near_insert(struct vg__sched_near *list, uint8_t *n, uint8_t cap, struct vg__sched_near x)
 {
     size_t i = *n;
-    if (i == VG_SCHED_NEAR) {
+    if (i == cap) {
         if (!near_less(x, list[i - 1]))
             return;
         i--;
@@ -136,48 +136,239 @@ static void near_insert(struct vg__sched_near *list, uint8_t *n, struct vg__sche
     list[i] = x;
 }
 
-static void scan_cell(struct vg_sched_world *w, const struct grid *g, uint32_t a, int i, int j)
+/* Into a sorted list of the nearest sites: a site is listed once, at its
+ * nearest location's latency. */
+static void site_insert(struct vg__sched_near *list, uint8_t *n, uint8_t cap, uint32_t site, uint32_t rtt)
+{
+    for (uint8_t i = 0; i < *n; i++)
+        if (list[i].loc == site) {
+            if (rtt >= list[i].rtt_us)
+                return;
+            memmove(&list[i], &list[i + 1], (size_t)(*n - i - 1) * sizeof(*list));
+            (*n)--;
+            break;
+        }
+    near_insert(list, n, cap, (struct vg__sched_near){site, rtt});
+}
+
+/* Offers a location to an area's nearest locations, or (sites) to its
+ * nearest sites. */
+static void offer(struct vg_sched_world *w, uint32_t a, uint32_t l, bool sites)
+{
+    uint32_t rtt = model_rtt(w, a, l);
+    if (sites)
+        site_insert(&w->snear[(size_t)a * w->snear_k], &w->n_snear[a], w->snear_k, w->loc_site[l], rtt);
+    else
+        near_insert(&w->near[(size_t)a * VG_SCHED_NEAR], &w->n_near[a], VG_SCHED_NEAR, (struct vg__sched_near){l, rtt});
+}
+
+static void scan_cell(struct vg_sched_world *w, const struct grid *g, uint32_t a, int i, int j, bool sites)
 {
     if (i < 0 || i >= GRID_LAT)
         return;
     j = ((j % GRID_LON) + GRID_LON) % GRID_LON;
     size_t c = (size_t)i * GRID_LON + (size_t)j;
-    for (uint32_t k = g->start[c]; k < g->start[c + 1]; k++) {
-        struct vg__sched_near x = {g->items[k], model_rtt(w, a, g->items[k])};
-        near_insert(&w->near[(size_t)a * VG_SCHED_NEAR], &w->n_near[a], x);
-    }
+    for (uint32_t k = g->start[c]; k < g->start[c + 1]; k++)
+        offer(w, a, g->items[k], sites);
 }
 
-/* Rings of cells around the area until the nearest VG_SCHED_NEAR are
+/* Rings of cells around the area until the nearest VG_SCHED_NEAR (sites:
+ * snear_k) are
  * found and the next ring cannot hold a nearer one (the bound is on the
  * ring's latitude gap and its narrowest longitude gap: approximate near
- * the poles, where nothing is). */
-static void find_near(struct vg_sched_world *w, const struct grid *g, uint32_t a)
+ * the poles, where nothing is). A site's entry only gets nearer as its
+ * locations are met, and none beyond the bound is nearer than the last. */
+static void find_near(struct vg_sched_world *w, const struct grid *g, uint32_t a, bool sites)
 {
     const struct vg_sched_area *ar = &w->areas[a];
+    uint8_t k = sites ? w->snear_k : VG_SCHED_NEAR;
+    const struct vg__sched_near *list = sites ? &w->snear[(size_t)a * k] : &w->near[(size_t)a * k];
+    const uint8_t *n = sites ? &w->n_snear[a] : &w->n_near[a];
     size_t c = cell_of(ar->lat, ar->lon);
     int ci = (int)(c / GRID_LON), cj = (int)(c % GRID_LON);
     for (int r = 0; r <= GRID_LON / 2; r++) {
-        if (w->n_near[a] == VG_SCHED_NEAR && r >= 2) {
+        if (*n == k && r >= 2) {
             double shrink = cos(fmin(89.0, fabs(ar->lat) + r) * M_PI / 180.0);
             double gap_km = (r - 1) * 111.19 * (shrink < 0.05 ? 0.05 : shrink);
-            if (vg_geo_rtt_us(gap_km) > w->near[(size_t)a * VG_SCHED_NEAR + VG_SCHED_NEAR - 1].rtt_us)
+            if (vg_geo_rtt_us(gap_km) > list[k - 1].rtt_us)
                 break;
         }
         if (r == 0) {
-            scan_cell(w, g, a, ci, cj);
+            scan_cell(w, g, a, ci, cj, sites);
             continue;
         }
         for (int dj = -r; dj <= r; dj++) {
-            scan_cell(w, g, a, ci - r, cj + dj);
-            scan_cell(w, g, a, ci + r, cj + dj);
+            scan_cell(w, g, a, ci - r, cj + dj, sites);
+            scan_cell(w, g, a, ci + r, cj + dj, sites);
         }
         for (int di = -r + 1; di <= r - 1; di++) {
-            scan_cell(w, g, a, ci + di, cj - r);
+            scan_cell(w, g, a, ci + di, cj - r, sites);
             if (2 * r != GRID_LON)
-                scan_cell(w, g, a, ci + di, cj + r);
+                scan_cell(w, g, a, ci + di, cj + r, sites);
         }
     }
+}
+
+/* Every area's nearest locations, or (sites) nearest sites. */
+static void find_all_near(struct vg_sched_world *w, bool sites)
+{
+    if (w->n_locs <= BRUTE_MAX) { /* a grid of empty cells costs more than it saves */
+        for (size_t a = 0; a < w->n_areas; a++)
+            for (size_t l = 0; l < w->n_locs; l++)
+                offer(w, (uint32_t)a, (uint32_t)l, sites);
+        return;
+    }
+    struct grid g;
+    grid_build(w, &g);
+    for (size_t a = 0; a < w->n_areas; a++)
+        find_near(w, &g, (uint32_t)a, sites);
+    free(g.start);
+    free(g.items);
+}
+
+/* --- sites ----------------------------------------------------------------------- */
+
+static uint64_t site_key(const struct vg_sched_world *w, uint32_t l, double deg)
+{
+    const struct vg_sched_location *lo = &w->locs[l];
+    uint64_t i = (uint64_t)floor((lo->lat + 90) / deg), j = (uint64_t)floor((lo->lon + 180) / deg);
+    return i << 40 | j << 24 | (uint64_t)w->loc_country[l] << 8 | w->loc_region[l];
+}
+
+/* loc_site: sites numbered in the order of their first location (each
+ * location its own when deg is 0). */
+static void number_sites(struct vg_sched_world *w, double deg)
+{
+    w->loc_site = vg_xmalloc((w->n_locs + 1) * sizeof(*w->loc_site));
+    w->n_sites = 0;
+    if (deg == 0) {
+        for (size_t l = 0; l < w->n_locs; l++)
+            w->loc_site[l] = (uint32_t)l;
+        w->n_sites = w->n_locs;
+        return;
+    }
+    size_t cap = 16;
+    while (cap < 2 * w->n_locs)
+        cap *= 2;
+    uint64_t *keys = vg_xmalloc(cap * sizeof(*keys));
+    uint32_t *ids = vg_xmalloc(cap * sizeof(*ids));
+    memset(ids, 0xff, cap * sizeof(*ids));
+    for (size_t l = 0; l < w->n_locs; l++) {
+        uint64_t k = site_key(w, (uint32_t)l, deg);
+        size_t h = (size_t)((k * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
+        while (ids[h] != VG_SCHED_NONE && keys[h] != k)
+            h = (h + 1) & (cap - 1);
+        if (ids[h] == VG_SCHED_NONE)
+            keys[h] = k, ids[h] = (uint32_t)w->n_sites++;
+        w->loc_site[l] = ids[h];
+    }
+    free(keys);
+    free(ids);
+}
+
+static void sites_free(struct vg_sched_world *w)
+{
+    free(w->loc_site);
+    free(w->site_start);
+    free(w->site_locs);
+    free(w->site_cost);
+    free(w->site_country);
+    free(w->site_region);
+    free(w->site_xyz);
+    free(w->site_tags);
+    if (w->snear != w->near) {
+        free(w->snear);
+        free(w->n_snear);
+    }
+    w->loc_site = w->site_start = w->site_locs = w->site_cost = NULL;
+    w->site_country = NULL;
+    w->site_region = NULL;
+    w->site_xyz = NULL;
+    w->site_tags = NULL;
+    w->snear = NULL;
+    w->n_snear = NULL;
+}
+
+static void index_sites(struct vg_sched_world *w, double deg)
+{
+    sites_free(w);
+    w->site_deg = deg;
+    w->sites_gen++;
+    number_sites(w, deg);
+    size_t ns = w->n_sites;
+    w->site_start = vg_xcalloc(ns + 2, sizeof(*w->site_start));
+    w->site_locs = vg_xmalloc((w->n_locs + 1) * sizeof(*w->site_locs));
+    w->site_cost = vg_xmalloc((ns + 1) * sizeof(*w->site_cost));
+    memset(w->site_cost, 0xff, (ns + 1) * sizeof(*w->site_cost));
+    for (size_t l = 0; l < w->n_locs; l++)
+        w->site_start[w->loc_site[l] + 2]++;
+    for (size_t s = 0; s < ns; s++)
+        w->site_start[s + 2] += w->site_start[s + 1];
+    for (size_t l = 0; l < w->n_locs; l++) { /* site_start[s + 1]: where s's next goes, then its end */
+        uint32_t s = w->loc_site[l];
+        w->site_locs[w->site_start[s + 1]++] = (uint32_t)l;
+        if (w->locs[l].cost < w->site_cost[s])
+            w->site_cost[s] = w->locs[l].cost;
+    }
+    w->site_country = vg_xmalloc((ns + 1) * sizeof(*w->site_country));
+    w->site_region = vg_xmalloc(ns + 1);
+    w->site_xyz = vg_xmalloc((w->n_locs + 1) * sizeof(*w->site_xyz));
+    for (size_t s = 0; s < ns; s++) {
+        uint32_t first = w->site_locs[w->site_start[s]];
+        w->site_country[s] = w->loc_country[first];
+        w->site_region[s] = w->loc_region[first];
+    }
+    w->site_tags = vg_xmalloc((w->n_locs + 1) * sizeof(*w->site_tags));
+    for (size_t i = 0; i < w->n_locs; i++) {
+        w->site_xyz[i] = w->loc_xyz[w->site_locs[i]];
+        w->site_tags[i] = w->locs[w->site_locs[i]].tags;
+    }
+    if (deg == 0) {
+        w->snear = w->near;
+        w->n_snear = w->n_near;
+        w->snear_k = VG_SCHED_NEAR;
+        return;
+    }
+    /* the pruning is for scale: a small world lists as many as it did towers */
+    w->snear_k = w->n_locs <= BRUTE_MAX ? VG_SCHED_NEAR : VG__SCHED_SITE_NEAR;
+    w->snear = vg_xcalloc(w->n_areas * w->snear_k + 1, sizeof(*w->snear));
+    w->n_snear = vg_xcalloc(w->n_areas + 1, 1);
+    find_all_near(w, true);
+}
+
+static void site_remeasured(struct vg_sched_world *w, uint32_t area, uint32_t site);
+
+int vg_sched_world_set_sites(struct vg_sched_world *w, double cell_deg)
+{
+    if (!(cell_deg == 0 || (cell_deg >= 0.01 && cell_deg <= 10)))
+        return VG_EINVAL;
+    if (cell_deg == w->site_deg)
+        return 0; /* as grouped: plans made on it stay usable */
+    index_sites(w, cell_deg);
+    for (size_t i = 0; i < w->ovr_cap; i++) /* measured RTTs move their sites' entries */
+        if (w->ovr[i].key)
+            site_remeasured(w, (uint32_t)((w->ovr[i].key - 1) >> 32), w->loc_site[(uint32_t)(w->ovr[i].key - 1)]);
+    return 0;
+}
+
+size_t vg_sched_world_n_sites(const struct vg_sched_world *w)
+{
+    return w->n_sites;
+}
+
+uint32_t vg_sched_world_site(const struct vg_sched_world *w, uint32_t loc)
+{
+    VG_ASSERT(loc < w->n_locs);
+    return w->loc_site[loc];
+}
+
+const uint32_t *vg_sched_world_site_locations(const struct vg_sched_world *w, uint32_t site, size_t *n)
+{
+    VG_ASSERT(site < w->n_sites);
+    uint32_t k;
+    const uint32_t *v = vg__sched_site_locs(w, site, &k);
+    *n = k;
+    return v;
 }
 
 /* Up to VG__SCHED_HUBS_PER_COUNTRY locations per country, spread over its
@@ -260,19 +451,8 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     }
     for (size_t a = 0; a < n_areas; a++)
         vg_geo_to_xyz(w->areas[a].lat, w->areas[a].lon, &w->area_xyz[a]);
-    if (n_locs <= BRUTE_MAX) { /* a grid of empty cells costs more than it saves */
-        for (size_t a = 0; a < n_areas; a++)
-            for (size_t l = 0; l < n_locs; l++)
-                near_insert(&w->near[a * VG_SCHED_NEAR], &w->n_near[a],
-                            (struct vg__sched_near){(uint32_t)l, model_rtt(w, (uint32_t)a, (uint32_t)l)});
-    } else {
-        struct grid g;
-        grid_build(w, &g);
-        for (size_t a = 0; a < n_areas; a++)
-            find_near(w, &g, (uint32_t)a);
-        free(g.start);
-        free(g.items);
-    }
+    find_all_near(w, false);
+    index_sites(w, VG_SCHED_SITE_DEG);
     pick_hubs(w);
     rc = 0;
 out:
@@ -302,6 +482,7 @@ void vg_sched_world_destroy(struct vg_sched_world *w)
     free(w->id_slots);
     free(w->hubs);
     free(w->ovr);
+    sites_free(w);
     w->magic = 0;
     free(w);
 }
@@ -364,6 +545,36 @@ static void ovr_grow(struct vg_sched_world *w)
     free(old);
 }
 
+/* An entry of a nearest list whose latency changed: it moves within the
+ * list, enters it or leaves it (an entry that leaves is not replaced by
+ * the next one out: the list may end short). */
+static void relist(struct vg__sched_near *list, uint8_t *n_list, uint8_t cap, uint32_t id, uint32_t rtt_us)
+{
+    uint8_t n = *n_list, m = 0;
+    struct vg__sched_near keep[VG_SCHED_NEAR];
+    for (uint8_t i = 0; i < n; i++)
+        if (list[i].loc != id)
+            keep[m++] = list[i];
+    bool was_in = m != n;
+    *n_list = 0;
+    for (uint8_t i = 0; i < m; i++)
+        near_insert(list, n_list, cap, keep[i]);
+    if (was_in || *n_list < cap || near_less((struct vg__sched_near){id, rtt_us}, list[m - 1]))
+        near_insert(list, n_list, cap, (struct vg__sched_near){id, rtt_us});
+}
+
+/* A site's entry is its nearest location's latency, measured or not. */
+static void site_remeasured(struct vg_sched_world *w, uint32_t area, uint32_t site)
+{
+    uint32_t n, best = UINT32_MAX;
+    const uint32_t *t = vg__sched_site_locs(w, site, &n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t r = vg_sched_rtt_us(w, area, t[i]);
+        best = r < best ? r : best;
+    }
+    relist(&w->snear[(size_t)area * w->snear_k], &w->n_snear[area], w->snear_k, site, best);
+}
+
 int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc, uint32_t rtt_us)
 {
     if (area >= w->n_areas || loc >= w->n_locs)
@@ -375,19 +586,9 @@ int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc
     if (s->key == 0)
         w->n_ovr++;
     *s = (struct vg__sched_rtt_ovr){key, rtt_us};
-    /* the nearest list follows: the pair moves within it, enters it or leaves it */
-    struct vg__sched_near *list = &w->near[(size_t)area * VG_SCHED_NEAR];
-    uint8_t n = w->n_near[area], m = 0;
-    struct vg__sched_near keep[VG_SCHED_NEAR];
-    for (uint8_t i = 0; i < n; i++)
-        if (list[i].loc != loc)
-            keep[m++] = list[i];
-    bool was_in = m != n;
-    w->n_near[area] = 0;
-    for (uint8_t i = 0; i < m; i++)
-        near_insert(list, &w->n_near[area], keep[i]);
-    if (was_in || w->n_near[area] < VG_SCHED_NEAR || near_less((struct vg__sched_near){loc, rtt_us}, list[m - 1]))
-        near_insert(list, &w->n_near[area], (struct vg__sched_near){loc, rtt_us});
+    relist(&w->near[(size_t)area * VG_SCHED_NEAR], &w->n_near[area], VG_SCHED_NEAR, loc, rtt_us);
+    if (w->snear != w->near)
+        site_remeasured(w, area, w->loc_site[loc]);
     return 0;
 }
 

@@ -68,6 +68,34 @@ def test_sim_threads_make_the_same_decisions():
     assert decisions(two) == decisions(one)
 
 
+def test_sim_sites():
+    """Dynamic placement picks sites (towers of one 1-degree cell, one
+    country and region), then one tower in each; --sites 0 makes every
+    tower its own site. Either way two threads decide the same."""
+    one = sim_json("--seed", "5")
+    assert one["site_deg"] == 1 and 0 < one["sites"] < 1500
+    flat, flat2 = sim_json("--seed", "5", "--sites", "0"), sim_json("--seed", "5", "--sites", "0", "--threads", "2")
+    assert flat["sites"] == 1500 and flat["violations"] == 0
+    assert flat["digest"] != one["digest"]
+    assert flat2["digest"] == flat["digest"] and decisions(flat2) == decisions(flat)
+    # no app runs twice in one site: a chosen location's site-mates are never chosen
+    shared = 0
+    for i in range(0, 150, 7):
+        ex = sim_json("--seed", "5", "--steps", "2", "--explain", "app%04d" % i)["explain"]
+        if ex["mode"] != "dynamic":
+            continue
+        chosen = set(ex["locations"])
+        for d in ex["decisions"]:
+            if d["verdict"] != "rejected" and "site_locations" in d:
+                shared += 1
+                assert d["site_size"] == len(d["site_locations"]) + 1 or len(d["site_locations"]) == 8
+                assert not chosen & set(d["site_locations"]), d
+    assert shared > 0  # the world has sites of several towers, and apps run in them
+    for bad in ("11", "0.001", "x", "-1"):
+        p = run(["sim", "--sites", bad])
+        assert p.returncode == 2 and b"sites 0 or 0.01..10" in p.stderr, bad
+
+
 def test_sim_text_and_csv(tmp_path):
     out = tmp_path / "sim.csv"
     p = run(["sim", "--locations", "800", "--apps", "60", "--steps", "5", "--csv", str(out)])

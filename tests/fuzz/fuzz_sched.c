@@ -47,6 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vg_sched_world *w = NULL;
     if (vg_sched_world_create(locs, nl, areas, na, tags, 2, &w) != 0)
         return 0;
+    static const double site_deg[] = {VG_SCHED_SITE_DEG, 0, 5, 0.5}; /* sites of many locations, or of one */
+    if (vg_sched_world_set_sites(w, site_deg[take(&r, 4)]) != 0)
+        __builtin_trap();
+    for (size_t k = take(&r, 3); k > 0; k--) /* measured RTTs: lists and sites move */
+        if (vg_sched_world_set_rtt(w, take(&r, (uint32_t)na), take(&r, (uint32_t)nl), take(&r, 0) * 8) != 0)
+            __builtin_trap();
     struct vg_sched_app apps[6];
     struct vg_sched_demand d[6];
     struct vg_sched_demand_entry e[6][8];
@@ -86,6 +92,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         VG_ASSERT(vg_sched_plan_verify(w, apps, napps, p, why, sizeof(why)) == 0);
         if (vg_sched_place(w, apps, napps, d, p, &q, &err) == 0) {
             VG_ASSERT(vg_sched_plan_verify(w, apps, napps, q, why, sizeof(why)) == 0);
+            struct vg_sched_plan *t2 = NULL; /* two threads: the same plan */
+            VG_ASSERT(vg_sched_place_threads(w, apps, napps, d, p, 2, &t2, &err) == 0);
+            VG_ASSERT(vg_sched_plan_digest(t2) == vg_sched_plan_digest(q));
+            vg_sched_plan_destroy(t2);
             if (vg_sched_update(w, apps, napps, d, q, (uint32_t)take(&r, (uint32_t)napps), &err) == 0)
                 VG_ASSERT(vg_sched_plan_verify(w, apps, napps, q, why, sizeof(why)) == 0);
             for (uint32_t a = 0; a < napps; a++) {
