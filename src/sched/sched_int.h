@@ -194,7 +194,8 @@ struct vg__sched_seen {
  * placement's readers are checked at commit against the locations that
  * changed, and every change here is a location's). */
 struct vg__sched_site {
-    uint32_t loc, cpu_free, mem_free, pad;
+    uint32_t loc, cpu_free, mem_free;
+    uint32_t first; /* the site's first location (never changes) */
 };
 
 struct vg_sched_plan {
@@ -223,11 +224,19 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
  * the search over every chosen location would find): true and *loc,
  * *rtt_us set; else false. */
 typedef bool (*vg__sched_known_fn)(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us);
+/* vg__sched_plan_serve's scratch, kept by the caller from app to app
+ * (zeroed to start; freed with vg__sched_serve_scratch_free). */
+struct vg__sched_serve_scratch {
+    uint64_t *sorted;
+    struct vg_geo_xyz *pt;
+    size_t cap_sorted, cap_pt;
+};
+void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s);
 /* Computes where each area's demand goes and the app's stats. known (may
  * be NULL) spares the search where the caller has the answer. */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
-                          void *arg);
+                          void *arg, struct vg__sched_serve_scratch *sc);
 /* Squared chord between an area and a location (unit sphere): latency
  * grows with it when no RTT is measured. Inline: the hub fallback asks it
  * of every usable hub. */

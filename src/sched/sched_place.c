@@ -118,6 +118,8 @@ struct ctx {
     uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_info) */
     size_t cap_gone_info;
     uint32_t *amark, *aidx, astamp; /* the committer's: areas of the app being checked (mark_areas) */
+    uint32_t *smark, *sidx, sstamp; /* the committer's: its first record per site (mark_sites) */
+    struct vg__sched_serve_scratch serve;
 };
 
 #define GROW(ptr, n, cap)                                                                                              \
@@ -164,6 +166,9 @@ static void ctx_fini(struct ctx *x)
     free(x->gone_pairs);
     free(x->amark);
     free(x->aidx);
+    free(x->smark);
+    free(x->sidx);
+    vg__sched_serve_scratch_free(&x->serve);
     if (x->own_seen)
         free(x->seen);
     for (size_t i = 0; i < x->n_evicted; i++) {
@@ -313,31 +318,43 @@ static bool usable(const struct ctx *x, uint32_t loc)
  * parallel placement saw must not depend on capacity that other apps
  * take, sched_place.c's parallel part), or the site's first for a
  * rejection by policy. */
+/* Whether one of the site's locations is usable, and (*key, when NONE)
+ * the first the rules allow: the tags side by side, the records only
+ * where they match. */
+static bool site_scan(const struct ctx *x, uint32_t site, uint32_t *key)
+{
+    uint32_t n, need = x->rules.tags;
+    const uint32_t *t = vg__sched_site_locs(x->w, site, &n), *tags = &x->w->site_tags[x->w->site_start[site]];
+    for (uint32_t i = 0; i < n; i++) {
+        if ((tags[i] & need) != need)
+            continue;
+        *key = *key == VG_SCHED_NONE ? t[i] : *key;
+        if (x->preempt ? short_of(x, t[i]) == VG_SCHED_RES_NONE : vg__sched_fits(&x->loc[t[i]], x->app))
+            return true;
+    }
+    return false;
+}
+
 static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched_seen *sn)
 {
     sn->mark = x->stamp;
     sn->slot = VG_SCHED_NONE;
     const struct vg_sched_world *w = x->w;
-    uint32_t n, key = VG_SCHED_NONE, need = x->rules.tags;
-    const uint32_t *t = vg__sched_site_locs(w, site, &n), *tags = &w->site_tags[w->site_start[site]];
+    const struct vg__sched_site *ss = &x->plan->site[site];
+    uint32_t key = VG_SCHED_NONE, need = x->rules.tags, first = ss->first;
     bool any = false;
     /* the site's country and region are its locations' */
     if (vg__sched_rules_allow_at(&x->rules, need, w->site_country[site], w->site_region[site])) {
         if (need == 0 && !x->preempt) { /* the common case: the site's record often knows one that fits */
-            const struct vg__sched_site *ss = &x->plan->site[site];
-            key = t[0];
+            key = first;
             any = vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&
                   vg__sched_ld(&ss->mem_free) >= x->app->mem_mib;
         }
-        for (uint32_t i = 0; i < n && !any; i++) { /* the tags side by side, the records where they match */
-            if ((tags[i] & need) != need)
-                continue;
-            key = key == VG_SCHED_NONE ? t[i] : key;
-            any = x->preempt ? short_of(x, t[i]) == VG_SCHED_RES_NONE : vg__sched_fits(&x->loc[t[i]], x->app);
-        }
+        if (!any)
+            any = site_scan(x, site, &key);
     }
     if (key == VG_SCHED_NONE) {
-        *new_why(x) = why_of(t[0], VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
+        *new_why(x) = why_of(first, VG_SCHED_REJECTED, VG_SCHED_R_POLICY);
         return VG_SCHED_NONE;
     }
     if (!any) {
@@ -437,26 +454,17 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
         add_pair(x, c, i, best_rtt);
 }
 
-/* The areas' nearest locations are scattered over the world's arrays:
- * most of this pass is waiting for memory unless the next areas' lines
- * are asked for while this one is worked on (16 misses in flight, not
- * one at a time). Hints only: no effect on the result. */
-#define PREFETCH_AHEAD 2 /* areas ahead whose locations are asked for ... */
-#define PREFETCH_LIST 4  /* ... and whose nearest lists are (read by the former) */
+/* The areas' nearest sites are scattered over the world's lists: the
+ * next areas' lists are asked for while this one is worked on. (The
+ * sites' records, a few thousand, stay in cache.) Hints only: no effect
+ * on the result. */
+#define PREFETCH_LIST 4 /* areas ahead whose nearest sites are asked for */
 
 static void prefetch_list(const struct ctx *x, uint32_t a)
 {
     const struct vg__sched_near *near = &x->w->snear[(size_t)a * x->w->snear_k];
     __builtin_prefetch(near);
     __builtin_prefetch(near + x->w->snear_k - 1);
-}
-
-static void prefetch_area(const struct ctx *x, uint32_t a)
-{
-    const struct vg_sched_world *w = x->w;
-    const struct vg__sched_near *near = &w->snear[(size_t)a * w->snear_k];
-    for (uint8_t k = 0; k < w->n_snear[a]; k++)
-        __builtin_prefetch(&x->seen[near[k].loc]);
 }
 
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
@@ -488,8 +496,6 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
     }
     for (size_t i = 0; i < d->n && i < PREFETCH_LIST; i++)
         prefetch_list(x, d->e[i].area);
-    for (size_t i = 0; i < d->n && i < PREFETCH_AHEAD; i++)
-        prefetch_area(x, d->e[i].area);
     const struct vg_sched_world *w = x->w;
     const struct vg__sched_near *all = w->snear;
     struct vg__sched_seen *seen = x->seen;
@@ -500,8 +506,6 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
             prefetch_list(x, d->e[i + PREFETCH_LIST].area);
-        if (i + PREFETCH_AHEAD < d->n)
-            prefetch_area(x, d->e[i + PREFETCH_AHEAD].area);
         x->wa[i] = mrps;
         x->total += mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;
@@ -1359,7 +1363,7 @@ static void commit(struct ctx *x)
             vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
-                         x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x);
+                         x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x, &x->serve);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
@@ -1493,6 +1497,17 @@ struct par_app {
     uint32_t *rec_locs;            /* its records' locations and more (note_room; ctx's, taken) */
     uint32_t *alts;                /* ctx.alts of its placement */
     size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
+    size_t cap_rec_locs, cap_alts;
+};
+
+/* Spare buffers for what a placement made ahead leaves its commit
+ * (rec_locs, alts): handed back from commit to placement under mu
+ * rather than allocated and freed (across threads) for every app. */
+#define PAR_POOL (4 * PAR_WINDOW)
+
+struct par_buf {
+    uint32_t *v;
+    size_t cap;
 };
 
 struct par {
@@ -1509,12 +1524,36 @@ struct par {
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
     uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[at[s], at[s + 1]) */
     uint32_t *loc_at;
-    uint8_t *hub_site;    /* per site: it holds a hub */
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
     int rc;               /* the committer's */
     struct vg_sched_error err;
+    struct par_buf pool[PAR_POOL]; /* under mu */
+    size_t n_pool;
 };
+
+/* Under mu. */
+static void pool_put(struct par *p, uint32_t **v, size_t cap)
+{
+    if (*v && p->n_pool < PAR_POOL)
+        p->pool[p->n_pool++] = (struct par_buf){*v, cap};
+    else
+        free(*v);
+    *v = NULL;
+}
+
+static uint32_t *pool_take(struct par *p, size_t *cap)
+{
+    *cap = p->n_pool ? p->pool[p->n_pool - 1].cap : 0;
+    return p->n_pool ? p->pool[--p->n_pool].v : NULL;
+}
+
+/* A committed (or unneeded) placement's buffers go back to the pool. */
+static void pool_put_app(struct par *p, struct par_app *pa)
+{
+    pool_put(p, &pa->rec_locs, pa->cap_rec_locs);
+    pool_put(p, &pa->alts, pa->cap_alts);
+}
 
 /* What app saw of a location it rejected for capacity, seen again now. */
 static bool capacity_same(const struct ctx *x, const struct vg_sched_why *y)
@@ -1615,7 +1654,7 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
 }
 
 /* The areas whose nearest sites hold each site (a counting sort of the
- * lists), for looked_at and gone_info, and the sites holding hubs. */
+ * lists), for gone_info. */
 static void index_loc_areas(struct par *p)
 {
     const struct vg_sched_world *w = p->w;
@@ -1629,9 +1668,6 @@ static void index_loc_areas(struct par *p)
     for (size_t a = 0; a < w->n_areas; a++) /* loc_at[s + 1]: where s's next goes, then its end */
         for (uint8_t k = 0; k < w->n_snear[a]; k++)
             p->loc_areas[p->loc_at[w->snear[a * w->snear_k + k].loc + 1]++] = (uint32_t)a;
-    p->hub_site = vg_xcalloc(w->n_sites + 1, 1);
-    for (size_t h = 0; h < w->n_hubs; h++)
-        p->hub_site[w->loc_site[w->hubs[h]]] = 1;
 }
 
 /* One of the app's previous locations is in the site. */
@@ -1643,22 +1679,32 @@ static bool prev_in_site(const struct vg_sched_world *w, const struct vg__sched_
     return false;
 }
 
-/* Whether the j-th app's placement may have looked at loc's site (a
- * record of it is searched for only then): a static app's, a site in the
- * nearest sites of the app's areas, a site holding a hub (a far area's
- * fallback) or a previous location. */
-static bool looked_at(const struct par *p, struct ctx *x, size_t j, uint32_t loc, uint32_t *st)
+/* The j-th (dynamic) app's first record of each site, in the committer's
+ * scratch (x->smark: a stamp per site): a site without a record was not
+ * looked at (every site looked at leaves one). */
+static void mark_sites(const struct par *p, struct ctx *x, size_t j)
 {
-    const struct vg__sched_app_plan *pp = p->prev ? &p->prev->apps[p->order[j]] : NULL;
-    if (x->app->mode != VG_SCHED_DYNAMIC)
-        return true;
-    if (!*st)
-        *st = mark_areas(p, x, &p->demand[p->order[j]]);
+    const struct par_app *pa = &p->pa[j];
+    if (!x->smark) {
+        x->smark = vg_xcalloc(p->w->n_sites + 1, sizeof(*x->smark));
+        x->sidx = vg_xmalloc((p->w->n_sites + 1) * sizeof(*x->sidx));
+    }
+    if (++x->sstamp == 0) { /* wrapped: old marks could match */
+        memset(x->smark, 0, p->w->n_sites * sizeof(*x->smark));
+        x->sstamp = 1;
+    }
+    for (size_t i = 0; i < pa->res.n_why; i++) {
+        uint32_t site = pa->rec_locs[i];
+        if (x->smark[site] != x->sstamp)
+            x->smark[site] = x->sstamp, x->sidx[site] = (uint32_t)i;
+    }
+}
+
+/* The index of the first record of loc's site, or NONE (mark_sites). */
+static uint32_t site_record(const struct par *p, const struct ctx *x, uint32_t loc)
+{
     uint32_t site = p->w->loc_site[loc];
-    for (uint32_t k = p->loc_at[site]; k < p->loc_at[site + 1]; k++)
-        if (x->amark[p->loc_areas[k]] == *st)
-            return true;
-    return p->hub_site[site] || prev_in_site(p->w, pp, site);
+    return x->smark[site] == x->sstamp ? x->sidx[site] : VG_SCHED_NONE;
 }
 
 /* Some location of the site is usable. */
@@ -1675,7 +1721,8 @@ static bool site_usable(const struct ctx *x, uint32_t site)
 enum { SITE_SAME = -1, SITE_AGAIN = -2 };
 
 /* What a commit's taking of loc changed for the j-th (dynamic) app,
- * whose placement looked at loc's site: nothing (SITE_SAME), too much
+ * whose placement looked at loc's site (its first record there is the
+ * i-th): nothing (SITE_SAME), too much
  * (SITE_AGAIN), or only that a candidate is gone (its index among the
  * candidates' records). A site's candidate depends only on whether one
  * of its locations is usable (its pairs are the site's, its records name
@@ -1685,16 +1732,14 @@ enum { SITE_SAME = -1, SITE_AGAIN = -2 };
  * placement too). A site with
  * previous locations may hold several records: placed again unless it is
  * kept and loc is not the kept one or still fits. */
-static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t loc,
+static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t loc, size_t i,
                          const struct vg__sched_app_plan *pp)
 {
     const struct par_app *pa = &p->pa[j];
     const struct vg__sched_app_plan *ap = &pa->res;
     uint32_t site = p->w->loc_site[loc];
-    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw, i = find_u32(pa->rec_locs, ap->n_why, site);
+    size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw;
     bool fits = usable(x, loc);
-    if (i == ap->n_why)
-        return SITE_SAME; /* not looked at after all */
     struct vg_sched_why *y = &p->pa[j].res.why[i];
     if (prev_in_site(p->w, pp, site))
         return i < rej0 && y->verdict == VG_SCHED_KEPT && (y->loc != loc || fits) ? SITE_SAME : SITE_AGAIN;
@@ -1743,7 +1788,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     bool dyn = x->app->mode == VG_SCHED_DYNAMIC, compiled = dyn;
     if (dyn) /* site_changed asks which locations are usable */
         vg__sched_rules_compile(p->w, x->app, &x->rules);
-    uint32_t st = 0;                /* the app's areas' stamp (mark_areas), once marked */
+    bool marked = false;            /* mark_sites, once needed */
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
     x->n_prev = pp ? pp->n_locs : 0;
     x->n_gone = 0;
@@ -1755,7 +1800,11 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             if (p->ver[loc] != k + 1) /* taken again later: seen there */
                 continue;
             bool fits = vg__sched_fits(&x->loc[loc], x->app);
-            uint32_t key = dyn ? p->w->loc_site[loc] : loc; /* what its records are searched by */
+            if (dyn && !marked)
+                mark_sites(p, x, j), marked = true;
+            /* its record: a dynamic app's are found by site */
+            size_t i = dyn ? site_record(p, x, loc) : find_u32(pa->rec_locs, ap->n_why, loc);
+            i = i == VG_SCHED_NONE ? ap->n_why : i;
             if (pa->hubs && !fits && has_u32(p->w->hubs, p->w->n_hubs, loc)) {
                 /* the usable hubs were listed from every hub's capacity: one
                  * the rules allow that no longer fits may have fitted then.
@@ -1765,15 +1814,15 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 if (!compiled)
                     vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
                 if (vg__sched_rules_allow(p->w, &x->rules, loc)) {
-                    if (find_u32(pa->rec_locs, ap->n_why, key) < ap->n_why)
+                    if (i < ap->n_why)
                         return AHEAD_AGAIN;
                     continue; /* not looked at but listed */
                 }
             }
-            if (!looked_at(p, x, j, loc, &st))
-                continue;
+            if (i == ap->n_why)
+                continue; /* not looked at */
             if (dyn) {
-                long r = site_changed(p, x, j, loc, pp);
+                long r = site_changed(p, x, j, loc, i, pp);
                 if (r == SITE_AGAIN)
                     return AHEAD_AGAIN;
                 if (r != SITE_SAME && !has_u32(x->gone, x->n_gone, (uint32_t)r)) {
@@ -1785,9 +1834,8 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 }
                 continue;
             }
-            size_t i = find_u32(pa->rec_locs, ap->n_why, loc);
-            if (i == ap->n_why || ap->why[i].reason == VG_SCHED_R_POLICY)
-                continue; /* not looked at after all, or not for its capacity */
+            if (ap->why[i].reason == VG_SCHED_R_POLICY)
+                continue; /* not for its capacity */
             const struct vg_sched_why *y = &ap->why[i];
             if (i >= rej0 && i < cand0) { /* rejected for capacity, and still: capacity only shrinks */
                 if (!capacity_same(x, y)) {
@@ -1885,12 +1933,6 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
         rc = place_prev(x, p->prev, app, &e);
         x->out = NULL;
     }
-    if (!stolen) {
-        free(pa->alts);
-        free(pa->rec_locs);
-        pa->alts = NULL;
-        pa->rec_locs = NULL;
-    }
     if (rc) { /* the first failure in order: the sequential placement's */
         p->rc = rc;
         p->err = e;
@@ -1911,14 +1953,16 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
     x->note = true;
     pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
     x->note = false;
-    pa->rec_locs = x->rec_locs; /* taken, as alts */
+    pa->rec_locs = x->rec_locs; /* taken, as alts (par_work gives x others) */
+    pa->cap_rec_locs = x->cap_rec_locs;
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
     pa->hubs = x->hubs_known;
     pa->nw = x->nw;
     pa->nc = x->nc;
-    pa->alts = x->alts; /* taken: the next placement makes its own */
+    pa->alts = x->alts;
     pa->n_alts = x->n_alts;
+    pa->cap_alts = x->cap_alts;
     x->alts = NULL;
     x->n_alts = x->cap_alts = 0;
     x->out = NULL;
@@ -1943,6 +1987,8 @@ static void par_work(struct par *p, struct ctx *x)
             pthread_mutex_unlock(&p->mu);
             size_t done = commit_next(p, x, steal);
             pthread_mutex_lock(&p->mu);
+            if (!steal) /* a stolen one's are its placer's */
+                pool_put_app(p, head);
             p->commits = done;
             p->committing = false;
             pthread_cond_broadcast(&p->cv);
@@ -1954,13 +2000,12 @@ static void par_work(struct par *p, struct ctx *x)
             pthread_mutex_unlock(&p->mu);
             place_ahead(p, x, j);
             pthread_mutex_lock(&p->mu);
+            x->rec_locs = pool_take(p, &x->cap_rec_locs);
+            x->alts = pool_take(p, &x->cap_alts);
             if (pa->state == PAR_STOLEN) { /* committed meanwhile: this one is not needed */
+                pool_put_app(p, pa);
                 pthread_mutex_unlock(&p->mu);
                 vg__sched_app_plan_free(&pa->res);
-                free(pa->alts);
-                free(pa->rec_locs);
-                pa->alts = NULL;
-                pa->rec_locs = NULL;
                 pthread_mutex_lock(&p->mu);
             } else {
                 pa->state = PAR_READY;
@@ -2036,11 +2081,12 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.mu);
     free(t);
+    for (size_t i = 0; i < p.n_pool; i++)
+        free(p.pool[i].v);
     free(p.pa);
     free(p.ver);
     free(p.loc_at);
     free(p.loc_areas);
-    free(p.hub_site);
     if (p.rc)
         *err = p.err;
     return p.rc;

@@ -61,8 +61,10 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->w = w;
     p->sites_gen = w->sites_gen;
     p->site = vg_xcalloc(w->n_sites + 1, sizeof(*p->site));
-    for (uint32_t s = 0; s < w->n_sites; s++)
+    for (uint32_t s = 0; s < w->n_sites; s++) {
+        p->site[s].first = w->site_locs[w->site_start[s]];
         site_witness(p, s);
+    }
     return p;
 }
 
@@ -288,26 +290,45 @@ static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_ap
 /* Each area goes to the nearest chosen location it may use (residency),
  * with exact latencies (not only the nearest lists the search used). */
 
+void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
+{
+    free(s->sorted);
+    free(s->pt);
+}
+
+/* Room for n in *v (elements of size sz), kept from call to call. */
+static void *scratch(void **v, size_t *cap, size_t n, size_t sz)
+{
+    if (*cap < n) {
+        *cap = n;
+        *v = vg_xrealloc(*v, n * sz);
+    }
+    return *v;
+}
+
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
-                          void *arg)
+                          void *arg, struct vg__sched_serve_scratch *sc)
 {
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
     ap->n_served = d->n;
     memset(&ap->stats, 0, sizeof(ap->stats));
-    uint64_t *sorted = vg_xmalloc((d->n ? d->n : 1) * sizeof(*sorted));
+    uint64_t *sorted = scratch((void **)&sc->sorted, &sc->cap_sorted, d->n + 1, sizeof(*sorted));
     size_t n_sorted = 0;
-    /* the chosen locations' points side by side: the nearest by chord is a
-     * tight loop (the same arithmetic as nearest) */
-    struct vg_geo_xyz *pt = w->n_ovr == 0 ? vg_xmalloc((ap->n_locs + 1) * sizeof(*pt)) : NULL;
-    for (size_t k = 0; pt && k < ap->n_locs; k++)
-        pt[k] = w->loc_xyz[ap->locs[k]];
+    /* the chosen locations' points side by side, once an area needs them:
+     * the nearest by chord is a tight loop (the same arithmetic as nearest) */
+    struct vg_geo_xyz *pt = NULL;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
         bool got = known && known(arg, i, &best, &best_rtt);
+        if (!got && !pt && w->n_ovr == 0 && !app->enforce.residency) {
+            pt = scratch((void **)&sc->pt, &sc->cap_pt, ap->n_locs + 1, sizeof(*pt));
+            for (size_t k = 0; k < ap->n_locs; k++)
+                pt[k] = w->loc_xyz[ap->locs[k]];
+        }
         if (got) {
             /* the caller's answer */
-        } else if (pt && !app->enforce.residency) {
+        } else if (pt) {
             const struct vg_geo_xyz *o = &w->area_xyz[a];
             double best_c = 1e9;
             for (size_t k = 0; k < ap->n_locs; k++) {
@@ -331,9 +352,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
             ap->stats.within_mrps += s.mrps;
         sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
     }
-    free(pt);
     weighted_p50_p95(sorted, n_sorted, ap->stats.served_mrps, &ap->stats.p50_us, &ap->stats.p95_us);
-    free(sorted);
 }
 
 size_t vg_sched_plan_locations(const struct vg_sched_plan *p, uint32_t app, const uint32_t **locs)
