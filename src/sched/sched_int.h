@@ -73,6 +73,7 @@ struct vg_sched_world {
     uint8_t *site_region;
     struct vg_geo_xyz *site_xyz;  /* the points of site_locs, in its order */
     uint32_t *site_tags;          /* and their tags */
+    uint32_t *site_tags_any;      /* per site: the tags any of its locations has */
     uint64_t sites_gen;           /* bumped by each grouping: a plan's site records are of one */
     struct vg__sched_near *snear; /* n_areas x snear_k: the nearest sites (loc: the site), by the latency
                                      of their nearest location; near itself when site_deg is 0 */

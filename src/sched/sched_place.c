@@ -343,8 +343,10 @@ static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched
     const struct vg__sched_site *ss = &x->plan->site[site];
     uint32_t key = VG_SCHED_NONE, need = x->rules.tags, first = ss->first;
     bool any = false;
-    /* the site's country and region are its locations' */
-    if (vg__sched_rules_allow_at(&x->rules, need, w->site_country[site], w->site_region[site])) {
+    /* the site's country and region are its locations', and the tags
+     * any of them has */
+    if (vg__sched_rules_allow_at(&x->rules, need, w->site_country[site], w->site_region[site]) &&
+        (w->site_tags_any[site] & need) == need) {
         if (need == 0 && !x->preempt) { /* the common case: the site's record often knows one that fits */
             key = first;
             any = vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&

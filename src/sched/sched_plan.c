@@ -4,36 +4,40 @@
 
 #include <string.h>
 
-/* A location of site s with a slot free, and a copy of its free CPU and
- * memory (struct vg__sched_site). */
+/* Site s's record: of its locations with a slot free, the one with the
+ * most CPU free (then memory, then the lowest index), with a copy of its
+ * free CPU and memory (struct vg__sched_site). The most CPU free, not the
+ * first with a slot: a location one app filled to its last millicore
+ * would send every later app to the locations' records. */
 static void site_witness(struct vg_sched_plan *p, uint32_t s)
 {
-    uint32_t n;
+    uint32_t n, best = VG_SCHED_NONE;
     const uint32_t *t = vg__sched_site_locs(p->w, s, &n);
-    struct vg__sched_site *ss = &p->site[s];
     for (uint32_t i = 0; i < n; i++) {
-        const struct vg__sched_loc *u = &p->loc[t[i]];
-        if (u->slots_free >= 1) {
-            vg__sched_st(&ss->cpu_free, u->cpu_free);
-            vg__sched_st(&ss->mem_free, u->mem_free);
-            vg__sched_st(&ss->loc, t[i]);
-            return;
-        }
+        const struct vg__sched_loc *u = &p->loc[t[i]], *b = best == VG_SCHED_NONE ? NULL : &p->loc[best];
+        if (u->slots_free >= 1 &&
+            (!b || u->cpu_free > b->cpu_free || (u->cpu_free == b->cpu_free && u->mem_free > b->mem_free)))
+            best = t[i];
     }
-    vg__sched_st(&ss->loc, VG_SCHED_NONE);
+    struct vg__sched_site *ss = &p->site[s];
+    if (best != VG_SCHED_NONE) {
+        vg__sched_st(&ss->cpu_free, p->loc[best].cpu_free);
+        vg__sched_st(&ss->mem_free, p->loc[best].mem_free);
+    }
+    vg__sched_st(&ss->loc, best);
 }
 
-/* The site record after loc's capacity changed. */
-static void site_changed(struct vg_sched_plan *p, uint32_t loc)
+/* The site record after loc's capacity changed: taken at the record's
+ * location, it is chosen again; given back anywhere, that location may
+ * now be the better one. */
+static void site_changed(struct vg_sched_plan *p, uint32_t loc, bool taken)
 {
     uint32_t s = p->w->loc_site[loc], wl = p->site[s].loc;
     const struct vg__sched_loc *u = &p->loc[loc];
-    if (wl == loc && u->slots_free >= 1) {
-        vg__sched_st(&p->site[s].cpu_free, u->cpu_free);
-        vg__sched_st(&p->site[s].mem_free, u->mem_free);
-    } else if (wl == loc || (wl == VG_SCHED_NONE && u->slots_free >= 1)) {
+    if (taken ? wl == loc
+              : wl == VG_SCHED_NONE || wl == loc || u->cpu_free > p->site[s].cpu_free ||
+                    (u->cpu_free == p->site[s].cpu_free && u->mem_free > p->site[s].mem_free))
         site_witness(p, s);
-    }
 }
 
 struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t n_apps)
@@ -118,7 +122,7 @@ void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *app
         vg__sched_st((uint32_t *)&u->top_prio, (uint32_t)apps[app].priority);
         vg__sched_st(&u->top, app);
     }
-    site_changed(p, loc);
+    site_changed(p, loc, true);
     struct vg__sched_holders *h = &p->holders[loc];
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 4;
@@ -137,7 +141,7 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
         u->cpu_free += apps[app].cpu_m;
         u->mem_free += apps[app].mem_mib;
         u->slots_free++;
-        site_changed(p, loc);
+        site_changed(p, loc, false);
         struct vg__sched_holders *h = &p->holders[loc];
         for (uint32_t k = 0; k < h->n; k++)
             if (h->apps[k] == app) {

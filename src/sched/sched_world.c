@@ -276,6 +276,7 @@ static void sites_free(struct vg_sched_world *w)
     free(w->site_region);
     free(w->site_xyz);
     free(w->site_tags);
+    free(w->site_tags_any);
     if (w->snear != w->near) {
         free(w->snear);
         free(w->n_snear);
@@ -285,6 +286,7 @@ static void sites_free(struct vg_sched_world *w)
     w->site_region = NULL;
     w->site_xyz = NULL;
     w->site_tags = NULL;
+    w->site_tags_any = NULL;
     w->snear = NULL;
     w->n_snear = NULL;
 }
@@ -319,9 +321,11 @@ static void index_sites(struct vg_sched_world *w, double deg)
         w->site_region[s] = w->loc_region[first];
     }
     w->site_tags = vg_xmalloc((w->n_locs + 1) * sizeof(*w->site_tags));
+    w->site_tags_any = vg_xcalloc(ns + 1, sizeof(*w->site_tags_any));
     for (size_t i = 0; i < w->n_locs; i++) {
         w->site_xyz[i] = w->loc_xyz[w->site_locs[i]];
         w->site_tags[i] = w->locs[w->site_locs[i]].tags;
+        w->site_tags_any[w->loc_site[w->site_locs[i]]] |= w->site_tags[i];
     }
     if (deg == 0) {
         w->snear = w->near;
