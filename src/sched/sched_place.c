@@ -119,6 +119,11 @@ struct ctx {
     size_t cap_gone_info;
     uint32_t *amark, *aidx, astamp; /* the committer's: areas of the app being checked (mark_areas) */
     uint32_t *smark, *sidx, sstamp; /* the committer's: its first record per site (mark_sites) */
+    uint32_t *extra;                /* dynamic: locations beyond one per site, for the minimum (add_extras) */
+    uint64_t *extra_served;
+    size_t n_extra, cap_extra;
+    uint32_t *same; /* previous locations in a site that already runs the app */
+    size_t n_same, cap_same;
     struct vg__sched_serve_scratch serve;
 };
 
@@ -168,6 +173,9 @@ static void ctx_fini(struct ctx *x)
     free(x->aidx);
     free(x->smark);
     free(x->sidx);
+    free(x->extra);
+    free(x->extra_served);
+    free(x->same);
     vg__sched_serve_scratch_free(&x->serve);
     if (x->own_seen)
         free(x->seen);
@@ -702,8 +710,9 @@ static void keep_previous(struct ctx *x, size_t n_areas, const uint32_t *prev, c
         uint32_t c = consider_site(x, x->w->loc_site[prev[k]]);
         if (c == VG_SCHED_NONE || (x->c[c].open && x->c[c].loc == prev[k]))
             continue;       /* rejected (recorded), or listed twice */
-        if (x->c[c].open) { /* an older plan ran it twice in the site */
-            *new_why(x) = why_of(prev[k], VG_SCHED_REJECTED, VG_SCHED_R_SAME_SITE);
+        if (x->c[c].open) { /* an older plan ran it twice in the site: unless the minimum needs it (add_extras) */
+            GROW(x->same, x->n_same, x->cap_same);
+            x->same[x->n_same++] = prev[k];
             continue;
         }
         if (!usable(x, prev[k])) { /* the site is usable, not this location of it */
@@ -1182,6 +1191,52 @@ static void choose_locations(struct ctx *x)
     }
 }
 
+static bool is_extra(const struct ctx *x, uint32_t loc, size_t *at)
+{
+    for (size_t i = 0; i < x->n_extra; i++)
+        if (x->extra[i] == loc) {
+            *at = i;
+            return true;
+        }
+    return false;
+}
+
+static bool add_extra(struct ctx *x, uint32_t loc)
+{
+    size_t at;
+    if (x->c[slot_of(x, loc)].loc == loc || is_extra(x, loc, &at) || !usable(x, loc))
+        return false;
+    if (x->n_extra == x->cap_extra) {
+        x->cap_extra = x->cap_extra ? 2 * x->cap_extra : 8;
+        x->extra = vg_xrealloc(x->extra, x->cap_extra * sizeof(*x->extra));
+        x->extra_served = vg_xrealloc(x->extra_served, x->cap_extra * sizeof(*x->extra_served));
+    }
+    x->extra[x->n_extra++] = loc;
+    return true;
+}
+
+/* One location per site, unless the app's minimum asks for more than the
+ * sites it may use hold: then more locations of the chosen sites, the
+ * previous ones first (no churn), then in each site's order. The
+ * previous locations not taken are recorded as replaced by their site's. */
+static void add_extras(struct ctx *x)
+{
+    x->n_extra = 0;
+    for (size_t k = 0; k < x->n_same && x->n_ol + x->n_extra < x->app->min_locs; k++)
+        add_extra(x, x->same[k]);
+    for (size_t j = 0; j < x->n_ol && x->n_ol + x->n_extra < x->app->min_locs; j++) {
+        uint32_t n;
+        const uint32_t *t = vg__sched_site_locs(x->w, x->c[x->ol[j]].site, &n);
+        for (uint32_t i = 0; i < n && x->n_ol + x->n_extra < x->app->min_locs; i++)
+            add_extra(x, t[i]);
+    }
+    for (size_t k = 0; k < x->n_same; k++) {
+        size_t at;
+        if (!is_extra(x, x->same[k], &at))
+            *new_why(x) = why_of(x->same[k], VG_SCHED_REJECTED, VG_SCHED_R_SAME_SITE);
+    }
+}
+
 static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *below, size_t n_prev)
 {
     const struct vg_sched_demand *d = &x->demand[x->app_idx];
@@ -1192,6 +1247,7 @@ static void place_dynamic(struct ctx *x, const uint32_t *prev, const uint16_t *b
     greedy(x);
     local_search(x, d->n);
     choose_locations(x);
+    add_extras(x);
 }
 
 /* --- the static policy ------------------------------------------------------- */
@@ -1345,46 +1401,65 @@ static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
     memset(ap, 0, sizeof(*ap));
-    ap->locs = vg_xmalloc((x->n_open ? x->n_open : 1) * sizeof(*ap->locs));
-    ap->below = vg_xcalloc(x->n_open ? x->n_open : 1, sizeof(*ap->below));
-    if (x->app->mode == VG_SCHED_DYNAMIC) /* the local search's list of them */
+    size_t n = x->n_open + x->n_extra, at;
+    ap->locs = vg_xmalloc((n ? n : 1) * sizeof(*ap->locs));
+    ap->below = vg_xcalloc(n ? n : 1, sizeof(*ap->below));
+    if (x->app->mode == VG_SCHED_DYNAMIC) { /* the local search's list of them */
         for (size_t j = 0; j < x->n_ol; j++)
             ap->locs[ap->n_locs++] = x->c[x->ol[j]].loc;
-    else
+        for (size_t i = 0; i < x->n_extra; i++)
+            ap->locs[ap->n_locs++] = x->extra[i];
+    } else {
         for (size_t c = 0; c < x->nc && ap->n_locs < x->n_open; c++)
             if (x->c[c].open)
                 ap->locs[ap->n_locs++] = x->c[c].loc;
-    VG_ASSERT(ap->n_locs == x->n_open);
+    }
+    VG_ASSERT(ap->n_locs == n);
     sort_locs(ap->locs, ap->n_locs);
     for (size_t k = 0; k < ap->n_locs; k++) {
         uint32_t c = slot_of(x, ap->locs[k]);
-        ap->below[k] = x->c[c].below;
+        ap->below[k] = is_extra(x, ap->locs[k], &at) ? 0 : x->c[c].below;
         if (x->preempt)
             make_room(x, ap->locs[k]);
         if (!x->spec) /* else the committer holds them once it knows they are right */
             vg__sched_plan_hold(x->plan, x->apps, x->app_idx, ap->locs[k]);
     }
+    /* an area's nearest chosen location may be an extra one: searched for */
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
-                         x->app->mode == VG_SCHED_DYNAMIC ? pair_nearest : NULL, x, &x->serve);
+                         x->app->mode == VG_SCHED_DYNAMIC && !x->n_extra ? pair_nearest : NULL, x, &x->serve);
     /* the records: chosen first (by location), then rejected as found */
     ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
         x->c[slot_of(x, ap->locs[k])].served = 0;
-    for (size_t i = 0; i < ap->n_served; i++)
-        if (ap->served[i].loc != VG_SCHED_NONE)
-            x->c[slot_of(x, ap->served[i].loc)].served += ap->served[i].mrps;
+    for (size_t i = 0; i < x->n_extra; i++)
+        x->extra_served[i] = 0;
+    for (size_t i = 0; i < ap->n_served; i++) {
+        uint32_t l = ap->served[i].loc;
+        if (l == VG_SCHED_NONE)
+            continue;
+        if (x->n_extra && is_extra(x, l, &at))
+            x->extra_served[at] += ap->served[i].mrps;
+        else
+            x->c[slot_of(x, l)].served += ap->served[i].mrps;
+    }
     for (size_t k = 0; k < ap->n_locs; k++) {
         const struct cand *cd = &x->c[slot_of(x, ap->locs[k])];
-        struct vg_sched_why y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
-        y.below = cd->below;
-        y.gain = cd->gain;
-        y.demand_mrps = cd->served;
+        struct vg_sched_why y;
+        if (x->n_extra && is_extra(x, ap->locs[k], &at)) {
+            y = why_of(ap->locs[k], VG_SCHED_CHOSEN, VG_SCHED_R_MIN_COUNT);
+            y.demand_mrps = x->extra_served[at];
+        } else {
+            y = why_of(cd->loc, cd->kept ? VG_SCHED_KEPT : VG_SCHED_CHOSEN, cd->reason);
+            y.below = cd->below;
+            y.gain = cd->gain;
+            y.demand_mrps = cd->served;
+        }
         ap->why[ap->n_why++] = y;
     }
     for (size_t i = 0; i < x->nw; i++)
         ap->why[ap->n_why++] = x->why[i];
-    size_t n_cand = x->nc - ap->n_locs; /* the open ones are the chosen */
-    if (x->note) {                      /* two loops: the test out of the one-thread one */
+    size_t n_cand = x->nc - x->n_open; /* the open ones are the chosen */
+    if (x->note) {                     /* two loops: the test out of the one-thread one */
         write_rejected(x, ap, note_room(x, ap->n_why + n_cand, n_cand), true);
         note_records(x, ap, n_cand);
     } else {
@@ -1412,6 +1487,7 @@ static int place_one(struct ctx *x, uint32_t app, const uint32_t *prev, const ui
     x->app = &x->apps[app];
     x->app_idx = app;
     x->nc = x->np = x->nw = x->n_open = 0;
+    x->n_extra = x->n_same = 0;
     x->n_alts = 0;
     x->evaluated = true;
     x->left_reason = VG_SCHED_R_NO_GAIN;
@@ -1493,6 +1569,7 @@ struct par_app {
     uint32_t snap; /* commits made when its placement began */
     uint8_t state; /* PAR_*, under mu */
     bool hubs;     /* it listed the usable hubs */
+    bool extras;   /* it runs at more than one location of a site (add_extras) */
     int rc;
     struct vg_sched_error err;
     struct vg__sched_app_plan res; /* its placement, until committed */
@@ -1822,7 +1899,9 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 }
             }
             if (i == ap->n_why)
-                continue; /* not looked at */
+                continue;          /* not looked at */
+            if (dyn && pa->extras) /* rare: a site's several locations, not checked one by one */
+                return AHEAD_AGAIN;
             if (dyn) {
                 long r = site_changed(p, x, j, loc, i, pp);
                 if (r == SITE_AGAIN)
@@ -1960,6 +2039,7 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
     pa->hubs = x->hubs_known;
+    pa->extras = x->n_extra > 0;
     pa->nw = x->nw;
     pa->nc = x->nc;
     pa->alts = x->alts;

@@ -276,6 +276,62 @@ static void measured_rtt_within_a_site(void **state)
     vg_sched_world_destroy(w);
 }
 
+/* A minimum above the sites an app may use: more locations of its sites,
+ * placed again where they were (no churn), each said to be for the
+ * minimum. */
+static void minimum_beyond_the_sites(void **state)
+{
+    (void)state;
+    struct vg_sched_world *w = metro_world(4);
+    struct vg_sched_app app = everywhere_app();
+    static const char *const fr[] = {"FR"};
+    app.enforce.allow_countries = fr;
+    app.enforce.n_allow_countries = 1;
+    app.min_locs = 3, app.max_locs = 5;
+    app.target_us = 100000, app.percentile = 50; /* met by one */
+    struct vg_sched_demand d = everywhere_demand();
+    struct vg_sched_plan *p = NULL, *q = NULL;
+    struct vg_sched_error err;
+    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    const uint32_t *locs;
+    size_t n = vg_sched_plan_locations(p, 0, &locs);
+    assert_int_equal(n, 3);
+    uint32_t par = vg_sched_world_site(w, loc(w, "par0"));
+    size_t for_min = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(vg_sched_world_site(w, locs[i]), par);
+        const struct vg_sched_why *y = why_for(p, locs[i]);
+        assert_non_null(y);
+        assert_int_not_equal(y->verdict, VG_SCHED_REJECTED);
+        for_min += y->reason == VG_SCHED_R_MIN_COUNT;
+    }
+    assert_true(for_min >= 2);
+    char why[200];
+    assert_int_equal(vg_sched_plan_verify(w, &app, 1, p, why, sizeof(why)), 0);
+    /* the served locations are the nearest chosen ones */
+    const struct vg_sched_served *sv;
+    size_t ns = vg_sched_plan_served(p, 0, &sv);
+    for (size_t i = 0; i < ns; i++) {
+        if (sv[i].loc == VG_SCHED_NONE)
+            continue;
+        for (size_t k = 0; k < n; k++)
+            assert_true(sv[i].rtt_us <= vg_sched_rtt_us(w, sv[i].area, locs[k]));
+    }
+    /* again from there: the same three, on one thread and on two */
+    assert_int_equal(vg_sched_place(w, &app, 1, &d, p, &q, &err), 0);
+    const uint32_t *again;
+    assert_int_equal(vg_sched_plan_locations(q, 0, &again), 3);
+    assert_memory_equal(again, locs, 3 * sizeof(*locs));
+    assert_int_equal(vg_sched_plan_churn(p, q), 0);
+    struct vg_sched_plan *t2 = NULL;
+    assert_int_equal(vg_sched_place_threads(w, &app, 1, &d, p, 2, &t2, &err), 0);
+    assert_int_equal(vg_sched_plan_digest(t2), vg_sched_plan_digest(q));
+    vg_sched_plan_destroy(t2);
+    vg_sched_plan_destroy(p);
+    vg_sched_plan_destroy(q);
+    vg_sched_world_destroy(w);
+}
+
 /* An update needs the plan's sites to be the world's: a plan made before
  * a regrouping is refused, with the reason. */
 static void update_refuses_a_regrouped_world(void **state)
@@ -303,6 +359,7 @@ int main(void)
         cmocka_unit_test(capacity_and_tags_within_a_site),
         cmocka_unit_test(kept_location_stays),
         cmocka_unit_test(measured_rtt_within_a_site),
+        cmocka_unit_test(minimum_beyond_the_sites),
         cmocka_unit_test(update_refuses_a_regrouped_world),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
