@@ -320,12 +320,6 @@ static bool usable(const struct ctx *x, uint32_t loc)
            (x->preempt ? short_of(x, loc) == VG_SCHED_RES_NONE : vg__sched_fits(l, x->app));
 }
 
-/* The site's candidate (dynamic apps), made on first sight: the site is
- * a candidate when one of its locations is usable; its records name the
- * first location the rules allow (not the first usable one: what a
- * parallel placement saw must not depend on capacity that other apps
- * take, sched_place.c's parallel part), or the site's first for a
- * rejection by policy. */
 /* Whether one of the site's locations is usable, and (*key, when NONE)
  * the first the rules allow: the tags side by side, the records only
  * where they match. */
@@ -343,6 +337,12 @@ static bool site_scan(const struct ctx *x, uint32_t site, uint32_t *key)
     return false;
 }
 
+/* The site's candidate (dynamic apps), made on first sight: the site is
+ * a candidate when one of its locations is usable; its records name the
+ * first location the rules allow (not the first usable one: what a
+ * parallel placement saw must not depend on capacity that other apps
+ * take, see the parallel part), or the site's first for a rejection by
+ * policy. */
 static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched_seen *sn)
 {
     sn->mark = x->stamp;
@@ -408,12 +408,6 @@ static void add_pair(struct ctx *x, uint32_t cand, uint32_t area, uint32_t rtt)
 static bool residency_ok(const struct ctx *x, uint32_t area, uint32_t loc)
 {
     return !x->rules.residency || x->w->loc_region[loc] == x->w->area_region[area];
-}
-
-/* A site's region: its locations'. */
-static uint8_t site_region(const struct vg_sched_world *w, uint32_t site)
-{
-    return w->loc_region[w->site_locs[w->site_start[site]]];
 }
 
 /* An area none of whose nearest locations the app may use: the nearest
@@ -523,7 +517,7 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         const struct vg__sched_near *near = &all[(size_t)a * w->snear_k];
         for (uint8_t k = 0, n = w->n_snear[a]; k < n; k++) {
             uint32_t site = near[k].loc, rtt = near[k].rtt_us;
-            if (residency && site_region(w, site) != w->area_region[a])
+            if (residency && w->site_region[site] != w->area_region[a])
                 continue;
             struct vg__sched_seen *sn = &seen[site];
             uint32_t c = sn->mark == stamp ? sn->slot : consider_site_new(x, site, sn);
@@ -1147,11 +1141,10 @@ static uint32_t pick_measured(const struct ctx *x, uint32_t oc, const uint32_t *
 
 /* The location each chosen site runs the app at: a kept one stays where
  * it was; else (without measured RTTs) the usable one nearest the demand
- * the site serves (the
- * largest dot product with the demand-weighted sum of its areas' points:
- * the nearest direction), then the cheapest, then the lowest index. The
- * local search's last best_two left each area's best open candidate in
- * c1. */
+ * the site serves (the largest dot product with the demand-weighted sum
+ * of its areas' points: the nearest direction), then the cheapest, then
+ * the lowest index. The local search's last best_two left each area's
+ * best open candidate in c1. */
 static void choose_locations(struct ctx *x)
 {
     const struct vg_sched_world *w = x->w;
@@ -1601,7 +1594,7 @@ struct par {
     const uint32_t *order;
     struct par_app *pa;  /* by position in order */
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
-    uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[at[s], at[s + 1]) */
+    uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[loc_at[s], loc_at[s + 1]) */
     uint32_t *loc_at;
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
@@ -1716,10 +1709,10 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
     }
     uint32_t st = mark_areas(p, x, d);
     for (size_t g = 0; g < x->n_gone; g++) {
-        uint32_t loc = pa->rec_locs[cand0 + x->gone[g]], fewest = UINT32_MAX;
-        for (uint32_t k = p->loc_at[loc]; k < p->loc_at[loc + 1]; k++) {
+        uint32_t site = pa->rec_locs[cand0 + x->gone[g]], fewest = UINT32_MAX; /* a dynamic app's: by site */
+        for (uint32_t k = p->loc_at[site]; k < p->loc_at[site + 1]; k++) {
             uint32_t a = p->loc_areas[k];
-            if (x->amark[a] != st || (x->app->enforce.residency && site_region(w, loc) != w->area_region[a]))
+            if (x->amark[a] != st || (x->app->enforce.residency && w->site_region[site] != w->area_region[a]))
                 continue; /* not the app's, or not looked at there */
             uint32_t i = x->aidx[a], n_pairs = starts[i + 1] - starts[i];
             fewest = n_pairs < fewest ? n_pairs : fewest;
@@ -1801,16 +1794,15 @@ enum { SITE_SAME = -1, SITE_AGAIN = -2 };
 
 /* What a commit's taking of loc changed for the j-th (dynamic) app,
  * whose placement looked at loc's site (its first record there is the
- * i-th): nothing (SITE_SAME), too much
- * (SITE_AGAIN), or only that a candidate is gone (its index among the
- * candidates' records). A site's candidate depends only on whether one
- * of its locations is usable (its pairs are the site's, its records name
- * the first location the rules allow), a chosen site's location on which
- * are (the best of them: taking another one changes nothing, and a
- * better one taken before the choice was taken before in the sequential
- * placement too). A site with
- * previous locations may hold several records: placed again unless it is
- * kept and loc is not the kept one or still fits. */
+ * i-th): nothing (SITE_SAME), too much (SITE_AGAIN), or only that a
+ * candidate is gone (its index among the candidates' records). A site's
+ * candidate depends only on whether one of its locations is usable (its
+ * pairs are the site's, its records name the first location the rules
+ * allow), a chosen site's location on which are (the best of them:
+ * taking another one changes nothing, and a better one taken before the
+ * choice was taken before in the sequential placement too). A site with
+ * previous locations may hold several records: placed again unless it
+ * is kept and loc is not the kept one or still fits. */
 static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t loc, size_t i,
                          const struct vg__sched_app_plan *pp)
 {
