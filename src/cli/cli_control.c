@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "cli_int.h"
 #include "control/control.h"
+#include "sched/sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,9 @@ static void control_usage(FILE *f)
                "                            come up (default 30s)\n"
                "  --place-threads N         threads a placement run uses (default: the CPUs, at most 4); the plan\n"
                "                            is the same with any number\n"
+               "  --place-sites DEG         dynamic placement runs an app at one location per site, the locations\n"
+               "                            of one DEG-degree grid cell in one country and region (default 1; 0:\n"
+               "                            every location its own site; an app's min still counts locations)\n"
                "  --nats URL                the nodes' bus (repeatable for a cluster): their live figures arrive\n"
                "                            on it every second (GET /v1/top); without it, with their heartbeats\n"
                "  --log-level L             debug|info|warn|error (default info)\n"
@@ -54,6 +58,7 @@ int vg_cli_control(int argc, char **argv)
         {"place-interval", required_argument, NULL, 'i'},
         {"place-drain", required_argument, NULL, 'r'},
         {"place-threads", required_argument, NULL, 'P'},
+        {"place-sites", required_argument, NULL, 'S'},
         {"nats", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
@@ -122,6 +127,12 @@ int vg_cli_control(int argc, char **argv)
                 return 2;
             }
             o.place_threads = (unsigned)v;
+            break;
+        case 'S':
+            if (vg_sched_parse_site_deg(optarg, &o.place_site_deg) != 0) {
+                fprintf(stderr, "verge control: --place-sites takes 0 or a number from 0.01 to 10: %s\n", optarg);
+                return 2;
+            }
             break;
         case 'n':
             if (o.n_nats_urls == VG_ARRAY_LEN(nats)) {

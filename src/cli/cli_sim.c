@@ -63,18 +63,6 @@ static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsig
     return true;
 }
 
-/* A site cell's side in degrees: 0, or 0.01 to 10. */
-static bool parse_deg(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (errno || end == s || *end || !(d == 0 || (d >= 0.01 && d <= 10)))
-        return false;
-    *out = d;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, struct sim_opts *o)
 {
     *o = (struct sim_opts){
@@ -103,7 +91,7 @@ static int parse_args(int argc, char **argv, struct sim_opts *o)
             o->threads = n, i++;
         } else if (strcmp(a, "--seed") == 0 && v && parse_ulong(v, 0, ULONG_MAX, &n)) {
             o->seed = n, i++;
-        } else if (strcmp(a, "--sites") == 0 && v && parse_deg(v, &o->site_deg)) {
+        } else if (strcmp(a, "--sites") == 0 && v && vg_sched_parse_site_deg(v, &o->site_deg) == 0) {
             i++;
         } else {
             fprintf(stderr,

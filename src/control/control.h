@@ -38,6 +38,7 @@ struct vg_control_options {
     uint64_t place_interval_ms;   /* placement from demand runs this often (0: only on changes) */
     uint64_t place_drain_ms;      /* a dropped location serves at most this long while new ones come up */
     unsigned place_threads;       /* threads a placement run uses (the same plan from any number) */
+    double place_site_deg;        /* dynamic placement's sites: a grid cell's side (vg_sched_world_set_sites) */
     const char *const *nats_urls; /* the nodes' bus for their live figures (none: the heartbeats') */
     size_t n_nats_urls;
 };

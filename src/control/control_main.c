@@ -4,6 +4,7 @@
  * SQLite store is used from this thread only. */
 #include "control_int.h"
 #include "net/net.h"
+#include "sched/sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@ void vg_control_options_default(struct vg_control_options *opt)
                                        .max_wait_s = 60,
                                        .place_interval_ms = 10000,
                                        .place_drain_ms = 30000,
+                                       .place_site_deg = VG_SCHED_SITE_DEG,
                                        .place_threads = cpus < 1                           ? 1
                                                         : cpus > PLACE_THREADS_DEFAULT_MAX ? PLACE_THREADS_DEFAULT_MAX
                                                                                            : (unsigned)cpus};

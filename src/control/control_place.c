@@ -640,6 +640,8 @@ static int world_build(struct vg_control_server *srv, struct run *r, json_t *pol
         tn[k] = r->tag_names[k];
     int rc = vg_sched_world_create(r->locs, r->n, r->areas, r->n, tn, r->n_tags, &r->world);
     if (rc == 0)
+        rc = vg_sched_world_set_sites(r->world, srv->opt.place_site_deg);
+    if (rc == 0)
         measured_rtts(pl, r);
     return rc;
 }

@@ -71,6 +71,9 @@ const char *vg_sched_world_tag_name(const struct vg_sched_world *w, unsigned bit
  * VG_SCHED_SITE_DEG. Set before placing, like measured RTTs. */
 #define VG_SCHED_SITE_DEG 1.0
 int vg_sched_world_set_sites(struct vg_sched_world *w, double cell_deg) VG_MUST_CHECK;
+/* A cell side as the CLI takes it ("1", "0.5", "0"): VG_EINVAL outside
+ * the range vg_sched_world_set_sites accepts. */
+int vg_sched_parse_site_deg(const char *s, double *out) VG_MUST_CHECK;
 size_t vg_sched_world_n_sites(const struct vg_sched_world *w);
 /* The site of a location, and the site's locations (ascending). */
 uint32_t vg_sched_world_site(const struct vg_sched_world *w, uint32_t loc);

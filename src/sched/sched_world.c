@@ -4,7 +4,9 @@
 #include "geo/geo.h"
 #include "sched/sched_int.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GRID_LAT 180
@@ -342,9 +344,25 @@ static void index_sites(struct vg_sched_world *w, double deg)
 
 static void site_remeasured(struct vg_sched_world *w, uint32_t area, uint32_t site);
 
+static bool site_deg_ok(double d)
+{
+    return d == 0 || (d >= 0.01 && d <= 10);
+}
+
+int vg_sched_parse_site_deg(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (errno || end == s || *end || !site_deg_ok(d))
+        return VG_EINVAL;
+    *out = d;
+    return 0;
+}
+
 int vg_sched_world_set_sites(struct vg_sched_world *w, double cell_deg)
 {
-    if (!(cell_deg == 0 || (cell_deg >= 0.01 && cell_deg <= 10)))
+    if (!site_deg_ok(cell_deg))
         return VG_EINVAL;
     if (cell_deg == w->site_deg)
         return 0; /* as grouped: plans made on it stay usable */

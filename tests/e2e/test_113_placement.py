@@ -82,7 +82,8 @@ def placing_control(tmp_path, verge_bin):
     """A control plane placing every 300 ms; stopped even when a node
     fixture built on it fails."""
     c = Control(verge_bin, tmp_path / "cp", tmp_path / "cp-data",
-                args=["--place-interval", "300ms", "--place-drain", "5s", "--place-threads", "2"]).start()
+                args=["--place-interval", "300ms", "--place-drain", "5s", "--place-threads", "2",
+                      "--place-sites", "0.5"]).start()
     yield c
     rc = c.stop()
     assert not (rc is not None and rc < 0 and -rc in CRASH_SIGNALS), c.logs()
@@ -270,6 +271,15 @@ def test_place_threads_out_of_range_is_refused(tmp_path, verge_bin):
                            capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
         assert p.returncode == 2, bad
         assert b"--place-threads takes a number from 1 to 64" in p.stderr, p.stderr
+    assert not (tmp_path / "cp").exists()  # refused before anything was made
+
+
+def test_place_sites_out_of_range_is_refused(tmp_path, verge_bin):
+    for bad in ("11", "0.001", "-1", "one", ""):
+        p = subprocess.run([str(verge_bin), "control", "--data", str(tmp_path / "cp"), "--place-sites", bad],
+                           capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+        assert p.returncode == 2, bad
+        assert b"--place-sites takes 0 or a number from 0.01 to 10" in p.stderr, p.stderr
     assert not (tmp_path / "cp").exists()  # refused before anything was made
 
 
