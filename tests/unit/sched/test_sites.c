@@ -141,6 +141,15 @@ static void grouping(void **state)
     assert_int_equal(vg_sched_world_set_sites(w, 0.01), 0);
     assert_int_equal(vg_sched_world_set_sites(w, 10), 0);
     vg_sched_world_destroy(w);
+    /* as the CLI takes it */
+    double d = -1;
+    assert_int_equal(vg_sched_parse_site_deg("0.5", &d), 0);
+    assert_true(d == 0.5);
+    assert_int_equal(vg_sched_parse_site_deg("0", &d), 0);
+    assert_true(d == 0);
+    static const char *const bad[] = {"", "x", "1x", "11", "0.001", "-1", "nan", "inf"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(vg_sched_parse_site_deg(bad[i], &d), VG_EINVAL);
 }
 
 /* One location per site, the one nearest the demand (tower 1), each
