@@ -265,21 +265,16 @@ def test_plan_is_a_dry_run(fleet, tmp_path):
     assert r.status == 400 and "percentile" in r.json()["error"], r
 
 
-def test_place_threads_out_of_range_is_refused(tmp_path, verge_bin):
-    for bad in ("0", "65", "-1", "two", ""):
-        p = subprocess.run([str(verge_bin), "control", "--data", str(tmp_path / "cp"), "--place-threads", bad],
+@pytest.mark.parametrize("flag, bad, message", [
+    ("--place-threads", ("0", "65", "-1", "two", ""), b"--place-threads takes a number from 1 to 64"),
+    ("--place-sites", ("11", "0.001", "-1", "one", ""), b"--place-sites takes 0 or a number from 0.01 to 10"),
+])
+def test_place_options_out_of_range_are_refused(tmp_path, verge_bin, flag, bad, message):
+    for v in bad:
+        p = subprocess.run([str(verge_bin), "control", "--data", str(tmp_path / "cp"), flag, v],
                            capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
-        assert p.returncode == 2, bad
-        assert b"--place-threads takes a number from 1 to 64" in p.stderr, p.stderr
-    assert not (tmp_path / "cp").exists()  # refused before anything was made
-
-
-def test_place_sites_out_of_range_is_refused(tmp_path, verge_bin):
-    for bad in ("11", "0.001", "-1", "one", ""):
-        p = subprocess.run([str(verge_bin), "control", "--data", str(tmp_path / "cp"), "--place-sites", bad],
-                           capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
-        assert p.returncode == 2, bad
-        assert b"--place-sites takes 0 or a number from 0.01 to 10" in p.stderr, p.stderr
+        assert p.returncode == 2, v
+        assert message in p.stderr, p.stderr
     assert not (tmp_path / "cp").exists()  # refused before anything was made
 
 

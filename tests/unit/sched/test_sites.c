@@ -76,6 +76,24 @@ static uint32_t loc(const struct vg_sched_world *w, const char *id)
     return l;
 }
 
+/* Tower t of metro m. */
+static uint32_t tower(const struct vg_sched_world *w, size_t m, size_t t)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "%s%zu", metros[m].name, t);
+    return loc(w, id);
+}
+
+/* The app alone, placed from prev (may be NULL). */
+static struct vg_sched_plan *place(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                                   const struct vg_sched_demand *d, const struct vg_sched_plan *prev)
+{
+    struct vg_sched_plan *p = NULL;
+    struct vg_sched_error err;
+    assert_int_equal(vg_sched_place(w, app, 1, d, prev, &p, &err), 0);
+    return p;
+}
+
 /* Demand at every metro; a target no location meets, so the greedy adds
  * a site while it gains. */
 static struct vg_sched_app everywhere_app(void)
@@ -117,11 +135,8 @@ static void grouping(void **state)
     struct vg_sched_world *w = metro_world(4);
     assert_int_equal(vg_sched_world_n_sites(w), N_METROS + 1); /* the Belgian tower is a site of its own */
     uint32_t par = vg_sched_world_site(w, loc(w, "par0"));
-    for (size_t t = 1; t < PER_METRO; t++) {
-        char id[16];
-        snprintf(id, sizeof(id), "par%zu", t);
-        assert_int_equal(vg_sched_world_site(w, loc(w, id)), par);
-    }
+    for (size_t t = 1; t < PER_METRO; t++)
+        assert_int_equal(vg_sched_world_site(w, tower(w, 0, t)), par);
     assert_int_not_equal(vg_sched_world_site(w, loc(w, "parbe")), par);
     assert_int_not_equal(vg_sched_world_site(w, loc(w, "ber0")), par);
     size_t n;
@@ -160,19 +175,14 @@ static void one_location_per_site(void **state)
     struct vg_sched_world *w = metro_world(4);
     struct vg_sched_app app = everywhere_app();
     struct vg_sched_demand d = everywhere_demand();
-    struct vg_sched_plan *p = NULL;
-    struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    struct vg_sched_plan *p = place(w, &app, &d, NULL);
     const uint32_t *locs;
     size_t n = vg_sched_plan_locations(p, 0, &locs);
     assert_int_equal(n, N_METROS);
     for (size_t m = 0; m < N_METROS; m++) {
-        char id[16];
-        snprintf(id, sizeof(id), "%s1", metros[m].name);
-        uint32_t l = loc(w, id);
+        uint32_t l = tower(w, m, 1);
         assert_true(why_for(p, l) != NULL && why_for(p, l)->verdict == VG_SCHED_CHOSEN);
-        snprintf(id, sizeof(id), "%s0", metros[m].name);
-        assert_null(why_for(p, loc(w, id)));
+        assert_null(why_for(p, tower(w, m, 0)));
     }
     char why[200];
     assert_int_equal(vg_sched_plan_verify(w, &app, 1, p, why, sizeof(why)), 0);
@@ -180,9 +190,7 @@ static void one_location_per_site(void **state)
     const struct vg_sched_served *sv;
     size_t ns = vg_sched_plan_served(p, 0, &sv);
     for (size_t i = 0; i < ns; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "%s1", metros[sv[i].area].name);
-        assert_int_equal(sv[i].loc, loc(w, id));
+        assert_int_equal(sv[i].loc, tower(w, sv[i].area, 1));
         assert_int_equal(sv[i].rtt_us, vg_sched_rtt_us(w, sv[i].area, sv[i].loc));
     }
     vg_sched_plan_destroy(p);
@@ -198,26 +206,18 @@ static void capacity_and_tags_within_a_site(void **state)
     struct vg_sched_world *w = metro_world(0);
     struct vg_sched_app app = everywhere_app();
     struct vg_sched_demand d = everywhere_demand();
-    struct vg_sched_plan *p = NULL;
-    struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    struct vg_sched_plan *p = place(w, &app, &d, NULL);
     const uint32_t *locs;
     assert_int_equal(vg_sched_plan_locations(p, 0, &locs), N_METROS);
-    for (size_t m = 0; m < N_METROS; m++) {
-        char id[16];
-        snprintf(id, sizeof(id), "%s1", metros[m].name);
-        assert_null(why_for(p, loc(w, id)));
-    }
+    for (size_t m = 0; m < N_METROS; m++)
+        assert_null(why_for(p, tower(w, m, 1)));
     vg_sched_plan_destroy(p);
     app.enforce.require_tags = vg_sched_world_tag(w, "pci");
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    p = place(w, &app, &d, NULL);
     size_t n = vg_sched_plan_locations(p, 0, &locs);
     assert_int_equal(n, N_METROS);
-    for (size_t m = 0; m < N_METROS; m++) {
-        char id[16];
-        snprintf(id, sizeof(id), "%s3", metros[m].name);
-        assert_true(why_for(p, loc(w, id)) != NULL && why_for(p, loc(w, id))->verdict == VG_SCHED_CHOSEN);
-    }
+    for (size_t m = 0; m < N_METROS; m++)
+        assert_true(why_for(p, tower(w, m, 3)) != NULL && why_for(p, tower(w, m, 3))->verdict == VG_SCHED_CHOSEN);
     vg_sched_plan_destroy(p);
     vg_sched_world_destroy(w);
 }
@@ -235,9 +235,7 @@ static void kept_location_stays(void **state)
     struct vg_sched_demand d = {&e, 1};
     uint32_t prev_locs[] = {loc(w, "par0"), loc(w, "par2")};
     struct vg_sched_prev pv = {prev_locs, NULL, 2};
-    struct vg_sched_plan *seed = vg_sched_plan_seed(w, 1, &pv), *p = NULL;
-    struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, seed, &p, &err), 0);
+    struct vg_sched_plan *seed = vg_sched_plan_seed(w, 1, &pv), *p = place(w, &app, &d, seed);
     const uint32_t *locs;
     assert_int_equal(vg_sched_plan_locations(p, 0, &locs), 1);
     assert_int_equal(locs[0], loc(w, "par0"));
@@ -263,22 +261,20 @@ static void measured_rtt_within_a_site(void **state)
     struct vg_sched_demand_entry e = {0, 10000};
     struct vg_sched_demand d = {&e, 1};
     assert_int_equal(vg_sched_world_set_rtt(w, 0, loc(w, "par2"), 10), 0);
-    struct vg_sched_plan *p = NULL;
-    struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    struct vg_sched_plan *p = place(w, &app, &d, NULL);
     const uint32_t *locs;
     assert_int_equal(vg_sched_plan_locations(p, 0, &locs), 1);
     assert_int_equal(locs[0], loc(w, "par2"));
     vg_sched_plan_destroy(p);
     /* New York measured 5 µs from Paris's area: its site now wins */
     assert_int_equal(vg_sched_world_set_rtt(w, 0, loc(w, "nyc0"), 5), 0);
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    p = place(w, &app, &d, NULL);
     assert_int_equal(vg_sched_plan_locations(p, 0, &locs), 1);
     assert_int_equal(locs[0], loc(w, "nyc0"));
     /* regrouping keeps the measured RTTs in the sites' entries */
     assert_int_equal(vg_sched_world_set_sites(w, 2), 0);
     vg_sched_plan_destroy(p);
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    p = place(w, &app, &d, NULL);
     assert_int_equal(vg_sched_plan_locations(p, 0, &locs), 1);
     assert_int_equal(locs[0], loc(w, "nyc0"));
     vg_sched_plan_destroy(p);
@@ -299,9 +295,7 @@ static void minimum_beyond_the_sites(void **state)
     app.min_locs = 3, app.max_locs = 5;
     app.target_us = 100000, app.percentile = 50; /* met by one */
     struct vg_sched_demand d = everywhere_demand();
-    struct vg_sched_plan *p = NULL, *q = NULL;
-    struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
+    struct vg_sched_plan *p = place(w, &app, &d, NULL);
     const uint32_t *locs;
     size_t n = vg_sched_plan_locations(p, 0, &locs);
     assert_int_equal(n, 3);
@@ -327,12 +321,12 @@ static void minimum_beyond_the_sites(void **state)
             assert_true(sv[i].rtt_us <= vg_sched_rtt_us(w, sv[i].area, locs[k]));
     }
     /* again from there: the same three, on one thread and on two */
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, p, &q, &err), 0);
+    struct vg_sched_plan *q = place(w, &app, &d, p), *t2 = NULL;
+    struct vg_sched_error err;
     const uint32_t *again;
     assert_int_equal(vg_sched_plan_locations(q, 0, &again), 3);
     assert_memory_equal(again, locs, 3 * sizeof(*locs));
     assert_int_equal(vg_sched_plan_churn(p, q), 0);
-    struct vg_sched_plan *t2 = NULL;
     assert_int_equal(vg_sched_place_threads(w, &app, 1, &d, p, 2, &t2, &err), 0);
     assert_int_equal(vg_sched_plan_digest(t2), vg_sched_plan_digest(q));
     vg_sched_plan_destroy(t2);
@@ -349,9 +343,8 @@ static void update_refuses_a_regrouped_world(void **state)
     struct vg_sched_world *w = metro_world(4);
     struct vg_sched_app app = everywhere_app();
     struct vg_sched_demand d = everywhere_demand();
-    struct vg_sched_plan *p = NULL;
+    struct vg_sched_plan *p = place(w, &app, &d, NULL);
     struct vg_sched_error err;
-    assert_int_equal(vg_sched_place(w, &app, 1, &d, NULL, &p, &err), 0);
     assert_int_equal(vg_sched_update(w, &app, 1, &d, p, 0, &err), 0);
     assert_int_equal(vg_sched_world_set_sites(w, 0), 0);
     assert_int_equal(vg_sched_update(w, &app, 1, &d, p, 0, &err), VG_EINVAL);
