@@ -1570,6 +1570,7 @@ struct par_app {
     uint32_t *alts;                /* ctx.alts of its placement */
     size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
     size_t cap_rec_locs, cap_alts;
+    struct vg__sched_rules rules; /* its compiled enforcements: the commit checks with them */
 };
 
 /* Spare buffers for what a placement made ahead leaves its commit
@@ -1856,9 +1857,8 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     x->app = &p->apps[app];
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
-    bool dyn = x->app->mode == VG_SCHED_DYNAMIC, compiled = dyn;
-    if (dyn) /* site_changed asks which locations are usable */
-        vg__sched_rules_compile(p->w, x->app, &x->rules);
+    bool dyn = x->app->mode == VG_SCHED_DYNAMIC;
+    x->rules = pa->rules;           /* the placement's: which locations are usable */
     bool marked = false;            /* mark_sites, once needed */
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
     x->n_prev = pp ? pp->n_locs : 0;
@@ -1882,8 +1882,6 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                  * Unless a far area chose it (it has a record then), it
                  * changed nothing: each far area takes the lowest latency,
                  * then index, of the list, which it was not */
-                if (!compiled)
-                    vg__sched_rules_compile(p->w, x->app, &x->rules), compiled = true;
                 if (vg__sched_rules_allow(p->w, &x->rules, loc)) {
                     if (i < ap->n_why)
                         return AHEAD_AGAIN;
@@ -2031,6 +2029,7 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
     pa->hubs = x->hubs_known;
+    pa->rules = x->rules;
     pa->extras = x->n_extra > 0;
     pa->nw = x->nw;
     pa->nc = x->nc;
