@@ -187,11 +187,11 @@ struct vg__sched_seen {
     uint32_t mark, slot;
 };
 
-/* A site as placement sees it (the plan's, 16 bytes): one of its
- * locations with a slot free (VG_SCHED_NONE: none has one) and a copy of
- * that location's free CPU and memory, so that most sites are found
- * usable without a look at their locations' records (a cache miss
- * each). Kept by hold and release; read with vg__sched_ld (a parallel
+/* A site as placement sees it (the plan's, 16 bytes): of its locations
+ * with a slot free, the one with the most CPU free (VG_SCHED_NONE: none
+ * has a slot) and a copy of that location's free CPU and memory, so that
+ * most sites are found usable without a look at their locations' records
+ * (a cache miss each). Kept by hold and release; read with vg__sched_ld (a parallel
  * placement's readers are checked at commit against the locations that
  * changed, and every change here is a location's). */
 struct vg__sched_site {

@@ -300,15 +300,14 @@ void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
     free(s->pt);
 }
 
-/* Room for n in *v (elements of size sz), kept from call to call. */
-static void *scratch(void **v, size_t *cap, size_t n, size_t sz)
-{
-    if (*cap < n) {
-        *cap = n;
-        *v = vg_xrealloc(*v, n * sz);
-    }
-    return *v;
-}
+/* Room for n in v, kept from call to call. */
+#define SCRATCH(v, cap, n)                                                                                             \
+    do {                                                                                                               \
+        if ((cap) < (n)) {                                                                                             \
+            (cap) = (n);                                                                                               \
+            (v) = vg_xrealloc((v), (n) * sizeof(*(v)));                                                                \
+        }                                                                                                              \
+    } while (0)
 
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
@@ -317,7 +316,8 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
     ap->n_served = d->n;
     memset(&ap->stats, 0, sizeof(ap->stats));
-    uint64_t *sorted = scratch((void **)&sc->sorted, &sc->cap_sorted, d->n + 1, sizeof(*sorted));
+    SCRATCH(sc->sorted, sc->cap_sorted, d->n + 1);
+    uint64_t *sorted = sc->sorted;
     size_t n_sorted = 0;
     /* the chosen locations' points side by side, once an area needs them:
      * the nearest by chord is a tight loop (the same arithmetic as nearest) */
@@ -326,7 +326,8 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
         uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
         bool got = known && known(arg, i, &best, &best_rtt);
         if (!got && !pt && w->n_ovr == 0 && !app->enforce.residency) {
-            pt = scratch((void **)&sc->pt, &sc->cap_pt, ap->n_locs + 1, sizeof(*pt));
+            SCRATCH(sc->pt, sc->cap_pt, ap->n_locs + 1);
+            pt = sc->pt;
             for (size_t k = 0; k < ap->n_locs; k++)
                 pt[k] = w->loc_xyz[ap->locs[k]];
         }
