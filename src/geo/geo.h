@@ -89,6 +89,9 @@ struct vg_geo_xyz {
 };
 void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out);
 double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b);
+/* The same for a squared chord (dx^2 + dy^2 + dz^2 of two unit vectors),
+ * for callers that compared chords first. */
+double vg_geo_distance_km_chord2(double chord2);
 /* The index of the point of pts[0..n) nearest to p on the sphere (n >= 1;
  * ties go to the first): the largest dot product of the unit vectors, so
  * no trigonometry at all, a few ns per point (a node maps a client's

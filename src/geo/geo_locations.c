@@ -228,7 +228,12 @@ void vg_geo_to_xyz(double lat, double lon, struct vg_geo_xyz *out)
 double vg_geo_distance_km_xyz(const struct vg_geo_xyz *a, const struct vg_geo_xyz *b)
 {
     double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
-    double half = sqrt(dx * dx + dy * dy + dz * dz) / 2;
+    return vg_geo_distance_km_chord2(dx * dx + dy * dy + dz * dz);
+}
+
+double vg_geo_distance_km_chord2(double chord2)
+{
+    double half = sqrt(chord2) / 2;
     return 2 * 6371.0 * asin(half > 1 ? 1 : half);
 }
 

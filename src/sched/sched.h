@@ -197,6 +197,8 @@ struct vg_sched_app_stats {
     uint32_t p50_us, p95_us;                        /* demand-weighted, over served demand */
     uint64_t latency_sum;                           /* sum of rtt_us * mrps over served demand */
 };
+/* The app's figures; p50 and p95 are selected from its served demand on
+ * each call (linear in its areas). */
 void vg_sched_plan_app_stats(const struct vg_sched_plan *p, uint32_t app, struct vg_sched_app_stats *out);
 
 struct vg_sched_use {

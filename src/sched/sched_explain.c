@@ -221,7 +221,9 @@ char *vg_sched_explain_text(const struct vg_sched_world *w, const struct vg_sche
     VG_ASSERT(app < n_apps && app < p->n_apps);
     const struct vg_sched_app *a = &apps[app];
     const struct vg__sched_app_plan *ap = &p->apps[app];
-    const struct vg_sched_app_stats *st = &ap->stats;
+    struct vg_sched_app_stats stats;
+    vg_sched_plan_app_stats(p, app, &stats);
+    const struct vg_sched_app_stats *st = &stats;
     struct out o = {vg_xmalloc(256), 0, 256};
     o.s[0] = '\0';
     put(&o, "app %s (priority %d): %s, %zu location%s\n", a->name, a->priority,
@@ -297,7 +299,9 @@ json_t *vg_sched_explain_json(const struct vg_sched_world *w, const struct vg_sc
     VG_ASSERT(app < n_apps && app < p->n_apps);
     const struct vg_sched_app *a = &apps[app];
     const struct vg__sched_app_plan *ap = &p->apps[app];
-    const struct vg_sched_app_stats *st = &ap->stats;
+    struct vg_sched_app_stats stats;
+    vg_sched_plan_app_stats(p, app, &stats);
+    const struct vg_sched_app_stats *st = &stats;
     json_t *locs = json_array(), *why = json_array();
     for (size_t k = 0; k < ap->n_locs; k++)
         json_array_append_new(locs, json_string(w->locs[ap->locs[k]].id));

@@ -134,7 +134,7 @@ struct vg__sched_app_plan {
     size_t n_why;
     struct vg_sched_served *served;
     size_t n_served;
-    struct vg_sched_app_stats stats;
+    struct vg_sched_app_stats stats; /* without p50 and p95: vg_sched_plan_app_stats computes them */
 };
 
 struct vg__sched_holders {
@@ -187,16 +187,25 @@ struct vg__sched_seen {
     uint32_t mark, slot;
 };
 
-/* A site as placement sees it (the plan's, 16 bytes): of its locations
- * with a slot free, the one with the most CPU free (VG_SCHED_NONE: none
- * has a slot) and a copy of that location's free CPU and memory, so that
- * most sites are found usable without a look at their locations' records
- * (a cache miss each). Kept by hold and release; read with vg__sched_ld (a parallel
- * placement's readers are checked at commit against the locations that
- * changed, and every change here is a location's). */
+/* A site as placement sees it (the plan's, 32 bytes, two to a cache
+ * line, aligned): of its locations with a slot free, the one with the
+ * most CPU free (VG_SCHED_NONE: none has a slot) and a copy of that
+ * location's free CPU and memory, so that most sites are found usable
+ * without a look at their locations' records (a cache miss each); then a
+ * copy of what the enforcements check of the site and its cost (the
+ * world's arrays of them were four more cache lines per site looked at).
+ * The first three are kept by hold and release and read with
+ * vg__sched_ld (a parallel placement's readers are checked at commit
+ * against the locations that changed, and every change here is a
+ * location's). */
 struct vg__sched_site {
     uint32_t loc, cpu_free, mem_free;
-    uint32_t first; /* the site's first location (never changes) */
+    uint32_t first;    /* the site's first location (never changes, nor do the rest) */
+    uint32_t tags_any; /* the tags any of its locations has */
+    uint32_t cost;     /* the lowest of its locations' */
+    uint16_t country;
+    uint8_t region, pad;
+    uint32_t pad2;
 };
 
 struct vg_sched_plan {
@@ -228,9 +237,10 @@ typedef bool (*vg__sched_known_fn)(void *arg, size_t i, uint32_t *loc, uint32_t 
 /* vg__sched_plan_serve's scratch, kept by the caller from app to app
  * (zeroed to start; freed with vg__sched_serve_scratch_free). */
 struct vg__sched_serve_scratch {
-    uint64_t *sorted;
     struct vg_geo_xyz *pt;
-    size_t cap_sorted, cap_pt;
+    double *c2;
+    uint32_t *pend;
+    size_t cap_pt, cap_c2, cap_pend;
 };
 void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s);
 /* Computes where each area's demand goes and the app's stats. known (may
@@ -246,6 +256,15 @@ static inline double vg__sched_chord2(const struct vg_sched_world *w, uint32_t a
     const struct vg_geo_xyz *a = &w->area_xyz[area], *b = &w->loc_xyz[loc];
     double dx = a->x - b->x, dy = a->y - b->y, dz = a->z - b->z;
     return dx * dx + dy * dy + dz * dz;
+}
+
+/* The latency model's round trip for a squared chord (what
+ * vg_sched_rtt_us gives without measured RTTs): for callers that compared
+ * chords first. */
+static inline uint32_t vg__sched_rtt_chord2(double chord2)
+{
+    uint64_t us = vg_geo_rtt_us(vg_geo_distance_km_chord2(chord2));
+    return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
 #endif

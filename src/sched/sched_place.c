@@ -347,14 +347,12 @@ static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched
 {
     sn->mark = x->stamp;
     sn->slot = VG_SCHED_NONE;
-    const struct vg_sched_world *w = x->w;
     const struct vg__sched_site *ss = &x->plan->site[site];
     uint32_t key = VG_SCHED_NONE, need = x->rules.tags, first = ss->first;
     bool any = false;
     /* the site's country and region are its locations', and the tags
      * any of them has */
-    if (vg__sched_rules_allow_at(&x->rules, need, w->site_country[site], w->site_region[site]) &&
-        (w->site_tags_any[site] & need) == need) {
+    if (vg__sched_rules_allow_at(&x->rules, need, ss->country, ss->region) && (ss->tags_any & need) == need) {
         if (need == 0 && !x->preempt) { /* the common case: the site's record often knows one that fits */
             key = first;
             any = vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&
@@ -371,8 +369,8 @@ static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched
         reject_capacity(x, key, short_of(x, key));
         return VG_SCHED_NONE;
     }
-    x->c[x->nc] = (struct cand){
-        .loc = key, .cost = w->site_cost[site], .site = site, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
+    x->c[x->nc] =
+        (struct cand){.loc = key, .cost = ss->cost, .site = site, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -1327,7 +1325,7 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
         if (c < best_c || (c == best_c && cd->loc < best))
             best = cd->loc, best_c = c;
     }
-    uint32_t rtt = vg_sched_rtt_us(w, a, best);
+    uint32_t rtt = vg__sched_rtt_chord2(best_c); /* no measured RTTs: the model's */
     if (rtt >= bound)
         return false;
     *loc = best;

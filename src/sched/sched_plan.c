@@ -64,9 +64,17 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     p->w = w;
     p->sites_gen = w->sites_gen;
-    p->site = vg_xcalloc(w->n_sites + 1, sizeof(*p->site));
+    /* aligned: a record in one cache line, not two */
+    size_t site_bytes = (w->n_sites + 1) * sizeof(*p->site);
+    p->site = aligned_alloc(64, (site_bytes + 63) / 64 * 64);
+    VG_AN(p->site); /* as vg_xmalloc: out of memory is fatal here */
+    memset(p->site, 0, site_bytes);
     for (uint32_t s = 0; s < w->n_sites; s++) {
-        p->site[s].first = w->site_locs[w->site_start[s]];
+        p->site[s] = (struct vg__sched_site){.first = w->site_locs[w->site_start[s]],
+                                             .tags_any = w->site_tags_any[s],
+                                             .cost = w->site_cost[s],
+                                             .country = w->site_country[s],
+                                             .region = w->site_region[s]};
         site_witness(p, s);
     }
     return p;
@@ -296,8 +304,9 @@ static uint32_t nearest(const struct vg_sched_world *w, const struct vg_sched_ap
 
 void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
 {
-    free(s->sorted);
     free(s->pt);
+    free(s->c2);
+    free(s->pend);
 }
 
 /* Room for n in v, kept from call to call. */
@@ -309,6 +318,55 @@ void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
         }                                                                                                              \
     } while (0)
 
+/* Chosen locations at most for which comparing the area's chord to each
+ * is cheaper than the caller's answer (a look at each of the area's
+ * pairs, scattered in memory). */
+#define SERVE_SCAN_MAX 16
+
+/* Where each area's demand goes, without its latency when only chords
+ * were compared (those areas are listed in sc->pend, their chords in
+ * sc->c2: converted together, the square roots and arcsines overlap). */
+static size_t serve_areas(const struct vg_sched_world *w, const struct vg_sched_app *app,
+                          const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
+                          void *arg, struct vg__sched_serve_scratch *sc)
+{
+    /* without measured RTTs or residency the nearest chosen location is
+     * the one at the smallest chord: the chosen points side by side */
+    const struct vg_geo_xyz *pt = NULL;
+    if (w->n_ovr == 0 && !app->enforce.residency && ap->n_locs > 0) {
+        SCRATCH(sc->pt, sc->cap_pt, ap->n_locs);
+        for (size_t k = 0; k < ap->n_locs; k++)
+            sc->pt[k] = w->loc_xyz[ap->locs[k]];
+        pt = sc->pt;
+        known = ap->n_locs <= SERVE_SCAN_MAX ? NULL : known;
+    }
+    size_t n_pend = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
+        if (known && known(arg, i, &best, &best_rtt)) {
+            /* the caller's answer */
+        } else if (pt) {
+            const struct vg_geo_xyz *o = &w->area_xyz[a];
+            double best_c = chord2(o, &pt[0]);
+            size_t at = 0;
+            for (size_t k = 1; k < ap->n_locs; k++) { /* without branches: which is nearest is unpredictable */
+                double c = chord2(o, &pt[k]);
+                bool lt = c < best_c;
+                best_c = lt ? c : best_c;
+                at = lt ? k : at;
+            }
+            best = ap->locs[at];
+            sc->c2[n_pend] = best_c;
+            sc->pend[n_pend++] = (uint32_t)i;
+        } else {
+            best = nearest(w, app, ap, a);
+            best_rtt = best != VG_SCHED_NONE ? vg_sched_rtt_us(w, a, best) : 0;
+        }
+        ap->served[i] = (struct vg_sched_served){a, best, best_rtt, d->e[i].mrps};
+    }
+    return n_pend;
+}
+
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg, struct vg__sched_serve_scratch *sc)
@@ -316,48 +374,24 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
     ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
     ap->n_served = d->n;
     memset(&ap->stats, 0, sizeof(ap->stats));
-    SCRATCH(sc->sorted, sc->cap_sorted, d->n + 1);
-    uint64_t *sorted = sc->sorted;
-    size_t n_sorted = 0;
-    /* the chosen locations' points side by side, once an area needs them:
-     * the nearest by chord is a tight loop (the same arithmetic as nearest) */
-    struct vg_geo_xyz *pt = NULL;
+    SCRATCH(sc->c2, sc->cap_c2, d->n + 1);
+    SCRATCH(sc->pend, sc->cap_pend, d->n + 1);
+    size_t n_pend = serve_areas(w, app, d, ap, known, arg, sc);
+    for (size_t k = 0; k < n_pend; k++)
+        ap->served[sc->pend[k]].rtt_us = vg__sched_rtt_chord2(sc->c2[k]);
     for (size_t i = 0; i < d->n; i++) {
-        uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
-        bool got = known && known(arg, i, &best, &best_rtt);
-        if (!got && !pt && w->n_ovr == 0 && !app->enforce.residency) {
-            SCRATCH(sc->pt, sc->cap_pt, ap->n_locs + 1);
-            pt = sc->pt;
-            for (size_t k = 0; k < ap->n_locs; k++)
-                pt[k] = w->loc_xyz[ap->locs[k]];
-        }
-        if (got) {
-            /* the caller's answer */
-        } else if (pt) {
-            const struct vg_geo_xyz *o = &w->area_xyz[a];
-            double best_c = 1e9;
-            for (size_t k = 0; k < ap->n_locs; k++) {
-                double c = chord2(o, &pt[k]);
-                if (c < best_c)
-                    best_c = c, best = ap->locs[k];
-            }
-        } else {
-            best = nearest(w, app, ap, a);
-        }
-        if (!got && best != VG_SCHED_NONE)
-            best_rtt = vg_sched_rtt_us(w, a, best);
-        struct vg_sched_served s = {a, best, best == VG_SCHED_NONE ? 0 : best_rtt, d->e[i].mrps};
-        ap->served[i] = s;
-        ap->stats.demand_mrps += s.mrps;
-        if (best == VG_SCHED_NONE)
+        const struct vg_sched_served *s = &ap->served[i];
+        ap->stats.demand_mrps += s->mrps;
+        if (s->loc == VG_SCHED_NONE)
             continue;
-        ap->stats.served_mrps += s.mrps;
-        ap->stats.latency_sum += (uint64_t)s.rtt_us * s.mrps;
-        if (app->mode == VG_SCHED_DYNAMIC && s.rtt_us <= app->target_us)
-            ap->stats.within_mrps += s.mrps;
-        sorted[n_sorted++] = (uint64_t)s.rtt_us << 32 | s.mrps;
+        ap->stats.served_mrps += s->mrps;
+        ap->stats.latency_sum += (uint64_t)s->rtt_us * s->mrps;
+        if (app->mode == VG_SCHED_DYNAMIC && s->rtt_us <= app->target_us)
+            ap->stats.within_mrps += s->mrps;
     }
-    weighted_p50_p95(sorted, n_sorted, ap->stats.served_mrps, &ap->stats.p50_us, &ap->stats.p95_us);
+    /* p50 and p95 are computed when asked for (vg_sched_plan_app_stats):
+     * placement never reads them, and selecting them was a twentieth of
+     * its work */
 }
 
 size_t vg_sched_plan_locations(const struct vg_sched_plan *p, uint32_t app, const uint32_t **locs)
@@ -377,7 +411,15 @@ size_t vg_sched_plan_served(const struct vg_sched_plan *p, uint32_t app, const s
 void vg_sched_plan_app_stats(const struct vg_sched_plan *p, uint32_t app, struct vg_sched_app_stats *out)
 {
     VG_ASSERT(app < p->n_apps);
-    *out = p->apps[app].stats;
+    const struct vg__sched_app_plan *ap = &p->apps[app];
+    *out = ap->stats;
+    uint64_t *k = vg_xmalloc((ap->n_served + 1) * sizeof(*k));
+    size_t n = 0;
+    for (size_t i = 0; i < ap->n_served; i++)
+        if (ap->served[i].loc != VG_SCHED_NONE)
+            k[n++] = (uint64_t)ap->served[i].rtt_us << 32 | ap->served[i].mrps;
+    weighted_p50_p95(k, n, out->served_mrps, &out->p50_us, &out->p95_us);
+    free(k);
 }
 
 size_t vg_sched_plan_explain(const struct vg_sched_plan *p, uint32_t app, const struct vg_sched_why **out)

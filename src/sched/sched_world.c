@@ -80,8 +80,7 @@ static int index_ids(struct vg_sched_world *w)
 
 static uint32_t model_rtt(const struct vg_sched_world *w, uint32_t a, uint32_t l)
 {
-    uint64_t us = vg_geo_rtt_us(vg_geo_distance_km_xyz(&w->area_xyz[a], &w->loc_xyz[l]));
-    return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    return vg__sched_rtt_chord2(vg__sched_chord2(w, a, l));
 }
 
 /* --- the grid and each area's nearest locations ---------------------------- */
