@@ -127,6 +127,7 @@ static inline bool vg__sched_rules_allow(const struct vg_sched_world *w, const s
 
 /* One app's share of a plan. */
 struct vg__sched_app_plan {
+    void *block;    /* when set, locs, below, why and served live in it (vg__sched_app_plan_alloc) */
     uint32_t *locs; /* ascending */
     uint16_t *below;
     size_t n_locs;
@@ -225,6 +226,10 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
 /* A new mark for the next app's placement in p->seen: a location whose
  * mark equals it has been seen for that app (no per-app clearing). */
 uint32_t vg__sched_plan_stamp(struct vg_sched_plan *p);
+/* An app's share of a plan in one allocation (placement makes one per app
+ * placed): room for n_locs locations (and their counters, zeroed),
+ * n_why records and n_served served entries; the counts are zero. */
+void vg__sched_app_plan_alloc(struct vg__sched_app_plan *ap, size_t n_locs, size_t n_why, size_t n_served);
 /* Frees an app's share of a plan (not its capacity: see release). */
 void vg__sched_app_plan_free(struct vg__sched_app_plan *ap);
 void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *apps, uint32_t app, uint32_t loc);
@@ -243,8 +248,9 @@ struct vg__sched_serve_scratch {
     size_t cap_pt, cap_c2, cap_pend;
 };
 void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s);
-/* Computes where each area's demand goes and the app's stats. known (may
- * be NULL) spares the search where the caller has the answer. */
+/* Computes where each area's demand goes (into ap->served: room for d->n
+ * made by the caller) and the app's stats. known (may be NULL) spares the
+ * search where the caller has the answer. */
 void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg, struct vg__sched_serve_scratch *sc);

@@ -31,15 +31,19 @@
 #define SWAP_ALL 32   /* pools this small try every alternative */
 #define SWAP_PASSES 3 /* local-search passes at most */
 
+/* 32 bytes, two to a cache line (the array is aligned): the greedy and
+ * the local search walk candidates all over the array. Its cost and its
+ * first sight (cand_cost, x->nw0) are kept elsewhere: rarely read. */
 struct cand {
-    uint32_t loc, cost; /* dynamic apps: the site's location its records name, then (open) the one it runs at */
-    uint32_t site;
+    uint32_t loc;   /* dynamic apps: the site's location its records name, then (open) the one it runs at */
+    uint32_t site;  /* dynamic apps; VG_SCHED_NONE for static ones */
     uint32_t first; /* its pairs: a chain through pair.next, VG_SCHED_NONE ends it */
-    uint32_t nw0;   /* the rejections recorded before it was made (a parallel commit's repair) */
-    uint64_t gain, served;
-    uint8_t open, kept, reason, dead;
     uint16_t below;
+    uint8_t reason;
+    uint8_t open : 1, kept : 1, dead : 2;
+    uint64_t gain, served;
 };
+_Static_assert(sizeof(struct cand) == 32, "two candidates to a cache line");
 
 struct pair {
     uint32_t cand, area, rtt; /* area: index into the app's demand */
@@ -81,7 +85,8 @@ struct ctx {
     struct vg__sched_app_plan *out; /* where commit writes, when not in the plan */
     const uint32_t *prev;           /* the app's previous locations */
     size_t n_prev;
-    struct cand *c;
+    struct cand *c; /* aligned to a cache line */
+    uint32_t *nw0;  /* per candidate: the rejections recorded before it was made (a parallel commit's repair) */
     size_t nc, cc;
     struct pair *pr;
     size_t np, cp;
@@ -116,6 +121,8 @@ struct ctx {
     uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
     size_t n_gone, cap_gone;
     uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_info) */
+    struct vg_sched_why *old_why;    /* the committer's: repair's copy of the records */
+    size_t cap_old_why;
     size_t cap_gone_info;
     uint32_t *amark, *aidx, astamp; /* the committer's: areas of the app being checked (mark_areas) */
     uint32_t *smark, *sidx, sstamp; /* the committer's: its first record per site (mark_sites) */
@@ -152,6 +159,7 @@ static void ctx_fini(struct ctx *x)
 {
 
     free(x->c);
+    free(x->nw0);
     free(x->pr);
     free(x->area_start);
     free(x->wa);
@@ -169,6 +177,7 @@ static void ctx_fini(struct ctx *x)
     free(x->gone);
     free(x->gone_nw0);
     free(x->gone_pairs);
+    free(x->old_why);
     free(x->amark);
     free(x->aidx);
     free(x->smark);
@@ -283,6 +292,21 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
     capacity_why(x, loc, res, new_why(x));
 }
 
+/* Room for n candidates (n > x->cc), the array aligned to a cache line
+ * (realloc keeps only malloc's alignment). */
+static void cand_room(struct ctx *x, size_t n)
+{
+    size_t bytes = (n * sizeof(*x->c) + 63) / 64 * 64;
+    struct cand *c = aligned_alloc(64, bytes);
+    VG_AN(c); /* as vg_xmalloc: out of memory is fatal here */
+    if (x->nc)
+        memcpy(c, x->c, x->nc * sizeof(*c));
+    free(x->c);
+    x->c = c;
+    x->nw0 = vg_xrealloc(x->nw0, n * sizeof(*x->nw0));
+    x->cc = n;
+}
+
 /* The candidate for loc, made on first sight; VG_SCHED_NONE (and a record
  * of why) when the app may not or cannot run there. */
 static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen *sn)
@@ -299,8 +323,10 @@ static uint32_t consider_new(struct ctx *x, uint32_t loc, struct vg__sched_seen 
         reject_capacity(x, loc, res);
         return VG_SCHED_NONE;
     }
-    GROW(x->c, x->nc, x->cc);
-    x->c[x->nc] = (struct cand){.loc = loc, .cost = s->cost, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
+    if (x->nc == x->cc)
+        cand_room(x, 2 * x->cc + 64);
+    x->c[x->nc] = (struct cand){.loc = loc, .site = VG_SCHED_NONE, .first = VG_SCHED_NONE};
+    x->nw0[x->nc] = (uint32_t)x->nw;
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -369,8 +395,8 @@ static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched
         reject_capacity(x, key, short_of(x, key));
         return VG_SCHED_NONE;
     }
-    x->c[x->nc] =
-        (struct cand){.loc = key, .cost = ss->cost, .site = site, .first = VG_SCHED_NONE, .nw0 = (uint32_t)x->nw};
+    x->c[x->nc] = (struct cand){.loc = key, .site = site, .first = VG_SCHED_NONE};
+    x->nw0[x->nc] = (uint32_t)x->nw;
     sn->slot = (uint32_t)x->nc;
     return (uint32_t)x->nc++;
 }
@@ -380,7 +406,8 @@ static uint32_t consider_site(struct ctx *x, uint32_t site)
     struct vg__sched_seen *sn = &x->seen[site];
     if (sn->mark == x->stamp)
         return sn->slot;
-    GROW(x->c, x->nc, x->cc);
+    if (x->nc == x->cc)
+        cand_room(x, 2 * x->cc + 64);
     return consider_site_new(x, site, sn);
 }
 
@@ -488,10 +515,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         x->cp = most;
         x->pr = vg_xrealloc(x->pr, x->cp * sizeof(*x->pr));
     }
-    if (x->cc < most + x->n_prev) {
-        x->cc = most + x->n_prev;
-        x->c = vg_xrealloc(x->c, x->cc * sizeof(*x->c));
-    }
+    if (x->cc < most + x->n_prev)
+        cand_room(x, most + x->n_prev);
     if (x->cw < most + x->n_prev) {
         x->cw = most + x->n_prev;
         x->why = vg_xrealloc(x->why, x->cw * sizeof(*x->why));
@@ -675,13 +700,20 @@ static uint64_t swap_gain(struct ctx *x, uint32_t out, uint32_t in, uint64_t *wo
 
 /* --- ranking candidates --------------------------------------------------- */
 
+/* A site's lowest cost (dynamic apps), a location's (static). */
+static uint32_t cand_cost(const struct ctx *x, const struct cand *c)
+{
+    return c->site != VG_SCHED_NONE ? x->plan->site[c->site].cost : x->loc[c->loc].cost;
+}
+
 static bool better(const struct ctx *x, uint32_t a, uint32_t b)
 {
     const struct cand *ca = &x->c[a], *cb = &x->c[b];
     if (ca->gain != cb->gain)
         return ca->gain > cb->gain;
-    if (ca->cost != cb->cost)
-        return ca->cost < cb->cost;
+    uint32_t ka = cand_cost(x, ca), kb = cand_cost(x, cb);
+    if (ka != kb)
+        return ka < kb;
     return ca->loc < cb->loc;
 }
 
@@ -1383,7 +1415,7 @@ static inline void write_rejected(struct ctx *x, struct vg__sched_app_plan *ap, 
         y->gain = cd->gain;
         y++;
         if (note)
-            *nw0++ = cd->nw0;
+            *nw0++ = x->nw0[cd - x->c];
     }
     ap->n_why = (size_t)(y - ap->why);
 }
@@ -1391,10 +1423,8 @@ static inline void write_rejected(struct ctx *x, struct vg__sched_app_plan *ap, 
 static void commit(struct ctx *x)
 {
     struct vg__sched_app_plan *ap = x->out ? x->out : &x->plan->apps[x->app_idx];
-    memset(ap, 0, sizeof(*ap));
     size_t n = x->n_open + x->n_extra, at;
-    ap->locs = vg_xmalloc((n ? n : 1) * sizeof(*ap->locs));
-    ap->below = vg_xcalloc(n ? n : 1, sizeof(*ap->below));
+    vg__sched_app_plan_alloc(ap, n, n + x->nc + x->nw, x->demand[x->app_idx].n);
     if (x->app->mode == VG_SCHED_DYNAMIC) { /* the local search's list of them */
         for (size_t j = 0; j < x->n_ol; j++)
             ap->locs[ap->n_locs++] = x->c[x->ol[j]].loc;
@@ -1419,7 +1449,6 @@ static void commit(struct ctx *x)
     vg__sched_plan_serve(x->w, x->app, &x->demand[x->app_idx], ap,
                          x->app->mode == VG_SCHED_DYNAMIC && !x->n_extra ? pair_nearest : NULL, x, &x->serve);
     /* the records: chosen first (by location), then rejected as found */
-    ap->why = vg_xmalloc((ap->n_locs + x->nc + x->nw + 1) * sizeof(*ap->why));
     for (size_t k = 0; k < ap->n_locs; k++) /* chosen: served is what they serve now */
         x->c[slot_of(x, ap->locs[k])].served = 0;
     for (size_t i = 0; i < x->n_extra; i++)
@@ -1951,8 +1980,12 @@ static void repair(const struct par *p, struct ctx *x, size_t j)
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations */
     x->n_prev = pp ? pp->n_locs : 0;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw, n = ap->n_why, o = rej0, g = 0;
-    struct vg_sched_why *old = ap->why, *y = vg_xmalloc((n + 1) * sizeof(*y));
-    memcpy(y, old, rej0 * sizeof(*y));
+    if (x->cap_old_why < n) { /* the records as they were; rewritten in place */
+        x->cap_old_why = n;
+        x->old_why = vg_xrealloc(x->old_why, n * sizeof(*x->old_why));
+    }
+    struct vg_sched_why *old = x->old_why, *y = ap->why;
+    memcpy(old, y, n * sizeof(*y));
     for (size_t r = 0; r <= pa->nw; r++) {
         for (; g < x->n_gone && x->gone_nw0[g] == r; g++) {
             uint32_t loc = old[cand0 + x->gone[g]].loc;
@@ -1970,8 +2003,6 @@ static void repair(const struct par *p, struct ctx *x, size_t j)
         y[o++] = old[k];
     }
     VG_ASSERT(o == n);
-    free(old);
-    ap->why = y;
 }
 
 /* Commits the next app in order and returns the commits made: its

@@ -80,12 +80,31 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     return p;
 }
 
+void vg__sched_app_plan_alloc(struct vg__sched_app_plan *ap, size_t n_locs, size_t n_why, size_t n_served)
+{
+    /* one block, the most aligned first: records, served, locations, counters */
+    size_t o_served = (n_why + 1) * sizeof(*ap->why), o_locs = o_served + (n_served + 1) * sizeof(*ap->served),
+           o_below = o_locs + (n_locs + 1) * sizeof(*ap->locs);
+    char *b = vg_xmalloc(o_below + (n_locs + 1) * sizeof(*ap->below));
+    memset(ap, 0, sizeof(*ap));
+    ap->block = b;
+    ap->why = (struct vg_sched_why *)b;
+    ap->served = (struct vg_sched_served *)(b + o_served);
+    ap->locs = (uint32_t *)(b + o_locs);
+    ap->below = (uint16_t *)(b + o_below);
+    memset(ap->below, 0, n_locs * sizeof(*ap->below));
+}
+
 void vg__sched_app_plan_free(struct vg__sched_app_plan *ap)
 {
-    free(ap->locs);
-    free(ap->below);
-    free(ap->why);
-    free(ap->served);
+    if (ap->block) {
+        free(ap->block);
+    } else {
+        free(ap->locs);
+        free(ap->below);
+        free(ap->why);
+        free(ap->served);
+    }
     memset(ap, 0, sizeof(*ap));
 }
 
@@ -371,8 +390,7 @@ void vg__sched_plan_serve(const struct vg_sched_world *w, const struct vg_sched_
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg, struct vg__sched_serve_scratch *sc)
 {
-    ap->served = vg_xmalloc((d->n ? d->n : 1) * sizeof(*ap->served));
-    ap->n_served = d->n;
+    ap->n_served = d->n; /* room made by the caller */
     memset(&ap->stats, 0, sizeof(ap->stats));
     SCRATCH(sc->c2, sc->cap_c2, d->n + 1);
     SCRATCH(sc->pend, sc->cap_pend, d->n + 1);
