@@ -80,6 +80,11 @@ struct vg_sched_world {
     uint8_t *n_snear, snear_k;
 };
 
+/* Zeroed memory for n items of size bytes, aligned to a cache line (an
+ * item of 32 or 64 bytes then never straddles two); freed with free.
+ * Aborts when out of memory, as vg_xcalloc. */
+void *vg__sched_calloc_lines(size_t n, size_t size);
+
 /* The site's locations. */
 static inline const uint32_t *vg__sched_site_locs(const struct vg_sched_world *w, uint32_t s, uint32_t *n)
 {

@@ -487,13 +487,25 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
  * next areas' lists are asked for while this one is worked on. (The
  * sites' records, a few thousand, stay in cache.) Hints only: no effect
  * on the result. */
-#define PREFETCH_LIST 4 /* areas ahead whose nearest sites are asked for */
+#define PREFETCH_LIST 8 /* areas ahead whose nearest sites are asked for */
+
+#define PREFETCH_SITES 4 /* areas ahead whose sites' records are asked for (their lists are in by then) */
 
 static void prefetch_list(const struct ctx *x, uint32_t a)
 {
     const struct vg__sched_near *near = &x->w->snear[(size_t)a * x->w->snear_k];
     __builtin_prefetch(near);
     __builtin_prefetch(near + x->w->snear_k - 1);
+}
+
+/* The records of the area's nearest sites: a site's first sight reads
+ * its record (most of an area's sites were seen before, and those cost a
+ * prefetch of a line in cache). */
+static void prefetch_sites(const struct ctx *x, uint32_t a)
+{
+    const struct vg__sched_near *near = &x->w->snear[(size_t)a * x->w->snear_k];
+    for (uint8_t k = 0, n = x->w->n_snear[a]; k < n; k++)
+        __builtin_prefetch(&x->plan->site[near[k].loc]);
 }
 
 static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
@@ -533,6 +545,8 @@ static void build_pairs(struct ctx *x, const struct vg_sched_demand *d)
         uint32_t a = d->e[i].area, mrps = d->e[i].mrps;
         if (i + PREFETCH_LIST < d->n)
             prefetch_list(x, d->e[i + PREFETCH_LIST].area);
+        if (i + PREFETCH_SITES < d->n)
+            prefetch_sites(x, d->e[i + PREFETCH_SITES].area);
         x->wa[i] = mrps;
         x->total += mrps;
         x->cur[i] = VG_SCHED_UNSERVED_US;

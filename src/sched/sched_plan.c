@@ -48,7 +48,7 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->n_apps = n_apps;
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
-    p->loc = vg_xcalloc(n_locs + 1, sizeof(*p->loc));
+    p->loc = vg__sched_calloc_lines(n_locs + 1, sizeof(*p->loc)); /* a record in one line, not two */
     for (size_t l = 0; l < n_locs; l++) {
         const struct vg__sched_lhot *h = &w->hot[l];
         p->loc[l] = (struct vg__sched_loc){.cpu_free = h->cpu_m,
@@ -64,11 +64,7 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
     p->w = w;
     p->sites_gen = w->sites_gen;
-    /* aligned: a record in one cache line, not two */
-    size_t site_bytes = (w->n_sites + 1) * sizeof(*p->site);
-    p->site = aligned_alloc(64, (site_bytes + 63) / 64 * 64);
-    VG_AN(p->site); /* as vg_xmalloc: out of memory is fatal here */
-    memset(p->site, 0, site_bytes);
+    p->site = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*p->site)); /* a record in one line, not two */
     for (uint32_t s = 0; s < w->n_sites; s++) {
         p->site[s] = (struct vg__sched_site){.first = w->site_locs[w->site_start[s]],
                                              .tags_any = w->site_tags_any[s],

@@ -292,6 +292,15 @@ static void sites_free(struct vg_sched_world *w)
     w->n_snear = NULL;
 }
 
+void *vg__sched_calloc_lines(size_t n, size_t size)
+{
+    size_t bytes = ((n ? n : 1) * size + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes);
+    VG_AN(p);
+    memset(p, 0, bytes);
+    return p;
+}
+
 static void index_sites(struct vg_sched_world *w, double deg)
 {
     sites_free(w);
@@ -336,7 +345,7 @@ static void index_sites(struct vg_sched_world *w, double deg)
     }
     /* the pruning is for scale: a small world lists as many as it did towers */
     w->snear_k = w->n_locs <= BRUTE_MAX ? VG_SCHED_NEAR : VG__SCHED_SITE_NEAR;
-    w->snear = vg_xcalloc(w->n_areas * w->snear_k + 1, sizeof(*w->snear));
+    w->snear = vg__sched_calloc_lines(w->n_areas * w->snear_k + 1, sizeof(*w->snear)); /* an area's list: one line */
     w->n_snear = vg_xcalloc(w->n_areas + 1, 1);
     find_all_near(w, true);
 }
@@ -450,7 +459,7 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     w->loc_country = vg_xcalloc(n_locs + 1, sizeof(*w->loc_country));
     w->loc_region = vg_xcalloc(n_locs + 1, 1);
     w->area_region = vg_xcalloc(n_areas + 1, 1);
-    w->near = vg_xcalloc(n_areas * VG_SCHED_NEAR + 1, sizeof(*w->near));
+    w->near = vg__sched_calloc_lines(n_areas * VG_SCHED_NEAR + 1, sizeof(*w->near));
     w->loc_xyz = vg_xcalloc(n_locs + 1, sizeof(*w->loc_xyz));
     w->area_xyz = vg_xcalloc(n_areas + 1, sizeof(*w->area_xyz));
     w->n_near = vg_xcalloc(n_areas + 1, 1);
