@@ -1357,22 +1357,15 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
     uint32_t bound = n == w->n_sites  ? UINT32_MAX
                      : n < w->snear_k ? 0
                                       : w->snear[(size_t)a * w->snear_k + n - 1].rtt_us;
-    /* cur: the area's best open pair (its site's nearest location), kept
-     * exact by the placement: no chosen location is nearer */
-    if (w->n_ovr != 0 || x->cur[i] >= VG_SCHED_UNSERVED_US || x->cur[i] >= bound)
+    /* c1 and b2: the area's best open site and the second-best open
+     * site's latency, from the local search's last best_two (the open set
+     * is final). A site's latency is its nearest location's: every chosen
+     * location of another open site in the list is at b2 or more */
+    uint32_t oc = x->c1[i];
+    if (w->n_ovr != 0 || oc == VG_SCHED_NONE)
         return false;
-    uint32_t best = VG_SCHED_NONE;
-    double best_c = HUGE_VAL;
-    for (uint32_t k = x->area_start[i]; k < x->area_start[i + 1]; k++) {
-        const struct cand *cd = &x->c[x->pr[k].cand];
-        if (!cd->open)
-            continue;
-        double c = vg__sched_chord2(w, a, cd->loc);
-        if (c < best_c || (c == best_c && cd->loc < best))
-            best = cd->loc, best_c = c;
-    }
-    uint32_t rtt = vg__sched_rtt_chord2(best_c); /* no measured RTTs: the model's */
-    if (rtt >= bound)
+    uint32_t best = x->c[oc].loc, rtt = vg__sched_rtt_chord2(vg__sched_chord2(w, a, best)); /* the model's */
+    if (rtt >= bound || rtt >= x->b2[i])
         return false;
     *loc = best;
     *rtt_us = rtt;

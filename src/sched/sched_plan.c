@@ -333,34 +333,38 @@ void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
         }                                                                                                              \
     } while (0)
 
-/* Chosen locations at most for which comparing the area's chord to each
- * is cheaper than the caller's answer (a look at each of the area's
- * pairs, scattered in memory). */
-#define SERVE_SCAN_MAX 16
-
 /* Where each area's demand goes, without its latency when only chords
  * were compared (those areas are listed in sc->pend, their chords in
  * sc->c2: converted together, the square roots and arcsines overlap). */
+/* Chosen locations at most for which comparing the area's chord to each
+ * is cheaper than the caller's answer (a chord to a point of its own, far
+ * in memory, and the bound's checks). */
+#define SERVE_SCAN_MAX 16
+
 static size_t serve_areas(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg, struct vg__sched_serve_scratch *sc)
 {
     /* without measured RTTs or residency the nearest chosen location is
-     * the one at the smallest chord: the chosen points side by side */
+     * the one at the smallest chord: the chosen points side by side, once
+     * an area needs them */
     const struct vg_geo_xyz *pt = NULL;
-    if (w->n_ovr == 0 && !app->enforce.residency && ap->n_locs > 0) {
-        SCRATCH(sc->pt, sc->cap_pt, ap->n_locs);
-        for (size_t k = 0; k < ap->n_locs; k++)
-            sc->pt[k] = w->loc_xyz[ap->locs[k]];
-        pt = sc->pt;
-        known = ap->n_locs <= SERVE_SCAN_MAX ? NULL : known;
-    }
+    bool chords = w->n_ovr == 0 && !app->enforce.residency && ap->n_locs > 0;
+    known = chords && ap->n_locs <= SERVE_SCAN_MAX ? NULL : known;
     size_t n_pend = 0;
     for (size_t i = 0; i < d->n; i++) {
         uint32_t a = d->e[i].area, best = VG_SCHED_NONE, best_rtt = 0;
         if (known && known(arg, i, &best, &best_rtt)) {
-            /* the caller's answer */
-        } else if (pt) {
+            ap->served[i] = (struct vg_sched_served){a, best, best_rtt, d->e[i].mrps};
+            continue; /* the caller's answer */
+        }
+        if (chords && !pt) {
+            SCRATCH(sc->pt, sc->cap_pt, ap->n_locs);
+            for (size_t k = 0; k < ap->n_locs; k++)
+                sc->pt[k] = w->loc_xyz[ap->locs[k]];
+            pt = sc->pt;
+        }
+        if (pt) {
             const struct vg_geo_xyz *o = &w->area_xyz[a];
             double best_c = chord2(o, &pt[0]);
             size_t at = 0;
