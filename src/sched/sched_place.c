@@ -1598,13 +1598,12 @@ struct par_app {
     bool hubs;     /* it listed the usable hubs */
     bool extras;   /* it runs at more than one location of a site (add_extras) */
     int rc;
-    struct vg_sched_error err;
+    struct vg_sched_error *err;    /* rc != 0 only */
     struct vg__sched_app_plan res; /* its placement, until committed */
     uint32_t *rec_locs;            /* its records' locations and more (note_room; ctx's, taken) */
     uint32_t *alts;                /* ctx.alts of its placement */
     size_t n_alts, nw, nc;         /* and its rejections found while looking, and its candidates */
     size_t cap_rec_locs, cap_alts;
-    struct vg__sched_rules rules; /* its compiled enforcements: the commit checks with them */
 };
 
 /* Spare buffers for what a placement made ahead leaves its commit
@@ -1627,7 +1626,9 @@ struct par {
     const struct vg_sched_plan *prev;
     struct vg_sched_plan *plan;
     const uint32_t *order;
-    struct par_app *pa;  /* by position in order */
+    struct par_app *pa; /* by position in order; pa[j] is set when j is taken (j < next) */
+    struct vg__sched_rules
+        *rules;          /* by position: the compiled enforcements its placement used (commit checks with them) */
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
     uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[loc_at[s], loc_at[s + 1]) */
     uint32_t *loc_at;
@@ -1892,7 +1893,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     const struct vg__sched_app_plan *ap = &pa->res, *pp = p->prev ? &p->prev->apps[app] : NULL;
     size_t rej0 = ap->n_locs, cand0 = rej0 + pa->nw; /* the records: chosen, rejections, candidates */
     bool dyn = x->app->mode == VG_SCHED_DYNAMIC;
-    x->rules = pa->rules;           /* the placement's: which locations are usable */
+    x->rules = p->rules[j];         /* the placement's: which locations are usable */
     bool marked = false;            /* mark_sites, once needed */
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
     x->n_prev = pp ? pp->n_locs : 0;
@@ -2026,7 +2027,7 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
     struct vg__sched_app_plan *ap = &p->plan->apps[app];
     /* stolen: its result and error are still its placer's */
     int rc = stolen ? 0 : pa->rc;
-    struct vg_sched_error e = stolen ? (struct vg_sched_error){0} : pa->err;
+    struct vg_sched_error e = stolen || !pa->err ? (struct vg_sched_error){0} : *pa->err;
     int seen = stolen || rc ? AHEAD_AGAIN : check_ahead(p, x, j);
     if (seen == AHEAD_REPAIR)
         repair(p, x, j);
@@ -2058,14 +2059,19 @@ static void place_ahead(struct par *p, struct ctx *x, size_t j)
     struct par_app *pa = &p->pa[j];
     x->out = &pa->res;
     x->note = true;
-    pa->rc = place_prev(x, p->prev, p->order[j], &pa->err);
+    struct vg_sched_error e;
+    pa->rc = place_prev(x, p->prev, p->order[j], &e);
+    if (pa->rc) {
+        pa->err = vg_xmalloc(sizeof(*pa->err));
+        *pa->err = e;
+    }
     x->note = false;
     pa->rec_locs = x->rec_locs; /* taken, as alts (par_work gives x others) */
     pa->cap_rec_locs = x->cap_rec_locs;
     x->rec_locs = NULL;
     x->cap_rec_locs = 0;
     pa->hubs = x->hubs_known;
-    pa->rules = x->rules;
+    p->rules[j] = x->rules;
     pa->extras = x->n_extra > 0;
     pa->nw = x->nw;
     pa->nc = x->nc;
@@ -2087,9 +2093,10 @@ static void par_work(struct par *p, struct ctx *x)
     pthread_mutex_lock(&p->mu);
     while (p->commits < p->n_apps) {
         struct par_app *head = &p->pa[p->commits];
+        uint8_t hs = p->commits < p->next ? head->state : PAR_FREE; /* set once taken */
         bool ahead = p->next < p->n_apps && p->next - p->commits < PAR_WINDOW;
-        bool steal = head->state == PAR_TAKEN && !ahead;
-        if (!p->committing && (head->state == PAR_READY || steal)) {
+        bool steal = hs == PAR_TAKEN && !ahead;
+        if (!p->committing && (hs == PAR_READY || steal)) {
             if (steal)
                 head->state = PAR_STOLEN;
             p->committing = true;
@@ -2104,8 +2111,7 @@ static void par_work(struct par *p, struct ctx *x)
         } else if (ahead) {
             size_t j = p->next++;
             struct par_app *pa = &p->pa[j];
-            pa->state = PAR_TAKEN;
-            pa->snap = (uint32_t)p->commits;
+            *pa = (struct par_app){.state = PAR_TAKEN, .snap = (uint32_t)p->commits};
             pthread_mutex_unlock(&p->mu);
             place_ahead(p, x, j);
             pthread_mutex_lock(&p->mu);
@@ -2158,7 +2164,8 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
 {
     struct par p = {
         .w = w, .apps = apps, .n_apps = n_apps, .demand = demand, .prev = prev, .plan = plan, .order = order};
-    p.pa = vg_xcalloc(n_apps, sizeof(*p.pa));
+    p.pa = vg_xmalloc(n_apps * sizeof(*p.pa)); /* each set when taken: no zeroing of what a failure leaves untaken */
+    p.rules = vg_xmalloc(n_apps * sizeof(*p.rules));
     p.ver = vg_xcalloc(w->n_locs + 1, sizeof(*p.ver));
     index_loc_areas(&p);
     pthread_mutex_init(&p.mu, NULL);
@@ -2182,10 +2189,11 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
             pthread_join(t[i].t, NULL);
         ctx_fini(&t[i].x);
     }
-    for (size_t j = 0; j < n_apps; j++) { /* placed ahead of a failure, never committed */
+    for (size_t j = 0; j < p.next; j++) { /* placed ahead of a failure, never committed */
         vg__sched_app_plan_free(&p.pa[j].res);
         free(p.pa[j].alts);
         free(p.pa[j].rec_locs);
+        free(p.pa[j].err);
     }
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.mu);
@@ -2193,6 +2201,7 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     for (size_t i = 0; i < p.n_pool; i++)
         free(p.pool[i].v);
     free(p.pa);
+    free(p.rules);
     free(p.ver);
     free(p.loc_at);
     free(p.loc_areas);
