@@ -143,9 +143,12 @@ struct vg__sched_app_plan {
     struct vg_sched_app_stats stats; /* without p50 and p95: vg_sched_plan_app_stats computes them */
 };
 
-struct vg__sched_holders {
-    uint32_t *apps; /* in the order they came */
-    uint32_t n, cap;
+/* One app held at one location: the plan's pool of them, a list per
+ * location through next, the newest first (VG_SCHED_NONE ends it). One
+ * pool, not an array per location: a placement holds thousands, and each
+ * first hold at a location was an allocation. */
+struct vg__sched_held {
+    uint32_t app, next;
 };
 
 /* A location as placement sees it, packed (32 bytes, two to a cache
@@ -218,11 +221,13 @@ struct vg_sched_plan {
     uint32_t magic;
     size_t n_apps, n_locs;
     struct vg__sched_app_plan *apps;
-    struct vg__sched_loc *loc;         /* n_locs */
-    struct vg__sched_seen *seen;       /* n_locs */
-    struct vg__sched_holders *holders; /* which apps run at each location */
-    struct vg__sched_site *site;       /* n_sites of the world's grouping sites_gen */
-    const struct vg_sched_world *w;    /* the world it was made for (site membership) */
+    struct vg__sched_loc *loc;   /* n_locs */
+    struct vg__sched_seen *seen; /* n_locs */
+    uint32_t *held_head;         /* n_locs: which apps run at each location, its list in held */
+    struct vg__sched_held *held;
+    uint32_t n_held, cap_held, held_free; /* held_free: entries given back, a list through next */
+    struct vg__sched_site *site;          /* n_sites of the world's grouping sites_gen */
+    const struct vg_sched_world *w;       /* the world it was made for (site membership) */
     uint64_t sites_gen;
     uint32_t stamp; /* the last mark handed out in seen */
 };

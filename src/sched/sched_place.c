@@ -215,9 +215,9 @@ static uint8_t short_of(const struct ctx *x, uint32_t loc)
     const struct vg__sched_loc *l = &x->loc[loc];
     uint64_t cpu = vg__sched_ld(&l->cpu_free), mem = vg__sched_ld(&l->mem_free), slots = vg__sched_ld(&l->slots_free);
     if (x->preempt) {
-        const struct vg__sched_holders *h = &x->plan->holders[loc];
-        for (uint32_t k = 0; k < h->n; k++) {
-            const struct vg_sched_app *o = &x->apps[h->apps[k]];
+        const struct vg_sched_plan *p = x->plan;
+        for (uint32_t k = p->held_head[loc]; k != VG_SCHED_NONE; k = p->held[k].next) {
+            const struct vg_sched_app *o = &x->apps[p->held[k].app];
             if (o->priority < x->app->priority)
                 cpu += o->cpu_m, mem += o->mem_mib, slots++;
         }
@@ -242,10 +242,10 @@ static bool fits_now(const struct ctx *x, uint32_t loc)
 static void make_room(struct ctx *x, uint32_t loc)
 {
     while (!fits_now(x, loc)) {
-        const struct vg__sched_holders *h = &x->plan->holders[loc];
+        const struct vg_sched_plan *p = x->plan;
         uint32_t victim = VG_SCHED_NONE;
-        for (uint32_t k = 0; k < h->n; k++) {
-            uint32_t a = h->apps[k];
+        for (uint32_t k = p->held_head[loc]; k != VG_SCHED_NONE; k = p->held[k].next) {
+            uint32_t a = p->held[k].app;
             if (x->apps[a].priority < x->app->priority &&
                 (victim == VG_SCHED_NONE || x->apps[a].priority < x->apps[victim].priority ||
                  (x->apps[a].priority == x->apps[victim].priority && a > victim)))

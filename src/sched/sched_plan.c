@@ -61,7 +61,9 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
                                            .region = h->region};
     }
     p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
-    p->holders = vg_xcalloc(n_locs + 1, sizeof(*p->holders));
+    p->held_head = vg_xmalloc((n_locs + 1) * sizeof(*p->held_head));
+    memset(p->held_head, 0xff, (n_locs + 1) * sizeof(*p->held_head)); /* VG_SCHED_NONE: nothing held */
+    p->held_free = VG_SCHED_NONE;
     p->w = w;
     p->sites_gen = w->sites_gen;
     p->site = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*p->site)); /* a record in one line, not two */
@@ -111,12 +113,11 @@ void vg_sched_plan_destroy(struct vg_sched_plan *p)
     VG_ASSERT(p->magic == VG__SCHED_PLAN_MAGIC);
     for (size_t a = 0; a < p->n_apps; a++)
         vg__sched_app_plan_free(&p->apps[a]);
-    for (size_t l = 0; l < p->n_locs; l++)
-        free(p->holders[l].apps);
     free(p->apps);
     free(p->loc);
     free(p->seen);
-    free(p->holders);
+    free(p->held_head);
+    free(p->held);
     free(p->site);
     p->magic = 0;
     free(p);
@@ -146,12 +147,18 @@ void vg__sched_plan_hold(struct vg_sched_plan *p, const struct vg_sched_app *app
         vg__sched_st(&u->top, app);
     }
     site_changed(p, loc, true);
-    struct vg__sched_holders *h = &p->holders[loc];
-    if (h->n == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 4;
-        h->apps = vg_xrealloc(h->apps, h->cap * sizeof(*h->apps));
+    uint32_t k = p->held_free;
+    if (k != VG_SCHED_NONE) {
+        p->held_free = p->held[k].next;
+    } else {
+        if (p->n_held == p->cap_held) {
+            p->cap_held = p->cap_held ? 2 * p->cap_held : 1024;
+            p->held = vg_xrealloc(p->held, p->cap_held * sizeof(*p->held));
+        }
+        k = p->n_held++;
     }
-    h->apps[h->n++] = app;
+    p->held[k] = (struct vg__sched_held){app, p->held_head[loc]};
+    p->held_head[loc] = k;
 }
 
 /* Gives back what the app holds and forgets its placement. */
@@ -165,19 +172,24 @@ void vg__sched_plan_release(struct vg_sched_plan *p, const struct vg_sched_app *
         u->mem_free += apps[app].mem_mib;
         u->slots_free++;
         site_changed(p, loc, false);
-        struct vg__sched_holders *h = &p->holders[loc];
-        for (uint32_t k = 0; k < h->n; k++)
-            if (h->apps[k] == app) {
-                memmove(&h->apps[k], &h->apps[k + 1], (h->n - k - 1) * sizeof(*h->apps));
-                h->n--;
+        for (uint32_t *at = &p->held_head[loc]; *at != VG_SCHED_NONE; at = &p->held[*at].next)
+            if (p->held[*at].app == app) { /* unlinked, and given back */
+                uint32_t k = *at;
+                *at = p->held[k].next;
+                p->held[k].next = p->held_free;
+                p->held_free = k;
                 break;
             }
         if (u->top != app)
             continue;
+        /* the first to come of the highest priority: the list is newest
+         * first, so the last met of equals */
         u->top = VG_SCHED_NONE;
-        for (uint32_t k = 0; k < h->n; k++)
-            if (u->top == VG_SCHED_NONE || apps[h->apps[k]].priority > u->top_prio)
-                u->top = h->apps[k], u->top_prio = apps[h->apps[k]].priority;
+        for (uint32_t k = p->held_head[loc]; k != VG_SCHED_NONE; k = p->held[k].next) {
+            uint32_t a = p->held[k].app;
+            if (u->top == VG_SCHED_NONE || apps[a].priority >= u->top_prio)
+                u->top = a, u->top_prio = apps[a].priority;
+        }
     }
     vg__sched_app_plan_free(ap);
 }
