@@ -1815,9 +1815,14 @@ static uint32_t site_record(const struct par *p, const struct ctx *x, uint32_t l
     return x->smark[site] == x->sstamp ? x->sidx[site] : VG_SCHED_NONE;
 }
 
-/* Some location of the site is usable. */
+/* Some location of the site is usable: as consider_site_new finds it,
+ * from the site's record first (the committer's, up to date). */
 static bool site_usable(const struct ctx *x, uint32_t site)
 {
+    const struct vg__sched_site *ss = &x->plan->site[site];
+    if (x->rules.tags == 0 && !x->preempt && ss->loc != VG_SCHED_NONE && ss->cpu_free >= x->app->cpu_m &&
+        ss->mem_free >= x->app->mem_mib && vg__sched_rules_allow_at(&x->rules, 0, ss->country, ss->region))
+        return true;
     uint32_t n;
     const uint32_t *t = vg__sched_site_locs(x->w, site, &n);
     for (uint32_t i = 0; i < n; i++)
