@@ -118,7 +118,9 @@ struct ctx {
     size_t cap_rec_locs;
     uint32_t *alts; /* spec: the locations the local search tried (check_ahead) */
     size_t n_alts, cap_alts;
-    uint32_t *gone; /* the committer's: rejected candidates found gone (check_ahead) */
+    uint32_t *gone;  /* the committer's: rejected candidates found gone (check_ahead) */
+    uint32_t *moved; /* the committer's: chosen records whose location was taken (check_ahead) */
+    size_t n_moved, cap_moved;
     size_t n_gone, cap_gone;
     uint32_t *gone_nw0, *gone_pairs; /* per gone one (gone_info) */
     struct vg_sched_why *old_why;    /* the committer's: repair's copy of the records */
@@ -175,6 +177,7 @@ static void ctx_fini(struct ctx *x)
     free(x->alts);
     free(x->rec_locs);
     free(x->gone);
+    free(x->moved);
     free(x->gone_nw0);
     free(x->gone_pairs);
     free(x->old_why);
@@ -1376,13 +1379,12 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
  * records' locations (n_why), then for each candidate record the
  * rejections recorded before the candidate was made (n_cand), then
  * (dynamic apps) where each demand entry's pairs begin and the end
- * (d->n + 1): with the world's areas by location (struct par), what a
- * repair needs to know of a gone candidate without walking the app's
- * nearest lists again. Makes room for all of it and returns where the
- * second part goes (commit writes it as it writes the records). */
+ * (d->n + 1), then each entry's best open site (d->n: rechoose): with the world's areas by location (struct par), what
+ * a repair needs to know of a gone candidate without walking the app's nearest lists again. Makes room for all of it
+ * and returns where the second part goes (commit writes it as it writes the records). */
 static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
 {
-    size_t n = n_why + n_cand + x->demand[x->app_idx].n + 2;
+    size_t n = n_why + n_cand + 2 * x->demand[x->app_idx].n + 2;
     if (x->cap_rec_locs < n) {
         x->cap_rec_locs = n;
         x->rec_locs = vg_xrealloc(x->rec_locs, n * sizeof(*x->rec_locs));
@@ -1397,8 +1399,13 @@ static void note_records(struct ctx *x, const struct vg__sched_app_plan *ap, siz
     bool dyn = x->app->mode == VG_SCHED_DYNAMIC; /* a dynamic app's records are searched by site */
     for (size_t i = 0; i < ap->n_why; i++)
         x->rec_locs[i] = dyn ? x->w->loc_site[ap->why[i].loc] : ap->why[i].loc;
-    if (dyn)
-        memcpy(x->rec_locs + ap->n_why + n_cand, x->area_start, (x->demand[x->app_idx].n + 1) * sizeof(*x->area_start));
+    if (!dyn)
+        return;
+    size_t n = x->demand[x->app_idx].n;
+    uint32_t *starts = x->rec_locs + ap->n_why + n_cand, *best = starts + n + 1;
+    memcpy(starts, x->area_start, (n + 1) * sizeof(*x->area_start));
+    for (size_t i = 0; i < n; i++) /* each area's best open site (choose_locations' directions) */
+        best[i] = x->c1[i] == VG_SCHED_NONE ? VG_SCHED_NONE : x->c[x->c1[i]].site;
 }
 
 /* The candidates' records (those left, dropped and swapped out), field
@@ -1670,7 +1677,7 @@ static bool capacity_same(const struct ctx *x, const struct vg_sched_why *y)
 }
 
 /* What the commit makes of a placement made ahead. */
-enum { AHEAD_SAME, AHEAD_REPAIR, AHEAD_AGAIN };
+enum { AHEAD_SAME, AHEAD_REPAIR, AHEAD_RECHOOSE, AHEAD_AGAIN };
 
 static bool has_u32(const uint32_t *v, size_t n, uint32_t x)
 {
@@ -1831,7 +1838,7 @@ static bool site_usable(const struct ctx *x, uint32_t site)
     return false;
 }
 
-enum { SITE_SAME = -1, SITE_AGAIN = -2 };
+enum { SITE_SAME = -1, SITE_AGAIN = -2, SITE_MOVED = -3 };
 
 /* What a commit's taking of loc changed for the j-th (dynamic) app,
  * whose placement looked at loc's site (its first record there is the
@@ -1857,8 +1864,14 @@ static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t 
         return i < rej0 && y->verdict == VG_SCHED_KEPT && (y->loc != loc || fits) ? SITE_SAME : SITE_AGAIN;
     if (y->reason == VG_SCHED_R_POLICY)
         return SITE_SAME;
-    if (i < rej0) /* chosen: where it runs must still be usable */
-        return usable(x, y->loc) ? SITE_SAME : SITE_AGAIN;
+    if (i < rej0) { /* chosen: where it runs must still be usable, or the site (rechoose) */
+        if (usable(x, y->loc))
+            return SITE_SAME;
+        uint32_t n;
+        vg__sched_site_locs(p->w, site, &n);
+        return p->w->n_ovr == 0 && n > 1 && y->verdict == VG_SCHED_CHOSEN && site_usable(x, site) ? SITE_MOVED
+                                                                                                  : SITE_AGAIN;
+    }
     if (i < cand0) {              /* rejected for capacity, and still: capacity only shrinks */
         if (site_usable(x, site)) /* what it read of the site's record was being written */
             return SITE_AGAIN;
@@ -1902,7 +1915,7 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
     bool marked = false;            /* mark_sites, once needed */
     x->prev = pp ? pp->locs : NULL; /* DISPLACED is said of previous locations (capacity_why) */
     x->n_prev = pp ? pp->n_locs : 0;
-    x->n_gone = 0;
+    x->n_gone = x->n_moved = 0;
     /* the locations changed since it began: what the commits in between took */
     for (size_t k = pa->snap; k < j; k++) {
         const struct vg__sched_app_plan *held = &p->plan->apps[p->order[k]];
@@ -1936,6 +1949,13 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
                 long r = site_changed(p, x, j, loc, i, pp);
                 if (r == SITE_AGAIN)
                     return AHEAD_AGAIN;
+                if (r == SITE_MOVED) {
+                    if (!has_u32(x->moved, x->n_moved, (uint32_t)i)) {
+                        GROW(x->moved, x->n_moved, x->cap_moved);
+                        x->moved[x->n_moved++] = (uint32_t)i;
+                    }
+                    continue;
+                }
                 if (r != SITE_SAME && !has_u32(x->gone, x->n_gone, (uint32_t)r)) {
                     GROW(x->gone, x->n_gone, x->cap_gone);
                     size_t at = x->n_gone++; /* kept in record order */
@@ -1971,6 +1991,8 @@ static int check_ahead(const struct par *p, struct ctx *x, size_t j)
             x->gone[at] = (uint32_t)(i - cand0);
         }
     }
+    if (x->n_moved)
+        return x->n_gone ? AHEAD_AGAIN : AHEAD_RECHOOSE; /* both at once: rare */
     if (x->n_gone == 0)
         return AHEAD_SAME;
     if ((pa->nc <= SWAP_ALL) != (pa->nc - x->n_gone <= SWAP_ALL) || !gone_info(p, x, j))
@@ -2018,6 +2040,58 @@ static void repair(const struct par *p, struct ctx *x, size_t j)
     VG_ASSERT(o == n);
 }
 
+/* The placement as the sequential one makes it when the locations some
+ * chosen sites run at (x->moved: their records) were taken meanwhile but
+ * each site still has a usable one: the sites, and so the greedy and the
+ * local search, are the same; the location in each is chosen again as
+ * choose_locations does (the demand each site serves, from the entries'
+ * best open sites noted by the placement, summed in the same order),
+ * then where demand goes and the chosen records' figures follow. */
+static void rechoose(const struct par *p, struct ctx *x, size_t j)
+{
+    struct par_app *pa = &p->pa[j];
+    struct vg__sched_app_plan *ap = &pa->res;
+    const struct vg_sched_world *w = p->w;
+    const struct vg_sched_demand *d = &p->demand[p->order[j]];
+    const uint32_t *best = pa->rec_locs + ap->n_why + (ap->n_why - ap->n_locs - pa->nw) + d->n + 1;
+    for (size_t m = 0; m < x->n_moved; m++) {
+        struct vg_sched_why *y = &ap->why[x->moved[m]];
+        uint32_t site = w->loc_site[y->loc], n;
+        double v[3] = {0, 0, 0};
+        for (size_t i = d->n; i-- > 0;) { /* the order of the candidate's pairs */
+            if (best[i] != site)
+                continue;
+            const struct vg_geo_xyz *q = &w->area_xyz[d->e[i].area];
+            double wt = (double)d->e[i].mrps + 1;
+            v[0] += wt * q->x, v[1] += wt * q->y, v[2] += wt * q->z;
+        }
+        const uint32_t *t = vg__sched_site_locs(w, site, &n);
+        const struct vg_geo_xyz *q = &w->site_xyz[w->site_start[site]];
+        uint32_t loc = pick_location(x, t, q, n, v, false);
+        if (!usable(x, loc))
+            loc = pick_location(x, t, q, n, v, true);
+        VG_ASSERT(loc != VG_SCHED_NONE); /* the site was found usable */
+        ap->locs[x->moved[m]] = loc;     /* chosen records and locations go side by side */
+        y->loc = loc;
+    }
+    /* by location again, records and counters with them */
+    for (size_t k = 1; k < ap->n_locs; k++)
+        for (size_t i = k; i > 0 && ap->locs[i - 1] > ap->locs[i]; i--) {
+            uint32_t l = ap->locs[i];
+            uint16_t b = ap->below[i];
+            struct vg_sched_why r = ap->why[i];
+            ap->locs[i] = ap->locs[i - 1], ap->below[i] = ap->below[i - 1], ap->why[i] = ap->why[i - 1];
+            ap->locs[i - 1] = l, ap->below[i - 1] = b, ap->why[i - 1] = r;
+        }
+    vg__sched_plan_serve(w, x->app, d, ap, NULL, NULL, &x->serve);
+    for (size_t k = 0; k < ap->n_locs; k++) {
+        uint64_t served = 0;
+        for (size_t i = 0; i < ap->n_served; i++)
+            served += ap->served[i].loc == ap->locs[k] ? ap->served[i].mrps : 0;
+        ap->why[k].demand_mrps = served;
+    }
+}
+
 /* Commits the next app in order and returns the commits made: its
  * placement when what it saw still holds, else (or when stolen: its
  * placement is not ready) it is placed now, on the committed capacity.
@@ -2036,6 +2110,8 @@ static size_t commit_next(struct par *p, struct ctx *x, bool stolen)
     int seen = stolen || rc ? AHEAD_AGAIN : check_ahead(p, x, j);
     if (seen == AHEAD_REPAIR)
         repair(p, x, j);
+    else if (seen == AHEAD_RECHOOSE)
+        rechoose(p, x, j);
     if (seen != AHEAD_AGAIN) {
         *ap = pa->res;
         memset(&pa->res, 0, sizeof(pa->res));
