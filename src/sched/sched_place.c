@@ -2221,13 +2221,6 @@ struct par_thread {
     pthread_t t;
 };
 
-static void *par_main(void *arg)
-{
-    struct par_thread *t = arg;
-    par_work(t->p, &t->x);
-    return NULL;
-}
-
 static void par_ctx(struct par *p, struct ctx *x, bool own_seen)
 {
     ctx_init(x, p->w, p->apps, p->n_apps, p->demand, p->plan);
@@ -2236,6 +2229,17 @@ static void par_ctx(struct par *p, struct ctx *x, bool own_seen)
         x->seen = vg_xcalloc(p->plan->n_locs + 1, sizeof(*x->seen));
         x->own_seen = true;
     }
+}
+
+/* An extra thread makes and frees its own scratch: meanwhile the first
+ * one is at work, and the memory is of the thread that uses it. */
+static void *par_main(void *arg)
+{
+    struct par_thread *t = arg;
+    par_ctx(t->p, &t->x, true);
+    par_work(t->p, &t->x);
+    ctx_fini(&t->x);
+    return NULL;
 }
 
 static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_app *apps, size_t n_apps,
@@ -2255,21 +2259,16 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     unsigned started = 1;
     for (unsigned i = 1; i < threads; i++) {
         t[i].p = &p;
-        par_ctx(&p, &t[i].x, true);
-        if (pthread_create(&t[i].t, NULL, par_main, &t[i]) != 0) { /* fewer threads: the same plan */
-            ctx_fini(&t[i].x);
+        if (pthread_create(&t[i].t, NULL, par_main, &t[i]) != 0) /* fewer threads: the same plan */
             break;
-        }
         started++;
     }
     t[0].p = &p;
     par_ctx(&p, &t[0].x, false);
     par_work(&p, &t[0].x);
-    for (unsigned i = 0; i < started; i++) {
-        if (i > 0)
-            pthread_join(t[i].t, NULL);
-        ctx_fini(&t[i].x);
-    }
+    ctx_fini(&t[0].x);
+    for (unsigned i = 1; i < started; i++)
+        pthread_join(t[i].t, NULL);
     for (size_t j = 0; j < p.next; j++) { /* placed ahead of a failure, never committed */
         vg__sched_app_plan_free(&p.pa[j].res);
         free(p.pa[j].alts);
