@@ -487,9 +487,9 @@ static void fallback_hub(struct ctx *x, uint32_t i, uint32_t area)
 }
 
 /* The areas' nearest sites are scattered over the world's lists: the
- * next areas' lists are asked for while this one is worked on. (The
- * sites' records, a few thousand, stay in cache.) Hints only: no effect
- * on the result. */
+ * next areas' lists are asked for while this one is worked on, and a few
+ * areas nearer, their sites' records (by then their lists are in). Hints
+ * only: no effect on the result. */
 #define PREFETCH_LIST 8 /* areas ahead whose nearest sites are asked for */
 
 #define PREFETCH_SITES 4 /* areas ahead whose sites' records are asked for (their lists are in by then) */
@@ -1379,9 +1379,12 @@ static bool pair_nearest(void *arg, size_t i, uint32_t *loc, uint32_t *rtt_us)
  * records' locations (n_why), then for each candidate record the
  * rejections recorded before the candidate was made (n_cand), then
  * (dynamic apps) where each demand entry's pairs begin and the end
- * (d->n + 1), then each entry's best open site (d->n: rechoose): with the world's areas by location (struct par), what
- * a repair needs to know of a gone candidate without walking the app's nearest lists again. Makes room for all of it
- * and returns where the second part goes (commit writes it as it writes the records). */
+ * (d->n + 1), then each entry's best open site (d->n): with the world's
+ * areas by location (struct par), what a repair needs to know of a gone
+ * candidate without walking the app's nearest lists again, and what
+ * rechoose needs of a chosen site's demand. Makes room for all of it and
+ * returns where the second part goes (commit writes it as it writes the
+ * records). */
 static uint32_t *note_room(struct ctx *x, size_t n_why, size_t n_cand)
 {
     size_t n = n_why + n_cand + 2 * x->demand[x->app_idx].n + 2;
@@ -1634,8 +1637,8 @@ struct par {
     struct vg_sched_plan *plan;
     const uint32_t *order;
     struct par_app *pa; /* by position in order; pa[j] is set when j is taken (j < next) */
-    struct vg__sched_rules
-        *rules;          /* by position: the compiled enforcements its placement used (commit checks with them) */
+    /* by position: the enforcements its placement compiled (the commit checks with them) */
+    struct vg__sched_rules *rules;
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
     uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[loc_at[s], loc_at[s + 1]) */
     uint32_t *loc_at;
@@ -1842,13 +1845,15 @@ enum { SITE_SAME = -1, SITE_AGAIN = -2, SITE_MOVED = -3 };
 
 /* What a commit's taking of loc changed for the j-th (dynamic) app,
  * whose placement looked at loc's site (its first record there is the
- * i-th): nothing (SITE_SAME), too much (SITE_AGAIN), or only that a
- * candidate is gone (its index among the candidates' records). A site's
- * candidate depends only on whether one of its locations is usable (its
- * pairs are the site's, its records name the first location the rules
- * allow), a chosen site's location on which are (the best of them:
- * taking another one changes nothing, and a better one taken before the
- * choice was taken before in the sequential placement too). A site with
+ * i-th): nothing (SITE_SAME), too much (SITE_AGAIN), only that a
+ * candidate is gone (its index among the candidates' records), or that a
+ * chosen site's location is no longer usable while the site is
+ * (SITE_MOVED: rechoose). A site's candidate depends only on whether one
+ * of its locations is usable (its pairs are the site's, its records name
+ * the first location the rules allow), a chosen site's location on which
+ * are (the best of them: taking another one changes nothing, and a
+ * better one taken before the choice was taken before in the sequential
+ * placement too). A site with
  * previous locations may hold several records: placed again unless it
  * is kept and loc is not the kept one or still fits. */
 static long site_changed(const struct par *p, struct ctx *x, size_t j, uint32_t loc, size_t i,
