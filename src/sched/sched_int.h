@@ -78,7 +78,17 @@ struct vg_sched_world {
     struct vg__sched_near *snear; /* n_areas x snear_k: the nearest sites (loc: the site), by the latency
                                      of their nearest location; near itself when site_deg is 0 */
     uint8_t *n_snear, snear_k;
+    /* The areas whose nearest sites hold each site: site_areas[site_areas_at[s], site_areas_at[s + 1]) (a
+     * parallel placement's repairs); NULL while a measured RTT has moved a list since the grouping */
+    uint32_t *site_areas_at, *site_areas;
+    /* A new plan's records before anything is held (n_locs + 1 and n_sites + 1): copied, not computed */
+    struct vg__sched_loc *loc0;
+    struct vg__sched_site *site0;
 };
+
+/* The areas whose nearest sites hold each site, as in the world
+ * (counting sort of the lists); the caller frees both. */
+void vg__sched_site_areas(const struct vg_sched_world *w, uint32_t **at, uint32_t **areas);
 
 /* Zeroed memory for n items of size bytes, aligned to a cache line (an
  * item of 32 or 64 bytes then never straddles two); freed with free.
@@ -169,6 +179,14 @@ struct vg__sched_loc {
     uint16_t country;
     uint8_t region, pad;
 };
+
+/* The site record's rule (struct vg__sched_site): of a site's locations
+ * with a slot free, the one with the most CPU free, then memory, then
+ * the first; true when l beats the best so far (have: there is one). */
+static inline bool vg__sched_witness_better(const struct vg__sched_loc *l, bool have, uint32_t cpu, uint32_t mem)
+{
+    return l->slots_free >= 1 && (!have || l->cpu_free > cpu || (l->cpu_free == cpu && l->mem_free > mem));
+}
 
 static inline uint32_t vg__sched_ld(const uint32_t *p)
 {

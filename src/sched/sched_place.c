@@ -1642,6 +1642,7 @@ struct par {
     uint32_t *ver;       /* per location: the last commit (1-based) that changed it; the committer's */
     uint32_t *loc_areas; /* the areas whose nearest sites hold each site: loc_areas[loc_at[s], loc_at[s + 1]) */
     uint32_t *loc_at;
+    bool own_areas;       /* loc_at and loc_areas are this placement's, not the world's */
     size_t next, commits; /* under mu */
     bool committing;      /* under mu: one committer at a time */
     int rc;               /* the committer's */
@@ -1771,21 +1772,17 @@ static bool gone_info(const struct par *p, struct ctx *x, size_t j)
     return true;
 }
 
-/* The areas whose nearest sites hold each site (a counting sort of the
- * lists), for gone_info. */
+/* The areas whose nearest sites hold each site, for gone_info: the
+ * world's, or (a measured RTT moved a list since) made here. */
 static void index_loc_areas(struct par *p)
 {
-    const struct vg_sched_world *w = p->w;
-    p->loc_at = vg_xcalloc(w->n_sites + 2, sizeof(*p->loc_at));
-    for (size_t a = 0; a < w->n_areas; a++)
-        for (uint8_t k = 0; k < w->n_snear[a]; k++)
-            p->loc_at[w->snear[a * w->snear_k + k].loc + 2]++;
-    for (size_t s = 0; s < w->n_sites; s++)
-        p->loc_at[s + 2] += p->loc_at[s + 1];
-    p->loc_areas = vg_xmalloc((p->loc_at[w->n_sites + 1] + 1) * sizeof(*p->loc_areas));
-    for (size_t a = 0; a < w->n_areas; a++) /* loc_at[s + 1]: where s's next goes, then its end */
-        for (uint8_t k = 0; k < w->n_snear[a]; k++)
-            p->loc_areas[p->loc_at[w->snear[a * w->snear_k + k].loc + 1]++] = (uint32_t)a;
+    p->own_areas = !p->w->site_areas;
+    if (p->own_areas) {
+        vg__sched_site_areas(p->w, &p->loc_at, &p->loc_areas);
+    } else {
+        p->loc_at = p->w->site_areas_at;
+        p->loc_areas = p->w->site_areas;
+    }
 }
 
 /* One of the app's previous locations is in the site. */
@@ -2288,8 +2285,10 @@ static int place_parallel(const struct vg_sched_world *w, const struct vg_sched_
     free(p.pa);
     free(p.rules);
     free(p.ver);
-    free(p.loc_at);
-    free(p.loc_areas);
+    if (p.own_areas) {
+        free(p.loc_at);
+        free(p.loc_areas);
+    }
     if (p.rc)
         *err = p.err;
     return p.rc;

@@ -14,9 +14,8 @@ static void site_witness(struct vg_sched_plan *p, uint32_t s)
     uint32_t n, best = VG_SCHED_NONE;
     const uint32_t *t = vg__sched_site_locs(p->w, s, &n);
     for (uint32_t i = 0; i < n; i++) {
-        const struct vg__sched_loc *u = &p->loc[t[i]], *b = best == VG_SCHED_NONE ? NULL : &p->loc[best];
-        if (u->slots_free >= 1 &&
-            (!b || u->cpu_free > b->cpu_free || (u->cpu_free == b->cpu_free && u->mem_free > b->mem_free)))
+        const struct vg__sched_loc *b = best == VG_SCHED_NONE ? NULL : &p->loc[best];
+        if (vg__sched_witness_better(&p->loc[t[i]], b != NULL, b ? b->cpu_free : 0, b ? b->mem_free : 0))
             best = t[i];
     }
     struct vg__sched_site *ss = &p->site[s];
@@ -48,33 +47,17 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->n_apps = n_apps;
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
-    p->loc = vg__sched_calloc_lines(n_locs + 1, sizeof(*p->loc)); /* a record in one line, not two */
-    for (size_t l = 0; l < n_locs; l++) {
-        const struct vg__sched_lhot *h = &w->hot[l];
-        p->loc[l] = (struct vg__sched_loc){.cpu_free = h->cpu_m,
-                                           .mem_free = h->mem_mib,
-                                           .slots_free = h->slots,
-                                           .top = VG_SCHED_NONE,
-                                           .cost = h->cost,
-                                           .tags = h->tags,
-                                           .country = h->country,
-                                           .region = h->region};
-    }
+    /* the records as they start, copied from the world's (aligned: a record in one line, not two) */
+    p->loc = vg__sched_calloc_lines(n_locs + 1, sizeof(*p->loc));
+    memcpy(p->loc, w->loc0, (n_locs + 1) * sizeof(*p->loc));
     p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
     p->held_head = vg_xmalloc((n_locs + 1) * sizeof(*p->held_head));
     memset(p->held_head, 0xff, (n_locs + 1) * sizeof(*p->held_head)); /* VG_SCHED_NONE: nothing held */
     p->held_free = VG_SCHED_NONE;
     p->w = w;
     p->sites_gen = w->sites_gen;
-    p->site = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*p->site)); /* a record in one line, not two */
-    for (uint32_t s = 0; s < w->n_sites; s++) {
-        p->site[s] = (struct vg__sched_site){.first = w->site_locs[w->site_start[s]],
-                                             .tags_any = w->site_tags_any[s],
-                                             .cost = w->site_cost[s],
-                                             .country = w->site_country[s],
-                                             .region = w->site_region[s]};
-        site_witness(p, s);
-    }
+    p->site = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*p->site));
+    memcpy(p->site, w->site0, (w->n_sites + 1) * sizeof(*p->site));
     return p;
 }
 

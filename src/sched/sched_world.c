@@ -278,6 +278,9 @@ static void sites_free(struct vg_sched_world *w)
     free(w->site_xyz);
     free(w->site_tags);
     free(w->site_tags_any);
+    free(w->site_areas_at);
+    free(w->site_areas);
+    free(w->site0);
     if (w->snear != w->near) {
         free(w->snear);
         free(w->n_snear);
@@ -288,6 +291,8 @@ static void sites_free(struct vg_sched_world *w)
     w->site_xyz = NULL;
     w->site_tags = NULL;
     w->site_tags_any = NULL;
+    w->site_areas_at = w->site_areas = NULL;
+    w->site0 = NULL;
     w->snear = NULL;
     w->n_snear = NULL;
 }
@@ -300,6 +305,8 @@ void *vg__sched_calloc_lines(size_t n, size_t size)
     memset(p, 0, bytes);
     return p;
 }
+
+static void first_site_records(struct vg_sched_world *w);
 
 static void index_sites(struct vg_sched_world *w, double deg)
 {
@@ -337,10 +344,12 @@ static void index_sites(struct vg_sched_world *w, double deg)
         w->site_tags[i] = w->locs[w->site_locs[i]].tags;
         w->site_tags_any[w->loc_site[w->site_locs[i]]] |= w->site_tags[i];
     }
+    first_site_records(w);
     if (deg == 0) {
         w->snear = w->near;
         w->n_snear = w->n_near;
         w->snear_k = VG_SCHED_NEAR;
+        vg__sched_site_areas(w, &w->site_areas_at, &w->site_areas);
         return;
     }
     /* the pruning is for scale: a small world lists as many as it did towers */
@@ -348,6 +357,44 @@ static void index_sites(struct vg_sched_world *w, double deg)
     w->snear = vg__sched_calloc_lines(w->n_areas * w->snear_k + 1, sizeof(*w->snear)); /* an area's list: one line */
     w->n_snear = vg_xcalloc(w->n_areas + 1, 1);
     find_all_near(w, true);
+    vg__sched_site_areas(w, &w->site_areas_at, &w->site_areas);
+}
+
+void vg__sched_site_areas(const struct vg_sched_world *w, uint32_t **at_out, uint32_t **areas_out)
+{
+    uint32_t *at = vg_xcalloc(w->n_sites + 2, sizeof(*at));
+    for (size_t a = 0; a < w->n_areas; a++)
+        for (uint8_t k = 0; k < w->n_snear[a]; k++)
+            at[w->snear[a * w->snear_k + k].loc + 2]++;
+    for (size_t s = 0; s < w->n_sites; s++)
+        at[s + 2] += at[s + 1];
+    uint32_t *areas = vg_xmalloc((at[w->n_sites + 1] + 1) * sizeof(*areas));
+    for (size_t a = 0; a < w->n_areas; a++) /* at[s + 1]: where s's next goes, then its end */
+        for (uint8_t k = 0; k < w->n_snear[a]; k++)
+            areas[at[w->snear[a * w->snear_k + k].loc + 1]++] = (uint32_t)a;
+    *at_out = at;
+    *areas_out = areas;
+}
+
+/* The sites' records of a plan that holds nothing (struct vg__sched_site:
+ * the witness by the same rule as the plan's upkeep, on full capacity). */
+static void first_site_records(struct vg_sched_world *w)
+{
+    w->site0 = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*w->site0));
+    for (uint32_t s = 0; s < w->n_sites; s++) {
+        struct vg__sched_site *ss = &w->site0[s];
+        *ss = (struct vg__sched_site){.loc = VG_SCHED_NONE,
+                                      .first = w->site_locs[w->site_start[s]],
+                                      .tags_any = w->site_tags_any[s],
+                                      .cost = w->site_cost[s],
+                                      .country = w->site_country[s],
+                                      .region = w->site_region[s]};
+        for (uint32_t i = w->site_start[s]; i < w->site_start[s + 1]; i++) {
+            const struct vg__sched_loc *u = &w->loc0[w->site_locs[i]];
+            if (vg__sched_witness_better(u, ss->loc != VG_SCHED_NONE, ss->cpu_free, ss->mem_free))
+                ss->loc = w->site_locs[i], ss->cpu_free = u->cpu_free, ss->mem_free = u->mem_free;
+        }
+    }
 }
 
 static void site_remeasured(struct vg_sched_world *w, uint32_t area, uint32_t site);
@@ -473,10 +520,19 @@ int vg_sched_world_create(const struct vg_sched_location *locs, size_t n_locs, c
     if ((rc = check_inputs(w)) != 0 || (rc = index_ids(w)) != 0)
         goto out;
     w->hot = vg_xcalloc(n_locs + 1, sizeof(*w->hot));
+    w->loc0 = vg__sched_calloc_lines(n_locs + 1, sizeof(*w->loc0));
     for (size_t l = 0; l < n_locs; l++) {
         const struct vg_sched_location *lo = &w->locs[l];
         w->hot[l] = (struct vg__sched_lhot){lo->tags,  lo->cost,          lo->cpu_m,       lo->mem_mib,
                                             lo->slots, w->loc_country[l], w->loc_region[l]};
+        w->loc0[l] = (struct vg__sched_loc){.cpu_free = lo->cpu_m,
+                                            .mem_free = lo->mem_mib,
+                                            .slots_free = lo->slots,
+                                            .top = VG_SCHED_NONE,
+                                            .cost = lo->cost,
+                                            .tags = lo->tags,
+                                            .country = w->loc_country[l],
+                                            .region = w->loc_region[l]};
         vg_geo_to_xyz(lo->lat, lo->lon, &w->loc_xyz[l]);
     }
     for (size_t a = 0; a < n_areas; a++)
@@ -502,6 +558,7 @@ void vg_sched_world_destroy(struct vg_sched_world *w)
     free(w->locs);
     free(w->areas);
     free(w->hot);
+    free(w->loc0);
     free(w->loc_country);
     free(w->loc_region);
     free(w->area_region);
@@ -617,6 +674,9 @@ int vg_sched_world_set_rtt(struct vg_sched_world *w, uint32_t area, uint32_t loc
         w->n_ovr++;
     *s = (struct vg__sched_rtt_ovr){key, rtt_us};
     relist(&w->near[(size_t)area * VG_SCHED_NEAR], &w->n_near[area], VG_SCHED_NEAR, loc, rtt_us);
+    free(w->site_areas_at); /* the lists moved: a parallel placement indexes them itself */
+    free(w->site_areas);
+    w->site_areas_at = w->site_areas = NULL;
     if (w->snear != w->near)
         site_remeasured(w, area, w->loc_site[loc]);
     return 0;
