@@ -90,9 +90,10 @@ struct vg_sched_world {
  * (counting sort of the lists); the caller frees both. */
 void vg__sched_site_areas(const struct vg_sched_world *w, uint32_t **at, uint32_t **areas);
 
-/* Zeroed memory for n items of size bytes, aligned to a cache line (an
- * item of 32 or 64 bytes then never straddles two); freed with free.
- * Aborts when out of memory, as vg_xcalloc. */
+/* Memory for n items of size bytes, aligned to a cache line (an item of
+ * 32 or 64 bytes then never straddles two); freed with free. Aborts when
+ * out of memory, as vg_xmalloc. The calloc one is zeroed. */
+void *vg__sched_alloc_lines(size_t n, size_t size);
 void *vg__sched_calloc_lines(size_t n, size_t size);
 
 /* The site's locations. */

@@ -299,9 +299,7 @@ static void reject_capacity(struct ctx *x, uint32_t loc, uint8_t res)
  * (realloc keeps only malloc's alignment). */
 static void cand_room(struct ctx *x, size_t n)
 {
-    size_t bytes = (n * sizeof(*x->c) + 63) / 64 * 64;
-    struct cand *c = aligned_alloc(64, bytes);
-    VG_AN(c); /* as vg_xmalloc: out of memory is fatal here */
+    struct cand *c = vg__sched_alloc_lines(n, sizeof(*c));
     if (x->nc)
         memcpy(c, x->c, x->nc * sizeof(*c));
     free(x->c);
@@ -366,6 +364,14 @@ static bool site_scan(const struct ctx *x, uint32_t site, uint32_t *key)
     return false;
 }
 
+/* The site's record names a location with a slot free and room for the
+ * app (reads that a parallel commit checks: vg__sched_ld). */
+static bool site_record_fits(const struct ctx *x, const struct vg__sched_site *ss)
+{
+    return vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&
+           vg__sched_ld(&ss->mem_free) >= x->app->mem_mib;
+}
+
 /* The site's candidate (dynamic apps), made on first sight: the site is
  * a candidate when one of its locations is usable; its records name the
  * first location the rules allow (not the first usable one: what a
@@ -384,8 +390,7 @@ static uint32_t consider_site_new(struct ctx *x, uint32_t site, struct vg__sched
     if (vg__sched_rules_allow_at(&x->rules, need, ss->country, ss->region) && (ss->tags_any & need) == need) {
         if (need == 0 && !x->preempt) { /* the common case: the site's record often knows one that fits */
             key = first;
-            any = vg__sched_ld(&ss->loc) != VG_SCHED_NONE && vg__sched_ld(&ss->cpu_free) >= x->app->cpu_m &&
-                  vg__sched_ld(&ss->mem_free) >= x->app->mem_mib;
+            any = site_record_fits(x, ss);
         }
         if (!any)
             any = site_scan(x, site, &key);
@@ -1165,6 +1170,19 @@ static uint32_t pick_location(const struct ctx *x, const uint32_t *t, const stru
     return best;
 }
 
+/* The site's location for demand in direction v, as choose_locations
+ * picks it: the best of all, then (if that one is not usable: the
+ * favourite fills) of the usable ones: the points are side by side, the
+ * records are not. NONE when none is usable. */
+static uint32_t pick_in_site(const struct ctx *x, uint32_t site, const double *v)
+{
+    uint32_t n;
+    const uint32_t *t = vg__sched_site_locs(x->w, site, &n);
+    const struct vg_geo_xyz *q = &x->w->site_xyz[x->w->site_start[site]];
+    uint32_t best = pick_location(x, t, q, n, v, false);
+    return usable(x, best) ? best : pick_location(x, t, q, n, v, true);
+}
+
 /* With measured RTTs, geometry is not latency: the usable location of
  * t[0, n) with the least demand-weighted latency to the areas candidate
  * oc serves, then the cheapest, then the lowest index; or NONE. */
@@ -1217,12 +1235,7 @@ static void choose_locations(struct ctx *x)
             double wt = (double)x->wa[p->area] + 1; /* + 1: areas without demand still point somewhere */
             v[0] += wt * q->x, v[1] += wt * q->y, v[2] += wt * q->z;
         }
-        /* the best of all, then (if it is not usable: rare) of the usable
-         * ones: the points are side by side, the records are not */
-        const struct vg_geo_xyz *q = &w->site_xyz[w->site_start[c->site]];
-        uint32_t best = pick_location(x, t, q, n, v, false);
-        if (!usable(x, best))
-            best = pick_location(x, t, q, n, v, true);
+        uint32_t best = pick_in_site(x, c->site, v);
         /* the site was a candidate: one of its locations was usable, unless
          * placing ahead and another thread took it since (the commit sees
          * that its location is not usable) */
@@ -1827,8 +1840,8 @@ static uint32_t site_record(const struct par *p, const struct ctx *x, uint32_t l
 static bool site_usable(const struct ctx *x, uint32_t site)
 {
     const struct vg__sched_site *ss = &x->plan->site[site];
-    if (x->rules.tags == 0 && !x->preempt && ss->loc != VG_SCHED_NONE && ss->cpu_free >= x->app->cpu_m &&
-        ss->mem_free >= x->app->mem_mib && vg__sched_rules_allow_at(&x->rules, 0, ss->country, ss->region))
+    if (x->rules.tags == 0 && !x->preempt && site_record_fits(x, ss) &&
+        vg__sched_rules_allow_at(&x->rules, 0, ss->country, ss->region))
         return true;
     uint32_t n;
     const uint32_t *t = vg__sched_site_locs(x->w, site, &n);
@@ -2058,7 +2071,7 @@ static void rechoose(const struct par *p, struct ctx *x, size_t j)
     const uint32_t *best = pa->rec_locs + ap->n_why + (ap->n_why - ap->n_locs - pa->nw) + d->n + 1;
     for (size_t m = 0; m < x->n_moved; m++) {
         struct vg_sched_why *y = &ap->why[x->moved[m]];
-        uint32_t site = w->loc_site[y->loc], n;
+        uint32_t site = w->loc_site[y->loc];
         double v[3] = {0, 0, 0};
         for (size_t i = d->n; i-- > 0;) { /* the order of the candidate's pairs */
             if (best[i] != site)
@@ -2067,11 +2080,7 @@ static void rechoose(const struct par *p, struct ctx *x, size_t j)
             double wt = (double)d->e[i].mrps + 1;
             v[0] += wt * q->x, v[1] += wt * q->y, v[2] += wt * q->z;
         }
-        const uint32_t *t = vg__sched_site_locs(w, site, &n);
-        const struct vg_geo_xyz *q = &w->site_xyz[w->site_start[site]];
-        uint32_t loc = pick_location(x, t, q, n, v, false);
-        if (!usable(x, loc))
-            loc = pick_location(x, t, q, n, v, true);
+        uint32_t loc = pick_in_site(x, site, v);
         VG_ASSERT(loc != VG_SCHED_NONE); /* the site was found usable */
         ap->locs[x->moved[m]] = loc;     /* chosen records and locations go side by side */
         y->loc = loc;

@@ -48,7 +48,7 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->n_locs = n_locs;
     p->apps = vg_xcalloc(n_apps + 1, sizeof(*p->apps));
     /* the records as they start, copied from the world's (aligned: a record in one line, not two) */
-    p->loc = vg__sched_calloc_lines(n_locs + 1, sizeof(*p->loc));
+    p->loc = vg__sched_alloc_lines(n_locs + 1, sizeof(*p->loc));
     memcpy(p->loc, w->loc0, (n_locs + 1) * sizeof(*p->loc));
     p->seen = vg_xcalloc(n_locs + 1, sizeof(*p->seen));
     p->held_head = vg_xmalloc((n_locs + 1) * sizeof(*p->held_head));
@@ -56,7 +56,7 @@ struct vg_sched_plan *vg__sched_plan_new(const struct vg_sched_world *w, size_t 
     p->held_free = VG_SCHED_NONE;
     p->w = w;
     p->sites_gen = w->sites_gen;
-    p->site = vg__sched_calloc_lines(w->n_sites + 1, sizeof(*p->site));
+    p->site = vg__sched_alloc_lines(w->n_sites + 1, sizeof(*p->site));
     memcpy(p->site, w->site0, (w->n_sites + 1) * sizeof(*p->site));
     return p;
 }
@@ -328,14 +328,14 @@ void vg__sched_serve_scratch_free(struct vg__sched_serve_scratch *s)
         }                                                                                                              \
     } while (0)
 
-/* Where each area's demand goes, without its latency when only chords
- * were compared (those areas are listed in sc->pend, their chords in
- * sc->c2: converted together, the square roots and arcsines overlap). */
 /* Chosen locations at most for which comparing the area's chord to each
  * is cheaper than the caller's answer (a chord to a point of its own, far
  * in memory, and the bound's checks). */
 #define SERVE_SCAN_MAX 16
 
+/* Where each area's demand goes, without its latency when only chords
+ * were compared (those areas are listed in sc->pend, their chords in
+ * sc->c2: converted together, the square roots and arcsines overlap). */
 static size_t serve_areas(const struct vg_sched_world *w, const struct vg_sched_app *app,
                           const struct vg_sched_demand *d, struct vg__sched_app_plan *ap, vg__sched_known_fn known,
                           void *arg, struct vg__sched_serve_scratch *sc)

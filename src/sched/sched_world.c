@@ -297,12 +297,17 @@ static void sites_free(struct vg_sched_world *w)
     w->n_snear = NULL;
 }
 
+void *vg__sched_alloc_lines(size_t n, size_t size)
+{
+    void *p = aligned_alloc(64, ((n ? n : 1) * size + 63) / 64 * 64);
+    VG_AN(p);
+    return p;
+}
+
 void *vg__sched_calloc_lines(size_t n, size_t size)
 {
-    size_t bytes = ((n ? n : 1) * size + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes);
-    VG_AN(p);
-    memset(p, 0, bytes);
+    void *p = vg__sched_alloc_lines(n, size);
+    memset(p, 0, (n ? n : 1) * size);
     return p;
 }
 
